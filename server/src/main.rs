@@ -1,1 +1,87 @@
-fn main() {}
+//! `retouchd`: see `retouchd --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use retouch_server::config::{Cli, Command, LogFormat};
+use secrecy::SecretString;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::LocalBackend(args)) => local_backend(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("retouchd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: retouch_server::config::ServeArgs) -> Result<(), String> {
+    let config = args.to_config()?;
+    let server = retouch_server::app::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result<(), String> {
+    let config = args
+        .local
+        .to_config(SecretString::from(args.appcode.clone()), args.public_base_url.clone())?;
+    let backend = retouch_server::local::LocalBackend::new(
+        config,
+        std::sync::Arc::new(retouch_server::engine::SimpleEngine),
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, "Aliyun-compatible local backend is running");
+    axum::serve(listener, backend.router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,312 @@
+//! Assembles retouchd: HTTP listener (uploads, and the local backend when
+//! embedded), upstream client, tracker and gRPC server; and shuts them down
+//! in order.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::SimpleEngine;
+use crate::local::{LocalBackend, LocalBackendConfig};
+use crate::service::Retouch;
+use crate::tracker::{Tracker, TrackerConfig};
+use crate::upstream::{ApiPaths, UpstreamClient, UpstreamConfig};
+use crate::uploads::{UploadConfig, UploadStore};
+
+/// Which upstream retouchd talks to.
+#[derive(Debug, Clone)]
+pub enum UpstreamTarget {
+    /// Aliyun's API gateway (or anything that speaks the same API).
+    Remote {
+        /// The product's gateway, e.g. `https://<host>`.
+        base_url: reqwest::Url,
+        /// The AppCode from the Aliyun marketplace console.
+        appcode: SecretString,
+    },
+    /// The embedded local backend, served on the HTTP listener.
+    Local(LocalBackendConfig),
+}
+
+/// Everything `start` needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// gRPC listen address (port 0 picks a free one).
+    pub grpc_listen: SocketAddr,
+    /// HTTP listen address for uploads and the embedded local backend.
+    pub http_listen: SocketAddr,
+    /// Where jobs go.
+    pub target: UpstreamTarget,
+    /// Instance matting paths.
+    pub matting_paths: ApiPaths,
+    /// Object removal paths.
+    pub removal_paths: ApiPaths,
+    /// Limit on one upstream call.
+    pub request_timeout: Duration,
+    /// Limit on connecting to the upstream.
+    pub connect_timeout: Duration,
+    /// Upstream requests per second, shared by all jobs (0: no limit).
+    pub upstream_qps: f64,
+    /// Most attempts of a submit that provably did not reach the backend.
+    pub submit_attempts: u32,
+    /// Polling and retention.
+    pub tracker: TrackerConfig,
+    /// Upload directory (`None`: a temporary one, removed on exit).
+    pub upload_dir: Option<PathBuf>,
+    /// Public base URL of the HTTP listener, as the upstream reaches it
+    /// (`None`: `http://<http listen address>`).
+    pub public_base_url: Option<String>,
+    /// Largest upload.
+    pub upload_max_bytes: usize,
+    /// How long uploads are kept.
+    pub upload_retention: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for tests and embedding: loopback on free ports, the local
+    /// backend with `local`.
+    pub fn local(local: LocalBackendConfig) -> Self {
+        let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        ServerConfig {
+            grpc_listen: loopback,
+            http_listen: loopback,
+            target: UpstreamTarget::Local(local),
+            matting_paths: ApiPaths::defaults(crate::aliyun::ApiKind::InstanceMatting),
+            removal_paths: ApiPaths::defaults(crate::aliyun::ApiKind::ObjectRemoval),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            upstream_qps: 50.0,
+            submit_attempts: 4,
+            tracker: TrackerConfig::default(),
+            upload_dir: None,
+            public_base_url: None,
+            upload_max_bytes: 20 * 1024 * 1024,
+            upload_retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A running retouchd.
+pub struct RunningServer {
+    /// Where gRPC is served.
+    pub grpc_addr: SocketAddr,
+    /// Where HTTP (uploads, local backend) is served.
+    pub http_addr: SocketAddr,
+    /// The embedded local backend, when there is one.
+    pub local_backend: Option<LocalBackend>,
+    /// The domain service, for embedding.
+    pub retouch: Retouch,
+    cancel: CancellationToken,
+    health: tonic_health::server::HealthReporter,
+    tasks: Vec<JoinHandle<()>>,
+    _upload_tempdir: Option<tempfile::TempDir>,
+}
+
+/// Why retouchd could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Anything else that is wrong with the configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Binds the listeners and starts every part of retouchd.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let http_listener = bind(config.http_listen).await?;
+    let grpc_listener = bind(config.grpc_listen).await?;
+    let http_addr = local_addr(&http_listener)?;
+    let grpc_addr = local_addr(&grpc_listener)?;
+    let http_base = format!("http://{}", reachable(http_addr));
+    let public_base = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| http_base.clone());
+
+    let (local_backend, base_url, appcode) = match &config.target {
+        UpstreamTarget::Remote { base_url, appcode } => {
+            if config.public_base_url.is_none() {
+                tracing::warn!(
+                    "uploads will be served at {public_base}/uploads, which Aliyun cannot download from; set --public-base-url"
+                );
+            }
+            (None, base_url.clone(), appcode.clone())
+        }
+        UpstreamTarget::Local(local) => {
+            let backend = LocalBackend::new(local.clone(), Arc::new(SimpleEngine));
+            let base = reqwest::Url::parse(&http_base).map_err(|e| StartError::Config(e.to_string()))?;
+            (Some(backend), base, local.appcode.clone())
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    let mut tasks = Vec::new();
+
+    let (upload_dir, upload_tempdir) = match &config.upload_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("retouchd-uploads-")
+                .tempdir()
+                .map_err(|e| StartError::Config(format!("cannot create an upload directory: {e}")))?;
+            (tmp.path().to_owned(), Some(tmp))
+        }
+    };
+    let uploads = Arc::new(
+        UploadStore::open(UploadConfig {
+            dir: upload_dir.clone(),
+            public_base_url: format!("{}/uploads", public_base.trim_end_matches('/')),
+            max_bytes: config.upload_max_bytes,
+            retention: config.upload_retention,
+        })
+        .map_err(|e| StartError::Config(format!("cannot use upload directory {}: {e}", upload_dir.display())))?,
+    );
+    tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
+
+    let mut http_router = uploads.router();
+    if let Some(backend) = &local_backend {
+        http_router = http_router.merge(backend.router());
+    }
+    let http_cancel = cancel.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(http_listener, http_router)
+            .with_graceful_shutdown(http_cancel.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+
+    let mut upstream = UpstreamConfig::new(base_url.clone(), appcode);
+    upstream.matting_paths = config.matting_paths.clone();
+    upstream.removal_paths = config.removal_paths.clone();
+    upstream.request_timeout = config.request_timeout;
+    upstream.connect_timeout = config.connect_timeout;
+    upstream.qps = config.upstream_qps;
+    upstream.submit_attempts = config.submit_attempts;
+    let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
+    let tracker = Tracker::start(client.clone(), config.tracker.clone());
+    let retouch = Retouch::new(client, tracker);
+
+    let (routes, health) = crate::grpc::routes(retouch.clone(), uploads)
+        .await
+        .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
+    let grpc_cancel = cancel.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_nodelay(true)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                grpc_cancel.cancelled_owned(),
+            )
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    match &local_backend {
+        Some(_) => tracing::info!(
+            grpc = %grpc_addr, http = %http_addr,
+            "retouchd is running on the embedded LOCAL backend (no Aliyun account needed; set ALIYUN_APPCODE and ALIYUN_BASE_URL to use Aliyun)"
+        ),
+        None => tracing::info!(grpc = %grpc_addr, http = %http_addr, upstream = %base_url, "retouchd is running against Aliyun"),
+    }
+
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        local_backend,
+        retouch,
+        cancel,
+        health,
+        tasks,
+        _upload_tempdir: upload_tempdir,
+    })
+}
+
+impl RunningServer {
+    /// The `http://host:port` URL of the gRPC endpoint.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", reachable(self.grpc_addr))
+    }
+
+    /// The `http://host:port` URL of the HTTP endpoint.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", reachable(self.http_addr))
+    }
+
+    /// Graceful shutdown: health goes NOT_SERVING, watch streams end with
+    /// UNAVAILABLE, the servers stop accepting and finish what is in flight.
+    pub async fn shutdown(self) {
+        for name in ["retouch.v1.InstanceMatting", "retouch.v1.ObjectRemoval", "retouch.v1.Jobs", ""] {
+            self.health
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        self.retouch.tracker().shutdown();
+        self.cancel.cancel();
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+                tracing::warn!("a server task did not stop within 10 s");
+            }
+        }
+        tracing::info!("retouchd stopped");
+    }
+}
+
+async fn sweep_uploads(uploads: Arc<UploadStore>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let removed = uploads.sweep().await;
+                if removed > 0 {
+                    tracing::info!(removed, "deleted expired uploads");
+                }
+            }
+        }
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|e| StartError::Config(format!("cannot read the bound address: {e}")))
+}
+
+/// An address to *connect* to: a wildcard listen address is reached on
+/// loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = match addr {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}

@@ -1,0 +1,330 @@
+//! Command line and environment of `retouchd` (clap). Every flag has an
+//! environment variable; secrets are never echoed by `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use crate::aliyun::ApiKind;
+use crate::app::{ServerConfig, UpstreamTarget};
+use crate::local::{FaultConfig, LocalBackendConfig};
+use crate::tracker::TrackerConfig;
+use crate::upstream::{ApiPaths, RetryPolicy};
+
+/// retouchd: mask-based image editing (instance matting, object removal) as
+/// a gRPC service over Aliyun's asynchronous APIs, with pushed status
+/// updates.
+///
+/// With no AppCode it runs on an embedded, Aliyun-compatible local backend
+/// that really processes images on the CPU: no account needed.
+#[derive(Debug, Parser)]
+#[command(name = "retouchd", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to run; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Log format.
+    #[arg(long, env = "RETOUCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (the default).
+    Serve(ServeArgs),
+    /// Run only the Aliyun-compatible local backend over HTTP, for other
+    /// Aliyun clients to develop against.
+    LocalBackend(LocalBackendArgs),
+}
+
+/// Flags of `retouchd serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "RETOUCH_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// HTTP listen address: serves uploaded images (and, without an AppCode,
+    /// the local backend and its results).
+    #[arg(long, env = "RETOUCH_HTTP_LISTEN", default_value = "127.0.0.1:50052")]
+    pub http_listen: SocketAddr,
+    /// Public base URL of the HTTP listener as the upstream reaches it
+    /// (uploads are handed out as <URL>/uploads/<sha256>.<ext>). Required in
+    /// practice with Aliyun, which cannot download from your loopback.
+    #[arg(long, env = "RETOUCH_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+
+    /// Aliyun AppCode (marketplace console). Unset: use the local backend.
+    #[arg(long, env = "ALIYUN_APPCODE", hide_env_values = true)]
+    pub aliyun_appcode: Option<String>,
+    /// Aliyun API gateway base URL of the purchased product, e.g.
+    /// https://<gateway-host>. Required with an AppCode.
+    #[arg(long, env = "ALIYUN_BASE_URL")]
+    pub aliyun_base_url: Option<reqwest::Url>,
+    /// Instance matting submit path (the original document prints
+    /// /api/v1/inst-mat/query here; override if your gateway wants that).
+    #[arg(long, env = "RETOUCH_MATTING_SUBMIT_PATH", default_value = ApiKind::InstanceMatting.default_submit_path())]
+    pub matting_submit_path: String,
+    /// Instance matting query path.
+    #[arg(long, env = "RETOUCH_MATTING_QUERY_PATH", default_value = ApiKind::InstanceMatting.default_query_path())]
+    pub matting_query_path: String,
+    /// Object removal submit path.
+    #[arg(long, env = "RETOUCH_REMOVAL_SUBMIT_PATH", default_value = ApiKind::ObjectRemoval.default_submit_path())]
+    pub removal_submit_path: String,
+    /// Object removal query path.
+    #[arg(long, env = "RETOUCH_REMOVAL_QUERY_PATH", default_value = ApiKind::ObjectRemoval.default_query_path())]
+    pub removal_query_path: String,
+
+    /// Limit on one upstream call.
+    #[arg(long, env = "RETOUCH_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Limit on connecting to the upstream.
+    #[arg(long, env = "RETOUCH_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+    /// Upstream requests per second shared by all jobs (0 = unlimited).
+    #[arg(long, env = "RETOUCH_UPSTREAM_QPS", default_value_t = 20.0)]
+    pub upstream_qps: f64,
+    /// Most attempts of a submit that provably never reached the backend
+    /// (connection refused, gateway throttling). Other failures are never
+    /// re-sent: submit is billed.
+    #[arg(long, env = "RETOUCH_SUBMIT_ATTEMPTS", default_value_t = 4)]
+    pub submit_attempts: u32,
+
+    /// Delay before a new job's first query.
+    #[arg(long, env = "RETOUCH_POLL_FIRST", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub poll_first: Duration,
+    /// Poll interval after progress.
+    #[arg(long, env = "RETOUCH_POLL_MIN", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_min: Duration,
+    /// Longest poll interval while nothing changes.
+    #[arg(long, env = "RETOUCH_POLL_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll_max: Duration,
+    /// A job whose polls keep failing this long is declared LOST.
+    #[arg(long, env = "RETOUCH_GIVE_UP_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub give_up_after: Duration,
+    /// How long finished jobs stay queryable.
+    #[arg(long, env = "RETOUCH_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// Events retained for resuming watches with after_seq.
+    #[arg(long, env = "RETOUCH_EVENT_LOG_CAPACITY", default_value_t = 100_000)]
+    pub event_log_capacity: usize,
+    /// Events buffered per watcher before a slow one is disconnected.
+    #[arg(long, env = "RETOUCH_WATCHER_BUFFER", default_value_t = 1024)]
+    pub watcher_buffer: usize,
+
+    /// Upload directory (default: a temporary directory removed on exit).
+    #[arg(long, env = "RETOUCH_UPLOAD_DIR")]
+    pub upload_dir: Option<PathBuf>,
+    /// Largest accepted upload, in bytes.
+    #[arg(long, env = "RETOUCH_UPLOAD_MAX_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub upload_max_bytes: usize,
+    /// How long uploads are kept.
+    #[arg(long, env = "RETOUCH_UPLOAD_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub upload_retention: Duration,
+
+    /// Local backend settings (used when no AppCode is set).
+    #[command(flatten)]
+    pub local: LocalArgs,
+}
+
+/// Settings of the local backend, shared by `serve` and `local-backend`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// Tasks the local backend processes at once (default: CPU count).
+    #[arg(long, env = "RETOUCH_LOCAL_WORKERS")]
+    pub local_workers: Option<usize>,
+    /// Credits of the local backend (one per task; 23500003 when used up).
+    #[arg(long, env = "RETOUCH_LOCAL_CREDITS")]
+    pub local_credits: Option<u64>,
+    /// How long the local backend keeps jobs and results.
+    #[arg(long, env = "RETOUCH_LOCAL_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub local_retention: Duration,
+    /// Fault injection: probability that a request is throttled by the gateway.
+    #[arg(long, env = "RETOUCH_FAULT_THROTTLE_RATE", default_value_t = 0.0)]
+    pub fault_throttle_rate: f64,
+    /// Fault injection: probability that a request fails with HTTP 500 (23500000).
+    #[arg(long, env = "RETOUCH_FAULT_ERROR_RATE", default_value_t = 0.0)]
+    pub fault_error_rate: f64,
+    /// Fault injection: latency added to every API request.
+    #[arg(long, env = "RETOUCH_FAULT_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub fault_latency: Duration,
+    /// Fault injection: extra time each task stays RUNNING.
+    #[arg(long, env = "RETOUCH_FAULT_TASK_DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub fault_task_duration: Duration,
+    /// Fault injection: probability that a task ends FAILED.
+    #[arg(long, env = "RETOUCH_FAULT_TASK_FAILURE_RATE", default_value_t = 0.0)]
+    pub fault_task_failure_rate: f64,
+    /// Fault injection: seed of the dice, for reproducible runs.
+    #[arg(long, env = "RETOUCH_FAULT_SEED")]
+    pub fault_seed: Option<u64>,
+}
+
+/// Flags of `retouchd local-backend`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalBackendArgs {
+    /// HTTP listen address.
+    #[arg(long, env = "RETOUCH_LOCAL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The AppCode clients must send (`Authorization: APPCODE <code>`).
+    #[arg(long, env = "RETOUCH_LOCAL_APPCODE", hide_env_values = true)]
+    pub appcode: String,
+    /// Base URL for result links (default: from each request's Host header).
+    #[arg(long, env = "RETOUCH_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+    /// Backend settings.
+    #[command(flatten)]
+    pub local: LocalArgs,
+}
+
+fn check_rate(name: &str, rate: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("--{name} must be a probability within [0, 1], got {rate}"))
+    }
+}
+
+impl LocalArgs {
+    /// The local backend configuration these flags describe.
+    pub fn to_config(&self, appcode: SecretString, public_base_url: Option<String>) -> Result<LocalBackendConfig, String> {
+        let defaults = LocalBackendConfig::default();
+        Ok(LocalBackendConfig {
+            appcode,
+            workers: self.local_workers.unwrap_or(defaults.workers).max(1),
+            public_base_url,
+            result_retention: self.local_retention,
+            credits: self.local_credits,
+            faults: FaultConfig {
+                throttle_rate: check_rate("fault-throttle-rate", self.fault_throttle_rate)?,
+                error_rate: check_rate("fault-error-rate", self.fault_error_rate)?,
+                latency: self.fault_latency,
+                task_duration: self.fault_task_duration,
+                task_failure_rate: check_rate("fault-task-failure-rate", self.fault_task_failure_rate)?,
+                seed: self.fault_seed,
+            },
+            ..defaults
+        })
+    }
+}
+
+impl ServeArgs {
+    /// The server configuration these flags describe, or what is wrong.
+    pub fn to_config(&self) -> Result<ServerConfig, String> {
+        let target = match (&self.aliyun_appcode, &self.aliyun_base_url) {
+            (Some(code), Some(base_url)) if !code.trim().is_empty() => UpstreamTarget::Remote {
+                base_url: base_url.clone(),
+                appcode: SecretString::from(code.trim().to_owned()),
+            },
+            (Some(code), None) if !code.trim().is_empty() => {
+                return Err(
+                    "ALIYUN_APPCODE is set but ALIYUN_BASE_URL is not: set it to the API gateway host of your purchased product, e.g. https://<gateway-host>".into(),
+                );
+            }
+            _ => {
+                // A fresh random AppCode per run: the embedded backend still
+                // checks it, so the code path is the one used with Aliyun.
+                let appcode = SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+                UpstreamTarget::Local(self.local.to_config(appcode, None)?)
+            }
+        };
+        if self.poll_min > self.poll_max {
+            return Err(format!(
+                "--poll-min ({:?}) must not exceed --poll-max ({:?})",
+                self.poll_min, self.poll_max
+            ));
+        }
+        if !(self.upstream_qps >= 0.0 && self.upstream_qps.is_finite()) {
+            return Err(format!("--upstream-qps must be 0 or positive, got {}", self.upstream_qps));
+        }
+        Ok(ServerConfig {
+            grpc_listen: self.listen,
+            http_listen: self.http_listen,
+            target,
+            matting_paths: ApiPaths {
+                submit: self.matting_submit_path.clone(),
+                query: self.matting_query_path.clone(),
+            },
+            removal_paths: ApiPaths {
+                submit: self.removal_submit_path.clone(),
+                query: self.removal_query_path.clone(),
+            },
+            request_timeout: self.upstream_timeout,
+            connect_timeout: self.upstream_connect_timeout,
+            upstream_qps: self.upstream_qps,
+            submit_attempts: self.submit_attempts.max(1),
+            tracker: TrackerConfig {
+                first_poll: self.poll_first,
+                poll_min: self.poll_min,
+                poll_max: self.poll_max,
+                give_up_after: self.give_up_after,
+                retention: self.retention,
+                event_log_capacity: self.event_log_capacity.max(1),
+                watcher_buffer: self.watcher_buffer.max(1),
+                error_retry: RetryPolicy {
+                    min_delay: Duration::from_millis(500),
+                    max_delay: self.poll_max.max(Duration::from_secs(30)),
+                    factor: 2.0,
+                },
+                ..TrackerConfig::default()
+            },
+            upload_dir: self.upload_dir.clone(),
+            public_base_url: self.public_base_url.clone(),
+            upload_max_bytes: self.upload_max_bytes,
+            upload_retention: self.upload_retention,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_appcode_means_local_and_appcode_needs_a_base_url() {
+        let cli = Cli::try_parse_from(["retouchd"]).unwrap();
+        assert!(matches!(cli.serve.to_config().unwrap().target, UpstreamTarget::Local(_)));
+        let cli = Cli::try_parse_from(["retouchd", "--aliyun-appcode", "secret-code"]).unwrap();
+        let err = cli.serve.to_config().unwrap_err();
+        assert!(err.contains("ALIYUN_BASE_URL") && !err.contains("secret-code"));
+        let cli = Cli::try_parse_from([
+            "retouchd",
+            "--aliyun-appcode",
+            "secret-code",
+            "--aliyun-base-url",
+            "https://gw.example",
+        ])
+        .unwrap();
+        let config = cli.serve.to_config().unwrap();
+        assert!(matches!(config.target, UpstreamTarget::Remote { .. }));
+        assert!(!format!("{config:?}").contains("secret-code"));
+    }
+
+    #[test]
+    fn rejects_bad_probabilities_and_intervals() {
+        let cli = Cli::try_parse_from(["retouchd", "--fault-error-rate", "1.5"]).unwrap();
+        assert!(cli.serve.to_config().unwrap_err().contains("fault-error-rate"));
+        let cli = Cli::try_parse_from(["retouchd", "--poll-min", "20s", "--poll-max", "1s"]).unwrap();
+        assert!(cli.serve.to_config().unwrap_err().contains("poll-min"));
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

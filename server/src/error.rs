@@ -1,0 +1,47 @@
+//! The domain error of retouchd. gRPC handlers turn it into a `Status` in
+//! one place (`grpc::status`).
+
+use crate::upstream::UpstreamError;
+use crate::validate::Violation;
+
+/// Why a request could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    /// The request broke our own rules; nothing was sent upstream.
+    #[error("invalid request: {}", describe_violations(.0))]
+    Invalid(Vec<Violation>),
+    /// The upstream refused or failed.
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    /// No such job.
+    #[error("{0}")]
+    NotFound(String),
+    /// Events asked for are no longer retained.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A watcher fell too far behind and was disconnected.
+    #[error(
+        "this watcher fell more than {buffer} events behind and was disconnected; \
+         resume with after_seq={last_seq}"
+    )]
+    Lagged {
+        /// The last sequence number delivered to the watcher.
+        last_seq: u64,
+        /// The buffer it overflowed.
+        buffer: usize,
+    },
+    /// The server is shutting down.
+    #[error("retouchd is shutting down")]
+    ShuttingDown,
+    /// A bug or an unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn describe_violations(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{} {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,163 @@
+//! gRPC service `retouch.v1.Jobs`: Watch, GetJob, ListJobs, UploadImage.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use retouch_api::v1 as pb;
+use retouch_api::v1::jobs_server::Jobs;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::ServiceError;
+use crate::service::Retouch;
+use crate::tracker::ListQuery;
+use crate::uploads::UploadStore;
+use crate::validate::Violation;
+
+/// Default and largest `ListJobs` page sizes.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Stream sent by `Watch`.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+/// gRPC service `retouch.v1.Jobs`.
+#[derive(Clone)]
+pub struct JobsService {
+    retouch: Retouch,
+    uploads: Arc<UploadStore>,
+}
+
+impl JobsService {
+    /// A service backed by `retouch`, storing uploads in `uploads`.
+    pub fn new(retouch: Retouch, uploads: Arc<UploadStore>) -> Self {
+        JobsService { retouch, uploads }
+    }
+}
+
+#[tonic::async_trait]
+impl Jobs for JobsService {
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let stream = self
+            .retouch
+            .watch(request.jobs, request.after_seq, request.follow)
+            .await?;
+        Ok(Response::new(Box::pin(stream.map(|item| item.map_err(Status::from)))))
+    }
+
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let job = request
+            .into_inner()
+            .job
+            .ok_or_else(|| ServiceError::Invalid(vec![Violation::new("job", "is required")]))?;
+        Ok(Response::new(self.retouch.get(job).await?))
+    }
+
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let query = list_query(&request)?;
+        let page = self.retouch.list(query).await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: page.jobs,
+            next_page_token: page.next_before_seq.map(|s| s.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn upload_image(&self, request: Request<Streaming<pb::UploadImageRequest>>) -> Result<Response<pb::UploadImageResponse>, Status> {
+        use pb::upload_image_request::Kind;
+        let mut stream = request.into_inner();
+        let filename = match stream.message().await? {
+            Some(pb::UploadImageRequest { kind: Some(Kind::Metadata(meta)) }) => meta.filename,
+            _ => {
+                return Err(ServiceError::Invalid(vec![Violation::new(
+                    "metadata",
+                    "the first message of the stream must carry metadata",
+                )])
+                .into());
+            }
+        };
+        let limit = self.uploads.max_bytes();
+        let mut bytes = Vec::new();
+        while let Some(message) = stream.message().await? {
+            match message.kind {
+                Some(Kind::Chunk(chunk)) => {
+                    if bytes.len() + chunk.len() > limit {
+                        return Err(ServiceError::Invalid(vec![Violation::new(
+                            "chunk",
+                            format!("the upload must be at most {limit} bytes"),
+                        )])
+                        .into());
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                _ => {
+                    return Err(ServiceError::Invalid(vec![Violation::new(
+                        "metadata",
+                        "may only be sent once, as the first message",
+                    )])
+                    .into());
+                }
+            }
+        }
+        let stored = self.uploads.store(bytes).await?;
+        tracing::info!(filename = %filename, sha256 = %stored.sha256, size = stored.size_bytes, "image uploaded");
+        Ok(Response::new(stored))
+    }
+}
+
+fn list_query(request: &pb::ListJobsRequest) -> Result<ListQuery, ServiceError> {
+    let mut violations = Vec::new();
+    let api = match pb::Api::try_from(request.api) {
+        Ok(pb::Api::Unspecified) => None,
+        Ok(api) => Some(api),
+        Err(_) => {
+            violations.push(Violation::new("api", format!("unknown value {}", request.api)));
+            None
+        }
+    };
+    let status = match pb::JobStatus::try_from(request.status) {
+        Ok(pb::JobStatus::Unspecified) => None,
+        Ok(status) => Some(status),
+        Err(_) => {
+            violations.push(Violation::new("status", format!("unknown value {}", request.status)));
+            None
+        }
+    };
+    let page_size = match request.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n <= MAX_PAGE_SIZE => n,
+        n => {
+            violations.push(Violation::new(
+                "page_size",
+                format!("must be at most {MAX_PAGE_SIZE}, got {n}"),
+            ));
+            DEFAULT_PAGE_SIZE
+        }
+    };
+    let before_seq = if request.page_token.is_empty() {
+        None
+    } else {
+        match request.page_token.parse::<u64>() {
+            Ok(seq) => Some(seq),
+            Err(_) => {
+                violations.push(Violation::new(
+                    "page_token",
+                    "must be a next_page_token returned by ListJobs",
+                ));
+                None
+            }
+        }
+    };
+    if !violations.is_empty() {
+        return Err(ServiceError::Invalid(violations));
+    }
+    Ok(ListQuery {
+        api,
+        status,
+        page_size: page_size as usize,
+        before_seq,
+    })
+}

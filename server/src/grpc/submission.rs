@@ -1,0 +1,86 @@
+//! The two submission services, InstanceMatting and ObjectRemoval: unpack
+//! the request, call `Retouch`, map errors.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use retouch_api::v1 as pb;
+use retouch_api::v1::instance_matting_server::InstanceMatting;
+use retouch_api::v1::object_removal_server::ObjectRemoval;
+use tonic::{Request, Response, Status};
+
+use crate::aliyun::{ApiKind, WireTask};
+use crate::convert::{matting_tasks, removal_tasks};
+use crate::service::Retouch;
+
+/// Stream of job events sent by `Run`.
+pub type JobEventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+/// gRPC service `retouch.v1.InstanceMatting`.
+#[derive(Clone)]
+pub struct InstanceMattingService {
+    retouch: Retouch,
+}
+
+impl InstanceMattingService {
+    /// A service backed by `retouch`.
+    pub fn new(retouch: Retouch) -> Self {
+        InstanceMattingService { retouch }
+    }
+}
+
+/// gRPC service `retouch.v1.ObjectRemoval`.
+#[derive(Clone)]
+pub struct ObjectRemovalService {
+    retouch: Retouch,
+}
+
+impl ObjectRemovalService {
+    /// A service backed by `retouch`.
+    pub fn new(retouch: Retouch) -> Self {
+        ObjectRemovalService { retouch }
+    }
+}
+
+async fn submit(retouch: &Retouch, api: ApiKind, tasks: Vec<WireTask>) -> Result<Response<pb::SubmitResponse>, Status> {
+    let submitted = retouch.submit(api, tasks).await?;
+    Ok(Response::new(pb::SubmitResponse {
+        job: Some(submitted.job),
+        accepted_seq: submitted.accepted_seq,
+    }))
+}
+
+async fn run(retouch: &Retouch, api: ApiKind, tasks: Vec<WireTask>) -> Result<Response<JobEventStream>, Status> {
+    let events = retouch.run(api, tasks).await?;
+    Ok(Response::new(Box::pin(events.map(|item| item.map_err(Status::from)))))
+}
+
+#[tonic::async_trait]
+impl InstanceMatting for InstanceMattingService {
+    async fn submit(&self, request: Request<pb::SubmitMattingRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let tasks = matting_tasks(request.into_inner().tasks);
+        submit(&self.retouch, ApiKind::InstanceMatting, tasks).await
+    }
+
+    type RunStream = JobEventStream;
+
+    async fn run(&self, request: Request<pb::SubmitMattingRequest>) -> Result<Response<Self::RunStream>, Status> {
+        let tasks = matting_tasks(request.into_inner().tasks);
+        run(&self.retouch, ApiKind::InstanceMatting, tasks).await
+    }
+}
+
+#[tonic::async_trait]
+impl ObjectRemoval for ObjectRemovalService {
+    async fn submit(&self, request: Request<pb::SubmitRemovalRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let tasks = removal_tasks(request.into_inner().tasks);
+        submit(&self.retouch, ApiKind::ObjectRemoval, tasks).await
+    }
+
+    type RunStream = JobEventStream;
+
+    async fn run(&self, request: Request<pb::SubmitRemovalRequest>) -> Result<Response<Self::RunStream>, Status> {
+        let tasks = removal_tasks(request.into_inner().tasks);
+        run(&self.retouch, ApiKind::ObjectRemoval, tasks).await
+    }
+}

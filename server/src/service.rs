@@ -1,0 +1,259 @@
+//! `Retouch`: what the gRPC handlers call. Validates, talks to the upstream,
+//! and hands jobs to the tracker. Knows nothing of gRPC transport.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use futures::{Stream, StreamExt};
+use retouch_api::v1 as pb;
+use retouch_api::v1::watch_response::Kind as WatchKind;
+
+use crate::aliyun::{AliyunCode, ApiKind, WireTask, WireTaskStatus};
+use crate::convert::{api_to_pb, task_to_pb};
+use crate::error::ServiceError;
+use crate::tracker::{JobFilter, ListPage, ListQuery, Tracker};
+use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::validate::{Violation, validate_submission};
+
+/// Most jobs one Watch may name.
+pub const MAX_WATCHED_JOBS: usize = 1000;
+
+/// A job as accepted by `submit`.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The job with its first statuses.
+    pub job: pb::Job,
+    /// Seq of its `accepted` event.
+    pub accepted_seq: u64,
+}
+
+/// The domain service behind every RPC.
+#[derive(Clone)]
+pub struct Retouch {
+    client: UpstreamClient,
+    tracker: Tracker,
+}
+
+impl Retouch {
+    /// A service over `client`, tracking jobs in `tracker`.
+    pub fn new(client: UpstreamClient, tracker: Tracker) -> Self {
+        Retouch { client, tracker }
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// Validates `tasks`, submits them (nothing is sent when invalid) and
+    /// starts tracking the job.
+    pub async fn submit(&self, api: ApiKind, tasks: Vec<WireTask>) -> Result<Submitted, ServiceError> {
+        validate_submission(api, &tasks).map_err(ServiceError::Invalid)?;
+        let outcome = self
+            .client
+            .submit(api, tasks.clone())
+            .await
+            .map_err(ServiceError::Upstream)?;
+        if outcome.result_key.is_empty() {
+            return Err(ServiceError::Upstream(protocol_error(
+                "the upstream accepted the submit but returned no result_key",
+                &outcome.request_id,
+            )));
+        }
+        tracing::info!(%api, result_key = %outcome.result_key, tasks = tasks.len(), request_id = %outcome.request_id, attempts = outcome.attempts, "job submitted");
+        let now = SystemTime::now();
+        let tasks = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, input)| {
+                // What we sent is authoritative for the inputs; the answer
+                // for the status, which the documents say starts WAITING.
+                let answer = outcome.tasks.get(i);
+                let wire = WireTask {
+                    status: answer
+                        .and_then(|t| t.status.clone())
+                        .or(Some(WireTaskStatus::Waiting)),
+                    results: answer.map(|t| t.results.clone()).unwrap_or_default(),
+                    message: answer.and_then(|t| t.message.clone()),
+                    ..input.clone()
+                };
+                task_to_pb(i, &wire, now)
+            })
+            .collect();
+        let job = pb::Job {
+            api: api_to_pb(api) as i32,
+            result_key: outcome.result_key,
+            tasks,
+            origin: pb::JobOrigin::Submitted as i32,
+            ..Default::default()
+        };
+        let (job, accepted_seq) = self.tracker.track(job).await?;
+        Ok(Submitted { job, accepted_seq })
+    }
+
+    /// Submits, then streams every event of the job until it finishes. A job
+    /// whose tracking is lost ends the stream with the upstream's error.
+    pub async fn run(
+        &self,
+        api: ApiKind,
+        tasks: Vec<WireTask>,
+    ) -> Result<impl Stream<Item = Result<pb::JobEvent, ServiceError>> + Send + 'static, ServiceError> {
+        let submitted = self.submit(api, tasks).await?;
+        let key = submitted.job.result_key.clone();
+        let subscription = self
+            .tracker
+            .subscribe(
+                JobFilter::Keys(HashSet::from([key])),
+                Some(submitted.accepted_seq - 1),
+            )
+            .await?;
+        let events = subscription.into_stream(true).filter_map(|item| async move {
+            match item {
+                Ok(pb::WatchResponse { kind: Some(WatchKind::Event(event)) }) => Some(Ok(event)),
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
+            }
+        });
+        Ok(async_stream::stream! {
+            futures::pin_mut!(events);
+            while let Some(item) = events.next().await {
+                let lost = match &item {
+                    Ok(event) if event.job_status == pb::JobStatus::Lost as i32 => match &event.kind {
+                        Some(pb::job_event::Kind::UpstreamError(e)) => Some(e.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                yield item;
+                if let Some(error) = lost {
+                    yield Err(ServiceError::Upstream(UpstreamError::from(&error)));
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Streams the named jobs (adopting keys not tracked yet), or every job.
+    pub async fn watch(
+        &self,
+        jobs: Vec<pb::JobRef>,
+        after_seq: Option<u64>,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<pb::WatchResponse, ServiceError>> + Send + 'static, ServiceError> {
+        let filter = if jobs.is_empty() {
+            JobFilter::All
+        } else {
+            check_job_refs(&jobs)?;
+            let mut keys = HashSet::new();
+            for job in jobs {
+                let api = crate::convert::api_from_pb(job.api);
+                self.ensure_tracked(api, &job.result_key).await?;
+                keys.insert(job.result_key);
+            }
+            JobFilter::Keys(keys)
+        };
+        let stop_when_done = matches!(filter, JobFilter::Keys(_)) && !follow;
+        let subscription = self.tracker.subscribe(filter, after_seq).await?;
+        Ok(subscription.into_stream(stop_when_done))
+    }
+
+    /// The current state of a tracked job.
+    pub async fn get(&self, job: pb::JobRef) -> Result<pb::Job, ServiceError> {
+        check_job_refs(std::slice::from_ref(&job))?;
+        let found = self.tracker.get(&job.result_key).await?;
+        match found {
+            Some(found) if job.api == 0 || found.api == job.api => Ok(found),
+            _ => Err(ServiceError::NotFound(format!(
+                "retouchd does not track a job with result key {:?}{}; Watch it to start tracking",
+                job.result_key,
+                if job.api == 0 { String::new() } else { format!(" for {}", pb::Api::try_from(job.api).map(|a| a.as_str_name()).unwrap_or("?")) },
+            ))),
+        }
+    }
+
+    /// A page of tracked jobs.
+    pub async fn list(&self, query: ListQuery) -> Result<ListPage, ServiceError> {
+        self.tracker.list(query).await
+    }
+
+    /// Makes sure `key` is tracked, adopting a job submitted elsewhere. With
+    /// no API given, asks each API in turn which one knows the key.
+    async fn ensure_tracked(&self, api: Option<ApiKind>, key: &str) -> Result<pb::Job, ServiceError> {
+        if let Some(job) = self.tracker.get(key).await? {
+            return Ok(job);
+        }
+        let candidates: Vec<ApiKind> = match api {
+            Some(api) => vec![api],
+            None => ApiKind::ALL.to_vec(),
+        };
+        for candidate in candidates {
+            match self.client.query(candidate, key).await {
+                Ok(outcome) => {
+                    let now = SystemTime::now();
+                    let job = pb::Job {
+                        api: api_to_pb(candidate) as i32,
+                        result_key: key.to_owned(),
+                        tasks: outcome
+                            .tasks
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| task_to_pb(i, t, now))
+                            .collect(),
+                        origin: pb::JobOrigin::Adopted as i32,
+                        ..Default::default()
+                    };
+                    tracing::info!(api = %candidate, result_key = %key, "adopted a job submitted elsewhere");
+                    return Ok(self.tracker.track(job).await?.0);
+                }
+                Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) && api.is_none() => continue,
+                Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) => {
+                    return Err(ServiceError::NotFound(format!(
+                        "the upstream knows no {candidate} job with result key {key:?} ({})",
+                        err
+                    )));
+                }
+                Err(err) => return Err(ServiceError::Upstream(err)),
+            }
+        }
+        Err(ServiceError::NotFound(format!(
+            "neither API knows a job with result key {key:?}"
+        )))
+    }
+}
+
+fn check_job_refs(jobs: &[pb::JobRef]) -> Result<(), ServiceError> {
+    let mut violations = Vec::new();
+    if jobs.len() > MAX_WATCHED_JOBS {
+        violations.push(Violation::new(
+            "jobs",
+            format!("must name at most {MAX_WATCHED_JOBS} jobs, got {}", jobs.len()),
+        ));
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        if job.result_key.trim().is_empty() {
+            violations.push(Violation::new(format!("jobs[{i}].result_key"), "is required"));
+        }
+        if pb::Api::try_from(job.api).is_err() {
+            violations.push(Violation::new(
+                format!("jobs[{i}].api"),
+                format!("must be a known Api value, got {}", job.api),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(violations))
+    }
+}
+
+fn protocol_error(message: &str, request_id: &str) -> UpstreamError {
+    UpstreamError {
+        kind: crate::upstream::UpstreamErrorKind::Protocol,
+        aliyun_code: None,
+        http_status: Some(200),
+        message: message.to_owned(),
+        request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
+        gateway_code: None,
+    }
+}

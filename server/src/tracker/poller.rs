@@ -1,0 +1,102 @@
+//! One poller per tracked job: queries the upstream with an adaptive
+//! interval until every task is terminal, and reports what it saw to the
+//! aggregator. However many clients watch the job, this is the only thing
+//! that queries it.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::TrackerConfig;
+use super::aggregator::Command;
+use crate::aliyun::{ApiKind, WireTaskStatus};
+use crate::convert::upstream_error_to_pb;
+use crate::upstream::UpstreamClient;
+
+/// Everything a poller needs.
+#[derive(Clone)]
+pub(crate) struct PollerContext {
+    pub client: UpstreamClient,
+    pub config: TrackerConfig,
+    pub commands: mpsc::Sender<Command>,
+    pub cancel: CancellationToken,
+}
+
+/// Polls `key` until its tasks are all terminal, the error is one retrying
+/// cannot fix, or the tracker shuts down.
+pub(crate) async fn run(ctx: PollerContext, api: ApiKind, key: String, mut last: Vec<Option<WireTaskStatus>>) {
+    let config = &ctx.config;
+    // First query soon after submit; after that the interval starts at
+    // `poll_min`, grows while nothing changes and resets on progress.
+    let mut wait = config.first_poll;
+    let mut interval = config.poll_min;
+    let mut failures: Option<(Box<dyn Iterator<Item = Duration> + Send>, u32)> = None;
+    let mut last_success = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let outcome = tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            outcome = ctx.client.query(api, &key) => outcome,
+        };
+        match outcome {
+            Ok(outcome) => {
+                failures = None;
+                last_success = Instant::now();
+                let statuses: Vec<_> = outcome.tasks.iter().map(|t| t.status.clone()).collect();
+                let progressed = statuses != last;
+                let done = !statuses.is_empty()
+                    && statuses.iter().all(|s| s.as_ref().is_some_and(WireTaskStatus::is_terminal));
+                last = statuses;
+                let sent = ctx
+                    .commands
+                    .send(Command::PollSucceeded { key: key.clone(), tasks: outcome.tasks })
+                    .await;
+                if done || sent.is_err() {
+                    return;
+                }
+                interval = if progressed {
+                    config.poll_min
+                } else {
+                    interval.mul_f32(config.poll_factor).min(config.poll_max)
+                };
+                wait = interval;
+            }
+            Err(err) => {
+                let (delays, attempt) =
+                    failures.get_or_insert_with(|| (Box::new(config.error_retry.delays()), 0));
+                *attempt += 1;
+                let retry = err.is_retryable() && last_success.elapsed() < config.give_up_after;
+                let next = retry.then(|| {
+                    let delay = delays.next().unwrap_or(config.poll_max);
+                    if err.is_throttle() {
+                        // Throttling means we (or our neighbours) ask too
+                        // often: slow this job's polling down for good, not
+                        // just for the next attempt.
+                        interval = (interval * 2).min(config.poll_max);
+                        delay.max(interval)
+                    } else {
+                        delay
+                    }
+                });
+                if retry {
+                    tracing::debug!(%api, result_key = %key, attempt = *attempt, error = %err, "poll failed; will retry");
+                } else {
+                    tracing::warn!(%api, result_key = %key, error = %err, "poll failed for good; job lost");
+                }
+                let error = upstream_error_to_pb(&err, next.map(|d| SystemTime::now() + d), *attempt);
+                let sent = ctx
+                    .commands
+                    .send(Command::PollFailed { key: key.clone(), error })
+                    .await;
+                match next {
+                    Some(delay) if sent.is_ok() => wait = delay,
+                    _ => return,
+                }
+            }
+        }
+    }
+}

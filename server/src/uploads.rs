@@ -1,0 +1,155 @@
+//! `UploadStore`: images uploaded through `Jobs.UploadImage`, stored on disk
+//! by content hash and served over HTTP so the upstream can download them.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use retouch_api::v1 as pb;
+use sha2::{Digest, Sha256};
+
+use crate::aliyun::{MAX_SIDE, MIN_SIDE};
+use crate::error::ServiceError;
+use crate::validate::Violation;
+
+/// Where and how uploads are kept.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Directory holding the files.
+    pub dir: PathBuf,
+    /// Base URL under which `dir`'s files are reachable by the upstream,
+    /// e.g. `http://127.0.0.1:50052/uploads`.
+    pub public_base_url: String,
+    /// Largest accepted upload.
+    pub max_bytes: usize,
+    /// Files older than this are deleted.
+    pub retention: Duration,
+}
+
+/// Stores uploads and serves them.
+#[derive(Debug)]
+pub struct UploadStore {
+    config: UploadConfig,
+}
+
+impl UploadStore {
+    /// Opens (and creates) the upload directory.
+    pub fn open(config: UploadConfig) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&config.dir)?;
+        Ok(UploadStore { config })
+    }
+
+    /// The largest accepted upload, in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.config.max_bytes
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// Checks that `bytes` is a PNG or JPEG the upstream accepts, stores it
+    /// and returns where it can be downloaded.
+    pub async fn store(&self, bytes: Vec<u8>) -> Result<pb::UploadImageResponse, ServiceError> {
+        let invalid = |rule: String| ServiceError::Invalid(vec![Violation::new("chunk", rule)]);
+        if bytes.is_empty() {
+            return Err(invalid("the upload is empty".into()));
+        }
+        let format = image::guess_format(&bytes)
+            .map_err(|_| invalid("must be a PNG or JPEG image".into()))?;
+        let (ext, format_name) = match format {
+            image::ImageFormat::Png => ("png", "png"),
+            image::ImageFormat::Jpeg => ("jpg", "jpeg"),
+            other => {
+                return Err(invalid(format!(
+                    "must be a PNG or JPEG image, got {other:?}"
+                )));
+            }
+        };
+        let (width, height) = image::ImageReader::with_format(Cursor::new(&bytes), format)
+            .into_dimensions()
+            .map_err(|e| invalid(format!("is not a readable {format_name} image: {e}")))?;
+        let side_ok = |s: u32| (MIN_SIDE..=MAX_SIDE).contains(&s);
+        if !side_ok(width) || !side_ok(height) {
+            return Err(invalid(format!(
+                "each side must be {MIN_SIDE} to {MAX_SIDE} px (the upstream's limit), got {width}x{height}"
+            )));
+        }
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let name = format!("{sha256}.{ext}");
+        let path = self.config.dir.join(&name);
+        let size_bytes = bytes.len() as u64;
+        let tmp = self.config.dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+        // Write then rename, so a concurrent download never sees half a file.
+        tokio::fs::write(&tmp, &bytes)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("cannot store the upload: {e}")))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("cannot store the upload: {e}")))?;
+        Ok(pb::UploadImageResponse {
+            url: format!("{}/{name}", self.config.public_base_url.trim_end_matches('/')),
+            size_bytes,
+            format: format_name.to_owned(),
+            width,
+            height,
+            sha256,
+        })
+    }
+
+    /// Deletes files older than the retention; returns how many.
+    pub async fn sweep(&self) -> usize {
+        let Ok(mut entries) = tokio::fs::read_dir(&self.config.dir).await else {
+            return 0;
+        };
+        let mut removed = 0;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let old = entry
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age > self.config.retention);
+            if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Routes serving `GET /uploads/{name}`.
+    pub fn router(self: &std::sync::Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .route("/uploads/{name}", axum::routing::get(serve_upload))
+            .with_state(self.clone())
+    }
+}
+
+async fn serve_upload(
+    State(store): State<std::sync::Arc<UploadStore>>,
+    UrlPath(name): UrlPath<String>,
+) -> impl IntoResponse {
+    // Names are `<sha256>.<ext>`: anything else (say `..`) is not ours.
+    let valid = name
+        .split_once('.')
+        .is_some_and(|(hash, ext)| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && matches!(ext, "png" | "jpg"));
+    if !valid {
+        return (StatusCode::NOT_FOUND, "no such upload").into_response();
+    }
+    match tokio::fs::read(store.config.dir.join(&name)).await {
+        Ok(bytes) => {
+            let content_type = if name.ends_with(".png") { "image/png" } else { "image/jpeg" };
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "no such upload").into_response(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,417 @@
+//! `UpstreamClient`: speaks both Aliyun APIs over HTTP, exactly as the
+//! documents describe them.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{UpstreamError, UpstreamErrorKind};
+use super::retry::RetryPolicy;
+use crate::aliyun::{
+    self, ApiKind, Envelope, QueryData, QueryRequest, QueryRequestData, SubmitData, SubmitRequest,
+    SubmitRequestData, WireTask,
+};
+
+/// Submit and query paths of one API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiPaths {
+    /// Path of the submit call.
+    pub submit: String,
+    /// Path of the query call.
+    pub query: String,
+}
+
+impl ApiPaths {
+    /// The documented defaults of `api`.
+    pub fn defaults(api: ApiKind) -> Self {
+        ApiPaths {
+            submit: api.default_submit_path().to_owned(),
+            query: api.default_query_path().to_owned(),
+        }
+    }
+}
+
+/// How to reach the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Scheme and host (and optional path prefix) of the API gateway.
+    pub base_url: reqwest::Url,
+    /// The AppCode sent as `Authorization: APPCODE <code>`.
+    pub appcode: SecretString,
+    /// Paths of instance matting.
+    pub matting_paths: ApiPaths,
+    /// Paths of object removal.
+    pub removal_paths: ApiPaths,
+    /// Limit on one whole call, connection included.
+    pub request_timeout: Duration,
+    /// Limit on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Upstream requests per second shared by every call of this client
+    /// (queries of all jobs and submits); 0 disables the budget.
+    pub qps: f64,
+    /// Backoff between submit attempts that provably did not reach the backend.
+    pub submit_retry: RetryPolicy,
+    /// Most attempts of one submit (1 = never retry).
+    pub submit_attempts: u32,
+}
+
+impl UpstreamConfig {
+    /// Defaults for everything but where and who.
+    pub fn new(base_url: reqwest::Url, appcode: SecretString) -> Self {
+        UpstreamConfig {
+            base_url,
+            appcode,
+            matting_paths: ApiPaths::defaults(ApiKind::InstanceMatting),
+            removal_paths: ApiPaths::defaults(ApiKind::ObjectRemoval),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            qps: 20.0,
+            submit_retry: RetryPolicy {
+                min_delay: Duration::from_millis(250),
+                max_delay: Duration::from_secs(5),
+                factor: 2.0,
+            },
+            submit_attempts: 4,
+        }
+    }
+}
+
+/// What a successful submit returned.
+#[derive(Debug, Clone)]
+pub struct SubmitOutcome {
+    /// The job's id.
+    pub result_key: String,
+    /// The tasks with their first status.
+    pub tasks: Vec<WireTask>,
+    /// The upstream's `requestId`.
+    pub request_id: String,
+    /// How many attempts it took (re-sent only when provably not received).
+    pub attempts: u32,
+}
+
+/// What a successful query returned.
+#[derive(Debug, Clone)]
+pub struct QueryOutcome {
+    /// The tasks with their current status.
+    pub tasks: Vec<WireTask>,
+    /// The upstream's `requestId`.
+    pub request_id: String,
+}
+
+/// Client of both upstream APIs. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: UpstreamConfig,
+    authorization: HeaderValue,
+    budget: Option<DefaultDirectRateLimiter>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("base_url", &self.inner.config.base_url.as_str())
+            .field("appcode", &"[redacted]")
+            .finish()
+    }
+}
+
+impl UpstreamClient {
+    /// Builds a client. Fails when the AppCode cannot be a header value.
+    pub fn new(config: UpstreamConfig) -> Result<Self, String> {
+        let mut authorization = HeaderValue::from_str(&format!(
+            "{}{}",
+            aliyun::AUTHORIZATION_PREFIX,
+            config.appcode.expose_secret()
+        ))
+        .map_err(|_| "the AppCode contains characters not allowed in an HTTP header".to_owned())?;
+        authorization.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("retouchd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let budget = (config.qps > 0.0).then(|| {
+            let period = Duration::from_secs_f64(1.0 / config.qps);
+            let burst = NonZeroU32::new(config.qps.ceil().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct(
+                Quota::with_period(period)
+                    .expect("period of a positive qps is not zero")
+                    .allow_burst(burst),
+            )
+        });
+        Ok(UpstreamClient {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                authorization,
+                budget,
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.inner.config
+    }
+
+    /// Submits `tasks` to `api`. Submit is billed, so it is re-sent only after
+    /// failures that provably never reached the backend (connection refused,
+    /// gateway throttling), each time with a fresh nonce.
+    pub async fn submit(
+        &self,
+        api: ApiKind,
+        tasks: Vec<WireTask>,
+    ) -> Result<SubmitOutcome, UpstreamError> {
+        let path = &self.paths(api).submit;
+        let body = SubmitRequest {
+            data: SubmitRequestData { task_list: tasks },
+        };
+        let attempts = self.inner.config.submit_attempts.max(1);
+        let mut delays = self.inner.config.submit_retry.delays();
+        let mut attempt = 1;
+        loop {
+            match self.call::<SubmitData>(path, &body).await {
+                Ok((data, request_id)) => {
+                    return Ok(SubmitOutcome {
+                        result_key: data.result_key,
+                        tasks: data.task_list,
+                        request_id,
+                        attempts: attempt,
+                    });
+                }
+                Err(err) if err.provably_not_received() && attempt < attempts => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(%api, attempt, ?delay, error = %err, "submit did not reach the backend; sending it again");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Queries the tasks of `result_key` once. Safe to repeat; the caller
+    /// decides when (see [`UpstreamError::is_retryable`]).
+    pub async fn query(&self, api: ApiKind, result_key: &str) -> Result<QueryOutcome, UpstreamError> {
+        let body = QueryRequest {
+            data: QueryRequestData {
+                result_key: result_key.to_owned(),
+            },
+        };
+        let (data, request_id) = self
+            .call::<QueryData>(&self.paths(api).query, &body)
+            .await?;
+        Ok(QueryOutcome {
+            tasks: data.task_list,
+            request_id,
+        })
+    }
+
+    fn paths(&self, api: ApiKind) -> &ApiPaths {
+        match api {
+            ApiKind::InstanceMatting => &self.inner.config.matting_paths,
+            ApiKind::ObjectRemoval => &self.inner.config.removal_paths,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<(T, String), UpstreamError> {
+        if let Some(budget) = &self.inner.budget {
+            budget.until_ready().await;
+        }
+        let url = join_url(&self.inner.config.base_url, path);
+        let response = self
+            .inner
+            .http
+            .post(url)
+            .header(AUTHORIZATION, self.inner.authorization.clone())
+            .header(CONTENT_TYPE, "application/json")
+            // A fresh nonce on every request, retries included: the gateway
+            // rejects a reused one as a replay.
+            .header(aliyun::NONCE_HEADER, uuid::Uuid::new_v4().to_string())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| UpstreamError::transport(&e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::transport(&e))?;
+        interpret(status, &headers, &bytes)
+    }
+}
+
+/// Turns an HTTP answer into data or an error, tolerating every shape the
+/// documents and the gateway allow.
+fn interpret<T: DeserializeOwned>(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(T, String), UpstreamError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .filter(|s| !s.is_empty())
+    };
+    let gateway_code = header(aliyun::GATEWAY_ERROR_CODE_HEADER);
+    let gateway_message = header(aliyun::GATEWAY_ERROR_MESSAGE_HEADER);
+    let gateway_request_id = header(aliyun::GATEWAY_REQUEST_ID_HEADER);
+    let success = (200..300).contains(&status);
+
+    let envelope = serde_json::from_slice::<Envelope<T>>(body);
+    match envelope {
+        Ok(env) if env.code == 0 && success => match env.data {
+            Some(data) => Ok((data, env.request_id)),
+            None => Err(UpstreamError {
+                kind: UpstreamErrorKind::Protocol,
+                aliyun_code: None,
+                http_status: Some(status),
+                message: "the upstream reported success but sent no data".into(),
+                request_id: non_empty(env.request_id).or(gateway_request_id),
+                gateway_code,
+            }),
+        },
+        Ok(env) if env.code != 0 => Err(UpstreamError {
+            kind: UpstreamErrorKind::Api,
+            aliyun_code: Some(env.code),
+            http_status: Some(status),
+            message: non_empty(env.message)
+                .or(gateway_message)
+                .unwrap_or_else(|| "no message".into()),
+            request_id: non_empty(env.request_id).or(gateway_request_id),
+            gateway_code,
+        }),
+        _ => {
+            let kind = if gateway_code.is_some() || gateway_message.is_some() {
+                UpstreamErrorKind::Gateway
+            } else {
+                UpstreamErrorKind::Protocol
+            };
+            let message = gateway_message.unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(body);
+                let snippet: String = text.chars().take(200).collect();
+                if snippet.trim().is_empty() {
+                    format!("HTTP {status} with an empty body")
+                } else {
+                    format!("unexpected answer (HTTP {status}): {snippet}")
+                }
+            });
+            Err(UpstreamError {
+                kind,
+                aliyun_code: None,
+                http_status: Some(status),
+                message,
+                request_id: gateway_request_id,
+                gateway_code,
+            })
+        }
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn join_url(base: &reqwest::Url, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.as_str().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn a_gateway_error_without_a_body_keeps_its_headers() {
+        let err = interpret::<QueryData>(
+            403,
+            &headers(&[
+                ("x-ca-error-code", "A403FC"),
+                ("x-ca-error-message", "Throttled by APP Flow Control"),
+                ("x-ca-request-id", "REQ-1"),
+            ]),
+            b"",
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, UpstreamErrorKind::Gateway);
+        assert_eq!(err.gateway_code.as_deref(), Some("A403FC"));
+        assert_eq!(err.request_id.as_deref(), Some("REQ-1"));
+        assert!(err.is_gateway_throttle());
+    }
+
+    #[test]
+    fn an_api_error_keeps_code_message_and_request_id() {
+        let err = interpret::<QueryData>(
+            400,
+            &HeaderMap::new(),
+            br#"{"code":23500008,"message":"No records found","requestId":"R","success":false}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, UpstreamErrorKind::Api);
+        assert_eq!(err.aliyun_code, Some(23500008));
+        assert_eq!(err.http_status, Some(400));
+        assert_eq!(err.request_id.as_deref(), Some("R"));
+        assert_eq!(err.message, "No records found");
+    }
+
+    #[test]
+    fn garbage_and_bare_statuses_are_protocol_errors() {
+        let err = interpret::<QueryData>(502, &HeaderMap::new(), b"<html>bad gateway</html>")
+            .unwrap_err();
+        assert_eq!(err.kind, UpstreamErrorKind::Protocol);
+        assert!(err.is_retryable());
+        let ok = interpret::<QueryData>(
+            200,
+            &HeaderMap::new(),
+            br#"{"code":0,"data":{"task_list":[]},"requestId":"X"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.1, "X");
+    }
+
+    #[test]
+    fn urls_join_with_exactly_one_slash() {
+        let base = reqwest::Url::parse("http://h:1/prefix/").unwrap();
+        assert_eq!(join_url(&base, "/api/v1/x"), "http://h:1/prefix/api/v1/x");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_appcode() {
+        let client = UpstreamClient::new(UpstreamConfig::new(
+            reqwest::Url::parse("http://127.0.0.1:1").unwrap(),
+            SecretString::from("super-secret-code"),
+        ))
+        .unwrap();
+        assert!(!format!("{client:?}").contains("super-secret-code"));
+    }
+}

@@ -1,0 +1,11 @@
+//! The upstream client: both Aliyun APIs over HTTP (reqwest), with the
+//! documented headers, tolerant parsing, timeouts, a shared request budget
+//! and billing-safe retries.
+
+mod client;
+mod error;
+mod retry;
+
+pub use client::{ApiPaths, QueryOutcome, SubmitOutcome, UpstreamClient, UpstreamConfig};
+pub use error::{UpstreamError, UpstreamErrorKind};
+pub use retry::RetryPolicy;
