@@ -1,0 +1,270 @@
+//! Every documented Aliyun error surfaces with its gRPC code and details;
+//! gateway errors too; invalid requests never reach the upstream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use retouch_api::v1 as pb;
+use retouch_server::aliyun::AliyunCode;
+use retouch_server::app::{ServerConfig, UpstreamTarget};
+use retouch_server::local::{Endpoint, FaultConfig, InjectedFault, LocalBackend};
+use secrecy::SecretString;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn expected_code(code: AliyunCode) -> Code {
+    match code {
+        AliyunCode::AuthorizationRequired => Code::Unauthenticated,
+        AliyunCode::CreditExhausted => Code::ResourceExhausted,
+        AliyunCode::Throttled => Code::Unavailable,
+        AliyunCode::ResultKeyNotFound => Code::NotFound,
+        AliyunCode::ServiceNotFound => Code::Unimplemented,
+        AliyunCode::InternalError | AliyunCode::JobFailed => Code::Internal,
+        _ => Code::InvalidArgument,
+    }
+}
+
+fn assert_upstream_status(status: &tonic::Status, code: AliyunCode) {
+    assert_eq!(status.code(), expected_code(code), "{code:?}: {status:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo detail");
+    assert_eq!(info.reason, format!("ALIYUN_{}", code.code()));
+    assert_eq!(info.metadata["aliyun_code"], code.code().to_string());
+    assert_eq!(info.metadata["http_status"], code.http_status().to_string());
+    assert!(!info.metadata["request_id"].is_empty(), "request id kept");
+    assert!(status.message().contains(code.message()), "original message kept: {}", status.message());
+    assert_eq!(status.get_details_retry_info().is_some(), code == AliyunCode::Throttled);
+}
+
+#[tokio::test]
+async fn every_documented_code_on_submit_maps_to_its_grpc_code() {
+    let server = server(test_config()).await;
+    let backend = server.local_backend.clone().unwrap();
+    let mut client = matting(&server).await;
+    for code in AliyunCode::ALL.into_iter().filter(|c| *c != AliyunCode::Success) {
+        backend.inject_once(Endpoint::Submit, InjectedFault::Aliyun(code));
+        let status = client
+            .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+            .await
+            .expect_err("injected failure");
+        assert_upstream_status(&status, code);
+    }
+    // Billed submits are never re-sent, whatever the failure.
+    assert_eq!(backend.stats().duplicate_submits, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
+    let server = server(test_config()).await;
+    let backend = server.local_backend.clone().unwrap();
+    backend.inject_once(Endpoint::Query, InjectedFault::Aliyun(AliyunCode::ResultKeyNotFound));
+    let mut client = matting(&server).await;
+    let stream = client
+        .run(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .await
+        .unwrap()
+        .into_inner();
+    let (events, status) = collect(stream, Duration::from_secs(20)).await;
+    let status = status.expect("Run ends with an error");
+    assert_upstream_status(&status, AliyunCode::ResultKeyNotFound);
+    let last = events.last().unwrap();
+    assert_eq!(last.job_status(), pb::JobStatus::Lost);
+    let Some(pb::job_event::Kind::UpstreamError(e)) = &last.kind else { panic!("{last:?}") };
+    assert_eq!(e.aliyun_code, 23500008);
+    assert!(e.next_attempt_at.is_none());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn retryable_query_errors_are_events_with_the_next_attempt_and_the_job_still_finishes() {
+    let server = server(test_config()).await;
+    let backend = server.local_backend.clone().unwrap();
+    backend.inject_once(Endpoint::Query, InjectedFault::Aliyun(AliyunCode::Throttled));
+    backend.inject_once(Endpoint::Query, InjectedFault::GatewayThrottle);
+    backend.inject_once(Endpoint::Query, InjectedFault::Aliyun(AliyunCode::InternalError));
+    let mut client = removal(&server).await;
+    let stream = client
+        .run(pb::SubmitRemovalRequest { tasks: vec![removal_task(&server, Some(1), None)] })
+        .await
+        .unwrap()
+        .into_inner();
+    let (events, status) = collect(stream, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    let errors: Vec<&pb::UpstreamError> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::job_event::Kind::UpstreamError(u)) => Some(u),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(errors[0].aliyun_code, 23500004);
+    assert_eq!(errors[1].gateway_code, "A403FC");
+    assert_eq!(errors[1].http_status, 403);
+    assert_eq!(errors[2].aliyun_code, 23500000);
+    assert!(errors.iter().all(|e| e.next_attempt_at.is_some()));
+    assert_eq!(errors.iter().map(|e| e.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(events.last().unwrap().job_status(), pb::JobStatus::Completed);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn gateway_errors_from_headers_surface_with_their_gateway_code() {
+    let server = server(test_config()).await;
+    let backend = server.local_backend.clone().unwrap();
+    let mut client = matting(&server).await;
+
+    // A gateway throttle provably never reached the backend: re-sent once.
+    backend.inject_once(Endpoint::Submit, InjectedFault::GatewayThrottle);
+    client
+        .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .await
+        .expect("re-sent after a gateway throttle");
+    let stats = backend.stats();
+    assert_eq!((stats.submit_requests, stats.submits_received), (2, 1));
+
+    backend.inject_once(Endpoint::Submit, InjectedFault::GatewayError {
+        status: 400,
+        code: "A400NU",
+        message: "Nonce Used",
+    });
+    let status = client
+        .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "UPSTREAM_GATEWAY");
+    assert_eq!(info.metadata["gateway_code"], "A400NU");
+    assert!(status.message().contains("Nonce Used"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_appcode_is_unauthenticated_and_never_echoed() {
+    // A standalone local backend that expects another AppCode.
+    let backend = LocalBackend::new(
+        local_config(FaultConfig::default()),
+        std::sync::Arc::new(retouch_server::engine::SimpleEngine),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = backend.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut config: ServerConfig = test_config();
+    config.target = UpstreamTarget::Remote {
+        base_url: format!("http://{addr}").parse().unwrap(),
+        appcode: SecretString::from("wrong-appcode-4711"),
+    };
+    let server = server(config).await;
+    let mut client = matting(&server).await;
+    let image = format!("http://{addr}/samples/{}.png", retouch_server::samples::matting_sample().name);
+    let status = client
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![pb::MattingTask { image_url: image.clone(), mask_url: image }],
+        })
+        .await
+        .unwrap_err();
+    assert_upstream_status(&status, AliyunCode::AuthorizationRequired);
+    assert!(!format!("{status:?}").contains("wrong-appcode-4711"));
+    assert_eq!(backend.stats().auth_rejected, 1);
+    assert_eq!(backend.stats().submits_received, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn inputs_the_backend_rejects_surface_with_the_documented_codes() {
+    // A loopback web host serving a too-small image and nothing else.
+    let small = {
+        let img = image::RgbImage::from_pixel(100, 100, image::Rgb([9, 9, 9]));
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        png
+    };
+    let router = axum::Router::new().route(
+        "/small.png",
+        axum::routing::get(move || {
+            let small = small.clone();
+            async move { small }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let server = server(test_config()).await;
+    let mut client = matting(&server).await;
+    let small = format!("{host}/small.png");
+    let cases = [
+        (small.clone(), small.clone(), AliyunCode::ImageInvalid),
+        (format!("{host}/missing.png"), small, AliyunCode::ImageUrlInvalid),
+    ];
+    for (image_url, mask_url, code) in cases {
+        let status = client
+            .submit(pb::SubmitMattingRequest { tasks: vec![pb::MattingTask { image_url, mask_url }] })
+            .await
+            .unwrap_err();
+        assert_upstream_status(&status, code);
+    }
+    // Watching a key nobody knows: NOT_FOUND.
+    let mut jobs = jobs(&server).await;
+    let status = jobs
+        .watch(pb::WatchRequest {
+            jobs: vec![pb::JobRef { api: 0, result_key: "0123456789abcdef0123456789abcdef".into() }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_field_by_field_and_nothing_is_sent() {
+    let server = server(test_config()).await;
+    let backend = server.local_backend.clone().unwrap();
+    let mut client = removal(&server).await;
+    let good = removal_task(&server, None, None);
+    let cases: Vec<(Vec<pb::RemovalTask>, Vec<&str>)> = vec![
+        (vec![], vec!["tasks"]),
+        (vec![good.clone(); 11], vec!["tasks"]),
+        (
+            vec![pb::RemovalTask { kernel_size: Some(4), ..good.clone() }],
+            vec!["tasks[0].kernel_size"],
+        ),
+        (
+            vec![good.clone(), pb::RemovalTask { kernel_size: Some(61), mask_url: String::new(), ..good.clone() }],
+            vec!["tasks[1].mask_url", "tasks[1].kernel_size"],
+        ),
+        (
+            vec![pb::RemovalTask { image_url: "ftp://example/x.png".into(), ..good.clone() }],
+            vec!["tasks[0].image_url"],
+        ),
+    ];
+    for (tasks, fields) in cases {
+        let status = client.submit(pb::SubmitRemovalRequest { tasks }).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad = status.get_details_bad_request().expect("BadRequest detail");
+        let got: Vec<&str> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(got, fields, "{}", status.message());
+        assert!(bad.field_violations.iter().all(|v| !v.description.is_empty()));
+    }
+    let mut jobs = jobs(&server).await;
+    let status = jobs
+        .list_jobs(pb::ListJobsRequest { page_size: 5000, page_token: "x".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["page_size", "page_token"]);
+    assert_eq!(backend.stats().submit_requests, 0, "nothing reached the upstream");
+    server.shutdown().await;
+}

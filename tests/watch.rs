@@ -1,0 +1,237 @@
+//! Watch: one shared poller however many watchers, exact resumption with
+//! after_seq, OUT_OF_RANGE past retention, slow watchers cut loose.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use retouch_api::v1 as pb;
+use retouch_api::v1::watch_response::Kind as WatchKind;
+use retouch_server::tracker::{JobFilter, Tracker, TrackerConfig};
+use retouch_server::upstream::{RetryPolicy, UpstreamClient, UpstreamConfig};
+use secrecy::SecretString;
+
+fn events_of(items: Vec<pb::WatchResponse>) -> Vec<pb::JobEvent> {
+    items
+        .into_iter()
+        .filter_map(|i| match i.kind {
+            Some(WatchKind::Event(e)) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ten_watchers_on_one_job_cause_one_poll_stream() {
+    let mut config = test_config();
+    // A fixed interval makes the expected number of queries exact enough.
+    config.tracker.first_poll = Duration::from_millis(100);
+    config.tracker.poll_min = Duration::from_millis(100);
+    config.tracker.poll_max = Duration::from_millis(100);
+    let server = server(config).await;
+    let backend = server.local_backend.clone().unwrap();
+    let mut client = matting(&server).await;
+    let started = Instant::now();
+    let submitted = client
+        .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .await
+        .unwrap()
+        .into_inner();
+    let key = submitted.job.unwrap().result_key;
+
+    let mut watchers = Vec::new();
+    for _ in 0..10 {
+        let mut jobs = jobs(&server).await;
+        let key = key.clone();
+        watchers.push(tokio::spawn(async move {
+            let stream = jobs
+                .watch(pb::WatchRequest {
+                    jobs: vec![pb::JobRef { api: pb::Api::InstanceMatting as i32, result_key: key }],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            collect(stream, Duration::from_secs(30)).await
+        }));
+    }
+    for watcher in watchers {
+        let (items, status) = watcher.await.unwrap();
+        assert!(status.is_none(), "{status:?}");
+        // Snapshot and synced first; the stream ends once the job is done.
+        assert!(matches!(items[0].kind, Some(WatchKind::Snapshot(_))));
+        let last = items.last().unwrap();
+        match &last.kind {
+            Some(WatchKind::Event(e)) => assert_eq!(e.job_status(), pb::JobStatus::Completed),
+            Some(WatchKind::Snapshot(_)) | Some(WatchKind::Synced(_)) => {}
+            None => panic!("empty message"),
+        }
+    }
+    let elapsed = started.elapsed();
+    let queries = backend.stats().queries_by_key.get(&key).copied().unwrap_or(0);
+    // One poller at a fixed 100 ms interval can issue at most elapsed/100ms
+    // queries (timers never fire early); ten pollers would issue ~10x that.
+    let one_stream_bound = (elapsed.as_millis() / 100) as u64 + 1;
+    assert!(queries >= 1, "the job was polled");
+    assert!(queries <= one_stream_bound, "{queries} queries in {elapsed:?}: more than one poll stream");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
+    let server = server(test_config()).await;
+    let mut client = removal(&server).await;
+    let mut jobs = jobs(&server).await;
+
+    // A continuous watcher of everything, as the reference.
+    let reference = jobs.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+
+    let submitted = client
+        .submit(pb::SubmitRemovalRequest {
+            tasks: vec![removal_task(&server, Some(3), None), removal_task(&server, Some(4), Some(3))],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let key = submitted.job.unwrap().result_key;
+    let job_ref = pb::JobRef { api: 0, result_key: key.clone() };
+
+    // First connection: read up to the first transition, then hang up.
+    let mut first = jobs
+        .watch(pb::WatchRequest { jobs: vec![job_ref.clone()], after_seq: Some(submitted.accepted_seq - 1), follow: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(item) = first.next().await {
+        if let Some(WatchKind::Event(e)) = item.unwrap().kind {
+            let transition = matches!(e.kind, Some(pb::job_event::Kind::Transition(_)));
+            seen.push(e);
+            if transition {
+                break;
+            }
+        }
+    }
+    drop(first);
+    let last_seq = seen.last().unwrap().seq;
+    // Let more happen while disconnected.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let second = jobs
+        .watch(pb::WatchRequest { jobs: vec![job_ref], after_seq: Some(last_seq), follow: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let (items, status) = collect(second, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(items.iter().filter(|i| matches!(i.kind, Some(WatchKind::Synced(_)))).count(), 1);
+    seen.extend(events_of(items));
+
+    // Compare with the continuous watcher's view of the same job.
+    let mut reference = reference;
+    let mut expected = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(item) = reference.next().await {
+            if let Some(WatchKind::Event(e)) = item.unwrap().kind {
+                if e.result_key == key {
+                    let done = e.job_status() != pb::JobStatus::Active;
+                    expected.push(e);
+                    if done {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
+    let unique: HashSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), seqs.len(), "no duplicates: {seqs:?}");
+    assert_eq!(seen, expected, "resumed view equals the continuous one");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn resuming_past_retention_is_out_of_range() {
+    let mut config = test_config();
+    config.tracker.event_log_capacity = 2;
+    let server = server(config).await;
+    let mut client = matting(&server).await;
+    let stream = client
+        .run(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .await
+        .unwrap()
+        .into_inner();
+    let (events, _) = collect(stream, Duration::from_secs(30)).await;
+    assert!(events.len() >= 3);
+    let mut jobs = jobs(&server).await;
+    let status = jobs
+        .watch(pb::WatchRequest { after_seq: Some(0), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    assert!(status.message().contains("retains"), "{}", status.message());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
+    // An upstream that refuses connections makes every poll fail fast, so
+    // the job produces a steady stream of upstream_error events.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = listener.local_addr().unwrap();
+    drop(listener);
+    let mut upstream = UpstreamConfig::new(format!("http://{dead}").parse().unwrap(), SecretString::from("x"));
+    upstream.qps = 0.0;
+    let client = UpstreamClient::new(upstream).unwrap();
+    let tracker = Tracker::start(
+        client,
+        TrackerConfig {
+            first_poll: Duration::from_millis(1),
+            error_retry: RetryPolicy {
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(2),
+                factor: 1.0,
+            },
+            watcher_buffer: 4,
+            ..TrackerConfig::default()
+        },
+    );
+    let (_, accepted_seq) = tracker
+        .track(pb::Job {
+            api: pb::Api::InstanceMatting as i32,
+            result_key: "k".into(),
+            tasks: vec![pb::Task { status: pb::TaskStatus::Waiting as i32, ..Default::default() }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let slow = tracker.subscribe(JobFilter::All, Some(accepted_seq)).await.unwrap();
+    // Not reading while more than the buffer's worth of events happen.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items: Vec<_> = slow.into_stream(false).collect().await;
+    let (last, delivered) = items.split_last().unwrap();
+    let err = last.as_ref().unwrap_err();
+    let retouch_server::error::ServiceError::Lagged { last_seq, buffer } = err else {
+        panic!("expected Lagged, got {err:?}");
+    };
+    assert_eq!(*buffer, 4);
+    let delivered_seqs: Vec<u64> = delivered
+        .iter()
+        .filter_map(|i| match &i.as_ref().unwrap().kind {
+            Some(WatchKind::Event(e)) => Some(e.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered_seqs.last(), Some(last_seq));
+    // The gap is recoverable: resuming from there works.
+    let resumed = tracker.subscribe(JobFilter::All, Some(*last_seq)).await.unwrap();
+    let first = resumed.into_stream(false).next().await.unwrap().unwrap();
+    let Some(WatchKind::Event(e)) = first.kind else { panic!("{first:?}") };
+    assert_eq!(e.seq, last_seq + 1);
+    tracker.shutdown();
+}
