@@ -15,26 +15,41 @@ async fn matting_run_streams_waiting_running_success_and_yields_an_rgba_cutout()
     let server = server(test_config()).await;
     let mut client = matting(&server).await;
     let stream = client
-        .run(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .run(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
         .await
         .expect("run starts")
         .into_inner();
     let (events, status) = collect(stream, Duration::from_secs(30)).await;
     assert!(status.is_none(), "Run ends cleanly, got {status:?}");
-    assert!(matches!(events[0].kind, Some(pb::job_event::Kind::Accepted(_))));
+    assert!(matches!(
+        events[0].kind,
+        Some(pb::job_event::Kind::Accepted(_))
+    ));
     assert_eq!(
         task_history(&events, 0),
-        [pb::TaskStatus::Waiting, pb::TaskStatus::Running, pb::TaskStatus::Success]
+        [
+            pb::TaskStatus::Waiting,
+            pb::TaskStatus::Running,
+            pb::TaskStatus::Success
+        ]
     );
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs increase: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs increase: {seqs:?}"
+    );
     let last = events.last().unwrap();
     assert_eq!(last.job_status(), pb::JobStatus::Completed);
-    let Some(pb::job_event::Kind::Transition(t)) = &last.kind else { panic!("ends on a transition") };
+    let Some(pb::job_event::Kind::Transition(t)) = &last.kind else {
+        panic!("ends on a transition")
+    };
     assert_eq!(t.result_urls.len(), 1);
 
     let result = download_image(&t.result_urls[0]).await;
-    let sample = image::load_from_memory(&retouch_server::samples::matting_sample().image_png).unwrap();
+    let sample =
+        image::load_from_memory(&retouch_server::samples::matting_sample().image_png).unwrap();
     assert_eq!(result.dimensions(), sample.dimensions());
     assert!(result.color().has_alpha(), "matting returns RGBA");
     server.shutdown().await;
@@ -46,7 +61,10 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
     let mut client = removal(&server).await;
     let submitted = client
         .submit(pb::SubmitRemovalRequest {
-            tasks: vec![removal_task(&server, Some(2323), Some(7)), removal_task(&server, None, None)],
+            tasks: vec![
+                removal_task(&server, Some(2323), Some(7)),
+                removal_task(&server, None, None),
+            ],
         })
         .await
         .expect("submit")
@@ -54,7 +72,11 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
     let job = submitted.job.unwrap();
     assert_eq!(job.api(), pb::Api::ObjectRemoval);
     assert_eq!(job.origin(), pb::JobOrigin::Submitted);
-    assert!(job.tasks.iter().all(|t| t.status() == pb::TaskStatus::Waiting));
+    assert!(
+        job.tasks
+            .iter()
+            .all(|t| t.status() == pb::TaskStatus::Waiting)
+    );
     assert_eq!(job.tasks[0].seed, Some(2323));
     assert_eq!(job.tasks[0].kernel_size, Some(7));
 
@@ -62,7 +84,10 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
     let mut jobs = jobs(&server).await;
     let stream = jobs
         .watch(pb::WatchRequest {
-            jobs: vec![pb::JobRef { api: pb::Api::ObjectRemoval as i32, result_key: job.result_key.clone() }],
+            jobs: vec![pb::JobRef {
+                api: pb::Api::ObjectRemoval as i32,
+                result_key: job.result_key.clone(),
+            }],
             after_seq: Some(submitted.accepted_seq - 1),
             follow: false,
         })
@@ -79,23 +104,33 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
         })
         .collect();
     for task in 0..2 {
-        assert_eq!(task_history(&events, task).last(), Some(&pb::TaskStatus::Success));
+        assert_eq!(
+            task_history(&events, task).last(),
+            Some(&pb::TaskStatus::Success)
+        );
     }
 
     let done = jobs
         .get_job(pb::GetJobRequest {
-            job: Some(pb::JobRef { api: 0, result_key: job.result_key.clone() }),
+            job: Some(pb::JobRef {
+                api: 0,
+                result_key: job.result_key.clone(),
+            }),
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(done.status(), pb::JobStatus::Completed);
     let result = download_image(&done.tasks[0].result_urls[0]).await;
-    let sample = image::load_from_memory(&retouch_server::samples::removal_sample().image_png).unwrap();
+    let sample =
+        image::load_from_memory(&retouch_server::samples::removal_sample().image_png).unwrap();
     assert_eq!(result.dimensions(), sample.dimensions());
 
     let listed = jobs
-        .list_jobs(pb::ListJobsRequest { status: pb::JobStatus::Completed as i32, ..Default::default() })
+        .list_jobs(pb::ListJobsRequest {
+            status: pb::JobStatus::Completed as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -109,21 +144,31 @@ async fn watch_all_sends_a_snapshot_then_synced_then_live_events() {
     let server = server(test_config()).await;
     let mut client = matting(&server).await;
     let first = client
-        .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
         .await
         .unwrap()
         .into_inner();
     let mut jobs = jobs(&server).await;
-    let mut stream = jobs.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    let mut stream = jobs
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let snapshot = stream.next().await.unwrap().unwrap();
-    let Some(WatchKind::Snapshot(job)) = snapshot.kind else { panic!("snapshot first: {snapshot:?}") };
+    let Some(WatchKind::Snapshot(job)) = snapshot.kind else {
+        panic!("snapshot first: {snapshot:?}")
+    };
     assert_eq!(job.result_key, first.job.unwrap().result_key);
     let synced = stream.next().await.unwrap().unwrap();
     assert!(matches!(synced.kind, Some(WatchKind::Synced(_))));
 
     // A job submitted after the snapshot arrives live.
     let second = client
-        .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -151,7 +196,11 @@ async fn uploaded_images_can_be_submitted() {
     let mut urls = Vec::new();
     for bytes in [sample.image_png.clone(), sample.mask_png.clone()] {
         let mut messages = vec![pb::UploadImageRequest {
-            kind: Some(pb::upload_image_request::Kind::Metadata(pb::UploadMetadata { filename: "x.png".into() })),
+            kind: Some(pb::upload_image_request::Kind::Metadata(
+                pb::UploadMetadata {
+                    filename: "x.png".into(),
+                },
+            )),
         }];
         for chunk in bytes.chunks(16 * 1024) {
             messages.push(pb::UploadImageRequest {
@@ -170,23 +219,36 @@ async fn uploaded_images_can_be_submitted() {
     let mut client = matting(&server).await;
     let stream = client
         .run(pb::SubmitMattingRequest {
-            tasks: vec![pb::MattingTask { image_url: urls[0].clone(), mask_url: urls[1].clone() }],
+            tasks: vec![pb::MattingTask {
+                image_url: urls[0].clone(),
+                mask_url: urls[1].clone(),
+            }],
         })
         .await
         .unwrap()
         .into_inner();
     let (events, status) = collect(stream, Duration::from_secs(30)).await;
     assert!(status.is_none(), "{status:?}");
-    assert_eq!(events.last().unwrap().job_status(), pb::JobStatus::Completed);
-    assert_eq!(task_history(&events, 0).last(), Some(&pb::TaskStatus::Success));
+    assert_eq!(
+        events.last().unwrap().job_status(),
+        pb::JobStatus::Completed
+    );
+    assert_eq!(
+        task_history(&events, 0).last(),
+        Some(&pb::TaskStatus::Success)
+    );
 
     // Not an image: refused with the field and the rule.
     let err = jobs
         .upload_image(futures::stream::iter(vec![
             pb::UploadImageRequest {
-                kind: Some(pb::upload_image_request::Kind::Metadata(pb::UploadMetadata::default())),
+                kind: Some(pb::upload_image_request::Kind::Metadata(
+                    pb::UploadMetadata::default(),
+                )),
             },
-            pb::UploadImageRequest { kind: Some(pb::upload_image_request::Kind::Chunk(b"hello".to_vec())) },
+            pb::UploadImageRequest {
+                kind: Some(pb::upload_image_request::Kind::Chunk(b"hello".to_vec())),
+            },
         ]))
         .await
         .unwrap_err();
@@ -201,21 +263,35 @@ async fn health_reports_serving_and_shutdown_ends_streams_with_unavailable() {
     let channel = channel(&server).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let answer = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "retouch.v1.Jobs".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "retouch.v1.Jobs".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(answer.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    assert_eq!(
+        answer.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 
     let mut jobs = retouch_api::v1::jobs_client::JobsClient::new(channel);
-    let mut stream = jobs.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    let mut stream = jobs
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let synced = stream.next().await.unwrap().unwrap();
     assert!(matches!(synced.kind, Some(WatchKind::Synced(_))));
     let shutdown = tokio::spawn(server.shutdown());
-    let end = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("stream ends");
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("stream ends");
     match end {
         Some(Err(status)) => assert_eq!(status.code(), tonic::Code::Unavailable),
         other => panic!("expected UNAVAILABLE, got {other:?}"),
     }
-    tokio::time::timeout(Duration::from_secs(15), shutdown).await.expect("shutdown completes").unwrap();
+    tokio::time::timeout(Duration::from_secs(15), shutdown)
+        .await
+        .expect("shutdown completes")
+        .unwrap();
 }

@@ -33,8 +33,15 @@ fn assert_upstream_status(status: &tonic::Status, code: AliyunCode) {
     assert_eq!(info.metadata["aliyun_code"], code.code().to_string());
     assert_eq!(info.metadata["http_status"], code.http_status().to_string());
     assert!(!info.metadata["request_id"].is_empty(), "request id kept");
-    assert!(status.message().contains(code.message()), "original message kept: {}", status.message());
-    assert_eq!(status.get_details_retry_info().is_some(), code == AliyunCode::Throttled);
+    assert!(
+        status.message().contains(code.message()),
+        "original message kept: {}",
+        status.message()
+    );
+    assert_eq!(
+        status.get_details_retry_info().is_some(),
+        code == AliyunCode::Throttled
+    );
 }
 
 #[tokio::test]
@@ -42,10 +49,15 @@ async fn every_documented_code_on_submit_maps_to_its_grpc_code() {
     let server = server(test_config()).await;
     let backend = server.local_backend.clone().unwrap();
     let mut client = matting(&server).await;
-    for code in AliyunCode::ALL.into_iter().filter(|c| *c != AliyunCode::Success) {
+    for code in AliyunCode::ALL
+        .into_iter()
+        .filter(|c| *c != AliyunCode::Success)
+    {
         backend.inject_once(Endpoint::Submit, InjectedFault::Aliyun(code));
         let status = client
-            .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+            .submit(pb::SubmitMattingRequest {
+                tasks: vec![matting_task(&server)],
+            })
             .await
             .expect_err("injected failure");
         assert_upstream_status(&status, code);
@@ -59,10 +71,15 @@ async fn every_documented_code_on_submit_maps_to_its_grpc_code() {
 async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
     let server = server(test_config()).await;
     let backend = server.local_backend.clone().unwrap();
-    backend.inject_once(Endpoint::Query, InjectedFault::Aliyun(AliyunCode::ResultKeyNotFound));
+    backend.inject_once(
+        Endpoint::Query,
+        InjectedFault::Aliyun(AliyunCode::ResultKeyNotFound),
+    );
     let mut client = matting(&server).await;
     let stream = client
-        .run(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .run(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -71,7 +88,9 @@ async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
     assert_upstream_status(&status, AliyunCode::ResultKeyNotFound);
     let last = events.last().unwrap();
     assert_eq!(last.job_status(), pb::JobStatus::Lost);
-    let Some(pb::job_event::Kind::UpstreamError(e)) = &last.kind else { panic!("{last:?}") };
+    let Some(pb::job_event::Kind::UpstreamError(e)) = &last.kind else {
+        panic!("{last:?}")
+    };
     assert_eq!(e.aliyun_code, 23500008);
     assert!(e.next_attempt_at.is_none());
     server.shutdown().await;
@@ -81,12 +100,20 @@ async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
 async fn retryable_query_errors_are_events_with_the_next_attempt_and_the_job_still_finishes() {
     let server = server(test_config()).await;
     let backend = server.local_backend.clone().unwrap();
-    backend.inject_once(Endpoint::Query, InjectedFault::Aliyun(AliyunCode::Throttled));
+    backend.inject_once(
+        Endpoint::Query,
+        InjectedFault::Aliyun(AliyunCode::Throttled),
+    );
     backend.inject_once(Endpoint::Query, InjectedFault::GatewayThrottle);
-    backend.inject_once(Endpoint::Query, InjectedFault::Aliyun(AliyunCode::InternalError));
+    backend.inject_once(
+        Endpoint::Query,
+        InjectedFault::Aliyun(AliyunCode::InternalError),
+    );
     let mut client = removal(&server).await;
     let stream = client
-        .run(pb::SubmitRemovalRequest { tasks: vec![removal_task(&server, Some(1), None)] })
+        .run(pb::SubmitRemovalRequest {
+            tasks: vec![removal_task(&server, Some(1), None)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -105,8 +132,14 @@ async fn retryable_query_errors_are_events_with_the_next_attempt_and_the_job_sti
     assert_eq!(errors[1].http_status, 403);
     assert_eq!(errors[2].aliyun_code, 23500000);
     assert!(errors.iter().all(|e| e.next_attempt_at.is_some()));
-    assert_eq!(errors.iter().map(|e| e.attempt).collect::<Vec<_>>(), [1, 2, 3]);
-    assert_eq!(events.last().unwrap().job_status(), pb::JobStatus::Completed);
+    assert_eq!(
+        errors.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        events.last().unwrap().job_status(),
+        pb::JobStatus::Completed
+    );
     server.shutdown().await;
 }
 
@@ -119,19 +152,26 @@ async fn gateway_errors_from_headers_surface_with_their_gateway_code() {
     // A gateway throttle provably never reached the backend: re-sent once.
     backend.inject_once(Endpoint::Submit, InjectedFault::GatewayThrottle);
     client
-        .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
         .await
         .expect("re-sent after a gateway throttle");
     let stats = backend.stats();
     assert_eq!((stats.submit_requests, stats.submits_received), (2, 1));
 
-    backend.inject_once(Endpoint::Submit, InjectedFault::GatewayError {
-        status: 400,
-        code: "A400NU",
-        message: "Nonce Used",
-    });
+    backend.inject_once(
+        Endpoint::Submit,
+        InjectedFault::GatewayError {
+            status: 400,
+            code: "A400NU",
+            message: "Nonce Used",
+        },
+    );
     let status = client
-        .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Internal);
@@ -161,10 +201,16 @@ async fn a_wrong_appcode_is_unauthenticated_and_never_echoed() {
     };
     let server = server(config).await;
     let mut client = matting(&server).await;
-    let image = format!("http://{addr}/samples/{}.png", retouch_server::samples::matting_sample().name);
+    let image = format!(
+        "http://{addr}/samples/{}.png",
+        retouch_server::samples::matting_sample().name
+    );
     let status = client
         .submit(pb::SubmitMattingRequest {
-            tasks: vec![pb::MattingTask { image_url: image.clone(), mask_url: image }],
+            tasks: vec![pb::MattingTask {
+                image_url: image.clone(),
+                mask_url: image,
+            }],
         })
         .await
         .unwrap_err();
@@ -181,7 +227,8 @@ async fn inputs_the_backend_rejects_surface_with_the_documented_codes() {
     let small = {
         let img = image::RgbImage::from_pixel(100, 100, image::Rgb([9, 9, 9]));
         let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
         png
     };
     let router = axum::Router::new().route(
@@ -200,11 +247,20 @@ async fn inputs_the_backend_rejects_surface_with_the_documented_codes() {
     let small = format!("{host}/small.png");
     let cases = [
         (small.clone(), small.clone(), AliyunCode::ImageInvalid),
-        (format!("{host}/missing.png"), small, AliyunCode::ImageUrlInvalid),
+        (
+            format!("{host}/missing.png"),
+            small,
+            AliyunCode::ImageUrlInvalid,
+        ),
     ];
     for (image_url, mask_url, code) in cases {
         let status = client
-            .submit(pb::SubmitMattingRequest { tasks: vec![pb::MattingTask { image_url, mask_url }] })
+            .submit(pb::SubmitMattingRequest {
+                tasks: vec![pb::MattingTask {
+                    image_url,
+                    mask_url,
+                }],
+            })
             .await
             .unwrap_err();
         assert_upstream_status(&status, code);
@@ -213,7 +269,10 @@ async fn inputs_the_backend_rejects_surface_with_the_documented_codes() {
     let mut jobs = jobs(&server).await;
     let status = jobs
         .watch(pb::WatchRequest {
-            jobs: vec![pb::JobRef { api: 0, result_key: "0123456789abcdef0123456789abcdef".into() }],
+            jobs: vec![pb::JobRef {
+                api: 0,
+                result_key: "0123456789abcdef0123456789abcdef".into(),
+            }],
             ..Default::default()
         })
         .await
@@ -232,29 +291,57 @@ async fn invalid_requests_are_refused_field_by_field_and_nothing_is_sent() {
         (vec![], vec!["tasks"]),
         (vec![good.clone(); 11], vec!["tasks"]),
         (
-            vec![pb::RemovalTask { kernel_size: Some(4), ..good.clone() }],
+            vec![pb::RemovalTask {
+                kernel_size: Some(4),
+                ..good.clone()
+            }],
             vec!["tasks[0].kernel_size"],
         ),
         (
-            vec![good.clone(), pb::RemovalTask { kernel_size: Some(61), mask_url: String::new(), ..good.clone() }],
+            vec![
+                good.clone(),
+                pb::RemovalTask {
+                    kernel_size: Some(61),
+                    mask_url: String::new(),
+                    ..good.clone()
+                },
+            ],
             vec!["tasks[1].mask_url", "tasks[1].kernel_size"],
         ),
         (
-            vec![pb::RemovalTask { image_url: "ftp://example/x.png".into(), ..good.clone() }],
+            vec![pb::RemovalTask {
+                image_url: "ftp://example/x.png".into(),
+                ..good.clone()
+            }],
             vec!["tasks[0].image_url"],
         ),
     ];
     for (tasks, fields) in cases {
-        let status = client.submit(pb::SubmitRemovalRequest { tasks }).await.unwrap_err();
+        let status = client
+            .submit(pb::SubmitRemovalRequest { tasks })
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         let bad = status.get_details_bad_request().expect("BadRequest detail");
-        let got: Vec<&str> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+        let got: Vec<&str> = bad
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
         assert_eq!(got, fields, "{}", status.message());
-        assert!(bad.field_violations.iter().all(|v| !v.description.is_empty()));
+        assert!(
+            bad.field_violations
+                .iter()
+                .all(|v| !v.description.is_empty())
+        );
     }
     let mut jobs = jobs(&server).await;
     let status = jobs
-        .list_jobs(pb::ListJobsRequest { page_size: 5000, page_token: "x".into(), ..Default::default() })
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 5000,
+            page_token: "x".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     let fields: Vec<String> = status
@@ -265,6 +352,10 @@ async fn invalid_requests_are_refused_field_by_field_and_nothing_is_sent() {
         .map(|v| v.field)
         .collect();
     assert_eq!(fields, ["page_size", "page_token"]);
-    assert_eq!(backend.stats().submit_requests, 0, "nothing reached the upstream");
+    assert_eq!(
+        backend.stats().submit_requests,
+        0,
+        "nothing reached the upstream"
+    );
     server.shutdown().await;
 }

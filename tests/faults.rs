@@ -24,16 +24,27 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
 
     let mut accepted = Vec::new();
     let mut refused = 0;
-    for _ in 0..12 {
-        match client
-            .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server), matting_task(&server)] })
-            .await
-        {
+    for i in 0..12 {
+        // Distinct inputs per job: the backend flags a task list it has seen
+        // before as a re-sent (double-billed) submit.
+        let tasks = (0..2)
+            .map(|t| {
+                let task = matting_task(&server);
+                pb::MattingTask {
+                    image_url: format!("{}?job={i}&task={t}", task.image_url),
+                    mask_url: task.mask_url,
+                }
+            })
+            .collect();
+        match client.submit(pb::SubmitMattingRequest { tasks }).await {
             Ok(r) => accepted.push(r.into_inner().job.unwrap().result_key),
             Err(status) => {
                 // Only failures that may have reached the backend come back.
                 assert!(
-                    matches!(status.code(), tonic::Code::Internal | tonic::Code::Unavailable),
+                    matches!(
+                        status.code(),
+                        tonic::Code::Internal | tonic::Code::Unavailable
+                    ),
                     "{status:?}"
                 );
                 refused += 1;
@@ -47,7 +58,10 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
         .watch(pb::WatchRequest {
             jobs: accepted
                 .iter()
-                .map(|k| pb::JobRef { api: pb::Api::InstanceMatting as i32, result_key: k.clone() })
+                .map(|k| pb::JobRef {
+                    api: pb::Api::InstanceMatting as i32,
+                    result_key: k.clone(),
+                })
                 .collect(),
             after_seq: None,
             follow: false,
@@ -69,21 +83,39 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
     }
     for key in &accepted {
         let job = jobs
-            .get_job(pb::GetJobRequest { job: Some(pb::JobRef { api: 0, result_key: key.clone() }) })
+            .get_job(pb::GetJobRequest {
+                job: Some(pb::JobRef {
+                    api: 0,
+                    result_key: key.clone(),
+                }),
+            })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(job.status(), pb::JobStatus::Completed, "{job:?}");
-        assert!(job.tasks.iter().all(|t| matches!(t.status(), pb::TaskStatus::Success | pb::TaskStatus::Failed)));
+        assert!(
+            job.tasks
+                .iter()
+                .all(|t| matches!(t.status(), pb::TaskStatus::Success | pb::TaskStatus::Failed))
+        );
     }
 
     let stats = backend.stats();
-    assert_eq!(stats.duplicate_submits, 0, "a billed submit was sent twice: {stats:?}");
+    assert_eq!(
+        stats.duplicate_submits, 0,
+        "a billed submit was sent twice: {stats:?}"
+    );
     // Every job the backend created was handed to a caller: no submit was
     // silently repeated into an orphan, billed job.
     assert_eq!(stats.jobs_created as usize, accepted.len(), "{stats:?}");
-    assert!(stats.submits_received as usize <= accepted.len() + refused, "{stats:?}");
-    assert!(stats.gateway_throttled > 0 && stats.injected_errors > 0, "faults were injected: {stats:?}");
+    assert!(
+        stats.submits_received as usize <= accepted.len() + refused,
+        "{stats:?}"
+    );
+    assert!(
+        stats.gateway_throttled > 0 && stats.injected_errors > 0,
+        "faults were injected: {stats:?}"
+    );
     assert!(upstream_errors > 0, "poll failures were reported as events");
     server.shutdown().await;
 }

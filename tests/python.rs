@@ -23,14 +23,24 @@ fn python() -> PathBuf {
     let marker = venv.join(".requirements-installed");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
     if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-        let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 runs");
-        assert!(status.success(), "python3 -m venv failed (apt-get install python3-venv)");
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(
+            status.success(),
+            "python3 -m venv failed (apt-get install python3-venv)"
+        );
         let status = Command::new(&python)
             .args(["-m", "pip", "install", "--quiet", "-r"])
             .arg(&requirements)
             .status()
             .unwrap();
-        assert!(status.success(), "pip install -r tests/python/requirements.txt failed");
+        assert!(
+            status.success(),
+            "pip install -r tests/python/requirements.txt failed"
+        );
         std::fs::write(&marker, wanted).unwrap();
     }
     python
@@ -52,12 +62,19 @@ async fn a_python_grpcio_client_runs_a_job_to_success() {
         .expect("the Python client runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "Python client failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "Python client failed:\n{stdout}\n{stderr}"
+    );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
     assert_eq!(report["final"], "JOB_STATUS_COMPLETED");
     assert_eq!(
         report["statuses"],
-        serde_json::json!(["TASK_STATUS_WAITING", "TASK_STATUS_RUNNING", "TASK_STATUS_SUCCESS"])
+        serde_json::json!([
+            "TASK_STATUS_WAITING",
+            "TASK_STATUS_RUNNING",
+            "TASK_STATUS_SUCCESS"
+        ])
     );
     server.shutdown().await;
 }

@@ -36,7 +36,9 @@ async fn ten_watchers_on_one_job_cause_one_poll_stream() {
     let mut client = matting(&server).await;
     let started = Instant::now();
     let submitted = client
-        .submit(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -49,7 +51,10 @@ async fn ten_watchers_on_one_job_cause_one_poll_stream() {
         watchers.push(tokio::spawn(async move {
             let stream = jobs
                 .watch(pb::WatchRequest {
-                    jobs: vec![pb::JobRef { api: pb::Api::InstanceMatting as i32, result_key: key }],
+                    jobs: vec![pb::JobRef {
+                        api: pb::Api::InstanceMatting as i32,
+                        result_key: key,
+                    }],
                     ..Default::default()
                 })
                 .await
@@ -71,12 +76,20 @@ async fn ten_watchers_on_one_job_cause_one_poll_stream() {
         }
     }
     let elapsed = started.elapsed();
-    let queries = backend.stats().queries_by_key.get(&key).copied().unwrap_or(0);
+    let queries = backend
+        .stats()
+        .queries_by_key
+        .get(&key)
+        .copied()
+        .unwrap_or(0);
     // One poller at a fixed 100 ms interval can issue at most elapsed/100ms
     // queries (timers never fire early); ten pollers would issue ~10x that.
     let one_stream_bound = (elapsed.as_millis() / 100) as u64 + 1;
     assert!(queries >= 1, "the job was polled");
-    assert!(queries <= one_stream_bound, "{queries} queries in {elapsed:?}: more than one poll stream");
+    assert!(
+        queries <= one_stream_bound,
+        "{queries} queries in {elapsed:?}: more than one poll stream"
+    );
     server.shutdown().await;
 }
 
@@ -87,21 +100,35 @@ async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
     let mut jobs = jobs(&server).await;
 
     // A continuous watcher of everything, as the reference.
-    let reference = jobs.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    let reference = jobs
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
 
     let submitted = client
         .submit(pb::SubmitRemovalRequest {
-            tasks: vec![removal_task(&server, Some(3), None), removal_task(&server, Some(4), Some(3))],
+            tasks: vec![
+                removal_task(&server, Some(3), None),
+                removal_task(&server, Some(4), Some(3)),
+            ],
         })
         .await
         .unwrap()
         .into_inner();
     let key = submitted.job.unwrap().result_key;
-    let job_ref = pb::JobRef { api: 0, result_key: key.clone() };
+    let job_ref = pb::JobRef {
+        api: 0,
+        result_key: key.clone(),
+    };
 
     // First connection: read up to the first transition, then hang up.
     let mut first = jobs
-        .watch(pb::WatchRequest { jobs: vec![job_ref.clone()], after_seq: Some(submitted.accepted_seq - 1), follow: false })
+        .watch(pb::WatchRequest {
+            jobs: vec![job_ref.clone()],
+            after_seq: Some(submitted.accepted_seq - 1),
+            follow: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -121,13 +148,23 @@ async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let second = jobs
-        .watch(pb::WatchRequest { jobs: vec![job_ref], after_seq: Some(last_seq), follow: false })
+        .watch(pb::WatchRequest {
+            jobs: vec![job_ref],
+            after_seq: Some(last_seq),
+            follow: false,
+        })
         .await
         .unwrap()
         .into_inner();
     let (items, status) = collect(second, Duration::from_secs(30)).await;
     assert!(status.is_none(), "{status:?}");
-    assert_eq!(items.iter().filter(|i| matches!(i.kind, Some(WatchKind::Synced(_)))).count(), 1);
+    assert_eq!(
+        items
+            .iter()
+            .filter(|i| matches!(i.kind, Some(WatchKind::Synced(_))))
+            .count(),
+        1
+    );
     seen.extend(events_of(items));
 
     // Compare with the continuous watcher's view of the same job.
@@ -162,7 +199,9 @@ async fn resuming_past_retention_is_out_of_range() {
     let server = server(config).await;
     let mut client = matting(&server).await;
     let stream = client
-        .run(pb::SubmitMattingRequest { tasks: vec![matting_task(&server)] })
+        .run(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -170,7 +209,10 @@ async fn resuming_past_retention_is_out_of_range() {
     assert!(events.len() >= 3);
     let mut jobs = jobs(&server).await;
     let status = jobs
-        .watch(pb::WatchRequest { after_seq: Some(0), ..Default::default() })
+        .watch(pb::WatchRequest {
+            after_seq: Some(0),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange);
@@ -185,7 +227,10 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = listener.local_addr().unwrap();
     drop(listener);
-    let mut upstream = UpstreamConfig::new(format!("http://{dead}").parse().unwrap(), SecretString::from("x"));
+    let mut upstream = UpstreamConfig::new(
+        format!("http://{dead}").parse().unwrap(),
+        SecretString::from("x"),
+    );
     upstream.qps = 0.0;
     let client = UpstreamClient::new(upstream).unwrap();
     let tracker = Tracker::start(
@@ -205,12 +250,18 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
         .track(pb::Job {
             api: pb::Api::InstanceMatting as i32,
             result_key: "k".into(),
-            tasks: vec![pb::Task { status: pb::TaskStatus::Waiting as i32, ..Default::default() }],
+            tasks: vec![pb::Task {
+                status: pb::TaskStatus::Waiting as i32,
+                ..Default::default()
+            }],
             ..Default::default()
         })
         .await
         .unwrap();
-    let slow = tracker.subscribe(JobFilter::All, Some(accepted_seq)).await.unwrap();
+    let slow = tracker
+        .subscribe(JobFilter::All, Some(accepted_seq))
+        .await
+        .unwrap();
     // Not reading while more than the buffer's worth of events happen.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let items: Vec<_> = slow.into_stream(false).collect().await;
@@ -229,9 +280,14 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
         .collect();
     assert_eq!(delivered_seqs.last(), Some(last_seq));
     // The gap is recoverable: resuming from there works.
-    let resumed = tracker.subscribe(JobFilter::All, Some(*last_seq)).await.unwrap();
-    let first = resumed.into_stream(false).next().await.unwrap().unwrap();
-    let Some(WatchKind::Event(e)) = first.kind else { panic!("{first:?}") };
+    let resumed = tracker
+        .subscribe(JobFilter::All, Some(*last_seq))
+        .await
+        .unwrap();
+    let first = Box::pin(resumed.into_stream(false)).next().await.unwrap().unwrap();
+    let Some(WatchKind::Event(e)) = first.kind else {
+        panic!("{first:?}")
+    };
     assert_eq!(e.seq, last_seq + 1);
     tracker.shutdown();
 }

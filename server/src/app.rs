@@ -17,8 +17,8 @@ use crate::engine::SimpleEngine;
 use crate::local::{LocalBackend, LocalBackendConfig};
 use crate::service::Retouch;
 use crate::tracker::{Tracker, TrackerConfig};
-use crate::upstream::{ApiPaths, UpstreamClient, UpstreamConfig};
 use crate::uploads::{UploadConfig, UploadStore};
+use crate::upstream::{ApiPaths, UpstreamClient, UpstreamConfig};
 
 /// Which upstream retouchd talks to.
 #[derive(Debug, Clone)]
@@ -152,7 +152,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         }
         UpstreamTarget::Local(local) => {
             let backend = LocalBackend::new(local.clone(), Arc::new(SimpleEngine));
-            let base = reqwest::Url::parse(&http_base).map_err(|e| StartError::Config(e.to_string()))?;
+            let base =
+                reqwest::Url::parse(&http_base).map_err(|e| StartError::Config(e.to_string()))?;
             (Some(backend), base, local.appcode.clone())
         }
     };
@@ -166,7 +167,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             let tmp = tempfile::Builder::new()
                 .prefix("retouchd-uploads-")
                 .tempdir()
-                .map_err(|e| StartError::Config(format!("cannot create an upload directory: {e}")))?;
+                .map_err(|e| {
+                    StartError::Config(format!("cannot create an upload directory: {e}"))
+                })?;
             (tmp.path().to_owned(), Some(tmp))
         }
     };
@@ -177,7 +180,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             max_bytes: config.upload_max_bytes,
             retention: config.upload_retention,
         })
-        .map_err(|e| StartError::Config(format!("cannot use upload directory {}: {e}", upload_dir.display())))?,
+        .map_err(|e| {
+            StartError::Config(format!(
+                "cannot use upload directory {}: {e}",
+                upload_dir.display()
+            ))
+        })?,
     );
     tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
 
@@ -231,7 +239,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             grpc = %grpc_addr, http = %http_addr,
             "retouchd is running on the embedded LOCAL backend (no Aliyun account needed; set ALIYUN_APPCODE and ALIYUN_BASE_URL to use Aliyun)"
         ),
-        None => tracing::info!(grpc = %grpc_addr, http = %http_addr, upstream = %base_url, "retouchd is running against Aliyun"),
+        None => {
+            tracing::info!(grpc = %grpc_addr, http = %http_addr, upstream = %base_url, "retouchd is running against Aliyun")
+        }
     }
 
     Ok(RunningServer {
@@ -260,7 +270,12 @@ impl RunningServer {
     /// Graceful shutdown: health goes NOT_SERVING, watch streams end with
     /// UNAVAILABLE, the servers stop accepting and finish what is in flight.
     pub async fn shutdown(self) {
-        for name in ["retouch.v1.InstanceMatting", "retouch.v1.ObjectRemoval", "retouch.v1.Jobs", ""] {
+        for name in [
+            "retouch.v1.InstanceMatting",
+            "retouch.v1.ObjectRemoval",
+            "retouch.v1.Jobs",
+            "",
+        ] {
             self.health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;
@@ -268,7 +283,10 @@ impl RunningServer {
         self.retouch.tracker().shutdown();
         self.cancel.cancel();
         for task in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a server task did not stop within 10 s");
             }
         }

@@ -47,7 +47,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run only the Aliyun-compatible local backend over HTTP, for other
     /// Aliyun clients to develop against.
     LocalBackend(LocalBackendArgs),
@@ -195,13 +195,19 @@ fn check_rate(name: &str, rate: f64) -> Result<f64, String> {
     if (0.0..=1.0).contains(&rate) {
         Ok(rate)
     } else {
-        Err(format!("--{name} must be a probability within [0, 1], got {rate}"))
+        Err(format!(
+            "--{name} must be a probability within [0, 1], got {rate}"
+        ))
     }
 }
 
 impl LocalArgs {
     /// The local backend configuration these flags describe.
-    pub fn to_config(&self, appcode: SecretString, public_base_url: Option<String>) -> Result<LocalBackendConfig, String> {
+    pub fn to_config(
+        &self,
+        appcode: SecretString,
+        public_base_url: Option<String>,
+    ) -> Result<LocalBackendConfig, String> {
         let defaults = LocalBackendConfig::default();
         Ok(LocalBackendConfig {
             appcode,
@@ -214,7 +220,10 @@ impl LocalArgs {
                 error_rate: check_rate("fault-error-rate", self.fault_error_rate)?,
                 latency: self.fault_latency,
                 task_duration: self.fault_task_duration,
-                task_failure_rate: check_rate("fault-task-failure-rate", self.fault_task_failure_rate)?,
+                task_failure_rate: check_rate(
+                    "fault-task-failure-rate",
+                    self.fault_task_failure_rate,
+                )?,
                 seed: self.fault_seed,
             },
             ..defaults
@@ -249,7 +258,10 @@ impl ServeArgs {
             ));
         }
         if !(self.upstream_qps >= 0.0 && self.upstream_qps.is_finite()) {
-            return Err(format!("--upstream-qps must be 0 or positive, got {}", self.upstream_qps));
+            return Err(format!(
+                "--upstream-qps must be 0 or positive, got {}",
+                self.upstream_qps
+            ));
         }
         Ok(ServerConfig {
             grpc_listen: self.listen,
@@ -297,7 +309,10 @@ mod tests {
     #[test]
     fn no_appcode_means_local_and_appcode_needs_a_base_url() {
         let cli = Cli::try_parse_from(["retouchd"]).unwrap();
-        assert!(matches!(cli.serve.to_config().unwrap().target, UpstreamTarget::Local(_)));
+        assert!(matches!(
+            cli.serve.to_config().unwrap().target,
+            UpstreamTarget::Local(_)
+        ));
         let cli = Cli::try_parse_from(["retouchd", "--aliyun-appcode", "secret-code"]).unwrap();
         let err = cli.serve.to_config().unwrap_err();
         assert!(err.contains("ALIYUN_BASE_URL") && !err.contains("secret-code"));
@@ -317,8 +332,14 @@ mod tests {
     #[test]
     fn rejects_bad_probabilities_and_intervals() {
         let cli = Cli::try_parse_from(["retouchd", "--fault-error-rate", "1.5"]).unwrap();
-        assert!(cli.serve.to_config().unwrap_err().contains("fault-error-rate"));
-        let cli = Cli::try_parse_from(["retouchd", "--poll-min", "20s", "--poll-max", "1s"]).unwrap();
+        assert!(
+            cli.serve
+                .to_config()
+                .unwrap_err()
+                .contains("fault-error-rate")
+        );
+        let cli =
+            Cli::try_parse_from(["retouchd", "--poll-min", "20s", "--poll-max", "1s"]).unwrap();
         assert!(cli.serve.to_config().unwrap_err().contains("poll-min"));
     }
 

@@ -3,16 +3,16 @@
 //! without an Aliyun account.
 
 pub mod aliyun;
-pub mod engine;
-pub mod local;
-pub mod samples;
-pub mod upstream;
-pub mod convert;
-pub mod error;
-pub mod tracker;
-pub mod validate;
-pub mod service;
-pub mod grpc;
-pub mod uploads;
 pub mod app;
 pub mod config;
+pub mod convert;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod local;
+pub mod samples;
+pub mod service;
+pub mod tracker;
+pub mod uploads;
+pub mod upstream;
+pub mod validate;

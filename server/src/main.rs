@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let result = match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::LocalBackend(args)) => local_backend(args).await,
     };
     match result {
@@ -38,9 +38,10 @@ async fn serve(args: retouch_server::config::ServeArgs) -> Result<(), String> {
 }
 
 async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result<(), String> {
-    let config = args
-        .local
-        .to_config(SecretString::from(args.appcode.clone()), args.public_base_url.clone())?;
+    let config = args.local.to_config(
+        SecretString::from(args.appcode.clone()),
+        args.public_base_url.clone(),
+    )?;
     let backend = retouch_server::local::LocalBackend::new(
         config,
         std::sync::Arc::new(retouch_server::engine::SimpleEngine),

@@ -47,7 +47,11 @@ impl Retouch {
 
     /// Validates `tasks`, submits them (nothing is sent when invalid) and
     /// starts tracking the job.
-    pub async fn submit(&self, api: ApiKind, tasks: Vec<WireTask>) -> Result<Submitted, ServiceError> {
+    pub async fn submit(
+        &self,
+        api: ApiKind,
+        tasks: Vec<WireTask>,
+    ) -> Result<Submitted, ServiceError> {
         validate_submission(api, &tasks).map_err(ServiceError::Invalid)?;
         let outcome = self
             .client
@@ -97,7 +101,8 @@ impl Retouch {
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
-    ) -> Result<impl Stream<Item = Result<pb::JobEvent, ServiceError>> + Send + 'static, ServiceError> {
+    ) -> Result<impl Stream<Item = Result<pb::JobEvent, ServiceError>> + Send + 'static, ServiceError>
+    {
         let submitted = self.submit(api, tasks).await?;
         let key = submitted.job.result_key.clone();
         let subscription = self
@@ -107,13 +112,17 @@ impl Retouch {
                 Some(submitted.accepted_seq - 1),
             )
             .await?;
-        let events = subscription.into_stream(true).filter_map(|item| async move {
-            match item {
-                Ok(pb::WatchResponse { kind: Some(WatchKind::Event(event)) }) => Some(Ok(event)),
-                Ok(_) => None,
-                Err(err) => Some(Err(err)),
-            }
-        });
+        let events = subscription
+            .into_stream(true)
+            .filter_map(|item| async move {
+                match item {
+                    Ok(pb::WatchResponse {
+                        kind: Some(WatchKind::Event(event)),
+                    }) => Some(Ok(event)),
+                    Ok(_) => None,
+                    Err(err) => Some(Err(err)),
+                }
+            });
         Ok(async_stream::stream! {
             futures::pin_mut!(events);
             while let Some(item) = events.next().await {
@@ -139,7 +148,10 @@ impl Retouch {
         jobs: Vec<pb::JobRef>,
         after_seq: Option<u64>,
         follow: bool,
-    ) -> Result<impl Stream<Item = Result<pb::WatchResponse, ServiceError>> + Send + 'static, ServiceError> {
+    ) -> Result<
+        impl Stream<Item = Result<pb::WatchResponse, ServiceError>> + Send + 'static,
+        ServiceError,
+    > {
         let filter = if jobs.is_empty() {
             JobFilter::All
         } else {
@@ -166,7 +178,16 @@ impl Retouch {
             _ => Err(ServiceError::NotFound(format!(
                 "retouchd does not track a job with result key {:?}{}; Watch it to start tracking",
                 job.result_key,
-                if job.api == 0 { String::new() } else { format!(" for {}", pb::Api::try_from(job.api).map(|a| a.as_str_name()).unwrap_or("?")) },
+                if job.api == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        " for {}",
+                        pb::Api::try_from(job.api)
+                            .map(|a| a.as_str_name())
+                            .unwrap_or("?")
+                    )
+                },
             ))),
         }
     }
@@ -178,7 +199,11 @@ impl Retouch {
 
     /// Makes sure `key` is tracked, adopting a job submitted elsewhere. With
     /// no API given, asks each API in turn which one knows the key.
-    async fn ensure_tracked(&self, api: Option<ApiKind>, key: &str) -> Result<pb::Job, ServiceError> {
+    async fn ensure_tracked(
+        &self,
+        api: Option<ApiKind>,
+        key: &str,
+    ) -> Result<pb::Job, ServiceError> {
         if let Some(job) = self.tracker.get(key).await? {
             return Ok(job);
         }
@@ -205,7 +230,9 @@ impl Retouch {
                     tracing::info!(api = %candidate, result_key = %key, "adopted a job submitted elsewhere");
                     return Ok(self.tracker.track(job).await?.0);
                 }
-                Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) && api.is_none() => continue,
+                Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) && api.is_none() => {
+                    continue;
+                }
                 Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) => {
                     return Err(ServiceError::NotFound(format!(
                         "the upstream knows no {candidate} job with result key {key:?} ({})",
@@ -226,12 +253,18 @@ fn check_job_refs(jobs: &[pb::JobRef]) -> Result<(), ServiceError> {
     if jobs.len() > MAX_WATCHED_JOBS {
         violations.push(Violation::new(
             "jobs",
-            format!("must name at most {MAX_WATCHED_JOBS} jobs, got {}", jobs.len()),
+            format!(
+                "must name at most {MAX_WATCHED_JOBS} jobs, got {}",
+                jobs.len()
+            ),
         ));
     }
     for (i, job) in jobs.iter().enumerate() {
         if job.result_key.trim().is_empty() {
-            violations.push(Violation::new(format!("jobs[{i}].result_key"), "is required"));
+            violations.push(Violation::new(
+                format!("jobs[{i}].result_key"),
+                "is required",
+            ));
         }
         if pb::Api::try_from(job.api).is_err() {
             violations.push(Violation::new(

@@ -83,7 +83,10 @@ impl UploadStore {
         let name = format!("{sha256}.{ext}");
         let path = self.config.dir.join(&name);
         let size_bytes = bytes.len() as u64;
-        let tmp = self.config.dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+        let tmp = self
+            .config
+            .dir
+            .join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
         // Write then rename, so a concurrent download never sees half a file.
         tokio::fs::write(&tmp, &bytes)
             .await
@@ -92,7 +95,10 @@ impl UploadStore {
             .await
             .map_err(|e| ServiceError::Internal(format!("cannot store the upload: {e}")))?;
         Ok(pb::UploadImageResponse {
-            url: format!("{}/{name}", self.config.public_base_url.trim_end_matches('/')),
+            url: format!(
+                "{}/{name}",
+                self.config.public_base_url.trim_end_matches('/')
+            ),
             size_bytes,
             format: format_name.to_owned(),
             width,
@@ -135,15 +141,21 @@ async fn serve_upload(
     UrlPath(name): UrlPath<String>,
 ) -> impl IntoResponse {
     // Names are `<sha256>.<ext>`: anything else (say `..`) is not ours.
-    let valid = name
-        .split_once('.')
-        .is_some_and(|(hash, ext)| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && matches!(ext, "png" | "jpg"));
+    let valid = name.split_once('.').is_some_and(|(hash, ext)| {
+        hash.len() == 64
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            && matches!(ext, "png" | "jpg")
+    });
     if !valid {
         return (StatusCode::NOT_FOUND, "no such upload").into_response();
     }
     match tokio::fs::read(store.config.dir.join(&name)).await {
         Ok(bytes) => {
-            let content_type = if name.ends_with(".png") { "image/png" } else { "image/jpeg" };
+            let content_type = if name.ends_with(".png") {
+                "image/png"
+            } else {
+                "image/jpeg"
+            };
             ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
         }
         Err(_) => (StatusCode::NOT_FOUND, "no such upload").into_response(),

@@ -28,14 +28,15 @@ pub fn validate_submission(api: ApiKind, tasks: &[WireTask]) -> Result<(), Vec<V
     if tasks.is_empty() || tasks.len() > MAX_TASKS {
         violations.push(Violation::new(
             "tasks",
-            format!(
-                "must hold 1 to {MAX_TASKS} tasks, got {}",
-                tasks.len()
-            ),
+            format!("must hold 1 to {MAX_TASKS} tasks, got {}", tasks.len()),
         ));
     }
     for (i, task) in tasks.iter().enumerate() {
-        check_url(&mut violations, format!("tasks[{i}].image_url"), &task.image);
+        check_url(
+            &mut violations,
+            format!("tasks[{i}].image_url"),
+            &task.image,
+        );
         check_url(&mut violations, format!("tasks[{i}].mask_url"), &task.mask);
         if let Some(k) = task.kernel_size {
             if api != ApiKind::ObjectRemoval {

@@ -91,10 +91,17 @@ pub fn sample_urls(server: &RunningServer, name: &str) -> (String, String) {
 pub fn matting_task(server: &RunningServer) -> pb::MattingTask {
     let sample = retouch_server::samples::matting_sample();
     let (image_url, mask_url) = sample_urls(server, sample.name);
-    pb::MattingTask { image_url, mask_url }
+    pb::MattingTask {
+        image_url,
+        mask_url,
+    }
 }
 
-pub fn removal_task(server: &RunningServer, seed: Option<i64>, kernel_size: Option<u32>) -> pb::RemovalTask {
+pub fn removal_task(
+    server: &RunningServer,
+    seed: Option<i64>,
+    kernel_size: Option<u32>,
+) -> pb::RemovalTask {
     let sample = retouch_server::samples::removal_sample();
     let (image_url, mask_url) = sample_urls(server, sample.name);
     pb::RemovalTask {
@@ -151,6 +158,13 @@ pub fn task_history(events: &[pb::JobEvent], task: u32) -> Vec<pb::TaskStatus> {
 /// Downloads a URL (loopback only) and decodes it as an image.
 pub async fn download_image(url: &str) -> image::DynamicImage {
     assert!(url.starts_with("http://127.0.0.1:"), "loopback only: {url}");
-    let bytes = reqwest::get(url).await.unwrap().error_for_status().unwrap().bytes().await.unwrap();
+    let bytes = reqwest::get(url)
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     image::load_from_memory(&bytes).expect("a decodable image")
 }

@@ -39,16 +39,24 @@ impl JobsService {
 impl Jobs for JobsService {
     type WatchStream = WatchStream;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
         let stream = self
             .retouch
             .watch(request.jobs, request.after_seq, request.follow)
             .await?;
-        Ok(Response::new(Box::pin(stream.map(|item| item.map_err(Status::from)))))
+        Ok(Response::new(Box::pin(
+            stream.map(|item| item.map_err(Status::from)),
+        )))
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let job = request
             .into_inner()
             .job
@@ -56,21 +64,32 @@ impl Jobs for JobsService {
         Ok(Response::new(self.retouch.get(job).await?))
     }
 
-    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let request = request.into_inner();
         let query = list_query(&request)?;
         let page = self.retouch.list(query).await?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: page.jobs,
-            next_page_token: page.next_before_seq.map(|s| s.to_string()).unwrap_or_default(),
+            next_page_token: page
+                .next_before_seq
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
         }))
     }
 
-    async fn upload_image(&self, request: Request<Streaming<pb::UploadImageRequest>>) -> Result<Response<pb::UploadImageResponse>, Status> {
+    async fn upload_image(
+        &self,
+        request: Request<Streaming<pb::UploadImageRequest>>,
+    ) -> Result<Response<pb::UploadImageResponse>, Status> {
         use pb::upload_image_request::Kind;
         let mut stream = request.into_inner();
         let filename = match stream.message().await? {
-            Some(pb::UploadImageRequest { kind: Some(Kind::Metadata(meta)) }) => meta.filename,
+            Some(pb::UploadImageRequest {
+                kind: Some(Kind::Metadata(meta)),
+            }) => meta.filename,
             _ => {
                 return Err(ServiceError::Invalid(vec![Violation::new(
                     "metadata",
@@ -114,7 +133,10 @@ fn list_query(request: &pb::ListJobsRequest) -> Result<ListQuery, ServiceError> 
         Ok(pb::Api::Unspecified) => None,
         Ok(api) => Some(api),
         Err(_) => {
-            violations.push(Violation::new("api", format!("unknown value {}", request.api)));
+            violations.push(Violation::new(
+                "api",
+                format!("unknown value {}", request.api),
+            ));
             None
         }
     };
@@ -122,7 +144,10 @@ fn list_query(request: &pb::ListJobsRequest) -> Result<ListQuery, ServiceError> 
         Ok(pb::JobStatus::Unspecified) => None,
         Ok(status) => Some(status),
         Err(_) => {
-            violations.push(Violation::new("status", format!("unknown value {}", request.status)));
+            violations.push(Violation::new(
+                "status",
+                format!("unknown value {}", request.status),
+            ));
             None
         }
     };

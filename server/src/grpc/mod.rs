@@ -19,7 +19,10 @@ use crate::uploads::UploadStore;
 /// Every gRPC service retouchd serves, ready for `Server::add_routes`.
 /// The returned health reporter marks each service SERVING; flip it to
 /// NOT_SERVING on shutdown.
-pub async fn routes(retouch: Retouch, uploads: Arc<UploadStore>) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
+pub async fn routes(
+    retouch: Retouch,
+    uploads: Arc<UploadStore>,
+) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<pb::instance_matting_server::InstanceMattingServer<InstanceMattingService>>()
@@ -45,7 +48,9 @@ pub async fn routes(retouch: Retouch, uploads: Arc<UploadStore>) -> Result<(Rout
         .add_service(pb::object_removal_server::ObjectRemovalServer::new(
             ObjectRemovalService::new(retouch.clone()),
         ))
-        .add_service(pb::jobs_server::JobsServer::new(JobsService::new(retouch, uploads)))
+        .add_service(pb::jobs_server::JobsServer::new(JobsService::new(
+            retouch, uploads,
+        )))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     Ok((routes, health))

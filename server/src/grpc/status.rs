@@ -62,9 +62,10 @@ pub fn upstream_code(e: &UpstreamError) -> Code {
         Some(CreditExhausted) => Code::ResourceExhausted,
         Some(Throttled) => Code::Unavailable,
         Some(ResultKeyNotFound) => Code::NotFound,
-        Some(ImageUrlInvalid | ImageInvalid | ParameterEmpty | BodyMissing | ParameterIllegal | ServiceNameIllegal | ContentRejected) => {
-            Code::InvalidArgument
-        }
+        Some(
+            ImageUrlInvalid | ImageInvalid | ParameterEmpty | BodyMissing | ParameterIllegal
+            | ServiceNameIllegal | ContentRejected,
+        ) => Code::InvalidArgument,
         // The configured path names no service: a deployment problem.
         Some(ServiceNotFound) => Code::Unimplemented,
         Some(InternalError | JobFailed | Success) => Code::Internal,
@@ -151,16 +152,18 @@ mod tests {
             let info = status.get_details_error_info().expect("ErrorInfo");
             assert_eq!(info.metadata["aliyun_code"], aliyun.code().to_string());
             assert_eq!(info.metadata["request_id"], "REQ");
-            assert_eq!(status.get_details_retry_info().is_some(), aliyun == AliyunCode::Throttled);
+            assert_eq!(
+                status.get_details_retry_info().is_some(),
+                aliyun == AliyunCode::Throttled
+            );
         }
     }
 
     #[test]
     fn validation_errors_carry_field_violations() {
-        let status = Status::from(ServiceError::Invalid(vec![crate::validate::Violation::new(
-            "tasks[0].kernel_size",
-            "must be odd",
-        )]));
+        let status = Status::from(ServiceError::Invalid(vec![
+            crate::validate::Violation::new("tasks[0].kernel_size", "must be odd"),
+        ]));
         assert_eq!(status.code(), Code::InvalidArgument);
         let bad = status.get_details_bad_request().unwrap();
         assert_eq!(bad.field_violations[0].field, "tasks[0].kernel_size");

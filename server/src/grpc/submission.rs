@@ -42,7 +42,11 @@ impl ObjectRemovalService {
     }
 }
 
-async fn submit(retouch: &Retouch, api: ApiKind, tasks: Vec<WireTask>) -> Result<Response<pb::SubmitResponse>, Status> {
+async fn submit(
+    retouch: &Retouch,
+    api: ApiKind,
+    tasks: Vec<WireTask>,
+) -> Result<Response<pb::SubmitResponse>, Status> {
     let submitted = retouch.submit(api, tasks).await?;
     Ok(Response::new(pb::SubmitResponse {
         job: Some(submitted.job),
@@ -50,21 +54,33 @@ async fn submit(retouch: &Retouch, api: ApiKind, tasks: Vec<WireTask>) -> Result
     }))
 }
 
-async fn run(retouch: &Retouch, api: ApiKind, tasks: Vec<WireTask>) -> Result<Response<JobEventStream>, Status> {
+async fn run(
+    retouch: &Retouch,
+    api: ApiKind,
+    tasks: Vec<WireTask>,
+) -> Result<Response<JobEventStream>, Status> {
     let events = retouch.run(api, tasks).await?;
-    Ok(Response::new(Box::pin(events.map(|item| item.map_err(Status::from)))))
+    Ok(Response::new(Box::pin(
+        events.map(|item| item.map_err(Status::from)),
+    )))
 }
 
 #[tonic::async_trait]
 impl InstanceMatting for InstanceMattingService {
-    async fn submit(&self, request: Request<pb::SubmitMattingRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitMattingRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
         let tasks = matting_tasks(request.into_inner().tasks);
         submit(&self.retouch, ApiKind::InstanceMatting, tasks).await
     }
 
     type RunStream = JobEventStream;
 
-    async fn run(&self, request: Request<pb::SubmitMattingRequest>) -> Result<Response<Self::RunStream>, Status> {
+    async fn run(
+        &self,
+        request: Request<pb::SubmitMattingRequest>,
+    ) -> Result<Response<Self::RunStream>, Status> {
         let tasks = matting_tasks(request.into_inner().tasks);
         run(&self.retouch, ApiKind::InstanceMatting, tasks).await
     }
@@ -72,14 +88,20 @@ impl InstanceMatting for InstanceMattingService {
 
 #[tonic::async_trait]
 impl ObjectRemoval for ObjectRemovalService {
-    async fn submit(&self, request: Request<pb::SubmitRemovalRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRemovalRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
         let tasks = removal_tasks(request.into_inner().tasks);
         submit(&self.retouch, ApiKind::ObjectRemoval, tasks).await
     }
 
     type RunStream = JobEventStream;
 
-    async fn run(&self, request: Request<pb::SubmitRemovalRequest>) -> Result<Response<Self::RunStream>, Status> {
+    async fn run(
+        &self,
+        request: Request<pb::SubmitRemovalRequest>,
+    ) -> Result<Response<Self::RunStream>, Status> {
         let tasks = removal_tasks(request.into_inner().tasks);
         run(&self.retouch, ApiKind::ObjectRemoval, tasks).await
     }

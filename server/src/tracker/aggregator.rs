@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
-use tokio::sync::{mpsc, oneshot};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 
 use super::poller::{self, PollerContext};
 use super::state::{JobFilter, ListPage, ListQuery, TrackerState};
@@ -59,7 +59,8 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
     let config = ctx.config.clone();
     let mut state = TrackerState::new(config.event_log_capacity);
     let mut watchers: Vec<Watcher> = Vec::new();
-    let sweep_period = (config.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let sweep_period =
+        (config.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
     let mut sweep = tokio::time::interval(sweep_period);
     loop {
         let command = tokio::select! {
@@ -109,7 +110,13 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
                 after_seq,
                 reply,
             } => {
-                let result = subscribe(&state, &mut watchers, filter, after_seq, config.watcher_buffer);
+                let result = subscribe(
+                    &state,
+                    &mut watchers,
+                    filter,
+                    after_seq,
+                    config.watcher_buffer,
+                );
                 let _ = reply.send(result);
             }
             Command::Get { key, reply } => {
@@ -120,7 +127,11 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
             }
         }
     }
-    tracing::debug!(watchers = watchers.len(), jobs = state.len(), "tracker stopped");
+    tracing::debug!(
+        watchers = watchers.len(),
+        jobs = state.len(),
+        "tracker stopped"
+    );
 }
 
 fn start_poller(ctx: &PollerContext, job: &pb::Job) {
@@ -128,7 +139,11 @@ fn start_poller(ctx: &PollerContext, job: &pb::Job) {
         tracing::error!(result_key = %job.result_key, "job without an API cannot be polled");
         return;
     };
-    let last = job.tasks.iter().map(|t| status_from_pb(t.status())).collect();
+    let last = job
+        .tasks
+        .iter()
+        .map(|t| status_from_pb(t.status()))
+        .collect();
     tokio::spawn(poller::run(ctx.clone(), api, job.result_key.clone(), last));
 }
 

@@ -92,7 +92,11 @@ impl Tracker {
     }
 
     /// Registers a watcher.
-    pub async fn subscribe(&self, filter: JobFilter, after_seq: Option<u64>) -> Result<Subscription, ServiceError> {
+    pub async fn subscribe(
+        &self,
+        filter: JobFilter,
+        after_seq: Option<u64>,
+    ) -> Result<Subscription, ServiceError> {
         self.ask(|reply| Command::Subscribe {
             filter,
             after_seq,
@@ -117,7 +121,10 @@ impl Tracker {
         self.cancel.cancel();
     }
 
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ServiceError> {
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ServiceError> {
         if self.cancel.is_cancelled() {
             return Err(ServiceError::ShuttingDown);
         }

@@ -25,7 +25,12 @@ pub(crate) struct PollerContext {
 
 /// Polls `key` until its tasks are all terminal, the error is one retrying
 /// cannot fix, or the tracker shuts down.
-pub(crate) async fn run(ctx: PollerContext, api: ApiKind, key: String, mut last: Vec<Option<WireTaskStatus>>) {
+pub(crate) async fn run(
+    ctx: PollerContext,
+    api: ApiKind,
+    key: String,
+    mut last: Vec<Option<WireTaskStatus>>,
+) {
     let config = &ctx.config;
     // First query soon after submit; after that the interval starts at
     // `poll_min`, grows while nothing changes and resets on progress.
@@ -49,11 +54,16 @@ pub(crate) async fn run(ctx: PollerContext, api: ApiKind, key: String, mut last:
                 let statuses: Vec<_> = outcome.tasks.iter().map(|t| t.status.clone()).collect();
                 let progressed = statuses != last;
                 let done = !statuses.is_empty()
-                    && statuses.iter().all(|s| s.as_ref().is_some_and(WireTaskStatus::is_terminal));
+                    && statuses
+                        .iter()
+                        .all(|s| s.as_ref().is_some_and(WireTaskStatus::is_terminal));
                 last = statuses;
                 let sent = ctx
                     .commands
-                    .send(Command::PollSucceeded { key: key.clone(), tasks: outcome.tasks })
+                    .send(Command::PollSucceeded {
+                        key: key.clone(),
+                        tasks: outcome.tasks,
+                    })
                     .await;
                 if done || sent.is_err() {
                     return;
@@ -87,10 +97,14 @@ pub(crate) async fn run(ctx: PollerContext, api: ApiKind, key: String, mut last:
                 } else {
                     tracing::warn!(%api, result_key = %key, error = %err, "poll failed for good; job lost");
                 }
-                let error = upstream_error_to_pb(&err, next.map(|d| SystemTime::now() + d), *attempt);
+                let error =
+                    upstream_error_to_pb(&err, next.map(|d| SystemTime::now() + d), *attempt);
                 let sent = ctx
                     .commands
-                    .send(Command::PollFailed { key: key.clone(), error })
+                    .send(Command::PollFailed {
+                        key: key.clone(),
+                        error,
+                    })
                     .await;
                 match next {
                     Some(delay) if sent.is_ok() => wait = delay,

@@ -113,13 +113,19 @@ impl TrackerState {
 
     /// The job whose `accepted` event has this seq, if still tracked.
     pub fn get_by_seq(&self, accepted_seq: u64) -> Option<&pb::Job> {
-        self.by_accepted_seq.get(&accepted_seq).and_then(|key| self.get(key))
+        self.by_accepted_seq
+            .get(&accepted_seq)
+            .and_then(|key| self.get(key))
     }
 
     /// Starts tracking `job` (its `status`, `last_seq` and timestamps are
     /// filled in here). Returns the `accepted` event, or `None` and the
     /// existing accepted seq when the key is tracked already.
-    pub fn accept(&mut self, mut job: pb::Job, now: SystemTime) -> (Option<Arc<pb::JobEvent>>, u64) {
+    pub fn accept(
+        &mut self,
+        mut job: pb::Job,
+        now: SystemTime,
+    ) -> (Option<Arc<pb::JobEvent>>, u64) {
         if let Some(existing) = self.jobs.get(&job.result_key) {
             return (None, existing.accepted_seq);
         }
@@ -151,7 +157,12 @@ impl TrackerState {
 
     /// Applies a successful poll: one `transition` event per task whose
     /// status changed. Clears the job's last error.
-    pub fn observe(&mut self, key: &str, tasks: &[WireTask], now: SystemTime) -> Vec<Arc<pb::JobEvent>> {
+    pub fn observe(
+        &mut self,
+        key: &str,
+        tasks: &[WireTask],
+        now: SystemTime,
+    ) -> Vec<Arc<pb::JobEvent>> {
         let Some(tracked) = self.jobs.get_mut(key) else {
             return Vec::new();
         };
@@ -205,7 +216,12 @@ impl TrackerState {
     }
 
     /// Records a failed poll. Without `next_attempt_at` the job is LOST.
-    pub fn poll_failed(&mut self, key: &str, error: pb::UpstreamError, now: SystemTime) -> Option<Arc<pb::JobEvent>> {
+    pub fn poll_failed(
+        &mut self,
+        key: &str,
+        error: pb::UpstreamError,
+        now: SystemTime,
+    ) -> Option<Arc<pb::JobEvent>> {
         let tracked = self.jobs.get_mut(key)?;
         if tracked.job.status != pb::JobStatus::Active as i32 {
             return None;
@@ -231,10 +247,15 @@ impl TrackerState {
     /// Every retained event after `after_seq` that the filter selects, or an
     /// error when some event after `after_seq` is no longer retained (or
     /// `after_seq` is ahead of the log, as after a server restart).
-    pub fn replay(&self, after_seq: u64, filter: &JobFilter) -> Result<Vec<Arc<pb::JobEvent>>, ReplayUnavailable> {
+    pub fn replay(
+        &self,
+        after_seq: u64,
+        filter: &JobFilter,
+    ) -> Result<Vec<Arc<pb::JobEvent>>, ReplayUnavailable> {
         let head_seq = self.head_seq();
         let oldest_retained = self.log.front().map_or(0, |e| e.seq);
-        let evicted = oldest_retained > after_seq + 1 || (self.log.is_empty() && after_seq < head_seq);
+        let evicted =
+            oldest_retained > after_seq + 1 || (self.log.is_empty() && after_seq < head_seq);
         if after_seq > head_seq || evicted {
             return Err(ReplayUnavailable {
                 after_seq,
@@ -269,7 +290,9 @@ impl TrackerState {
         let mut jobs = Vec::new();
         let mut next_before_seq = None;
         for (&seq, key) in self.by_accepted_seq.range(..upper).rev() {
-            let Some(tracked) = self.jobs.get(key) else { continue };
+            let Some(tracked) = self.jobs.get(key) else {
+                continue;
+            };
             let job = &tracked.job;
             if query.api.is_some_and(|api| job.api != api as i32)
                 || query.status.is_some_and(|s| job.status != s as i32)
@@ -293,7 +316,10 @@ impl TrackerState {
         let expired: Vec<(String, u64)> = self
             .jobs
             .iter()
-            .filter(|(_, t)| t.finished_at.is_some_and(|f| now.duration_since(f) >= retention))
+            .filter(|(_, t)| {
+                t.finished_at
+                    .is_some_and(|f| now.duration_since(f) >= retention)
+            })
             .map(|(k, t)| (k.clone(), t.accepted_seq))
             .collect();
         for (key, seq) in &expired {
@@ -363,7 +389,11 @@ mod tests {
             .iter()
             .map(|s| WireTask {
                 status: Some(s.clone()),
-                results: if *s == WireTaskStatus::Success { vec!["http://r".into()] } else { vec![] },
+                results: if *s == WireTaskStatus::Success {
+                    vec!["http://r".into()]
+                } else {
+                    vec![]
+                },
                 ..Default::default()
             })
             .collect()
@@ -379,7 +409,11 @@ mod tests {
         assert_eq!(state.observe("k", &wire(&[Waiting, Waiting]), now).len(), 0);
         let events = state.observe("k", &wire(&[Running, Success]), now);
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
-        assert!(events.iter().all(|e| e.job_status == pb::JobStatus::Active as i32));
+        assert!(
+            events
+                .iter()
+                .all(|e| e.job_status == pb::JobStatus::Active as i32)
+        );
         let events = state.observe("k", &wire(&[Success, Success]), now);
         assert_eq!(events[0].job_status, pb::JobStatus::Completed as i32);
         let job = state.get("k").unwrap();
@@ -424,8 +458,21 @@ mod tests {
         };
         let e = state.poll_failed("k", fatal, now).unwrap();
         assert_eq!(e.job_status, pb::JobStatus::Lost as i32);
-        assert!(state.observe("k", &wire(&[WireTaskStatus::Success]), now).is_empty());
-        assert_eq!(state.get("k").unwrap().last_error.as_ref().unwrap().aliyun_code, 23500008);
+        assert!(
+            state
+                .observe("k", &wire(&[WireTaskStatus::Success]), now)
+                .is_empty()
+        );
+        assert_eq!(
+            state
+                .get("k")
+                .unwrap()
+                .last_error
+                .as_ref()
+                .unwrap()
+                .aliyun_code,
+            23500008
+        );
     }
 
     #[test]
@@ -436,7 +483,10 @@ mod tests {
             state.accept(job(&format!("j{i}"), 1), now);
         }
         state.observe("j1", &wire(&[WireTaskStatus::Success]), now);
-        let first = state.list(&ListQuery { page_size: 2, ..Default::default() });
+        let first = state.list(&ListQuery {
+            page_size: 2,
+            ..Default::default()
+        });
         let keys: Vec<_> = first.jobs.iter().map(|j| j.result_key.as_str()).collect();
         assert_eq!(keys, ["j4", "j3"]);
         let second = state.list(&ListQuery {
@@ -453,7 +503,10 @@ mod tests {
         });
         assert_eq!(done.jobs.len(), 1);
         assert!(done.next_before_seq.is_none());
-        let expired = state.expire(Instant::now() + std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
+        let expired = state.expire(
+            Instant::now() + std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(5),
+        );
         assert_eq!(expired, ["j1"]);
         assert_eq!(state.len(), 4);
     }

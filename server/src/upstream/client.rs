@@ -144,7 +144,8 @@ impl UpstreamClient {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let budget = (config.qps > 0.0).then(|| {
             let period = Duration::from_secs_f64(1.0 / config.qps);
-            let burst = NonZeroU32::new(config.qps.ceil().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+            let burst =
+                NonZeroU32::new(config.qps.ceil().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
             RateLimiter::direct(
                 Quota::with_period(period)
                     .expect("period of a positive qps is not zero")
@@ -204,7 +205,11 @@ impl UpstreamClient {
 
     /// Queries the tasks of `result_key` once. Safe to repeat; the caller
     /// decides when (see [`UpstreamError::is_retryable`]).
-    pub async fn query(&self, api: ApiKind, result_key: &str) -> Result<QueryOutcome, UpstreamError> {
+    pub async fn query(
+        &self,
+        api: ApiKind,
+        result_key: &str,
+    ) -> Result<QueryOutcome, UpstreamError> {
         let body = QueryRequest {
             data: QueryRequestData {
                 result_key: result_key.to_owned(),

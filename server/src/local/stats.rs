@@ -1,0 +1,152 @@
+//! Counters of what reached the local backend, for tests and demos.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use crate::aliyun::ApiKind;
+
+/// Distinct result keys counted in `queries_by_key`; queries for further
+/// keys are still counted in `query_requests`.
+const MAX_COUNTED_KEYS: usize = 100_000;
+/// Task lists remembered for duplicate detection (oldest forgotten first).
+const MAX_REMEMBERED_TASK_LISTS: usize = 100_000;
+
+/// A snapshot of the local backend's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Requests to a submit path (including submits sent to a query path).
+    pub submit_requests: u64,
+    /// Submits that passed the gateway layer (auth, nonce, throttling,
+    /// scripted faults) and reached the backend.
+    pub submits_received: u64,
+    /// Received submits whose task list is identical to one received earlier
+    /// for the same API: evidence that a client re-sent a billed submit.
+    pub duplicate_submits: u64,
+    /// Jobs created (submits that were accepted).
+    pub jobs_created: u64,
+    /// Requests to a query path (submits sent to a query path count as
+    /// `submit_requests` instead).
+    pub query_requests: u64,
+    /// Queries that reached the backend, per `result_key`.
+    pub queries_by_key: HashMap<String, u64>,
+    /// Requests throttled at random by the gateway (`throttle_rate`).
+    pub gateway_throttled: u64,
+    /// Requests answered with an injected error: scripted one-shot faults
+    /// and random 500s (`error_rate`).
+    pub injected_errors: u64,
+    /// Requests rejected for a missing or wrong AppCode.
+    pub auth_rejected: u64,
+    /// Requests rejected for a missing or reused nonce.
+    pub nonce_rejected: u64,
+}
+
+/// A counter of [`BackendStats`] that is a plain number.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Counter {
+    SubmitRequests,
+    SubmitsReceived,
+    JobsCreated,
+    QueryRequests,
+    GatewayThrottled,
+    InjectedErrors,
+    AuthRejected,
+    NonceRejected,
+}
+
+/// Live counters, shared by all requests.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    plain: [AtomicU64; 8],
+    duplicate_submits: AtomicU64,
+    queries_by_key: Mutex<HashMap<String, u64>>,
+    task_lists: Mutex<SeenTaskLists>,
+}
+
+#[derive(Debug, Default)]
+struct SeenTaskLists {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Counters {
+    /// Adds one to `counter`.
+    pub fn bump(&self, counter: Counter) {
+        self.plain[counter as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a query for `key` that reached the backend.
+    pub fn count_query(&self, key: &str) {
+        let mut map = self.queries_by_key.lock().expect("stats lock");
+        if let Some(n) = map.get_mut(key) {
+            *n += 1;
+        } else if map.len() < MAX_COUNTED_KEYS {
+            map.insert(key.to_owned(), 1);
+        }
+    }
+
+    /// Records a received submit's task list (canonical JSON) and counts it
+    /// as a duplicate when the same list was received before for `kind`.
+    pub fn record_task_list(&self, kind: ApiKind, canonical_task_list: &str) {
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(kind.as_str())
+            .chain_update([0])
+            .chain_update(canonical_task_list)
+            .finalize()
+            .into();
+        let mut seen = self.task_lists.lock().expect("stats lock");
+        if seen.set.contains(&digest) {
+            self.duplicate_submits.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if seen.order.len() >= MAX_REMEMBERED_TASK_LISTS {
+            if let Some(oldest) = seen.order.pop_front() {
+                seen.set.remove(&oldest);
+            }
+        }
+        seen.set.insert(digest);
+        seen.order.push_back(digest);
+    }
+
+    /// A consistent-enough snapshot (each counter is read atomically).
+    pub fn snapshot(&self) -> BackendStats {
+        let get = |c: Counter| self.plain[c as usize].load(Ordering::Relaxed);
+        BackendStats {
+            submit_requests: get(Counter::SubmitRequests),
+            submits_received: get(Counter::SubmitsReceived),
+            duplicate_submits: self.duplicate_submits.load(Ordering::Relaxed),
+            jobs_created: get(Counter::JobsCreated),
+            query_requests: get(Counter::QueryRequests),
+            queries_by_key: self.queries_by_key.lock().expect("stats lock").clone(),
+            gateway_throttled: get(Counter::GatewayThrottled),
+            injected_errors: get(Counter::InjectedErrors),
+            auth_rejected: get(Counter::AuthRejected),
+            nonce_rejected: get(Counter::NonceRejected),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_per_api_and_counters_add_up() {
+        let c = Counters::default();
+        c.record_task_list(ApiKind::ObjectRemoval, "[1]");
+        c.record_task_list(ApiKind::InstanceMatting, "[1]");
+        c.record_task_list(ApiKind::ObjectRemoval, "[2]");
+        c.record_task_list(ApiKind::ObjectRemoval, "[1]");
+        c.bump(Counter::NonceRejected);
+        c.bump(Counter::NonceRejected);
+        c.count_query("k");
+        c.count_query("k");
+        let s = c.snapshot();
+        assert_eq!(s.duplicate_submits, 1);
+        assert_eq!(s.nonce_rejected, 2);
+        assert_eq!(s.queries_by_key["k"], 2);
+        assert_eq!(s.jobs_created, 0);
+    }
+}
