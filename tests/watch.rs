@@ -284,7 +284,11 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
         .subscribe(JobFilter::All, Some(*last_seq))
         .await
         .unwrap();
-    let first = Box::pin(resumed.into_stream(false)).next().await.unwrap().unwrap();
+    let first = Box::pin(resumed.into_stream(false))
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
     let Some(WatchKind::Event(e)) = first.kind else {
         panic!("{first:?}")
     };

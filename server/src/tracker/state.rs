@@ -170,9 +170,10 @@ impl TrackerState {
             return Vec::new();
         }
         tracked.job.last_error = None;
-        let mut changes = Vec::new();
+        let mut events = Vec::new();
         for (index, wire) in tasks.iter().enumerate() {
             let current = status_to_pb(wire.status.as_ref());
+            let tracked = self.jobs.get_mut(key).expect("checked above");
             let job = &mut tracked.job;
             if index >= job.tasks.len() {
                 // The upstream reports more tasks than we knew of: adopt them
@@ -190,25 +191,21 @@ impl TrackerState {
             task.result_urls = wire.results.clone();
             task.message = wire.message.clone().unwrap_or_default();
             task.status_since = Some(timestamp(now));
-            changes.push(pb::TaskTransition {
+            // Applied one transition at a time, so each event carries the job
+            // status once *it* is applied: only the last transition of a
+            // finishing job says COMPLETED.
+            let status = job_status_of(job);
+            job.status = status as i32;
+            if status != pb::JobStatus::Active && tracked.finished_at.is_none() {
+                tracked.finished_at = Some(Instant::now());
+            }
+            let change = pb::TaskTransition {
                 task_index: index as u32,
                 previous: previous as i32,
                 current: current as i32,
                 result_urls: wire.results.clone(),
                 message: wire.message.clone().unwrap_or_default(),
-            });
-        }
-        let mut events = Vec::with_capacity(changes.len());
-        for change in changes {
-            // Each event reports the job status once *it* is applied, which
-            // for all but the last transition of a poll is still ACTIVE
-            // unless every task had already finished.
-            let tracked = self.jobs.get_mut(key).expect("checked above");
-            let status = job_status_of(&tracked.job);
-            tracked.job.status = status as i32;
-            if status != pb::JobStatus::Active && tracked.finished_at.is_none() {
-                tracked.finished_at = Some(Instant::now());
-            }
+            };
             let job = tracked.job.clone();
             events.push(self.push_event(&job, now, Kind::Transition(change)));
         }
@@ -415,7 +412,19 @@ mod tests {
                 .all(|e| e.job_status == pb::JobStatus::Active as i32)
         );
         let events = state.observe("k", &wire(&[Success, Success]), now);
+        assert_eq!(events.len(), 1);
         assert_eq!(events[0].job_status, pb::JobStatus::Completed as i32);
+        // Two tasks finishing in one poll: only the second event completes.
+        state.accept(job("two", 2), now);
+        let events = state.observe("two", &wire(&[Success, Success]), now);
+        let statuses: Vec<i32> = events.iter().map(|e| e.job_status).collect();
+        assert_eq!(
+            statuses,
+            [
+                pb::JobStatus::Active as i32,
+                pb::JobStatus::Completed as i32
+            ]
+        );
         let job = state.get("k").unwrap();
         assert_eq!(job.last_seq, 4);
         assert_eq!(job.tasks[1].result_urls, ["http://r"]);
