@@ -13,15 +13,7 @@ use retouch_api::v1::watch_response::Kind as WatchKind;
 #[tokio::test]
 async fn matting_run_streams_waiting_running_success_and_yields_an_rgba_cutout() {
     let server = server(test_config()).await;
-    let mut client = matting(&server).await;
-    let stream = client
-        .run(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-        })
-        .await
-        .expect("run starts")
-        .into_inner();
-    let (events, status) = collect(stream, Duration::from_secs(30)).await;
+    let (events, status) = run_matting_sample(&server).await;
     assert!(status.is_none(), "Run ends cleanly, got {status:?}");
     assert!(matches!(
         events[0].kind,
@@ -96,13 +88,7 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
         .into_inner();
     let (items, status) = collect(stream, Duration::from_secs(30)).await;
     assert!(status.is_none(), "{status:?}");
-    let events: Vec<pb::JobEvent> = items
-        .into_iter()
-        .filter_map(|i| match i.kind {
-            Some(WatchKind::Event(e)) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let events = events_of(items);
     for task in 0..2 {
         assert_eq!(
             task_history(&events, task).last(),
@@ -294,4 +280,41 @@ async fn health_reports_serving_and_shutdown_ends_streams_with_unavailable() {
         .await
         .expect("shutdown completes")
         .unwrap();
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service_for_grpcurl() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = server(test_config()).await;
+    let mut reflection = ServerReflectionClient::new(channel(&server).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("{response:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "retouch.v1.InstanceMatting",
+        "retouch.v1.ObjectRemoval",
+        "retouch.v1.Jobs",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    server.shutdown().await;
 }

@@ -75,15 +75,7 @@ async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
         Endpoint::Query,
         InjectedFault::Aliyun(AliyunCode::ResultKeyNotFound),
     );
-    let mut client = matting(&server).await;
-    let stream = client
-        .run(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (events, status) = collect(stream, Duration::from_secs(20)).await;
+    let (events, status) = run_matting_sample(&server).await;
     let status = status.expect("Run ends with an error");
     assert_upstream_status(&status, AliyunCode::ResultKeyNotFound);
     let last = events.last().unwrap();

@@ -14,16 +14,6 @@ use retouch_server::tracker::{JobFilter, Tracker, TrackerConfig};
 use retouch_server::upstream::{RetryPolicy, UpstreamClient, UpstreamConfig};
 use secrecy::SecretString;
 
-fn events_of(items: Vec<pb::WatchResponse>) -> Vec<pb::JobEvent> {
-    items
-        .into_iter()
-        .filter_map(|i| match i.kind {
-            Some(WatchKind::Event(e)) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn ten_watchers_on_one_job_cause_one_poll_stream() {
     let mut config = test_config();
@@ -197,15 +187,7 @@ async fn resuming_past_retention_is_out_of_range() {
     let mut config = test_config();
     config.tracker.event_log_capacity = 2;
     let server = server(config).await;
-    let mut client = matting(&server).await;
-    let stream = client
-        .run(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (events, _) = collect(stream, Duration::from_secs(30)).await;
+    let (events, _) = run_matting_sample(&server).await;
     assert!(events.len() >= 3);
     let mut jobs = jobs(&server).await;
     let status = jobs

@@ -53,11 +53,27 @@ impl Retouch {
         tasks: Vec<WireTask>,
     ) -> Result<Submitted, ServiceError> {
         validate_submission(api, &tasks).map_err(ServiceError::Invalid)?;
+        // A billed submit must end up tracked even if the caller hangs up
+        // half-way, so it runs to completion on its own task.
+        let this = self.clone();
+        tokio::spawn(async move { this.submit_and_track(api, tasks).await })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("submit task failed: {e}")))?
+    }
+
+    async fn submit_and_track(
+        &self,
+        api: ApiKind,
+        tasks: Vec<WireTask>,
+    ) -> Result<Submitted, ServiceError> {
         let outcome = self
             .client
             .submit(api, tasks.clone())
             .await
-            .map_err(ServiceError::Upstream)?;
+            .map_err(|err| {
+                tracing::warn!(%api, tasks = tasks.len(), error = %err, "submit failed");
+                ServiceError::Upstream(err)
+            })?;
         if outcome.result_key.is_empty() {
             return Err(ServiceError::Upstream(protocol_error(
                 "the upstream accepted the submit but returned no result_key",

@@ -168,3 +168,29 @@ pub async fn download_image(url: &str) -> image::DynamicImage {
         .unwrap();
     image::load_from_memory(&bytes).expect("a decodable image")
 }
+
+/// Runs one matting task on the sample and collects the whole Run stream.
+pub async fn run_matting_sample(
+    server: &RunningServer,
+) -> (Vec<pb::JobEvent>, Option<tonic::Status>) {
+    let stream = matting(server)
+        .await
+        .run(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(server)],
+        })
+        .await
+        .expect("run starts")
+        .into_inner();
+    collect(stream, Duration::from_secs(30)).await
+}
+
+/// The events of a Watch stream, without snapshots and markers.
+pub fn events_of(items: Vec<pb::WatchResponse>) -> Vec<pb::JobEvent> {
+    items
+        .into_iter()
+        .filter_map(|i| match i.kind {
+            Some(pb::watch_response::Kind::Event(e)) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
