@@ -129,28 +129,8 @@ impl Jobs for JobsService {
 
 fn list_query(request: &pb::ListJobsRequest) -> Result<ListQuery, ServiceError> {
     let mut violations = Vec::new();
-    let api = match pb::Api::try_from(request.api) {
-        Ok(pb::Api::Unspecified) => None,
-        Ok(api) => Some(api),
-        Err(_) => {
-            violations.push(Violation::new(
-                "api",
-                format!("unknown value {}", request.api),
-            ));
-            None
-        }
-    };
-    let status = match pb::JobStatus::try_from(request.status) {
-        Ok(pb::JobStatus::Unspecified) => None,
-        Ok(status) => Some(status),
-        Err(_) => {
-            violations.push(Violation::new(
-                "status",
-                format!("unknown value {}", request.status),
-            ));
-            None
-        }
-    };
+    let api = optional_enum::<pb::Api>(&mut violations, "api", request.api);
+    let status = optional_enum::<pb::JobStatus>(&mut violations, "status", request.status);
     let page_size = match request.page_size {
         0 => DEFAULT_PAGE_SIZE,
         n if n <= MAX_PAGE_SIZE => n,
@@ -185,4 +165,24 @@ fn list_query(request: &pb::ListJobsRequest) -> Result<ListQuery, ServiceError> 
         page_size: page_size as usize,
         before_seq,
     })
+}
+
+/// A filter enum: `None` for 0 (UNSPECIFIED), the value when known, and a
+/// violation naming `field` otherwise.
+fn optional_enum<E: TryFrom<i32>>(
+    violations: &mut Vec<Violation>,
+    field: &str,
+    value: i32,
+) -> Option<E> {
+    if value == 0 {
+        return None;
+    }
+    let parsed = E::try_from(value).ok();
+    if parsed.is_none() {
+        violations.push(Violation::new(
+            field,
+            format!("must be a known value, got {value}"),
+        ));
+    }
+    parsed
 }
