@@ -318,3 +318,41 @@ async fn reflection_lists_every_service_for_grpcurl() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_configured_bearer_token_is_required_except_for_health() {
+    let mut config = test_config();
+    config.auth_token = Some(secrecy::SecretString::from("token-123"));
+    let server = server(config).await;
+    let channel = channel(&server).await;
+
+    let mut jobs = retouch_api::v1::jobs_client::JobsClient::new(channel.clone());
+    let status = jobs
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    let mut authed = retouch_api::v1::jobs_client::JobsClient::with_interceptor(
+        channel.clone(),
+        |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer token-123".parse().unwrap());
+            Ok(request)
+        },
+    );
+    authed
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect("token accepted");
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health needs no token");
+    server.shutdown().await;
+}

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub upload_max_bytes: usize,
     /// How long uploads are kept.
     pub upload_retention: Duration,
+    /// Bearer token required on the retouch services (`None`: open).
+    pub auth_token: Option<SecretString>,
 }
 
 impl ServerConfig {
@@ -88,6 +90,7 @@ impl ServerConfig {
             public_base_url: None,
             upload_max_bytes: 20 * 1024 * 1024,
             upload_retention: Duration::from_secs(24 * 3600),
+            auth_token: None,
         }
     }
 }
@@ -214,9 +217,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let tracker = Tracker::start(client.clone(), config.tracker.clone());
     let retouch = Retouch::new(client, tracker);
 
-    let (routes, health) = crate::grpc::routes(retouch.clone(), uploads)
-        .await
-        .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
+    let (routes, health) = crate::grpc::routes(
+        retouch.clone(),
+        uploads,
+        crate::grpc::BearerAuth::new(config.auth_token.clone()),
+    )
+    .await
+    .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
     let grpc_cancel = cancel.clone();
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()

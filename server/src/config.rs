@@ -69,6 +69,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RETOUCH_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
 
+    /// Bearer token clients must send (`authorization: Bearer <token>`) to
+    /// the retouch services. Unset: no authentication (health and reflection
+    /// are always open).
+    #[arg(long, env = "RETOUCH_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
     /// Aliyun AppCode (marketplace console). Unset: use the local backend.
     #[arg(long, env = "ALIYUN_APPCODE", hide_env_values = true)]
     pub aliyun_appcode: Option<String>,
@@ -298,6 +304,12 @@ impl ServeArgs {
             public_base_url: self.public_base_url.clone(),
             upload_max_bytes: self.upload_max_bytes,
             upload_retention: self.upload_retention,
+            auth_token: self
+                .auth_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| SecretString::from(t.to_owned())),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC surface: thin handlers over `Retouch`, plus standard health
 //! checking and server reflection.
 
+mod auth;
 mod jobs;
 pub mod status;
 mod submission;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use retouch_api::v1 as pb;
 use tonic::service::Routes;
 
+pub use auth::BearerAuth;
 pub use jobs::JobsService;
 pub use submission::{InstanceMattingService, ObjectRemovalService};
 
@@ -22,6 +24,7 @@ use crate::uploads::UploadStore;
 pub async fn routes(
     retouch: Retouch,
     uploads: Arc<UploadStore>,
+    auth: BearerAuth,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -42,15 +45,22 @@ pub async fn routes(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let routes = Routes::new(health_service)
-        .add_service(pb::instance_matting_server::InstanceMattingServer::new(
-            InstanceMattingService::new(retouch.clone()),
+        .add_service(
+            pb::instance_matting_server::InstanceMattingServer::with_interceptor(
+                InstanceMattingService::new(retouch.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::object_removal_server::ObjectRemovalServer::with_interceptor(
+                ObjectRemovalService::new(retouch.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(pb::jobs_server::JobsServer::with_interceptor(
+            JobsService::new(retouch, uploads),
+            auth,
         ))
-        .add_service(pb::object_removal_server::ObjectRemovalServer::new(
-            ObjectRemovalService::new(retouch.clone()),
-        ))
-        .add_service(pb::jobs_server::JobsServer::new(JobsService::new(
-            retouch, uploads,
-        )))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     Ok((routes, health))
