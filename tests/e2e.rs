@@ -82,6 +82,7 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
             }],
             after_seq: Some(submitted.accepted_seq - 1),
             follow: false,
+            server_id: String::new(),
         })
         .await
         .unwrap()
@@ -354,5 +355,26 @@ async fn a_configured_bearer_token_is_required_except_for_health() {
         })
         .await
         .expect("health needs no token");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_draining_server_refuses_submits_before_billing() {
+    let server = server(test_config()).await;
+    let backend = server.local_backend.clone().unwrap();
+    server.retouch.drain();
+    let status = matting(&server)
+        .await
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![matting_task(&server)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        backend.stats().submit_requests,
+        0,
+        "nothing was sent upstream"
+    );
     server.shutdown().await;
 }

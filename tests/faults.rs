@@ -63,8 +63,10 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
                     result_key: k.clone(),
                 })
                 .collect(),
-            after_seq: None,
+            // Replay from the start, so every event of these jobs is counted.
+            after_seq: Some(0),
             follow: false,
+            server_id: String::new(),
         })
         .await
         .unwrap()

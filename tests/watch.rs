@@ -118,6 +118,7 @@ async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
             jobs: vec![job_ref.clone()],
             after_seq: Some(submitted.accepted_seq - 1),
             follow: false,
+            server_id: String::new(),
         })
         .await
         .unwrap()
@@ -142,6 +143,7 @@ async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
             jobs: vec![job_ref],
             after_seq: Some(last_seq),
             follow: false,
+            server_id: String::new(),
         })
         .await
         .unwrap()
@@ -199,18 +201,58 @@ async fn resuming_past_retention_is_out_of_range() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange);
     assert!(status.message().contains("retains"), "{}", status.message());
+
+    // A seq from the future (or absurd) is refused, not a crash.
+    let status = jobs
+        .watch(pb::WatchRequest {
+            after_seq: Some(u64::MAX),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    // A seq of another server run is refused even when it is in range.
+    let mut stream = jobs
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let synced = loop {
+        if let Some(WatchKind::Synced(s)) = stream.next().await.unwrap().unwrap().kind {
+            break s;
+        }
+    };
+    assert!(!synced.server_id.is_empty());
+    let status = jobs
+        .watch(pb::WatchRequest {
+            after_seq: Some(synced.head_seq),
+            server_id: "an-earlier-run".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    jobs.watch(pb::WatchRequest {
+        after_seq: Some(synced.head_seq),
+        server_id: synced.server_id,
+        ..Default::default()
+    })
+    .await
+    .expect("the same run resumes");
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
-    // An upstream that refuses connections makes every poll fail fast, so
-    // the job produces a steady stream of upstream_error events.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = listener.local_addr().unwrap();
-    drop(listener);
+    // An upstream that always answers 503 makes every poll fail fast and
+    // retryably, so the job produces a steady stream of upstream_error events.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let busy = listener.local_addr().unwrap();
+    let router =
+        axum::Router::new().fallback(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE });
+    tokio::spawn(async move { axum::serve(listener, router).await });
     let mut upstream = UpstreamConfig::new(
-        format!("http://{dead}").parse().unwrap(),
+        format!("http://{busy}").parse().unwrap(),
         SecretString::from("x"),
     );
     upstream.qps = 0.0;
@@ -246,7 +288,10 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
         .unwrap();
     // Not reading while more than the buffer's worth of events happen.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let items: Vec<_> = slow.into_stream(false).collect().await;
+    let items: Vec<_> =
+        tokio::time::timeout(Duration::from_secs(20), slow.into_stream(false).collect())
+            .await
+            .expect("a lagging watcher is cut loose");
     let (last, delivered) = items.split_last().unwrap();
     let err = last.as_ref().unwrap_err();
     let retouch_server::error::ServiceError::Lagged { last_seq, buffer } = err else {

@@ -106,6 +106,8 @@ pub struct RunningServer {
     /// The domain service, for embedding.
     pub retouch: Retouch,
     cancel: CancellationToken,
+    grpc_cancel: CancellationToken,
+    grpc_task: JoinHandle<()>,
     health: tonic_health::server::HealthReporter,
     tasks: Vec<JoinHandle<()>>,
     _upload_tempdir: Option<tempfile::TempDir>,
@@ -224,8 +226,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     )
     .await
     .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
-    let grpc_cancel = cancel.clone();
-    tasks.push(tokio::spawn(async move {
+    let grpc_cancel = CancellationToken::new();
+    let grpc_stop = grpc_cancel.clone();
+    let grpc_task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -239,7 +242,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         if let Err(e) = served {
             tracing::error!(error = %e, "gRPC server failed");
         }
-    }));
+    });
 
     match &local_backend {
         Some(_) => tracing::info!(
@@ -257,6 +260,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         local_backend,
         retouch,
         cancel,
+        grpc_cancel: grpc_stop,
+        grpc_task,
         health,
         tasks,
         _upload_tempdir: upload_tempdir,
@@ -274,8 +279,10 @@ impl RunningServer {
         format!("http://{}", reachable(self.http_addr))
     }
 
-    /// Graceful shutdown: health goes NOT_SERVING, watch streams end with
-    /// UNAVAILABLE, the servers stop accepting and finish what is in flight.
+    /// Graceful shutdown: health goes NOT_SERVING, new submissions are
+    /// refused before anything is billed, watch streams end with
+    /// UNAVAILABLE, the gRPC server finishes the calls in flight (submits
+    /// under way are still tracked), then HTTP and the tracker stop.
     pub async fn shutdown(self) {
         for name in [
             "retouch.v1.InstanceMatting",
@@ -287,8 +294,18 @@ impl RunningServer {
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;
         }
-        self.retouch.tracker().shutdown();
+        self.retouch.drain();
+        self.retouch.tracker().close_streams();
+        self.grpc_cancel.cancel();
+        if tokio::time::timeout(Duration::from_secs(30), self.grpc_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("gRPC calls still in flight after 30 s; stopping anyway");
+        }
+        // The local backend (HTTP) outlives gRPC: in-flight submits need it.
         self.cancel.cancel();
+        self.retouch.tracker().shutdown();
         for task in self.tasks {
             if tokio::time::timeout(Duration::from_secs(10), task)
                 .await

@@ -72,12 +72,12 @@ pub struct ServeArgs {
     /// Bearer token clients must send (`authorization: Bearer <token>`) to
     /// the retouch services. Unset: no authentication (health and reflection
     /// are always open).
-    #[arg(long, env = "RETOUCH_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    #[arg(long, env = "RETOUCH_AUTH_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub auth_token: Option<SecretString>,
 
     /// Aliyun AppCode (marketplace console). Unset: use the local backend.
-    #[arg(long, env = "ALIYUN_APPCODE", hide_env_values = true)]
-    pub aliyun_appcode: Option<String>,
+    #[arg(long, env = "ALIYUN_APPCODE", hide_env_values = true, value_parser = parse_secret)]
+    pub aliyun_appcode: Option<SecretString>,
     /// Aliyun API gateway base URL of the purchased product, e.g.
     /// https://<gateway-host>. Required with an AppCode.
     #[arg(long, env = "ALIYUN_BASE_URL")]
@@ -187,14 +187,24 @@ pub struct LocalBackendArgs {
     #[arg(long, env = "RETOUCH_LOCAL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// The AppCode clients must send (`Authorization: APPCODE <code>`).
-    #[arg(long, env = "RETOUCH_LOCAL_APPCODE", hide_env_values = true)]
-    pub appcode: String,
+    #[arg(long, env = "RETOUCH_LOCAL_APPCODE", hide_env_values = true, value_parser = parse_secret)]
+    pub appcode: SecretString,
     /// Base URL for result links (default: from each request's Host header).
     #[arg(long, env = "RETOUCH_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
     /// Backend settings.
     #[command(flatten)]
     pub local: LocalArgs,
+}
+
+/// Secrets go straight into a `SecretString`, trimmed, so no `Debug` of the
+/// parsed arguments can show them.
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(SecretString::from(value.to_owned()))
 }
 
 fn check_rate(name: &str, rate: f64) -> Result<f64, String> {
@@ -241,11 +251,11 @@ impl ServeArgs {
     /// The server configuration these flags describe, or what is wrong.
     pub fn to_config(&self) -> Result<ServerConfig, String> {
         let target = match (&self.aliyun_appcode, &self.aliyun_base_url) {
-            (Some(code), Some(base_url)) if !code.trim().is_empty() => UpstreamTarget::Remote {
+            (Some(appcode), Some(base_url)) => UpstreamTarget::Remote {
                 base_url: base_url.clone(),
-                appcode: SecretString::from(code.trim().to_owned()),
+                appcode: appcode.clone(),
             },
-            (Some(code), None) if !code.trim().is_empty() => {
+            (Some(_), None) => {
                 return Err(
                     "ALIYUN_APPCODE is set but ALIYUN_BASE_URL is not: set it to the API gateway host of your purchased product, e.g. https://<gateway-host>".into(),
                 );
@@ -304,12 +314,7 @@ impl ServeArgs {
             public_base_url: self.public_base_url.clone(),
             upload_max_bytes: self.upload_max_bytes,
             upload_retention: self.upload_retention,
-            auth_token: self
-                .auth_token
-                .as_deref()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(|t| SecretString::from(t.to_owned())),
+            auth_token: self.auth_token.clone(),
         })
     }
 }
@@ -339,6 +344,7 @@ mod tests {
         let config = cli.serve.to_config().unwrap();
         assert!(matches!(config.target, UpstreamTarget::Remote { .. }));
         assert!(!format!("{config:?}").contains("secret-code"));
+        assert!(!format!("{cli:?}").contains("secret-code"));
     }
 
     #[test]

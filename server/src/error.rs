@@ -13,6 +13,11 @@ pub enum ServiceError {
     /// The upstream refused or failed.
     #[error("{0}")]
     Upstream(UpstreamError),
+    /// A submit failed in a way that leaves open whether the upstream
+    /// accepted (and billed) it: the answer was lost or garbled. Not safe to
+    /// retry blindly.
+    #[error("the submit's outcome is unknown (it may have been accepted and billed): {0}")]
+    SubmitOutcomeUnknown(UpstreamError),
     /// No such job.
     #[error("{0}")]
     NotFound(String),

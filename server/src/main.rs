@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use retouch_server::config::{Cli, Command, LogFormat};
-use secrecy::SecretString;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -38,10 +37,9 @@ async fn serve(args: retouch_server::config::ServeArgs) -> Result<(), String> {
 }
 
 async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result<(), String> {
-    let config = args.local.to_config(
-        SecretString::from(args.appcode.clone()),
-        args.public_base_url.clone(),
-    )?;
+    let config = args
+        .local
+        .to_config(args.appcode.clone(), args.public_base_url.clone())?;
     let backend = retouch_server::local::LocalBackend::new(
         config,
         std::sync::Arc::new(retouch_server::engine::SimpleEngine),

@@ -2,6 +2,8 @@
 //! and hands jobs to the tracker. Knows nothing of gRPC transport.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use futures::{Stream, StreamExt};
@@ -11,7 +13,7 @@ use retouch_api::v1::watch_response::Kind as WatchKind;
 use crate::aliyun::{AliyunCode, ApiKind, WireTask, WireTaskStatus};
 use crate::convert::{api_to_pb, task_to_pb};
 use crate::error::ServiceError;
-use crate::tracker::{JobFilter, ListPage, ListQuery, Tracker};
+use crate::tracker::{JobFilter, ListPage, ListQuery, Subscription, Tracker};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use crate::validate::{Violation, validate_submission};
 
@@ -32,12 +34,23 @@ pub struct Submitted {
 pub struct Retouch {
     client: UpstreamClient,
     tracker: Tracker,
+    draining: Arc<AtomicBool>,
 }
 
 impl Retouch {
     /// A service over `client`, tracking jobs in `tracker`.
     pub fn new(client: UpstreamClient, tracker: Tracker) -> Self {
-        Retouch { client, tracker }
+        Retouch {
+            client,
+            tracker,
+            draining: Arc::default(),
+        }
+    }
+
+    /// Refuses new submissions (before anything is billed) from now on.
+    /// Submissions already under way complete and are tracked.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// The tracker.
@@ -52,11 +65,23 @@ impl Retouch {
         api: ApiKind,
         tasks: Vec<WireTask>,
     ) -> Result<Submitted, ServiceError> {
+        Ok(self.submit_in_background(api, tasks, false).await?.0)
+    }
+
+    /// Validates, then submits and tracks on a task of its own: a billed
+    /// submit must end up tracked even if the caller hangs up half-way.
+    async fn submit_in_background(
+        &self,
+        api: ApiKind,
+        tasks: Vec<WireTask>,
+        subscribe: bool,
+    ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         validate_submission(api, &tasks).map_err(ServiceError::Invalid)?;
-        // A billed submit must end up tracked even if the caller hangs up
-        // half-way, so it runs to completion on its own task.
+        if self.draining.load(Ordering::Acquire) {
+            return Err(ServiceError::ShuttingDown);
+        }
         let this = self.clone();
-        tokio::spawn(async move { this.submit_and_track(api, tasks).await })
+        tokio::spawn(async move { this.submit_and_track(api, tasks, subscribe).await })
             .await
             .map_err(|e| ServiceError::Internal(format!("submit task failed: {e}")))?
     }
@@ -65,14 +90,19 @@ impl Retouch {
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
-    ) -> Result<Submitted, ServiceError> {
+        subscribe: bool,
+    ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         let outcome = self
             .client
             .submit(api, tasks.clone())
             .await
             .map_err(|err| {
                 tracing::warn!(%api, tasks = tasks.len(), error = %err, "submit failed");
-                ServiceError::Upstream(err)
+                if err.outcome_unknown() {
+                    ServiceError::SubmitOutcomeUnknown(err)
+                } else {
+                    ServiceError::Upstream(err)
+                }
             })?;
         if outcome.result_key.is_empty() {
             return Err(ServiceError::Upstream(protocol_error(
@@ -107,8 +137,13 @@ impl Retouch {
             origin: pb::JobOrigin::Submitted as i32,
             ..Default::default()
         };
-        let (job, accepted_seq) = self.tracker.track(job).await?;
-        Ok(Submitted { job, accepted_seq })
+        if subscribe {
+            let (job, accepted_seq, subscription) = self.tracker.track_and_subscribe(job).await?;
+            Ok((Submitted { job, accepted_seq }, Some(subscription)))
+        } else {
+            let (job, accepted_seq) = self.tracker.track(job).await?;
+            Ok((Submitted { job, accepted_seq }, None))
+        }
     }
 
     /// Submits, then streams every event of the job until it finishes. A job
@@ -119,15 +154,9 @@ impl Retouch {
         tasks: Vec<WireTask>,
     ) -> Result<impl Stream<Item = Result<pb::JobEvent, ServiceError>> + Send + 'static, ServiceError>
     {
-        let submitted = self.submit(api, tasks).await?;
-        let key = submitted.job.result_key.clone();
-        let subscription = self
-            .tracker
-            .subscribe(
-                JobFilter::Keys(HashSet::from([key])),
-                Some(submitted.accepted_seq - 1),
-            )
-            .await?;
+        let (_, subscription) = self.submit_in_background(api, tasks, true).await?;
+        let subscription =
+            subscription.ok_or_else(|| ServiceError::Internal("Run got no subscription".into()))?;
         let events = subscription
             .into_stream(true)
             .filter_map(|item| async move {
@@ -159,10 +188,12 @@ impl Retouch {
     }
 
     /// Streams the named jobs (adopting keys not tracked yet), or every job.
+    /// `server_id` (may be empty) guards `after_seq` against restarts.
     pub async fn watch(
         &self,
         jobs: Vec<pb::JobRef>,
         after_seq: Option<u64>,
+        server_id: &str,
         follow: bool,
     ) -> Result<
         impl Stream<Item = Result<pb::WatchResponse, ServiceError>> + Send + 'static,
@@ -181,6 +212,12 @@ impl Retouch {
             JobFilter::Keys(keys)
         };
         let stop_when_done = matches!(filter, JobFilter::Keys(_)) && !follow;
+        if after_seq.is_some() && !server_id.is_empty() && server_id != self.tracker.server_id() {
+            return Err(ServiceError::OutOfRange(format!(
+                "after_seq belongs to server run {server_id:?}, but this is run {:?}: it restarted and its seqs started over; watch again without after_seq",
+                self.tracker.server_id()
+            )));
+        }
         let subscription = self.tracker.subscribe(filter, after_seq).await?;
         Ok(subscription.into_stream(stop_when_done))
     }

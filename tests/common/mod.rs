@@ -32,13 +32,14 @@ pub fn fast_tracker() -> TrackerConfig {
     }
 }
 
-/// A local backend whose tasks stay RUNNING long enough to be observed.
+/// A local backend whose tasks stay RUNNING long enough to be observed,
+/// even by polls delayed on a loaded 2-core machine.
 pub fn local_config(faults: FaultConfig) -> LocalBackendConfig {
     LocalBackendConfig {
         appcode: SecretString::from("test-appcode"),
         workers: 2,
         faults: FaultConfig {
-            task_duration: Duration::from_millis(400),
+            task_duration: Duration::from_secs(1),
             seed: Some(7),
             ..faults
         },

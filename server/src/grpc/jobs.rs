@@ -46,7 +46,12 @@ impl Jobs for JobsService {
         let request = request.into_inner();
         let stream = self
             .retouch
-            .watch(request.jobs, request.after_seq, request.follow)
+            .watch(
+                request.jobs,
+                request.after_seq,
+                &request.server_id,
+                request.follow,
+            )
             .await?;
         Ok(Response::new(Box::pin(
             stream.map(|item| item.map_err(Status::from)),

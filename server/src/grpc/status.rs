@@ -33,7 +33,12 @@ impl From<ServiceError> for Status {
                         .collect::<Vec<_>>(),
                 ),
             ),
-            ServiceError::Upstream(e) => upstream_status(&e),
+            ServiceError::Upstream(e) => upstream_status(&e, upstream_code(&e), None),
+            // Not UNAVAILABLE: retry policies resend on that, and this one
+            // may bill twice. UNKNOWN is what gRPC has for "may have happened".
+            ServiceError::SubmitOutcomeUnknown(e) => {
+                upstream_status(&e, Code::Unknown, Some("SUBMIT_OUTCOME_UNKNOWN"))
+            }
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::OutOfRange(_) => Status::out_of_range(message),
             ServiceError::Lagged { last_seq, buffer } => {
@@ -84,9 +89,9 @@ pub fn upstream_code(e: &UpstreamError) -> Code {
     }
 }
 
-fn upstream_status(e: &UpstreamError) -> Status {
-    let code = upstream_code(e);
+fn upstream_status(e: &UpstreamError, code: Code, reason_override: Option<&str>) -> Status {
     let reason = match (e.aliyun_code, &e.kind) {
+        _ if reason_override.is_some() => reason_override.unwrap_or_default().to_owned(),
         (Some(c), _) => format!("ALIYUN_{c}"),
         (None, UpstreamErrorKind::Gateway) => "UPSTREAM_GATEWAY".to_owned(),
         (None, UpstreamErrorKind::Transport { .. }) => "UPSTREAM_UNREACHABLE".to_owned(),
@@ -107,10 +112,16 @@ fn upstream_status(e: &UpstreamError) -> Status {
     }
     let mut details = ErrorDetails::new();
     details.set_error_info(reason, UPSTREAM_DOMAIN, metadata);
-    if e.is_throttle() {
+    if e.is_throttle() && code == Code::Unavailable {
         details.set_retry_info(Some(THROTTLE_RETRY_DELAY));
     }
-    Status::with_error_details(code, e.to_string(), details)
+    let message = match reason_override {
+        Some(_) => {
+            format!("the submit's outcome is unknown (it may have been accepted and billed): {e}")
+        }
+        None => e.to_string(),
+    };
+    Status::with_error_details(code, message, details)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! watchers without ever waiting on one (a full buffer drops the watcher and
 //! tells it so).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,6 +11,7 @@ use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::poller::{self, PollerContext};
 use super::state::{JobFilter, ListPage, ListQuery, TrackerState};
@@ -18,15 +20,24 @@ use crate::aliyun::WireTask;
 use crate::convert::{api_from_pb, status_from_pb};
 use crate::error::ServiceError;
 
+/// Answer to `Command::Track`.
+pub(crate) struct Tracked {
+    pub job: pb::Job,
+    pub accepted_seq: u64,
+    pub subscription: Option<Subscription>,
+}
+
 /// What the aggregator is asked to do.
 pub(crate) enum Command {
     Track {
         job: pb::Job,
-        reply: oneshot::Sender<(pb::Job, u64)>,
+        subscribe: bool,
+        reply: oneshot::Sender<Tracked>,
     },
     PollSucceeded {
         key: String,
         tasks: Vec<WireTask>,
+        still_active: oneshot::Sender<bool>,
     },
     PollFailed {
         key: String,
@@ -59,6 +70,11 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
     let config = ctx.config.clone();
     let mut state = TrackerState::new(config.event_log_capacity);
     let mut watchers: Vec<Watcher> = Vec::new();
+    let streams = StreamSettings {
+        buffer: config.watcher_buffer,
+        closed: ctx.close_streams.clone(),
+        server_id: ctx.server_id.clone(),
+    };
     let sweep_period =
         (config.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
     let mut sweep = tokio::time::interval(sweep_period);
@@ -80,7 +96,11 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
         };
         let now = SystemTime::now();
         match command {
-            Command::Track { job, reply } => {
+            Command::Track {
+                job,
+                subscribe: with_subscription,
+                reply,
+            } => {
                 let (event, seq) = state.accept(job, now);
                 if let Some(event) = event {
                     let job = state.get(&event.result_key).expect("just accepted");
@@ -93,12 +113,39 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
                     .get_by_seq(seq)
                     .cloned()
                     .expect("an accepted seq names a tracked job");
-                let _ = reply.send((job, seq));
+                // Registered in the same step as the accept, so the watcher
+                // replays the job from its `accepted` event: nothing can be
+                // evicted or missed in between.
+                let subscription = with_subscription.then(|| {
+                    let filter = JobFilter::Keys(HashSet::from([job.result_key.clone()]));
+                    subscribe(
+                        &state,
+                        &mut watchers,
+                        filter.clone(),
+                        Some(seq - 1),
+                        &streams,
+                    )
+                    .or_else(|_| subscribe(&state, &mut watchers, filter, None, &streams))
+                    .expect("a snapshot subscription cannot fail")
+                });
+                let _ = reply.send(Tracked {
+                    job,
+                    accepted_seq: seq,
+                    subscription,
+                });
             }
-            Command::PollSucceeded { key, tasks } => {
+            Command::PollSucceeded {
+                key,
+                tasks,
+                still_active,
+            } => {
                 for event in state.observe(&key, &tasks, now) {
                     fan_out(&mut watchers, &event);
                 }
+                let active = state
+                    .get(&key)
+                    .is_some_and(|job| job.status == pb::JobStatus::Active as i32);
+                let _ = still_active.send(active);
             }
             Command::PollFailed { key, error } => {
                 if let Some(event) = state.poll_failed(&key, error, now) {
@@ -110,13 +157,7 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
                 after_seq,
                 reply,
             } => {
-                let result = subscribe(
-                    &state,
-                    &mut watchers,
-                    filter,
-                    after_seq,
-                    config.watcher_buffer,
-                );
+                let result = subscribe(&state, &mut watchers, filter, after_seq, &streams);
                 let _ = reply.send(result);
             }
             Command::Get { key, reply } => {
@@ -147,13 +188,22 @@ fn start_poller(ctx: &PollerContext, job: &pb::Job) {
     tokio::spawn(poller::run(ctx.clone(), api, job.result_key.clone(), last));
 }
 
+/// What every new watcher gets: its buffer size and the token that ends all
+/// watch streams at shutdown.
+struct StreamSettings {
+    buffer: usize,
+    closed: CancellationToken,
+    server_id: Arc<str>,
+}
+
 fn subscribe(
     state: &TrackerState,
     watchers: &mut Vec<Watcher>,
     filter: JobFilter,
     after_seq: Option<u64>,
-    buffer: usize,
+    streams: &StreamSettings,
 ) -> Result<Subscription, ServiceError> {
+    let buffer = streams.buffer;
     let mut initial: Vec<pb::WatchResponse> = match after_seq {
         Some(after_seq) => state
             .replay(after_seq, &filter)
@@ -186,6 +236,7 @@ fn subscribe(
     initial.push(pb::WatchResponse {
         kind: Some(WatchKind::Synced(pb::Synced {
             head_seq: state.head_seq(),
+            server_id: streams.server_id.to_string(),
         })),
     });
     let pending = match &filter {
@@ -205,6 +256,7 @@ fn subscribe(
         lagged,
         buffer,
         pending,
+        closed: streams.closed.clone(),
     })
 }
 

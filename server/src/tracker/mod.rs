@@ -7,6 +7,7 @@ mod poller;
 mod state;
 mod subscription;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use retouch_api::v1 as pb;
@@ -68,6 +69,8 @@ impl Default for TrackerConfig {
 pub struct Tracker {
     commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
+    close_streams: CancellationToken,
+    server_id: Arc<str>,
 }
 
 impl Tracker {
@@ -75,20 +78,61 @@ impl Tracker {
     pub fn start(client: UpstreamClient, config: TrackerConfig) -> Self {
         let (commands, receiver) = mpsc::channel(4096);
         let cancel = CancellationToken::new();
+        let close_streams = cancel.child_token();
+        let server_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let ctx = poller::PollerContext {
+            server_id: server_id.clone(),
             client,
             config,
             commands: commands.clone(),
             cancel: cancel.clone(),
+            close_streams: close_streams.clone(),
         };
-        tokio::spawn(aggregator::run(receiver, ctx));
-        Tracker { commands, cancel }
+        let aggregator = tokio::spawn(aggregator::run(receiver, ctx));
+        tokio::spawn(async move {
+            if let Err(e) = aggregator.await {
+                // Every RPC would fail from here on: say so loudly.
+                tracing::error!(error = %e, "the tracker's aggregator task died");
+            }
+        });
+        Tracker {
+            commands,
+            cancel,
+            close_streams,
+            server_id,
+        }
     }
 
     /// Starts tracking `job` (no-op if its key is tracked already). Returns
     /// the job as tracked and the seq of its `accepted` event.
     pub async fn track(&self, job: pb::Job) -> Result<(pb::Job, u64), ServiceError> {
-        self.ask(|reply| Command::Track { job, reply }).await
+        let tracked = self
+            .ask(|reply| Command::Track {
+                job,
+                subscribe: false,
+                reply,
+            })
+            .await?;
+        Ok((tracked.job, tracked.accepted_seq))
+    }
+
+    /// Like [`Tracker::track`], and registers a watcher of the job in the
+    /// same step, replaying it from its `accepted` event.
+    pub async fn track_and_subscribe(
+        &self,
+        job: pb::Job,
+    ) -> Result<(pb::Job, u64, Subscription), ServiceError> {
+        let tracked = self
+            .ask(|reply| Command::Track {
+                job,
+                subscribe: true,
+                reply,
+            })
+            .await?;
+        let subscription = tracked
+            .subscription
+            .ok_or_else(|| ServiceError::Internal("no subscription for a tracked job".into()))?;
+        Ok((tracked.job, tracked.accepted_seq, subscription))
     }
 
     /// Registers a watcher.
@@ -116,7 +160,18 @@ impl Tracker {
         self.ask(|reply| Command::List { query, reply }).await
     }
 
-    /// Stops polling and ends every watch stream (with UNAVAILABLE).
+    /// Identifies this run: sequence numbers start over with a new id.
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// Ends every watch stream (with UNAVAILABLE); tracking goes on, so
+    /// submits still in flight are tracked. First step of a shutdown.
+    pub fn close_streams(&self) {
+        self.close_streams.cancel();
+    }
+
+    /// Stops polling and ends every watch stream.
     pub fn shutdown(&self) {
         self.cancel.cancel();
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::TrackerConfig;
@@ -17,10 +17,14 @@ use crate::upstream::UpstreamClient;
 /// Everything a poller needs.
 #[derive(Clone)]
 pub(crate) struct PollerContext {
+    /// Identifies this run of the tracker (sent in `Synced`).
+    pub server_id: std::sync::Arc<str>,
     pub client: UpstreamClient,
     pub config: TrackerConfig,
     pub commands: mpsc::Sender<Command>,
     pub cancel: CancellationToken,
+    /// Ends every watch stream (shutdown), while tracking goes on.
+    pub close_streams: CancellationToken,
 }
 
 /// Polls `key` until its tasks are all terminal, the error is one retrying
@@ -53,19 +57,19 @@ pub(crate) async fn run(
                 last_success = Instant::now();
                 let statuses: Vec<_> = outcome.tasks.iter().map(|t| t.status.clone()).collect();
                 let progressed = statuses != last;
-                let done = !statuses.is_empty()
-                    && statuses
-                        .iter()
-                        .all(|s| s.as_ref().is_some_and(WireTaskStatus::is_terminal));
                 last = statuses;
+                // The aggregator owns the job's state, so it decides whether
+                // there is anything left to poll for.
+                let (reply, still_active) = oneshot::channel();
                 let sent = ctx
                     .commands
                     .send(Command::PollSucceeded {
                         key: key.clone(),
                         tasks: outcome.tasks,
+                        still_active: reply,
                     })
                     .await;
-                if done || sent.is_err() {
+                if sent.is_err() || !still_active.await.unwrap_or(false) {
                     return;
                 }
                 interval = if progressed {

@@ -251,9 +251,11 @@ impl TrackerState {
     ) -> Result<Vec<Arc<pb::JobEvent>>, ReplayUnavailable> {
         let head_seq = self.head_seq();
         let oldest_retained = self.log.front().map_or(0, |e| e.seq);
-        let evicted =
-            oldest_retained > after_seq + 1 || (self.log.is_empty() && after_seq < head_seq);
-        if after_seq > head_seq || evicted {
+        // Checked first: `after_seq` comes from clients and may be u64::MAX.
+        if after_seq > head_seq
+            || oldest_retained > after_seq + 1
+            || (self.log.is_empty() && after_seq < head_seq)
+        {
             return Err(ReplayUnavailable {
                 after_seq,
                 oldest_retained,
@@ -445,6 +447,7 @@ mod tests {
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
         assert!(state.replay(4, &JobFilter::All).unwrap().is_empty());
         assert!(state.replay(5, &JobFilter::All).is_err());
+        assert!(state.replay(u64::MAX, &JobFilter::All).is_err());
         let only_c = JobFilter::Keys(["c".to_string()].into());
         assert_eq!(state.replay(1, &only_c).unwrap()[0].result_key, "c");
     }

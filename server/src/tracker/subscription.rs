@@ -36,6 +36,8 @@ pub struct Subscription {
     pub(crate) buffer: usize,
     /// For named jobs: those still ACTIVE when the subscription was made.
     pub(crate) pending: Option<HashSet<String>>,
+    /// Cancelled when the server stops serving streams.
+    pub(crate) closed: tokio_util::sync::CancellationToken,
 }
 
 impl Subscription {
@@ -52,6 +54,7 @@ impl Subscription {
             lagged,
             buffer,
             pending,
+            closed,
         } = self;
         let mut pending = pending.filter(|_| stop_when_done);
         async_stream::stream! {
@@ -67,7 +70,12 @@ impl Subscription {
             if pending.as_ref().is_some_and(HashSet::is_empty) {
                 return;
             }
-            while let Some(event) = live.recv().await {
+            loop {
+                let event = tokio::select! {
+                    event = live.recv() => event,
+                    _ = closed.cancelled() => None,
+                };
+                let Some(event) = event else { break };
                 last_seq = event.seq;
                 let finished = event.job_status != pb::JobStatus::Active as i32;
                 let key = event.result_key.clone();
@@ -81,7 +89,7 @@ impl Subscription {
                     }
                 }
             }
-            if lagged.is_raised() {
+            if lagged.is_raised() && !closed.is_cancelled() {
                 yield Err(ServiceError::Lagged { last_seq, buffer });
             } else {
                 yield Err(ServiceError::ShuttingDown);

@@ -259,7 +259,12 @@ impl UpstreamClient {
             .bytes()
             .await
             .map_err(|e| UpstreamError::transport(&e))?;
-        interpret(status, &headers, &bytes)
+        interpret(status, &headers, &bytes).map_err(|mut err| {
+            // Whatever sits in front of the API may echo request headers
+            // back; the AppCode must not travel on in our errors and events.
+            err.message = redact(err.message, self.inner.config.appcode.expose_secret());
+            err
+        })
     }
 }
 
@@ -329,6 +334,14 @@ fn interpret<T: DeserializeOwned>(
                 gateway_code,
             })
         }
+    }
+}
+
+fn redact(message: String, secret: &str) -> String {
+    if !secret.is_empty() && message.contains(secret) {
+        message.replace(secret, "[redacted]")
+    } else {
+        message
     }
 }
 
@@ -402,6 +415,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.1, "X");
+    }
+
+    #[test]
+    fn echoed_appcodes_are_redacted() {
+        assert_eq!(
+            redact("bad header APPCODE abc123".into(), "abc123"),
+            "bad header APPCODE [redacted]"
+        );
+        assert_eq!(redact("fine".into(), ""), "fine");
     }
 
     #[test]

@@ -75,10 +75,14 @@ impl UpstreamError {
     }
 
     /// Whether repeating the same *query* may succeed: throttling, 5xx other
-    /// than a definitive "job failed", and transport failures.
+    /// than a definitive "job failed", transport failures, and answers that
+    /// could not be understood on a 2xx or 5xx (a truncated or garbled body).
     pub fn is_retryable(&self) -> bool {
         match self.kind {
             UpstreamErrorKind::Transport { .. } => true,
+            UpstreamErrorKind::Protocol => {
+                !self.http_status.is_some_and(|s| (400..500).contains(&s))
+            }
             _ if self.is_throttle() => true,
             _ if self.code() == Some(AliyunCode::JobFailed) => false,
             _ => self.http_status.is_some_and(|s| s >= 500),
@@ -93,6 +97,17 @@ impl UpstreamError {
             self.kind,
             UpstreamErrorKind::Transport { connect: true, .. }
         ) || self.is_gateway_throttle()
+    }
+
+    /// Whether a *submit* that failed like this may nevertheless have been
+    /// accepted: the request may have arrived, and no definite answer came
+    /// back (timeout or reset after connecting, or a garbled answer).
+    pub fn outcome_unknown(&self) -> bool {
+        match self.kind {
+            UpstreamErrorKind::Transport { connect, .. } => !connect,
+            UpstreamErrorKind::Protocol => true,
+            UpstreamErrorKind::Gateway | UpstreamErrorKind::Api => false,
+        }
     }
 
     fn describe(&self) -> String {
