@@ -9,6 +9,7 @@ use futures::StreamExt;
 use image::GenericImageView;
 use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
+use tonic_types::StatusExt;
 
 #[tokio::test]
 async fn matting_run_streams_waiting_running_success_and_yields_an_rgba_cutout() {
@@ -57,6 +58,7 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
                 removal_task(&server, Some(2323), Some(7)),
                 removal_task(&server, None, None),
             ],
+            ..Default::default()
         })
         .await
         .expect("submit")
@@ -133,6 +135,7 @@ async fn watch_all_sends_a_snapshot_then_synced_then_live_events() {
     let first = client
         .submit(pb::SubmitMattingRequest {
             tasks: vec![matting_task(&server)],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -155,6 +158,7 @@ async fn watch_all_sends_a_snapshot_then_synced_then_live_events() {
     let second = client
         .submit(pb::SubmitMattingRequest {
             tasks: vec![matting_task(&server)],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -210,6 +214,7 @@ async fn uploaded_images_can_be_submitted() {
                 image_url: urls[0].clone(),
                 mask_url: urls[1].clone(),
             }],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -367,6 +372,7 @@ async fn a_draining_server_refuses_submits_before_billing() {
         .await
         .submit(pb::SubmitMattingRequest {
             tasks: vec![matting_task(&server)],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -375,6 +381,50 @@ async fn a_draining_server_refuses_submits_before_billing() {
         backend.stats().submit_requests,
         0,
         "nothing was sent upstream"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_repeated_request_id_returns_the_first_job_without_billing_again() {
+    let server = server(test_config()).await;
+    let backend = server.local_backend.clone().unwrap();
+    let mut client = matting(&server).await;
+    let request = pb::SubmitMattingRequest {
+        tasks: vec![matting_task(&server)],
+        request_id: "retry-me-1".into(),
+    };
+    // Concurrent and later retries all get the first job.
+    let (mut c1, mut c2) = (client.clone(), client.clone());
+    let (a, b) = tokio::join!(c1.submit(request.clone()), c2.submit(request.clone()));
+    let first = a.unwrap().into_inner();
+    assert_eq!(
+        first.job.as_ref().unwrap().result_key,
+        b.unwrap().into_inner().job.unwrap().result_key
+    );
+    let again = client.submit(request.clone()).await.unwrap().into_inner();
+    assert_eq!(first.job, again.job);
+    assert_eq!(backend.stats().submit_requests, 1, "billed once");
+
+    // Run with the same id streams that job from its start.
+    let stream = client.run(request.clone()).await.unwrap().into_inner();
+    let (events, status) = collect(stream, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(events[0].result_key, first.job.unwrap().result_key);
+    assert!(matches!(
+        events[0].kind,
+        Some(pb::job_event::Kind::Accepted(_))
+    ));
+    assert_eq!(backend.stats().submit_requests, 1);
+
+    // The same id for other tasks is refused, naming the field.
+    let mut other = request;
+    other.tasks[0].image_url.push_str("?other");
+    let status = client.submit(other).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.get_details_bad_request().unwrap().field_violations[0].field,
+        "request_id"
     );
     server.shutdown().await;
 }

@@ -57,6 +57,7 @@ async fn every_documented_code_on_submit_maps_to_its_grpc_code() {
         let status = client
             .submit(pb::SubmitMattingRequest {
                 tasks: vec![matting_task(&server)],
+                ..Default::default()
             })
             .await
             .expect_err("injected failure");
@@ -105,6 +106,7 @@ async fn retryable_query_errors_are_events_with_the_next_attempt_and_the_job_sti
     let stream = client
         .run(pb::SubmitRemovalRequest {
             tasks: vec![removal_task(&server, Some(1), None)],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -146,6 +148,7 @@ async fn gateway_errors_from_headers_surface_with_their_gateway_code() {
     client
         .submit(pb::SubmitMattingRequest {
             tasks: vec![matting_task(&server)],
+            ..Default::default()
         })
         .await
         .expect("re-sent after a gateway throttle");
@@ -163,6 +166,7 @@ async fn gateway_errors_from_headers_surface_with_their_gateway_code() {
     let status = client
         .submit(pb::SubmitMattingRequest {
             tasks: vec![matting_task(&server)],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -203,6 +207,7 @@ async fn a_wrong_appcode_is_unauthenticated_and_never_echoed() {
                 image_url: image.clone(),
                 mask_url: image,
             }],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -252,6 +257,7 @@ async fn inputs_the_backend_rejects_surface_with_the_documented_codes() {
                     image_url,
                     mask_url,
                 }],
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -310,7 +316,10 @@ async fn invalid_requests_are_refused_field_by_field_and_nothing_is_sent() {
     ];
     for (tasks, fields) in cases {
         let status = client
-            .submit(pb::SubmitRemovalRequest { tasks })
+            .submit(pb::SubmitRemovalRequest {
+                tasks,
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);

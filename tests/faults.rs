@@ -36,7 +36,13 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
                 }
             })
             .collect();
-        match client.submit(pb::SubmitMattingRequest { tasks }).await {
+        match client
+            .submit(pb::SubmitMattingRequest {
+                tasks,
+                ..Default::default()
+            })
+            .await
+        {
             Ok(r) => accepted.push(r.into_inner().job.unwrap().result_key),
             Err(status) => {
                 // Only failures that may have reached the backend come back.

@@ -28,6 +28,7 @@ async fn ten_watchers_on_one_job_cause_one_poll_stream() {
     let submitted = client
         .submit(pb::SubmitMattingRequest {
             tasks: vec![matting_task(&server)],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -102,6 +103,7 @@ async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
                 removal_task(&server, Some(3), None),
                 removal_task(&server, Some(4), Some(3)),
             ],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -62,7 +62,10 @@ async fn shared_polling() {
         };
         let started = Instant::now();
         let job = pb::instance_matting_client::InstanceMattingClient::new(channel.clone())
-            .submit(pb::SubmitMattingRequest { tasks: vec![task] })
+            .submit(pb::SubmitMattingRequest {
+                tasks: vec![task],
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()

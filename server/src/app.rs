@@ -217,7 +217,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     upstream.submit_attempts = config.submit_attempts;
     let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
     let tracker = Tracker::start(client.clone(), config.tracker.clone());
-    let retouch = Retouch::new(client, tracker);
+    let retouch = Retouch::new(client, tracker, config.tracker.retention);
 
     let (routes, health) = crate::grpc::routes(
         retouch.clone(),

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod idempotency;
 pub mod local;
 pub mod samples;
 pub mod service;

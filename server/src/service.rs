@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::{Stream, StreamExt};
 use retouch_api::v1 as pb;
@@ -13,6 +13,7 @@ use retouch_api::v1::watch_response::Kind as WatchKind;
 use crate::aliyun::{AliyunCode, ApiKind, WireTask, WireTaskStatus};
 use crate::convert::{api_to_pb, task_to_pb};
 use crate::error::ServiceError;
+use crate::idempotency::SubmitLedger;
 use crate::tracker::{JobFilter, ListPage, ListQuery, Subscription, Tracker};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use crate::validate::{Violation, validate_submission};
@@ -35,15 +36,18 @@ pub struct Retouch {
     client: UpstreamClient,
     tracker: Tracker,
     draining: Arc<AtomicBool>,
+    ledger: Arc<SubmitLedger<Submitted>>,
 }
 
 impl Retouch {
-    /// A service over `client`, tracking jobs in `tracker`.
-    pub fn new(client: UpstreamClient, tracker: Tracker) -> Self {
+    /// A service over `client`, tracking jobs in `tracker`, remembering
+    /// submit request ids for `idempotency_ttl`.
+    pub fn new(client: UpstreamClient, tracker: Tracker, idempotency_ttl: Duration) -> Self {
         Retouch {
             client,
             tracker,
             draining: Arc::default(),
+            ledger: Arc::new(SubmitLedger::new(idempotency_ttl)),
         }
     }
 
@@ -60,23 +64,65 @@ impl Retouch {
 
     /// Validates `tasks`, submits them (nothing is sent when invalid) and
     /// starts tracking the job.
+    /// A non-empty `request_id` makes retries idempotent.
     pub async fn submit(
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
+        request_id: &str,
     ) -> Result<Submitted, ServiceError> {
-        Ok(self.submit_in_background(api, tasks, false).await?.0)
+        Ok(self.submit_once(api, tasks, false, request_id).await?.0)
     }
 
-    /// Validates, then submits and tracks on a task of its own: a billed
-    /// submit must end up tracked even if the caller hangs up half-way.
+    /// Submits unless `request_id` already names a successful submission of
+    /// the same tasks, whose job is then returned (and, for `subscribe`,
+    /// watched from its `accepted` event).
+    async fn submit_once(
+        &self,
+        api: ApiKind,
+        tasks: Vec<WireTask>,
+        subscribe: bool,
+        request_id: &str,
+    ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
+        validate_submission(api, &tasks).map_err(ServiceError::Invalid)?;
+        if request_id.is_empty() {
+            return self.submit_in_background(api, tasks, subscribe).await;
+        }
+        let slot = self.ledger.slot(request_id, api, &tasks)?;
+        let mut fresh = None;
+        let submitted = slot
+            .get_or_try_init(|| async {
+                let (submitted, subscription) =
+                    self.submit_in_background(api, tasks, subscribe).await?;
+                fresh = subscription;
+                Ok::<_, ServiceError>(submitted)
+            })
+            .await?
+            .clone();
+        if fresh.is_none() && subscribe {
+            tracing::info!(%api, result_key = %submitted.job.result_key, request_id, "repeated request id: returning the first call's job");
+            let filter = JobFilter::Keys(HashSet::from([submitted.job.result_key.clone()]));
+            let replay = self
+                .tracker
+                .subscribe(filter.clone(), Some(submitted.accepted_seq - 1))
+                .await;
+            fresh = Some(match replay {
+                Ok(subscription) => subscription,
+                Err(ServiceError::OutOfRange(_)) => self.tracker.subscribe(filter, None).await?,
+                Err(err) => return Err(err),
+            });
+        }
+        Ok((submitted, fresh))
+    }
+
+    /// Submits and tracks on a task of its own: a billed submit must end up
+    /// tracked even if the caller hangs up half-way.
     async fn submit_in_background(
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
         subscribe: bool,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
-        validate_submission(api, &tasks).map_err(ServiceError::Invalid)?;
         if self.draining.load(Ordering::Acquire) {
             return Err(ServiceError::ShuttingDown);
         }
@@ -152,9 +198,10 @@ impl Retouch {
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
+        request_id: &str,
     ) -> Result<impl Stream<Item = Result<pb::JobEvent, ServiceError>> + Send + 'static, ServiceError>
     {
-        let (_, subscription) = self.submit_in_background(api, tasks, true).await?;
+        let (_, subscription) = self.submit_once(api, tasks, true, request_id).await?;
         let subscription =
             subscription.ok_or_else(|| ServiceError::Internal("Run got no subscription".into()))?;
         let events = subscription

@@ -178,6 +178,7 @@ pub async fn run_matting_sample(
         .await
         .run(pb::SubmitMattingRequest {
             tasks: vec![matting_task(server)],
+            ..Default::default()
         })
         .await
         .expect("run starts")

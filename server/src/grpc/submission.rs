@@ -46,8 +46,9 @@ async fn submit(
     retouch: &Retouch,
     api: ApiKind,
     tasks: Vec<WireTask>,
+    request_id: String,
 ) -> Result<Response<pb::SubmitResponse>, Status> {
-    let submitted = retouch.submit(api, tasks).await?;
+    let submitted = retouch.submit(api, tasks, &request_id).await?;
     Ok(Response::new(pb::SubmitResponse {
         job: Some(submitted.job),
         accepted_seq: submitted.accepted_seq,
@@ -58,8 +59,9 @@ async fn run(
     retouch: &Retouch,
     api: ApiKind,
     tasks: Vec<WireTask>,
+    request_id: String,
 ) -> Result<Response<JobEventStream>, Status> {
-    let events = retouch.run(api, tasks).await?;
+    let events = retouch.run(api, tasks, &request_id).await?;
     Ok(Response::new(Box::pin(
         events.map(|item| item.map_err(Status::from)),
     )))
@@ -71,8 +73,15 @@ impl InstanceMatting for InstanceMattingService {
         &self,
         request: Request<pb::SubmitMattingRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let tasks = matting_tasks(request.into_inner().tasks);
-        submit(&self.retouch, ApiKind::InstanceMatting, tasks).await
+        let request = request.into_inner();
+        let tasks = matting_tasks(request.tasks);
+        submit(
+            &self.retouch,
+            ApiKind::InstanceMatting,
+            tasks,
+            request.request_id,
+        )
+        .await
     }
 
     type RunStream = JobEventStream;
@@ -81,8 +90,15 @@ impl InstanceMatting for InstanceMattingService {
         &self,
         request: Request<pb::SubmitMattingRequest>,
     ) -> Result<Response<Self::RunStream>, Status> {
-        let tasks = matting_tasks(request.into_inner().tasks);
-        run(&self.retouch, ApiKind::InstanceMatting, tasks).await
+        let request = request.into_inner();
+        let tasks = matting_tasks(request.tasks);
+        run(
+            &self.retouch,
+            ApiKind::InstanceMatting,
+            tasks,
+            request.request_id,
+        )
+        .await
     }
 }
 
@@ -92,8 +108,15 @@ impl ObjectRemoval for ObjectRemovalService {
         &self,
         request: Request<pb::SubmitRemovalRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let tasks = removal_tasks(request.into_inner().tasks);
-        submit(&self.retouch, ApiKind::ObjectRemoval, tasks).await
+        let request = request.into_inner();
+        let tasks = removal_tasks(request.tasks);
+        submit(
+            &self.retouch,
+            ApiKind::ObjectRemoval,
+            tasks,
+            request.request_id,
+        )
+        .await
     }
 
     type RunStream = JobEventStream;
@@ -102,7 +125,14 @@ impl ObjectRemoval for ObjectRemovalService {
         &self,
         request: Request<pb::SubmitRemovalRequest>,
     ) -> Result<Response<Self::RunStream>, Status> {
-        let tasks = removal_tasks(request.into_inner().tasks);
-        run(&self.retouch, ApiKind::ObjectRemoval, tasks).await
+        let request = request.into_inner();
+        let tasks = removal_tasks(request.tasks);
+        run(
+            &self.retouch,
+            ApiKind::ObjectRemoval,
+            tasks,
+            request.request_id,
+        )
+        .await
     }
 }
