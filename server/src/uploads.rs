@@ -29,17 +29,29 @@ pub struct UploadConfig {
     pub retention: Duration,
 }
 
+/// Most uploads buffered at once (each up to `max_bytes`).
+pub const MAX_CONCURRENT_UPLOADS: usize = 8;
+
 /// Stores uploads and serves them.
 #[derive(Debug)]
 pub struct UploadStore {
     config: UploadConfig,
+    in_progress: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl UploadStore {
     /// Opens (and creates) the upload directory.
     pub fn open(config: UploadConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(&config.dir)?;
-        Ok(UploadStore { config })
+        Ok(UploadStore {
+            config,
+            in_progress: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
+        })
+    }
+
+    /// A place for one more upload in memory, if there is one.
+    pub fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.in_progress.clone().try_acquire_owned().ok()
     }
 
     /// The largest accepted upload, in bytes.

@@ -90,6 +90,14 @@ impl Jobs for JobsService {
         request: Request<Streaming<pb::UploadImageRequest>>,
     ) -> Result<Response<pb::UploadImageResponse>, Status> {
         use pb::upload_image_request::Kind;
+        // Each upload is buffered whole before it is checked: bound how
+        // many can be in memory at once.
+        let _permit = self.uploads.admit().ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "too many uploads in progress (at most {}); retry shortly",
+                crate::uploads::MAX_CONCURRENT_UPLOADS
+            ))
+        })?;
         let mut stream = request.into_inner();
         let filename = match stream.message().await? {
             Some(pb::UploadImageRequest {
