@@ -86,6 +86,27 @@ async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
     };
     assert_eq!(e.aliyun_code, 23500008);
     assert!(e.next_attempt_at.is_none());
+
+    // Watching the lost job again gives it another chance: the upstream
+    // answers now, so tracking resumes (a new `accepted`) and it finishes.
+    let mut jobs = jobs(&server).await;
+    let stream = jobs
+        .watch(pb::WatchRequest {
+            jobs: vec![pb::JobRef {
+                api: 0,
+                result_key: last.result_key.clone(),
+            }],
+            after_seq: Some(last.seq),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (items, status) = collect(stream, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    let revived = events_of(items);
+    assert!(matches!(revived[0].kind, Some(pb::job_event::Kind::Accepted(_))));
+    assert_eq!(revived.last().unwrap().job_status(), pb::JobStatus::Completed);
     server.shutdown().await;
 }
 

@@ -297,6 +297,36 @@ impl Retouch {
         self.tracker.list(query).await
     }
 
+    /// A LOST job named again by a client gets another chance: if the
+    /// upstream now answers (say, after an AppCode fix), polling resumes.
+    async fn revive_if_lost(&self, job: pb::Job) -> Result<pb::Job, ServiceError> {
+        let Some(api) = crate::convert::api_from_pb(job.api) else {
+            return Ok(job);
+        };
+        if job.status != pb::JobStatus::Lost as i32 {
+            return Ok(job);
+        }
+        match self.client.query(api, &job.result_key).await {
+            Ok(outcome) => {
+                let now = SystemTime::now();
+                let tasks = outcome
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| task_to_pb(i, t, now))
+                    .collect();
+                tracing::info!(%api, result_key = %job.result_key, "lost job answers again; tracking resumed");
+                Ok(self
+                    .tracker
+                    .revive(&job.result_key, tasks)
+                    .await?
+                    .unwrap_or(job))
+            }
+            // Still failing: watchers see the LOST job as it is.
+            Err(_) => Ok(job),
+        }
+    }
+
     /// Makes sure `key` is tracked, adopting a job submitted elsewhere. With
     /// no API given, asks each API in turn which one knows the key.
     async fn ensure_tracked(
@@ -305,7 +335,7 @@ impl Retouch {
         key: &str,
     ) -> Result<pb::Job, ServiceError> {
         if let Some(job) = self.tracker.get(key).await? {
-            return Ok(job);
+            return self.revive_if_lost(job).await;
         }
         let candidates: Vec<ApiKind> = match api {
             Some(api) => vec![api],

@@ -52,6 +52,11 @@ pub(crate) enum Command {
         key: String,
         reply: oneshot::Sender<Option<pb::Job>>,
     },
+    Revive {
+        key: String,
+        tasks: Vec<pb::Task>,
+        reply: oneshot::Sender<Option<pb::Job>>,
+    },
     List {
         query: ListQuery,
         reply: oneshot::Sender<ListPage>,
@@ -159,6 +164,16 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
             } => {
                 let result = subscribe(&state, &mut watchers, filter, after_seq, &streams);
                 let _ = reply.send(result);
+            }
+            Command::Revive { key, tasks, reply } => {
+                if let Some(event) = state.revive(&key, tasks, now) {
+                    let job = state.get(&key).expect("just revived");
+                    if job.status == pb::JobStatus::Active as i32 {
+                        start_poller(&ctx, job);
+                    }
+                    fan_out(&mut watchers, &event);
+                }
+                let _ = reply.send(state.get(&key).cloned());
             }
             Command::Get { key, reply } => {
                 let _ = reply.send(state.get(&key).cloned());

@@ -155,6 +155,18 @@ impl Tracker {
         self.ask(|reply| Command::Get { key, reply }).await
     }
 
+    /// Resumes polling a LOST job, with the tasks a fresh query returned.
+    /// Returns the job as now tracked (unchanged if it was not LOST).
+    pub async fn revive(
+        &self,
+        key: &str,
+        tasks: Vec<pb::Task>,
+    ) -> Result<Option<pb::Job>, ServiceError> {
+        let key = key.to_owned();
+        self.ask(|reply| Command::Revive { key, tasks, reply })
+            .await
+    }
+
     /// A page of tracked jobs.
     pub async fn list(&self, query: ListQuery) -> Result<ListPage, ServiceError> {
         self.ask(|reply| Command::List { query, reply }).await

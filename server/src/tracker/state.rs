@@ -212,6 +212,35 @@ impl TrackerState {
         events
     }
 
+    /// Resumes tracking a LOST job with the tasks a fresh query returned:
+    /// emits a new `accepted` event with the job as it now is. `None` when
+    /// the job is not tracked or not LOST.
+    pub fn revive(
+        &mut self,
+        key: &str,
+        tasks: Vec<pb::Task>,
+        now: SystemTime,
+    ) -> Option<Arc<pb::JobEvent>> {
+        let tracked = self.jobs.get_mut(key)?;
+        if tracked.job.status != pb::JobStatus::Lost as i32 {
+            return None;
+        }
+        tracked.job.tasks = tasks;
+        tracked.job.last_error = None;
+        tracked.job.status = pb::JobStatus::Active as i32;
+        let status = job_status_of(&tracked.job);
+        tracked.job.status = status as i32;
+        tracked.finished_at = (status != pb::JobStatus::Active).then(Instant::now);
+        let job = tracked.job.clone();
+        Some(self.push_event(
+            &job,
+            now,
+            Kind::Accepted(pb::JobAccepted {
+                job: Some(job.clone()),
+            }),
+        ))
+    }
+
     /// Records a failed poll. Without `next_attempt_at` the job is LOST.
     pub fn poll_failed(
         &mut self,
