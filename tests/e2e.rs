@@ -131,15 +131,7 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
 #[tokio::test]
 async fn watch_all_sends_a_snapshot_then_synced_then_live_events() {
     let server = server(test_config()).await;
-    let mut client = matting(&server).await;
-    let first = client
-        .submit(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let first = submit_matting_sample(&server).await;
     let mut jobs = jobs(&server).await;
     let mut stream = jobs
         .watch(pb::WatchRequest::default())
@@ -155,14 +147,7 @@ async fn watch_all_sends_a_snapshot_then_synced_then_live_events() {
     assert!(matches!(synced.kind, Some(WatchKind::Synced(_))));
 
     // A job submitted after the snapshot arrives live.
-    let second = client
-        .submit(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let second = submit_matting_sample(&server).await;
     let key = second.job.unwrap().result_key;
     let seen = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(item) = stream.next().await {
@@ -370,10 +355,7 @@ async fn a_draining_server_refuses_submits_before_billing() {
     server.retouch.drain();
     let status = matting(&server)
         .await
-        .submit(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-            ..Default::default()
-        })
+        .submit(matting_request(&server))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);

@@ -55,10 +55,7 @@ async fn every_documented_code_on_submit_maps_to_its_grpc_code() {
     {
         backend.inject_once(Endpoint::Submit, InjectedFault::Aliyun(code));
         let status = client
-            .submit(pb::SubmitMattingRequest {
-                tasks: vec![matting_task(&server)],
-                ..Default::default()
-            })
+            .submit(matting_request(&server))
             .await
             .expect_err("injected failure");
         assert_upstream_status(&status, code);
@@ -105,8 +102,14 @@ async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
     let (items, status) = collect(stream, Duration::from_secs(30)).await;
     assert!(status.is_none(), "{status:?}");
     let revived = events_of(items);
-    assert!(matches!(revived[0].kind, Some(pb::job_event::Kind::Accepted(_))));
-    assert_eq!(revived.last().unwrap().job_status(), pb::JobStatus::Completed);
+    assert!(matches!(
+        revived[0].kind,
+        Some(pb::job_event::Kind::Accepted(_))
+    ));
+    assert_eq!(
+        revived.last().unwrap().job_status(),
+        pb::JobStatus::Completed
+    );
     server.shutdown().await;
 }
 
@@ -167,10 +170,7 @@ async fn gateway_errors_from_headers_surface_with_their_gateway_code() {
     // A gateway throttle provably never reached the backend: re-sent once.
     backend.inject_once(Endpoint::Submit, InjectedFault::GatewayThrottle);
     client
-        .submit(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-            ..Default::default()
-        })
+        .submit(matting_request(&server))
         .await
         .expect("re-sent after a gateway throttle");
     let stats = backend.stats();
@@ -184,13 +184,7 @@ async fn gateway_errors_from_headers_surface_with_their_gateway_code() {
             message: "Nonce Used",
         },
     );
-    let status = client
-        .submit(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let status = client.submit(matting_request(&server)).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal);
     let info = status.get_details_error_info().unwrap();
     assert_eq!(info.reason, "UPSTREAM_GATEWAY");

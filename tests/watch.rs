@@ -23,16 +23,8 @@ async fn ten_watchers_on_one_job_cause_one_poll_stream() {
     config.tracker.poll_max = Duration::from_millis(100);
     let server = server(config).await;
     let backend = server.local_backend.clone().unwrap();
-    let mut client = matting(&server).await;
     let started = Instant::now();
-    let submitted = client
-        .submit(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(&server)],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let submitted = submit_matting_sample(&server).await;
     let key = submitted.job.unwrap().result_key;
 
     let mut watchers = Vec::new();

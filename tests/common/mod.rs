@@ -176,10 +176,7 @@ pub async fn run_matting_sample(
 ) -> (Vec<pb::JobEvent>, Option<tonic::Status>) {
     let stream = matting(server)
         .await
-        .run(pb::SubmitMattingRequest {
-            tasks: vec![matting_task(server)],
-            ..Default::default()
-        })
+        .run(matting_request(server))
         .await
         .expect("run starts")
         .into_inner();
@@ -195,4 +192,22 @@ pub fn events_of(items: Vec<pb::WatchResponse>) -> Vec<pb::JobEvent> {
             _ => None,
         })
         .collect()
+}
+
+/// The request for one matting task on the sample.
+pub fn matting_request(server: &RunningServer) -> pb::SubmitMattingRequest {
+    pb::SubmitMattingRequest {
+        tasks: vec![matting_task(server)],
+        ..Default::default()
+    }
+}
+
+/// Submits one matting task on the sample; panics if it is refused.
+pub async fn submit_matting_sample(server: &RunningServer) -> pb::SubmitResponse {
+    matting(server)
+        .await
+        .submit(matting_request(server))
+        .await
+        .expect("submit accepted")
+        .into_inner()
 }

@@ -42,12 +42,30 @@ impl ObjectRemovalService {
     }
 }
 
+/// A submission request of either API, taken apart.
+trait SubmissionRequest {
+    /// The upstream tasks and the idempotency key.
+    fn into_parts(self) -> (Vec<WireTask>, String);
+}
+
+impl SubmissionRequest for pb::SubmitMattingRequest {
+    fn into_parts(self) -> (Vec<WireTask>, String) {
+        (matting_tasks(self.tasks), self.request_id)
+    }
+}
+
+impl SubmissionRequest for pb::SubmitRemovalRequest {
+    fn into_parts(self) -> (Vec<WireTask>, String) {
+        (removal_tasks(self.tasks), self.request_id)
+    }
+}
+
 async fn submit(
     retouch: &Retouch,
     api: ApiKind,
-    tasks: Vec<WireTask>,
-    request_id: String,
+    request: Request<impl SubmissionRequest>,
 ) -> Result<Response<pb::SubmitResponse>, Status> {
+    let (tasks, request_id) = request.into_inner().into_parts();
     let submitted = retouch.submit(api, tasks, &request_id).await?;
     Ok(Response::new(pb::SubmitResponse {
         job: Some(submitted.job),
@@ -58,9 +76,9 @@ async fn submit(
 async fn run(
     retouch: &Retouch,
     api: ApiKind,
-    tasks: Vec<WireTask>,
-    request_id: String,
+    request: Request<impl SubmissionRequest>,
 ) -> Result<Response<JobEventStream>, Status> {
+    let (tasks, request_id) = request.into_inner().into_parts();
     let events = retouch.run(api, tasks, &request_id).await?;
     Ok(Response::new(Box::pin(
         events.map(|item| item.map_err(Status::from)),
@@ -73,15 +91,7 @@ impl InstanceMatting for InstanceMattingService {
         &self,
         request: Request<pb::SubmitMattingRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let request = request.into_inner();
-        let tasks = matting_tasks(request.tasks);
-        submit(
-            &self.retouch,
-            ApiKind::InstanceMatting,
-            tasks,
-            request.request_id,
-        )
-        .await
+        submit(&self.retouch, ApiKind::InstanceMatting, request).await
     }
 
     type RunStream = JobEventStream;
@@ -90,15 +100,7 @@ impl InstanceMatting for InstanceMattingService {
         &self,
         request: Request<pb::SubmitMattingRequest>,
     ) -> Result<Response<Self::RunStream>, Status> {
-        let request = request.into_inner();
-        let tasks = matting_tasks(request.tasks);
-        run(
-            &self.retouch,
-            ApiKind::InstanceMatting,
-            tasks,
-            request.request_id,
-        )
-        .await
+        run(&self.retouch, ApiKind::InstanceMatting, request).await
     }
 }
 
@@ -108,15 +110,7 @@ impl ObjectRemoval for ObjectRemovalService {
         &self,
         request: Request<pb::SubmitRemovalRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let request = request.into_inner();
-        let tasks = removal_tasks(request.tasks);
-        submit(
-            &self.retouch,
-            ApiKind::ObjectRemoval,
-            tasks,
-            request.request_id,
-        )
-        .await
+        submit(&self.retouch, ApiKind::ObjectRemoval, request).await
     }
 
     type RunStream = JobEventStream;
@@ -125,14 +119,6 @@ impl ObjectRemoval for ObjectRemovalService {
         &self,
         request: Request<pb::SubmitRemovalRequest>,
     ) -> Result<Response<Self::RunStream>, Status> {
-        let request = request.into_inner();
-        let tasks = removal_tasks(request.tasks);
-        run(
-            &self.retouch,
-            ApiKind::ObjectRemoval,
-            tasks,
-            request.request_id,
-        )
-        .await
+        run(&self.retouch, ApiKind::ObjectRemoval, request).await
     }
 }
