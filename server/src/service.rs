@@ -101,16 +101,11 @@ impl Retouch {
             .clone();
         if fresh.is_none() && subscribe {
             tracing::info!(%api, result_key = %submitted.job.result_key, request_id, "repeated request id: returning the first call's job");
-            let filter = JobFilter::Keys(HashSet::from([submitted.job.result_key.clone()]));
-            let replay = self
-                .tracker
-                .subscribe(filter.clone(), Some(submitted.accepted_seq - 1))
-                .await;
-            fresh = Some(match replay {
-                Ok(subscription) => subscription,
-                Err(ServiceError::OutOfRange(_)) => self.tracker.subscribe(filter, None).await?,
-                Err(err) => return Err(err),
-            });
+            fresh = Some(
+                self.tracker
+                    .subscribe_to_job(&submitted.job.result_key, submitted.accepted_seq)
+                    .await?,
+            );
         }
         Ok((submitted, fresh))
     }

@@ -52,6 +52,11 @@ pub(crate) enum Command {
         key: String,
         reply: oneshot::Sender<Option<pb::Job>>,
     },
+    SubscribeToJob {
+        key: String,
+        accepted_seq: u64,
+        reply: oneshot::Sender<Subscription>,
+    },
     Revive {
         key: String,
         tasks: Vec<pb::Task>,
@@ -122,16 +127,7 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
                 // replays the job from its `accepted` event: nothing can be
                 // evicted or missed in between.
                 let subscription = with_subscription.then(|| {
-                    let filter = JobFilter::Keys(HashSet::from([job.result_key.clone()]));
-                    subscribe(
-                        &state,
-                        &mut watchers,
-                        filter.clone(),
-                        Some(seq - 1),
-                        &streams,
-                    )
-                    .or_else(|_| subscribe(&state, &mut watchers, filter, None, &streams))
-                    .expect("a snapshot subscription cannot fail")
+                    subscribe_to_job(&state, &mut watchers, &job.result_key, seq, &streams)
                 });
                 let _ = reply.send(Tracked {
                     job,
@@ -164,6 +160,15 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContex
             } => {
                 let result = subscribe(&state, &mut watchers, filter, after_seq, &streams);
                 let _ = reply.send(result);
+            }
+            Command::SubscribeToJob {
+                key,
+                accepted_seq,
+                reply,
+            } => {
+                let subscription =
+                    subscribe_to_job(&state, &mut watchers, &key, accepted_seq, &streams);
+                let _ = reply.send(subscription);
             }
             Command::Revive { key, tasks, reply } => {
                 if let Some(event) = state.revive(&key, tasks, now) {
@@ -273,6 +278,27 @@ fn subscribe(
         pending,
         closed: streams.closed.clone(),
     })
+}
+
+/// A watcher of one job, replaying it from its `accepted` event, or from a
+/// snapshot of it when that event is no longer retained.
+fn subscribe_to_job(
+    state: &TrackerState,
+    watchers: &mut Vec<Watcher>,
+    key: &str,
+    accepted_seq: u64,
+    streams: &StreamSettings,
+) -> Subscription {
+    let filter = JobFilter::Keys(HashSet::from([key.to_owned()]));
+    subscribe(
+        state,
+        watchers,
+        filter.clone(),
+        Some(accepted_seq - 1),
+        streams,
+    )
+    .or_else(|_| subscribe(state, watchers, filter, None, streams))
+    .expect("a snapshot subscription cannot fail")
 }
 
 fn fan_out(watchers: &mut Vec<Watcher>, event: &Arc<pb::JobEvent>) {

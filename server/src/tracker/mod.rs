@@ -149,6 +149,22 @@ impl Tracker {
         .await?
     }
 
+    /// Registers a watcher of one job, replaying it from its `accepted`
+    /// event (`accepted_seq`), or from a snapshot if that is gone.
+    pub async fn subscribe_to_job(
+        &self,
+        key: &str,
+        accepted_seq: u64,
+    ) -> Result<Subscription, ServiceError> {
+        let key = key.to_owned();
+        self.ask(|reply| Command::SubscribeToJob {
+            key,
+            accepted_seq,
+            reply,
+        })
+        .await
+    }
+
     /// The job, if tracked.
     pub async fn get(&self, key: &str) -> Result<Option<pb::Job>, ServiceError> {
         let key = key.to_owned();
