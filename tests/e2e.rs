@@ -75,23 +75,19 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
     assert_eq!(job.tasks[0].kernel_size, Some(7));
 
     // Watch from the accepted event on: the whole job, then the end.
-    let mut jobs = jobs(&server).await;
-    let stream = jobs
-        .watch(pb::WatchRequest {
-            jobs: vec![pb::JobRef {
-                api: pb::Api::ObjectRemoval as i32,
-                result_key: job.result_key.clone(),
-            }],
-            after_seq: Some(submitted.accepted_seq - 1),
-            follow: false,
-            server_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (items, status) = collect(stream, Duration::from_secs(30)).await;
-    assert!(status.is_none(), "{status:?}");
+    let job_ref = pb::JobRef {
+        api: pb::Api::ObjectRemoval as i32,
+        result_key: job.result_key.clone(),
+    };
+    let items = watch_until_done(
+        &server,
+        vec![job_ref],
+        submitted.accepted_seq - 1,
+        Duration::from_secs(30),
+    )
+    .await;
     let events = events_of(items);
+    let mut jobs = jobs(&server).await;
     for task in 0..2 {
         assert_eq!(
             task_history(&events, task).last(),

@@ -86,21 +86,11 @@ async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
 
     // Watching the lost job again gives it another chance: the upstream
     // answers now, so tracking resumes (a new `accepted`) and it finishes.
-    let mut jobs = jobs(&server).await;
-    let stream = jobs
-        .watch(pb::WatchRequest {
-            jobs: vec![pb::JobRef {
-                api: 0,
-                result_key: last.result_key.clone(),
-            }],
-            after_seq: Some(last.seq),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (items, status) = collect(stream, Duration::from_secs(30)).await;
-    assert!(status.is_none(), "{status:?}");
+    let job_ref = pb::JobRef {
+        api: 0,
+        result_key: last.result_key.clone(),
+    };
+    let items = watch_until_done(&server, vec![job_ref], last.seq, Duration::from_secs(30)).await;
     let revived = events_of(items);
     assert!(matches!(
         revived[0].kind,

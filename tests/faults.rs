@@ -59,27 +59,17 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
     }
     assert!(!accepted.is_empty(), "some submits get through");
 
-    let mut jobs = jobs(&server).await;
-    let stream = jobs
-        .watch(pb::WatchRequest {
-            jobs: accepted
-                .iter()
-                .map(|k| pb::JobRef {
-                    api: pb::Api::InstanceMatting as i32,
-                    result_key: k.clone(),
-                })
-                .collect(),
-            // Replay from the start, so every event of these jobs is counted.
-            after_seq: Some(0),
-            follow: false,
-            server_id: String::new(),
+    let job_refs = accepted
+        .iter()
+        .map(|k| pb::JobRef {
+            api: pb::Api::InstanceMatting as i32,
+            result_key: k.clone(),
         })
-        .await
-        .unwrap()
-        .into_inner();
-    // The stream ends once every named job is finished.
-    let (items, status) = collect(stream, Duration::from_secs(90)).await;
-    assert!(status.is_none(), "{status:?}");
+        .collect();
+    // Replayed from the start, so every event of these jobs is counted; the
+    // stream ends once every named job is finished.
+    let items = watch_until_done(&server, job_refs, 0, Duration::from_secs(90)).await;
+    let mut jobs = jobs(&server).await;
     assert!(!items.is_empty());
     let mut upstream_errors = 0;
     for item in &items {

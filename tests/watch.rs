@@ -132,18 +132,7 @@ async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
     // Let more happen while disconnected.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let second = jobs
-        .watch(pb::WatchRequest {
-            jobs: vec![job_ref],
-            after_seq: Some(last_seq),
-            follow: false,
-            server_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (items, status) = collect(second, Duration::from_secs(30)).await;
-    assert!(status.is_none(), "{status:?}");
+    let items = watch_until_done(&server, vec![job_ref], last_seq, Duration::from_secs(30)).await;
     assert_eq!(
         items
             .iter()

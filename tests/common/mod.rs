@@ -211,3 +211,27 @@ pub async fn submit_matting_sample(server: &RunningServer) -> pb::SubmitResponse
         .expect("submit accepted")
         .into_inner()
 }
+
+/// Watches `jobs` from after `after_seq` until every one of them has
+/// finished, and returns everything the stream sent; the stream must end OK
+/// within `limit`.
+pub async fn watch_until_done(
+    server: &RunningServer,
+    jobs: Vec<pb::JobRef>,
+    after_seq: u64,
+    limit: Duration,
+) -> Vec<pb::WatchResponse> {
+    let stream = self::jobs(server)
+        .await
+        .watch(pb::WatchRequest {
+            jobs,
+            after_seq: Some(after_seq),
+            ..Default::default()
+        })
+        .await
+        .expect("watch starts")
+        .into_inner();
+    let (items, status) = collect(stream, limit).await;
+    assert!(status.is_none(), "the watch ends OK, got {status:?}");
+    items
+}
