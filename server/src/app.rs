@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::SimpleEngine;
+use crate::engine::ClassicEngine;
 use crate::local::{LocalBackend, LocalBackendConfig};
 use crate::service::Retouch;
 use crate::tracker::{Tracker, TrackerConfig};
@@ -156,7 +156,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             (None, base_url.clone(), appcode.clone())
         }
         UpstreamTarget::Local(local) => {
-            let backend = LocalBackend::new(local.clone(), Arc::new(SimpleEngine));
+            let backend = LocalBackend::new(local.clone(), Arc::new(ClassicEngine::default()));
             let base =
                 reqwest::Url::parse(&http_base).map_err(|e| StartError::Config(e.to_string()))?;
             (Some(backend), base, local.appcode.clone())

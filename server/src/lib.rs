@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod local;
 pub mod samples;
 pub mod service;
+pub mod synthetic;
 pub mod tracker;
 pub mod uploads;
 pub mod upstream;

@@ -42,7 +42,7 @@ async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result
         .to_config(args.appcode.clone(), args.public_base_url.clone())?;
     let backend = retouch_server::local::LocalBackend::new(
         config,
-        std::sync::Arc::new(retouch_server::engine::SimpleEngine),
+        std::sync::Arc::new(retouch_server::engine::ClassicEngine::default()),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

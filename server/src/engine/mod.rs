@@ -1,18 +1,20 @@
-//! Image engines: the processing interface behind the local backend and a
-//! simple, real CPU implementation of it.
+//! Image engines: the processing interface behind the local backend, and
+//! [`ClassicEngine`], its CPU implementation with classical computer vision
+//! (closed-form matting, PatchMatch completion, fast marching).
 //!
-//! The interface is deliberately small (one call per API) so that better
-//! engines can replace [`SimpleEngine`] without touching the backend.
+//! The interface is deliberately small (one call per API) so that the
+//! server, the local backend and library users all call the same code, and
+//! other engines can be plugged in without touching the backend. The
+//! building blocks are public in [`matting`] and [`removal`] for benchmarks
+//! and for callers that want to choose methods themselves.
 
-mod alpha;
-mod blur;
+mod classic;
 mod harmonic;
-mod region;
-mod removal;
-mod simple;
-mod texture;
+pub mod matting;
+pub mod planes;
+pub mod removal;
 
-pub use simple::SimpleEngine;
+pub use classic::ClassicEngine;
 
 use image::{GrayImage, RgbImage, RgbaImage};
 

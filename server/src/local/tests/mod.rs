@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{LocalBackend, LocalBackendConfig};
 use crate::aliyun::{AliyunCode, ApiKind};
-use crate::engine::SimpleEngine;
+use crate::engine::ClassicEngine;
 use crate::local::encode_png;
 
 /// The AppCode of test backends.
@@ -72,7 +72,7 @@ impl Answer {
 }
 
 async fn start(config: LocalBackendConfig) -> Harness {
-    let backend = LocalBackend::new(config, Arc::new(SimpleEngine));
+    let backend = LocalBackend::new(config, Arc::new(ClassicEngine::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = backend.router().merge(web_host());

@@ -1,31 +1,32 @@
-//! The simple engine: Gaussian-softened matting and harmonic inpainting
-//! with grain. Real processing, no models.
+//! The classic engine: the CPU engine of the local backend.
 
 use image::{GrayImage, RgbImage, RgbaImage};
 
-use super::alpha::soft_alpha;
-use super::removal::remove_object;
+use super::matting::{self, MattingOptions};
+use super::removal::{self, FillStrategy};
 use super::{Engine, EngineError, RemovalParams, check_sizes};
 
-/// A CPU engine with no models: matting softens the given mask into alpha,
-/// removal fills the masked region by multi-scale harmonic inpainting plus
-/// seeded grain matched to the surrounding texture.
+/// Classical computer vision on the CPU, no model weights: closed-form
+/// matting with multi-level foreground estimation, and object removal by
+/// multi-scale PatchMatch completion (fast marching for thin strokes).
+/// Parallel across cores with rayon; calls block, so async callers run them
+/// on a blocking pool.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SimpleEngine;
+pub struct ClassicEngine {
+    /// Matting options.
+    pub matting: MattingOptions,
+    /// How removal holes are filled.
+    pub fill: FillStrategy,
+}
 
-impl Engine for SimpleEngine {
+impl Engine for ClassicEngine {
     fn name(&self) -> &'static str {
-        "simple"
+        "classic"
     }
 
     fn matte(&self, image: &RgbImage, mask: &GrayImage) -> Result<RgbaImage, EngineError> {
         check_sizes(image.dimensions(), mask.dimensions())?;
-        let alpha = soft_alpha(mask);
-        let mut out = RgbaImage::new(image.width(), image.height());
-        for ((o, p), a) in out.pixels_mut().zip(image.pixels()).zip(alpha.pixels()) {
-            o.0 = [p.0[0], p.0[1], p.0[2], a.0[0]];
-        }
-        Ok(out)
+        Ok(matting::matte(image, mask, &self.matting))
     }
 
     fn remove(
@@ -35,7 +36,7 @@ impl Engine for SimpleEngine {
         params: &RemovalParams,
     ) -> Result<RgbImage, EngineError> {
         check_sizes(image.dimensions(), mask.dimensions())?;
-        Ok(remove_object(image, mask, params))
+        Ok(removal::remove(image, mask, params, self.fill))
     }
 }
 
@@ -80,10 +81,10 @@ mod tests {
         let image = textured(97, 61);
         let mask = rect_mask(97, 61, 20, 10, 50, 40);
         assert_eq!(
-            SimpleEngine.matte(&image, &mask).unwrap().dimensions(),
+            ClassicEngine::default().matte(&image, &mask).unwrap().dimensions(),
             (97, 61)
         );
-        let out = SimpleEngine.remove(&image, &mask, &params(1, 5)).unwrap();
+        let out = ClassicEngine::default().remove(&image, &mask, &params(1, 5)).unwrap();
         assert_eq!(out.dimensions(), (97, 61));
     }
 
@@ -91,16 +92,16 @@ mod tests {
     fn size_mismatch_is_an_error() {
         let image = textured(40, 40);
         let mask = GrayImage::new(40, 41);
-        let err = SimpleEngine.matte(&image, &mask).unwrap_err();
+        let err = ClassicEngine::default().matte(&image, &mask).unwrap_err();
         assert!(err.message().contains("40x41"), "{err}");
-        assert!(SimpleEngine.remove(&image, &mask, &params(0, 1)).is_err());
+        assert!(ClassicEngine::default().remove(&image, &mask, &params(0, 1)).is_err());
     }
 
     #[test]
     fn removal_keeps_pixels_outside_the_grown_mask() {
         let image = textured(120, 90);
         let mask = rect_mask(120, 90, 30, 20, 70, 60);
-        let out = SimpleEngine.remove(&image, &mask, &params(3, 9)).unwrap();
+        let out = ClassicEngine::default().remove(&image, &mask, &params(3, 9)).unwrap();
         let mut changed = 0;
         for (x, y, p) in out.enumerate_pixels() {
             let inside_grown = (26..74).contains(&x) && (16..64).contains(&y);
@@ -117,9 +118,9 @@ mod tests {
     fn removal_is_deterministic_per_seed() {
         let image = textured(100, 80);
         let mask = rect_mask(100, 80, 25, 20, 75, 60);
-        let a = SimpleEngine.remove(&image, &mask, &params(42, 3)).unwrap();
-        let b = SimpleEngine.remove(&image, &mask, &params(42, 3)).unwrap();
-        let c = SimpleEngine.remove(&image, &mask, &params(43, 3)).unwrap();
+        let a = ClassicEngine::default().remove(&image, &mask, &params(42, 3)).unwrap();
+        let b = ClassicEngine::default().remove(&image, &mask, &params(42, 3)).unwrap();
+        let c = ClassicEngine::default().remove(&image, &mask, &params(43, 3)).unwrap();
         assert_eq!(a.as_raw(), b.as_raw());
         assert_ne!(a.as_raw(), c.as_raw());
     }
@@ -128,7 +129,7 @@ mod tests {
     fn matting_alpha_is_opaque_inside_and_transparent_far_outside() {
         let image = textured(200, 150);
         let mask = rect_mask(200, 150, 50, 40, 150, 110);
-        let out = SimpleEngine.matte(&image, &mask).unwrap();
+        let out = ClassicEngine::default().matte(&image, &mask).unwrap();
         assert_eq!(out.get_pixel(100, 75).0[3], 255);
         assert_eq!(out.get_pixel(56, 46).0[3], 255);
         assert_eq!(out.get_pixel(10, 10).0[3], 0);
@@ -148,7 +149,7 @@ mod tests {
         let (w, h) = (240, 180);
         let image = gradient(w, h);
         let mask = rect_mask(w, h, 70, 50, 170, 130);
-        let out = SimpleEngine.remove(&image, &mask, &params(7, 1)).unwrap();
+        let out = ClassicEngine::default().remove(&image, &mask, &params(7, 1)).unwrap();
 
         let hole: Vec<(u32, u32)> = (50..130)
             .flat_map(|y| (70..170).map(move |x| (x, y)))
@@ -188,10 +189,10 @@ mod tests {
     fn a_hole_covering_everything_becomes_grey_and_an_empty_mask_changes_nothing() {
         let image = textured(50, 40);
         let all = rect_mask(50, 40, 0, 0, 50, 40);
-        let out = SimpleEngine.remove(&image, &all, &params(0, 1)).unwrap();
+        let out = ClassicEngine::default().remove(&image, &all, &params(0, 1)).unwrap();
         assert!(out.pixels().all(|p| p.0 == [128; 3]));
         let none = GrayImage::new(50, 40);
-        let out = SimpleEngine.remove(&image, &none, &params(0, 59)).unwrap();
+        let out = ClassicEngine::default().remove(&image, &none, &params(0, 59)).unwrap();
         assert_eq!(out.as_raw(), image.as_raw());
     }
 }
@@ -218,7 +219,7 @@ mod large {
             }])
         });
         let started = std::time::Instant::now();
-        let out = SimpleEngine
+        let out = ClassicEngine::default()
             .remove(
                 &image,
                 &mask,

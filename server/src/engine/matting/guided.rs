@@ -1,0 +1,180 @@
+//! The guided filter of He, Sun and Tang (2013) with a colour guide: an
+//! edge-preserving smoothing whose output is locally an affine function of
+//! the guide's colours. Used to refine an alpha upsampled from a coarse
+//! solve (the fast path) and, on its own, as a baseline matte.
+
+use rayon::prelude::*;
+
+use crate::engine::planes::{ColorPlane, invert_symmetric3, mul_symmetric3, resize_bilinear};
+
+/// Filters `input` (one value per pixel of `guide`) over square windows of
+/// the given `radius`, with regulariser `epsilon` on `0..=1` colours.
+///
+/// Coefficients are computed at 1/2^`halvings` of the resolution and
+/// upsampled (the "fast guided filter"), which keeps memory and time
+/// proportional to the reduced image; the output keeps full-resolution
+/// edges because the final `a·I + b` uses the full-resolution guide.
+pub fn guided_filter(
+    guide: &ColorPlane,
+    input: &[f32],
+    radius: usize,
+    epsilon: f32,
+    halvings: u32,
+) -> Vec<f32> {
+    let (w, h) = (guide.width, guide.height);
+    let mut small_guide = guide.clone();
+    let mut small_input = input.to_vec();
+    for _ in 0..halvings {
+        small_input = downsample_scalar(&small_input, small_guide.width, small_guide.height);
+        small_guide = small_guide.downsample();
+    }
+    let r = (radius >> halvings).max(1);
+    let (sw, sh) = (small_guide.width, small_guide.height);
+    let n = sw * sh;
+
+    // The thirteen window means the coefficients need: I, p, I·p, I·Iᵀ.
+    let channel = |f: &(dyn Fn(usize) -> f32 + Sync)| {
+        let plane: Vec<f32> = (0..n).into_par_iter().map(f).collect();
+        box_mean(&plane, sw, sh, r)
+    };
+    let px = &small_guide.pixels;
+    let p = &small_input;
+    let mean_i: [Vec<f32>; 3] = std::array::from_fn(|c| channel(&|i| px[i][c]));
+    let mean_p = channel(&|i| p[i]);
+    let mean_ip: [Vec<f32>; 3] = std::array::from_fn(|c| channel(&|i| px[i][c] * p[i]));
+    const PAIRS: [(usize, usize); 6] = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)];
+    let mean_ii: [Vec<f32>; 6] =
+        std::array::from_fn(|k| channel(&|i| px[i][PAIRS[k].0] * px[i][PAIRS[k].1]));
+
+    let coefficients: Vec<[f32; 4]> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mu = [mean_i[0][i], mean_i[1][i], mean_i[2][i]];
+            let mut sigma: [f32; 6] =
+                std::array::from_fn(|k| mean_ii[k][i] - mu[PAIRS[k].0] * mu[PAIRS[k].1]);
+            sigma[0] += epsilon;
+            sigma[3] += epsilon;
+            sigma[5] += epsilon;
+            let cov_ip: [f32; 3] = std::array::from_fn(|c| mean_ip[c][i] - mu[c] * mean_p[i]);
+            let a = mul_symmetric3(&invert_symmetric3(sigma), cov_ip);
+            let b = mean_p[i] - a[0] * mu[0] - a[1] * mu[1] - a[2] * mu[2];
+            [a[0], a[1], a[2], b]
+        })
+        .collect();
+    let smoothed: [Vec<f32>; 4] = std::array::from_fn(|c| {
+        let plane: Vec<f32> = coefficients.iter().map(|v| v[c]).collect();
+        let mean = box_mean(&plane, sw, sh, r);
+        if halvings == 0 {
+            mean
+        } else {
+            resize_bilinear(&mean, sw, sh, w, h)
+        }
+    });
+    guide
+        .pixels
+        .par_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            smoothed[0][i] * c[0] + smoothed[1][i] * c[1] + smoothed[2][i] * c[2] + smoothed[3][i]
+        })
+        .collect()
+}
+
+/// Mean over the `(2r+1)²` window around each pixel, clipped at the
+/// borders (dividing by the number of pixels actually inside).
+pub fn box_mean(plane: &[f32], width: usize, height: usize, r: usize) -> Vec<f32> {
+    let mut rows = vec![0.0f32; plane.len()];
+    rows.par_chunks_mut(width)
+        .zip(plane.par_chunks(width))
+        .for_each(|(out, src)| running_mean(src, out, r));
+    // Columns: transpose so the same running sum works on contiguous data.
+    let transposed = transpose(&rows, width, height);
+    let mut cols = vec![0.0f32; plane.len()];
+    cols.par_chunks_mut(height)
+        .zip(transposed.par_chunks(height))
+        .for_each(|(out, src)| running_mean(src, out, r));
+    transpose(&cols, height, width)
+}
+
+/// Clipped sliding-window mean of one line, accumulated in f64 so long
+/// lines do not drift.
+fn running_mean(src: &[f32], out: &mut [f32], r: usize) {
+    let n = src.len();
+    let mut sum = 0.0f64;
+    let mut lo = 0usize;
+    let mut hi = 0usize;
+    for (x, o) in out.iter_mut().enumerate() {
+        let want_hi = (x + r + 1).min(n);
+        while hi < want_hi {
+            sum += f64::from(src[hi]);
+            hi += 1;
+        }
+        let want_lo = x.saturating_sub(r);
+        while lo < want_lo {
+            sum -= f64::from(src[lo]);
+            lo += 1;
+        }
+        *o = (sum / (hi - lo) as f64) as f32;
+    }
+}
+
+fn transpose(plane: &[f32], width: usize, height: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; plane.len()];
+    out.par_chunks_mut(height).enumerate().for_each(|(x, col)| {
+        for (y, v) in col.iter_mut().enumerate() {
+            *v = plane[y * width + x];
+        }
+    });
+    out
+}
+
+/// Halves a scalar plane (rounding up) by averaging 2×2 blocks.
+pub fn downsample_scalar(plane: &[f32], width: usize, height: usize) -> Vec<f32> {
+    let (w, h) = (width.div_ceil(2), height.div_ceil(2));
+    let mut out = vec![0.0f32; w * h];
+    out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        for (x, o) in row.iter_mut().enumerate() {
+            let mut sum = 0.0;
+            let mut n = 0.0;
+            for fy in (2 * y)..(2 * y + 2).min(height) {
+                for fx in (2 * x)..(2 * x + 2).min(width) {
+                    sum += plane[fy * width + fx];
+                    n += 1.0;
+                }
+            }
+            *o = sum / n;
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_mean_of_a_constant_is_the_constant_and_clips_at_borders() {
+        let out = box_mean(&[2.0; 35], 7, 5, 2);
+        assert!(out.iter().all(|v| (v - 2.0).abs() < 1e-6));
+        let ramp: Vec<f32> = (0..5).map(|x| x as f32).collect();
+        let out = box_mean(&ramp, 5, 1, 1);
+        assert_eq!(out, vec![0.5, 1.0, 2.0, 3.0, 3.5]);
+    }
+
+    #[test]
+    fn guided_filter_keeps_an_edge_the_guide_has() {
+        let (w, h) = (40, 20);
+        let guide = ColorPlane {
+            width: w,
+            height: h,
+            pixels: (0..w * h)
+                .map(|i| if i % w < 20 { [0.1; 3] } else { [0.9; 3] })
+                .collect(),
+        };
+        let input: Vec<f32> = (0..w * h).map(|i| if i % w < 23 { 0.0 } else { 1.0 }).collect();
+        let out = guided_filter(&guide, &input, 4, 1e-4, 0);
+        let row = &out[10 * w..11 * w];
+        // The step moves to where the guide has its edge, and stays sharp.
+        assert!(row[19] < 0.05 && row[20] - row[19] > 0.25, "{row:?}");
+    }
+}

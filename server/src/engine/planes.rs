@@ -1,0 +1,162 @@
+//! Floating-point image planes the engines compute on, and conversions from
+//! and to the 8-bit images of the API.
+
+use image::RgbImage;
+use rayon::prelude::*;
+
+/// An RGB image with channels in `0.0..=1.0`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColorPlane {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width * height` pixels.
+    pub pixels: Vec<[f32; 3]>,
+}
+
+impl ColorPlane {
+    /// Converts an 8-bit image.
+    pub fn from_rgb(image: &RgbImage) -> Self {
+        ColorPlane {
+            width: image.width() as usize,
+            height: image.height() as usize,
+            pixels: image
+                .pixels()
+                .map(|p| p.0.map(|v| f32::from(v) / 255.0))
+                .collect(),
+        }
+    }
+
+    /// Halves both sides (rounding up) by averaging 2×2 blocks.
+    pub fn downsample(&self) -> Self {
+        let (w, h) = (self.width.div_ceil(2), self.height.div_ceil(2));
+        let mut pixels = vec![[0.0f32; 3]; w * h];
+        pixels
+            .par_chunks_mut(w)
+            .enumerate()
+            .for_each(|(y, row)| {
+                for (x, out) in row.iter_mut().enumerate() {
+                    let mut sum = [0.0f32; 3];
+                    let mut n = 0.0;
+                    for fy in (2 * y)..(2 * y + 2).min(self.height) {
+                        for fx in (2 * x)..(2 * x + 2).min(self.width) {
+                            let p = self.pixels[fy * self.width + fx];
+                            (0..3).for_each(|c| sum[c] += p[c]);
+                            n += 1.0;
+                        }
+                    }
+                    *out = sum.map(|s| s / n);
+                }
+            });
+        ColorPlane {
+            width: w,
+            height: h,
+            pixels,
+        }
+    }
+}
+
+/// Bilinear resampling of a `width`×`height` scalar plane to
+/// `to_width`×`to_height`, pixel centres aligned.
+pub fn resize_bilinear(
+    plane: &[f32],
+    width: usize,
+    height: usize,
+    to_width: usize,
+    to_height: usize,
+) -> Vec<f32> {
+    let sx = width as f32 / to_width as f32;
+    let sy = height as f32 / to_height as f32;
+    let mut out = vec![0.0f32; to_width * to_height];
+    out.par_chunks_mut(to_width)
+        .enumerate()
+        .for_each(|(y, row)| {
+            let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (height - 1) as f32);
+            let y0 = fy as usize;
+            let y1 = (y0 + 1).min(height - 1);
+            let ty = fy - y0 as f32;
+            for (x, out) in row.iter_mut().enumerate() {
+                let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (width - 1) as f32);
+                let x0 = fx as usize;
+                let x1 = (x0 + 1).min(width - 1);
+                let tx = fx - x0 as f32;
+                let top = plane[y0 * width + x0] * (1.0 - tx) + plane[y0 * width + x1] * tx;
+                let bottom = plane[y1 * width + x0] * (1.0 - tx) + plane[y1 * width + x1] * tx;
+                *out = top * (1.0 - ty) + bottom * ty;
+            }
+        });
+    out
+}
+
+/// Dot product in `f64`, summed in fixed-size chunks so the result does not
+/// depend on how rayon splits the work.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    const CHUNK: usize = 4096;
+    let partial: Vec<f64> = a
+        .par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum()
+        })
+        .collect();
+    partial.iter().sum()
+}
+
+/// Inverse of a symmetric 3×3 matrix given as `[xx, xy, xz, yy, yz, zz]`,
+/// in the same layout. The matrices inverted here are covariances plus a
+/// positive regulariser, so the determinant is positive.
+pub fn invert_symmetric3(m: [f32; 6]) -> [f32; 6] {
+    let [a, b, c, d, e, f] = m.map(f64::from);
+    let (ia, ib, ic) = (d * f - e * e, c * e - b * f, b * e - c * d);
+    let det = a * ia + b * ib + c * ic;
+    let inv = 1.0 / det;
+    [
+        ia * inv,
+        ib * inv,
+        ic * inv,
+        (a * f - c * c) * inv,
+        (b * c - a * e) * inv,
+        (a * d - b * b) * inv,
+    ]
+    .map(|v| v as f32)
+}
+
+/// `m · v` for a symmetric 3×3 `m` in the layout of [`invert_symmetric3`].
+pub fn mul_symmetric3(m: &[f32; 6], v: [f32; 3]) -> [f32; 3] {
+    [
+        m[0] * v[0] + m[1] * v[1] + m[2] * v[2],
+        m[1] * v[0] + m[3] * v[1] + m[4] * v[2],
+        m[2] * v[0] + m[4] * v[1] + m[5] * v[2],
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symmetric_inverse_inverts() {
+        let m = [2.0, 0.5, 0.1, 1.5, 0.2, 1.0];
+        let inv = invert_symmetric3(m);
+        for v in [[1.0, 0.0, 0.0], [0.3, -2.0, 0.7]] {
+            let back = mul_symmetric3(&m, mul_symmetric3(&inv, v));
+            for c in 0..3 {
+                assert!((back[c] - v[c]).abs() < 1e-5, "{back:?} vs {v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn resize_keeps_constants_and_ramps() {
+        let ramp: Vec<f32> = (0..40).map(|i| (i % 8) as f32).collect();
+        let up = resize_bilinear(&ramp, 8, 5, 16, 10);
+        assert_eq!(up.len(), 160);
+        assert!(up[..16].windows(2).all(|w| w[0] <= w[1]));
+        let flat = resize_bilinear(&[3.0; 12], 4, 3, 9, 7);
+        assert!(flat.iter().all(|v| (v - 3.0).abs() < 1e-6));
+    }
+}

@@ -1,0 +1,205 @@
+//! Object removal (mask 255 = remove): grow the mask by `kernel_size`, then
+//! fill each connected part of it: thin strokes by fast marching, larger
+//! regions by multi-scale exemplar-based completion. Pixels outside the
+//! grown mask are returned unchanged.
+
+mod completion;
+mod fast_march;
+mod grow;
+
+pub use grow::grown_mask;
+
+use image::{GrayImage, Luma, RgbImage};
+use imageproc::distance_transform::euclidean_squared_distance_transform;
+use imageproc::region_labelling::{Connectivity, connected_components};
+
+use super::RemovalParams;
+use completion::Level;
+use fast_march::fast_march_fill;
+
+/// Parts of the hole whose largest inscribed circle has at most this radius
+/// (in pixels) are thin: strokes and scribbles, filled by fast marching.
+pub const THIN_RADIUS: f32 = 4.5;
+/// Neighbourhood radius of the fast-marching estimate.
+const MARCH_RADIUS: f32 = 3.0;
+/// Value given to a hole that covers the whole image, which has no
+/// surroundings to borrow from.
+const NEUTRAL_GREY: u8 = 128;
+
+/// How the hole is filled; [`FillStrategy::Auto`] is what the engine uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FillStrategy {
+    /// Thin parts by fast marching, the rest by patch-based completion.
+    #[default]
+    Auto,
+    /// Everything by fast marching (for comparison).
+    FastMarching,
+    /// Everything by patch-based completion (for comparison).
+    Completion,
+}
+
+/// Removes the masked region of `image` (mask and image of the same size,
+/// checked by the caller).
+pub fn remove(
+    image: &RgbImage,
+    mask: &GrayImage,
+    params: &RemovalParams,
+    strategy: FillStrategy,
+) -> RgbImage {
+    let hole = grown_mask(mask, params.kernel_size);
+    fill(image, &hole, params.seed, strategy)
+}
+
+/// Fills the pixels of `hole` (255 = fill, no further growing).
+pub fn fill(image: &RgbImage, hole: &GrayImage, seed: u64, strategy: FillStrategy) -> RgbImage {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let hole_flags: Vec<bool> = hole.as_raw().iter().map(|&v| v != 0).collect();
+    let mut out = image.clone();
+    let Some(window) = Window::around(&hole_flags, width, height) else {
+        return out;
+    };
+    if hole_flags.iter().all(|&h| h) {
+        out.pixels_mut().for_each(|p| p.0 = [NEUTRAL_GREY; 3]);
+        return out;
+    }
+    let mut level = window.crop(image, &hole_flags);
+    let parts = Parts::of(&level);
+    let (w, h) = (level.width, level.height);
+
+    let thin: Vec<bool> = (0..w * h)
+        .map(|i| match strategy {
+            FillStrategy::Auto => level.hole[i] && parts.is_thin(i),
+            FillStrategy::FastMarching => level.hole[i],
+            FillStrategy::Completion => false,
+        })
+        .collect();
+    if thin.iter().any(|&t| t) {
+        fast_march_fill(&mut level.pixels, &thin, w, h, MARCH_RADIUS);
+        for (hole, thin) in level.hole.iter_mut().zip(&thin) {
+            *hole &= !thin;
+        }
+    }
+    if level.hole.iter().any(|&h| h) {
+        let radius = parts.widest_radius(&level.hole);
+        completion::complete(&mut level, radius, seed);
+    }
+    window.paste(&level, &hole_flags, &mut out);
+    out
+}
+
+/// The part of the image the fill works on: the hole's bounding box with a
+/// margin as wide as the box, so sources come from the hole's surroundings
+/// without scanning a whole large photo for a small hole.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    x0: usize,
+    y0: usize,
+    x1: usize,
+    y1: usize,
+}
+
+impl Window {
+    fn around(hole: &[bool], width: usize, height: usize) -> Option<Window> {
+        let mut bbox: Option<Window> = None;
+        for (i, _) in hole.iter().enumerate().filter(|(_, h)| **h) {
+            let (x, y) = (i % width, i / width);
+            let b = bbox.get_or_insert(Window {
+                x0: x,
+                y0: y,
+                x1: x + 1,
+                y1: y + 1,
+            });
+            b.x0 = b.x0.min(x);
+            b.x1 = b.x1.max(x + 1);
+            b.y0 = b.y0.min(y);
+            b.y1 = b.y1.max(y + 1);
+        }
+        let b = bbox?;
+        let margin = (b.x1 - b.x0).max(b.y1 - b.y0).max(64);
+        Some(Window {
+            x0: b.x0.saturating_sub(margin),
+            y0: b.y0.saturating_sub(margin),
+            x1: (b.x1 + margin).min(width),
+            y1: (b.y1 + margin).min(height),
+        })
+    }
+
+    fn crop(&self, image: &RgbImage, hole: &[bool]) -> Level {
+        let (w, h) = (self.x1 - self.x0, self.y1 - self.y0);
+        let width = image.width() as usize;
+        let raw: &[u8] = image.as_raw();
+        let mut pixels = Vec::with_capacity(w * h);
+        let mut flags = Vec::with_capacity(w * h);
+        for y in self.y0..self.y1 {
+            for x in self.x0..self.x1 {
+                let i = y * width + x;
+                pixels.push([0, 1, 2].map(|c| f32::from(raw[i * 3 + c])));
+                flags.push(hole[i]);
+            }
+        }
+        Level {
+            width: w,
+            height: h,
+            pixels,
+            hole: flags,
+        }
+    }
+
+    /// Writes the filled hole pixels back, rounding to 8 bits.
+    fn paste(&self, level: &Level, hole: &[bool], out: &mut RgbImage) {
+        let width = out.width() as usize;
+        let raw: &mut [u8] = out;
+        for y in self.y0..self.y1 {
+            for x in self.x0..self.x1 {
+                let i = y * width + x;
+                if hole[i] {
+                    let p = level.pixels[(y - self.y0) * level.width + (x - self.x0)];
+                    for c in 0..3 {
+                        raw[i * 3 + c] = p[c].round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The connected parts of the hole and the radius of the largest circle
+/// inscribed in each.
+struct Parts {
+    labels: Vec<u32>,
+    radius: Vec<f32>,
+}
+
+impl Parts {
+    fn of(level: &Level) -> Parts {
+        let (w, h) = (level.width as u32, level.height as u32);
+        let holes = GrayImage::from_fn(w, h, |x, y| {
+            Luma([if level.hole[(y * w + x) as usize] { 255 } else { 0 }])
+        });
+        let known = GrayImage::from_fn(w, h, |x, y| {
+            Luma([if level.hole[(y * w + x) as usize] { 0 } else { 255 }])
+        });
+        let labels = connected_components(&holes, Connectivity::Eight, Luma([0u8])).into_raw();
+        let to_known = euclidean_squared_distance_transform(&known);
+        let count = labels.iter().copied().max().unwrap_or(0) as usize;
+        let mut radius = vec![0.0f32; count + 1];
+        for (label, d2) in labels.iter().zip(to_known.as_raw()) {
+            let r = &mut radius[*label as usize];
+            *r = r.max(d2.sqrt() as f32);
+        }
+        Parts { labels, radius }
+    }
+
+    fn is_thin(&self, i: usize) -> bool {
+        self.radius[self.labels[i] as usize] <= THIN_RADIUS
+    }
+
+    /// The largest inscribed radius among parts still in `hole`.
+    fn widest_radius(&self, hole: &[bool]) -> f32 {
+        hole.iter()
+            .zip(&self.labels)
+            .filter(|(h, _)| **h)
+            .map(|(_, l)| self.radius[*l as usize])
+            .fold(0.0, f32::max)
+    }
+}

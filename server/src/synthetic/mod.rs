@@ -1,0 +1,13 @@
+//! Synthetic scenes with known ground truth, for the engines' tests and
+//! quality benchmark: matting composites with exact alpha, and object
+//! removal scenes with the original background behind the pasted object.
+//! Everything is computed from formulas and a seed, so a scene is the same
+//! bytes on every run and every machine.
+
+mod matting;
+mod noise;
+pub mod quality;
+mod removal;
+
+pub use matting::{MattingScene, MattingStyle, coarsen_mask, matting_scene};
+pub use removal::{Backdrop, HoleShape, RemovalScene, removal_scene};
