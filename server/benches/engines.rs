@@ -15,9 +15,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use image::{GrayImage, ImageBuffer, Luma, RgbImage};
-use retouch_server::engine::matting::{
-    self, Trimap, UNKNOWN, band_radius, derive_trimap,
-};
+use retouch_server::engine::matting::{self, Trimap, UNKNOWN, band_radius, derive_trimap};
 use retouch_server::engine::planes::ColorPlane;
 use retouch_server::engine::removal::{self, FillStrategy};
 use retouch_server::engine::{ClassicEngine, Engine, RemovalParams};
@@ -99,14 +97,20 @@ struct MattingCase {
 fn write_matting_cases(dir: &Path) -> Vec<MattingCase> {
     let (w, h) = MATTING_SIZE;
     let mut cases = Vec::new();
-    for (style, label) in [(MattingStyle::Strands, "strands"), (MattingStyle::Soft, "soft")] {
+    for (style, label) in [
+        (MattingStyle::Strands, "strands"),
+        (MattingStyle::Soft, "soft"),
+    ] {
         let scene = matting_scene(style, w, h, 7);
         for coarse in [0.0f32, 4.0, 8.0] {
             let name = format!("{label}-coarse{coarse}");
             let mask = coarsen_mask(&scene.alpha, w, h, coarse, 3);
             let trimap = derive_trimap(&mask, band_radius(w as usize, h as usize) + coarse);
             scene.image.save(dir.join(format!("{name}.png"))).unwrap();
-            trimap.to_gray().save(dir.join(format!("{name}-trimap.png"))).unwrap();
+            trimap
+                .to_gray()
+                .save(dir.join(format!("{name}-trimap.png")))
+                .unwrap();
             cases.push(MattingCase {
                 name,
                 image: scene.image.clone(),
@@ -138,7 +142,10 @@ fn write_removal_cases(dir: &Path) -> Vec<RemovalCase> {
             let name = format!("{label}-{hole}");
             let scene = removal_scene(backdrop, shape, REMOVAL_SIDE, REMOVAL_SIDE, 11);
             scene.image.save(dir.join(format!("{name}.png"))).unwrap();
-            scene.mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
+            scene
+                .mask
+                .save(dir.join(format!("{name}-mask.png")))
+                .unwrap();
             cases.push(RemovalCase {
                 name,
                 original: scene.original,
@@ -178,66 +185,140 @@ fn run_reference(dir: &Path) -> Option<Value> {
     }
 }
 
+/// One method's result on one matting case.
+struct MattingRow {
+    method: String,
+    alpha: Vec<f32>,
+    foreground: Option<Vec<[f32; 3]>>,
+    /// Seconds for alpha alone.
+    alpha_seconds: f64,
+    /// Seconds for alpha and foreground.
+    seconds: f64,
+}
+
 fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) {
-    println!("\n## Matting ({}x{}, band = default + coarsening)\n", MATTING_SIZE.0, MATTING_SIZE.1);
     println!(
-        "| case | method | SAD all | SAD band | MSE×1e3 all | MSE×1e3 band | fg err band | time s | SAD ratio | time ratio |"
+        "\n## Matting ({}x{}, band = default + coarsening)\n",
+        MATTING_SIZE.0, MATTING_SIZE.1
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| case | method | SAD all | SAD band | MSE×1e3 all | MSE×1e3 band | fg err band | alpha s | total s | SAD ratio | alpha time ratio | total time ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for case in cases {
         let colours = ColorPlane::from_rgb(&case.image);
         let band = |i: usize| case.trimap.values[i] == UNKNOWN;
-        let mut rows: Vec<(String, Vec<f32>, Option<Vec<[f32; 3]>>, f64)> = Vec::new();
+        let mut rows = Vec::new();
 
         let started = Instant::now();
         let alpha = matting::closed_form_alpha(&colours, &case.trimap);
         let alpha_seconds = started.elapsed().as_secs_f64();
-        let fg = matting::estimate_foreground(&colours, &alpha);
-
-        rows.push(("ours: closed-form + fg".into(), alpha, Some(fg), started.elapsed().as_secs_f64()));
+        let foreground = matting::estimate_foreground(&colours, &alpha);
+        rows.push(MattingRow {
+            method: "ours: closed-form + fg".into(),
+            alpha,
+            foreground: Some(foreground),
+            alpha_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+        });
 
         let started = Instant::now();
         let alpha = matting::guided_alpha(&colours, &case.mask, &case.trimap);
-        rows.push(("guided filter only".into(), alpha, None, started.elapsed().as_secs_f64()));
+        let seconds = started.elapsed().as_secs_f64();
+        rows.push(MattingRow {
+            method: "guided filter only".into(),
+            alpha,
+            foreground: None,
+            alpha_seconds: seconds,
+            seconds,
+        });
 
-        let mask_alpha: Vec<f32> = case.mask.as_raw().iter().map(|&m| f32::from(m) / 255.0).collect();
-        rows.push(("mask as alpha".into(), mask_alpha, None, 0.0));
+        rows.push(MattingRow {
+            method: "mask as alpha".into(),
+            alpha: case
+                .mask
+                .as_raw()
+                .iter()
+                .map(|&m| f32::from(m) / 255.0)
+                .collect(),
+            foreground: None,
+            alpha_seconds: 0.0,
+            seconds: 0.0,
+        });
 
         let reference_row = reference.and_then(|r| {
             let timing = &r["matting"][&case.name];
-            let seconds = timing["alpha_seconds"].as_f64()? + timing["foreground_seconds"].as_f64()?;
-            let alpha_png = image::open(dir.join(format!("{}.pymatting-alpha.png", case.name))).ok()?.to_luma16();
-            let alpha: Vec<f32> = alpha_png.as_raw().iter().map(|&v| f32::from(v) / 65535.0).collect();
-            let fg_png = image::open(dir.join(format!("{}.pymatting-fg.png", case.name))).ok()?.to_rgb8();
-            let fg = fg_png.pixels().map(|p| p.0.map(|v| f32::from(v) / 255.0)).collect();
-            Some(("pymatting closed-form + ml fg".to_string(), alpha, Some(fg), seconds))
+            let alpha_seconds = timing["alpha_seconds"].as_f64()?;
+            let seconds = alpha_seconds + timing["foreground_seconds"].as_f64()?;
+            let alpha_png = image::open(dir.join(format!("{}.pymatting-alpha.png", case.name)))
+                .ok()?
+                .to_luma16();
+            let fg_png = image::open(dir.join(format!("{}.pymatting-fg.png", case.name)))
+                .ok()?
+                .to_rgb8();
+            Some(MattingRow {
+                method: "pymatting closed-form + ml fg".into(),
+                alpha: alpha_png
+                    .as_raw()
+                    .iter()
+                    .map(|&v| f32::from(v) / 65535.0)
+                    .collect(),
+                foreground: Some(
+                    fg_png
+                        .pixels()
+                        .map(|p| p.0.map(|v| f32::from(v) / 255.0))
+                        .collect(),
+                ),
+                alpha_seconds,
+                seconds,
+            })
         });
-        let baseline = reference_row.as_ref().map(|(_, a, _, s)| (alpha_sad(a, &case.alpha, |_| true), *s));
+        let baseline = reference_row.as_ref().map(|row| {
+            (
+                alpha_sad(&row.alpha, &case.alpha, |_| true),
+                row.alpha_seconds,
+                row.seconds,
+            )
+        });
         rows.extend(reference_row);
 
-        for (method, alpha, fg, seconds) in rows {
-            let sad_all = alpha_sad(&alpha, &case.alpha, |_| true);
-            let fg_err = fg
+        for row in rows {
+            let sad_all = alpha_sad(&row.alpha, &case.alpha, |_| true);
+            let fg_err = row
+                .foreground
                 .map(|fg| foreground_error(&fg, &case.foreground, &case.alpha, &band))
                 .map_or("–".into(), |e| format!("{e:.2}"));
-            let (sad_ratio, time_ratio) = baseline.map_or(("–".into(), "–".into()), |(sad, s)| {
-                (format!("{:.2}", sad_all / sad), format!("{:.3}", seconds / s))
-            });
-            println!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {} | {} |",
-                case.name,
-                method,
-                sad_all,
-                alpha_sad(&alpha, &case.alpha, band),
-                alpha_mse(&alpha, &case.alpha, |_| true),
-                alpha_mse(&alpha, &case.alpha, band),
-                fg_err,
-                seconds,
-                sad_ratio,
-                time_ratio
+            let ratios = baseline.map_or(
+                ["–".to_string(), "–".into(), "–".into()],
+                |(sad, a, t)| {
+                    [
+                        format!("{:.2}", sad_all / sad),
+                        format!("{:.3}", row.alpha_seconds / a),
+                        format!("{:.3}", row.seconds / t),
+                    ]
+                },
             );
-            if method.starts_with("ours") {
-                save_alpha(&alpha, &case.image, &dir.join(format!("{}.ours-alpha.png", case.name)));
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.3} | {} | {} | {} |",
+                case.name,
+                row.method,
+                sad_all,
+                alpha_sad(&row.alpha, &case.alpha, band),
+                alpha_mse(&row.alpha, &case.alpha, |_| true),
+                alpha_mse(&row.alpha, &case.alpha, band),
+                fg_err,
+                row.alpha_seconds,
+                row.seconds,
+                ratios[0],
+                ratios[1],
+                ratios[2]
+            );
+            if row.method.starts_with("ours") {
+                save_alpha(
+                    &row.alpha,
+                    &case.image,
+                    &dir.join(format!("{}.ours-alpha.png", case.name)),
+                );
             }
         }
     }
@@ -246,7 +327,12 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
 /// Mean absolute error of `α·F` against the truth over the band, in 8-bit
 /// levels: the colour a composite would show, so errors where alpha is
 /// near zero do not count.
-fn foreground_error(fg: &[[f32; 3]], truth: &[[f32; 3]], alpha: &[f32], band: &dyn Fn(usize) -> bool) -> f64 {
+fn foreground_error(
+    fg: &[[f32; 3]],
+    truth: &[[f32; 3]],
+    alpha: &[f32],
+    band: &dyn Fn(usize) -> bool,
+) -> f64 {
     let (sum, n) = (0..alpha.len())
         .filter(|&i| band(i) && alpha[i] > 0.02)
         .map(|i| {
@@ -270,8 +356,13 @@ fn save_alpha(alpha: &[f32], image: &RgbImage, path: &Path) {
 }
 
 fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) {
-    println!("\n## Object removal ({0}x{0}, kernel_size 1)\n", REMOVAL_SIDE);
-    println!("| case | hole % | method | PSNR dB | grad ratio | time s | s/MP | ΔPSNR vs TELEA | time vs TELEA |");
+    println!(
+        "\n## Object removal ({0}x{0}, kernel_size 1)\n",
+        REMOVAL_SIDE
+    );
+    println!(
+        "| case | hole % | method | PSNR dB | grad ratio | time s | s/MP | ΔPSNR vs TELEA | time vs TELEA |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for case in cases {
         let megapixels = f64::from(case.image.width() * case.image.height()) / 1e6;
@@ -282,12 +373,17 @@ fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) 
             ("ours (auto)", FillStrategy::Auto),
             ("ours: completion only", FillStrategy::Completion),
             ("ours: fast marching only", FillStrategy::FastMarching),
+            ("ours: membrane only", FillStrategy::Membrane),
         ] {
             let started = Instant::now();
             let out = removal::fill(&case.image, &case.mask, 1, strategy);
             rows.push((label.into(), out, started.elapsed().as_secs_f64()));
         }
-        rows.push(("flat mean fill".into(), flat_fill(&case.image, &case.mask), 0.0));
+        rows.push((
+            "flat mean fill".into(),
+            flat_fill(&case.image, &case.mask),
+            0.0,
+        ));
         let mut telea: Option<(f64, f64)> = None;
         if let Some(r) = reference {
             for (suffix, label) in [("telea", "OpenCV TELEA"), ("ns", "OpenCV NS")] {
@@ -320,7 +416,8 @@ fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) 
                 time_ratio
             );
             if method == "ours (auto)" {
-                out.save(dir.join(format!("{}.ours.png", case.name))).expect("save");
+                out.save(dir.join(format!("{}.ours.png", case.name)))
+                    .expect("save");
             }
         }
     }
@@ -348,8 +445,13 @@ fn large(which: &str) {
         _ => {
             let scene = removal_scene(Backdrop::Bricks, HoleShape::Blob, side, side, 5);
             let started = Instant::now();
-            let params = RemovalParams { seed: 1, kernel_size: 1 };
-            let out = engine.remove(&scene.image, &scene.mask, &params).expect("remove");
+            let params = RemovalParams {
+                seed: 1,
+                kernel_size: 1,
+            };
+            let out = engine
+                .remove(&scene.image, &scene.mask, &params)
+                .expect("remove");
             println!(
                 "large removal 4096x4096 (5% blob): {:.2} s ({:.2} s/MP), PSNR {:.2} dB, grad ratio {:.2}, peak RSS {} MiB",
                 started.elapsed().as_secs_f64(),

@@ -43,17 +43,10 @@ impl Engine for ClassicEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synthetic::{
+        Backdrop, HoleShape, MattingStyle, coarsen_mask, matting_scene, quality, removal_scene,
+    };
     use image::{Luma, Rgb};
-
-    fn gradient(width: u32, height: u32) -> RgbImage {
-        RgbImage::from_fn(width, height, |x, y| {
-            Rgb([
-                (x * 255 / width) as u8,
-                (y * 255 / height) as u8,
-                ((x + y) * 127 / (width + height)) as u8 + 64,
-            ])
-        })
-    }
 
     fn textured(width: u32, height: u32) -> RgbImage {
         RgbImage::from_fn(width, height, |x, y| {
@@ -81,10 +74,15 @@ mod tests {
         let image = textured(97, 61);
         let mask = rect_mask(97, 61, 20, 10, 50, 40);
         assert_eq!(
-            ClassicEngine::default().matte(&image, &mask).unwrap().dimensions(),
+            ClassicEngine::default()
+                .matte(&image, &mask)
+                .unwrap()
+                .dimensions(),
             (97, 61)
         );
-        let out = ClassicEngine::default().remove(&image, &mask, &params(1, 5)).unwrap();
+        let out = ClassicEngine::default()
+            .remove(&image, &mask, &params(1, 5))
+            .unwrap();
         assert_eq!(out.dimensions(), (97, 61));
     }
 
@@ -94,14 +92,20 @@ mod tests {
         let mask = GrayImage::new(40, 41);
         let err = ClassicEngine::default().matte(&image, &mask).unwrap_err();
         assert!(err.message().contains("40x41"), "{err}");
-        assert!(ClassicEngine::default().remove(&image, &mask, &params(0, 1)).is_err());
+        assert!(
+            ClassicEngine::default()
+                .remove(&image, &mask, &params(0, 1))
+                .is_err()
+        );
     }
 
     #[test]
     fn removal_keeps_pixels_outside_the_grown_mask() {
         let image = textured(120, 90);
         let mask = rect_mask(120, 90, 30, 20, 70, 60);
-        let out = ClassicEngine::default().remove(&image, &mask, &params(3, 9)).unwrap();
+        let out = ClassicEngine::default()
+            .remove(&image, &mask, &params(3, 9))
+            .unwrap();
         let mut changed = 0;
         for (x, y, p) in out.enumerate_pixels() {
             let inside_grown = (26..74).contains(&x) && (16..64).contains(&y);
@@ -118,81 +122,115 @@ mod tests {
     fn removal_is_deterministic_per_seed() {
         let image = textured(100, 80);
         let mask = rect_mask(100, 80, 25, 20, 75, 60);
-        let a = ClassicEngine::default().remove(&image, &mask, &params(42, 3)).unwrap();
-        let b = ClassicEngine::default().remove(&image, &mask, &params(42, 3)).unwrap();
-        let c = ClassicEngine::default().remove(&image, &mask, &params(43, 3)).unwrap();
+        let a = ClassicEngine::default()
+            .remove(&image, &mask, &params(42, 3))
+            .unwrap();
+        let b = ClassicEngine::default()
+            .remove(&image, &mask, &params(42, 3))
+            .unwrap();
+        let c = ClassicEngine::default()
+            .remove(&image, &mask, &params(43, 3))
+            .unwrap();
         assert_eq!(a.as_raw(), b.as_raw());
         assert_ne!(a.as_raw(), c.as_raw());
     }
 
     #[test]
-    fn matting_alpha_is_opaque_inside_and_transparent_far_outside() {
-        let image = textured(200, 150);
-        let mask = rect_mask(200, 150, 50, 40, 150, 110);
-        let out = ClassicEngine::default().matte(&image, &mask).unwrap();
-        assert_eq!(out.get_pixel(100, 75).0[3], 255);
-        assert_eq!(out.get_pixel(56, 46).0[3], 255);
-        assert_eq!(out.get_pixel(10, 10).0[3], 0);
-        assert_eq!(out.get_pixel(44, 75).0[3], 0);
-        let (outer, inner) = (out.get_pixel(49, 75).0[3], out.get_pixel(50, 75).0[3]);
-        assert!(
-            0 < outer && outer < inner && inner < 255,
-            "edge alpha {outer}, {inner}"
+    fn matting_alpha_is_opaque_deep_inside_and_transparent_far_outside() {
+        let scene = matting_scene(MattingStyle::Soft, 400, 300, 2);
+        let mask = coarsen_mask(&scene.alpha, 400, 300, 4.0, 1);
+        let out = ClassicEngine::default().matte(&scene.image, &mask).unwrap();
+        // The body is centred at (200, 165); the corners are background.
+        assert_eq!(out.get_pixel(200, 170).0[3], 255);
+        assert_eq!(out.get_pixel(5, 295).0[3], 0);
+        assert_eq!(out.get_pixel(395, 5).0[3], 0);
+        // Sure pixels keep their colour.
+        assert_eq!(
+            &out.get_pixel(200, 170).0[..3],
+            &scene.image.get_pixel(200, 170).0[..]
         );
-        for (o, p) in out.pixels().zip(image.pixels()) {
-            assert_eq!(&o.0[..3], &p.0[..]);
+    }
+
+    #[test]
+    fn matting_beats_the_mask_as_alpha_on_a_coarse_mask() {
+        for style in [MattingStyle::Soft, MattingStyle::Strands] {
+            let scene = matting_scene(style, 480, 360, 4);
+            let mask = coarsen_mask(&scene.alpha, 480, 360, 5.0, 6);
+            let out = ClassicEngine::default().matte(&scene.image, &mask).unwrap();
+            let alpha: Vec<f32> = out.pixels().map(|p| f32::from(p.0[3]) / 255.0).collect();
+            let as_alpha: Vec<f32> = mask.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
+            let ours = quality::alpha_sad(&alpha, &scene.alpha, |_| true);
+            let trivial = quality::alpha_sad(&as_alpha, &scene.alpha, |_| true);
+            // Measured: 0.60 of the mask's SAD on soft edges, 0.76 on strands
+            // (the output is deterministic, so the margin is not for noise).
+            assert!(
+                ours < 0.8 * trivial,
+                "{style:?}: SAD {ours:.2} vs mask {trivial:.2}"
+            );
         }
     }
 
     #[test]
-    fn removal_on_a_gradient_beats_a_flat_fill() {
-        let (w, h) = (240, 180);
-        let image = gradient(w, h);
-        let mask = rect_mask(w, h, 70, 50, 170, 130);
-        let out = ClassicEngine::default().remove(&image, &mask, &params(7, 1)).unwrap();
-
-        let hole: Vec<(u32, u32)> = (50..130)
-            .flat_map(|y| (70..170).map(move |x| (x, y)))
-            .collect();
-        let mut ring_mean = [0.0f64; 3];
-        let mut ring_count = 0.0;
-        for (x, y, p) in image.enumerate_pixels() {
-            let near = (66..174).contains(&x) && (46..134).contains(&y);
-            let inside = (70..170).contains(&x) && (50..130).contains(&y);
-            if near && !inside {
-                for (sum, v) in ring_mean.iter_mut().zip(p.0) {
-                    *sum += f64::from(v);
-                }
-                ring_count += 1.0;
-            }
-        }
-        let flat = ring_mean.map(|s| s / ring_count);
-        let psnr = |fill: &dyn Fn(u32, u32, usize) -> f64| {
-            let mse = hole
-                .iter()
-                .flat_map(|&(x, y)| (0..3).map(move |ch| (x, y, ch)))
-                .map(|(x, y, ch)| (fill(x, y, ch) - f64::from(image.get_pixel(x, y).0[ch])).powi(2))
-                .sum::<f64>()
-                / (hole.len() * 3) as f64;
-            10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10()
-        };
-        let ours = psnr(&|x, y, ch| f64::from(out.get_pixel(x, y).0[ch]));
-        let baseline = psnr(&|_, _, ch| flat[ch]);
-        assert!(ours > 40.0, "harmonic fill PSNR {ours:.1} dB");
+    fn removal_continues_texture_better_than_a_flat_fill() {
+        let scene = removal_scene(Backdrop::Bricks, HoleShape::Blob, 400, 400, 3);
+        let out = ClassicEngine::default()
+            .remove(&scene.image, &scene.mask, &params(5, 1))
+            .unwrap();
+        let flat = quality::flat_fill(&scene.image, &scene.mask);
+        let ours = quality::psnr_in_mask(&out, &scene.original, &scene.mask);
+        let baseline = quality::psnr_in_mask(&flat, &scene.original, &scene.mask);
+        let texture = quality::gradient_energy_ratio(&out, &scene.original, &scene.mask);
         assert!(
-            ours > baseline + 15.0,
+            ours > baseline + 4.0,
             "{ours:.1} dB vs flat {baseline:.1} dB"
         );
+        assert!(texture > 0.6, "gradient energy ratio {texture:.2}");
+    }
+
+    #[test]
+    fn thin_strokes_are_filled_smoothly_from_both_sides() {
+        let scene = removal_scene(Backdrop::GrainyGradient, HoleShape::Strokes, 400, 400, 3);
+        let out = ClassicEngine::default()
+            .remove(&scene.image, &scene.mask, &params(5, 1))
+            .unwrap();
+        let flat = quality::flat_fill(&scene.image, &scene.mask);
+        let ours = quality::psnr_in_mask(&out, &scene.original, &scene.mask);
+        let baseline = quality::psnr_in_mask(&flat, &scene.original, &scene.mask);
+        assert!(
+            ours > 28.0 && ours > baseline + 8.0,
+            "{ours:.1} dB vs flat {baseline:.1} dB"
+        );
+    }
+
+    #[test]
+    fn documented_size_limits_are_processed() {
+        for (w, h) in [(400, 400), (4096, 400)] {
+            let image = textured(w, h);
+            let mask = rect_mask(w, h, w / 3, h / 3, w / 2, h / 2);
+            let engine = ClassicEngine::default();
+            assert_eq!(engine.matte(&image, &mask).unwrap().dimensions(), (w, h));
+            assert_eq!(
+                engine
+                    .remove(&image, &mask, &params(1, 59))
+                    .unwrap()
+                    .dimensions(),
+                (w, h)
+            );
+        }
     }
 
     #[test]
     fn a_hole_covering_everything_becomes_grey_and_an_empty_mask_changes_nothing() {
         let image = textured(50, 40);
         let all = rect_mask(50, 40, 0, 0, 50, 40);
-        let out = ClassicEngine::default().remove(&image, &all, &params(0, 1)).unwrap();
+        let out = ClassicEngine::default()
+            .remove(&image, &all, &params(0, 1))
+            .unwrap();
         assert!(out.pixels().all(|p| p.0 == [128; 3]));
         let none = GrayImage::new(50, 40);
-        let out = ClassicEngine::default().remove(&image, &none, &params(0, 59)).unwrap();
+        let out = ClassicEngine::default()
+            .remove(&image, &none, &params(0, 59))
+            .unwrap();
         assert_eq!(out.as_raw(), image.as_raw());
     }
 }
@@ -200,44 +238,28 @@ mod tests {
 #[cfg(test)]
 mod large {
     use super::*;
-    use image::{Luma, Rgb};
+    use crate::synthetic::{Backdrop, HoleShape, quality, removal_scene};
 
-    /// Slow without optimisation: `cargo test -p retouch-server --lib large -- --ignored`.
+    /// The largest documented input, a 5% hole. Slow unoptimised:
+    /// `cargo test --release -p retouch-server --lib large -- --ignored`;
+    /// `cargo bench --bench engines` reports its time and peak memory.
     #[test]
     #[ignore]
-    fn removal_converges_on_4096_squared() {
-        let n = 4096u32;
-        let image = RgbImage::from_fn(n, n, |x, y| {
-            Rgb([(x / 17) as u8, (y / 17) as u8, ((x + y) / 40) as u8 + 30])
-        });
-        let mask = GrayImage::from_fn(n, n, |x, y| {
-            let (dx, dy) = (x as f32 - 2000.0, y as f32 - 2100.0);
-            Luma([if dx * dx + dy * dy < 1500.0 * 1500.0 {
-                255
-            } else {
-                0
-            }])
-        });
-        let started = std::time::Instant::now();
+    fn removal_completes_on_4096_squared() {
+        let scene = removal_scene(Backdrop::Bricks, HoleShape::Blob, 4096, 4096, 2);
+        let params = RemovalParams {
+            seed: 1,
+            kernel_size: 31,
+        };
         let out = ClassicEngine::default()
-            .remove(
-                &image,
-                &mask,
-                &RemovalParams {
-                    seed: 1,
-                    kernel_size: 31,
-                },
-            )
+            .remove(&scene.image, &scene.mask, &params)
             .unwrap();
-        let elapsed = started.elapsed();
-        let worst = out
-            .as_raw()
-            .iter()
-            .zip(image.as_raw())
-            .map(|(a, b)| (i16::from(*a) - i16::from(*b)).abs())
-            .max()
-            .unwrap();
-        eprintln!("4096² removal took {elapsed:?}, worst error {worst}");
-        assert!(worst <= 4, "worst error {worst}");
+        let flat = quality::flat_fill(&scene.image, &scene.mask);
+        let ours = quality::psnr_in_mask(&out, &scene.original, &scene.mask);
+        let baseline = quality::psnr_in_mask(&flat, &scene.original, &scene.mask);
+        assert!(
+            ours > baseline + 4.0,
+            "{ours:.1} dB vs flat {baseline:.1} dB"
+        );
     }
 }

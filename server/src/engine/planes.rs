@@ -32,23 +32,20 @@ impl ColorPlane {
     pub fn downsample(&self) -> Self {
         let (w, h) = (self.width.div_ceil(2), self.height.div_ceil(2));
         let mut pixels = vec![[0.0f32; 3]; w * h];
-        pixels
-            .par_chunks_mut(w)
-            .enumerate()
-            .for_each(|(y, row)| {
-                for (x, out) in row.iter_mut().enumerate() {
-                    let mut sum = [0.0f32; 3];
-                    let mut n = 0.0;
-                    for fy in (2 * y)..(2 * y + 2).min(self.height) {
-                        for fx in (2 * x)..(2 * x + 2).min(self.width) {
-                            let p = self.pixels[fy * self.width + fx];
-                            (0..3).for_each(|c| sum[c] += p[c]);
-                            n += 1.0;
-                        }
+        pixels.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+            for (x, out) in row.iter_mut().enumerate() {
+                let mut sum = [0.0f32; 3];
+                let mut n = 0.0;
+                for fy in (2 * y)..(2 * y + 2).min(self.height) {
+                    for fx in (2 * x)..(2 * x + 2).min(self.width) {
+                        let p = self.pixels[fy * self.width + fx];
+                        (0..3).for_each(|c| sum[c] += p[c]);
+                        n += 1.0;
                     }
-                    *out = sum.map(|s| s / n);
                 }
-            });
+                *out = sum.map(|s| s / n);
+            }
+        });
         ColorPlane {
             width: w,
             height: h,
@@ -86,6 +83,54 @@ pub fn resize_bilinear(
                 *out = top * (1.0 - ty) + bottom * ty;
             }
         });
+    out
+}
+
+/// Mean over the `(2r+1)²` window around each pixel, clipped at the
+/// borders (dividing by the number of pixels actually inside).
+pub fn box_mean(plane: &[f32], width: usize, height: usize, r: usize) -> Vec<f32> {
+    let mut rows = vec![0.0f32; plane.len()];
+    rows.par_chunks_mut(width)
+        .zip(plane.par_chunks(width))
+        .for_each(|(out, src)| running_mean(src, out, r));
+    // Columns: transpose so the same running sum works on contiguous data.
+    let transposed = transpose(&rows, width, height);
+    let mut cols = vec![0.0f32; plane.len()];
+    cols.par_chunks_mut(height)
+        .zip(transposed.par_chunks(height))
+        .for_each(|(out, src)| running_mean(src, out, r));
+    transpose(&cols, height, width)
+}
+
+/// Clipped sliding-window mean of one line, accumulated in f64 so long
+/// lines do not drift.
+fn running_mean(src: &[f32], out: &mut [f32], r: usize) {
+    let n = src.len();
+    let mut sum = 0.0f64;
+    let mut lo = 0usize;
+    let mut hi = 0usize;
+    for (x, o) in out.iter_mut().enumerate() {
+        let want_hi = (x + r + 1).min(n);
+        while hi < want_hi {
+            sum += f64::from(src[hi]);
+            hi += 1;
+        }
+        let want_lo = x.saturating_sub(r);
+        while lo < want_lo {
+            sum -= f64::from(src[lo]);
+            lo += 1;
+        }
+        *o = (sum / (hi - lo) as f64) as f32;
+    }
+}
+
+fn transpose(plane: &[f32], width: usize, height: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; plane.len()];
+    out.par_chunks_mut(height).enumerate().for_each(|(x, col)| {
+        for (y, v) in col.iter_mut().enumerate() {
+            *v = plane[y * width + x];
+        }
+    });
     out
 }
 
@@ -148,6 +193,15 @@ mod tests {
                 assert!((back[c] - v[c]).abs() < 1e-5, "{back:?} vs {v:?}");
             }
         }
+    }
+
+    #[test]
+    fn box_mean_of_a_constant_is_the_constant_and_clips_at_borders() {
+        let out = box_mean(&[2.0; 35], 7, 5, 2);
+        assert!(out.iter().all(|v| (v - 2.0).abs() < 1e-6));
+        let ramp: Vec<f32> = (0..5).map(|x| x as f32).collect();
+        let out = box_mean(&ramp, 5, 1, 1);
+        assert_eq!(out, vec![0.5, 1.0, 2.0, 3.0, 3.5]);
     }
 
     #[test]

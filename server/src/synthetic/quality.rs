@@ -76,12 +76,14 @@ pub fn flat_fill(image: &RgbImage, mask: &GrayImage) -> RgbImage {
         if m.0[0] != 0 {
             continue;
         }
-        let near = [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)].iter().any(|(dx, dy)| {
-            let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-            (0..w as i64).contains(&nx)
-                && (0..h as i64).contains(&ny)
-                && mask.get_pixel(nx as u32, ny as u32).0[0] != 0
-        });
+        let near = [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)]
+            .iter()
+            .any(|(dx, dy)| {
+                let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                (0..w as i64).contains(&nx)
+                    && (0..h as i64).contains(&ny)
+                    && mask.get_pixel(nx as u32, ny as u32).0[0] != 0
+            });
         if near {
             let p = image.get_pixel(x, y).0;
             (0..3).for_each(|c| sum[c] += f64::from(p[c]));

@@ -108,7 +108,11 @@ fn backdrop_colour(backdrop: Backdrop, x: f32, y: f32, w: f32, h: f32, seed: u64
             let col = ((x + offset) / bw).floor();
             let (u, v) = ((x + offset) - col * bw, y - row * bh);
             if u < mortar || v < mortar {
-                [190.0 + 30.0 * grain, 185.0 + 30.0 * grain, 175.0 + 30.0 * grain]
+                [
+                    190.0 + 30.0 * grain,
+                    185.0 + 30.0 * grain,
+                    175.0 + 30.0 * grain,
+                ]
             } else {
                 let tint = hash01(col as i64, row as i64, seed + 2) - 0.5;
                 let speckle = 70.0 * grain;
@@ -128,9 +132,17 @@ fn backdrop_colour(backdrop: Backdrop, x: f32, y: f32, w: f32, h: f32, seed: u64
             let horizon = 0.55 * h + 0.08 * (x - 0.5 * w);
             let pole = (x - (0.35 * w + 0.25 * y)).abs() < 0.02 * w;
             if pole {
-                [60.0 + 30.0 * grain, 50.0 + 30.0 * grain, 45.0 + 30.0 * grain]
+                [
+                    60.0 + 30.0 * grain,
+                    50.0 + 30.0 * grain,
+                    45.0 + 30.0 * grain,
+                ]
             } else if y < horizon {
-                [110.0 + 60.0 * y / h, 160.0 + 50.0 * y / h, 235.0 + 10.0 * grain]
+                [
+                    110.0 + 60.0 * y / h,
+                    160.0 + 50.0 * y / h,
+                    235.0 + 10.0 * grain,
+                ]
             } else {
                 let blades = fractal_noise(x * 3.0, y * 0.5, 6.0, seed + 3) - 0.5;
                 [

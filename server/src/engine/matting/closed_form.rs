@@ -12,11 +12,11 @@
 
 use rayon::prelude::*;
 
-use super::guided::{self, guided_filter};
+use super::guided::guided_filter;
 use super::laplacian::MattingLaplacian;
 use super::stencil::IncompleteCholesky;
 use super::trimap::{Trimap, UNKNOWN};
-use crate::engine::planes::{ColorPlane, dot, resize_bilinear};
+use crate::engine::planes::{ColorPlane, box_mean, dot, resize_bilinear};
 
 /// Solve without a coarser level below this many unknown pixels.
 const DIRECT_UNKNOWN: usize = 6_000;
@@ -84,9 +84,15 @@ pub fn closed_form_alpha(image: &ColorPlane, trimap: &Trimap) -> Vec<f32> {
 fn settled_excluded(alpha: &[f32], trimap: &Trimap, w: usize, h: usize) -> Vec<bool> {
     let fractional: Vec<f32> = alpha
         .iter()
-        .map(|&a| if a > SETTLED && a < 1.0 - SETTLED { 1.0 } else { 0.0 })
+        .map(|&a| {
+            if a > SETTLED && a < 1.0 - SETTLED {
+                1.0
+            } else {
+                0.0
+            }
+        })
         .collect();
-    let near = guided::box_mean(&fractional, w, h, SETTLED_REACH);
+    let near = box_mean(&fractional, w, h, SETTLED_REACH);
     trimap
         .values
         .iter()
@@ -121,7 +127,9 @@ fn solve_unknown(image: &ColorPlane, unknown: &[bool], alpha: &mut [f32], solve:
     let mut x: Vec<f32> = active.iter().map(|&i| alpha[i as usize]).collect();
     let mut r = vec![0.0f32; n];
     a.apply(&x, &mut r);
-    r.par_iter_mut().zip(b.par_iter()).for_each(|(r, b)| *r = b - *r);
+    r.par_iter_mut()
+        .zip(b.par_iter())
+        .for_each(|(r, b)| *r = b - *r);
     let norm_b = dot(&b, &b).sqrt().max(1e-30);
     let mut z = vec![0.0f32; n];
     preconditioner.solve(&a, &r, &mut z);
@@ -136,13 +144,19 @@ fn solve_unknown(image: &ColorPlane, unknown: &[bool], alpha: &mut [f32], solve:
             break;
         }
         let step = (rz / pap) as f32;
-        x.par_iter_mut().zip(p.par_iter()).for_each(|(x, p)| *x += step * p);
-        r.par_iter_mut().zip(ap.par_iter()).for_each(|(r, ap)| *r -= step * ap);
+        x.par_iter_mut()
+            .zip(p.par_iter())
+            .for_each(|(x, p)| *x += step * p);
+        r.par_iter_mut()
+            .zip(ap.par_iter())
+            .for_each(|(r, ap)| *r -= step * ap);
         preconditioner.solve(&a, &r, &mut z);
         let rz_next = dot(&r, &z);
         let beta = (rz_next / rz) as f32;
         rz = rz_next;
-        p.par_iter_mut().zip(z.par_iter()).for_each(|(p, z)| *p = z + beta * *p);
+        p.par_iter_mut()
+            .zip(z.par_iter())
+            .for_each(|(p, z)| *p = z + beta * *p);
         iterations += 1;
     }
     tracing::debug!(
@@ -169,7 +183,11 @@ mod tests {
         let trimap = derive_trimap(&mask, 16.0);
         let alpha = closed_form_alpha(&ColorPlane::from_rgb(&scene.image), &trimap);
         assert!(alpha.iter().all(|a| a.is_finite()));
-        let sad: f32 = alpha.iter().zip(&scene.alpha).map(|(a, b)| (a - b).abs()).sum();
+        let sad: f32 = alpha
+            .iter()
+            .zip(&scene.alpha)
+            .map(|(a, b)| (a - b).abs())
+            .sum();
         let mask_sad: f32 = mask
             .as_raw()
             .iter()

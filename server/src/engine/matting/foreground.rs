@@ -52,14 +52,8 @@ pub fn estimate_foreground(image: &ColorPlane, alpha: &[f32]) -> Vec<[f32; 3]> {
             BIG_ITERATIONS
         };
         for _ in 0..iterations {
-            (foreground, background) = iterate(
-                &level_image,
-                &level_alpha,
-                &foreground,
-                &background,
-                lw,
-                lh,
-            );
+            (foreground, background) =
+                iterate(&level_image, &level_alpha, &foreground, &background, lw, lh);
         }
         (pw, ph) = (lw, lh);
     }

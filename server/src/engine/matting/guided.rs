@@ -5,7 +5,9 @@
 
 use rayon::prelude::*;
 
-use crate::engine::planes::{ColorPlane, invert_symmetric3, mul_symmetric3, resize_bilinear};
+use crate::engine::planes::{
+    ColorPlane, box_mean, invert_symmetric3, mul_symmetric3, resize_bilinear,
+};
 
 /// Filters `input` (one value per pixel of `guide`) over square windows of
 /// the given `radius`, with regulariser `epsilon` on `0..=1` colours.
@@ -80,54 +82,6 @@ pub fn guided_filter(
         .collect()
 }
 
-/// Mean over the `(2r+1)²` window around each pixel, clipped at the
-/// borders (dividing by the number of pixels actually inside).
-pub fn box_mean(plane: &[f32], width: usize, height: usize, r: usize) -> Vec<f32> {
-    let mut rows = vec![0.0f32; plane.len()];
-    rows.par_chunks_mut(width)
-        .zip(plane.par_chunks(width))
-        .for_each(|(out, src)| running_mean(src, out, r));
-    // Columns: transpose so the same running sum works on contiguous data.
-    let transposed = transpose(&rows, width, height);
-    let mut cols = vec![0.0f32; plane.len()];
-    cols.par_chunks_mut(height)
-        .zip(transposed.par_chunks(height))
-        .for_each(|(out, src)| running_mean(src, out, r));
-    transpose(&cols, height, width)
-}
-
-/// Clipped sliding-window mean of one line, accumulated in f64 so long
-/// lines do not drift.
-fn running_mean(src: &[f32], out: &mut [f32], r: usize) {
-    let n = src.len();
-    let mut sum = 0.0f64;
-    let mut lo = 0usize;
-    let mut hi = 0usize;
-    for (x, o) in out.iter_mut().enumerate() {
-        let want_hi = (x + r + 1).min(n);
-        while hi < want_hi {
-            sum += f64::from(src[hi]);
-            hi += 1;
-        }
-        let want_lo = x.saturating_sub(r);
-        while lo < want_lo {
-            sum -= f64::from(src[lo]);
-            lo += 1;
-        }
-        *o = (sum / (hi - lo) as f64) as f32;
-    }
-}
-
-fn transpose(plane: &[f32], width: usize, height: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; plane.len()];
-    out.par_chunks_mut(height).enumerate().for_each(|(x, col)| {
-        for (y, v) in col.iter_mut().enumerate() {
-            *v = plane[y * width + x];
-        }
-    });
-    out
-}
-
 /// Halves a scalar plane (rounding up) by averaging 2×2 blocks.
 pub fn downsample_scalar(plane: &[f32], width: usize, height: usize) -> Vec<f32> {
     let (w, h) = (width.div_ceil(2), height.div_ceil(2));
@@ -153,15 +107,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn box_mean_of_a_constant_is_the_constant_and_clips_at_borders() {
-        let out = box_mean(&[2.0; 35], 7, 5, 2);
-        assert!(out.iter().all(|v| (v - 2.0).abs() < 1e-6));
-        let ramp: Vec<f32> = (0..5).map(|x| x as f32).collect();
-        let out = box_mean(&ramp, 5, 1, 1);
-        assert_eq!(out, vec![0.5, 1.0, 2.0, 3.0, 3.5]);
-    }
-
-    #[test]
     fn guided_filter_keeps_an_edge_the_guide_has() {
         let (w, h) = (40, 20);
         let guide = ColorPlane {
@@ -171,7 +116,9 @@ mod tests {
                 .map(|i| if i % w < 20 { [0.1; 3] } else { [0.9; 3] })
                 .collect(),
         };
-        let input: Vec<f32> = (0..w * h).map(|i| if i % w < 23 { 0.0 } else { 1.0 }).collect();
+        let input: Vec<f32> = (0..w * h)
+            .map(|i| if i % w < 23 { 0.0 } else { 1.0 })
+            .collect();
         let out = guided_filter(&guide, &input, 4, 1e-4, 0);
         let row = &out[10 * w..11 * w];
         // The step moves to where the guide has its edge, and stays sharp.

@@ -56,7 +56,12 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
         AlphaMethod::ClosedForm => closed_form_alpha(&colours, &trimap),
         AlphaMethod::GuidedFilter => guided_alpha(&colours, mask, &trimap),
     };
-    compose(image, &trimap, &alpha, &estimate_foreground(&colours, &alpha))
+    compose(
+        image,
+        &trimap,
+        &alpha,
+        &estimate_foreground(&colours, &alpha),
+    )
 }
 
 /// The guided-filter baseline: the binarised mask filtered with the image as

@@ -147,7 +147,7 @@ fn factor(a: &StencilMatrix, shift: f64) -> Option<Vec<f32>> {
         }
         let diagonal = f64::from(values[CENTRE]) * (1.0 + shift);
         let pivot = diagonal - own;
-        if !(pivot > 1e-3 * diagonal) || !pivot.is_finite() {
+        if !pivot.is_finite() || pivot <= 1e-3 * diagonal {
             return None;
         }
         factor[i * width + CENTRE] = pivot.sqrt() as f32;

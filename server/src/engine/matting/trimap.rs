@@ -178,7 +178,10 @@ mod tests {
 
     #[test]
     fn empty_and_full_masks_have_no_band() {
-        assert_eq!(derive_trimap(&square_mask(20, 0, 0), 4.0).unknown_count(), 0);
+        assert_eq!(
+            derive_trimap(&square_mask(20, 0, 0), 4.0).unknown_count(),
+            0
+        );
         assert!(
             derive_trimap(&square_mask(20, 0, 20), 4.0)
                 .values

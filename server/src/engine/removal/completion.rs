@@ -6,7 +6,7 @@
 //! the hole finds its nearest patch lying wholly in the known region
 //! (PatchMatch: propagation from neighbours plus random search), then every
 //! hole pixel becomes the similarity-weighted vote of the pixels those
-//! patches put on it. The coarsest level starts from a harmonic fill; each
+//! patches put on it. The coarsest level starts from a membrane fill; each
 //! finer level starts from the coarser nearest-neighbour field, upsampled,
 //! so structure found at low resolution carries up.
 //!
@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use rayon::prelude::*;
 
-use crate::engine::harmonic::{self, Field};
+use crate::engine::planes::box_mean;
 
 /// Patches are `(2 · RADIUS + 1)²` pixels.
 const RADIUS: usize = 3;
@@ -31,6 +31,9 @@ const NONE: u32 = u32::MAX;
 const MIN_SIDE: usize = 4 * SIDE;
 /// Stop halving once the hole's inscribed radius would fall below this.
 const MIN_HOLE_RADIUS: f32 = 2.0;
+/// Share of the mean-colour difference that still counts in the patch
+/// distance (see [`biased_distance`]).
+const BIAS_PENALTY: f32 = 0.25;
 /// Rows per parallel PatchMatch band.
 const BAND_ROWS: usize = 8;
 
@@ -95,45 +98,54 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) {
         radius /= 2.0;
     }
     let depth = pyramid.len();
-    harmonic_start(pyramid.last_mut().expect("never empty"));
+    // The coarsest level starts from the harmonic interpolation of the
+    // hole's border: smooth, but with the right colours in the right places.
+    let coarsest = pyramid.last_mut().expect("never empty");
+    let hole = coarsest.hole.clone();
+    super::membrane_fill(coarsest, &hole);
 
     let mut field: Option<(Vec<u32>, usize, usize)> = None;
     for (step, index) in (0..depth).rev().enumerate() {
+        // The coarser estimate, upsampled, gives every hole pixel its low
+        // frequencies before any patch is compared.
+        if index + 1 < depth {
+            let (below, above) = pyramid.split_at_mut(index + 1);
+            upsample_pixels(&mut below[index], &above[0]);
+        }
         let current = &mut pyramid[index];
         let sources = source_centres(current);
-        if sources.is_empty() {
+        if !sources.iter().any(|&s| s) {
             // No patch of this level is wholly known: keep the coarser
-            // estimate, upsampled, and try again one level finer.
+            // estimate and try again one level finer.
             field = None;
-            if index + 1 < depth {
-                let (below, above) = pyramid.split_at_mut(index + 1);
-                upsample_pixels(&mut below[index], &above[0]);
-            }
             continue;
         }
         let level_seed = mix(seed, index as u64);
         let mut nnf = match field.take() {
             Some((coarse, cw, ch)) => {
                 let nnf = upsample_field(current, &sources, &coarse, cw, ch, level_seed);
-                vote(current, &nnf, None);
+                let means = patch_means(current);
+                vote(current, &nnf, None, &means);
                 nnf
             }
-            None => {
-                if index + 1 < depth {
-                    let (below, above) = pyramid.split_at_mut(index + 1);
-                    upsample_pixels(&mut below[index], &above[0]);
-                }
-                random_field(&pyramid[index], &sources, level_seed)
-            }
+            None => random_field(current, &sources, level_seed),
         };
-        let current = &mut pyramid[index];
         let em_iterations = (6usize.saturating_sub(step)).max(2);
         let pm_iterations = if step == 0 { 4 } else { 2 };
         let mut distances = vec![f32::INFINITY; nnf.len()];
         for em in 0..em_iterations {
             let em_seed = mix(level_seed, em as u64 + 1);
-            patch_match(current, &mut nnf, &mut distances, &sources, pm_iterations, em_seed);
-            vote(current, &nnf, Some(&distances));
+            let means = patch_means(current);
+            patch_match(
+                current,
+                &means,
+                &mut nnf,
+                &mut distances,
+                &sources,
+                pm_iterations,
+                em_seed,
+            );
+            vote(current, &nnf, Some(&distances), &means);
         }
         field = Some((nnf, current.width, current.height));
     }
@@ -145,31 +157,27 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) {
     }
 }
 
-/// Starts the coarsest level from the harmonic interpolation of the hole's
-/// border: smooth, but with the right colours in the right places.
-fn harmonic_start(level: &mut Level) {
-    let mut field = Field::new(level.width, level.height, 3);
-    for (i, p) in level.pixels.iter().enumerate() {
-        field.known[i] = !level.hole[i];
-        field.values[i * 3..i * 3 + 3].copy_from_slice(p);
-    }
-    harmonic::fill(&mut field);
-    for (i, p) in level.pixels.iter_mut().enumerate() {
-        if level.hole[i] {
-            p.copy_from_slice(&field.values[i * 3..i * 3 + 3]);
-        }
-    }
-}
-
-/// Sets the hole pixels of `fine` from the coarse level's values.
+/// Sets the hole pixels of `fine` by bilinear interpolation of the coarse
+/// level.
 fn upsample_pixels(fine: &mut Level, coarse: &Level) {
+    let (cw, ch) = (coarse.width, coarse.height);
     for y in 0..fine.height {
+        let fy = ((y as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (ch - 1) as f32);
+        let (y0, ty) = (fy as usize, fy.fract());
+        let y1 = (y0 + 1).min(ch - 1);
         for x in 0..fine.width {
             let i = fine.index(x, y);
-            if fine.hole[i] {
-                let c = coarse.index((x / 2).min(coarse.width - 1), (y / 2).min(coarse.height - 1));
-                fine.pixels[i] = coarse.pixels[c];
+            if !fine.hole[i] {
+                continue;
             }
+            let fx = ((x as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (cw - 1) as f32);
+            let (x0, tx) = (fx as usize, fx.fract());
+            let x1 = (x0 + 1).min(cw - 1);
+            let at = |xx: usize, yy: usize| coarse.pixels[yy * cw + xx];
+            let (a, b, c, d) = (at(x0, y0), at(x1, y0), at(x0, y1), at(x1, y1));
+            fine.pixels[i] = std::array::from_fn(|k| {
+                (a[k] * (1.0 - tx) + b[k] * tx) * (1.0 - ty) + (c[k] * (1.0 - tx) + d[k] * tx) * ty
+            });
         }
     }
 }
@@ -295,10 +303,7 @@ fn patch_distance(pixels: &[[f32; 3]], width: usize, t: usize, s: usize, bound: 
     for dy in 0..SIDE {
         let t_row = t + dy * width - RADIUS * width - RADIUS;
         let s_row = s + dy * width - RADIUS * width - RADIUS;
-        let (a, b) = (
-            &pixels[t_row..t_row + SIDE],
-            &pixels[s_row..s_row + SIDE],
-        );
+        let (a, b) = (&pixels[t_row..t_row + SIDE], &pixels[s_row..s_row + SIDE]);
         for (p, q) in a.iter().zip(b) {
             let d0 = p[0] - q[0];
             let d1 = p[1] - q[1];
@@ -312,10 +317,44 @@ fn patch_distance(pixels: &[[f32; 3]], width: usize, t: usize, s: usize, bound: 
     sum
 }
 
+/// Patch distance with the mean colour difference mostly forgiven: the SSD
+/// minus `(1 − BIAS_PENALTY)` of the part explained by the two means
+/// differing. A patch of the right texture but another brightness (a
+/// gradient further along) then matches, and the vote restores the
+/// brightness; the remaining penalty keeps matches from drifting far in
+/// colour.
+fn biased_distance(
+    pixels: &[[f32; 3]],
+    means: &[[f32; 3]],
+    width: usize,
+    t: usize,
+    s: usize,
+    bound: f32,
+) -> f32 {
+    let (mt, ms) = (means[t], means[s]);
+    let shift: f32 = (0..3).map(|c| (mt[c] - ms[c]).powi(2)).sum::<f32>()
+        * (SIDE * SIDE) as f32
+        * (1.0 - BIAS_PENALTY);
+    (patch_distance(pixels, width, t, s, bound + shift) - shift).max(0.0)
+}
+
+/// Mean colour of the patch centred at every pixel (clipped at borders).
+fn patch_means(level: &Level) -> Vec<[f32; 3]> {
+    let (w, h) = (level.width, level.height);
+    let channels: [Vec<f32>; 3] = std::array::from_fn(|c| {
+        let plane: Vec<f32> = level.pixels.iter().map(|p| p[c]).collect();
+        box_mean(&plane, w, h, RADIUS)
+    });
+    (0..w * h)
+        .map(|i| [channels[0][i], channels[1][i], channels[2][i]])
+        .collect()
+}
+
 /// PatchMatch iterations over the targets of `nnf`, in parallel bands of
 /// rows; scan direction alternates per iteration.
 fn patch_match(
     level: &Level,
+    means: &[[f32; 3]],
     nnf: &mut [u32],
     distances: &mut [f32],
     sources: &[bool],
@@ -333,7 +372,7 @@ fn patch_match(
             *d = if s == NONE {
                 f32::INFINITY
             } else {
-                patch_distance(pixels, w, t, s as usize, f32::INFINITY)
+                biased_distance(pixels, means, w, t, s as usize, f32::INFINITY)
             };
         });
     let max_radius = w.max(h) as i64;
@@ -344,7 +383,8 @@ fn patch_match(
             .zip(distances.par_chunks_mut(BAND_ROWS * w))
             .enumerate()
             .for_each(|(band, (band_nnf, band_dist))| {
-                let mut rng = Pcg64Mcg::seed_from_u64(mix(seed, (iteration * 1_000_003 + band) as u64));
+                let mut rng =
+                    Pcg64Mcg::seed_from_u64(mix(seed, (iteration * 1_000_003 + band) as u64));
                 let y_start = band * BAND_ROWS;
                 let rows = band_nnf.len() / w;
                 let row_order: Vec<usize> = if forward {
@@ -370,7 +410,7 @@ fn patch_match(
                         let mut best_d = band_dist[local];
                         let consider = |candidate: usize, best: &mut usize, best_d: &mut f32| {
                             if candidate != *best && sources[candidate] {
-                                let d = patch_distance(pixels, w, t, candidate, *best_d);
+                                let d = biased_distance(pixels, means, w, t, candidate, *best_d);
                                 if d < *best_d {
                                     *best = candidate;
                                     *best_d = d;
@@ -423,10 +463,11 @@ fn patch_match(
 }
 
 /// Every hole pixel becomes the weighted mean of the source pixels that the
-/// patches covering it map onto it. With `distances`, a patch weighs
+/// patches covering it map onto it, each shifted by the difference of the
+/// two patches' mean colours (so texture is copied, brightness is kept). With `distances`, a patch weighs
 /// `exp(−d / 2σ²)` with σ² the median patch distance, so good matches
 /// dominate; without, all weigh the same.
-fn vote(level: &mut Level, nnf: &[u32], distances: Option<&[f32]>) {
+fn vote(level: &mut Level, nnf: &[u32], distances: Option<&[f32]>, means: &[[f32; 3]]) {
     let (w, h) = (level.width, level.height);
     let scale = distances.map(|d| {
         let mut finite: Vec<f32> = d.iter().copied().filter(|v| v.is_finite()).collect();
@@ -460,7 +501,8 @@ fn vote(level: &mut Level, nnf: &[u32], distances: Option<&[f32]>) {
                     // The pixel at the same offset from the source centre.
                     let source = (s as usize + y * w + x) - t;
                     let p = pixels[source];
-                    (0..3).for_each(|c| sum[c] += weight * p[c]);
+                    let (mt, ms) = (means[t], means[s as usize]);
+                    (0..3).for_each(|c| sum[c] += weight * (p[c] + mt[c] - ms[c]));
                     total += weight;
                 }
             }
