@@ -1,4 +1,4 @@
-//! Command line and environment of `retouchd` (clap). Every flag has an
+//! Command line and environment of `retouchd` (clap). Every server flag has an
 //! environment variable; secrets are never echoed by `--help`.
 
 use std::net::SocketAddr;
@@ -51,6 +51,41 @@ pub enum Command {
     /// Run only the Aliyun-compatible local backend over HTTP, for other
     /// Aliyun clients to develop against.
     LocalBackend(LocalBackendArgs),
+    /// Instance matting of one image pair with the local engine (mask 255 =
+    /// keep): writes a straight-alpha RGBA PNG.
+    Matte(PairArgs),
+    /// Object removal on one image pair with the local engine (mask 255 =
+    /// remove).
+    Remove(RemoveArgs),
+}
+
+/// Files of a one-off engine run.
+#[derive(Debug, Clone, Args)]
+pub struct PairArgs {
+    /// Input image (PNG or JPEG, 400 to 4096 px per side).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Mask of the same size (grayscale; 255 = the region the API acts on).
+    #[arg(long)]
+    pub mask: PathBuf,
+    /// Output file (format from the extension; `.png` for matting).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Flags of `retouchd remove`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoveArgs {
+    /// Input and output files.
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Seed of the fill: the same seed and input give the same output.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Grow the mask by a disk of this diameter first (odd, 1 to 59; 1 =
+    /// as drawn), to swallow shadows and loose mask edges.
+    #[arg(long, default_value_t = 1)]
+    pub kernel_size: u32,
 }
 
 /// Flags of `retouchd serve`.

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use retouch_server::config::{Cli, Command, LogFormat};
+use retouch_server::config::{Cli, Command, LogFormat, PairArgs};
+use retouch_server::engine::RemovalParams;
+use retouch_server::oneshot::Job;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -14,6 +16,14 @@ async fn main() -> ExitCode {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::LocalBackend(args)) => local_backend(args).await,
+        Some(Command::Matte(pair)) => one_pair(Job::Matte, pair).await,
+        Some(Command::Remove(args)) => {
+            let params = RemovalParams {
+                seed: args.seed,
+                kernel_size: args.kernel_size,
+            };
+            one_pair(Job::Remove(params), args.pair).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,6 +62,23 @@ async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("HTTP server failed: {e}"))
+}
+
+async fn one_pair(job: Job, pair: PairArgs) -> Result<(), String> {
+    let out = pair.out.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        retouch_server::oneshot::run(&job, &pair.image, &pair.mask, &pair.out)
+    })
+    .await
+    .map_err(|e| format!("engine task failed: {e}"))??;
+    println!(
+        "wrote {} ({}x{}) in {:.2} s",
+        out.display(),
+        outcome.dimensions.0,
+        outcome.dimensions.1,
+        outcome.elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

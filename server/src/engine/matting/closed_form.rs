@@ -104,7 +104,11 @@ fn settled_excluded(alpha: &[f32], trimap: &Trimap, w: usize, h: usize) -> Vec<b
 /// The fast path: a guided filter turns the upsampled coarse alpha into one
 /// that follows the full-resolution edges.
 fn refine_with_guided_filter(image: &ColorPlane, trimap: &Trimap, alpha: &mut [f32]) {
-    let refined = guided_filter(image, alpha, 4, 1e-5, 0);
+    // Above a few megapixels the filter's coefficients are computed at half
+    // resolution: a quarter of the memory, and the output still follows
+    // full-resolution edges.
+    let halvings = u32::from(image.width * image.height > 4_000_000);
+    let refined = guided_filter(image, alpha, 4, 1e-5, halvings);
     for (a, (r, t)) in alpha.iter_mut().zip(refined.iter().zip(&trimap.values)) {
         if *t == UNKNOWN {
             *a = r.clamp(0.0, 1.0);

@@ -11,6 +11,8 @@
 //! the paper's in-place Gauss–Seidel, so rows run in parallel and the result
 //! does not depend on scheduling.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use crate::engine::planes::ColorPlane;
@@ -26,8 +28,50 @@ const BIG_ITERATIONS: usize = 3;
 /// Levels up to this side count as small.
 const SMALL_SIDE: usize = 32;
 
+/// Pixels of margin kept around the fractional-alpha region.
+const MARGIN: usize = 16;
+
 /// Foreground colours (`0..=1`) for `image` with `alpha`.
+///
+/// Only the bounding box of the pixels with fractional alpha (plus a
+/// margin) is estimated; elsewhere alpha is 0 or 1 and the foreground is
+/// the image itself (or invisible). On a large photo with a small subject
+/// this saves most of the time and memory.
 pub fn estimate_foreground(image: &ColorPlane, alpha: &[f32]) -> Vec<[f32; 3]> {
+    let (w, h) = (image.width, image.height);
+    let mut out = image.pixels.clone();
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (i, &a) in alpha.iter().enumerate() {
+        if a > 0.0 && a < 1.0 {
+            let (x, y) = (i % w, i / w);
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+        }
+    }
+    if x0 == usize::MAX {
+        return out;
+    }
+    let (x0, y0) = (x0.saturating_sub(MARGIN), y0.saturating_sub(MARGIN));
+    let (x1, y1) = ((x1 + MARGIN).min(w), (y1 + MARGIN).min(h));
+    let (cw, ch) = (x1 - x0, y1 - y0);
+    let crop = ColorPlane {
+        width: cw,
+        height: ch,
+        pixels: (y0..y1)
+            .flat_map(|y| image.pixels[y * w + x0..y * w + x1].iter().copied())
+            .collect(),
+    };
+    let crop_alpha: Vec<f32> = (y0..y1)
+        .flat_map(|y| alpha[y * w + x0..y * w + x1].iter().copied())
+        .collect();
+    let estimated = multi_level(&crop, &crop_alpha);
+    for y in y0..y1 {
+        out[y * w + x0..y * w + x1].copy_from_slice(&estimated[(y - y0) * cw..(y - y0 + 1) * cw]);
+    }
+    out
+}
+
+/// The multi-level estimation over the whole of `image`.
+fn multi_level(image: &ColorPlane, alpha: &[f32]) -> Vec<[f32; 3]> {
     let (w, h) = (image.width, image.height);
     let levels = (w.max(h) as f64).log2().ceil() as u32;
     let mean = mean_colour(image);
@@ -42,8 +86,16 @@ pub fn estimate_foreground(image: &ColorPlane, alpha: &[f32]) -> Vec<[f32; 3]> {
         };
         let lw = ((w as f64).powf(t).round() as usize).clamp(1, w);
         let lh = ((h as f64).powf(t).round() as usize).clamp(1, h);
-        let level_image = resize_nearest(&image.pixels, w, h, lw, lh);
-        let level_alpha = resize_nearest(alpha, w, h, lw, lh);
+        let level_image: Cow<[[f32; 3]]> = if (lw, lh) == (w, h) {
+            Cow::Borrowed(&image.pixels)
+        } else {
+            Cow::Owned(resize_nearest(&image.pixels, w, h, lw, lh))
+        };
+        let level_alpha: Cow<[f32]> = if (lw, lh) == (w, h) {
+            Cow::Borrowed(alpha)
+        } else {
+            Cow::Owned(resize_nearest(alpha, w, h, lw, lh))
+        };
         foreground = resize_nearest(&foreground, pw, ph, lw, lh);
         background = resize_nearest(&background, pw, ph, lw, lh);
         let iterations = if lw.max(lh) <= SMALL_SIDE {

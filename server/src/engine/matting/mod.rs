@@ -17,7 +17,9 @@ mod trimap;
 pub use closed_form::closed_form_alpha;
 pub use foreground::estimate_foreground;
 pub use guided::guided_filter;
-pub use trimap::{BACKGROUND, FOREGROUND, Trimap, UNKNOWN, band_radius, derive_trimap};
+pub use trimap::{
+    BACKGROUND, FOREGROUND, Trimap, UNKNOWN, adaptive_trimap, band_radius, derive_trimap,
+};
 
 use image::{GrayImage, RgbImage, RgbaImage};
 
@@ -50,7 +52,7 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
     let radius = options
         .band_radius
         .unwrap_or_else(|| band_radius(image.width() as usize, image.height() as usize));
-    let trimap = derive_trimap(mask, radius);
+    let trimap = adaptive_trimap(mask, radius);
     let colours = ColorPlane::from_rgb(image);
     let alpha = match options.method {
         AlphaMethod::ClosedForm => closed_form_alpha(&colours, &trimap),

@@ -4,6 +4,8 @@
 use image::{GrayImage, Luma};
 use imageproc::distance_transform::euclidean_squared_distance_transform;
 
+use crate::engine::planes::box_mean;
+
 /// Trimap value of sure background.
 pub const BACKGROUND: u8 = 0;
 /// Trimap value of the unknown band.
@@ -137,6 +139,42 @@ pub fn derive_trimap(mask: &GrayImage, radius: f32) -> Trimap {
     }
 }
 
+/// How far beyond an irregular stretch of outline the band reaches, in
+/// multiples of the base radius.
+const IRREGULAR_REACH: f32 = 3.0;
+
+/// [`derive_trimap`], with the band widened to `IRREGULAR_REACH × radius`
+/// around stretches where the outline is irregular: where the mask
+/// disagrees with its own majority vote over a `radius` window. Thin
+/// protrusions, gaps and ragged bits (a rough scribble around hair or fur)
+/// are exactly where a mask is least trustworthy and the true edge may be
+/// far from the drawn one; straight and gently curved outlines keep the
+/// narrow band.
+pub fn adaptive_trimap(mask: &GrayImage, radius: f32) -> Trimap {
+    let mut trimap = derive_trimap(mask, radius);
+    let (w, h) = (trimap.width, trimap.height);
+    let keep: Vec<f32> = mask
+        .as_raw()
+        .iter()
+        .map(|&m| if m >= 128 { 1.0 } else { 0.0 })
+        .collect();
+    let r = radius.round().max(1.0) as usize;
+    let majority = box_mean(&keep, w, h, r);
+    let irregular: Vec<f32> = keep
+        .iter()
+        .zip(&majority)
+        .map(|(&k, &m)| if (k >= 0.5) != (m >= 0.5) { 1.0 } else { 0.0 })
+        .collect();
+    let reach = (radius * IRREGULAR_REACH).round() as usize;
+    let near = box_mean(&irregular, w, h, reach);
+    for (value, n) in trimap.values.iter_mut().zip(&near) {
+        if *n > 0.0 {
+            *value = UNKNOWN;
+        }
+    }
+    trimap
+}
+
 /// 255 where the mask says `keep` (threshold 128), else 0.
 fn binarise(mask: &GrayImage, keep: bool) -> GrayImage {
     GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
@@ -174,6 +212,27 @@ mod tests {
         assert_eq!(at(25, 50), UNKNOWN);
         assert_eq!(at(36, 50), FOREGROUND);
         assert_eq!(at(23, 50), BACKGROUND);
+    }
+
+    #[test]
+    fn band_widens_around_ragged_outline_only() {
+        // A square with a 2-px spike sticking out of its right side.
+        let mut mask = square_mask(200, 50, 150);
+        for x in 150..175 {
+            for y in 99..101 {
+                mask.put_pixel(x, y, Luma([255]));
+            }
+        }
+        let plain = derive_trimap(&mask, 4.0);
+        let adaptive = adaptive_trimap(&mask, 4.0);
+        let at = |t: &Trimap, x: usize, y: usize| t.values[y * 200 + x];
+        // Near the spike the band reaches 12 px out; along the left edge,
+        // far from it, it stays 4 px.
+        assert_eq!(at(&plain, 185, 100), BACKGROUND);
+        assert_eq!(at(&adaptive, 185, 100), UNKNOWN);
+        assert_eq!(at(&adaptive, 44, 100), BACKGROUND);
+        assert_eq!(at(&adaptive, 47, 100), UNKNOWN);
+        assert_eq!(at(&adaptive, 100, 100), FOREGROUND);
     }
 
     #[test]
