@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use image::{GrayImage, ImageBuffer, Luma, RgbImage};
 use retouch_server::engine::matting::{
-    self, MattingOptions, Trimap, UNKNOWN, band_radius, derive_trimap,
+    self, Trimap, UNKNOWN, adaptive_trimap, band_radius, derive_trimap,
 };
 use retouch_server::engine::planes::ColorPlane;
 use retouch_server::engine::removal::{self, FillStrategy};
@@ -105,22 +105,30 @@ fn write_matting_cases(dir: &Path) -> Vec<MattingCase> {
     ] {
         let scene = matting_scene(style, w, h, 7);
         for coarse in [0.0f32, 4.0, 8.0] {
-            let name = format!("{label}-coarse{coarse}");
             let mask = coarsen_mask(&scene.alpha, w, h, coarse, 3);
-            let trimap = derive_trimap(&mask, band_radius(w as usize, h as usize) + coarse);
-            scene.image.save(dir.join(format!("{name}.png"))).unwrap();
-            trimap
-                .to_gray()
-                .save(dir.join(format!("{name}-trimap.png")))
-                .unwrap();
-            cases.push(MattingCase {
-                name,
-                image: scene.image.clone(),
-                mask,
-                trimap,
-                alpha: scene.alpha.clone(),
-                foreground: scene.foreground.clone(),
-            });
+            let radius = band_radius(w as usize, h as usize);
+            // "fixed": a band as wide as the default plus the known
+            // coarsening; "adaptive": the trimap the engine itself derives.
+            let trimaps = [
+                ("fixed", derive_trimap(&mask, radius + coarse)),
+                ("adaptive", adaptive_trimap(&mask, radius)),
+            ];
+            for (kind, trimap) in trimaps {
+                let name = format!("{label}-coarse{coarse}-{kind}");
+                scene.image.save(dir.join(format!("{name}.png"))).unwrap();
+                trimap
+                    .to_gray()
+                    .save(dir.join(format!("{name}-trimap.png")))
+                    .unwrap();
+                cases.push(MattingCase {
+                    name,
+                    image: scene.image.clone(),
+                    mask: mask.clone(),
+                    trimap,
+                    alpha: scene.alpha.clone(),
+                    foreground: scene.foreground.clone(),
+                });
+            }
         }
     }
     cases
@@ -222,19 +230,6 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
             foreground: Some(foreground),
             alpha_seconds,
             seconds: started.elapsed().as_secs_f64(),
-        });
-
-        // The whole engine as the server runs it: its own (adaptive) trimap
-        // from the mask, so not the trimap the other rows share.
-        let started = Instant::now();
-        let rgba = matting::matte(&case.image, &case.mask, &MattingOptions::default());
-        let seconds = started.elapsed().as_secs_f64();
-        rows.push(MattingRow {
-            method: "ours end to end (own adaptive trimap)".into(),
-            alpha: rgba.pixels().map(|p| f32::from(p.0[3]) / 255.0).collect(),
-            foreground: None,
-            alpha_seconds: seconds,
-            seconds,
         });
 
         let started = Instant::now();
