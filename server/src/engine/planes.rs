@@ -30,28 +30,47 @@ impl ColorPlane {
 
     /// Halves both sides (rounding up) by averaging 2×2 blocks.
     pub fn downsample(&self) -> Self {
-        let (w, h) = (self.width.div_ceil(2), self.height.div_ceil(2));
-        let mut pixels = vec![[0.0f32; 3]; w * h];
-        pixels.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-            for (x, out) in row.iter_mut().enumerate() {
-                let mut sum = [0.0f32; 3];
-                let mut n = 0.0;
-                for fy in (2 * y)..(2 * y + 2).min(self.height) {
-                    for fx in (2 * x)..(2 * x + 2).min(self.width) {
-                        let p = self.pixels[fy * self.width + fx];
-                        (0..3).for_each(|c| sum[c] += p[c]);
-                        n += 1.0;
-                    }
-                }
-                *out = sum.map(|s| s / n);
-            }
-        });
+        let (pixels, width, height) = halve(&self.pixels, self.width, self.height, average);
         ColorPlane {
-            width: w,
-            height: h,
+            width,
+            height,
             pixels,
         }
     }
+}
+
+/// The mean of some colours (NaN for none).
+pub fn average(colours: &mut dyn Iterator<Item = [f32; 3]>) -> [f32; 3] {
+    let mut sum = [0.0f32; 3];
+    let mut n = 0.0;
+    for p in colours {
+        (0..3).for_each(|c| sum[c] += p[c]);
+        n += 1.0;
+    }
+    sum.map(|s| s / n)
+}
+
+/// Halves a `width`×`height` plane (sides rounded up): each output pixel is
+/// `combine` of its 2×2 children (fewer at odd borders). Returns the plane
+/// and its size.
+pub fn halve<T: Copy + Send + Sync>(
+    plane: &[T],
+    width: usize,
+    height: usize,
+    combine: impl Fn(&mut dyn Iterator<Item = T>) -> T + Sync,
+) -> (Vec<T>, usize, usize) {
+    let (w, h) = (width.div_ceil(2), height.div_ceil(2));
+    let out: Vec<T> = (0..w * h)
+        .into_par_iter()
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            let mut children = (2 * y..(2 * y + 2).min(height)).flat_map(|fy| {
+                (2 * x..(2 * x + 2).min(width)).map(move |fx| plane[fy * width + fx])
+            });
+            combine(&mut children)
+        })
+        .collect();
+    (out, w, h)
 }
 
 /// Bilinear resampling of a `width`×`height` scalar plane to

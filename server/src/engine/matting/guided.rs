@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::engine::planes::{
-    ColorPlane, box_mean, invert_symmetric3, mul_symmetric3, resize_bilinear,
+    ColorPlane, box_mean, halve, invert_symmetric3, mul_symmetric3, resize_bilinear,
 };
 
 /// Filters `input` (one value per pixel of `guide`) over square windows of
@@ -83,23 +83,12 @@ pub fn guided_filter(
 }
 
 /// Halves a scalar plane (rounding up) by averaging 2×2 blocks.
-pub fn downsample_scalar(plane: &[f32], width: usize, height: usize) -> Vec<f32> {
-    let (w, h) = (width.div_ceil(2), height.div_ceil(2));
-    let mut out = vec![0.0f32; w * h];
-    out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        for (x, o) in row.iter_mut().enumerate() {
-            let mut sum = 0.0;
-            let mut n = 0.0;
-            for fy in (2 * y)..(2 * y + 2).min(height) {
-                for fx in (2 * x)..(2 * x + 2).min(width) {
-                    sum += plane[fy * width + fx];
-                    n += 1.0;
-                }
-            }
-            *o = sum / n;
-        }
-    });
-    out
+fn downsample_scalar(plane: &[f32], width: usize, height: usize) -> Vec<f32> {
+    halve(plane, width, height, |children| {
+        let (sum, n) = children.fold((0.0, 0.0), |(s, n), v| (s + v, n + 1.0));
+        sum / n
+    })
+    .0
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use image::{GrayImage, Luma};
 use imageproc::distance_transform::euclidean_squared_distance_transform;
 
-use crate::engine::planes::box_mean;
+use crate::engine::planes::{box_mean, halve};
 
 /// Trimap value of sure background.
 pub const BACKGROUND: u8 = 0;
@@ -68,30 +68,18 @@ impl Trimap {
     /// Halves both sides (rounding up): a coarse pixel is sure only when all
     /// its children agree, so the coarse unknown band covers the fine one.
     pub fn downsample(&self) -> Self {
-        let (w, h) = (self.width.div_ceil(2), self.height.div_ceil(2));
-        let mut values = vec![UNKNOWN; w * h];
-        for (y, row) in values.chunks_exact_mut(w).enumerate() {
-            for (x, out) in row.iter_mut().enumerate() {
-                let mut seen = [false; 3];
-                for fy in (2 * y)..(2 * y + 2).min(self.height) {
-                    for fx in (2 * x)..(2 * x + 2).min(self.width) {
-                        seen[match self.values[fy * self.width + fx] {
-                            BACKGROUND => 0,
-                            FOREGROUND => 2,
-                            _ => 1,
-                        }] = true;
-                    }
+        let (values, width, height) =
+            halve(&self.values, self.width, self.height, |mut children| {
+                let first = children.next().unwrap_or(UNKNOWN);
+                if first != UNKNOWN && Iterator::all(&mut children, |v| v == first) {
+                    first
+                } else {
+                    UNKNOWN
                 }
-                *out = match seen {
-                    [true, false, false] => BACKGROUND,
-                    [false, false, true] => FOREGROUND,
-                    _ => UNKNOWN,
-                };
-            }
-        }
+            });
         Trimap {
-            width: w,
-            height: h,
+            width,
+            height,
             values,
         }
     }

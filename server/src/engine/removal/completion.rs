@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use rayon::prelude::*;
 
-use crate::engine::planes::box_mean;
+use crate::engine::planes::{average, box_mean, halve};
 
 /// Patches are `(2 · RADIUS + 1)²` pixels.
 const RADIUS: usize = 3;
@@ -50,29 +50,14 @@ impl Level {
     /// Halves both sides: a coarse pixel is in the hole when any of its
     /// children is, and otherwise averages them.
     fn downsample(&self) -> Level {
-        let (w, h) = (self.width.div_ceil(2), self.height.div_ceil(2));
-        let mut pixels = vec![[0.0f32; 3]; w * h];
-        let mut hole = vec![false; w * h];
-        for y in 0..h {
-            for x in 0..w {
-                let mut sum = [0.0f32; 3];
-                let mut n = 0.0;
-                let mut any_hole = false;
-                for fy in (2 * y)..(2 * y + 2).min(self.height) {
-                    for fx in (2 * x)..(2 * x + 2).min(self.width) {
-                        let i = fy * self.width + fx;
-                        any_hole |= self.hole[i];
-                        (0..3).for_each(|c| sum[c] += self.pixels[i][c]);
-                        n += 1.0;
-                    }
-                }
-                pixels[y * w + x] = sum.map(|s| s / n);
-                hole[y * w + x] = any_hole;
-            }
-        }
+        let (w, h) = (self.width, self.height);
+        let (pixels, width, height) = halve(&self.pixels, w, h, average);
+        let (hole, _, _) = halve(&self.hole, w, h, |mut children| {
+            Iterator::any(&mut children, |h| h)
+        });
         Level {
-            width: w,
-            height: h,
+            width,
+            height,
             pixels,
             hole,
         }
