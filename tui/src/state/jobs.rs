@@ -1,0 +1,247 @@
+//! Jobs and their tasks, updated from snapshots and events.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use retouch_api::v1 as pb;
+
+use super::to_system_time;
+
+/// A job's identity: result keys are per API upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey {
+    /// The API.
+    pub api: pb::Api,
+    /// The upstream result key.
+    pub result_key: String,
+}
+
+/// One task of a job.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRow {
+    /// Input image URL.
+    pub image_url: String,
+    /// Input mask URL.
+    pub mask_url: String,
+    /// Removal seed.
+    pub seed: Option<i64>,
+    /// Removal kernel size.
+    pub kernel_size: Option<u32>,
+    /// Current status.
+    pub status: pb::TaskStatus,
+    /// Every status seen, with when it began.
+    pub history: Vec<(pb::TaskStatus, Option<SystemTime>)>,
+    /// Result URLs once SUCCESS.
+    pub result_urls: Vec<String>,
+    /// The upstream's message (failure reason).
+    pub message: String,
+}
+
+impl TaskRow {
+    fn from_pb(task: &pb::Task) -> Self {
+        let since = to_system_time(task.status_since.as_ref());
+        TaskRow {
+            image_url: task.image_url.clone(),
+            mask_url: task.mask_url.clone(),
+            seed: task.seed,
+            kernel_size: task.kernel_size,
+            status: task.status(),
+            history: vec![(task.status(), since)],
+            result_urls: task.result_urls.clone(),
+            message: task.message.clone(),
+        }
+    }
+
+    /// When the current status began.
+    pub fn since(&self) -> Option<SystemTime> {
+        self.history.last().and_then(|(_, t)| *t)
+    }
+}
+
+/// The last upstream error of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// The Aliyun code (0 for none, e.g. a transport error).
+    pub aliyun_code: i64,
+    /// The message.
+    pub message: String,
+}
+
+/// One job.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    /// Identity.
+    pub key: JobKey,
+    /// Job status.
+    pub status: pb::JobStatus,
+    /// Tasks in submission order.
+    pub tasks: Vec<TaskRow>,
+    /// When retouchd accepted it.
+    pub accepted_at: Option<SystemTime>,
+    /// When anything about it last changed.
+    pub updated_at: Option<SystemTime>,
+    /// Its last upstream error.
+    pub last_error: Option<LastError>,
+    /// Whether a client of retouchd submitted it or it was adopted.
+    pub origin: pb::JobOrigin,
+}
+
+impl JobRow {
+    fn from_pb(job: &pb::Job) -> Self {
+        JobRow {
+            key: JobKey {
+                api: job.api(),
+                result_key: job.result_key.clone(),
+            },
+            status: job.status(),
+            tasks: job.tasks.iter().map(TaskRow::from_pb).collect(),
+            accepted_at: to_system_time(job.accepted_at.as_ref()),
+            updated_at: to_system_time(job.updated_at.as_ref()),
+            last_error: job.last_error.as_ref().map(|e| LastError {
+                aliyun_code: e.aliyun_code,
+                message: e.message.clone(),
+            }),
+            origin: job.origin(),
+        }
+    }
+
+    /// Tasks per status: (waiting, running, success, failed).
+    pub fn counts(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for task in &self.tasks {
+            match task.status {
+                pb::TaskStatus::Running => counts[1] += 1,
+                pb::TaskStatus::Success => counts[2] += 1,
+                pb::TaskStatus::Failed => counts[3] += 1,
+                _ => counts[0] += 1,
+            }
+        }
+        counts
+    }
+
+    /// When the job entered its current state: the latest task change.
+    pub fn state_since(&self) -> Option<SystemTime> {
+        self.tasks.iter().filter_map(TaskRow::since).max()
+    }
+}
+
+/// All jobs, in the order first seen, with lookup by key.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    rows: Vec<JobRow>,
+    index: HashMap<JobKey, usize>,
+    /// Bumped on every change, so views can tell when to recompute.
+    generation: u64,
+}
+
+impl Jobs {
+    /// Number of jobs.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Every job, in the order first seen.
+    pub fn iter(&self) -> impl Iterator<Item = &JobRow> {
+        self.rows.iter()
+    }
+
+    /// The job at position `i` of [`Jobs::iter`].
+    pub fn at(&self, i: usize) -> &JobRow {
+        &self.rows[i]
+    }
+
+    /// The job with this key.
+    pub fn get(&self, key: &JobKey) -> Option<&JobRow> {
+        self.index.get(key).map(|&i| &self.rows[i])
+    }
+
+    /// Changes so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Replaces (or adds) a job from a snapshot, keeping the status history
+    /// already seen.
+    pub fn apply_snapshot(&mut self, job: pb::Job) {
+        let fresh = JobRow::from_pb(&job);
+        self.generation += 1;
+        match self.index.get(&fresh.key) {
+            Some(&i) => {
+                let old = std::mem::replace(&mut self.rows[i], fresh);
+                let row = &mut self.rows[i];
+                for (task, before) in row.tasks.iter_mut().zip(old.tasks) {
+                    let mut history = before.history;
+                    if history.last().map(|(s, _)| *s) != Some(task.status) {
+                        history.extend(task.history.last().copied());
+                    }
+                    task.history = history;
+                }
+            }
+            None => self.insert(fresh),
+        }
+    }
+
+    /// Applies one event; events of jobs never seen create them.
+    pub fn apply_event(&mut self, event: pb::JobEvent) {
+        self.generation += 1;
+        let time = to_system_time(event.time.as_ref());
+        let key = JobKey {
+            api: event.api(),
+            result_key: event.result_key.clone(),
+        };
+        if let Some(pb::job_event::Kind::Accepted(accepted)) = &event.kind
+            && let Some(job) = &accepted.job
+        {
+            self.apply_snapshot(job.clone());
+            return;
+        }
+        if !self.index.contains_key(&key) {
+            self.insert(JobRow {
+                key: key.clone(),
+                status: event.job_status(),
+                tasks: Vec::new(),
+                accepted_at: time,
+                updated_at: time,
+                last_error: None,
+                origin: pb::JobOrigin::Unspecified,
+            });
+        }
+        let row = &mut self.rows[self.index[&key]];
+        row.status = event.job_status();
+        row.updated_at = time.or(row.updated_at);
+        match event.kind {
+            Some(pb::job_event::Kind::Transition(t)) => {
+                let i = t.task_index as usize;
+                if row.tasks.len() <= i {
+                    row.tasks.resize_with(i + 1, TaskRow::default);
+                }
+                let task = &mut row.tasks[i];
+                task.status = t.current();
+                task.history.push((t.current(), time));
+                if !t.result_urls.is_empty() {
+                    task.result_urls = t.result_urls;
+                }
+                if !t.message.is_empty() {
+                    task.message = t.message;
+                }
+            }
+            Some(pb::job_event::Kind::UpstreamError(e)) => {
+                row.last_error = Some(LastError {
+                    aliyun_code: e.aliyun_code,
+                    message: e.message,
+                });
+            }
+            Some(pb::job_event::Kind::Accepted(_)) | None => {}
+        }
+    }
+
+    fn insert(&mut self, row: JobRow) {
+        self.index.insert(row.key.clone(), self.rows.len());
+        self.rows.push(row);
+    }
+}

@@ -1,0 +1,184 @@
+//! Everything the dashboard knows, as plain data: jobs and their tasks,
+//! errors, throughput, the connection, and what the user is looking at.
+//! No ratatui types here; `view` turns this into widgets.
+
+mod errors;
+mod form;
+mod jobs;
+mod stats;
+mod table;
+
+pub use errors::{ErrorEntry, ErrorKind, ErrorLog};
+pub use form::{FormField, SubmitForm};
+pub use jobs::{JobKey, JobRow, Jobs, TaskRow};
+pub use stats::Throughput;
+pub use table::{ApiFilter, Filter, Sort, SortKey, StatusFilter, TableView};
+
+use std::time::SystemTime;
+
+use retouch_api::v1 as pb;
+
+/// What the Watch stream and the client's own calls deliver to the state.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// A job's state from a snapshot.
+    Snapshot(pb::Job),
+    /// Snapshot or replay complete; live events follow.
+    Synced {
+        /// Last sequence number of the server.
+        head_seq: u64,
+        /// The server's instance id.
+        server_id: String,
+    },
+    /// An event.
+    Event(pb::JobEvent),
+    /// The connection changed.
+    Connection(Connection),
+    /// An RPC of ours failed (submit, upload, watch).
+    RpcError {
+        /// What we were doing, e.g. "submit matting".
+        context: String,
+        /// The gRPC code name, e.g. "UNAVAILABLE".
+        grpc_code: String,
+        /// The Aliyun code from the status details, if any.
+        aliyun_code: Option<i64>,
+        /// The status message.
+        message: String,
+    },
+    /// A note for the status line (submitted, downloaded, ...).
+    Notice(String),
+}
+
+/// The connection to retouchd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// Dialling.
+    Connecting {
+        /// 1 for the first try.
+        attempt: u32,
+    },
+    /// Streaming.
+    Connected {
+        /// The server's instance id.
+        server_id: String,
+        /// Whether the stream resumed from our last sequence number (no
+        /// snapshot needed).
+        resumed: bool,
+    },
+    /// Lost; a new attempt follows.
+    Disconnected {
+        /// Why.
+        reason: String,
+        /// When the next attempt starts.
+        retry_at: SystemTime,
+    },
+}
+
+/// The dashboard's state.
+#[derive(Debug)]
+pub struct Dashboard {
+    /// Jobs by key.
+    pub jobs: Jobs,
+    /// Errors as they happened.
+    pub errors: ErrorLog,
+    /// Events per second and upstream errors per minute.
+    pub throughput: Throughput,
+    /// The connection.
+    pub connection: Connection,
+    /// Highest sequence number applied, and the server it belongs to: where
+    /// a reconnect resumes.
+    pub head_seq: u64,
+    /// The server instance `head_seq` belongs to.
+    pub server_id: String,
+    /// The table's filter, sort and selection.
+    pub table: TableView,
+    /// The last notice for the status line.
+    pub notice: Option<String>,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Dashboard {
+            jobs: Jobs::default(),
+            errors: ErrorLog::new(500),
+            throughput: Throughput::default(),
+            connection: Connection::Connecting { attempt: 1 },
+            head_seq: 0,
+            server_id: String::new(),
+            table: TableView::default(),
+            notice: None,
+        }
+    }
+}
+
+impl Dashboard {
+    /// Applies one update at wall-clock time `now`.
+    pub fn apply(&mut self, update: Update, now: SystemTime) {
+        match update {
+            Update::Snapshot(job) => self.jobs.apply_snapshot(job),
+            Update::Synced {
+                head_seq,
+                server_id,
+            } => {
+                if server_id != self.server_id {
+                    // Another server instance: its sequence numbers are not
+                    // comparable with the ones we saw.
+                    self.server_id = server_id;
+                    self.head_seq = head_seq;
+                } else {
+                    self.head_seq = self.head_seq.max(head_seq);
+                }
+            }
+            Update::Event(event) => {
+                // Replays after a reconnect may repeat what we applied.
+                if event.seq != 0 && event.seq <= self.head_seq {
+                    return;
+                }
+                self.head_seq = self.head_seq.max(event.seq);
+                self.throughput.record_event(now);
+                if let Some(pb::job_event::Kind::UpstreamError(error)) = &event.kind {
+                    self.throughput.record_upstream_error(now);
+                    self.errors.push(ErrorEntry::upstream(&event, error, now));
+                }
+                if let Some(pb::job_event::Kind::Transition(t)) = &event.kind
+                    && t.current() == pb::TaskStatus::Failed
+                {
+                    self.errors.push(ErrorEntry::task_failed(&event, t, now));
+                }
+                self.jobs.apply_event(event);
+            }
+            Update::Connection(connection) => self.connection = connection,
+            Update::RpcError {
+                context,
+                grpc_code,
+                aliyun_code,
+                message,
+            } => self.errors.push(ErrorEntry {
+                time: now,
+                kind: ErrorKind::Rpc {
+                    grpc_code,
+                    aliyun_code,
+                },
+                message: format!("{context}: {message}"),
+                job: None,
+            }),
+            Update::Notice(text) => self.notice = Some(text),
+        }
+    }
+
+    /// Jobs per status: (active, completed, lost).
+    pub fn totals(&self) -> (usize, usize, usize) {
+        self.jobs
+            .iter()
+            .fold((0, 0, 0), |(a, c, l), job| match job.status {
+                pb::JobStatus::Completed => (a, c + 1, l),
+                pb::JobStatus::Lost => (a, c, l + 1),
+                _ => (a + 1, c, l),
+            })
+    }
+}
+
+/// A protobuf timestamp as `SystemTime` (the epoch for none).
+pub fn to_system_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    ts.and_then(|t| SystemTime::try_from(*t).ok())
+}
