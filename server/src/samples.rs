@@ -1,7 +1,7 @@
 //! Bundled sample image/mask pairs for demos, the README and tests, so
 //! nothing has to be fetched. They are synthetic scenes (see
-//! [`crate::synthetic`]) computed from fixed formulas and seeds: the bytes
-//! are the same on every run.
+//! [`crate::synthetic`]) computed from fixed formulas and seeds, the same
+//! on every run.
 
 use image::{GrayImage, RgbImage};
 

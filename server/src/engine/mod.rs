@@ -43,7 +43,7 @@ pub struct RemovalParams {
     /// Seed of everything random in the fill; same seed and input give the
     /// same output.
     pub seed: u64,
-    /// Side of the square kernel by which the removal region is grown before
+    /// Diameter of the disk by which the removal region is grown before
     /// filling (odd; 1 leaves the mask unchanged).
     pub kernel_size: u32,
 }

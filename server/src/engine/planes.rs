@@ -174,7 +174,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f64 {
 /// in the same layout. The matrices inverted here are covariances plus a
 /// positive regulariser, so the determinant is positive.
 pub fn invert_symmetric3(m: [f32; 6]) -> [f32; 6] {
-    let [a, b, c, d, e, f] = m.map(f64::from);
+    invert_symmetric3_f64(m.map(f64::from)).map(|v| v as f32)
+}
+
+/// [`invert_symmetric3`] in `f64`, for nearly singular covariances (grey
+/// windows) whose inverse has entries near `1/ε` that `f32` cannot carry.
+pub fn invert_symmetric3_f64(m: [f64; 6]) -> [f64; 6] {
+    let [a, b, c, d, e, f] = m;
     let (ia, ib, ic) = (d * f - e * e, c * e - b * f, b * e - c * d);
     let det = a * ia + b * ib + c * ic;
     let inv = 1.0 / det;
@@ -186,7 +192,6 @@ pub fn invert_symmetric3(m: [f32; 6]) -> [f32; 6] {
         (b * c - a * e) * inv,
         (a * d - b * b) * inv,
     ]
-    .map(|v| v as f32)
 }
 
 /// `m · v` for a symmetric 3×3 `m` in the layout of [`invert_symmetric3`].

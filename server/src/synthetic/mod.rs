@@ -2,7 +2,8 @@
 //! quality benchmark: matting composites with exact alpha, and object
 //! removal scenes with the original background behind the pasted object.
 //! Everything is computed from formulas and a seed, so a scene is the same
-//! bytes on every run and every machine.
+//! on every run (bit-identical across machines only as far as their `sin`
+//! and `exp` agree).
 
 mod matting;
 mod noise;

@@ -1,7 +1,7 @@
 //! Closed-form matting (Levin et al. 2008): alpha at the unknown pixels
 //! minimises `αᵀ L α` with the trimap's sure pixels fixed, i.e. solves
-//! `L_uu α_u = −L_uk α_k`, by conjugate gradients with a Jacobi
-//! preconditioner, coarse to fine.
+//! `L_uu α_u = −L_uk α_k`, by conjugate gradients preconditioned with an
+//! incomplete Cholesky factor, coarse to fine.
 //!
 //! The solve at each level starts from the bilinearly upsampled solution of
 //! the half-resolution problem, so the fine levels only correct details and
@@ -20,7 +20,7 @@ use crate::engine::planes::{ColorPlane, box_mean, dot, resize_bilinear};
 
 /// Solve without a coarser level below this many unknown pixels.
 const DIRECT_UNKNOWN: usize = 6_000;
-/// Never halve an image whose shorter side is below this.
+/// Only halve an image whose shorter side is at least twice this.
 const MIN_SIDE: usize = 48;
 /// Levels with more unknown pixels than this take the guided-filter path.
 const MAX_SOLVED_UNKNOWN: usize = 1_500_000;
@@ -67,7 +67,7 @@ pub fn closed_form_alpha(image: &ColorPlane, trimap: &Trimap) -> Vec<f32> {
             refine_with_guided_filter(image, trimap, &mut alpha);
             return alpha;
         }
-        let open = settled_excluded(&alpha, trimap, w, h);
+        let open = settled_excluded(&mut alpha, trimap, w, h);
         solve_unknown(image, &open, &mut alpha, REFINE);
     } else {
         let open: Vec<bool> = trimap.values.iter().map(|&t| t == UNKNOWN).collect();
@@ -78,10 +78,10 @@ pub fn closed_form_alpha(image: &ColorPlane, trimap: &Trimap) -> Vec<f32> {
 
 /// The unknown pixels still worth solving at a fine level: those with some
 /// upsampled alpha strictly between [`SETTLED`] and `1 − SETTLED` within
-/// [`SETTLED_REACH`] pixels. Where the coarse solution is flat 0 or 1 all
+/// [`SETTLED_REACH`] pixels; the others are snapped to 0 or 1. Where the coarse solution is flat 0 or 1 all
 /// around, the fine one is too, and fixing those pixels shrinks the system
 /// to the actual transition zone, which is what makes the fine solves cheap.
-fn settled_excluded(alpha: &[f32], trimap: &Trimap, w: usize, h: usize) -> Vec<bool> {
+fn settled_excluded(alpha: &mut [f32], trimap: &Trimap, w: usize, h: usize) -> Vec<bool> {
     let fractional: Vec<f32> = alpha
         .iter()
         .map(|&a| {
@@ -93,12 +93,20 @@ fn settled_excluded(alpha: &[f32], trimap: &Trimap, w: usize, h: usize) -> Vec<b
         })
         .collect();
     let near = box_mean(&fractional, w, h, SETTLED_REACH);
-    trimap
+    let open: Vec<bool> = trimap
         .values
         .iter()
         .zip(&near)
         .map(|(&t, &n)| t == UNKNOWN && n > 0.0)
-        .collect()
+        .collect();
+    // Settled pixels are fixed at exactly 0 or 1, not at the upsampled
+    // value, which would leave a faint haze of 1–5/255 across the band.
+    for ((a, &t), &o) in alpha.iter_mut().zip(&trimap.values).zip(&open) {
+        if t == UNKNOWN && !o {
+            *a = a.round();
+        }
+    }
+    open
 }
 
 /// The fast path: a guided filter turns the upsampled coarse alpha into one
@@ -145,6 +153,9 @@ fn solve_unknown(image: &ColorPlane, unknown: &[bool], alpha: &mut [f32], solve:
         a.apply(&p, &mut ap);
         let pap = dot(&p, &ap);
         if pap <= 0.0 {
+            // Only an indefinite system gets here (it should not: L_uu is
+            // positive semi-definite); keep the best iterate so far.
+            tracing::warn!(iterations, "closed-form solve stopped: p·Ap = {pap}");
             break;
         }
         let step = (rz / pap) as f32;
@@ -199,5 +210,40 @@ mod tests {
             .map(|(m, b)| (f32::from(*m) / 255.0 - b).abs())
             .sum();
         assert!(sad < 0.8 * mask_sad, "SAD {sad} vs mask {mask_sad}");
+    }
+
+    #[test]
+    fn grey_images_give_a_sound_system() {
+        // R = G = B everywhere: every window covariance is singular but for
+        // the regulariser, the case f32 arithmetic got wrong.
+        let scene = matting_scene(MattingStyle::Soft, 400, 300, 1);
+        let grey = image::RgbImage::from_fn(400, 300, |x, y| {
+            let p = scene.image.get_pixel(x, y).0;
+            let v = ((u32::from(p[0]) * 3 + u32::from(p[1]) * 6 + u32::from(p[2])) / 10) as u8;
+            image::Rgb([v, v, v])
+        });
+        let mask = coarsen_mask(&scene.alpha, 400, 300, 3.0, 2);
+        let trimap = derive_trimap(&mask, 10.0);
+        let image = ColorPlane::from_rgb(&grey);
+        let unknown: Vec<bool> = trimap.values.iter().map(|&t| t == UNKNOWN).collect();
+        let (a, _) = MattingLaplacian::new(&image, &unknown).assemble(&trimap.initial_alpha());
+        // Positive semi-definite: xᵀAx ≥ 0 for a few probing vectors.
+        let n = a.rows();
+        for k in 1..6 {
+            let x: Vec<f32> = (0..n).map(|i| ((i * k) as f32 * 0.37).sin()).collect();
+            let mut ax = vec![0.0; n];
+            a.apply(&x, &mut ax);
+            let quad = dot(&x, &ax);
+            assert!(quad > -1e-3 * dot(&x, &x), "xᵀAx = {quad}");
+        }
+        let alpha = closed_form_alpha(&image, &trimap);
+        let sad: f32 = alpha.iter().zip(&scene.alpha).map(|(a, b)| (a - b).abs()).sum();
+        let mask_sad: f32 = mask
+            .as_raw()
+            .iter()
+            .zip(&scene.alpha)
+            .map(|(m, b)| (f32::from(*m) / 255.0 - b).abs())
+            .sum();
+        assert!(sad < 0.9 * mask_sad, "SAD {sad} vs mask {mask_sad}");
     }
 }

@@ -17,7 +17,11 @@ use rayon::prelude::*;
 
 use crate::engine::planes::ColorPlane;
 
-/// Weight of colour smoothness regardless of alpha edges.
+/// Weight of colour smoothness regardless of alpha edges. The paper (and
+/// pymatting) use 5e-3 and 0.1 for these two with in-place Gauss–Seidel
+/// updates; with our Jacobi updates those weights had not converged after
+/// the same iterations (foreground error 9–13 levels against pymatting's
+/// 1.3–3.5 in the bench), these do (1.1–4.1).
 const REGULARISATION: f32 = 1e-5;
 /// Weight of smoothness across alpha changes.
 const GRADIENT_WEIGHT: f32 = 1.0;

@@ -79,7 +79,14 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) {
         if top.width.min(top.height) / 2 < MIN_SIDE {
             break;
         }
-        pyramid.push(top.downsample());
+        let next = top.downsample();
+        // A coarse pixel is in the hole if any child is, so a thin known
+        // frame vanishes a few levels down; a level with nothing known would
+        // start from the object itself and carry it back up as a ghost.
+        if next.hole.iter().all(|&h| h) {
+            break;
+        }
+        pyramid.push(next);
         radius /= 2.0;
     }
     let depth = pyramid.len();
