@@ -7,12 +7,14 @@ mod form;
 mod jobs;
 mod stats;
 mod table;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use errors::{ErrorEntry, ErrorKind, ErrorLog};
 pub use form::{FormField, SubmitForm};
 pub use jobs::{JobKey, JobRow, Jobs, TaskRow};
 pub use stats::Throughput;
-pub use table::{ApiFilter, Filter, Sort, SortKey, StatusFilter, TableView};
+pub use table::{ApiFilter, Filter, Sort, SortKey, StatusFilter, TableView, api_name};
 
 use std::time::SystemTime;
 

@@ -237,7 +237,11 @@ mod tests {
             assert!(quad > -1e-3 * dot(&x, &x), "xᵀAx = {quad}");
         }
         let alpha = closed_form_alpha(&image, &trimap);
-        let sad: f32 = alpha.iter().zip(&scene.alpha).map(|(a, b)| (a - b).abs()).sum();
+        let sad: f32 = alpha
+            .iter()
+            .zip(&scene.alpha)
+            .map(|(a, b)| (a - b).abs())
+            .sum();
         let mask_sad: f32 = mask
             .as_raw()
             .iter()

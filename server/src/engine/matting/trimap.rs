@@ -213,7 +213,11 @@ mod tests {
         // no part of it is ragged.
         let mask = GrayImage::from_fn(800, 800, |x, y| {
             let (dx, dy) = (x as f32 - 400.0, y as f32 - 400.0);
-            Luma([if dx * dx + dy * dy <= 120.0 * 120.0 { 255 } else { 0 }])
+            Luma([if dx * dx + dy * dy <= 120.0 * 120.0 {
+                255
+            } else {
+                0
+            }])
         });
         let radius = band_radius(800, 800);
         assert_eq!(

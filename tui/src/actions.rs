@@ -1,0 +1,117 @@
+//! Carries out what the dashboard asks for (submit, watch, download) off
+//! the UI loop, reporting back as updates.
+
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
+use crate::app::Action;
+use crate::client::{Client, ClientError};
+use crate::state::{JobKey, Update, api_name};
+use crate::watch::WatchCommand;
+
+/// Runs actions until the dashboard goes away. Each runs on its own task,
+/// so a slow upload never holds up the next action.
+pub async fn run(
+    client: Client,
+    mut actions: mpsc::UnboundedReceiver<Action>,
+    updates: mpsc::Sender<Update>,
+    watch: mpsc::UnboundedSender<WatchCommand>,
+) {
+    while let Some(action) = actions.recv().await {
+        let (client, updates, watch) = (client.clone(), updates.clone(), watch.clone());
+        tokio::spawn(async move {
+            let update = match action {
+                Action::Submit(request) => {
+                    let request_id = uuid::Uuid::new_v4().to_string();
+                    match client.submit(&request, &request_id).await {
+                        Ok(response) => {
+                            let job = response.job.unwrap_or_default();
+                            let _ = watch.send(WatchCommand::Add(retouch_api::v1::JobRef {
+                                api: job.api,
+                                result_key: job.result_key.clone(),
+                            }));
+                            Update::Notice(format!(
+                                "submitted {}:{}",
+                                api_name(job.api()),
+                                job.result_key
+                            ))
+                        }
+                        Err(error) => rpc_error(error),
+                    }
+                }
+                Action::Watch(job) => {
+                    let _ = watch.send(WatchCommand::Add(job));
+                    return;
+                }
+                Action::Download { job, urls, dir } => match download(&job, &urls, &dir).await {
+                    Ok(n) => Update::Notice(format!("saved {n} result(s) into {}", dir.display())),
+                    Err(error) => rpc_error(error),
+                },
+            };
+            let _ = updates.send(update).await;
+        });
+    }
+}
+
+fn rpc_error(error: ClientError) -> Update {
+    Update::RpcError {
+        context: error.context,
+        grpc_code: error.grpc_code,
+        aliyun_code: error.aliyun_code,
+        message: error.message,
+    }
+}
+
+/// Saves each URL as `<dir>/<api>-<result_key>-<task>[-<n>].png`.
+async fn download(
+    job: &JobKey,
+    urls: &[(usize, String)],
+    dir: &Path,
+) -> Result<usize, ClientError> {
+    let local = |message: String| ClientError {
+        context: format!("download {}", job.result_key),
+        grpc_code: "LOCAL".into(),
+        aliyun_code: None,
+        message,
+    };
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| local(format!("{}: {e}", dir.display())))?;
+    let http = reqwest::Client::new();
+    for (n, (task, url)) in urls.iter().enumerate() {
+        let bytes = http
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| local(format!("{url}: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| local(format!("{url}: {e}")))?;
+        let same_task = urls.iter().filter(|(t, _)| t == task).count() > 1;
+        let name = if same_task {
+            format!("{}-{}-{task}-{n}.png", api_name(job.api), job.result_key)
+        } else {
+            format!("{}-{}-{task}.png", api_name(job.api), job.result_key)
+        };
+        let path = dir.join(sanitize(&name));
+        tokio::fs::write(&path, &bytes)
+            .await
+            .map_err(|e| local(format!("{}: {e}", path.display())))?;
+    }
+    Ok(urls.len())
+}
+
+/// Result keys come from the upstream: keep them from naming other folders.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,354 @@
+//! The dashboard's behaviour: what each key does, and the loop that feeds
+//! events in and draws frames, generic over the ratatui `Backend` so tests
+//! drive it with a `TestBackend`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use futures::{FutureExt, Stream, StreamExt};
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use retouch_api::v1 as pb;
+use tokio::sync::mpsc;
+
+use crate::event::Event;
+use crate::request::JobRequest;
+use crate::state::{Dashboard, JobKey, Sort, SubmitForm};
+use crate::view;
+
+/// Frames are drawn at most this often, however fast events arrive.
+pub const FRAME_BUDGET: Duration = Duration::from_millis(33);
+
+/// What the dashboard shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The jobs table.
+    Table,
+    /// One job in detail.
+    Detail,
+    /// The key list.
+    Help,
+    /// The submit form.
+    Form,
+    /// Typing a filter.
+    FilterInput,
+    /// Typing a job to watch (`api:result_key`).
+    WatchInput,
+}
+
+/// Something the dashboard asks the outside world to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Upload what needs uploading and submit.
+    Submit(JobRequest),
+    /// Watch one more job.
+    Watch(pb::JobRef),
+    /// Save these result URLs into `dir`, named after the job.
+    Download {
+        /// The job.
+        job: JobKey,
+        /// (task index, URL) pairs.
+        urls: Vec<(usize, String)>,
+        /// Target folder.
+        dir: PathBuf,
+    },
+}
+
+/// The dashboard: state plus what the user is doing with it.
+#[derive(Debug)]
+pub struct App {
+    /// Jobs, errors, rates, connection.
+    pub state: Dashboard,
+    /// Current screen.
+    pub mode: Mode,
+    /// Screen to return to from help and inputs.
+    previous: Mode,
+    /// The submit form.
+    pub form: SubmitForm,
+    /// Text being typed in an input line.
+    pub input: String,
+    /// Where downloads go.
+    pub download_dir: PathBuf,
+    /// Rows of the table area at the last draw (for paging).
+    pub table_height: usize,
+    /// Set when the user quits.
+    pub quit: bool,
+    actions: Option<mpsc::UnboundedSender<Action>>,
+}
+
+impl App {
+    /// A dashboard sending its actions to `actions` (none: actions are
+    /// dropped, for tests and benches).
+    pub fn new(actions: Option<mpsc::UnboundedSender<Action>>, download_dir: PathBuf) -> Self {
+        App {
+            state: Dashboard::default(),
+            mode: Mode::Table,
+            previous: Mode::Table,
+            form: SubmitForm::default(),
+            input: String::new(),
+            download_dir,
+            table_height: 20,
+            quit: false,
+            actions,
+        }
+    }
+
+    /// Reacts to one event at wall-clock time `now`.
+    pub fn handle(&mut self, event: Event, now: SystemTime) {
+        match event {
+            Event::Update(update) => self.state.apply(update, now),
+            Event::Tick => {}
+            Event::Terminal(TermEvent::Key(key)) if key.kind != KeyEventKind::Release => {
+                self.on_key(key)
+            }
+            Event::Terminal(_) => {}
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            self.quit = true;
+            return;
+        }
+        match self.mode {
+            Mode::Form => self.on_form_key(key),
+            Mode::FilterInput | Mode::WatchInput => self.on_input_key(key),
+            Mode::Help => {
+                if matches!(key.code, KeyCode::Esc | KeyCode::Char('?' | 'q')) {
+                    self.mode = self.previous;
+                }
+            }
+            Mode::Table | Mode::Detail => self.on_view_key(key),
+        }
+    }
+
+    fn on_view_key(&mut self, key: KeyEvent) {
+        let page = self.table_height.max(1) as isize;
+        let jobs = &self.state.jobs;
+        let table = &mut self.state.table;
+        table.refresh(jobs);
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => {
+                self.previous = self.mode;
+                self.mode = Mode::Help;
+            }
+            KeyCode::Down | KeyCode::Char('j') => table.move_selection(jobs, 1, self.table_height),
+            KeyCode::Up | KeyCode::Char('k') => table.move_selection(jobs, -1, self.table_height),
+            KeyCode::PageDown => table.move_selection(jobs, page, self.table_height),
+            KeyCode::PageUp => table.move_selection(jobs, -page, self.table_height),
+            KeyCode::Home | KeyCode::Char('g') => {
+                table.move_selection(jobs, isize::MIN / 2, self.table_height)
+            }
+            KeyCode::End | KeyCode::Char('G') => {
+                table.move_selection(jobs, isize::MAX / 2, self.table_height)
+            }
+            KeyCode::Enter if self.mode == Mode::Table && table.selected().is_some() => {
+                self.mode = Mode::Detail
+            }
+            KeyCode::Esc | KeyCode::Backspace if self.mode == Mode::Detail => {
+                self.mode = Mode::Table
+            }
+            KeyCode::Char('/') => {
+                self.previous = self.mode;
+                self.input = table.filter().text.clone();
+                self.mode = Mode::FilterInput;
+            }
+            KeyCode::Char('a') => {
+                let mut filter = table.filter().clone();
+                filter.api = filter.api.next();
+                table.set_filter(filter);
+            }
+            KeyCode::Char('s') => {
+                let mut filter = table.filter().clone();
+                filter.status = filter.status.next();
+                table.set_filter(filter);
+            }
+            KeyCode::Char('o') => {
+                let sort = table.sort();
+                table.set_sort(Sort {
+                    key: sort.key.next(),
+                    ..sort
+                });
+            }
+            KeyCode::Char('r') => {
+                let sort = table.sort();
+                table.set_sort(Sort {
+                    reversed: !sort.reversed,
+                    ..sort
+                });
+            }
+            KeyCode::Char('n') => {
+                self.previous = self.mode;
+                self.mode = Mode::Form;
+            }
+            KeyCode::Char('w') => {
+                self.previous = self.mode;
+                self.input.clear();
+                self.mode = Mode::WatchInput;
+            }
+            KeyCode::Char('d') => self.download_selected(),
+            _ => {}
+        }
+    }
+
+    fn on_input_key(&mut self, key: KeyEvent) {
+        match key.code {
+            KeyCode::Esc => {
+                if self.mode == Mode::FilterInput {
+                    let mut filter = self.state.table.filter().clone();
+                    filter.text.clear();
+                    self.state.table.set_filter(filter);
+                }
+                self.mode = self.previous;
+            }
+            KeyCode::Enter => {
+                let text = self.input.trim().to_owned();
+                if self.mode == Mode::FilterInput {
+                    let mut filter = self.state.table.filter().clone();
+                    filter.text = text;
+                    self.state.table.set_filter(filter);
+                } else {
+                    match parse_job_ref(&text) {
+                        Some(job) => {
+                            self.send(Action::Watch(job));
+                            self.state.notice = Some(format!("watching {text}"));
+                        }
+                        None => {
+                            self.state.notice = Some(
+                                "watch: type matting:<result_key> or removal:<result_key>".into(),
+                            );
+                        }
+                    }
+                }
+                self.mode = self.previous;
+            }
+            KeyCode::Backspace => drop(self.input.pop()),
+            KeyCode::Char(c) => {
+                self.input.push(c);
+                if self.mode == Mode::FilterInput {
+                    // Filter as you type.
+                    let mut filter = self.state.table.filter().clone();
+                    filter.text = self.input.clone();
+                    self.state.table.set_filter(filter);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_form_key(&mut self, key: KeyEvent) {
+        match key.code {
+            KeyCode::Esc => self.mode = self.previous,
+            KeyCode::Tab | KeyCode::Down => self.form.cycle_focus(true),
+            KeyCode::BackTab | KeyCode::Up => self.form.cycle_focus(false),
+            KeyCode::Left | KeyCode::Right if self.form.focus == crate::state::FormField::Api => {
+                self.form.toggle_api()
+            }
+            KeyCode::Backspace => self.form.backspace(),
+            KeyCode::Enter => {
+                if let Some(request) = self.form.validate() {
+                    self.send(Action::Submit(request));
+                    self.state.notice = Some("submitting...".into());
+                    self.form = SubmitForm {
+                        api: self.form.api,
+                        ..SubmitForm::default()
+                    };
+                    self.mode = self.previous;
+                }
+            }
+            KeyCode::Char(c) => self.form.type_char(c),
+            _ => {}
+        }
+    }
+
+    fn download_selected(&mut self) {
+        let Some(job) = self
+            .state
+            .table
+            .selected()
+            .and_then(|k| self.state.jobs.get(k))
+        else {
+            return;
+        };
+        let urls: Vec<(usize, String)> = job
+            .tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.result_urls.iter().map(move |u| (i, u.clone())))
+            .collect();
+        if urls.is_empty() {
+            self.state.notice = Some("no results to download yet".into());
+            return;
+        }
+        let action = Action::Download {
+            job: job.key.clone(),
+            urls,
+            dir: self.download_dir.clone(),
+        };
+        self.send(action);
+        self.state.notice = Some(format!("downloading into {}", self.download_dir.display()));
+    }
+
+    fn send(&mut self, action: Action) {
+        if let Some(actions) = &self.actions {
+            let _ = actions.send(action);
+        }
+    }
+}
+
+/// Parses `matting:<key>` or `removal:<key>`.
+pub fn parse_job_ref(text: &str) -> Option<pb::JobRef> {
+    let (api, key) = text.split_once(':')?;
+    let api = crate::request::parse_api(api)?;
+    let key = key.trim();
+    (!key.is_empty()).then(|| pb::JobRef {
+        api: api as i32,
+        result_key: key.to_owned(),
+    })
+}
+
+/// Runs the dashboard until the user quits or `events` ends: applies every
+/// event as it comes, and draws when something changed, at most once per
+/// [`FRAME_BUDGET`] (bursts of events cost one frame, not one each).
+pub async fn run<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    mut events: impl Stream<Item = Event> + Unpin,
+) -> Result<(), B::Error> {
+    let mut dirty = true;
+    let mut next_frame = Instant::now();
+    loop {
+        if dirty && Instant::now() >= next_frame {
+            terminal.draw(|frame| view::draw(frame, app))?;
+            dirty = false;
+            next_frame = Instant::now() + FRAME_BUDGET;
+        }
+        let event = if dirty {
+            tokio::select! {
+                event = events.next() => event,
+                _ = tokio::time::sleep_until(next_frame.into()) => continue,
+            }
+        } else {
+            events.next().await
+        };
+        let Some(event) = event else {
+            return Ok(());
+        };
+        app.handle(event, SystemTime::now());
+        // Take whatever else is already waiting before drawing.
+        let mut drained = 0;
+        while drained < 10_000 {
+            match events.next().now_or_never() {
+                Some(Some(event)) => app.handle(event, SystemTime::now()),
+                _ => break,
+            }
+            drained += 1;
+        }
+        dirty = true;
+        if app.quit {
+            return Ok(());
+        }
+    }
+}

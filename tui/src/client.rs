@@ -1,0 +1,257 @@
+//! The gRPC client of retouchd: connection (plain or TLS, optional bearer
+//! token), uploads of local files, and submission.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use retouch_api::v1 as pb;
+use retouch_api::v1::instance_matting_client::InstanceMattingClient;
+use retouch_api::v1::jobs_client::JobsClient;
+use retouch_api::v1::object_removal_client::ObjectRemovalClient;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic_types::StatusExt;
+
+use crate::request::{Input, JobRequest};
+
+/// Bytes per `UploadImage` chunk.
+const CHUNK: usize = 64 * 1024;
+
+/// Where retouchd is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct ServerAddress {
+    /// `http://host:port`, or `https://...` for TLS.
+    pub url: String,
+    /// Bearer token, if the server wants one.
+    pub token: Option<SecretString>,
+    /// Extra CA certificate (PEM) to trust for TLS.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// A failed call, with what we were doing and the server's codes.
+#[derive(Debug, Clone)]
+pub struct ClientError {
+    /// What we were doing ("upload a.png", "submit matting", ...).
+    pub context: String,
+    /// The gRPC code name (`UNAVAILABLE`, ...), or `LOCAL` for problems on
+    /// this side (unreadable file, bad address).
+    pub grpc_code: String,
+    /// The Aliyun code from the status's ErrorInfo, if any.
+    pub aliyun_code: Option<i64>,
+    /// The message.
+    pub message: String,
+}
+
+impl ClientError {
+    fn local(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        ClientError {
+            context: context.into(),
+            grpc_code: "LOCAL".into(),
+            aliyun_code: None,
+            message: message.to_string(),
+        }
+    }
+
+    /// From a gRPC status.
+    pub fn from_status(context: impl Into<String>, status: &tonic::Status) -> Self {
+        let aliyun_code = status
+            .get_details_error_info()
+            .and_then(|info| info.metadata.get("aliyun_code")?.parse().ok());
+        ClientError {
+            context: context.into(),
+            grpc_code: code_name(status.code()).into(),
+            aliyun_code,
+            message: status.message().to_owned(),
+        }
+    }
+
+    /// Whether it came from the server rejecting the request (as opposed to
+    /// transport trouble or something on this side).
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self.grpc_code.as_str(),
+            "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "NOT_FOUND" | "PERMISSION_DENIED"
+        )
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.context, self.grpc_code)?;
+        if let Some(code) = self.aliyun_code {
+            write!(f, " (Aliyun {code})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The canonical upper-case name of a gRPC code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A connection to retouchd. Cheap to clone; the channel reconnects by
+/// itself when the server comes back.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Client")
+            .field("authenticated", &self.authorization.is_some())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A lazily connecting client: the first call dials.
+    pub fn new(address: &ServerAddress) -> Result<Self, ClientError> {
+        let context = format!("connect to {}", address.url);
+        let mut endpoint = Endpoint::from_shared(address.url.clone())
+            .map_err(|e| ClientError::local(&context, e))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        if address.url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = &address.ca_cert {
+                let pem = std::fs::read(path).map_err(|e| {
+                    ClientError::local(&context, format!("--ca-cert {}: {e}", path.display()))
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ClientError::local(&context, e))?;
+        }
+        let authorization = match &address.token {
+            Some(token) => Some(
+                format!("Bearer {}", token.expose_secret())
+                    .parse()
+                    .map_err(|_| {
+                        ClientError::local(&context, "--token has characters a header cannot carry")
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Client {
+            channel: endpoint.connect_lazy(),
+            authorization,
+        })
+    }
+
+    /// Wraps a message, adding the bearer token.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
+
+    /// The Jobs service.
+    pub fn jobs(&self) -> JobsClient<Channel> {
+        JobsClient::new(self.channel.clone())
+    }
+
+    /// Uploads a local file through `UploadImage`; returns its URL.
+    pub async fn upload(&self, path: &Path) -> Result<String, ClientError> {
+        let context = format!("upload {}", path.display());
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| ClientError::local(&context, e))?;
+        let filename = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut messages = vec![pb::UploadImageRequest {
+            kind: Some(pb::upload_image_request::Kind::Metadata(
+                pb::UploadMetadata { filename },
+            )),
+        }];
+        messages.extend(bytes.chunks(CHUNK).map(|chunk| pb::UploadImageRequest {
+            kind: Some(pb::upload_image_request::Kind::Chunk(chunk.to_vec())),
+        }));
+        let response = self
+            .jobs()
+            .upload_image(self.request(tokio_stream::iter(messages)))
+            .await
+            .map_err(|s| ClientError::from_status(&context, &s))?;
+        Ok(response.into_inner().url)
+    }
+
+    /// The URL of an input, uploading local files.
+    pub async fn resolve(&self, input: &Input) -> Result<String, ClientError> {
+        match input {
+            Input::Url(url) => Ok(url.clone()),
+            Input::File(path) => self.upload(path).await,
+        }
+    }
+
+    /// Uploads what needs uploading and submits the job; `request_id`
+    /// makes a retry of the same submission safe.
+    pub async fn submit(
+        &self,
+        job: &JobRequest,
+        request_id: &str,
+    ) -> Result<pb::SubmitResponse, ClientError> {
+        let image_url = self.resolve(&job.image).await?;
+        let mask_url = self.resolve(&job.mask).await?;
+        let channel = self.channel.clone();
+        let result = match job.api {
+            pb::Api::ObjectRemoval => {
+                ObjectRemovalClient::new(channel)
+                    .submit(self.request(pb::SubmitRemovalRequest {
+                        tasks: vec![pb::RemovalTask {
+                            image_url,
+                            mask_url,
+                            seed: job.seed,
+                            kernel_size: job.kernel_size,
+                        }],
+                        request_id: request_id.to_owned(),
+                    }))
+                    .await
+            }
+            _ => {
+                InstanceMattingClient::new(channel)
+                    .submit(self.request(pb::SubmitMattingRequest {
+                        tasks: vec![pb::MattingTask {
+                            image_url,
+                            mask_url,
+                        }],
+                        request_id: request_id.to_owned(),
+                    }))
+                    .await
+            }
+        };
+        result.map(tonic::Response::into_inner).map_err(|s| {
+            ClientError::from_status(format!("submit {}", crate::state::api_name(job.api)), &s)
+        })
+    }
+}

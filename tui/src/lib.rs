@@ -1,0 +1,21 @@
+//! `retouch`: the terminal dashboard and command-line client of retouchd.
+//!
+//! - [`state`]: what the dashboard knows, as plain data, updated by
+//!   [`state::Update`]s (snapshots, events, connection changes).
+//! - [`view`]: renders state into ratatui widgets.
+//! - [`app`]: key handling and the draw loop, generic over the backend.
+//! - [`watch`]: the Watch stream with reconnect and resume.
+//! - [`submit`]: `retouch submit` for scripts; [`demo`]: `retouch demo`.
+
+pub mod actions;
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod dashboard;
+pub mod demo;
+pub mod event;
+pub mod request;
+pub mod state;
+pub mod submit;
+pub mod view;
+pub mod watch;

@@ -1,0 +1,128 @@
+//! `retouch`: see `retouch --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use retouch_tui::cli::{Cli, Command, JobArgs, SubmitArgs};
+use retouch_tui::client::{Client, ServerAddress};
+use retouch_tui::request::JobRequest;
+use retouch_tui::submit::{self, Exit, Options};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let address = ServerAddress {
+        url: cli.server.clone(),
+        token: cli.token.clone(),
+        ca_cert: cli.ca_cert.clone(),
+    };
+    match cli.command {
+        Some(Command::Submit(args)) => {
+            let client = match Client::new(&address) {
+                Ok(client) => client,
+                Err(e) => {
+                    eprintln!("retouch: {e}");
+                    return ExitCode::from(Exit::SubmitFailed as u8);
+                }
+            };
+            let mut out = std::io::stdout();
+            ExitCode::from(run_submit(&client, args, &mut out).await as u8)
+        }
+        Some(Command::Demo) => finish(demo(&cli).await),
+        None => {
+            let mut watch = Vec::new();
+            for text in &cli.watch {
+                match retouch_tui::app::parse_job_ref(text) {
+                    Some(job) => watch.push(job),
+                    None => {
+                        eprintln!(
+                            "retouch: --watch {text}: expected matting:<result_key> or removal:<result_key>"
+                        );
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let result = match Client::new(&address) {
+                Ok(client) => {
+                    retouch_tui::dashboard::run(client, watch, cli.download_dir, Vec::new())
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            finish(result)
+        }
+    }
+}
+
+async fn run_submit(client: &Client, args: SubmitArgs, out: &mut dyn std::io::Write) -> Exit {
+    let options = Options {
+        wait: args.wait,
+        json: args.json,
+        timeout: args.timeout,
+    };
+    let jobs = match (&args.job, &args.batch) {
+        (Some(job), None) => {
+            let parsed = match job {
+                JobArgs::Matting(i) => JobRequest::new(
+                    retouch_api::v1::Api::InstanceMatting,
+                    &i.image,
+                    &i.mask,
+                    None,
+                    None,
+                ),
+                JobArgs::Removal(r) => JobRequest::new(
+                    retouch_api::v1::Api::ObjectRemoval,
+                    &r.inputs.image,
+                    &r.inputs.mask,
+                    r.seed,
+                    r.kernel_size,
+                ),
+            };
+            match parsed {
+                Ok(job) => vec![(1, job)],
+                Err(errors) => {
+                    let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    return submit::invalid(&problems, options, out);
+                }
+            }
+        }
+        (None, Some(path)) => match submit::load_batch(path) {
+            Ok(jobs) => jobs,
+            Err(problems) => return submit::invalid(&problems, options, out),
+        },
+        _ => {
+            let problem =
+                "give one job (`submit matting ...` / `submit removal ...`) or --batch FILE"
+                    .to_owned();
+            return submit::invalid(&[problem], options, out);
+        }
+    };
+    submit::submit(client, jobs, options, out).await
+}
+
+async fn demo(cli: &Cli) -> Result<(), String> {
+    let server = retouch_tui::demo::start_server().await?;
+    let jobs = retouch_tui::demo::jobs(&server.http_url());
+    let address = ServerAddress {
+        url: server.grpc_url(),
+        token: None,
+        ca_cert: None,
+    };
+    let client = Client::new(&address).map_err(|e| e.to_string())?;
+    let result = retouch_tui::dashboard::run(client, Vec::new(), cli.download_dir.clone(), jobs)
+        .await
+        .map_err(|e| e.to_string());
+    server.shutdown().await;
+    result
+}
+
+fn finish(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("retouch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! State tests: events in any order, duplicates, resume, and scale.
+
+use std::time::{Duration, SystemTime};
+
+use retouch_api::v1 as pb;
+
+use super::*;
+
+/// Builders of protocol messages for tests and the bench.
+pub mod build {
+    use super::*;
+
+    /// A job with `tasks` waiting tasks.
+    pub fn job(api: pb::Api, key: &str, tasks: usize) -> pb::Job {
+        pb::Job {
+            api: api as i32,
+            result_key: key.into(),
+            status: pb::JobStatus::Active as i32,
+            tasks: (0..tasks)
+                .map(|i| pb::Task {
+                    index: i as u32,
+                    image_url: format!("http://img/{key}/{i}.png"),
+                    mask_url: format!("http://img/{key}/{i}-mask.png"),
+                    status: pb::TaskStatus::Waiting as i32,
+                    ..pb::Task::default()
+                })
+                .collect(),
+            accepted_at: Some(SystemTime::UNIX_EPOCH.into()),
+            ..pb::Job::default()
+        }
+    }
+
+    /// An `accepted` event (the job accepted at that event's time).
+    pub fn accepted(seq: u64, mut job: pb::Job) -> pb::JobEvent {
+        job.accepted_at = Some(at(seq));
+        pb::JobEvent {
+            seq,
+            api: job.api,
+            result_key: job.result_key.clone(),
+            job_status: pb::JobStatus::Active as i32,
+            time: Some(at(seq)),
+            kind: Some(pb::job_event::Kind::Accepted(pb::JobAccepted {
+                job: Some(job),
+            })),
+        }
+    }
+
+    /// A task transition.
+    pub fn transition(
+        seq: u64,
+        api: pb::Api,
+        key: &str,
+        task: u32,
+        from: pb::TaskStatus,
+        to: pb::TaskStatus,
+        job_status: pb::JobStatus,
+    ) -> pb::JobEvent {
+        pb::JobEvent {
+            seq,
+            api: api as i32,
+            result_key: key.into(),
+            job_status: job_status as i32,
+            time: Some(at(seq)),
+            kind: Some(pb::job_event::Kind::Transition(pb::TaskTransition {
+                task_index: task,
+                previous: from as i32,
+                current: to as i32,
+                result_urls: if to == pb::TaskStatus::Success {
+                    vec![format!("http://results/{key}/{task}.png")]
+                } else {
+                    vec![]
+                },
+                message: if to == pb::TaskStatus::Failed {
+                    "Job execution failed".into()
+                } else {
+                    String::new()
+                },
+            })),
+        }
+    }
+
+    /// An upstream error event.
+    pub fn upstream_error(seq: u64, api: pb::Api, key: &str, code: i64) -> pb::JobEvent {
+        pb::JobEvent {
+            seq,
+            api: api as i32,
+            result_key: key.into(),
+            job_status: pb::JobStatus::Active as i32,
+            time: Some(at(seq)),
+            kind: Some(pb::job_event::Kind::UpstreamError(pb::UpstreamError {
+                aliyun_code: code,
+                http_status: 200,
+                message: "Request throttled".into(),
+                attempt: 1,
+                ..pb::UpstreamError::default()
+            })),
+        }
+    }
+
+    /// A time `seq` seconds after a fixed start.
+    pub fn at(seq: u64) -> prost_types::Timestamp {
+        (SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seq)).into()
+    }
+}
+
+use build::*;
+
+const M: pb::Api = pb::Api::InstanceMatting;
+use pb::JobStatus::{Active, Completed};
+use pb::TaskStatus::{Failed, Running, Success, Waiting};
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100)
+}
+
+fn key(k: &str) -> JobKey {
+    JobKey {
+        api: M,
+        result_key: k.into(),
+    }
+}
+
+#[test]
+fn events_apply_in_order_and_duplicates_are_ignored() {
+    let mut state = Dashboard::default();
+    let events = [
+        accepted(1, job(M, "a", 2)),
+        transition(2, M, "a", 0, Waiting, Running, Active),
+        transition(3, M, "a", 0, Running, Success, Active),
+        transition(4, M, "a", 1, Waiting, Failed, Completed),
+    ];
+    for e in events.iter().chain(events.iter()) {
+        state.apply(Update::Event(e.clone()), now());
+    }
+    let job = state.jobs.get(&key("a")).unwrap();
+    assert_eq!(job.status, Completed);
+    assert_eq!(job.counts(), [0, 0, 1, 1]);
+    let history: Vec<_> = job.tasks[0].history.iter().map(|(s, _)| *s).collect();
+    assert_eq!(history, [Waiting, Running, Success]);
+    assert_eq!(job.tasks[0].result_urls, ["http://results/a/0.png"]);
+    // The failure was counted once, though it arrived twice.
+    assert_eq!(state.errors.total(), 1);
+    assert_eq!(state.head_seq, 4);
+}
+
+#[test]
+fn out_of_order_events_older_than_what_was_applied_are_dropped() {
+    let mut state = Dashboard::default();
+    state.apply(Update::Event(accepted(5, job(M, "a", 1))), now());
+    state.apply(
+        Update::Event(transition(7, M, "a", 0, Running, Success, Completed)),
+        now(),
+    );
+    // A late, older event must not move the task back.
+    state.apply(
+        Update::Event(transition(6, M, "a", 0, Waiting, Running, Active)),
+        now(),
+    );
+    let job = state.jobs.get(&key("a")).unwrap();
+    assert_eq!(job.tasks[0].status, Success);
+    assert_eq!(job.status, Completed);
+}
+
+#[test]
+fn events_of_unknown_jobs_create_them() {
+    let mut state = Dashboard::default();
+    state.apply(
+        Update::Event(transition(3, M, "late", 2, Waiting, Running, Active)),
+        now(),
+    );
+    let job = state.jobs.get(&key("late")).unwrap();
+    assert_eq!(job.tasks.len(), 3);
+    assert_eq!(job.tasks[2].status, Running);
+}
+
+#[test]
+fn resume_after_reconnect_keeps_everything_and_applies_only_new_events() {
+    let mut state = Dashboard::default();
+    state.apply(Update::Snapshot(job(M, "a", 1)), now());
+    state.apply(
+        Update::Synced {
+            head_seq: 10,
+            server_id: "s1".into(),
+        },
+        now(),
+    );
+    state.apply(
+        Update::Event(transition(11, M, "a", 0, Waiting, Running, Active)),
+        now(),
+    );
+    // The connection drops and the watch resumes after seq 11: the server
+    // replays from 12, but a replay overlapping what we have is harmless.
+    state.apply(
+        Update::Connection(Connection::Disconnected {
+            reason: "UNAVAILABLE".into(),
+            retry_at: now(),
+        }),
+        now(),
+    );
+    state.apply(
+        Update::Event(transition(11, M, "a", 0, Waiting, Running, Active)),
+        now(),
+    );
+    state.apply(
+        Update::Event(transition(12, M, "a", 0, Running, Success, Completed)),
+        now(),
+    );
+    state.apply(
+        Update::Synced {
+            head_seq: 12,
+            server_id: "s1".into(),
+        },
+        now(),
+    );
+    let row = state.jobs.get(&key("a")).unwrap();
+    let history: Vec<_> = row.tasks[0].history.iter().map(|(s, _)| *s).collect();
+    assert_eq!(history, [Waiting, Running, Success]);
+    // A restarted server (other id) starts its own numbering: its events
+    // are applied, not dropped as "old".
+    state.apply(
+        Update::Synced {
+            head_seq: 2,
+            server_id: "s2".into(),
+        },
+        now(),
+    );
+    state.apply(Update::Event(accepted(3, job(M, "b", 1))), now());
+    assert!(state.jobs.get(&key("b")).is_some());
+    assert!(state.jobs.get(&key("a")).is_some(), "what was shown stays");
+}
+
+#[test]
+fn ten_thousand_jobs_filter_and_sort() {
+    let mut state = Dashboard::default();
+    let mut seq = 0;
+    for i in 0..10_000 {
+        seq += 1;
+        let api = if i % 2 == 0 {
+            M
+        } else {
+            pb::Api::ObjectRemoval
+        };
+        state.apply(
+            Update::Event(accepted(seq, job(api, &format!("k{i:05}"), 2))),
+            now(),
+        );
+        if i % 10 == 0 {
+            seq += 1;
+            state.apply(
+                Update::Event(upstream_error(seq, api, &format!("k{i:05}"), 23500004)),
+                now(),
+            );
+        }
+    }
+    assert_eq!(state.jobs.len(), 10_000);
+    assert_eq!(state.errors.counts(), [("23500004", 1000)]);
+    let table = &mut state.table;
+    table.set_filter(Filter {
+        api: ApiFilter::Removal,
+        status: StatusFilter::Troubled,
+        ..Filter::default()
+    });
+    table.refresh(&state.jobs);
+    // Odd i with i % 10 == 0 never happens: removal jobs have no errors.
+    assert_eq!(table.len(), 0);
+    table.set_filter(Filter {
+        text: "k0999".into(),
+        ..Filter::default()
+    });
+    table.set_sort(Sort {
+        key: SortKey::Key,
+        reversed: false,
+    });
+    table.refresh(&state.jobs);
+    assert_eq!(table.len(), 10);
+    let shown: Vec<_> = table
+        .visible(&state.jobs, 3)
+        .iter()
+        .map(|j| j.key.result_key.clone())
+        .collect();
+    assert_eq!(shown, ["k09990", "k09991", "k09992"]);
+}

@@ -1,0 +1,248 @@
+//! `retouch submit`: jobs from the command line or a batch file, for
+//! scripts: machine-readable output with `--json`, and exit codes that tell
+//! what happened.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use retouch_api::v1 as pb;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ClientError};
+use crate::request::{BatchLine, JobRequest};
+use crate::state::{Dashboard, JobKey, JobRow, api_name};
+
+/// How `retouch submit` ended; the process exit code is the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything submitted (and with `--wait`, every task SUCCESS).
+    Success = 0,
+    /// With `--wait`: some task FAILED or a job was lost.
+    TaskFailed = 1,
+    /// Invalid input; nothing was submitted.
+    InvalidInput = 2,
+    /// Some submission failed (the others went through).
+    SubmitFailed = 3,
+    /// With `--wait`: the timeout passed before every job finished.
+    TimedOut = 4,
+}
+
+/// Options of a submission run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Wait until every job has finished and report the outcome.
+    pub wait: bool,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// Give up waiting after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// Reads a batch file: one JSON object per line (see [`BatchLine`]); blank
+/// lines and lines starting with `#` are skipped. Every bad line is
+/// reported (`line N: field: rule`); then nothing is submitted.
+pub fn load_batch(path: &Path) -> Result<Vec<(usize, JobRequest)>, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("--batch {}: {e}", path.display())])?;
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let number = n + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match serde_json::from_str::<BatchLine>(line) {
+            Err(e) => problems.push(format!("line {number}: not a job object: {e}")),
+            Ok(parsed) => match JobRequest::from_batch_line(&parsed) {
+                Ok(job) => jobs.push((number, job)),
+                Err(errors) => {
+                    problems.extend(errors.iter().map(|e| format!("line {number}: {e}")))
+                }
+            },
+        }
+    }
+    if jobs.is_empty() && problems.is_empty() {
+        problems.push(format!("--batch {}: no jobs in the file", path.display()));
+    }
+    if problems.is_empty() {
+        Ok(jobs)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Reports invalid input and returns [`Exit::InvalidInput`].
+pub fn invalid(problems: &[String], options: Options, out: &mut dyn Write) -> Exit {
+    if options.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"error": "invalid_input", "problems": problems})
+        );
+    } else {
+        for p in problems {
+            let _ = writeln!(out, "invalid input: {p}");
+        }
+    }
+    Exit::InvalidInput
+}
+
+/// Submits `jobs` (numbered by their line, or 1 for a single job) one by
+/// one, prints what happened to each, and with `--wait` follows them to the
+/// end.
+pub async fn submit(
+    client: &Client,
+    jobs: Vec<(usize, JobRequest)>,
+    options: Options,
+    out: &mut dyn Write,
+) -> Exit {
+    let mut accepted = Vec::new();
+    let mut failed = false;
+    for (line, job) in jobs {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        match client.submit(&job, &request_id).await {
+            Ok(response) => {
+                let submitted = response.job.unwrap_or_default();
+                let key = JobKey {
+                    api: submitted.api(),
+                    result_key: submitted.result_key.clone(),
+                };
+                if options.json {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        json!({"line": line, "api": api_name(key.api), "result_key": key.result_key, "status": "ACCEPTED"})
+                    );
+                } else {
+                    let _ = writeln!(out, "submitted {}:{}", api_name(key.api), key.result_key);
+                }
+                accepted.push(key);
+            }
+            Err(error) => {
+                failed = true;
+                report_error(line, &error, options, out);
+            }
+        }
+    }
+    if !options.wait || accepted.is_empty() {
+        return if failed {
+            Exit::SubmitFailed
+        } else {
+            Exit::Success
+        };
+    }
+    let (jobs, timed_out) = wait_for(client, &accepted, options.timeout).await;
+    let mut any_failed = false;
+    for key in &accepted {
+        let row = jobs.jobs.get(key);
+        let ok = row.is_some_and(|r| {
+            r.status == pb::JobStatus::Completed
+                && r.tasks.iter().all(|t| t.status == pb::TaskStatus::Success)
+        });
+        any_failed |= !ok;
+        report_outcome(key, row, options, out);
+    }
+    if failed {
+        Exit::SubmitFailed
+    } else if timed_out {
+        Exit::TimedOut
+    } else if any_failed {
+        Exit::TaskFailed
+    } else {
+        Exit::Success
+    }
+}
+
+/// Watches `keys` until the server says they are all done (or the timeout
+/// passes); returns what was seen and whether it timed out.
+async fn wait_for(
+    client: &Client,
+    keys: &[JobKey],
+    timeout: Option<Duration>,
+) -> (Dashboard, bool) {
+    let refs = keys
+        .iter()
+        .map(|k| pb::JobRef {
+            api: k.api as i32,
+            result_key: k.result_key.clone(),
+        })
+        .collect();
+    let (updates_tx, mut updates) = mpsc::channel(256);
+    let (_commands_tx, commands) = mpsc::unbounded_channel();
+    let watch = tokio::spawn(crate::watch::run(
+        client.clone(),
+        refs,
+        false,
+        updates_tx,
+        commands,
+    ));
+    let mut state = Dashboard::default();
+    let collect = async {
+        while let Some(update) = updates.recv().await {
+            state.apply(update, SystemTime::now());
+        }
+    };
+    let timed_out = match timeout {
+        Some(limit) => tokio::time::timeout(limit, collect).await.is_err(),
+        None => {
+            collect.await;
+            false
+        }
+    };
+    watch.abort();
+    (state, timed_out)
+}
+
+fn report_error(line: usize, error: &ClientError, options: Options, out: &mut dyn Write) {
+    if options.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"line": line, "error": {
+                "context": error.context, "grpc_code": error.grpc_code,
+                "aliyun_code": error.aliyun_code, "message": error.message}})
+        );
+    } else {
+        let _ = writeln!(out, "line {line}: {error}");
+    }
+}
+
+fn report_outcome(key: &JobKey, row: Option<&JobRow>, options: Options, out: &mut dyn Write) {
+    let name = format!("{}:{}", api_name(key.api), key.result_key);
+    let Some(row) = row else {
+        let _ = writeln!(out, "{name}: no news from the server");
+        return;
+    };
+    if options.json {
+        let tasks: Vec<_> = row
+            .tasks
+            .iter()
+            .map(|t| {
+                json!({"status": crate::view::task_status_name(t.status),
+                       "result_urls": t.result_urls, "message": t.message})
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"api": api_name(key.api), "result_key": key.result_key,
+                   "status": crate::view::job_status_name(row.status), "tasks": tasks})
+        );
+    } else {
+        for (i, t) in row.tasks.iter().enumerate() {
+            let detail = if t.result_urls.is_empty() {
+                t.message.clone()
+            } else {
+                t.result_urls.join(" ")
+            };
+            let _ = writeln!(
+                out,
+                "{name} task {i}: {} {detail}",
+                crate::view::task_status_name(t.status)
+            );
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! One job in detail: every task with its inputs, status history, results
+//! and message.
+
+use std::time::SystemTime;
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+
+use super::format;
+use crate::app::App;
+use crate::state::api_name;
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let now = SystemTime::now();
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let Some(job) = app
+        .state
+        .table
+        .selected()
+        .and_then(|key| app.state.jobs.get(key))
+    else {
+        frame.render_widget(
+            Paragraph::new("no job selected").block(Block::default().borders(Borders::ALL)),
+            area,
+        );
+        return;
+    };
+    let mut lines = vec![Line::from(vec![
+        Span::styled("status ", bold),
+        Span::raw(format!(
+            "{}   origin {:?}   accepted {} ago   last change {} ago",
+            format::job_status(job.status),
+            job.origin,
+            format::since(job.accepted_at, now),
+            format::since(job.updated_at, now),
+        )),
+    ])];
+    if let Some(error) = &job.last_error {
+        lines.push(Line::from(vec![
+            Span::styled("last upstream error ", bold),
+            Span::styled(
+                format!("{} {}", error.aliyun_code, error.message),
+                Style::default().fg(Color::Red),
+            ),
+        ]));
+    }
+    for (i, task) in job.tasks.iter().enumerate() {
+        lines.push(Line::raw(""));
+        lines.push(Line::from(vec![
+            Span::styled(format!("task {i} "), bold),
+            Span::styled(
+                format::task_status(task.status),
+                format::task_style(task.status),
+            ),
+            Span::raw(format!(" for {}", format::since(task.since(), now))),
+        ]));
+        lines.push(Line::raw(format!("  image  {}", task.image_url)));
+        lines.push(Line::raw(format!("  mask   {}", task.mask_url)));
+        if task.seed.is_some() || task.kernel_size.is_some() {
+            lines.push(Line::raw(format!(
+                "  seed {}  kernel_size {}",
+                task.seed.map_or("-".into(), |s| s.to_string()),
+                task.kernel_size.map_or("-".into(), |k| k.to_string())
+            )));
+        }
+        let mut history = vec![Span::raw("  history ")];
+        for (n, (status, time)) in task.history.iter().enumerate() {
+            if n > 0 {
+                history.push(Span::raw(" → "));
+            }
+            history.push(Span::styled(
+                format::task_status(*status),
+                format::task_style(*status),
+            ));
+            if let Some(t) = time {
+                history.push(Span::raw(format!(" {}", format::clock(*t))));
+            }
+        }
+        lines.push(Line::from(history));
+        for url in &task.result_urls {
+            lines.push(Line::from(vec![
+                Span::raw("  result "),
+                Span::styled(url.clone(), Style::default().fg(Color::Cyan)),
+            ]));
+        }
+        if !task.message.is_empty() {
+            lines.push(Line::from(vec![
+                Span::raw("  message "),
+                Span::styled(task.message.clone(), Style::default().fg(Color::Red)),
+            ]));
+        }
+    }
+    let title = format!(
+        " {} {}  (Esc back · d download results) ",
+        api_name(job.key.api),
+        job.key.result_key
+    );
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::default().borders(Borders::ALL).title(title)),
+        area,
+    );
+}

@@ -1,0 +1,117 @@
+//! Rendering: turns the dashboard's state into widgets. Nothing here
+//! changes state except refreshing the table's cached row order and
+//! recording how many rows fit.
+
+mod detail;
+mod errors;
+mod form;
+mod format;
+mod header;
+mod help;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Paragraph};
+
+use crate::app::{App, Mode};
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame, app: &mut App) {
+    let [header_area, body, errors_area, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(8),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+
+    app.state.table.refresh(&app.state.jobs);
+    header::draw(frame, header_area, app);
+    match app.mode {
+        Mode::Detail => detail::draw(frame, body, app),
+        _ => {
+            // Header row and borders take three lines.
+            app.table_height = usize::from(body.height.saturating_sub(3));
+            table::draw(frame, body, app);
+        }
+    }
+    errors::draw(frame, errors_area, &app.state);
+    draw_footer(frame, footer, app);
+    match app.mode {
+        Mode::Help => help::draw(frame, centered(frame.area(), 80, 22)),
+        Mode::Form => form::draw(frame, centered(frame.area(), 76, 14), &app.form),
+        _ => {}
+    }
+}
+
+fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
+    let key = Style::default().add_modifier(Modifier::BOLD);
+    let line = match app.mode {
+        Mode::FilterInput => Line::from(vec![
+            Span::styled("filter: ", key),
+            Span::raw(app.input.as_str()),
+            Span::styled("▏", Style::default().fg(Color::Yellow)),
+            Span::raw("   Enter keep · Esc clear"),
+        ]),
+        Mode::WatchInput => Line::from(vec![
+            Span::styled("watch (matting:<key> or removal:<key>): ", key),
+            Span::raw(app.input.as_str()),
+            Span::styled("▏", Style::default().fg(Color::Yellow)),
+        ]),
+        _ => {
+            let mut spans = vec![];
+            for (k, what) in [
+                ("↑↓/jk", "move"),
+                ("Enter", "detail"),
+                ("/", "filter"),
+                ("n", "new job"),
+                ("d", "download"),
+                ("?", "help"),
+                ("q", "quit"),
+            ] {
+                spans.push(Span::styled(k, key));
+                spans.push(Span::raw(format!(" {what}  ")));
+            }
+            if let Some(notice) = &app.state.notice {
+                spans.push(Span::styled(
+                    format!("│ {notice}"),
+                    Style::default().fg(Color::Cyan),
+                ));
+            }
+            Line::from(spans)
+        }
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// A `width`×`height` rectangle centred in `area` (clipped to it), cleared.
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}
+
+/// Clears `area` for an overlay.
+fn clear(frame: &mut Frame, area: Rect) {
+    frame.render_widget(Clear, area);
+}
+
+/// A task status as printed (`SUCCESS`, ...), for the command line too.
+pub fn task_status_name(status: retouch_api::v1::TaskStatus) -> &'static str {
+    format::task_status(status)
+}
+
+/// A job status as printed (`ACTIVE`, `DONE`, `LOST`).
+pub fn job_status_name(status: retouch_api::v1::JobStatus) -> &'static str {
+    format::job_status(status)
+}

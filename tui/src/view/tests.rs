@@ -1,0 +1,166 @@
+//! Render tests: scripted events, drawn into a `TestBackend`, and what the
+//! screen shows.
+
+use std::time::SystemTime;
+
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use retouch_api::v1 as pb;
+
+use crate::app::{App, Mode};
+use crate::event::Event;
+use crate::state::Update;
+use crate::state::tests::build::*;
+
+use pb::JobStatus::{Active, Completed};
+use pb::TaskStatus::{Failed, Running, Success, Waiting};
+
+const M: pb::Api = pb::Api::InstanceMatting;
+const R: pb::Api = pb::Api::ObjectRemoval;
+
+fn scripted() -> App {
+    let mut app = App::new(None, ".".into());
+    let now = SystemTime::now();
+    let events = [
+        accepted(1, job(M, "mat-001", 1)),
+        accepted(2, job(R, "rem-002", 2)),
+        accepted(3, job(M, "mat-003", 1)),
+        transition(4, M, "mat-001", 0, Waiting, Running, Active),
+        transition(5, M, "mat-001", 0, Running, Success, Completed),
+        upstream_error(6, R, "rem-002", 23500004),
+        upstream_error(7, R, "rem-002", 23500004),
+        transition(8, R, "rem-002", 0, Waiting, Success, Active),
+        transition(9, R, "rem-002", 1, Waiting, Failed, Completed),
+    ];
+    for e in events {
+        app.handle(Event::Update(Update::Event(e)), now);
+    }
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.handle(
+        Event::Terminal(TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE))),
+        SystemTime::now(),
+    );
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn render(app: &mut App) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(150, 40)).unwrap();
+    terminal.draw(|f| super::draw(f, app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let width = buffer.area.width as usize;
+    buffer
+        .content()
+        .chunks(width)
+        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in\n{screen}"))
+}
+
+#[test]
+fn table_shows_every_job_with_counts_status_and_last_error() {
+    let mut app = scripted();
+    let screen = render(&mut app);
+    assert!(screen.contains("jobs 3 active 1 done 2 lost 0"), "{screen}");
+    let mat = line_with(&screen, "mat-001");
+    assert!(mat.contains("matting") && mat.contains("DONE"), "{mat}");
+    let rem = line_with(&screen, "rem-002");
+    assert!(
+        rem.contains("removal") && rem.contains("23500004 Request throttled"),
+        "{rem}"
+    );
+    // WAIT RUN OK FAIL for rem-002: one success, one failure.
+    assert!(rem.contains("   0   0  1    1"), "{rem}");
+    assert!(line_with(&screen, "mat-003").contains("ACTIVE"));
+}
+
+#[test]
+fn error_panel_lists_codes_and_counts_per_code() {
+    let mut app = scripted();
+    let screen = render(&mut app);
+    assert!(screen.contains("errors (3)"), "{screen}");
+    let throttled = line_with(&screen, "removal:rem-002 Request throttled");
+    assert!(throttled.contains("23500004"), "{throttled}");
+    assert!(line_with(&screen, "Job execution failed").contains("removal:rem-002"));
+    assert!(line_with(&screen, "23500004 ×2").contains("│"), "{screen}");
+    assert!(screen.contains("task FAILED ×1"), "{screen}");
+}
+
+#[test]
+fn detail_view_shows_each_task_with_history_and_results() {
+    let mut app = scripted();
+    app.state.table.refresh(&app.state.jobs);
+    // Sorted newest first: mat-003, rem-002, mat-001. Select mat-001.
+    key(&mut app, KeyCode::End);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.mode, Mode::Detail);
+    let screen = render(&mut app);
+    assert!(screen.contains("matting mat-001"), "{screen}");
+    let history = line_with(&screen, "history");
+    assert!(
+        history.contains("WAITING")
+            && history.contains("→ RUNNING")
+            && history.contains("→ SUCCESS"),
+        "{history}"
+    );
+    assert!(screen.contains("result http://results/mat-001/0.png"));
+    assert!(screen.contains("image  http://img/mat-001/0.png"));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::Table);
+}
+
+#[test]
+fn filters_narrow_the_table_and_show_in_the_header() {
+    let mut app = scripted();
+    key(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "rem");
+    key(&mut app, KeyCode::Enter);
+    let screen = render(&mut app);
+    assert!(screen.contains("filter \"rem\" (1 shown)"), "{screen}");
+    assert!(screen.contains("rem-002"));
+    assert!(
+        !screen.contains("mat-001") && !screen.contains("mat-003"),
+        "{screen}"
+    );
+    // Esc in the filter line clears it.
+    key(&mut app, KeyCode::Char('/'));
+    key(&mut app, KeyCode::Esc);
+    // API filter: matting only.
+    key(&mut app, KeyCode::Char('a'));
+    let screen = render(&mut app);
+    assert!(screen.contains("mat-001") && screen.contains("mat-003"));
+    assert!(!screen.contains("removal  rem-002"), "{screen}");
+}
+
+#[test]
+fn help_lists_every_key_and_the_form_reports_invalid_fields() {
+    let mut app = scripted();
+    key(&mut app, KeyCode::Char('?'));
+    let screen = render(&mut app);
+    for (k, what) in super::help::KEYS {
+        assert!(screen.contains(what), "help lacks {k}: {what}\n{screen}");
+    }
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.mode, Mode::Form);
+    key(&mut app, KeyCode::Enter);
+    let screen = render(&mut app);
+    assert!(screen.contains("image: must be a URL"), "{screen}");
+    assert!(screen.contains("mask: must be a URL"), "{screen}");
+    assert_eq!(app.mode, Mode::Form, "an invalid form stays open");
+}
