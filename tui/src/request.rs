@@ -105,13 +105,20 @@ impl JobRequest {
                     field,
                     message: "must be a URL (http:// or https://) or a local file path".into(),
                 });
-            } else if let Input::Url(url) = Input::parse(value)
-                && reqwest::Url::parse(&url).is_err()
-            {
-                errors.push(FieldError {
-                    field,
-                    message: format!("is not a valid URL: {url}"),
-                });
+            } else {
+                match Input::parse(value) {
+                    Input::Url(url) if reqwest::Url::parse(&url).is_err() => {
+                        errors.push(FieldError {
+                            field,
+                            message: format!("is not a valid URL: {url}"),
+                        })
+                    }
+                    Input::File(path) if !path.is_file() => errors.push(FieldError {
+                        field,
+                        message: format!("no such file: {}", path.display()),
+                    }),
+                    _ => {}
+                }
             }
         }
         if api == pb::Api::InstanceMatting && (seed.is_some() || kernel_size.is_some()) {
@@ -171,15 +178,26 @@ mod tests {
         let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
         assert_eq!(fields, ["image", "mask", "kernel_size", "kernel_size"]);
         assert!(errors[3].message.contains("odd"), "{errors:?}");
+        let missing = JobRequest::new(
+            pb::Api::InstanceMatting,
+            "no/such.png",
+            "https://x/m.png",
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(missing[0].message, "no such file: no/such.png");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().to_str().unwrap();
         let ok = JobRequest::new(
             pb::Api::ObjectRemoval,
-            "a.png",
+            path,
             "https://x/m.png",
             Some(3),
             Some(5),
         )
         .unwrap();
-        assert_eq!(ok.image, Input::File("a.png".into()));
+        assert_eq!(ok.image, Input::File(path.into()));
         assert_eq!(ok.mask, Input::Url("https://x/m.png".into()));
     }
 }

@@ -61,10 +61,23 @@ impl TaskRow {
 /// The last upstream error of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastError {
-    /// The Aliyun code (0 for none, e.g. a transport error).
+    /// The Aliyun code (0 for none, e.g. gateway throttling).
     pub aliyun_code: i64,
+    /// The HTTP status.
+    pub http_status: u32,
     /// The message.
     pub message: String,
+}
+
+impl LastError {
+    /// The Aliyun code, or the HTTP status when there is none.
+    pub fn code(&self) -> String {
+        if self.aliyun_code != 0 {
+            self.aliyun_code.to_string()
+        } else {
+            format!("HTTP {}", self.http_status)
+        }
+    }
 }
 
 /// One job.
@@ -99,6 +112,7 @@ impl JobRow {
             updated_at: to_system_time(job.updated_at.as_ref()),
             last_error: job.last_error.as_ref().map(|e| LastError {
                 aliyun_code: e.aliyun_code,
+                http_status: e.http_status,
                 message: e.message.clone(),
             }),
             origin: job.origin(),
@@ -233,6 +247,7 @@ impl Jobs {
             Some(pb::job_event::Kind::UpstreamError(e)) => {
                 row.last_error = Some(LastError {
                     aliyun_code: e.aliyun_code,
+                    http_status: e.http_status,
                     message: e.message,
                 });
             }

@@ -146,7 +146,7 @@ impl Filter {
             || job
                 .last_error
                 .as_ref()
-                .is_some_and(|e| e.aliyun_code.to_string().contains(&needle))
+                .is_some_and(|e| e.code().to_lowercase().contains(&needle))
             || job
                 .tasks
                 .iter()

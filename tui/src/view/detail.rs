@@ -42,7 +42,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
         lines.push(Line::from(vec![
             Span::styled("last upstream error ", bold),
             Span::styled(
-                format!("{} {}", error.aliyun_code, error.message),
+                format!("{} {}", error.code(), error.message),
                 Style::default().fg(Color::Red),
             ),
         ]));

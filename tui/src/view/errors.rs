@@ -20,9 +20,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
         .newest_first()
         .take(height)
         .map(|e| {
-            let code = e
-                .aliyun_code()
-                .map_or_else(|| "-".to_owned(), |c| c.to_string());
+            let code = e.label();
             let grpc = e.grpc_code().unwrap_or("");
             let job = e
                 .job
@@ -31,7 +29,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
                 .unwrap_or_default();
             Line::from(vec![
                 Span::raw(format!("{} ", format::clock(e.time))),
-                Span::styled(format!("{code:>8} "), red),
+                Span::styled(format!("{code:>11} "), red),
                 Span::styled(format!("{grpc} "), red),
                 Span::raw(format!("{job} ")),
                 Span::raw(e.message.clone()),

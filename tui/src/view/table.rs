@@ -91,7 +91,7 @@ fn row(job: &JobRow, now: SystemTime) -> Row<'static> {
     let last_error = job
         .last_error
         .as_ref()
-        .map(|e| format!("{} {}", e.aliyun_code, e.message))
+        .map(|e| format!("{} {}", e.code(), e.message))
         .unwrap_or_default();
     Row::new(vec![
         Cell::from(api_name(job.key.api)),
