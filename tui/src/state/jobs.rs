@@ -16,6 +16,10 @@ pub struct JobKey {
     pub result_key: String,
 }
 
+/// Statuses kept per task: a real task has four at most; the bound only
+/// guards memory against a misbehaving stream.
+const MAX_HISTORY: usize = 16;
+
 /// One task of a job.
 #[derive(Debug, Clone, Default)]
 pub struct TaskRow {
@@ -237,6 +241,10 @@ impl Jobs {
                 let task = &mut row.tasks[i];
                 task.status = t.current();
                 task.history.push((t.current(), time));
+                if task.history.len() > MAX_HISTORY {
+                    // Keep the first status and the latest ones.
+                    task.history.remove(1);
+                }
                 if !t.result_urls.is_empty() {
                     task.result_urls = t.result_urls;
                 }
