@@ -89,7 +89,7 @@ fn run(jobs: usize) -> Figures {
             .collect();
         let started = Instant::now();
         for event in batch {
-            app.handle(Event::Update(Update::Event(event)), now);
+            app.handle(Event::Update(Box::new(Update::Event(event))), now);
         }
         applying += started.elapsed();
         let started = Instant::now();
@@ -130,7 +130,10 @@ fn event(jobs: usize, n: usize) -> pb::JobEvent {
             accepted_at: Some(SystemTime::now().into()),
             ..pb::Job::default()
         };
-        (n, pb::job_event::Kind::Accepted(pb::JobAccepted { job: Some(job) }))
+        (
+            n,
+            pb::job_event::Kind::Accepted(pb::JobAccepted { job: Some(job) }),
+        )
     } else {
         let round = n - jobs;
         let (previous, current) = match (round / jobs) % 3 {

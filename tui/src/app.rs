@@ -97,7 +97,7 @@ impl App {
     /// Reacts to one event at wall-clock time `now`.
     pub fn handle(&mut self, event: Event, now: SystemTime) {
         match event {
-            Event::Update(update) => self.state.apply(update, now),
+            Event::Update(update) => self.state.apply(*update, now),
             Event::Tick => {}
             Event::Terminal(TermEvent::Key(key)) if key.kind != KeyEventKind::Release => {
                 self.on_key(key)

@@ -15,8 +15,9 @@ use crate::state::Update;
 pub enum Event {
     /// A key, mouse or resize event.
     Terminal(crossterm::event::Event),
-    /// News from retouchd (or from our own calls to it).
-    Update(Update),
+    /// News from retouchd (or from our own calls to it); boxed, as job
+    /// snapshots are large next to key presses.
+    Update(Box<Update>),
     /// Time passed: ages and rates move on.
     Tick,
 }
@@ -28,7 +29,7 @@ pub fn merged(
 ) -> Pin<Box<dyn Stream<Item = Event> + Send>> {
     let terminal = crossterm::event::EventStream::new()
         .filter_map(|e| async move { e.ok().map(Event::Terminal) });
-    let updates = ReceiverStream::new(updates).map(Event::Update);
+    let updates = ReceiverStream::new(updates).map(|u| Event::Update(Box::new(u)));
     let ticks = IntervalStream::new(tokio::time::interval(tick)).map(|_| Event::Tick);
     Box::pin(futures::stream::select(
         terminal,

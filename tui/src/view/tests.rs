@@ -34,7 +34,7 @@ fn scripted() -> App {
         transition(9, R, "rem-002", 1, Waiting, Failed, Completed),
     ];
     for e in events {
-        app.handle(Event::Update(Update::Event(e)), now);
+        app.handle(Event::Update(Box::new(Update::Event(e))), now);
     }
     app
 }
