@@ -188,6 +188,19 @@ impl App {
                 self.input.clear();
                 self.mode = Mode::WatchInput;
             }
+            KeyCode::Char(' ') if self.mode == Mode::Table => {
+                let expanded = table.selected().is_some_and(|key| table.is_expanded(key));
+                table.expand_selected(jobs, !expanded, self.table_height)
+            }
+            KeyCode::Right | KeyCode::Char('l') if self.mode == Mode::Table => {
+                table.expand_selected(jobs, true, self.table_height)
+            }
+            KeyCode::Left | KeyCode::Char('h') if self.mode == Mode::Table => {
+                table.expand_selected(jobs, false, self.table_height)
+            }
+            KeyCode::Char('e') if self.mode == Mode::Table => {
+                table.toggle_all(jobs, self.table_height)
+            }
             KeyCode::Char('d') => self.download_selected(),
             _ => {}
         }

@@ -1,8 +1,24 @@
 //! Which jobs the table shows, in what order, and which is selected.
 
+use std::collections::HashSet;
+
 use retouch_api::v1 as pb;
 
 use super::jobs::{JobKey, JobRow, Jobs};
+
+/// One line of the table: a job, or one task of an expanded job.
+#[derive(Debug, Clone, Copy)]
+pub enum TableLine<'a> {
+    /// A job's summary row.
+    Job(&'a JobRow),
+    /// Task `index` of an expanded job, under the job's row.
+    Task {
+        /// The job.
+        job: &'a JobRow,
+        /// Position of the task in the job.
+        index: usize,
+    },
+}
 
 /// Filter by API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -176,8 +192,12 @@ pub struct TableView {
     settings_changed: bool,
     /// The selected job (kept by key, so it stays put as rows move).
     selected: Option<JobKey>,
-    /// First row shown.
+    /// First job shown.
     offset: usize,
+    /// Whether jobs show their tasks unless listed in `toggled`.
+    expand_all: bool,
+    /// Jobs whose expansion differs from `expand_all`.
+    toggled: HashSet<JobKey>,
 }
 
 impl TableView {
@@ -231,6 +251,8 @@ impl TableView {
         });
         self.computed_for = Some(jobs.generation());
         self.settings_changed = false;
+        // A narrower filter may leave fewer jobs than the scroll position.
+        self.offset = self.offset.min(self.order.len().saturating_sub(1));
         if self.selected.is_none() {
             self.selected = self.order.first().map(|&i| jobs.at(i).key.clone());
         }
@@ -246,14 +268,62 @@ impl TableView {
         self.order.is_empty()
     }
 
-    /// The rows in `offset..offset + height` (after [`TableView::refresh`]).
-    pub fn visible<'a>(&self, jobs: &'a Jobs, height: usize) -> Vec<&'a JobRow> {
-        self.order
-            .iter()
-            .skip(self.offset)
-            .take(height)
-            .map(|&i| jobs.at(i))
-            .collect()
+    /// The lines that fit in `height`, from the first job shown on: each
+    /// job, followed by its tasks when expanded (after
+    /// [`TableView::refresh`]).
+    pub fn visible<'a>(&self, jobs: &'a Jobs, height: usize) -> Vec<TableLine<'a>> {
+        let mut lines = Vec::with_capacity(height);
+        for &i in self.order.iter().skip(self.offset) {
+            if lines.len() >= height {
+                break;
+            }
+            let job = jobs.at(i);
+            lines.push(TableLine::Job(job));
+            if self.is_expanded(&job.key) {
+                lines.extend((0..job.tasks.len()).map(|index| TableLine::Task { job, index }));
+            }
+        }
+        lines.truncate(height);
+        lines
+    }
+
+    /// Whether `job` shows one line per task under its own.
+    pub fn is_expanded(&self, job: &JobKey) -> bool {
+        self.expand_all != self.toggled.contains(job)
+    }
+
+    /// Expands (`true`) or collapses the selected job.
+    pub fn expand_selected(&mut self, jobs: &Jobs, expanded: bool, height: usize) {
+        let Some(key) = self.selected.clone() else {
+            return;
+        };
+        if expanded == self.expand_all {
+            self.toggled.remove(&key);
+        } else {
+            self.toggled.insert(key);
+        }
+        if let Some(index) = self.selected_index(jobs) {
+            self.scroll_to(jobs, index, height);
+        }
+    }
+
+    /// Expands every job, or collapses every job if all were expanded.
+    pub fn toggle_all(&mut self, jobs: &Jobs, height: usize) {
+        self.expand_all = !(self.expand_all && self.toggled.is_empty());
+        self.toggled.clear();
+        if let Some(index) = self.selected_index(jobs) {
+            self.scroll_to(jobs, index, height);
+        }
+    }
+
+    /// Lines the job at display position `index` takes.
+    fn lines_of(&self, jobs: &Jobs, index: usize) -> usize {
+        let job = jobs.at(self.order[index]);
+        if self.is_expanded(&job.key) {
+            1 + job.tasks.len()
+        } else {
+            1
+        }
     }
 
     /// Index among shown rows of the selected job.
@@ -283,18 +353,36 @@ impl TableView {
         let last = self.order.len() as isize - 1;
         let next = (current + delta).clamp(0, last) as usize;
         self.selected = Some(jobs.at(self.order[next]).key.clone());
-        self.scroll_to(next, height);
+        self.scroll_to(jobs, next, height);
     }
 
-    /// Keeps the selection visible in a window of `height` rows.
-    pub fn scroll_to(&mut self, index: usize, height: usize) {
-        let height = height.max(1);
-        if index < self.offset {
-            self.offset = index;
-        } else if index >= self.offset + height {
-            self.offset = index + 1 - height;
+    /// Scrolls so that the job at display position `index`, with its tasks
+    /// as far as they fit, is inside a window of `height` lines. Costs at
+    /// most `height` steps.
+    pub fn scroll_to(&mut self, jobs: &Jobs, index: usize, height: usize) {
+        if self.order.is_empty() {
+            self.offset = 0;
+            return;
         }
-        self.offset = self.offset.min(self.order.len().saturating_sub(1));
+        let height = height.max(1);
+        let index = index.min(self.order.len() - 1);
+        if index <= self.offset {
+            self.offset = index;
+            return;
+        }
+        // Walk up from the job towards the current first job while the
+        // lines above still fit.
+        let mut first = index;
+        let mut used = self.lines_of(jobs, index).min(height);
+        while first > self.offset {
+            let above = self.lines_of(jobs, first - 1);
+            if used + above > height {
+                break;
+            }
+            used += above;
+            first -= 1;
+        }
+        self.offset = first;
     }
 }
 

@@ -273,10 +273,52 @@ fn ten_thousand_jobs_filter_and_sort() {
     });
     table.refresh(&state.jobs);
     assert_eq!(table.len(), 10);
-    let shown: Vec<_> = table
-        .visible(&state.jobs, 3)
+    assert_eq!(shown(table, &state.jobs, 3), ["k09990", "k09991", "k09992"]);
+}
+
+/// The table's lines as text: `key` for a job, `key/i` for its task `i`.
+fn shown(table: &TableView, jobs: &Jobs, height: usize) -> Vec<String> {
+    table
+        .visible(jobs, height)
         .iter()
-        .map(|j| j.key.result_key.clone())
-        .collect();
-    assert_eq!(shown, ["k09990", "k09991", "k09992"]);
+        .map(|line| match line {
+            TableLine::Job(job) => job.key.result_key.clone(),
+            TableLine::Task { job, index } => format!("{}/{index}", job.key.result_key),
+        })
+        .collect()
+}
+
+#[test]
+fn expanded_jobs_show_their_tasks_and_the_selection_stays_in_view() {
+    let mut state = Dashboard::default();
+    for (seq, name) in (1..).zip(["a", "b", "c", "d"]) {
+        state.apply(Update::Event(accepted(seq, job(M, name, 3))), now());
+    }
+    let (table, jobs) = (&mut state.table, &state.jobs);
+    table.set_sort(Sort {
+        key: SortKey::Key,
+        reversed: false,
+    });
+    table.refresh(jobs);
+    assert_eq!(table.selected(), Some(&key("a")));
+    table.expand_selected(jobs, true, 5);
+    assert_eq!(shown(table, jobs, 5), ["a", "a/0", "a/1", "a/2", "b"]);
+    // Down to c: a with its tasks would push c out, so the table scrolls
+    // by whole jobs.
+    table.move_selection(jobs, 2, 5);
+    assert_eq!(table.selected(), Some(&key("c")));
+    assert_eq!(shown(table, jobs, 5), ["b", "c", "d"]);
+    // Expanding c keeps all of it in view.
+    table.expand_selected(jobs, true, 5);
+    assert_eq!(shown(table, jobs, 5), ["b", "c", "c/0", "c/1", "c/2"]);
+    // Everything expanded, then everything collapsed again.
+    table.toggle_all(jobs, 5);
+    assert!(table.is_expanded(&key("b")) && table.is_expanded(&key("d")));
+    table.move_selection(jobs, 1, 5);
+    assert_eq!(shown(table, jobs, 5), ["d", "d/0", "d/1", "d/2"]);
+    table.toggle_all(jobs, 5);
+    assert!(!table.is_expanded(&key("a")) && !table.is_expanded(&key("d")));
+    // Back to the top with everything collapsed: one line per job.
+    table.move_selection(jobs, -10, 5);
+    assert_eq!(shown(table, jobs, 5), ["a", "b", "c", "d"]);
 }

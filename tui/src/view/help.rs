@@ -7,12 +7,17 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 /// Every key of the dashboard, as shown by `?`.
-pub const KEYS: [(&str, &str); 18] = [
+pub const KEYS: [(&str, &str); 20] = [
     ("↑ ↓  k j", "move the selection"),
     ("PgUp PgDn", "move a page"),
     ("g Home / G End", "first / last job"),
     ("Enter", "details of the selected job"),
     ("Esc Backspace", "back to the table"),
+    (
+        "Space / → l / ← h",
+        "toggle / show / hide the selected job's tasks",
+    ),
+    ("e", "show / hide every job's tasks"),
     ("/", "filter by text (key, API, error code, message)"),
     ("a", "cycle API filter: all, matting, removal"),
     ("s", "cycle status filter: all, active, done, troubled"),
@@ -35,7 +40,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect) {
         .iter()
         .map(|(key, what)| {
             Line::from(vec![
-                Span::styled(format!("{key:>16}  "), bold),
+                Span::styled(format!("{key:>18}  "), bold),
                 Span::raw(*what),
             ])
         })

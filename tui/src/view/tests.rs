@@ -164,3 +164,41 @@ fn help_lists_every_key_and_the_form_reports_invalid_fields() {
     assert!(screen.contains("mask: must be a URL"), "{screen}");
     assert_eq!(app.mode, Mode::Form, "an invalid form stays open");
 }
+
+#[test]
+fn space_expands_a_job_into_one_line_per_task() {
+    let mut app = scripted();
+    app.state.table.refresh(&app.state.jobs);
+    // Newest first: mat-003, rem-002, mat-001. Select rem-002.
+    key(&mut app, KeyCode::Down);
+    let screen = render(&mut app);
+    assert!(
+        line_with(&screen, "rem-002").contains("▸ rem-002"),
+        "{screen}"
+    );
+    assert!(!screen.contains("task 0"), "{screen}");
+    key(&mut app, KeyCode::Char(' '));
+    let screen = render(&mut app);
+    assert!(
+        line_with(&screen, "rem-002").contains("▾ rem-002"),
+        "{screen}"
+    );
+    assert!(
+        line_with(&screen, "├ task 0").contains("SUCCESS"),
+        "{screen}"
+    );
+    let failed = line_with(&screen, "└ task 1");
+    assert!(
+        failed.contains("FAILED") && failed.contains("Job execution failed"),
+        "{failed}"
+    );
+    // The task lines sit between rem-002 and mat-001.
+    let position = |needle: &str| screen.find(needle).unwrap();
+    assert!(position("rem-002") < position("task 0") && position("task 1") < position("mat-001"));
+    key(&mut app, KeyCode::Char(' '));
+    assert!(!render(&mut app).contains("task 0"));
+    // `e` expands every job.
+    key(&mut app, KeyCode::Char('e'));
+    let screen = render(&mut app);
+    assert_eq!(screen.matches("└ task 0").count(), 2, "{screen}");
+}
