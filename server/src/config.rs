@@ -198,6 +198,9 @@ pub struct LocalArgs {
     /// Fault injection: probability that a request is throttled by the gateway.
     #[arg(long, env = "RETOUCH_FAULT_THROTTLE_RATE", default_value_t = 0.0)]
     pub fault_throttle_rate: f64,
+    /// Fault injection: probability that a request is throttled by the service (403, 23500004).
+    #[arg(long, env = "RETOUCH_FAULT_BUSY_RATE", default_value_t = 0.0)]
+    pub fault_busy_rate: f64,
     /// Fault injection: probability that a request fails with HTTP 500 (23500000).
     #[arg(long, env = "RETOUCH_FAULT_ERROR_RATE", default_value_t = 0.0)]
     pub fault_error_rate: f64,
@@ -268,6 +271,7 @@ impl LocalArgs {
             credits: self.local_credits,
             faults: FaultConfig {
                 throttle_rate: check_rate("fault-throttle-rate", self.fault_throttle_rate)?,
+                busy_rate: check_rate("fault-busy-rate", self.fault_busy_rate)?,
                 error_rate: check_rate("fault-error-rate", self.fault_error_rate)?,
                 latency: self.fault_latency,
                 task_duration: self.fault_task_duration,

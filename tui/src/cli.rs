@@ -30,7 +30,7 @@ pub struct Cli {
     #[arg(long = "watch", value_name = "API:KEY")]
     pub watch: Vec<String>,
     /// Where `d` saves results.
-    #[arg(long, default_value = ".")]
+    #[arg(long, default_value = ".", global = true)]
     pub download_dir: PathBuf,
     /// Subcommand (none: the dashboard).
     #[command(subcommand)]

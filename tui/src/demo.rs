@@ -19,7 +19,8 @@ pub async fn start_server() -> Result<RunningServer, String> {
         faults: FaultConfig {
             task_duration: Duration::from_secs(2),
             task_failure_rate: 0.15,
-            throttle_rate: 0.05,
+            throttle_rate: 0.03,
+            busy_rate: 0.08,
             seed: Some(2026),
             ..FaultConfig::default()
         },

@@ -54,6 +54,11 @@ pub struct FaultConfig {
     /// Probability that an API request is throttled by the gateway (403,
     /// header-only, `X-Ca-Error-Code: A403FC`).
     pub throttle_rate: f64,
+    /// Probability that a request reaching the backend answers HTTP 403 /
+    /// 23500004 "Request was denied due to request throttling" (the
+    /// service, not the gateway, is busy). A throttled submit is not
+    /// executed.
+    pub busy_rate: f64,
     /// Probability that a request reaching the backend answers HTTP 500 /
     /// 23500000. Submits fail after they were received, so the client cannot
     /// know whether they were executed.

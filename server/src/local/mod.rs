@@ -58,12 +58,13 @@ pub use faults::{Endpoint, InjectedFault};
 pub(crate) use png::encode_png;
 pub use stats::BackendStats;
 
+use crate::aliyun::AliyunCode;
 use crate::engine::Engine;
 use credits::Credits;
 use faults::{Dice, Scripted};
 use jobs::JobStore;
 use nonce::{NONCE_CAPACITY, NONCE_WINDOW, NonceLedger};
-use stats::Counters;
+use stats::{Counter, Counters};
 
 /// The local backend. Cheap to clone; clones share all state.
 #[derive(Clone)]
@@ -94,6 +95,21 @@ struct CachedSample {
 }
 
 impl Shared {
+    /// A fault to answer instead of handling a request that reached the
+    /// backend: 23500004 with `busy_rate`, else 23500000 with `error_rate`.
+    fn service_fault(&self) -> Option<AliyunCode> {
+        let faults = &self.config.faults;
+        let code = if self.dice.roll(faults.busy_rate) {
+            AliyunCode::Throttled
+        } else if self.dice.roll(faults.error_rate) {
+            AliyunCode::InternalError
+        } else {
+            return None;
+        };
+        self.stats.bump(Counter::InjectedErrors);
+        Some(code)
+    }
+
     /// The samples, generated on first use (off the async threads).
     async fn samples(&self) -> &[CachedSample] {
         self.samples

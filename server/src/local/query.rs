@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::stats::Counter;
 use super::{LocalBackendConfig, Shared, parse, reply};
 use crate::aliyun::{AliyunCode, ApiKind, QueryData};
 
@@ -27,9 +26,8 @@ pub(super) async fn handle(
         Err(code) => return reply::error(code),
     };
     shared.stats.count_query(&key);
-    if shared.dice.roll(shared.config.faults.error_rate) {
-        shared.stats.bump(Counter::InjectedErrors);
-        return reply::error(AliyunCode::InternalError);
+    if let Some(code) = shared.service_fault() {
+        return reply::error(code);
     }
     // Keys are per product: a matting key is unknown to removal.
     let Some(job) = shared.jobs.get(&key).filter(|job| job.kind == kind) else {

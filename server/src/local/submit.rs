@@ -25,9 +25,8 @@ pub(super) async fn handle(shared: &Arc<Shared>, kind: ApiKind, body: Option<Byt
     }
     // Failing after receipt is the nasty case for clients: they cannot tell
     // whether the (billed) submit was executed.
-    if shared.dice.roll(shared.config.faults.error_rate) {
-        shared.stats.bump(Counter::InjectedErrors);
-        return reply::error(AliyunCode::InternalError);
+    if let Some(code) = shared.service_fault() {
+        return reply::error(code);
     }
     match accept(shared, kind, json).await {
         Ok(data) => reply::envelope(AliyunCode::Success, Some(data)),

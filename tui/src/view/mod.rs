@@ -44,7 +44,7 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
     draw_footer(frame, footer, app);
     match app.mode {
         Mode::Help => help::draw(frame, centered(frame.area(), 80, 22)),
-        Mode::Form => form::draw(frame, centered(frame.area(), 76, 14), &app.form),
+        Mode::Form => form::draw(frame, centered(frame.area(), 84, 14), &app.form),
         _ => {}
     }
 }

@@ -127,7 +127,11 @@ fn task_row(job: &JobRow, index: usize, now: SystemTime) -> Row<'static> {
         Cell::from(""),
         Cell::from(""),
         Cell::from(format::since(task.since(), now)),
-        Cell::from(task.message.clone()).style(Style::default().fg(Color::Red)),
+        Cell::from(task.message.clone()).style(if task.status == pb::TaskStatus::Failed {
+            Style::default().fg(Color::Red)
+        } else {
+            Style::default()
+        }),
     ])
     .style(Style::default().add_modifier(Modifier::DIM))
 }

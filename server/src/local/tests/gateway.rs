@@ -156,6 +156,27 @@ async fn random_500s_hit_after_the_submit_was_received() {
 }
 
 #[tokio::test]
+async fn a_busy_service_answers_23500004_in_the_envelope_and_runs_nothing() {
+    let h = start(LocalBackendConfig {
+        faults: FaultConfig {
+            busy_rate: 1.0,
+            error_rate: 1.0,
+            ..FaultConfig::default()
+        },
+        ..config()
+    })
+    .await;
+    let submit = h.submit_raw(ApiKind::ObjectRemoval).await;
+    submit.assert_error(AliyunCode::Throttled);
+    assert_eq!(submit.status, StatusCode::FORBIDDEN);
+    let query = h.query(ApiKind::ObjectRemoval, "k").await;
+    query.assert_error(AliyunCode::Throttled);
+    let stats = h.backend.stats();
+    assert_eq!((stats.submits_received, stats.jobs_created), (1, 0));
+    assert_eq!((stats.injected_errors, stats.gateway_throttled), (2, 0));
+}
+
+#[tokio::test]
 async fn envelopes_carry_a_fresh_request_id_also_in_a_header() {
     let h = start(config()).await;
     let a = h.query(ApiKind::InstanceMatting, "k").await;
