@@ -280,7 +280,7 @@ async fn inputs_the_backend_rejects_surface_with_the_documented_codes() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
+    assert_upstream_status(&status, AliyunCode::ResultKeyNotFound);
     server.shutdown().await;
 }
 

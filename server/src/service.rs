@@ -336,6 +336,7 @@ impl Retouch {
             Some(api) => vec![api],
             None => ApiKind::ALL.to_vec(),
         };
+        let mut unknown = None;
         for candidate in candidates {
             match self.client.query(candidate, key).await {
                 Ok(outcome) => {
@@ -355,21 +356,19 @@ impl Retouch {
                     tracing::info!(api = %candidate, result_key = %key, "adopted a job submitted elsewhere");
                     return Ok(self.tracker.track(job).await?.0);
                 }
-                Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) && api.is_none() => {
-                    continue;
-                }
                 Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) => {
-                    return Err(ServiceError::NotFound(format!(
-                        "the upstream knows no {candidate} job with result key {key:?} ({})",
-                        err
-                    )));
+                    // With no API named, the key may belong to the next one.
+                    // The last 23500008 is what the caller gets, code and
+                    // message intact (NOT_FOUND with ErrorInfo).
+                    unknown = Some(err);
                 }
                 Err(err) => return Err(ServiceError::Upstream(err)),
             }
         }
-        Err(ServiceError::NotFound(format!(
-            "neither API knows a job with result key {key:?}"
-        )))
+        Err(match unknown {
+            Some(err) => ServiceError::Upstream(err),
+            None => ServiceError::Internal(format!("no API to look result key {key:?} up in")),
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use retouch_api::v1::JobRef;
 use tokio::sync::mpsc;
 
 use crate::app::Action;
@@ -27,26 +28,36 @@ pub async fn run(
                     match client.submit(&request, &request_id).await {
                         Ok(response) => {
                             let job = response.job.unwrap_or_default();
-                            let _ = watch.send(WatchCommand::Add(retouch_api::v1::JobRef {
+                            let reference = JobRef {
                                 api: job.api,
                                 result_key: job.result_key.clone(),
-                            }));
-                            Update::Notice(format!(
-                                "submitted {}:{}",
-                                api_name(job.api()),
-                                job.result_key
-                            ))
+                            };
+                            let notice = format!("submitted {}", describe(&reference));
+                            // The reply shows the job at once, whatever the
+                            // Watch stream is watching.
+                            let _ = updates.send(Update::JobState(job)).await;
+                            let _ = watch.send(WatchCommand::Add(reference));
+                            Update::Notice(notice)
                         }
-                        Err(error) => rpc_error(error),
+                        Err(error) => Update::from(error),
                     }
                 }
-                Action::Watch(job) => {
-                    let _ = watch.send(WatchCommand::Add(job));
-                    return;
-                }
+                Action::Watch(job) => match client.probe(&job).await {
+                    Ok(snapshot) => {
+                        if let Some(snapshot) = snapshot {
+                            let _ = updates.send(Update::JobState(snapshot)).await;
+                        }
+                        let notice = format!("watching {}", describe(&job));
+                        let _ = watch.send(WatchCommand::Add(job));
+                        Update::Notice(notice)
+                    }
+                    // Unknown keys never reach the Watch stream, where one
+                    // would fail the whole call.
+                    Err(error) => Update::from(error),
+                },
                 Action::Download { job, urls, dir } => match download(&job, &urls, &dir).await {
                     Ok(n) => Update::Notice(format!("saved {n} result(s) into {}", dir.display())),
-                    Err(error) => rpc_error(error),
+                    Err(error) => Update::from(error),
                 },
             };
             let _ = updates.send(update).await;
@@ -54,13 +65,8 @@ pub async fn run(
     }
 }
 
-fn rpc_error(error: ClientError) -> Update {
-    Update::RpcError {
-        context: error.context,
-        grpc_code: error.grpc_code,
-        aliyun_code: error.aliyun_code,
-        message: error.message,
-    }
+fn describe(job: &JobRef) -> String {
+    format!("{}:{}", api_name(job.api()), job.result_key)
 }
 
 /// Saves each URL as `<dir>/<api>-<result_key>-<task>[-<n>].png`.

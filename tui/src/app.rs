@@ -72,8 +72,10 @@ pub struct App {
     pub download_dir: PathBuf,
     /// Rows of the table area at the last draw (for paging).
     pub table_height: usize,
-    /// Set when the user quits.
+    /// Set when the user quits or the dashboard must stop.
     pub quit: bool,
+    /// Why the dashboard stopped, when it was not the user's choice.
+    pub failure: Option<String>,
     actions: Option<mpsc::UnboundedSender<Action>>,
 }
 
@@ -90,6 +92,7 @@ impl App {
             download_dir,
             table_height: 20,
             quit: false,
+            failure: None,
             actions,
         }
     }
@@ -99,6 +102,10 @@ impl App {
         match event {
             Event::Update(update) => self.state.apply(*update, now),
             Event::Tick => {}
+            Event::Shutdown(reason) => {
+                self.quit = true;
+                self.failure = reason;
+            }
             Event::Terminal(TermEvent::Key(key)) if key.kind != KeyEventKind::Release => {
                 self.on_key(key)
             }
@@ -226,7 +233,7 @@ impl App {
                     match parse_job_ref(&text) {
                         Some(job) => {
                             self.send(Action::Watch(job));
-                            self.state.notice = Some(format!("watching {text}"));
+                            self.state.notice = Some(format!("looking up {text}..."));
                         }
                         None => {
                             self.state.notice = Some(

@@ -86,6 +86,17 @@ impl std::fmt::Display for ClientError {
     }
 }
 
+impl From<ClientError> for crate::state::Update {
+    fn from(error: ClientError) -> Self {
+        crate::state::Update::RpcError {
+            context: error.context,
+            grpc_code: error.grpc_code,
+            aliyun_code: error.aliyun_code,
+            message: error.message,
+        }
+    }
+}
+
 /// The canonical upper-case name of a gRPC code.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -253,5 +264,38 @@ impl Client {
         result.map(tonic::Response::into_inner).map_err(|s| {
             ClientError::from_status(format!("submit {}", crate::state::api_name(job.api)), &s)
         })
+    }
+
+    /// Looks one job up by name, the way a Watch naming it does: retouchd
+    /// adopts a result key submitted elsewhere (asking the upstream), or
+    /// fails with NOT_FOUND if nobody knows it. Returns its snapshot.
+    pub async fn probe(&self, job: &pb::JobRef) -> Result<Option<pb::Job>, ClientError> {
+        let context = format!(
+            "watch {}:{}",
+            crate::state::api_name(job.api()),
+            job.result_key
+        );
+        let error = |s: tonic::Status| ClientError::from_status(context.clone(), &s);
+        let request = pb::WatchRequest {
+            jobs: vec![job.clone()],
+            ..pb::WatchRequest::default()
+        };
+        let mut stream = self
+            .jobs()
+            .watch(self.request(request))
+            .await
+            .map_err(error)?
+            .into_inner();
+        let mut snapshot = None;
+        // Everything up to `synced` is the snapshot; dropping the stream
+        // then ends the call.
+        while let Some(message) = stream.message().await.map_err(error)? {
+            match message.kind {
+                Some(pb::watch_response::Kind::Snapshot(job)) => snapshot = Some(job),
+                Some(pb::watch_response::Kind::Synced(_)) => break,
+                _ => {}
+            }
+        }
+        Ok(snapshot)
     }
 }

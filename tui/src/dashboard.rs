@@ -4,11 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::StreamExt;
 use retouch_api::v1 as pb;
 use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::app::{Action, App};
 use crate::client::Client;
+use crate::event::Event;
 use crate::request::JobRequest;
 
 /// Ticks keep ages and rates moving when nothing else happens.
@@ -50,14 +53,59 @@ pub async fn run(
         })
     };
 
+    let aborts = [
+        submitter.abort_handle(),
+        runner.abort_handle(),
+        watcher.abort_handle(),
+    ];
+    let stop = futures::stream::once(Box::pin(stop_reason(watcher, runner))).map(Event::Shutdown);
+
     // Installs a panic hook that restores the terminal before printing.
     let mut terminal = ratatui::init();
     let mut app = App::new(Some(actions_tx), download_dir);
-    let events = crate::event::merged(updates_rx, TICK);
+    let events = futures::stream::select(crate::event::merged(updates_rx, TICK), stop);
     let result = crate::app::run(&mut terminal, &mut app, events).await;
     ratatui::restore();
-    submitter.abort();
-    runner.abort();
-    watcher.abort();
-    result
+    for task in aborts {
+        task.abort();
+    }
+    match app.failure {
+        Some(reason) => Err(std::io::Error::other(reason)),
+        None => result,
+    }
+}
+
+/// Resolves when the dashboard must stop without the user asking: SIGTERM
+/// or SIGHUP (no reason), or the Watch or action task ending, which
+/// while the dashboard runs only a panic does (the reason).
+async fn stop_reason(watcher: JoinHandle<()>, runner: JoinHandle<()>) -> Option<String> {
+    let ended = |task: &str, result: Result<(), JoinError>| match result {
+        Err(e) if e.is_panic() => format!("the {task} task panicked"),
+        _ => format!("the {task} task ended"),
+    };
+    tokio::select! {
+        result = watcher => Some(ended("watch", result)),
+        result = runner => Some(ended("action", result)),
+        () = termination() => None,
+    }
+}
+
+#[cfg(unix)]
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn termination() {
+    std::future::pending().await
 }

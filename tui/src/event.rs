@@ -20,6 +20,9 @@ pub enum Event {
     Update(Box<Update>),
     /// Time passed: ages and rates move on.
     Tick,
+    /// The dashboard must stop: on a signal (no reason), or because a task
+    /// it depends on ended (why).
+    Shutdown(Option<String>),
 }
 
 /// Merges the terminal's events, `updates` and a tick every `tick`.

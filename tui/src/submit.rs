@@ -213,7 +213,16 @@ fn report_error(line: usize, error: &ClientError, options: Options, out: &mut dy
 fn report_outcome(key: &JobKey, row: Option<&JobRow>, options: Options, out: &mut dyn Write) {
     let name = format!("{}:{}", api_name(key.api), key.result_key);
     let Some(row) = row else {
-        let _ = writeln!(out, "{name}: no news from the server");
+        if options.json {
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({"api": api_name(key.api), "result_key": key.result_key, "status": "UNKNOWN",
+                       "message": "no news from the server"})
+            );
+        } else {
+            let _ = writeln!(out, "{name}: no news from the server");
+        }
         return;
     };
     if options.json {

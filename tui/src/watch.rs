@@ -8,7 +8,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use retouch_api::v1 as pb;
 use tokio::sync::mpsc;
 
-use crate::client::{Client, code_name};
+use crate::client::{Client, ClientError, code_name};
 use crate::state::{Connection, Update};
 
 /// Changes to what is watched.
@@ -60,6 +60,9 @@ pub async fn run(
                     // over from a snapshot.
                     cursor = None;
                 }
+                if updates.send(watch_error(&status)).await.is_err() {
+                    return;
+                }
                 status_reason(&status)
             }
             Ok(response) => {
@@ -103,6 +106,9 @@ pub async fn run(
                             Err(status) => {
                                 if status.code() == tonic::Code::OutOfRange {
                                     cursor = None;
+                                }
+                                if updates.send(watch_error(&status)).await.is_err() {
+                                    return;
                                 }
                                 break status_reason(&status);
                             }
@@ -153,6 +159,11 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+/// A failed or broken Watch, for the error panel.
+fn watch_error(status: &tonic::Status) -> Update {
+    ClientError::from_status("watch", status).into()
 }
 
 fn status_reason(status: &tonic::Status) -> String {

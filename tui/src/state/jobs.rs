@@ -16,6 +16,10 @@ pub struct JobKey {
     pub result_key: String,
 }
 
+/// Tasks per job the upstream accepts at most is 10; transitions beyond
+/// this bound come from a misbehaving stream.
+const MAX_TASKS: usize = 64;
+
 /// Statuses kept per task: a real task has four at most; the bound only
 /// guards memory against a misbehaving stream.
 const MAX_HISTORY: usize = 16;
@@ -101,6 +105,8 @@ pub struct JobRow {
     pub last_error: Option<LastError>,
     /// Whether a client of retouchd submitted it or it was adopted.
     pub origin: pb::JobOrigin,
+    /// Sequence number of the last event applied to it.
+    pub last_seq: u64,
 }
 
 impl JobRow {
@@ -120,6 +126,7 @@ impl JobRow {
                 message: e.message.clone(),
             }),
             origin: job.origin(),
+            last_seq: job.last_seq,
         }
     }
 
@@ -204,6 +211,21 @@ impl Jobs {
         }
     }
 
+    /// Applies a job's state from outside the stream unless the row already
+    /// reflects a later event: a reply can be overtaken by the stream.
+    pub fn apply_if_newer(&mut self, job: pb::Job) {
+        let key = JobKey {
+            api: job.api(),
+            result_key: job.result_key.clone(),
+        };
+        if self
+            .get(&key)
+            .is_none_or(|row| row.last_seq <= job.last_seq)
+        {
+            self.apply_snapshot(job);
+        }
+    }
+
     /// Applies one event; events of jobs never seen create them.
     pub fn apply_event(&mut self, event: pb::JobEvent) {
         self.generation += 1;
@@ -215,7 +237,15 @@ impl Jobs {
         if let Some(pb::job_event::Kind::Accepted(accepted)) = &event.kind
             && let Some(job) = &accepted.job
         {
-            self.apply_snapshot(job.clone());
+            let mut job = job.clone();
+            job.last_seq = job.last_seq.max(event.seq);
+            self.apply_snapshot(job);
+            return;
+        }
+        if let Some(pb::job_event::Kind::Transition(t)) = &event.kind
+            && t.task_index as usize >= MAX_TASKS
+        {
+            // Not a real task: growing the row to it could exhaust memory.
             return;
         }
         if !self.index.contains_key(&key) {
@@ -227,9 +257,11 @@ impl Jobs {
                 updated_at: time,
                 last_error: None,
                 origin: pb::JobOrigin::Unspecified,
+                last_seq: 0,
             });
         }
         let row = &mut self.rows[self.index[&key]];
+        row.last_seq = row.last_seq.max(event.seq);
         row.status = event.job_status();
         row.updated_at = time.or(row.updated_at);
         match event.kind {

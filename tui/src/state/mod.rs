@@ -23,8 +23,11 @@ use retouch_api::v1 as pb;
 /// What the Watch stream and the client's own calls deliver to the state.
 #[derive(Debug, Clone)]
 pub enum Update {
-    /// A job's state from a snapshot.
+    /// A job's state from the Watch stream's snapshot phase: authoritative.
     Snapshot(pb::Job),
+    /// A job's state from a call of our own (a submit's reply, a lookup):
+    /// applied unless the stream already brought newer news of the job.
+    JobState(pb::Job),
     /// Snapshot or replay complete; live events follow.
     Synced {
         /// Last sequence number of the server.
@@ -118,6 +121,7 @@ impl Dashboard {
     pub fn apply(&mut self, update: Update, now: SystemTime) {
         match update {
             Update::Snapshot(job) => self.jobs.apply_snapshot(job),
+            Update::JobState(job) => self.jobs.apply_if_newer(job),
             Update::Synced {
                 head_seq,
                 server_id,

@@ -253,8 +253,12 @@ impl TableView {
         self.settings_changed = false;
         // A narrower filter may leave fewer jobs than the scroll position.
         self.offset = self.offset.min(self.order.len().saturating_sub(1));
-        if self.selected.is_none() {
-            self.selected = self.order.first().map(|&i| jobs.at(i).key.clone());
+        // A selection the filter hides would act unseen (Enter, d): move it
+        // to the first job shown.
+        let shown = |key: &JobKey| self.order.iter().any(|&i| &jobs.at(i).key == key);
+        if !self.selected.as_ref().is_some_and(shown) {
+            let first = self.order.get(self.offset).or(self.order.first());
+            self.selected = first.map(|&i| jobs.at(i).key.clone());
         }
     }
 

@@ -322,3 +322,58 @@ fn expanded_jobs_show_their_tasks_and_the_selection_stays_in_view() {
     table.move_selection(jobs, -10, 5);
     assert_eq!(shown(table, jobs, 5), ["a", "b", "c", "d"]);
 }
+
+#[test]
+fn a_reply_overtaken_by_the_stream_does_not_roll_the_job_back() {
+    let mut state = Dashboard::default();
+    let submitted = job(M, "a", 1);
+    state.apply(Update::Event(accepted(5, submitted.clone())), now());
+    state.apply(
+        Update::Event(transition(6, M, "a", 0, Waiting, Running, Active)),
+        now(),
+    );
+    // The submit's reply (state as of seq 5) arrives after the stream moved on.
+    let mut reply = submitted.clone();
+    reply.last_seq = 5;
+    state.apply(Update::JobState(reply.clone()), now());
+    assert_eq!(state.jobs.get(&key("a")).unwrap().tasks[0].status, Running);
+    // A reply about a job the stream has not shown yet is applied.
+    reply.result_key = "b".into();
+    state.apply(Update::JobState(reply), now());
+    assert_eq!(state.jobs.get(&key("b")).unwrap().tasks[0].status, Waiting);
+    // Transitions of tasks no job can have are dropped, not allocated.
+    state.apply(
+        Update::Event(transition(
+            7,
+            M,
+            "a",
+            4_000_000_000,
+            Waiting,
+            Running,
+            Active,
+        )),
+        now(),
+    );
+    assert_eq!(state.jobs.get(&key("a")).unwrap().tasks.len(), 1);
+}
+
+#[test]
+fn a_selection_the_filter_hides_moves_to_a_job_shown() {
+    let mut state = Dashboard::default();
+    for (seq, name) in (1..).zip(["x1", "y1", "x2"]) {
+        state.apply(Update::Event(accepted(seq, job(M, name, 1))), now());
+    }
+    let (table, jobs) = (&mut state.table, &state.jobs);
+    table.refresh(jobs);
+    // Newest first: x2, y1, x1; select y1, then hide it.
+    table.move_selection(jobs, 1, 10);
+    assert_eq!(table.selected(), Some(&key("y1")));
+    table.set_filter(Filter {
+        text: "x".into(),
+        ..Filter::default()
+    });
+    table.refresh(jobs);
+    assert_eq!(table.selected(), Some(&key("x2")));
+    table.move_selection(jobs, 1, 10);
+    assert_eq!(table.selected(), Some(&key("x1")));
+}

@@ -65,6 +65,15 @@ fn render(app: &mut App) -> String {
         .join("\n")
 }
 
+/// The screen above the error panel.
+fn jobs_table(screen: &str) -> String {
+    screen
+        .lines()
+        .take_while(|l| !l.contains("┌ errors"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
     screen
         .lines()
@@ -144,7 +153,7 @@ fn filters_narrow_the_table_and_show_in_the_header() {
     key(&mut app, KeyCode::Char('a'));
     let screen = render(&mut app);
     assert!(screen.contains("mat-001") && screen.contains("mat-003"));
-    assert!(!screen.contains("removal  rem-002"), "{screen}");
+    assert!(!jobs_table(&screen).contains("rem-002"), "{screen}");
 }
 
 #[test]
@@ -201,4 +210,15 @@ fn space_expands_a_job_into_one_line_per_task() {
     key(&mut app, KeyCode::Char('e'));
     let screen = render(&mut app);
     assert_eq!(screen.matches("└ task 0").count(), 2, "{screen}");
+}
+
+#[test]
+fn a_shutdown_event_stops_the_dashboard_and_says_why() {
+    let mut app = scripted();
+    app.handle(
+        Event::Shutdown(Some("the watch task panicked".into())),
+        SystemTime::now(),
+    );
+    assert!(app.quit);
+    assert_eq!(app.failure.as_deref(), Some("the watch task panicked"));
 }
