@@ -72,6 +72,8 @@ pub struct App {
     pub download_dir: PathBuf,
     /// Rows of the table area at the last draw (for paging).
     pub table_height: usize,
+    /// First line shown of the detail view.
+    pub detail_scroll: u16,
     /// Set when the user quits or the dashboard must stop.
     pub quit: bool,
     /// Why the dashboard stopped, when it was not the user's choice.
@@ -91,6 +93,7 @@ impl App {
             input: String::new(),
             download_dir,
             table_height: 20,
+            detail_scroll: 0,
             quit: false,
             failure: None,
             actions,
@@ -126,7 +129,12 @@ impl App {
                     self.mode = self.previous;
                 }
             }
-            Mode::Table | Mode::Detail => self.on_view_key(key),
+            Mode::Detail => {
+                if !self.on_detail_key(key) {
+                    self.on_view_key(key)
+                }
+            }
+            Mode::Table => self.on_view_key(key),
         }
     }
 
@@ -152,6 +160,7 @@ impl App {
                 table.move_selection(jobs, isize::MAX / 2, self.table_height)
             }
             KeyCode::Enter if self.mode == Mode::Table && table.selected().is_some() => {
+                self.detail_scroll = 0;
                 self.mode = Mode::Detail
             }
             KeyCode::Esc | KeyCode::Backspace if self.mode == Mode::Detail => {
@@ -213,6 +222,24 @@ impl App {
         }
     }
 
+    /// Scrolling keys of the detail view; `false` for the keys it shares
+    /// with the table.
+    fn on_detail_key(&mut self, key: KeyEvent) -> bool {
+        let page = u16::try_from(self.table_height.max(1)).unwrap_or(u16::MAX);
+        let scroll = &mut self.detail_scroll;
+        match key.code {
+            KeyCode::Down | KeyCode::Char('j') => *scroll = scroll.saturating_add(1),
+            KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),
+            KeyCode::PageDown => *scroll = scroll.saturating_add(page),
+            KeyCode::PageUp => *scroll = scroll.saturating_sub(page),
+            KeyCode::Home | KeyCode::Char('g') => *scroll = 0,
+            // The view clamps to the last line.
+            KeyCode::End | KeyCode::Char('G') => *scroll = u16::MAX,
+            _ => return false,
+        }
+        true
+    }
+
     fn on_input_key(&mut self, key: KeyEvent) {
         match key.code {
             KeyCode::Esc => {
@@ -244,9 +271,11 @@ impl App {
                 }
                 self.mode = self.previous;
             }
-            KeyCode::Backspace => drop(self.input.pop()),
-            KeyCode::Char(c) => {
-                self.input.push(c);
+            KeyCode::Backspace | KeyCode::Char(_) => {
+                match key.code {
+                    KeyCode::Char(c) => self.input.push(c),
+                    _ => drop(self.input.pop()),
+                }
                 if self.mode == Mode::FilterInput {
                     // Filter as you type.
                     let mut filter = self.state.table.filter().clone();

@@ -13,7 +13,7 @@ use super::format;
 use crate::app::App;
 use crate::state::api_name;
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
+pub(super) fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     let now = SystemTime::now();
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let Some(job) = app
@@ -94,13 +94,19 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
         }
     }
     let title = format!(
-        " {} {}  (Esc back · d download results) ",
+        " {} {}  (Esc back · ↑↓ PgUp PgDn scroll · d download results) ",
         api_name(job.key.api),
         job.key.result_key
     );
+    // At most so far that the last page is full. Lines are counted before
+    // wrapping, so a long wrapped URL can keep the very end out of reach.
+    let inner = usize::from(area.height.saturating_sub(2));
+    let last = u16::try_from(lines.len().saturating_sub(inner)).unwrap_or(u16::MAX);
+    app.detail_scroll = app.detail_scroll.min(last);
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
+            .scroll((app.detail_scroll, 0))
             .block(Block::default().borders(Borders::ALL).title(title)),
         area,
     );

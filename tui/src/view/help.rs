@@ -7,11 +7,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 /// Every key of the dashboard, as shown by `?`.
-pub const KEYS: [(&str, &str); 20] = [
+pub const KEYS: [(&str, &str); 21] = [
     ("↑ ↓  k j", "move the selection"),
     ("PgUp PgDn", "move a page"),
     ("g Home / G End", "first / last job"),
     ("Enter", "details of the selected job"),
+    ("↑ ↓ PgUp PgDn g G", "detail: scroll"),
     ("Esc Backspace", "back to the table"),
     (
         "Space / → l / ← h",

@@ -43,7 +43,7 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
     errors::draw(frame, errors_area, &app.state);
     draw_footer(frame, footer, app);
     match app.mode {
-        Mode::Help => help::draw(frame, centered(frame.area(), 80, 22)),
+        Mode::Help => help::draw(frame, centered(frame.area(), 80, 23)),
         Mode::Form => form::draw(frame, centered(frame.area(), 84, 14), &app.form),
         _ => {}
     }

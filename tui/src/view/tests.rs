@@ -222,3 +222,32 @@ fn a_shutdown_event_stops_the_dashboard_and_says_why() {
     assert!(app.quit);
     assert_eq!(app.failure.as_deref(), Some("the watch task panicked"));
 }
+
+#[test]
+fn the_detail_view_scrolls_through_a_job_of_ten_tasks() {
+    let mut app = App::new(None, ".".into());
+    let now = SystemTime::now();
+    app.handle(
+        Event::Update(Box::new(Update::Event(accepted(1, job(R, "big", 10))))),
+        now,
+    );
+    app.state.table.refresh(&app.state.jobs);
+    key(&mut app, KeyCode::Enter);
+    let screen = render(&mut app);
+    assert!(
+        screen.contains("task 0 ") && !screen.contains("task 9 "),
+        "{screen}"
+    );
+    key(&mut app, KeyCode::Char('G'));
+    let screen = render(&mut app);
+    assert!(
+        screen.contains("task 9 ") && !screen.contains("task 0 "),
+        "{screen}"
+    );
+    key(&mut app, KeyCode::Char('g'));
+    assert!(render(&mut app).contains("task 0 "));
+    // j and k scroll here instead of changing the job.
+    key(&mut app, KeyCode::Char('j'));
+    assert_eq!(app.detail_scroll, 1);
+    assert_eq!(app.mode, Mode::Detail);
+}
