@@ -160,13 +160,20 @@ impl Client {
                 .map_err(|e| ClientError::local(&context, e))?;
         }
         let authorization = match &address.token {
-            Some(token) => Some(
-                format!("Bearer {}", token.expose_secret())
-                    .parse()
-                    .map_err(|_| {
-                        ClientError::local(&context, "--token has characters a header cannot carry")
-                    })?,
-            ),
+            Some(token) => {
+                let mut value: MetadataValue<tonic::metadata::Ascii> =
+                    format!("Bearer {}", token.expose_secret())
+                        .parse()
+                        .map_err(|_| {
+                            ClientError::local(
+                                &context,
+                                "--token has characters a header cannot carry",
+                            )
+                        })?;
+                // Kept out of HTTP/2 header compression tables and debug output.
+                value.set_sensitive(true);
+                Some(value)
+            }
             None => None,
         };
         Ok(Client {
