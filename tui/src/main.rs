@@ -1,6 +1,7 @@
 //! `retouch`: see `retouch --help`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use retouch_tui::cli::{Cli, Command, JobArgs, SubmitArgs};
@@ -42,15 +43,26 @@ async fn main() -> ExitCode {
                     }
                 }
             }
-            let result = match Client::new(&address) {
-                Ok(client) => {
-                    retouch_tui::dashboard::run(client, watch, cli.download_dir, Vec::new())
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.to_string()),
+            let client = match Client::new(&address) {
+                Ok(client) => client,
+                Err(e) => return finish(Err(e.to_string())),
             };
-            finish(result)
+            // A key the server refuses would fail the whole Watch: say so
+            // now. Other failures (server not up yet) the dashboard retries.
+            for job in &watch {
+                let probe = tokio::time::timeout(Duration::from_secs(10), client.probe(job));
+                if let Ok(Err(e)) = probe.await
+                    && e.is_rejection()
+                {
+                    eprintln!("retouch: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            finish(
+                retouch_tui::dashboard::run(client, watch, cli.download_dir, Vec::new())
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
         }
     }
 }
