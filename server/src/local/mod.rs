@@ -84,7 +84,6 @@ struct Shared {
     credits: Credits,
     jobs: JobStore,
     stats: Counters,
-    samples: OnceCell<Vec<CachedSample>>,
 }
 
 /// A sample pair, ready to serve.
@@ -110,9 +109,11 @@ impl Shared {
         Some(code)
     }
 
-    /// The samples, generated on first use (off the async threads).
-    async fn samples(&self) -> &[CachedSample] {
-        self.samples
+    /// The samples, generated on first use (off the async threads). They
+    /// are the same for every backend, so a process makes them once.
+    async fn samples(&self) -> &'static [CachedSample] {
+        static SAMPLES: OnceCell<Vec<CachedSample>> = OnceCell::const_new();
+        SAMPLES
             .get_or_init(|| async {
                 let pairs = tokio::task::spawn_blocking(crate::samples::all)
                     .await
@@ -150,7 +151,6 @@ impl LocalBackend {
             credits: Credits::new(config.credits),
             jobs: JobStore::new(config.result_retention),
             stats: Counters::default(),
-            samples: OnceCell::new(),
             http,
             engine,
             config,

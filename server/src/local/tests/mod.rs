@@ -78,6 +78,10 @@ async fn start(config: LocalBackendConfig) -> Harness {
     let router = backend.router().merge(web_host());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // Samples are made on first use, which on a loaded machine can take
+    // longer than the short download timeout the tests use: make them now.
+    let warm_up = http.get(format!("{base}/samples/portrait.png")).send();
+    assert!(warm_up.await.unwrap().status().is_success());
     Harness {
         backend,
         base,
