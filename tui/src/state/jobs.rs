@@ -1,6 +1,6 @@
 //! Jobs and their tasks, updated from snapshots and events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
@@ -78,12 +78,13 @@ pub struct LastError {
 }
 
 impl LastError {
-    /// The Aliyun code, or the HTTP status when there is none.
+    /// The Aliyun code, or the HTTP status when there is none, or `-` for
+    /// an error that never came from the upstream.
     pub fn code(&self) -> String {
-        if self.aliyun_code != 0 {
-            self.aliyun_code.to_string()
-        } else {
-            format!("HTTP {}", self.http_status)
+        match (self.aliyun_code, self.http_status) {
+            (0, 0) => "-".into(),
+            (0, status) => format!("HTTP {status}"),
+            (code, _) => code.to_string(),
         }
     }
 }
@@ -223,6 +224,25 @@ impl Jobs {
             .is_none_or(|row| row.last_seq <= job.last_seq)
         {
             self.apply_snapshot(job);
+        }
+    }
+
+    /// Marks every job still in progress whose key is not in `tracked` as
+    /// LOST, with a message saying why: the server that tracked it
+    /// restarted and its successor does not know it. Nothing is removed.
+    pub fn forget_active_except(&mut self, tracked: &HashSet<JobKey>) {
+        for row in &mut self.rows {
+            if row.status == pb::JobStatus::Active && !tracked.contains(&row.key) {
+                row.status = pb::JobStatus::Lost;
+                row.last_error = Some(LastError {
+                    aliyun_code: 0,
+                    http_status: 0,
+                    message: "retouchd restarted and no longer tracks this job; watch it (w) to \
+                              pick it up again"
+                        .into(),
+                });
+                self.generation += 1;
+            }
         }
     }
 

@@ -16,6 +16,7 @@ pub use jobs::{JobKey, JobRow, Jobs, TaskRow};
 pub use stats::Throughput;
 pub use table::{ApiFilter, Filter, Sort, SortKey, StatusFilter, TableLine, TableView, api_name};
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
@@ -99,6 +100,8 @@ pub struct Dashboard {
     pub table: TableView,
     /// The last notice for the status line.
     pub notice: Option<String>,
+    /// Jobs in the snapshot being received (until `Synced`).
+    snapshot_keys: HashSet<JobKey>,
 }
 
 impl Default for Dashboard {
@@ -112,6 +115,7 @@ impl Default for Dashboard {
             server_id: String::new(),
             table: TableView::default(),
             notice: None,
+            snapshot_keys: HashSet::new(),
         }
     }
 }
@@ -120,7 +124,13 @@ impl Dashboard {
     /// Applies one update at wall-clock time `now`.
     pub fn apply(&mut self, update: Update, now: SystemTime) {
         match update {
-            Update::Snapshot(job) => self.jobs.apply_snapshot(job),
+            Update::Snapshot(job) => {
+                self.snapshot_keys.insert(JobKey {
+                    api: job.api(),
+                    result_key: job.result_key.clone(),
+                });
+                self.jobs.apply_snapshot(job)
+            }
             Update::JobState(job) => self.jobs.apply_if_newer(job),
             Update::Synced {
                 head_seq,
@@ -128,12 +138,17 @@ impl Dashboard {
             } => {
                 if server_id != self.server_id {
                     // Another server instance: its sequence numbers are not
-                    // comparable with the ones we saw.
+                    // comparable with the ones we saw, and the jobs still in
+                    // progress that its snapshot lacks it no longer tracks.
+                    if !self.server_id.is_empty() {
+                        self.jobs.forget_active_except(&self.snapshot_keys);
+                    }
                     self.server_id = server_id;
                     self.head_seq = head_seq;
                 } else {
                     self.head_seq = self.head_seq.max(head_seq);
                 }
+                self.snapshot_keys.clear();
             }
             Update::Event(event) => {
                 // Replays after a reconnect may repeat what we applied.
@@ -153,7 +168,12 @@ impl Dashboard {
                 }
                 self.jobs.apply_event(event);
             }
-            Update::Connection(connection) => self.connection = connection,
+            Update::Connection(connection) => {
+                if matches!(connection, Connection::Connecting { .. }) {
+                    self.snapshot_keys.clear();
+                }
+                self.connection = connection
+            }
             Update::RpcError {
                 context,
                 grpc_code,

@@ -230,6 +230,41 @@ fn resume_after_reconnect_keeps_everything_and_applies_only_new_events() {
 }
 
 #[test]
+fn jobs_in_progress_that_a_restarted_server_does_not_know_are_marked_lost() {
+    let mut state = Dashboard::default();
+    for name in ["a", "b", "c"] {
+        state.apply(Update::Snapshot(job(M, name, 1)), now());
+    }
+    let synced = |id: &str| Update::Synced {
+        head_seq: 3,
+        server_id: id.into(),
+    };
+    state.apply(synced("s1"), now());
+    state.apply(
+        Update::Event(transition(4, M, "c", 0, Waiting, Success, Completed)),
+        now(),
+    );
+    // The server restarts; its snapshot holds b only (adopted again).
+    state.apply(
+        Update::Connection(Connection::Connecting { attempt: 1 }),
+        now(),
+    );
+    state.apply(Update::Snapshot(job(M, "b", 1)), now());
+    state.apply(synced("s2"), now());
+    let a = state.jobs.get(&key("a")).unwrap();
+    assert_eq!(a.status, pb::JobStatus::Lost);
+    let error = a.last_error.as_ref().unwrap();
+    assert!(error.message.contains("restarted"), "{}", error.message);
+    assert_eq!(error.code(), "-");
+    assert_eq!(state.jobs.get(&key("b")).unwrap().status, Active);
+    // Finished jobs keep their outcome.
+    assert_eq!(state.jobs.get(&key("c")).unwrap().status, Completed);
+    // A reconnect to the same server changes nothing.
+    state.apply(synced("s2"), now());
+    assert_eq!(state.jobs.get(&key("b")).unwrap().status, Active);
+}
+
+#[test]
 fn ten_thousand_jobs_filter_and_sort() {
     let mut state = Dashboard::default();
     let mut seq = 0;
