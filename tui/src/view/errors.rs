@@ -21,7 +21,8 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
         .take(height)
         .map(|e| {
             let code = e.label();
-            let grpc = e.grpc_code().unwrap_or("");
+            // The gRPC code is shown apart only when the label is not it.
+            let grpc = e.grpc_code().filter(|g| *g != code).unwrap_or("");
             let job = e
                 .job
                 .as_ref()
@@ -30,7 +31,14 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
             Line::from(vec![
                 Span::raw(format!("{} ", format::clock(e.time))),
                 Span::styled(format!("{code:>11} "), red),
-                Span::styled(format!("{grpc} "), red),
+                Span::styled(
+                    if grpc.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{grpc} ")
+                    },
+                    red,
+                ),
                 Span::raw(format!("{job} ")),
                 Span::raw(e.message.clone()),
             ])
