@@ -65,6 +65,7 @@ async fn local_files_are_uploaded_submitted_and_waited_for() {
         vec![(1, job)],
         WAIT_JSON,
         &mut out,
+        &mut std::io::sink(),
     )
     .await;
     let lines = json_lines(&out);
@@ -110,7 +111,7 @@ async fn invalid_batch_lines_are_all_reported_and_nothing_is_submitted() {
         "{problems:?}"
     );
     let mut out = Vec::new();
-    let exit = submit::invalid(&problems, WAIT_JSON, &mut out);
+    let exit = submit::invalid(&problems, WAIT_JSON, &mut out, &mut std::io::sink());
     assert_eq!(exit, Exit::InvalidInput);
     assert_eq!(json_lines(&out)[0]["error"], "invalid_input");
 }
@@ -134,7 +135,14 @@ async fn a_rejected_job_does_not_stop_the_others_and_keeps_its_aliyun_code() {
         wait: false,
         ..WAIT_JSON
     };
-    let exit = submit::submit(&client(server.grpc_url()), jobs, options, &mut out).await;
+    let exit = submit::submit(
+        &client(server.grpc_url()),
+        jobs,
+        options,
+        &mut out,
+        &mut std::io::sink(),
+    )
+    .await;
     let lines = json_lines(&out);
     assert_eq!(exit, Exit::SubmitFailed, "{lines:?}");
     assert_eq!(lines[0]["line"], 1);
@@ -173,6 +181,7 @@ async fn failed_tasks_give_exit_code_one() {
         vec![(1, job)],
         options,
         &mut out,
+        &mut std::io::sink(),
     )
     .await;
     let text = String::from_utf8_lossy(&out);

@@ -26,8 +26,8 @@ async fn main() -> ExitCode {
                     return ExitCode::from(Exit::SubmitFailed as u8);
                 }
             };
-            let mut out = std::io::stdout();
-            ExitCode::from(run_submit(&client, args, &mut out).await as u8)
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            ExitCode::from(run_submit(&client, args, &mut out, &mut err).await as u8)
         }
         Some(Command::Demo) => finish(demo(&cli).await),
         None => {
@@ -67,7 +67,12 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run_submit(client: &Client, args: SubmitArgs, out: &mut dyn std::io::Write) -> Exit {
+async fn run_submit(
+    client: &Client,
+    args: SubmitArgs,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+) -> Exit {
     let options = Options {
         wait: args.wait,
         json: args.json,
@@ -95,22 +100,22 @@ async fn run_submit(client: &Client, args: SubmitArgs, out: &mut dyn std::io::Wr
                 Ok(job) => vec![(1, job)],
                 Err(errors) => {
                     let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    return submit::invalid(&problems, options, out);
+                    return submit::invalid(&problems, options, out, err);
                 }
             }
         }
         (None, Some(path)) => match submit::load_batch(path) {
             Ok(jobs) => jobs,
-            Err(problems) => return submit::invalid(&problems, options, out),
+            Err(problems) => return submit::invalid(&problems, options, out, err),
         },
         _ => {
             let problem =
                 "give one job (`submit matting ...` / `submit removal ...`) or --batch FILE"
                     .to_owned();
-            return submit::invalid(&[problem], options, out);
+            return submit::invalid(&[problem], options, out, err);
         }
     };
-    submit::submit(client, jobs, options, out).await
+    submit::submit(client, jobs, options, out, err).await
 }
 
 async fn demo(cli: &Cli) -> Result<(), String> {

@@ -74,8 +74,14 @@ pub fn load_batch(path: &Path) -> Result<Vec<(usize, JobRequest)>, Vec<String>> 
     }
 }
 
-/// Reports invalid input and returns [`Exit::InvalidInput`].
-pub fn invalid(problems: &[String], options: Options, out: &mut dyn Write) -> Exit {
+/// Reports invalid input and returns [`Exit::InvalidInput`]: one JSON
+/// object on `out` with `--json`, else a line per problem on `err`.
+pub fn invalid(
+    problems: &[String],
+    options: Options,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Exit {
     if options.json {
         let _ = writeln!(
             out,
@@ -84,7 +90,7 @@ pub fn invalid(problems: &[String], options: Options, out: &mut dyn Write) -> Ex
         );
     } else {
         for p in problems {
-            let _ = writeln!(out, "invalid input: {p}");
+            let _ = writeln!(err, "invalid input: {p}");
         }
     }
     Exit::InvalidInput
@@ -92,12 +98,13 @@ pub fn invalid(problems: &[String], options: Options, out: &mut dyn Write) -> Ex
 
 /// Submits `jobs` (numbered by their line, or 1 for a single job) one by
 /// one, prints what happened to each, and with `--wait` follows them to the
-/// end.
+/// end. Results go to `out`; in text mode, failed submissions go to `err`.
 pub async fn submit(
     client: &Client,
     jobs: Vec<(usize, JobRequest)>,
     options: Options,
     out: &mut dyn Write,
+    err: &mut dyn Write,
 ) -> Exit {
     let mut accepted = Vec::new();
     let mut failed = false;
@@ -123,7 +130,7 @@ pub async fn submit(
             }
             Err(error) => {
                 failed = true;
-                report_error(line, &error, options, out);
+                report_error(line, &error, options, out, err);
             }
         }
     }
@@ -196,7 +203,15 @@ async fn wait_for(
     (state, timed_out)
 }
 
-fn report_error(line: usize, error: &ClientError, options: Options, out: &mut dyn Write) {
+/// A failed submission: a JSON object on `out` with `--json` (the one
+/// stream a script parses), else a line on `err`.
+fn report_error(
+    line: usize,
+    error: &ClientError,
+    options: Options,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) {
     if options.json {
         let _ = writeln!(
             out,
@@ -206,7 +221,7 @@ fn report_error(line: usize, error: &ClientError, options: Options, out: &mut dy
                 "aliyun_code": error.aliyun_code, "message": error.message}})
         );
     } else {
-        let _ = writeln!(out, "line {line}: {error}");
+        let _ = writeln!(err, "line {line}: {error}");
     }
 }
 

@@ -116,6 +116,20 @@ async fn invalid_input_exits_2_naming_the_field_and_rule() {
         "{problem}"
     );
 
+    let output = retouch(&[
+        "submit",
+        "matting",
+        "--image",
+        "not a url",
+        "--mask",
+        "http://127.0.0.1:9/m.png",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("invalid input: image:"), "{stderr}");
+
     // Arguments clap refuses also exit 2.
     let output = retouch(&["submit", "matting", "--image"]).await;
     assert_eq!(output.status.code(), Some(2));
@@ -145,6 +159,26 @@ async fn an_unreachable_server_exits_3() {
     assert_eq!(output.status.code(), Some(3));
     let lines = json_lines(&output);
     assert_eq!(lines[0]["error"]["grpc_code"], "UNAVAILABLE", "{lines:?}");
+
+    // Without --json, errors go to stderr and stdout stays for results.
+    let output = retouch(&[
+        "--server",
+        &url,
+        "submit",
+        "matting",
+        "--image",
+        "http://127.0.0.1:9/a.png",
+        "--mask",
+        "http://127.0.0.1:9/m.png",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(3));
+    assert!(output.stdout.is_empty(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("line 1: submit matting: UNAVAILABLE"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
