@@ -8,11 +8,13 @@ use futures::StreamExt;
 use retouch_api::v1 as pb;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::app::{Action, App};
 use crate::client::Client;
 use crate::event::Event;
 use crate::request::JobRequest;
+use crate::state::{ErrorKind, Update};
 
 /// Ticks keep ages and rates moving when nothing else happens.
 const TICK: Duration = Duration::from_millis(500);
@@ -60,19 +62,54 @@ pub async fn run(
     ];
     let stop = futures::stream::once(Box::pin(stop_reason(watcher, runner))).map(Event::Shutdown);
 
-    // Installs a panic hook that restores the terminal before printing.
+    // ratatui's hook restores the terminal before printing a panic;
+    // narrowed to this thread, see `report_other_panics`.
     let mut terminal = ratatui::init();
+    let (panics_tx, panics_rx) = mpsc::unbounded_channel();
+    report_other_panics(panics_tx);
+    let panics = UnboundedReceiverStream::new(panics_rx)
+        .map(|message| Event::Update(Box::new(Update::Panic(message))));
     let mut app = App::new(Some(actions_tx), download_dir);
-    let events = futures::stream::select(crate::event::merged(updates_rx, TICK), stop);
+    let events = futures::stream::select(
+        crate::event::merged(updates_rx, TICK),
+        futures::stream::select(stop, panics),
+    );
     let result = crate::app::run(&mut terminal, &mut app, events).await;
     ratatui::restore();
+    // Back to the default hook: panics print as usual from here on.
+    drop(std::panic::take_hook());
     for task in aborts {
         task.abort();
+    }
+    // Panics were shown in the error panel; say them again where they stay.
+    for entry in app.state.errors.newest_first() {
+        if entry.kind == ErrorKind::Panic {
+            eprintln!("retouch: {}", entry.message);
+        }
     }
     match app.failure {
         Some(reason) => Err(std::io::Error::other(reason)),
         None => result,
     }
+}
+
+/// Keeps the terminal-restoring panic hook for the dashboard's own thread
+/// and sends panics of every other thread to `panics` instead. A panic in a
+/// task that tokio catches (in `retouch demo`, the embedded retouchd's too)
+/// must neither tear the screen down under a dashboard that carries on, nor
+/// print over it.
+fn report_other_panics(panics: mpsc::UnboundedSender<String>) {
+    let ui_thread = std::thread::current().id();
+    let restore_and_print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == ui_thread {
+            restore_and_print(info);
+        } else {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("unnamed");
+            let _ = panics.send(format!("thread {name} panicked: {info}"));
+        }
+    }));
 }
 
 /// Resolves when the dashboard must stop without the user asking: SIGTERM

@@ -26,6 +26,9 @@ pub enum ErrorKind {
         /// The Aliyun code behind it, if the status carried one.
         aliyun_code: Option<i64>,
     },
+    /// A thread other than the dashboard's panicked (in `retouch demo`,
+    /// possibly the embedded retouchd's).
+    Panic,
 }
 
 /// One error.
@@ -89,6 +92,7 @@ impl ErrorEntry {
             (_, Some(code)) => code.to_string(),
             (ErrorKind::Upstream { http_status, .. }, None) => format!("HTTP {http_status}"),
             (ErrorKind::TaskFailed, None) => "task FAILED".into(),
+            (ErrorKind::Panic, None) => "panic".into(),
             (ErrorKind::Rpc { grpc_code, .. }, None) => grpc_code.clone(),
         }
     }

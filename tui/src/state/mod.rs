@@ -53,6 +53,8 @@ pub enum Update {
     },
     /// A note for the status line (submitted, downloaded, ...).
     Notice(String),
+    /// Another thread panicked, with this message.
+    Panic(String),
 }
 
 /// The connection to retouchd.
@@ -189,6 +191,12 @@ impl Dashboard {
                 job: None,
             }),
             Update::Notice(text) => self.notice = Some(text),
+            Update::Panic(message) => self.errors.push(ErrorEntry {
+                time: now,
+                kind: ErrorKind::Panic,
+                message,
+                job: None,
+            }),
         }
     }
 

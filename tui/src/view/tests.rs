@@ -251,3 +251,17 @@ fn the_detail_view_scrolls_through_a_job_of_ten_tasks() {
     assert_eq!(app.detail_scroll, 1);
     assert_eq!(app.mode, Mode::Detail);
 }
+
+#[test]
+fn a_panic_on_another_thread_is_shown_in_the_error_panel() {
+    let mut app = scripted();
+    let message = "thread tokio-runtime-worker panicked: boom".to_owned();
+    app.handle(
+        Event::Update(Box::new(Update::Panic(message))),
+        SystemTime::now(),
+    );
+    let screen = render(&mut app);
+    assert!(line_with(&screen, "boom").contains("panic"), "{screen}");
+    assert!(line_with(&screen, "panic ×1").contains("│"), "{screen}");
+    assert!(!app.quit, "the dashboard carries on");
+}
