@@ -7,22 +7,12 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{local_config, server, test_config};
+use common::{local_config, server, test_config, tui_client};
 use retouch_server::local::FaultConfig;
 use retouch_server::samples;
-use retouch_tui::client::{Client, ServerAddress};
 use retouch_tui::request::JobRequest;
 use retouch_tui::submit::{self, Exit, Options};
 use serde_json::Value;
-
-fn client(url: String) -> Client {
-    Client::new(&ServerAddress {
-        url,
-        token: None,
-        ca_cert: None,
-    })
-    .unwrap()
-}
 
 /// Writes the matting sample's image and mask into `dir`.
 fn sample_files(dir: &Path) -> (String, String) {
@@ -61,7 +51,7 @@ async fn local_files_are_uploaded_submitted_and_waited_for() {
     .unwrap();
     let mut out = Vec::new();
     let exit = submit::submit(
-        &client(server.grpc_url()),
+        &tui_client(server.grpc_url()),
         vec![(1, job)],
         WAIT_JSON,
         &mut out,
@@ -136,7 +126,7 @@ async fn a_rejected_job_does_not_stop_the_others_and_keeps_its_aliyun_code() {
         ..WAIT_JSON
     };
     let exit = submit::submit(
-        &client(server.grpc_url()),
+        &tui_client(server.grpc_url()),
         jobs,
         options,
         &mut out,
@@ -177,7 +167,7 @@ async fn failed_tasks_give_exit_code_one() {
         ..WAIT_JSON
     };
     let exit = submit::submit(
-        &client(server.grpc_url()),
+        &tui_client(server.grpc_url()),
         vec![(1, job)],
         options,
         &mut out,

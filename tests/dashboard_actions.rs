@@ -7,10 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sample_urls, server, test_config};
+use common::{sample_urls, server, test_config, tui_client};
 use retouch_api::v1 as pb;
 use retouch_tui::app::Action;
-use retouch_tui::client::{Client, ServerAddress};
 use retouch_tui::request::{Input, JobRequest};
 use retouch_tui::state::Update;
 use retouch_tui::watch::WatchCommand;
@@ -24,12 +23,7 @@ struct Runner {
 }
 
 fn start(grpc_url: String) -> Runner {
-    let client = Client::new(&ServerAddress {
-        url: grpc_url,
-        token: None,
-        ca_cert: None,
-    })
-    .unwrap();
+    let client = tui_client(grpc_url);
     let (actions, actions_rx) = mpsc::unbounded_channel();
     let (updates_tx, updates) = mpsc::channel(64);
     let (watch_tx, watch) = mpsc::unbounded_channel();

@@ -8,11 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{local_config, server, submit_matting_sample, test_config};
+use common::{local_config, server, submit_matting_sample, test_config, tui_client};
 use retouch_api::v1 as pb;
 use retouch_server::app::ServerConfig;
 use retouch_server::local::FaultConfig;
-use retouch_tui::client::{Client, ServerAddress};
 use retouch_tui::state::{Connection, Dashboard, JobKey, Update};
 use tokio::sync::mpsc;
 
@@ -55,12 +54,7 @@ fn connected_to(dashboard: &Dashboard) -> Option<&str> {
 async fn a_restart_is_survived_and_jobs_the_new_server_lacks_turn_lost() {
     let first = server(slow_config()).await;
     let address = first.grpc_addr;
-    let client = Client::new(&ServerAddress {
-        url: first.grpc_url(),
-        token: None,
-        ca_cert: None,
-    })
-    .unwrap();
+    let client = tui_client(first.grpc_url());
     let (updates_tx, mut updates) = mpsc::channel(1024);
     let (_commands, commands_rx) = mpsc::unbounded_channel();
     let watch = tokio::spawn(retouch_tui::watch::run(

@@ -235,3 +235,14 @@ pub async fn watch_until_done(
     assert!(status.is_none(), "the watch ends OK, got {status:?}");
     items
 }
+
+/// The `retouch` command-line/dashboard client for the gRPC URL `url`
+/// (plaintext, no token).
+pub fn tui_client(url: String) -> retouch_tui::client::Client {
+    retouch_tui::client::Client::new(&retouch_tui::client::ServerAddress {
+        url,
+        token: None,
+        ca_cert: None,
+    })
+    .expect("a client for a loopback URL")
+}

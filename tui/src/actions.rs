@@ -32,7 +32,7 @@ pub async fn run(
                                 api: job.api,
                                 result_key: job.result_key.clone(),
                             };
-                            let notice = format!("submitted {}", describe(&reference));
+                            let notice = format!("submitted {}", JobKey::of(&job));
                             // The reply shows the job at once, whatever the
                             // Watch stream is watching.
                             let _ = updates.send(Update::JobState(job)).await;
@@ -47,7 +47,8 @@ pub async fn run(
                         if let Some(snapshot) = snapshot {
                             let _ = updates.send(Update::JobState(snapshot)).await;
                         }
-                        let notice = format!("watching {}", describe(&job));
+                        let notice =
+                            format!("watching {}", JobKey::new(job.api(), &job.result_key));
                         let _ = watch.send(WatchCommand::Add(job));
                         Update::Notice(notice)
                     }
@@ -63,10 +64,6 @@ pub async fn run(
             let _ = updates.send(update).await;
         });
     }
-}
-
-fn describe(job: &JobRef) -> String {
-    format!("{}:{}", api_name(job.api()), job.result_key)
 }
 
 /// Saves each URL as `<dir>/<api>-<result_key>-<task>[-<n>].png`.

@@ -271,19 +271,24 @@ impl App {
                 }
                 self.mode = self.previous;
             }
-            KeyCode::Backspace | KeyCode::Char(_) => {
-                match key.code {
-                    KeyCode::Char(c) => self.input.push(c),
-                    _ => drop(self.input.pop()),
-                }
-                if self.mode == Mode::FilterInput {
-                    // Filter as you type.
-                    let mut filter = self.state.table.filter().clone();
-                    filter.text = self.input.clone();
-                    self.state.table.set_filter(filter);
-                }
+            KeyCode::Backspace => {
+                self.input.pop();
+                self.filter_as_typed();
+            }
+            KeyCode::Char(c) => {
+                self.input.push(c);
+                self.filter_as_typed();
             }
             _ => {}
+        }
+    }
+
+    /// While typing a filter, the table follows every keystroke.
+    fn filter_as_typed(&mut self) {
+        if self.mode == Mode::FilterInput {
+            let mut filter = self.state.table.filter().clone();
+            filter.text = self.input.clone();
+            self.state.table.set_filter(filter);
         }
     }
 

@@ -278,9 +278,8 @@ impl Client {
     /// fails with NOT_FOUND if nobody knows it. Returns its snapshot.
     pub async fn probe(&self, job: &pb::JobRef) -> Result<Option<pb::Job>, ClientError> {
         let context = format!(
-            "watch {}:{}",
-            crate::state::api_name(job.api()),
-            job.result_key
+            "watch {}",
+            crate::state::JobKey::new(job.api(), &job.result_key)
         );
         let error = |s: tonic::Status| ClientError::from_status(context.clone(), &s);
         let request = pb::WatchRequest {

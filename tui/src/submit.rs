@@ -113,10 +113,7 @@ pub async fn submit(
         match client.submit(&job, &request_id).await {
             Ok(response) => {
                 let submitted = response.job.unwrap_or_default();
-                let key = JobKey {
-                    api: submitted.api(),
-                    result_key: submitted.result_key.clone(),
-                };
+                let key = JobKey::of(&submitted);
                 if options.json {
                     let _ = writeln!(
                         out,
@@ -124,7 +121,7 @@ pub async fn submit(
                         json!({"line": line, "api": api_name(key.api), "result_key": key.result_key, "status": "ACCEPTED"})
                     );
                 } else {
-                    let _ = writeln!(out, "submitted {}:{}", api_name(key.api), key.result_key);
+                    let _ = writeln!(out, "submitted {key}");
                 }
                 accepted.push(key);
             }
@@ -226,7 +223,7 @@ fn report_error(
 }
 
 fn report_outcome(key: &JobKey, row: Option<&JobRow>, options: Options, out: &mut dyn Write) {
-    let name = format!("{}:{}", api_name(key.api), key.result_key);
+    let name = key.to_string();
     let Some(row) = row else {
         if options.json {
             let _ = writeln!(

@@ -144,7 +144,7 @@ async fn an_unreachable_server_exits_3() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let output = retouch(&[
+    let text_args = [
         "--server",
         &url,
         "submit",
@@ -153,25 +153,14 @@ async fn an_unreachable_server_exits_3() {
         "http://127.0.0.1:9/a.png",
         "--mask",
         "http://127.0.0.1:9/m.png",
-        "--json",
-    ])
-    .await;
+    ];
+    let output = retouch(&[&text_args[..], &["--json"]].concat()).await;
     assert_eq!(output.status.code(), Some(3));
     let lines = json_lines(&output);
     assert_eq!(lines[0]["error"]["grpc_code"], "UNAVAILABLE", "{lines:?}");
 
     // Without --json, errors go to stderr and stdout stays for results.
-    let output = retouch(&[
-        "--server",
-        &url,
-        "submit",
-        "matting",
-        "--image",
-        "http://127.0.0.1:9/a.png",
-        "--mask",
-        "http://127.0.0.1:9/m.png",
-    ])
-    .await;
+    let output = retouch(&text_args).await;
     assert_eq!(output.status.code(), Some(3));
     assert!(output.stdout.is_empty(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);

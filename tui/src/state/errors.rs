@@ -99,10 +99,7 @@ impl ErrorEntry {
 }
 
 fn key_of(event: &pb::JobEvent) -> JobKey {
-    JobKey {
-        api: event.api(),
-        result_key: event.result_key.clone(),
-    }
+    JobKey::new(event.api(), &event.result_key)
 }
 
 /// The most recent errors (bounded) and counts of all of them.

@@ -16,6 +16,28 @@ pub struct JobKey {
     pub result_key: String,
 }
 
+impl JobKey {
+    /// The key of `result_key` under `api`.
+    pub fn new(api: pb::Api, result_key: &str) -> Self {
+        JobKey {
+            api,
+            result_key: result_key.to_owned(),
+        }
+    }
+
+    /// The key of a job message.
+    pub fn of(job: &pb::Job) -> Self {
+        JobKey::new(job.api(), &job.result_key)
+    }
+}
+
+/// `matting:<result_key>`, as shown and as typed after `w`.
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", super::api_name(self.api), self.result_key)
+    }
+}
+
 /// Tasks per job the upstream accepts at most is 10; transitions beyond
 /// this bound come from a misbehaving stream.
 const MAX_TASKS: usize = 64;
@@ -113,10 +135,7 @@ pub struct JobRow {
 impl JobRow {
     fn from_pb(job: &pb::Job) -> Self {
         JobRow {
-            key: JobKey {
-                api: job.api(),
-                result_key: job.result_key.clone(),
-            },
+            key: JobKey::of(job),
             status: job.status(),
             tasks: job.tasks.iter().map(TaskRow::from_pb).collect(),
             accepted_at: to_system_time(job.accepted_at.as_ref()),
@@ -215,10 +234,7 @@ impl Jobs {
     /// Applies a job's state from outside the stream unless the row already
     /// reflects a later event: a reply can be overtaken by the stream.
     pub fn apply_if_newer(&mut self, job: pb::Job) {
-        let key = JobKey {
-            api: job.api(),
-            result_key: job.result_key.clone(),
-        };
+        let key = JobKey::of(&job);
         if self
             .get(&key)
             .is_none_or(|row| row.last_seq <= job.last_seq)
@@ -250,10 +266,7 @@ impl Jobs {
     pub fn apply_event(&mut self, event: pb::JobEvent) {
         self.generation += 1;
         let time = to_system_time(event.time.as_ref());
-        let key = JobKey {
-            api: event.api(),
-            result_key: event.result_key.clone(),
-        };
+        let key = JobKey::new(event.api(), &event.result_key);
         if let Some(pb::job_event::Kind::Accepted(accepted)) = &event.kind
             && let Some(job) = &accepted.job
         {

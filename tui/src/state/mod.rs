@@ -127,10 +127,7 @@ impl Dashboard {
     pub fn apply(&mut self, update: Update, now: SystemTime) {
         match update {
             Update::Snapshot(job) => {
-                self.snapshot_keys.insert(JobKey {
-                    api: job.api(),
-                    result_key: job.result_key.clone(),
-                });
+                self.snapshot_keys.insert(JobKey::of(&job));
                 self.jobs.apply_snapshot(job)
             }
             Update::JobState(job) => self.jobs.apply_if_newer(job),

@@ -255,8 +255,7 @@ impl TableView {
         self.offset = self.offset.min(self.order.len().saturating_sub(1));
         // A selection the filter hides would act unseen (Enter, d): move it
         // to the first job shown.
-        let shown = |key: &JobKey| self.order.iter().any(|&i| &jobs.at(i).key == key);
-        if !self.selected.as_ref().is_some_and(shown) {
+        if self.selected_index(jobs).is_none() {
             let first = self.order.get(self.offset).or(self.order.first());
             self.selected = first.map(|&i| jobs.at(i).key.clone());
         }

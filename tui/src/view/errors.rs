@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::format;
-use crate::state::{Dashboard, api_name};
+use crate::state::{Dashboard, JobKey};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
     let [list_area, counts_area] =
@@ -23,11 +23,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
             let code = e.label();
             // The gRPC code is shown apart only when the label is not it.
             let grpc = e.grpc_code().filter(|g| *g != code).unwrap_or("");
-            let job = e
-                .job
-                .as_ref()
-                .map(|k| format!("{}:{}", api_name(k.api), k.result_key))
-                .unwrap_or_default();
+            let job = e.job.as_ref().map(JobKey::to_string).unwrap_or_default();
             Line::from(vec![
                 Span::raw(format!("{} ", format::clock(e.time))),
                 Span::styled(format!("{code:>11} "), red),
