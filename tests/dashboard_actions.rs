@@ -84,6 +84,7 @@ async fn watching_a_key_adopts_it_or_reports_why_not() {
     let unknown = pb::JobRef {
         api: pb::Api::InstanceMatting as i32,
         result_key: "no-such-key".into(),
+        ..Default::default()
     };
     runner.actions.send(Action::Watch(unknown)).unwrap();
     match runner.next_update().await {
@@ -109,6 +110,7 @@ async fn watching_a_key_adopts_it_or_reports_why_not() {
     let reference = pb::JobRef {
         api: pb::Api::InstanceMatting as i32,
         result_key: key.clone(),
+        ..Default::default()
     };
     runner
         .actions

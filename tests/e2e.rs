@@ -78,6 +78,7 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
     let job_ref = pb::JobRef {
         api: pb::Api::ObjectRemoval as i32,
         result_key: job.result_key.clone(),
+        ..Default::default()
     };
     let items = watch_until_done(
         &server,
@@ -100,6 +101,7 @@ async fn removal_submit_returns_at_once_and_watch_sees_the_job_finish() {
             job: Some(pb::JobRef {
                 api: 0,
                 result_key: job.result_key.clone(),
+                ..Default::default()
             }),
         })
         .await

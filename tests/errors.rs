@@ -89,6 +89,7 @@ async fn fatal_query_errors_lose_the_job_and_end_run_with_the_upstream_code() {
     let job_ref = pb::JobRef {
         api: 0,
         result_key: last.result_key.clone(),
+        ..Default::default()
     };
     let items = watch_until_done(&server, vec![job_ref], last.seq, Duration::from_secs(30)).await;
     let revived = events_of(items);
@@ -275,6 +276,7 @@ async fn inputs_the_backend_rejects_surface_with_the_documented_codes() {
             jobs: vec![pb::JobRef {
                 api: 0,
                 result_key: "0123456789abcdef0123456789abcdef".into(),
+                ..Default::default()
             }],
             ..Default::default()
         })

@@ -64,6 +64,7 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
         .map(|k| pb::JobRef {
             api: pb::Api::InstanceMatting as i32,
             result_key: k.clone(),
+            ..Default::default()
         })
         .collect();
     // Replayed from the start, so every event of these jobs is counted; the
@@ -85,6 +86,7 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
                 job: Some(pb::JobRef {
                     api: 0,
                     result_key: key.clone(),
+                    ..Default::default()
                 }),
             })
             .await

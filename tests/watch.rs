@@ -37,6 +37,7 @@ async fn ten_watchers_on_one_job_cause_one_poll_stream() {
                     jobs: vec![pb::JobRef {
                         api: pb::Api::InstanceMatting as i32,
                         result_key: key,
+                        ..Default::default()
                     }],
                     ..Default::default()
                 })
@@ -104,6 +105,7 @@ async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
     let job_ref = pb::JobRef {
         api: 0,
         result_key: key.clone(),
+        ..Default::default()
     };
 
     // First connection: read up to the first transition, then hang up.
@@ -240,6 +242,8 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     );
     upstream.qps = 0.0;
     let client = UpstreamClient::new(upstream).unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(retouch_server::store::SqliteStore::open(journal.path()).unwrap());
     let tracker = Tracker::start(
         client,
         TrackerConfig {
@@ -252,7 +256,10 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
             watcher_buffer: 4,
             ..TrackerConfig::default()
         },
-    );
+        store,
+    )
+    .await
+    .unwrap();
     let (_, accepted_seq) = tracker
         .track(pb::Job {
             api: pb::Api::InstanceMatting as i32,
@@ -262,7 +269,7 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
                 ..Default::default()
             }],
             ..Default::default()
-        })
+        }, None)
         .await
         .unwrap();
     let slow = tracker

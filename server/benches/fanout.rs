@@ -117,6 +117,7 @@ async fn shared_polling() {
                 let mut stream = pb::jobs_client::JobsClient::new(channel)
                     .watch(pb::WatchRequest {
                         jobs: vec![pb::JobRef {
+                            submission_id: String::new(),
                             api: 0,
                             result_key: key,
                         }],
@@ -156,13 +157,20 @@ async fn dead_upstream_tracker(buffer: usize) -> Tracker {
         SecretString::from("bench"),
     ))
     .unwrap();
+    // The journal lives in a directory the process leaves behind on exit:
+    // the bench measures fan-out, not clean-up.
+    let dir = tempfile::tempdir().unwrap().keep();
+    let store = std::sync::Arc::new(retouch_server::store::SqliteStore::open(&dir).unwrap());
     Tracker::start(
         client,
         TrackerConfig {
             watcher_buffer: buffer,
             ..TrackerConfig::default()
         },
+        store,
     )
+    .await
+    .unwrap()
 }
 
 fn finished_job(i: usize) -> pb::Job {
@@ -206,7 +214,7 @@ async fn event_delivery() {
         }
         let started = Instant::now();
         for i in 0..EVENTS {
-            tracker.track(finished_job(i)).await.unwrap();
+            tracker.track(finished_job(i), None).await.unwrap();
         }
         for handle in handles {
             handle.await.unwrap();
@@ -233,7 +241,7 @@ async fn watcher_memory() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tracker = dead_upstream_tracker(1024).await;
     for i in 0..100 {
-        tracker.track(finished_job(i)).await.unwrap();
+        tracker.track(finished_job(i), None).await.unwrap();
     }
     // Measured after a warm-up subscription, so one-off growth of the
     // tracker's own vectors is not charged to the watchers.

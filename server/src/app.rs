@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::ClassicEngine;
 use crate::local::{LocalBackend, LocalBackendConfig};
 use crate::service::Retouch;
+use crate::store::SqliteStore;
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::uploads::{UploadConfig, UploadStore};
 use crate::upstream::{ApiPaths, UpstreamClient, UpstreamConfig};
@@ -57,7 +58,10 @@ pub struct ServerConfig {
     pub submit_attempts: u32,
     /// Polling and retention.
     pub tracker: TrackerConfig,
-    /// Upload directory (`None`: a temporary one, removed on exit).
+    /// Data directory: the journal, and uploads unless `upload_dir` is set
+    /// (`None`: a temporary one, removed on exit; for tests and embedding).
+    pub data_dir: Option<PathBuf>,
+    /// Upload directory (`None`: `uploads` in the data directory).
     pub upload_dir: Option<PathBuf>,
     /// Public base URL of the HTTP listener, as the upstream reaches it
     /// (`None`: `http://<http listen address>`).
@@ -86,6 +90,7 @@ impl ServerConfig {
             upstream_qps: 50.0,
             submit_attempts: 4,
             tracker: TrackerConfig::default(),
+            data_dir: None,
             upload_dir: None,
             public_base_url: None,
             upload_max_bytes: 20 * 1024 * 1024,
@@ -110,7 +115,7 @@ pub struct RunningServer {
     grpc_task: JoinHandle<()>,
     health: tonic_health::server::HealthReporter,
     tasks: Vec<JoinHandle<()>>,
-    _upload_tempdir: Option<tempfile::TempDir>,
+    _data_tempdir: Option<tempfile::TempDir>,
 }
 
 /// Why retouchd could not start.
@@ -124,13 +129,33 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreOpenError),
+    /// The journal could not be read to resume from it.
+    #[error("cannot resume from the journal: {0}")]
+    Recover(crate::store::StoreError),
     /// Anything else that is wrong with the configuration.
     #[error("{0}")]
     Config(String),
 }
 
-/// Binds the listeners and starts every part of retouchd.
+/// Opens the journal, binds the listeners and starts every part of
+/// retouchd.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    let (data_dir, data_tempdir) = match &config.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("retouchd-data-")
+                .tempdir()
+                .map_err(|e| StartError::Config(format!("cannot create a data directory: {e}")))?;
+            (tmp.path().to_owned(), Some(tmp))
+        }
+    };
+    // Opened first: a journal that is locked, damaged or too new stops
+    // retouchd before it listens anywhere.
+    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(&data_dir)?);
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -166,18 +191,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();
 
-    let (upload_dir, upload_tempdir) = match &config.upload_dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let tmp = tempfile::Builder::new()
-                .prefix("retouchd-uploads-")
-                .tempdir()
-                .map_err(|e| {
-                    StartError::Config(format!("cannot create an upload directory: {e}"))
-                })?;
-            (tmp.path().to_owned(), Some(tmp))
-        }
-    };
+    let upload_dir = config
+        .upload_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("uploads"));
     let uploads = Arc::new(
         UploadStore::open(UploadConfig {
             dir: upload_dir.clone(),
@@ -216,8 +233,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     upstream.qps = config.upstream_qps;
     upstream.submit_attempts = config.submit_attempts;
     let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
-    let tracker = Tracker::start(client.clone(), config.tracker.clone());
-    let retouch = Retouch::new(client, tracker, config.tracker.retention);
+    let tracker = Tracker::start(client.clone(), config.tracker.clone(), store)
+        .await
+        .map_err(StartError::Recover)?;
+    let retouch = Retouch::new(client, tracker);
 
     let (routes, health) = crate::grpc::routes(
         retouch.clone(),
@@ -264,7 +283,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         grpc_task,
         health,
         tasks,
-        _upload_tempdir: upload_tempdir,
+        _data_tempdir: data_tempdir,
     })
 }
 

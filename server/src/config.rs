@@ -158,17 +158,24 @@ pub struct ServeArgs {
     /// A job whose polls keep failing this long is declared LOST.
     #[arg(long, env = "RETOUCH_GIVE_UP_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
-    /// How long finished jobs stay queryable.
-    #[arg(long, env = "RETOUCH_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// How long finished jobs, their events and their request ids stay in
+    /// the journal.
+    #[arg(long, env = "RETOUCH_RETENTION", default_value = "72h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
-    /// Events retained for resuming watches with after_seq.
-    #[arg(long, env = "RETOUCH_EVENT_LOG_CAPACITY", default_value_t = 100_000)]
+    /// Most events kept in the journal for resuming watches with after_seq
+    /// (the oldest go first).
+    #[arg(long, env = "RETOUCH_EVENT_LOG_CAPACITY", default_value_t = 1_000_000)]
     pub event_log_capacity: usize,
     /// Events buffered per watcher before a slow one is disconnected.
     #[arg(long, env = "RETOUCH_WATCHER_BUFFER", default_value_t = 1024)]
     pub watcher_buffer: usize,
 
-    /// Upload directory (default: a temporary directory removed on exit).
+    /// Data directory: the journal (`journal.db`) and, unless
+    /// --upload-dir is set, uploads. Default: `retouch` in the user's data
+    /// directory (e.g. ~/.local/share/retouch).
+    #[arg(long, env = "RETOUCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Upload directory (default: `uploads` in the data directory).
     #[arg(long, env = "RETOUCH_UPLOAD_DIR")]
     pub upload_dir: Option<PathBuf>,
     /// Largest accepted upload, in bytes.
@@ -349,6 +356,12 @@ impl ServeArgs {
                 },
                 ..TrackerConfig::default()
             },
+            data_dir: Some(match &self.data_dir {
+                Some(dir) => dir.clone(),
+                None => dirs::data_dir()
+                    .ok_or("no per-user data directory is known here (HOME unset?): set --data-dir")?
+                    .join("retouch"),
+            }),
             upload_dir: self.upload_dir.clone(),
             public_base_url: self.public_base_url.clone(),
             upload_max_bytes: self.upload_max_bytes,

@@ -35,6 +35,10 @@ pub enum ServiceError {
         /// The buffer it overflowed.
         buffer: usize,
     },
+    /// The journal could not be read or written: nothing was done that a
+    /// client could have been told about.
+    #[error("{0}")]
+    Store(crate::store::StoreError),
     /// The server is shutting down.
     #[error("retouchd is shutting down")]
     ShuttingDown,
@@ -49,4 +53,10 @@ fn describe_violations(violations: &[Violation]) -> String {
         .map(|v| format!("{} {}", v.field, v.description))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl From<crate::store::StoreError> for ServiceError {
+    fn from(err: crate::store::StoreError) -> Self {
+        ServiceError::Store(err)
+    }
 }

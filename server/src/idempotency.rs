@@ -1,13 +1,13 @@
-//! `SubmitLedger`: submissions remembered by a client-chosen request id, so
-//! that a client retrying a Submit (after a timeout, a dropped connection)
-//! gets the job of its first call back instead of billing a second one.
+//! Request ids: what a retry must match (a fingerprint of the API and the
+//! tasks), and one turn at a time per id inside this process, so that
+//! concurrent retries wait for the first call instead of racing it. Across
+//! restarts (and processes), the journal's unique constraint on the id is
+//! what binds it to one submission.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use sha2::{Digest, Sha256};
 
 use crate::aliyun::{ApiKind, WireTask};
 use crate::error::ServiceError;
@@ -16,151 +16,152 @@ use crate::validate::Violation;
 /// Longest accepted request id.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The outcome of the first successful call with a request id.
-pub type Slot<T> = Arc<OnceCell<T>>;
-
-struct Entry<T> {
-    created: Instant,
-    fingerprint: u64,
-    slot: Slot<T>,
-}
-
-/// Request ids seen within `ttl`, each with the outcome of its first call.
-pub struct SubmitLedger<T> {
-    ttl: Duration,
-    entries: Mutex<Ledger<T>>,
-}
-
-struct Ledger<T> {
-    entries: HashMap<String, Entry<T>>,
-    last_sweep: Instant,
-}
-
-impl<T> SubmitLedger<T> {
-    /// A ledger remembering ids for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        SubmitLedger {
-            ttl,
-            entries: Mutex::new(Ledger {
-                entries: HashMap::new(),
-                last_sweep: Instant::now(),
-            }),
-        }
+/// Checks a client's request id.
+pub fn check_request_id(request_id: &str) -> Result<(), ServiceError> {
+    if request_id.len() > MAX_REQUEST_ID_LEN {
+        return Err(ServiceError::Invalid(vec![Violation::new(
+            "request_id",
+            format!(
+                "must be at most {MAX_REQUEST_ID_LEN} bytes, got {}",
+                request_id.len()
+            ),
+        )]));
     }
-
-    /// The slot of `request_id` for these tasks. Callers fill it with
-    /// `get_or_try_init`, so concurrent retries wait for the first call and
-    /// a failed call leaves the slot empty for the next attempt. Reusing an
-    /// id for other tasks is refused.
-    pub fn slot(
-        &self,
-        request_id: &str,
-        api: ApiKind,
-        tasks: &[WireTask],
-    ) -> Result<Slot<T>, ServiceError> {
-        if request_id.len() > MAX_REQUEST_ID_LEN {
-            return Err(ServiceError::Invalid(vec![Violation::new(
-                "request_id",
-                format!(
-                    "must be at most {MAX_REQUEST_ID_LEN} bytes, got {}",
-                    request_id.len()
-                ),
-            )]));
-        }
-        let fingerprint = fingerprint(api, tasks);
-        let now = Instant::now();
-        let mut ledger = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if now.duration_since(ledger.last_sweep) >= self.ttl.min(Duration::from_secs(60)) {
-            let ttl = self.ttl;
-            ledger
-                .entries
-                .retain(|_, e| now.duration_since(e.created) < ttl);
-            ledger.last_sweep = now;
-        }
-        if let Some(entry) = ledger.entries.get(request_id)
-            && now.duration_since(entry.created) < self.ttl
-        {
-            if entry.fingerprint != fingerprint {
-                return Err(ServiceError::Invalid(vec![Violation::new(
-                    "request_id",
-                    "was already used for a different submission; use a new id for new tasks",
-                )]));
-            }
-            return Ok(entry.slot.clone());
-        }
-        let slot = Slot::default();
-        ledger.entries.insert(
-            request_id.to_owned(),
-            Entry {
-                created: now,
-                fingerprint,
-                slot: slot.clone(),
-            },
-        );
-        Ok(slot)
-    }
+    Ok(())
 }
 
-fn fingerprint(api: ApiKind, tasks: &[WireTask]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    api.hash(&mut hasher);
+/// SHA-256 over the API and every field of every task that is sent
+/// upstream, each length-prefixed so that no two submissions collide by
+/// concatenation.
+pub fn fingerprint(api: ApiKind, tasks: &[WireTask]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    field(api.to_string().as_bytes());
     for task in tasks {
-        (&task.image, &task.mask, task.seed, task.kernel_size).hash(&mut hasher);
+        field(task.image.as_bytes());
+        field(task.mask.as_bytes());
+        field(&task.seed.map_or([0; 9], |s| tagged(s.to_le_bytes())));
+        field(&task.kernel_size.map_or([0; 9], |k| tagged(u64::from(k).to_le_bytes())));
     }
-    hasher.finish()
+    hash.finalize().into()
+}
+
+fn tagged(value: [u8; 8]) -> [u8; 9] {
+    let mut out = [1; 9];
+    out[1..].copy_from_slice(&value);
+    out
+}
+
+/// Request ids being submitted in this process, one turn at a time each.
+#[derive(Default)]
+pub struct Turns {
+    ids: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds the turn of one request id; the next caller with that id goes
+/// when it is dropped.
+pub struct Turn {
+    turns: Arc<Turns>,
+    id: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Turns {
+    /// Waits for the turn of `id`.
+    pub async fn take(self: &Arc<Self>, id: &str) -> Turn {
+        let lock = self
+            .ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        Turn {
+            turns: self.clone(),
+            id: id.to_owned(),
+            _guard: lock.lock_owned().await,
+        }
+    }
+
+    /// Number of ids with a caller holding or awaiting their turn.
+    pub fn len(&self) -> usize {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no id is in use.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut ids = self.turns.ids.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the map's and ours (through the guard's mutex);
+        // more means someone is waiting for this id.
+        if ids.get(&self.id).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            ids.remove(&self.id);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn task(image: &str) -> WireTask {
+    fn task(image: &str, seed: Option<i64>) -> WireTask {
         WireTask {
             image: image.into(),
             mask: "m".into(),
+            seed,
             ..WireTask::default()
         }
     }
 
-    #[tokio::test]
-    async fn the_same_id_shares_one_outcome_and_other_tasks_are_refused() {
-        let ledger = SubmitLedger::<u32>::new(Duration::from_secs(60));
-        let first = ledger
-            .slot("id", ApiKind::InstanceMatting, &[task("a")])
-            .unwrap();
-        first.get_or_init(|| async { 7 }).await;
-        let again = ledger
-            .slot("id", ApiKind::InstanceMatting, &[task("a")])
-            .unwrap();
-        assert_eq!(again.get(), Some(&7));
-        assert!(
-            ledger
-                .slot("id", ApiKind::InstanceMatting, &[task("b")])
-                .is_err()
+    #[test]
+    fn fingerprints_tell_every_field_apart() {
+        let base = fingerprint(ApiKind::ObjectRemoval, &[task("a", None)]);
+        assert_eq!(base, fingerprint(ApiKind::ObjectRemoval, &[task("a", None)]));
+        assert_ne!(base, fingerprint(ApiKind::InstanceMatting, &[task("a", None)]));
+        assert_ne!(base, fingerprint(ApiKind::ObjectRemoval, &[task("b", None)]));
+        assert_ne!(base, fingerprint(ApiKind::ObjectRemoval, &[task("a", Some(0))]));
+        // No collision by moving bytes between fields.
+        let ab = WireTask {
+            image: "ab".into(),
+            mask: "c".into(),
+            ..WireTask::default()
+        };
+        let a_bc = WireTask {
+            image: "a".into(),
+            mask: "bc".into(),
+            ..WireTask::default()
+        };
+        assert_ne!(
+            fingerprint(ApiKind::ObjectRemoval, &[ab]),
+            fingerprint(ApiKind::ObjectRemoval, &[a_bc])
         );
-        assert!(
-            ledger
-                .slot("id", ApiKind::ObjectRemoval, &[task("a")])
-                .is_err()
-        );
-        assert!(
-            ledger
-                .slot(&"x".repeat(129), ApiKind::InstanceMatting, &[])
-                .is_err()
-        );
+        assert!(check_request_id(&"x".repeat(129)).is_err());
+        assert!(check_request_id(&"x".repeat(128)).is_ok());
     }
 
     #[tokio::test]
-    async fn ids_expire() {
-        let ledger = SubmitLedger::<u32>::new(Duration::from_millis(10));
-        let first = ledger
-            .slot("id", ApiKind::InstanceMatting, &[task("a")])
-            .unwrap();
-        first.get_or_init(|| async { 7 }).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let later = ledger
-            .slot("id", ApiKind::InstanceMatting, &[task("b")])
-            .unwrap();
-        assert!(later.get().is_none());
+    async fn one_turn_per_id_and_ids_are_forgotten_after_use() {
+        let turns = Arc::new(Turns::default());
+        let first = turns.take("id").await;
+        let other = turns.take("other").await;
+        let waiting = {
+            let turns = turns.clone();
+            tokio::spawn(async move { turns.take("id").await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the second caller waits");
+        drop(first);
+        let second = waiting.await.unwrap();
+        drop(second);
+        drop(other);
+        assert!(turns.is_empty());
     }
 }

@@ -14,6 +14,7 @@ pub mod local;
 pub mod oneshot;
 pub mod samples;
 pub mod service;
+pub mod store;
 pub mod synthetic;
 pub mod tracker;
 pub mod uploads;

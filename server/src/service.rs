@@ -4,17 +4,18 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::{Stream, StreamExt};
 use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
 
 use crate::aliyun::{AliyunCode, ApiKind, WireTask, WireTaskStatus};
-use crate::convert::{api_to_pb, task_to_pb};
+use crate::convert::{api_to_pb, task_to_pb, upstream_error_to_pb};
 use crate::error::ServiceError;
-use crate::idempotency::SubmitLedger;
-use crate::tracker::{JobFilter, ListPage, ListQuery, Subscription, Tracker};
+use crate::idempotency::{Turns, check_request_id, fingerprint};
+use crate::store::{Began, JobRecord, ListPage, ListQuery, NewSubmission, SubmissionState};
+use crate::tracker::{JobFilter, Subscription, Tracker};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use crate::validate::{Violation, validate_submission};
 
@@ -36,18 +37,17 @@ pub struct Retouch {
     client: UpstreamClient,
     tracker: Tracker,
     draining: Arc<AtomicBool>,
-    ledger: Arc<SubmitLedger<Submitted>>,
+    turns: Arc<Turns>,
 }
 
 impl Retouch {
-    /// A service over `client`, tracking jobs in `tracker`, remembering
-    /// submit request ids for `idempotency_ttl`.
-    pub fn new(client: UpstreamClient, tracker: Tracker, idempotency_ttl: Duration) -> Self {
+    /// A service over `client`, tracking and journaling jobs in `tracker`.
+    pub fn new(client: UpstreamClient, tracker: Tracker) -> Self {
         Retouch {
             client,
             tracker,
             draining: Arc::default(),
-            ledger: Arc::new(SubmitLedger::new(idempotency_ttl)),
+            turns: Arc::default(),
         }
     }
 
@@ -74,9 +74,10 @@ impl Retouch {
         Ok(self.submit_once(api, tasks, false, request_id).await?.0)
     }
 
-    /// Submits unless `request_id` already names a successful submission of
-    /// the same tasks, whose job is then returned (and, for `subscribe`,
-    /// watched from its `accepted` event).
+    /// Submits unless `request_id` is bound to an earlier submission of the
+    /// same tasks, whose job is then returned (and, for `subscribe`, watched
+    /// from its `accepted` event). Runs on a task of its own: a billed
+    /// submit must end up recorded even if the caller hangs up half-way.
     async fn submit_once(
         &self,
         api: ApiKind,
@@ -85,72 +86,83 @@ impl Retouch {
         request_id: &str,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         validate_submission(api, &tasks).map_err(ServiceError::Invalid)?;
-        if request_id.is_empty() {
-            return self.submit_in_background(api, tasks, subscribe).await;
-        }
-        let slot = self.ledger.slot(request_id, api, &tasks)?;
-        let mut fresh = None;
-        let submitted = slot
-            .get_or_try_init(|| async {
-                let (submitted, subscription) =
-                    self.submit_in_background(api, tasks, subscribe).await?;
-                fresh = subscription;
-                Ok::<_, ServiceError>(submitted)
-            })
-            .await?
-            .clone();
-        if fresh.is_none() && subscribe {
-            tracing::info!(%api, result_key = %submitted.job.result_key, request_id, "repeated request id: returning the first call's job");
-            fresh = Some(
-                self.tracker
-                    .subscribe_to_job(&submitted.job.result_key, submitted.accepted_seq)
-                    .await?,
-            );
-        }
-        Ok((submitted, fresh))
-    }
-
-    /// Submits and tracks on a task of its own: a billed submit must end up
-    /// tracked even if the caller hangs up half-way.
-    async fn submit_in_background(
-        &self,
-        api: ApiKind,
-        tasks: Vec<WireTask>,
-        subscribe: bool,
-    ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
+        check_request_id(request_id)?;
         if self.draining.load(Ordering::Acquire) {
             return Err(ServiceError::ShuttingDown);
         }
         let this = self.clone();
-        tokio::spawn(async move { this.submit_and_track(api, tasks, subscribe).await })
+        let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
+        tokio::spawn(async move { this.submit_in_turn(api, tasks, subscribe, request_id).await })
             .await
             .map_err(|e| ServiceError::Internal(format!("submit task failed: {e}")))?
     }
 
-    async fn submit_and_track(
+    async fn submit_in_turn(
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
         subscribe: bool,
+        request_id: Option<String>,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
-        let outcome = self
-            .client
-            .submit(api, tasks.clone())
-            .await
-            .map_err(|err| {
-                tracing::warn!(%api, tasks = tasks.len(), error = %err, "submit failed");
-                if err.outcome_unknown() {
-                    ServiceError::SubmitOutcomeUnknown(err)
-                } else {
-                    ServiceError::Upstream(err)
-                }
-            })?;
-        if outcome.result_key.is_empty() {
-            return Err(ServiceError::Upstream(protocol_error(
-                "the upstream accepted the submit but returned no result_key",
-                &outcome.request_id,
-            )));
+        // Concurrent calls with one id wait for the first to settle it.
+        let _turn = match &request_id {
+            Some(id) => Some(self.turns.take(id).await),
+            None => None,
+        };
+        let now = SystemTime::now();
+        let submission_id = uuid::Uuid::new_v4().simple().to_string();
+        let draft = pb::Job {
+            api: api_to_pb(api) as i32,
+            tasks: tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| task_to_pb(i, t, now))
+                .collect(),
+            origin: pb::JobOrigin::Submitted as i32,
+            submission_id: submission_id.clone(),
+            request_id: request_id.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let fingerprint = fingerprint(api, &tasks);
+        // The intent is durable before anything is sent: a crash from here
+        // on leaves a record, never a silent second bill.
+        let began = self
+            .tracker
+            .store()
+            .begin_submission(NewSubmission {
+                id: submission_id.clone(),
+                request_id: request_id.clone(),
+                fingerprint,
+                draft: draft.clone(),
+                created_at: now,
+            })
+            .await?;
+        if let Began::Existing(earlier) = began {
+            return self.earlier_submission(earlier, fingerprint, subscribe).await;
         }
+        let outcome = match self.client.submit(api, tasks.clone()).await {
+            Ok(outcome) if !outcome.result_key.is_empty() => outcome,
+            Ok(outcome) => {
+                let err = protocol_error(
+                    "the upstream accepted the submit but returned no result_key",
+                    &outcome.request_id,
+                );
+                return Err(self.outcome_unknown(draft, err).await);
+            }
+            Err(err) if err.outcome_unknown() => {
+                tracing::warn!(%api, tasks = tasks.len(), %submission_id, error = %err, "submit outcome unknown");
+                return Err(self.outcome_unknown(draft, err).await);
+            }
+            Err(err) => {
+                tracing::warn!(%api, tasks = tasks.len(), error = %err, "submit failed");
+                // Nothing was billed: free the request id for a corrected
+                // retry.
+                if let Err(e) = self.tracker.store().abandon_submission(&submission_id).await {
+                    tracing::warn!(%submission_id, error = %e, "could not forget a failed submit; its request id stays bound");
+                }
+                return Err(ServiceError::Upstream(err));
+            }
+        };
         tracing::info!(%api, result_key = %outcome.result_key, tasks = tasks.len(), request_id = %outcome.request_id, attempts = outcome.attempts, "job submitted");
         let now = SystemTime::now();
         let tasks = tasks
@@ -172,18 +184,108 @@ impl Retouch {
             })
             .collect();
         let job = pb::Job {
-            api: api_to_pb(api) as i32,
-            result_key: outcome.result_key,
+            result_key: outcome.result_key.clone(),
             tasks,
-            origin: pb::JobOrigin::Submitted as i32,
-            ..Default::default()
+            ..draft
         };
-        if subscribe {
-            let (job, accepted_seq, subscription) = self.tracker.track_and_subscribe(job).await?;
-            Ok((Submitted { job, accepted_seq }, Some(subscription)))
+        let tracked = if subscribe {
+            self.tracker
+                .track_and_subscribe(job, Some(submission_id))
+                .await
+                .map(|(job, accepted_seq, s)| (Submitted { job, accepted_seq }, Some(s)))
         } else {
-            let (job, accepted_seq) = self.tracker.track(job).await?;
-            Ok((Submitted { job, accepted_seq }, None))
+            self.tracker
+                .track(job, Some(submission_id))
+                .await
+                .map(|(job, accepted_seq)| (Submitted { job, accepted_seq }, None))
+        };
+        tracked.map_err(|e| {
+            // Billed, but not durable: say so, with the key, so the caller
+            // can find the job (the intent shows as unknown after a restart).
+            ServiceError::Internal(format!(
+                "the upstream accepted the job under result key {:?}, but it could not be recorded: {e}",
+                outcome.result_key
+            ))
+        })
+    }
+
+    /// Records a submit whose outcome is unknown and returns the error the
+    /// caller gets.
+    async fn outcome_unknown(&self, mut draft: pb::Job, err: UpstreamError) -> ServiceError {
+        draft.last_error = Some(upstream_error_to_pb(&err, None, 1));
+        if let Err(e) = self.tracker.outcome_unknown(draft).await {
+            tracing::error!(error = %e, "could not record a submit with an unknown outcome; it shows after a restart");
+        }
+        ServiceError::SubmitOutcomeUnknown(err)
+    }
+
+    /// The answer for a request id bound to an earlier submission.
+    async fn earlier_submission(
+        &self,
+        earlier: crate::store::SubmissionRecord,
+        fingerprint: [u8; 32],
+        subscribe: bool,
+    ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
+        let request_id = earlier.request_id.clone().unwrap_or_default();
+        if earlier.fingerprint != fingerprint {
+            return Err(ServiceError::Invalid(vec![Violation::new(
+                "request_id",
+                "was already used for a different submission; use a new id for new tasks",
+            )]));
+        }
+        match earlier.state {
+            SubmissionState::Accepted { result_key } => {
+                let record = self
+                    .tracker
+                    .store()
+                    .job_by_key(&result_key)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::NotFound(format!(
+                            "request_id {request_id:?} submitted job {result_key:?}, which is no longer retained"
+                        ))
+                    })?;
+                tracing::info!(result_key = %result_key, request_id, "repeated request id: returning the first call's job");
+                let subscription = if subscribe {
+                    Some(
+                        self.tracker
+                            .subscribe_to_job(&result_key, record.accepted_seq)
+                            .await?,
+                    )
+                } else {
+                    None
+                };
+                Ok((
+                    Submitted {
+                        job: record.job,
+                        accepted_seq: record.accepted_seq,
+                    },
+                    subscription,
+                ))
+            }
+            SubmissionState::OutcomeUnknown | SubmissionState::Pending => {
+                let recorded = self
+                    .tracker
+                    .store()
+                    .job_by_submission(&earlier.id)
+                    .await?
+                    .and_then(|r| r.job.last_error);
+                let cause = recorded.map_or_else(
+                    || "its answer was never recorded".to_owned(),
+                    |e| UpstreamError::from(&e).to_string(),
+                );
+                Err(ServiceError::SubmitOutcomeUnknown(UpstreamError {
+                    kind: crate::upstream::UpstreamErrorKind::Protocol,
+                    aliyun_code: None,
+                    http_status: None,
+                    message: format!(
+                        "request_id {request_id:?} is bound to submission {} whose outcome is unknown ({cause}); it is not sent again. Check ListJobs (status SUBMIT_OUTCOME_UNKNOWN) or the upstream before submitting with a new id",
+                        earlier.id
+                    ),
+                    request_id: None,
+                    gateway_code: None,
+                }))
+            }
         }
     }
 
@@ -254,22 +356,44 @@ impl Retouch {
             JobFilter::Keys(keys)
         };
         let stop_when_done = matches!(filter, JobFilter::Keys(_)) && !follow;
-        if after_seq.is_some() && !server_id.is_empty() && server_id != self.tracker.server_id() {
-            return Err(ServiceError::OutOfRange(format!(
-                "after_seq belongs to server run {server_id:?}, but this is run {:?}: it restarted and its seqs started over; watch again without after_seq",
-                self.tracker.server_id()
-            )));
+        if let Some(after_seq) = after_seq {
+            if !server_id.is_empty() && server_id != self.tracker.server_id() {
+                return Err(ServiceError::OutOfRange(format!(
+                    "after_seq belongs to journal {server_id:?}, but this server's journal is {:?} (another data directory): its seqs are unrelated; watch again without after_seq",
+                    self.tracker.server_id()
+                )));
+            }
+            let compacted = self.tracker.store().compacted_through().await?;
+            if compacted > after_seq {
+                return Err(ServiceError::OutOfRange(format!(
+                    "events after seq {after_seq} are not available: this server retains seqs after {compacted} only (--retention, --event-log-capacity); watch again without after_seq"
+                )));
+            }
         }
         let subscription = self.tracker.subscribe(filter, after_seq).await?;
         Ok(subscription.into_stream(stop_when_done))
     }
 
-    /// The current state of a tracked job.
+    /// The current state of a journaled job, by result key or by
+    /// submission id.
     pub async fn get(&self, job: pb::JobRef) -> Result<pb::Job, ServiceError> {
+        let store = self.tracker.store();
+        if !job.submission_id.is_empty() && job.result_key.is_empty() {
+            return store
+                .job_by_submission(&job.submission_id)
+                .await?
+                .map(|r| r.job)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "no job from submission {:?} is retained (it may still be in flight, or it failed and billed nothing)",
+                        job.submission_id
+                    ))
+                });
+        }
         check_job_refs(std::slice::from_ref(&job))?;
-        let found = self.tracker.get(&job.result_key).await?;
+        let found = store.job_by_key(&job.result_key).await?;
         match found {
-            Some(found) if job.api == 0 || found.api == job.api => Ok(found),
+            Some(found) if job.api == 0 || found.job.api == job.api => Ok(found.job),
             _ => Err(ServiceError::NotFound(format!(
                 "retouchd does not track a job with result key {:?}{}; Watch it to start tracking",
                 job.result_key,
@@ -287,21 +411,21 @@ impl Retouch {
         }
     }
 
-    /// A page of tracked jobs.
+    /// A page of journaled jobs.
     pub async fn list(&self, query: ListQuery) -> Result<ListPage, ServiceError> {
-        self.tracker.list(query).await
+        Ok(self.tracker.store().list_jobs(&query).await?)
     }
 
     /// A LOST job named again by a client gets another chance: if the
     /// upstream now answers (say, after an AppCode fix), polling resumes.
-    async fn revive_if_lost(&self, job: pb::Job) -> Result<pb::Job, ServiceError> {
-        let Some(api) = crate::convert::api_from_pb(job.api) else {
-            return Ok(job);
+    async fn revive_if_lost(&self, record: JobRecord) -> Result<pb::Job, ServiceError> {
+        let Some(api) = crate::convert::api_from_pb(record.job.api) else {
+            return Ok(record.job);
         };
-        if job.status != pb::JobStatus::Lost as i32 {
-            return Ok(job);
+        if record.job.status != pb::JobStatus::Lost as i32 {
+            return Ok(record.job);
         }
-        match self.client.query(api, &job.result_key).await {
+        match self.client.query(api, &record.job.result_key).await {
             Ok(outcome) => {
                 let now = SystemTime::now();
                 let tasks = outcome
@@ -310,15 +434,11 @@ impl Retouch {
                     .enumerate()
                     .map(|(i, t)| task_to_pb(i, t, now))
                     .collect();
-                tracing::info!(%api, result_key = %job.result_key, "lost job answers again; tracking resumed");
-                Ok(self
-                    .tracker
-                    .revive(&job.result_key, tasks)
-                    .await?
-                    .unwrap_or(job))
+                tracing::info!(%api, result_key = %record.job.result_key, "lost job answers again; tracking resumed");
+                self.tracker.revive(record, tasks).await
             }
             // Still failing: watchers see the LOST job as it is.
-            Err(_) => Ok(job),
+            Err(_) => Ok(record.job),
         }
     }
 
@@ -329,8 +449,8 @@ impl Retouch {
         api: Option<ApiKind>,
         key: &str,
     ) -> Result<pb::Job, ServiceError> {
-        if let Some(job) = self.tracker.get(key).await? {
-            return self.revive_if_lost(job).await;
+        if let Some(record) = self.tracker.store().job_by_key(key).await? {
+            return self.revive_if_lost(record).await;
         }
         let candidates: Vec<ApiKind> = match api {
             Some(api) => vec![api],
@@ -354,7 +474,7 @@ impl Retouch {
                         ..Default::default()
                     };
                     tracing::info!(api = %candidate, result_key = %key, "adopted a job submitted elsewhere");
-                    return Ok(self.tracker.track(job).await?.0);
+                    return Ok(self.tracker.track(job, None).await?.0);
                 }
                 Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) => {
                     // With no API named, the key may belong to the next one.

@@ -31,6 +31,7 @@ pub async fn run(
                             let reference = JobRef {
                                 api: job.api,
                                 result_key: job.result_key.clone(),
+                                ..Default::default()
                             };
                             let notice = format!("submitted {}", JobKey::of(&job));
                             // The reply shows the job at once, whatever the

@@ -360,6 +360,7 @@ pub fn parse_job_ref(text: &str) -> Option<pb::JobRef> {
     (!key.is_empty()).then(|| pb::JobRef {
         api: api as i32,
         result_key: key.to_owned(),
+        ..Default::default()
     })
 }
 

@@ -172,6 +172,7 @@ async fn wait_for(
         .map(|k| pb::JobRef {
             api: k.api as i32,
             result_key: k.result_key.clone(),
+            ..Default::default()
         })
         .collect();
     let (updates_tx, mut updates) = mpsc::channel(256);

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ServiceError;
 use crate::service::Retouch;
-use crate::tracker::ListQuery;
+use crate::store::ListQuery;
 use crate::uploads::UploadStore;
 use crate::validate::Violation;
 

@@ -53,6 +53,10 @@ impl From<ServiceError> for Status {
                 );
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
+            ServiceError::Store(crate::store::StoreError::Unavailable(_)) => {
+                Status::unavailable(message)
+            }
+            ServiceError::Store(crate::store::StoreError::Corrupt(_)) => Status::internal(message),
             ServiceError::ShuttingDown => Status::unavailable(message),
             ServiceError::Internal(_) => Status::internal(message),
         }

@@ -1,24 +1,27 @@
-//! The aggregator task: sole owner of the `TrackerState`. It applies what
-//! pollers report, answers queries, starts pollers, and fans events out to
-//! watchers without ever waiting on one (a full buffer drops the watcher and
-//! tells it so).
+//! The aggregator task: sole owner of the `TrackerState`. It works in
+//! steps: take every command that is waiting, apply them all, make their
+//! changes durable in one journal commit, and only then let anything out
+//! (fan-out to watchers, replies, new pollers). It never waits on a watcher:
+//! a full buffer drops the watcher and tells it so.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
-use retouch_api::v1::watch_response::Kind as WatchKind;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use super::poller::{self, PollerContext};
-use super::state::{JobFilter, ListPage, ListQuery, TrackerState};
-use super::subscription::{LagFlag, Subscription};
+use super::state::{JobFilter, TrackerState};
+use super::subscription::{LagFlag, Start, Subscription};
 use crate::aliyun::WireTask;
 use crate::convert::{api_from_pb, status_from_pb};
 use crate::error::ServiceError;
+use crate::store::JobRecord;
+
+/// Most commands applied in one step (and so in one journal commit).
+const MAX_STEP: usize = 1024;
 
 /// Answer to `Command::Track`.
 pub(crate) struct Tracked {
@@ -27,12 +30,19 @@ pub(crate) struct Tracked {
     pub subscription: Option<Subscription>,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
+
 /// What the aggregator is asked to do.
 pub(crate) enum Command {
     Track {
         job: pb::Job,
+        settles: Option<String>,
         subscribe: bool,
-        reply: oneshot::Sender<Tracked>,
+        reply: Reply<Tracked>,
+    },
+    OutcomeUnknown {
+        draft: pb::Job,
+        reply: Reply<pb::Job>,
     },
     PollSucceeded {
         key: String,
@@ -46,153 +56,280 @@ pub(crate) enum Command {
     Subscribe {
         filter: JobFilter,
         after_seq: Option<u64>,
-        reply: oneshot::Sender<Result<Subscription, ServiceError>>,
-    },
-    Get {
-        key: String,
-        reply: oneshot::Sender<Option<pb::Job>>,
+        reply: Reply<Subscription>,
     },
     SubscribeToJob {
         key: String,
         accepted_seq: u64,
-        reply: oneshot::Sender<Subscription>,
+        reply: Reply<Subscription>,
     },
     Revive {
-        key: String,
+        record: JobRecord,
         tasks: Vec<pb::Task>,
-        reply: oneshot::Sender<Option<pb::Job>>,
-    },
-    List {
-        query: ListQuery,
-        reply: oneshot::Sender<ListPage>,
+        reply: Reply<pb::Job>,
     },
 }
 
-struct Watcher {
+pub(crate) struct Watcher {
     filter: JobFilter,
     events: mpsc::Sender<Arc<pb::JobEvent>>,
     lagged: Arc<LagFlag>,
 }
 
+/// What a step lets out once its writes are durable, in the order the
+/// commands were applied (so a watcher registered mid-step gets exactly
+/// the events after its snapshot).
+enum Effect {
+    FanOut(Arc<pb::JobEvent>),
+    Register(Watcher),
+    StartPoller(pb::Job),
+    /// Told whether the step became durable.
+    Reply(Box<dyn FnOnce(Result<(), ServiceError>) + Send>),
+}
+
+fn reply<T: Send + 'static>(
+    effects: &mut Vec<Effect>,
+    to: Reply<T>,
+    answer: Result<T, ServiceError>,
+) {
+    effects.push(Effect::Reply(Box::new(move |durable| {
+        let _ = to.send(durable.and(answer));
+    })));
+}
+
 /// Runs until the tracker is cancelled or every handle is dropped. Dropping
 /// the watchers on exit ends their streams.
-pub(crate) async fn run(mut commands: mpsc::Receiver<Command>, ctx: PollerContext) {
-    let config = ctx.config.clone();
-    let mut state = TrackerState::new(config.event_log_capacity);
+pub(crate) async fn run(
+    mut commands: mpsc::Receiver<Command>,
+    ctx: PollerContext,
+    mut state: TrackerState,
+) {
     let mut watchers: Vec<Watcher> = Vec::new();
-    let streams = StreamSettings {
-        buffer: config.watcher_buffer,
-        closed: ctx.close_streams.clone(),
-        server_id: ctx.server_id.clone(),
-    };
-    let sweep_period =
-        (config.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
-    let mut sweep = tokio::time::interval(sweep_period);
+    for job in state.snapshot(&JobFilter::All) {
+        start_poller(&ctx, &job.1);
+    }
     loop {
-        let command = tokio::select! {
+        let first = tokio::select! {
             _ = ctx.cancel.cancelled() => break,
-            _ = sweep.tick() => {
-                let expired = state.expire(Instant::now(), config.retention);
-                if !expired.is_empty() {
-                    tracing::debug!(count = expired.len(), "forgot finished jobs past retention");
-                }
-                watchers.retain(|w| !w.events.is_closed());
-                continue;
-            }
             command = commands.recv() => match command {
                 Some(command) => command,
                 None => break,
             },
         };
-        let now = SystemTime::now();
-        match command {
-            Command::Track {
-                job,
-                subscribe: with_subscription,
-                reply,
-            } => {
-                let (event, seq) = state.accept(job, now);
-                if let Some(event) = event {
-                    let job = state.get(&event.result_key).expect("just accepted");
-                    if job.status == pb::JobStatus::Active as i32 {
-                        start_poller(&ctx, job);
+        let mut effects = Vec::new();
+        let mut still_active = Vec::new();
+        apply(&ctx, &mut state, first, &mut effects, &mut still_active).await;
+        for _ in 1..MAX_STEP {
+            let Ok(command) = commands.try_recv() else {
+                break;
+            };
+            apply(&ctx, &mut state, command, &mut effects, &mut still_active).await;
+        }
+        let writes = state.take_writes();
+        let durable = ctx.store.commit(writes).await.map_err(ServiceError::from);
+        match &durable {
+            Ok(()) => {
+                state.evict_finished();
+                for (key, reply) in still_active {
+                    let active = state
+                        .get(&key)
+                        .is_some_and(|job| job.status == pb::JobStatus::Active as i32);
+                    let _ = reply.send(active);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a tracker step could not be journaled; reloading the journal's state");
+                // Nobody has seen the step: go back to what is durable. The
+                // pollers keep polling, so their news comes again.
+                for (_, reply) in still_active {
+                    let _ = reply.send(true);
+                }
+                match ctx.store.recover().await {
+                    Ok(recovered) => {
+                        let polled: HashSet<String> = state
+                            .active_keys(&JobFilter::All)
+                            .into_iter()
+                            .collect();
+                        state = TrackerState::new(recovered.head_seq, recovered.active_jobs);
+                        for (_, job) in state.snapshot(&JobFilter::All) {
+                            if !polled.contains(&job.result_key) {
+                                start_poller(&ctx, &job);
+                            }
+                        }
                     }
-                    fan_out(&mut watchers, &event);
-                }
-                let job = state
-                    .get_by_seq(seq)
-                    .cloned()
-                    .expect("an accepted seq names a tracked job");
-                // Registered in the same step as the accept, so the watcher
-                // replays the job from its `accepted` event: nothing can be
-                // evicted or missed in between.
-                let subscription = with_subscription.then(|| {
-                    subscribe_to_job(&state, &mut watchers, &job.result_key, seq, &streams)
-                });
-                let _ = reply.send(Tracked {
-                    job,
-                    accepted_seq: seq,
-                    subscription,
-                });
-            }
-            Command::PollSucceeded {
-                key,
-                tasks,
-                still_active,
-            } => {
-                for event in state.observe(&key, &tasks, now) {
-                    fan_out(&mut watchers, &event);
-                }
-                let active = state
-                    .get(&key)
-                    .is_some_and(|job| job.status == pb::JobStatus::Active as i32);
-                let _ = still_active.send(active);
-            }
-            Command::PollFailed { key, error } => {
-                if let Some(event) = state.poll_failed(&key, error, now) {
-                    fan_out(&mut watchers, &event);
-                }
-            }
-            Command::Subscribe {
-                filter,
-                after_seq,
-                reply,
-            } => {
-                let result = subscribe(&state, &mut watchers, filter, after_seq, &streams);
-                let _ = reply.send(result);
-            }
-            Command::SubscribeToJob {
-                key,
-                accepted_seq,
-                reply,
-            } => {
-                let subscription =
-                    subscribe_to_job(&state, &mut watchers, &key, accepted_seq, &streams);
-                let _ = reply.send(subscription);
-            }
-            Command::Revive { key, tasks, reply } => {
-                if let Some(event) = state.revive(&key, tasks, now) {
-                    let job = state.get(&key).expect("just revived");
-                    if job.status == pb::JobStatus::Active as i32 {
-                        start_poller(&ctx, job);
+                    Err(e) => {
+                        tracing::error!(error = %e, "the journal cannot be read either; the tracker stops");
+                        ctx.cancel.cancel();
                     }
-                    fan_out(&mut watchers, &event);
                 }
-                let _ = reply.send(state.get(&key).cloned());
-            }
-            Command::Get { key, reply } => {
-                let _ = reply.send(state.get(&key).cloned());
-            }
-            Command::List { query, reply } => {
-                let _ = reply.send(state.list(&query));
             }
         }
+        for effect in effects {
+            match effect {
+                Effect::FanOut(event) if durable.is_ok() => fan_out(&mut watchers, &event),
+                Effect::Register(watcher) if durable.is_ok() => watchers.push(watcher),
+                Effect::StartPoller(job) if durable.is_ok() => start_poller(&ctx, &job),
+                Effect::Reply(send) => send(durable.clone()),
+                _ => {}
+            }
+        }
+        watchers.retain(|w| !w.events.is_closed());
     }
     tracing::debug!(
         watchers = watchers.len(),
         jobs = state.len(),
         "tracker stopped"
     );
+}
+
+async fn apply(
+    ctx: &PollerContext,
+    state: &mut TrackerState,
+    command: Command,
+    effects: &mut Vec<Effect>,
+    still_active: &mut Vec<(String, oneshot::Sender<bool>)>,
+) {
+    let now = SystemTime::now();
+    match command {
+        Command::Track {
+            job,
+            settles,
+            subscribe: with_subscription,
+            reply: to,
+        } => {
+            let key = job.result_key.clone();
+            let known = match state.accepted_seq(&key) {
+                Some(seq) => Ok(state.get(&key).cloned().map(|job| (job, seq))),
+                None => ctx
+                    .store
+                    .job_by_key(&key)
+                    .await
+                    .map(|found| found.map(|r| (r.job, r.accepted_seq)))
+                    .map_err(ServiceError::from),
+            };
+            let tracked = match known {
+                Err(e) => Err(e),
+                Ok(Some((job, accepted_seq))) => Ok((job, accepted_seq)),
+                Ok(None) => {
+                    let (event, seq) = state.accept(job, settles, now);
+                    let job = state.get(&key).cloned().expect("just accepted");
+                    if job.status == pb::JobStatus::Active as i32 {
+                        effects.push(Effect::StartPoller(job.clone()));
+                    }
+                    effects.push(Effect::FanOut(event));
+                    Ok((job, seq))
+                }
+            };
+            let answer = tracked.map(|(job, accepted_seq)| {
+                // Registered in the same step as the accept, so the watcher
+                // replays the job from its `accepted` event: nothing can be
+                // missed in between.
+                let subscription = with_subscription.then(|| {
+                    let filter = JobFilter::Keys(HashSet::from([key.clone()]));
+                    subscribe(
+                        ctx,
+                        state,
+                        effects,
+                        filter,
+                        Start::Replay {
+                            after_seq: accepted_seq - 1,
+                            or_snapshot: true,
+                        },
+                    )
+                });
+                Tracked {
+                    job,
+                    accepted_seq,
+                    subscription,
+                }
+            });
+            reply(effects, to, answer);
+        }
+        Command::OutcomeUnknown { draft, reply: to } => {
+            let (event, record) = state.outcome_unknown(draft, now);
+            effects.push(Effect::FanOut(event));
+            reply(effects, to, Ok(record));
+        }
+        Command::PollSucceeded {
+            key,
+            tasks,
+            still_active: answer,
+        } => {
+            for event in state.observe(&key, &tasks, now) {
+                effects.push(Effect::FanOut(event));
+            }
+            still_active.push((key, answer));
+        }
+        Command::PollFailed { key, error } => {
+            if let Some(event) = state.poll_failed(&key, error, now) {
+                effects.push(Effect::FanOut(event));
+            }
+        }
+        Command::Subscribe {
+            filter,
+            after_seq,
+            reply: to,
+        } => {
+            let head = state.head_seq();
+            let answer = match after_seq {
+                Some(after_seq) if after_seq > head => Err(ServiceError::OutOfRange(format!(
+                    "events after seq {after_seq} are not available: this server retains seqs up to {head} (a seq from the future: was the data directory replaced?)"
+                ))),
+                Some(after_seq) => Ok(subscribe(
+                    ctx,
+                    state,
+                    effects,
+                    filter,
+                    Start::Replay {
+                        after_seq,
+                        or_snapshot: false,
+                    },
+                )),
+                None => {
+                    let start = Start::Snapshot {
+                        in_memory: state.snapshot(&filter),
+                    };
+                    Ok(subscribe(ctx, state, effects, filter, start))
+                }
+            };
+            reply(effects, to, answer);
+        }
+        Command::SubscribeToJob {
+            key,
+            accepted_seq,
+            reply: to,
+        } => {
+            let filter = JobFilter::Keys(HashSet::from([key]));
+            let subscription = subscribe(
+                ctx,
+                state,
+                effects,
+                filter,
+                Start::Replay {
+                    after_seq: accepted_seq.saturating_sub(1),
+                    or_snapshot: true,
+                },
+            );
+            reply(effects, to, Ok(subscription));
+        }
+        Command::Revive {
+            record,
+            tasks,
+            reply: to,
+        } => {
+            let key = record.job.result_key.clone();
+            let fallback = record.job.clone();
+            if let Some(event) = state.revive(record, tasks, now) {
+                let job = state.get(&key).expect("just revived");
+                if job.status == pb::JobStatus::Active as i32 {
+                    effects.push(Effect::StartPoller(job.clone()));
+                }
+                effects.push(Effect::FanOut(event));
+            }
+            let job = state.get(&key).cloned().unwrap_or(fallback);
+            reply(effects, to, Ok(job));
+        }
+    }
 }
 
 fn start_poller(ctx: &PollerContext, job: &pb::Job) {
@@ -208,97 +345,39 @@ fn start_poller(ctx: &PollerContext, job: &pb::Job) {
     tokio::spawn(poller::run(ctx.clone(), api, job.result_key.clone(), last));
 }
 
-/// What every new watcher gets: its buffer size and the token that ends all
-/// watch streams at shutdown.
-struct StreamSettings {
-    buffer: usize,
-    closed: CancellationToken,
-    server_id: Arc<str>,
-}
-
+/// A watcher of `filter` from the current head: registered once the step
+/// is durable, so it gets every later event and none before.
 fn subscribe(
+    ctx: &PollerContext,
     state: &TrackerState,
-    watchers: &mut Vec<Watcher>,
+    effects: &mut Vec<Effect>,
     filter: JobFilter,
-    after_seq: Option<u64>,
-    streams: &StreamSettings,
-) -> Result<Subscription, ServiceError> {
-    let buffer = streams.buffer;
-    let mut initial: Vec<pb::WatchResponse> = match after_seq {
-        Some(after_seq) => state
-            .replay(after_seq, &filter)
-            .map_err(|gap| {
-                ServiceError::OutOfRange(format!(
-                    "events after seq {} are not available: this server retains seqs {} to {}{}",
-                    gap.after_seq,
-                    gap.oldest_retained,
-                    gap.head_seq,
-                    if gap.after_seq > gap.head_seq {
-                        " (the seq is from the future: the server restarted?)"
-                    } else {
-                        ""
-                    }
-                ))
-            })?
-            .into_iter()
-            .map(|e| pb::WatchResponse {
-                kind: Some(WatchKind::Event((*e).clone())),
-            })
-            .collect(),
-        None => state
-            .snapshot(&filter)
-            .into_iter()
-            .map(|job| pb::WatchResponse {
-                kind: Some(WatchKind::Snapshot(job)),
-            })
-            .collect(),
-    };
-    initial.push(pb::WatchResponse {
-        kind: Some(WatchKind::Synced(pb::Synced {
-            head_seq: state.head_seq(),
-            server_id: streams.server_id.to_string(),
-        })),
-    });
+    start: Start,
+) -> Subscription {
+    let buffer = ctx.config.watcher_buffer;
     let pending = match &filter {
         JobFilter::Keys(_) => Some(state.active_keys(&filter)),
         JobFilter::All => None,
     };
     let (tx, rx) = mpsc::channel(buffer.max(1));
     let lagged = Arc::new(LagFlag::default());
-    watchers.push(Watcher {
-        filter,
+    effects.push(Effect::Register(Watcher {
+        filter: filter.clone(),
         events: tx,
         lagged: lagged.clone(),
-    });
-    Ok(Subscription {
-        initial,
+    }));
+    Subscription {
+        start,
+        head_seq: state.head_seq(),
+        filter,
+        store: ctx.store.clone(),
+        store_id: ctx.server_id.clone(),
         live: rx,
         lagged,
         buffer,
         pending,
-        closed: streams.closed.clone(),
-    })
-}
-
-/// A watcher of one job, replaying it from its `accepted` event, or from a
-/// snapshot of it when that event is no longer retained.
-fn subscribe_to_job(
-    state: &TrackerState,
-    watchers: &mut Vec<Watcher>,
-    key: &str,
-    accepted_seq: u64,
-    streams: &StreamSettings,
-) -> Subscription {
-    let filter = JobFilter::Keys(HashSet::from([key.to_owned()]));
-    subscribe(
-        state,
-        watchers,
-        filter.clone(),
-        Some(accepted_seq - 1),
-        streams,
-    )
-    .or_else(|_| subscribe(state, watchers, filter, None, streams))
-    .expect("a snapshot subscription cannot fail")
+        closed: ctx.close_streams.clone(),
+    }
 }
 
 fn fan_out(watchers: &mut Vec<Watcher>, event: &Arc<pb::JobEvent>) {

@@ -1,6 +1,6 @@
-//! The tracker: follows every job retouchd knows, with one shared poller per
-//! job, and pushes each change as a sequenced `JobEvent` to any number of
-//! watchers.
+//! The tracker: follows every active job with one shared poller per job,
+//! journals each change as a sequenced `JobEvent`, and then pushes it to any
+//! number of watchers. It resumes from the journal after a restart.
 
 mod aggregator;
 mod poller;
@@ -14,10 +14,11 @@ use retouch_api::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use state::{JobFilter, ListPage, ListQuery, ReplayUnavailable, TrackerState};
+pub use state::{JobFilter, TrackerState};
 pub use subscription::Subscription;
 
 use crate::error::ServiceError;
+use crate::store::{Compaction, JobRecord, Store, StoreError};
 use crate::upstream::{RetryPolicy, UpstreamClient};
 use aggregator::Command;
 
@@ -36,9 +37,11 @@ pub struct TrackerConfig {
     pub error_retry: RetryPolicy,
     /// A job whose polls fail (retryably) for this long is declared LOST.
     pub give_up_after: Duration,
-    /// How long finished jobs stay queryable.
+    /// How long finished jobs, their events and their request ids are kept
+    /// in the journal.
     pub retention: Duration,
-    /// Events retained for `after_seq` resumption.
+    /// Most events kept in the journal for `after_seq` resumption (the
+    /// oldest go first).
     pub event_log_capacity: usize,
     /// Events buffered per watcher before it is disconnected as too slow.
     pub watcher_buffer: usize,
@@ -57,8 +60,8 @@ impl Default for TrackerConfig {
                 factor: 2.0,
             },
             give_up_after: Duration::from_secs(24 * 3600),
-            retention: Duration::from_secs(3600),
-            event_log_capacity: 100_000,
+            retention: Duration::from_secs(72 * 3600),
+            event_log_capacity: 1_000_000,
             watcher_buffer: 1024,
         }
     }
@@ -71,48 +74,97 @@ pub struct Tracker {
     cancel: CancellationToken,
     close_streams: CancellationToken,
     server_id: Arc<str>,
+    store: Arc<dyn Store>,
 }
 
+/// Message of the records made for submits a crash left unsettled.
+const UNSETTLED_AFTER_RESTART: &str = "retouchd stopped after recording this submit and before recording the upstream's answer: it may have been accepted and billed. It is not resubmitted; if the upstream has the job, Watch its result key to track it.";
+
 impl Tracker {
-    /// Starts the aggregator task on the current runtime.
-    pub fn start(client: UpstreamClient, config: TrackerConfig) -> Self {
+    /// Recovers from the journal (the head seq, the jobs to poll, submits a
+    /// crash left unsettled) and starts the aggregator task and the
+    /// retention sweep on the current runtime.
+    pub async fn start(
+        client: UpstreamClient,
+        config: TrackerConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StoreError> {
+        let recovered = store.recover().await?;
+        if !recovered.active_jobs.is_empty() || !recovered.unsettled.is_empty() {
+            tracing::info!(
+                active_jobs = recovered.active_jobs.len(),
+                unsettled_submits = recovered.unsettled.len(),
+                head_seq = recovered.head_seq,
+                "resuming from the journal"
+            );
+        }
+        let mut state = TrackerState::new(recovered.head_seq, recovered.active_jobs);
+        // Before anything is served: a submit with no recorded outcome
+        // becomes a visible record, never a silent resubmit.
+        let now = std::time::SystemTime::now();
+        for unsettled in recovered.unsettled {
+            let mut draft = unsettled.draft;
+            draft.last_error = Some(retouch_api::v1::UpstreamError {
+                message: UNSETTLED_AFTER_RESTART.into(),
+                ..Default::default()
+            });
+            tracing::warn!(submission_id = %unsettled.id, request_id = ?unsettled.request_id, "a submit's outcome is unknown after a restart; it is not resubmitted");
+            state.outcome_unknown(draft, now);
+        }
+        store.commit(state.take_writes()).await?;
+
         let (commands, receiver) = mpsc::channel(4096);
         let cancel = CancellationToken::new();
         let close_streams = cancel.child_token();
-        let server_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let server_id: Arc<str> = store.store_id().into();
+        tokio::spawn(sweep(store.clone(), config.clone(), cancel.clone()));
         let ctx = poller::PollerContext {
             server_id: server_id.clone(),
+            store: store.clone(),
             client,
             config,
             commands: commands.clone(),
             cancel: cancel.clone(),
             close_streams: close_streams.clone(),
         };
-        let aggregator = tokio::spawn(aggregator::run(receiver, ctx));
+        let aggregator = tokio::spawn(aggregator::run(receiver, ctx, state));
         tokio::spawn(async move {
             if let Err(e) = aggregator.await {
                 // Every RPC would fail from here on: say so loudly.
                 tracing::error!(error = %e, "the tracker's aggregator task died");
             }
         });
-        Tracker {
+        Ok(Tracker {
             commands,
             cancel,
             close_streams,
             server_id,
-        }
+            store,
+        })
     }
 
-    /// Starts tracking `job` (no-op if its key is tracked already). Returns
-    /// the job as tracked and the seq of its `accepted` event.
-    pub async fn track(&self, job: pb::Job) -> Result<(pb::Job, u64), ServiceError> {
+    /// The journal.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Starts tracking `job` (no-op if its key is tracked already, or was).
+    /// `settles` names the submission it came from, settled in the same
+    /// commit. Returns once durable: the job as tracked and the seq of its
+    /// `accepted` event.
+    pub async fn track(
+        &self,
+        job: pb::Job,
+        settles: Option<String>,
+    ) -> Result<(pb::Job, u64), ServiceError> {
         let tracked = self
             .ask(|reply| Command::Track {
                 job,
+                settles,
                 subscribe: false,
                 reply,
             })
-            .await?;
+            .await??;
         Ok((tracked.job, tracked.accepted_seq))
     }
 
@@ -121,14 +173,16 @@ impl Tracker {
     pub async fn track_and_subscribe(
         &self,
         job: pb::Job,
+        settles: Option<String>,
     ) -> Result<(pb::Job, u64, Subscription), ServiceError> {
         let tracked = self
             .ask(|reply| Command::Track {
                 job,
+                settles,
                 subscribe: true,
                 reply,
             })
-            .await?;
+            .await??;
         let subscription = tracked
             .subscription
             .ok_or_else(|| ServiceError::Internal("no subscription for a tracked job".into()))?;
@@ -149,6 +203,14 @@ impl Tracker {
         .await?
     }
 
+    /// Records a submit whose outcome is unknown (`draft` carries its id,
+    /// tasks and error) as a job record with status SUBMIT_OUTCOME_UNKNOWN,
+    /// and its event. Returns the record once durable.
+    pub async fn outcome_unknown(&self, draft: pb::Job) -> Result<pb::Job, ServiceError> {
+        self.ask(|reply| Command::OutcomeUnknown { draft, reply })
+            .await?
+    }
+
     /// Registers a watcher of one job, replaying it from its `accepted`
     /// event (`accepted_seq`), or from a snapshot if that is gone.
     pub async fn subscribe_to_job(
@@ -162,33 +224,26 @@ impl Tracker {
             accepted_seq,
             reply,
         })
-        .await
+        .await?
     }
 
-    /// The job, if tracked.
-    pub async fn get(&self, key: &str) -> Result<Option<pb::Job>, ServiceError> {
-        let key = key.to_owned();
-        self.ask(|reply| Command::Get { key, reply }).await
-    }
-
-    /// Resumes polling a LOST job, with the tasks a fresh query returned.
-    /// Returns the job as now tracked (unchanged if it was not LOST).
+    /// Resumes polling a LOST job (as read from the journal), with the
+    /// tasks a fresh query returned. Returns the job as now tracked
+    /// (unchanged if it was not LOST).
     pub async fn revive(
         &self,
-        key: &str,
+        record: JobRecord,
         tasks: Vec<pb::Task>,
-    ) -> Result<Option<pb::Job>, ServiceError> {
-        let key = key.to_owned();
-        self.ask(|reply| Command::Revive { key, tasks, reply })
-            .await
+    ) -> Result<pb::Job, ServiceError> {
+        self.ask(|reply| Command::Revive {
+            record,
+            tasks,
+            reply,
+        })
+        .await?
     }
 
-    /// A page of tracked jobs.
-    pub async fn list(&self, query: ListQuery) -> Result<ListPage, ServiceError> {
-        self.ask(|reply| Command::List { query, reply }).await
-    }
-
-    /// Identifies this run: sequence numbers start over with a new id.
+    /// The journal's id: sequence numbers belong to it.
     pub fn server_id(&self) -> &str {
         &self.server_id
     }
@@ -217,5 +272,31 @@ impl Tracker {
             .await
             .map_err(|_| ServiceError::ShuttingDown)?;
         answer.await.map_err(|_| ServiceError::ShuttingDown)
+    }
+}
+
+/// Removes from the journal what retention no longer keeps, now and then.
+async fn sweep(store: Arc<dyn Store>, config: TrackerConfig, cancel: CancellationToken) {
+    let period = (config.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(300));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = std::time::SystemTime::now();
+        let cutoff = now.checked_sub(config.retention).unwrap_or(std::time::UNIX_EPOCH);
+        let compaction = Compaction {
+            jobs_finished_before: cutoff,
+            events_before: cutoff,
+            max_events: config.event_log_capacity as u64,
+        };
+        match store.compact(compaction).await {
+            Ok(done) if done.jobs + done.events + done.submissions > 0 => {
+                tracing::debug!(jobs = done.jobs, events = done.events, submissions = done.submissions, "retention removed old records");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),
+        }
     }
 }

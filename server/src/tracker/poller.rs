@@ -17,8 +17,10 @@ use crate::upstream::UpstreamClient;
 /// Everything a poller needs.
 #[derive(Clone)]
 pub(crate) struct PollerContext {
-    /// Identifies this run of the tracker (sent in `Synced`).
+    /// The journal's id (sent in `Synced`).
     pub server_id: std::sync::Arc<str>,
+    /// The journal.
+    pub store: std::sync::Arc<dyn crate::store::Store>,
     pub client: UpstreamClient,
     pub config: TrackerConfig,
     pub commands: mpsc::Sender<Command>,

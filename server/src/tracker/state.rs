@@ -1,16 +1,18 @@
-//! The tracker's data: every tracked job, the retained event log and the
-//! sequence counter. Pure data and rules, no I/O: the aggregator task owns
-//! one `TrackerState` and is the only writer.
+//! The tracker's data: the jobs being polled, the sequence counter, and
+//! what the current step changed. Pure data and rules, no I/O: the
+//! aggregator owns one `TrackerState`, makes each step's changes durable
+//! (`take_writes`), and only then lets anyone see them.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
 use retouch_api::v1::job_event::Kind;
 
 use crate::aliyun::WireTask;
 use crate::convert::{self, is_terminal, status_to_pb, timestamp};
+use crate::store::{JobRecord, Settlement, StepWrites};
 
 /// Which jobs a watcher wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,66 +31,70 @@ impl JobFilter {
             JobFilter::Keys(keys) => keys.contains(key),
         }
     }
-}
 
-/// Why a replay cannot be served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplayUnavailable {
-    /// What was asked for.
-    pub after_seq: u64,
-    /// The oldest retained sequence number (0 when none is retained).
-    pub oldest_retained: u64,
-    /// The newest sequence number.
-    pub head_seq: u64,
-}
-
-/// Filters of `ListJobs`.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    /// Only this API (`None`: all).
-    pub api: Option<pb::Api>,
-    /// Only this status (`None`: all).
-    pub status: Option<pb::JobStatus>,
-    /// Most jobs to return.
-    pub page_size: usize,
-    /// Return jobs accepted before this sequence number (`None`: from newest).
-    pub before_seq: Option<u64>,
-}
-
-/// A page of `ListJobs`.
-#[derive(Debug, Clone, Default)]
-pub struct ListPage {
-    /// The jobs, newest first.
-    pub jobs: Vec<pb::Job>,
-    /// Where the next page starts, if there is one.
-    pub next_before_seq: Option<u64>,
+    /// The keys, when the filter names jobs.
+    pub fn keys(&self) -> Option<Vec<String>> {
+        match self {
+            JobFilter::All => None,
+            JobFilter::Keys(keys) => Some(keys.iter().cloned().collect()),
+        }
+    }
 }
 
 struct TrackedJob {
     job: pb::Job,
     accepted_seq: u64,
-    finished_at: Option<Instant>,
+    finished_at: Option<SystemTime>,
 }
 
-/// All tracked jobs and the retained events.
+impl TrackedJob {
+    fn record(&self) -> JobRecord {
+        JobRecord {
+            job: self.job.clone(),
+            accepted_seq: self.accepted_seq,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
+/// The jobs being polled (and those the current step finished), the next
+/// sequence number, and the writes of the current step.
 pub struct TrackerState {
     jobs: HashMap<String, TrackedJob>,
     by_accepted_seq: BTreeMap<u64, String>,
-    log: VecDeque<Arc<pb::JobEvent>>,
-    log_capacity: usize,
     next_seq: u64,
+    step: StepWrites,
+    dirty: HashSet<String>,
 }
 
 impl TrackerState {
-    /// Empty state keeping at most `log_capacity` events.
-    pub fn new(log_capacity: usize) -> Self {
-        TrackerState {
+    /// State continuing a journal whose highest seq is `head_seq`, polling
+    /// `active` jobs.
+    pub fn new(head_seq: u64, active: Vec<JobRecord>) -> Self {
+        let mut state = TrackerState {
             jobs: HashMap::new(),
             by_accepted_seq: BTreeMap::new(),
-            log: VecDeque::new(),
-            log_capacity: log_capacity.max(1),
-            next_seq: 1,
+            next_seq: head_seq + 1,
+            step: StepWrites::default(),
+            dirty: HashSet::new(),
+        };
+        for record in active {
+            state.insert(record);
         }
+        state
+    }
+
+    fn insert(&mut self, record: JobRecord) {
+        let key = record.job.result_key.clone();
+        self.by_accepted_seq.insert(record.accepted_seq, key.clone());
+        self.jobs.insert(
+            key,
+            TrackedJob {
+                job: record.job,
+                accepted_seq: record.accepted_seq,
+                finished_at: record.finished_at,
+            },
+        );
     }
 
     /// The newest sequence number handed out (0 before the first event).
@@ -96,39 +102,36 @@ impl TrackerState {
         self.next_seq - 1
     }
 
-    /// Number of tracked jobs.
+    /// Number of jobs in memory.
     pub fn len(&self) -> usize {
         self.jobs.len()
     }
 
-    /// Whether no job is tracked.
+    /// Whether no job is in memory.
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }
 
-    /// The job, if tracked.
+    /// The job, if in memory (being polled, or finished in this step).
     pub fn get(&self, key: &str) -> Option<&pb::Job> {
         self.jobs.get(key).map(|t| &t.job)
     }
 
-    /// The job whose `accepted` event has this seq, if still tracked.
-    pub fn get_by_seq(&self, accepted_seq: u64) -> Option<&pb::Job> {
-        self.by_accepted_seq
-            .get(&accepted_seq)
-            .and_then(|key| self.get(key))
+    /// The seq of the job's `accepted` event, if in memory.
+    pub fn accepted_seq(&self, key: &str) -> Option<u64> {
+        self.jobs.get(key).map(|t| t.accepted_seq)
     }
 
     /// Starts tracking `job` (its `status`, `last_seq` and timestamps are
-    /// filled in here). Returns the `accepted` event, or `None` and the
-    /// existing accepted seq when the key is tracked already.
+    /// filled in here) and emits its `accepted` event. `settles` names the
+    /// submission it comes from. The caller checks first that the key is not
+    /// tracked (in memory or in the journal).
     pub fn accept(
         &mut self,
         mut job: pb::Job,
+        settles: Option<String>,
         now: SystemTime,
-    ) -> (Option<Arc<pb::JobEvent>>, u64) {
-        if let Some(existing) = self.jobs.get(&job.result_key) {
-            return (None, existing.accepted_seq);
-        }
+    ) -> (Arc<pb::JobEvent>, u64) {
         let key = job.result_key.clone();
         job.status = job_status_of(&job) as i32;
         job.accepted_at = Some(timestamp(now));
@@ -136,23 +139,61 @@ impl TrackerState {
         let seq = self.next_seq;
         job.last_seq = seq;
         job.updated_at = Some(timestamp(now));
+        self.insert(JobRecord {
+            job: job.clone(),
+            accepted_seq: seq,
+            finished_at: finished.then_some(now),
+        });
         let event = self.push_event(
             &job,
             now,
-            Kind::Accepted(pb::JobAccepted {
-                job: Some(job.clone()),
-            }),
+            Kind::Accepted(pb::JobAccepted { job: Some(job.clone()) }),
         );
-        self.by_accepted_seq.insert(seq, key.clone());
-        self.jobs.insert(
-            key,
-            TrackedJob {
-                job,
-                accepted_seq: seq,
-                finished_at: finished.then(Instant::now),
-            },
-        );
-        (Some(event), seq)
+        if let Some(id) = settles {
+            self.step.settlements.push(Settlement::Accepted {
+                id,
+                result_key: key,
+            });
+        }
+        (event, seq)
+    }
+
+    /// Records a submit whose outcome is unknown: a job record without a
+    /// result key (`draft` names the submission and carries the tasks and
+    /// the error), and its event. Such records are never polled.
+    pub fn outcome_unknown(
+        &mut self,
+        mut draft: pb::Job,
+        now: SystemTime,
+    ) -> (Arc<pb::JobEvent>, pb::Job) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        draft.result_key.clear();
+        draft.status = pb::JobStatus::SubmitOutcomeUnknown as i32;
+        draft.accepted_at = Some(timestamp(now));
+        draft.updated_at = Some(timestamp(now));
+        draft.last_seq = seq;
+        let event = Arc::new(pb::JobEvent {
+            seq,
+            time: Some(timestamp(now)),
+            api: draft.api,
+            result_key: String::new(),
+            job_status: draft.status,
+            submission_id: draft.submission_id.clone(),
+            kind: Some(Kind::SubmitOutcomeUnknown(pb::SubmitOutcomeUnknown {
+                job: Some(draft.clone()),
+            })),
+        });
+        self.step.events.push(event.clone());
+        self.step.jobs.push(JobRecord {
+            job: draft.clone(),
+            accepted_seq: seq,
+            finished_at: Some(now),
+        });
+        self.step.settlements.push(Settlement::OutcomeUnknown {
+            id: draft.submission_id.clone(),
+        });
+        (event, draft)
     }
 
     /// Applies a successful poll: one `transition` event per task whose
@@ -166,10 +207,12 @@ impl TrackerState {
         let Some(tracked) = self.jobs.get_mut(key) else {
             return Vec::new();
         };
-        if tracked.job.status == pb::JobStatus::Lost as i32 {
+        if tracked.job.status != pb::JobStatus::Active as i32 {
             return Vec::new();
         }
-        tracked.job.last_error = None;
+        if tracked.job.last_error.take().is_some() {
+            self.dirty.insert(key.to_owned());
+        }
         let mut events = Vec::new();
         for (index, wire) in tasks.iter().enumerate() {
             let current = status_to_pb(wire.status.as_ref());
@@ -197,7 +240,7 @@ impl TrackerState {
             let status = job_status_of(job);
             job.status = status as i32;
             if status != pb::JobStatus::Active && tracked.finished_at.is_none() {
-                tracked.finished_at = Some(Instant::now());
+                tracked.finished_at = Some(now);
             }
             let change = pb::TaskTransition {
                 task_index: index as u32,
@@ -212,32 +255,32 @@ impl TrackerState {
         events
     }
 
-    /// Resumes tracking a LOST job with the tasks a fresh query returned:
-    /// emits a new `accepted` event with the job as it now is. `None` when
-    /// the job is not tracked or not LOST.
+    /// Resumes tracking a LOST job (read from the journal) with the tasks a
+    /// fresh query returned: emits a new `accepted` event with the job as it
+    /// now is. `None` when it is not LOST or is tracked already.
     pub fn revive(
         &mut self,
-        key: &str,
+        record: JobRecord,
         tasks: Vec<pb::Task>,
         now: SystemTime,
     ) -> Option<Arc<pb::JobEvent>> {
-        let tracked = self.jobs.get_mut(key)?;
-        if tracked.job.status != pb::JobStatus::Lost as i32 {
+        let key = record.job.result_key.clone();
+        if self.jobs.contains_key(&key) || record.job.status != pb::JobStatus::Lost as i32 {
             return None;
         }
+        self.insert(record);
+        let tracked = self.jobs.get_mut(&key).expect("just inserted");
         tracked.job.tasks = tasks;
         tracked.job.last_error = None;
         tracked.job.status = pb::JobStatus::Active as i32;
         let status = job_status_of(&tracked.job);
         tracked.job.status = status as i32;
-        tracked.finished_at = (status != pb::JobStatus::Active).then(Instant::now);
+        tracked.finished_at = (status != pb::JobStatus::Active).then_some(now);
         let job = tracked.job.clone();
         Some(self.push_event(
             &job,
             now,
-            Kind::Accepted(pb::JobAccepted {
-                job: Some(job.clone()),
-            }),
+            Kind::Accepted(pb::JobAccepted { job: Some(job.clone()) }),
         ))
     }
 
@@ -254,53 +297,21 @@ impl TrackerState {
         }
         if error.next_attempt_at.is_none() {
             tracked.job.status = pb::JobStatus::Lost as i32;
-            tracked.finished_at = Some(Instant::now());
+            tracked.finished_at = Some(now);
         }
         tracked.job.last_error = Some(error.clone());
         let job = tracked.job.clone();
         Some(self.push_event(&job, now, Kind::UpstreamError(error)))
     }
 
-    /// Current state of every job the filter selects, oldest first.
-    pub fn snapshot(&self, filter: &JobFilter) -> Vec<pb::Job> {
+    /// Current state of every job in memory the filter selects, oldest
+    /// first.
+    pub fn snapshot(&self, filter: &JobFilter) -> Vec<(u64, pb::Job)> {
         self.by_accepted_seq
-            .values()
-            .filter(|key| filter.matches(key))
-            .filter_map(|key| self.jobs.get(key).map(|t| t.job.clone()))
-            .collect()
-    }
-
-    /// Every retained event after `after_seq` that the filter selects, or an
-    /// error when some event after `after_seq` is no longer retained (or
-    /// `after_seq` is ahead of the log, as after a server restart).
-    pub fn replay(
-        &self,
-        after_seq: u64,
-        filter: &JobFilter,
-    ) -> Result<Vec<Arc<pb::JobEvent>>, ReplayUnavailable> {
-        let head_seq = self.head_seq();
-        let oldest_retained = self.log.front().map_or(0, |e| e.seq);
-        // Checked first: `after_seq` comes from clients and may be u64::MAX.
-        if after_seq > head_seq
-            || oldest_retained > after_seq + 1
-            || (self.log.is_empty() && after_seq < head_seq)
-        {
-            return Err(ReplayUnavailable {
-                after_seq,
-                oldest_retained,
-                head_seq,
-            });
-        }
-        // Sequence numbers in the log are consecutive, so the start index is
-        // arithmetic rather than a search.
-        let start = (after_seq + 1).saturating_sub(oldest_retained) as usize;
-        Ok(self
-            .log
             .iter()
-            .skip(start)
-            .filter(|e| filter.matches(&e.result_key))
-            .cloned()
-            .collect())
+            .filter(|(_, key)| filter.matches(key))
+            .filter_map(|(&seq, key)| self.jobs.get(key).map(|t| (seq, t.job.clone())))
+            .collect()
     }
 
     /// Keys of the selected jobs that are still ACTIVE.
@@ -312,49 +323,34 @@ impl TrackerState {
             .collect()
     }
 
-    /// A page of jobs, newest first.
-    pub fn list(&self, query: &ListQuery) -> ListPage {
-        let upper = query.before_seq.unwrap_or(u64::MAX);
-        let mut jobs = Vec::new();
-        let mut next_before_seq = None;
-        for (&seq, key) in self.by_accepted_seq.range(..upper).rev() {
-            let Some(tracked) = self.jobs.get(key) else {
-                continue;
-            };
-            let job = &tracked.job;
-            if query.api.is_some_and(|api| job.api != api as i32)
-                || query.status.is_some_and(|s| job.status != s as i32)
-            {
-                continue;
-            }
-            if jobs.len() == query.page_size {
-                next_before_seq = Some(seq + 1);
-                break;
-            }
-            jobs.push(job.clone());
-        }
-        ListPage {
-            jobs,
-            next_before_seq,
-        }
+    /// What the current step changed, to be made durable; starts the next
+    /// step.
+    pub fn take_writes(&mut self) -> StepWrites {
+        let mut writes = std::mem::take(&mut self.step);
+        let mut dirty: Vec<&TrackedJob> = self
+            .dirty
+            .drain()
+            .filter_map(|key| self.jobs.get(&key))
+            .collect();
+        dirty.sort_by_key(|t| t.accepted_seq);
+        writes.jobs.extend(dirty.into_iter().map(TrackedJob::record));
+        writes
     }
 
-    /// Forgets jobs that finished more than `retention` ago; returns their keys.
-    pub fn expire(&mut self, now: Instant, retention: std::time::Duration) -> Vec<String> {
-        let expired: Vec<(String, u64)> = self
+    /// Drops finished jobs from memory once their step is durable: the
+    /// journal serves them from then on.
+    pub fn evict_finished(&mut self) -> usize {
+        let finished: Vec<(String, u64)> = self
             .jobs
             .iter()
-            .filter(|(_, t)| {
-                t.finished_at
-                    .is_some_and(|f| now.duration_since(f) >= retention)
-            })
+            .filter(|(_, t)| t.job.status != pb::JobStatus::Active as i32)
             .map(|(k, t)| (k.clone(), t.accepted_seq))
             .collect();
-        for (key, seq) in &expired {
+        for (key, seq) in &finished {
             self.jobs.remove(key);
             self.by_accepted_seq.remove(seq);
         }
-        expired.into_iter().map(|(k, _)| k).collect()
+        finished.len()
     }
 
     fn push_event(&mut self, job: &pb::Job, now: SystemTime, kind: Kind) -> Arc<pb::JobEvent> {
@@ -366,16 +362,15 @@ impl TrackerState {
             api: job.api,
             result_key: job.result_key.clone(),
             job_status: job.status,
+            submission_id: job.submission_id.clone(),
             kind: Some(kind),
         });
         if let Some(tracked) = self.jobs.get_mut(&job.result_key) {
             tracked.job.last_seq = seq;
             tracked.job.updated_at = Some(timestamp(now));
+            self.dirty.insert(job.result_key.clone());
         }
-        if self.log.len() == self.log_capacity {
-            self.log.pop_front();
-        }
-        self.log.push_back(event.clone());
+        self.step.events.push(event.clone());
         event
     }
 }
@@ -429,10 +424,10 @@ mod tests {
 
     #[test]
     fn transitions_get_consecutive_seqs_and_complete_the_job() {
-        let mut state = TrackerState::new(100);
+        let mut state = TrackerState::new(0, Vec::new());
         let now = SystemTime::now();
-        let (accepted, seq) = state.accept(job("k", 2), now);
-        assert_eq!((accepted.unwrap().seq, seq), (1, 1));
+        let (accepted, seq) = state.accept(job("k", 2), Some("sub".into()), now);
+        assert_eq!((accepted.seq, seq), (1, 1));
         use WireTaskStatus::*;
         assert_eq!(state.observe("k", &wire(&[Waiting, Waiting]), now).len(), 0);
         let events = state.observe("k", &wire(&[Running, Success]), now);
@@ -446,7 +441,7 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].job_status, pb::JobStatus::Completed as i32);
         // Two tasks finishing in one poll: only the second event completes.
-        state.accept(job("two", 2), now);
+        state.accept(job("two", 2), None, now);
         let events = state.observe("two", &wire(&[Success, Success]), now);
         let statuses: Vec<i32> = events.iter().map(|e| e.job_status).collect();
         assert_eq!(
@@ -459,33 +454,62 @@ mod tests {
         let job = state.get("k").unwrap();
         assert_eq!(job.last_seq, 4);
         assert_eq!(job.tasks[1].result_urls, ["http://r"]);
-        // Accepting the same key again changes nothing.
-        assert_eq!(state.accept(job.clone(), now), (None, 1));
     }
 
     #[test]
-    fn replay_is_exact_and_refuses_evicted_ranges() {
-        let mut state = TrackerState::new(3);
+    fn a_step_writes_its_events_the_jobs_they_changed_and_settlements() {
+        let mut state = TrackerState::new(41, Vec::new());
         let now = SystemTime::now();
-        for key in ["a", "b", "c", "d"] {
-            state.accept(job(key, 1), now);
-        }
-        // Seq 1 was evicted: resuming after 0 would miss it.
-        assert!(state.replay(0, &JobFilter::All).is_err());
-        let events = state.replay(1, &JobFilter::All).unwrap();
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
-        assert!(state.replay(4, &JobFilter::All).unwrap().is_empty());
-        assert!(state.replay(5, &JobFilter::All).is_err());
-        assert!(state.replay(u64::MAX, &JobFilter::All).is_err());
-        let only_c = JobFilter::Keys(["c".to_string()].into());
-        assert_eq!(state.replay(1, &only_c).unwrap()[0].result_key, "c");
+        state.accept(job("k", 1), Some("sub".into()), now);
+        state.observe("k", &wire(&[WireTaskStatus::Success]), now);
+        let writes = state.take_writes();
+        assert_eq!(
+            writes.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [42, 43],
+            "seqs continue from the journal's head"
+        );
+        assert_eq!(writes.jobs.len(), 1, "one row per job, as it ends the step");
+        assert_eq!(writes.jobs[0].job.status, pb::JobStatus::Completed as i32);
+        assert_eq!(writes.jobs[0].accepted_seq, 42);
+        assert!(writes.jobs[0].finished_at.is_some());
+        assert_eq!(
+            writes.settlements,
+            [Settlement::Accepted {
+                id: "sub".into(),
+                result_key: "k".into()
+            }]
+        );
+        assert!(state.take_writes().is_empty(), "a step's writes are taken once");
+        assert_eq!(state.evict_finished(), 1);
+        assert!(state.is_empty(), "finished jobs live in the journal only");
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_a_record_without_a_key_and_never_polled() {
+        let mut state = TrackerState::new(9, Vec::new());
+        let draft = pb::Job {
+            submission_id: "sub".into(),
+            ..job("", 1)
+        };
+        let (event, record) = state.outcome_unknown(draft, SystemTime::now());
+        assert_eq!(event.seq, 10);
+        assert_eq!(record.status, pb::JobStatus::SubmitOutcomeUnknown as i32);
+        assert!(record.result_key.is_empty());
+        assert_eq!(event.submission_id, "sub");
+        assert!(state.is_empty(), "nothing to poll");
+        let writes = state.take_writes();
+        assert_eq!(writes.jobs[0].accepted_seq, 10);
+        assert_eq!(
+            writes.settlements,
+            [Settlement::OutcomeUnknown { id: "sub".into() }]
+        );
     }
 
     #[test]
     fn a_fatal_poll_error_loses_the_job_and_later_polls_are_ignored() {
-        let mut state = TrackerState::new(10);
+        let mut state = TrackerState::new(0, Vec::new());
         let now = SystemTime::now();
-        state.accept(job("k", 1), now);
+        state.accept(job("k", 1), None, now);
         let retry = pb::UpstreamError {
             aliyun_code: 23500004,
             next_attempt_at: Some(timestamp(now)),
@@ -517,38 +541,21 @@ mod tests {
     }
 
     #[test]
-    fn list_pages_newest_first_with_filters_and_expiry() {
-        let mut state = TrackerState::new(100);
-        let now = SystemTime::now();
-        for i in 0..5 {
-            state.accept(job(&format!("j{i}"), 1), now);
-        }
-        state.observe("j1", &wire(&[WireTaskStatus::Success]), now);
-        let first = state.list(&ListQuery {
-            page_size: 2,
-            ..Default::default()
-        });
-        let keys: Vec<_> = first.jobs.iter().map(|j| j.result_key.as_str()).collect();
-        assert_eq!(keys, ["j4", "j3"]);
-        let second = state.list(&ListQuery {
-            page_size: 2,
-            before_seq: first.next_before_seq,
-            ..Default::default()
-        });
-        let keys: Vec<_> = second.jobs.iter().map(|j| j.result_key.as_str()).collect();
-        assert_eq!(keys, ["j2", "j1"]);
-        let done = state.list(&ListQuery {
-            page_size: 10,
-            status: Some(pb::JobStatus::Completed),
-            ..Default::default()
-        });
-        assert_eq!(done.jobs.len(), 1);
-        assert!(done.next_before_seq.is_none());
-        let expired = state.expire(
-            Instant::now() + std::time::Duration::from_secs(10),
-            std::time::Duration::from_secs(5),
-        );
-        assert_eq!(expired, ["j1"]);
-        assert_eq!(state.len(), 4);
+    fn recovered_jobs_are_polled_without_a_new_accepted_event() {
+        let recovered = JobRecord {
+            job: pb::Job {
+                status: pb::JobStatus::Active as i32,
+                last_seq: 7,
+                ..job("k", 1)
+            },
+            accepted_seq: 5,
+            finished_at: None,
+        };
+        let mut state = TrackerState::new(7, vec![recovered]);
+        assert!(state.take_writes().is_empty());
+        assert_eq!(state.accepted_seq("k"), Some(5));
+        let events = state.observe("k", &wire(&[WireTaskStatus::Running]), SystemTime::now());
+        assert_eq!(events[0].seq, 8);
+        assert_eq!(state.snapshot(&JobFilter::All).len(), 1);
     }
 }

@@ -1,6 +1,8 @@
-//! A watcher's view of the tracker: what it is sent first (snapshot or
-//! replay, then the `synced` marker), then live events through a bounded
-//! buffer the aggregator never waits on.
+//! A watcher's view of the tracker: what it is sent first (a snapshot, or
+//! the replay of the journal after its `after_seq`), then the `synced`
+//! marker, then live events through a bounded buffer the aggregator never
+//! waits on. The first part is read from the journal by the stream itself,
+//! so a long replay never holds up the aggregator.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,7 +13,12 @@ use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
 use tokio::sync::mpsc;
 
+use super::state::JobFilter;
 use crate::error::ServiceError;
+use crate::store::Store;
+
+/// Events and jobs read from the journal per query.
+const PAGE: usize = 1000;
 
 /// Shared between the aggregator and one watcher: set when the watcher's
 /// buffer overflowed and the aggregator dropped it.
@@ -28,9 +35,24 @@ impl LagFlag {
     }
 }
 
+/// How a watch begins.
+pub(crate) enum Start {
+    /// Every matching event after `after_seq`; when retention removed some
+    /// of them, a snapshot instead (`or_snapshot`) or OUT_OF_RANGE.
+    Replay { after_seq: u64, or_snapshot: bool },
+    /// The state of every matching job: those in memory (being polled) as
+    /// they were at the head, the rest from the journal.
+    Snapshot { in_memory: Vec<(u64, pb::Job)> },
+}
+
 /// A registered watcher.
 pub struct Subscription {
-    pub(crate) initial: Vec<pb::WatchResponse>,
+    pub(crate) start: Start,
+    /// The seq the watcher was registered at: live events come after it.
+    pub(crate) head_seq: u64,
+    pub(crate) filter: JobFilter,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store_id: Arc<str>,
     pub(crate) live: mpsc::Receiver<Arc<pb::JobEvent>>,
     pub(crate) lagged: Arc<LagFlag>,
     pub(crate) buffer: usize,
@@ -41,6 +63,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The seq the watcher starts live from.
+    pub fn head_seq(&self) -> u64 {
+        self.head_seq
+    }
+
     /// The watch stream. With `stop_when_done`, and named jobs, it ends once
     /// every named job is COMPLETED or LOST; otherwise it runs until the
     /// client goes away, the watcher lags, or the server shuts down.
@@ -49,7 +76,11 @@ impl Subscription {
         stop_when_done: bool,
     ) -> impl Stream<Item = Result<pb::WatchResponse, ServiceError>> + Send + 'static {
         let Subscription {
-            initial,
+            start,
+            head_seq,
+            filter,
+            store,
+            store_id,
             mut live,
             lagged,
             buffer,
@@ -58,15 +89,81 @@ impl Subscription {
         } = self;
         let mut pending = pending.filter(|_| stop_when_done);
         async_stream::stream! {
-            let mut last_seq = 0;
-            for item in initial {
-                match &item.kind {
-                    Some(WatchKind::Event(e)) => last_seq = e.seq,
-                    Some(WatchKind::Synced(s)) => last_seq = s.head_seq,
-                    _ => {}
+            let mut snapshot_from_memory = None;
+            match start {
+                Start::Replay { after_seq, or_snapshot } => {
+                    match store.compacted_through().await {
+                        Err(e) => {
+                            yield Err(e.into());
+                            return;
+                        }
+                        Ok(compacted) if compacted > after_seq => {
+                            if or_snapshot {
+                                snapshot_from_memory = Some(Vec::new());
+                            } else {
+                                yield Err(gone(after_seq, compacted));
+                                return;
+                            }
+                        }
+                        Ok(_) => {
+                            let mut cursor = after_seq;
+                            loop {
+                                let page = match store.events(cursor, head_seq, filter.keys(), PAGE).await {
+                                    Ok(page) => page,
+                                    Err(e) => {
+                                        yield Err(e.into());
+                                        return;
+                                    }
+                                };
+                                // Retention may have run since the check:
+                                // what it removed would be missing.
+                                if cursor == after_seq {
+                                    match store.compacted_through().await {
+                                        Ok(compacted) if compacted > after_seq => {
+                                            yield Err(gone(after_seq, compacted));
+                                            return;
+                                        }
+                                        Ok(_) => {}
+                                        Err(e) => {
+                                            yield Err(e.into());
+                                            return;
+                                        }
+                                    }
+                                }
+                                let full = page.len() == PAGE;
+                                for event in page {
+                                    cursor = event.seq;
+                                    yield Ok(event_response(event));
+                                }
+                                if !full {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                 }
-                yield Ok(item);
+                Start::Snapshot { in_memory } => snapshot_from_memory = Some(in_memory),
             }
+            if let Some(in_memory) = snapshot_from_memory {
+                match snapshot(&*store, in_memory, head_seq, &filter).await {
+                    Ok(jobs) => {
+                        for job in jobs {
+                            yield Ok(pb::WatchResponse { kind: Some(WatchKind::Snapshot(job)) });
+                        }
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                }
+            }
+            yield Ok(pb::WatchResponse {
+                kind: Some(WatchKind::Synced(pb::Synced {
+                    head_seq,
+                    server_id: store_id.to_string(),
+                })),
+            });
+            let mut last_seq = head_seq;
             if pending.as_ref().is_some_and(HashSet::is_empty) {
                 return;
             }
@@ -79,7 +176,7 @@ impl Subscription {
                 last_seq = event.seq;
                 let finished = event.job_status != pb::JobStatus::Active as i32;
                 let key = event.result_key.clone();
-                yield Ok(pb::WatchResponse { kind: Some(WatchKind::Event((*event).clone())) });
+                yield Ok(event_response((*event).clone()));
                 if let Some(pending) = pending.as_mut() {
                     if finished {
                         pending.remove(&key);
@@ -96,4 +193,62 @@ impl Subscription {
             }
         }
     }
+}
+
+fn event_response(event: pb::JobEvent) -> pb::WatchResponse {
+    pb::WatchResponse {
+        kind: Some(WatchKind::Event(event)),
+    }
+}
+
+fn gone(after_seq: u64, compacted: u64) -> ServiceError {
+    ServiceError::OutOfRange(format!(
+        "events after seq {after_seq} are not available: this server retains seqs after {compacted} only; watch again without after_seq"
+    ))
+}
+
+/// Every matching job as of `head_seq`, oldest first: those in memory as
+/// they were then, the others (finished) from the journal.
+async fn snapshot(
+    store: &dyn Store,
+    in_memory: Vec<(u64, pb::Job)>,
+    head_seq: u64,
+    filter: &JobFilter,
+) -> Result<Vec<pb::Job>, ServiceError> {
+    let polled: HashSet<String> = in_memory
+        .iter()
+        .map(|(_, job)| job.result_key.clone())
+        .collect();
+    let mut jobs = in_memory;
+    match filter {
+        JobFilter::Keys(keys) => {
+            for key in keys.iter().filter(|k| !polled.contains(*k)) {
+                if let Some(record) = store.job_by_key(key).await?
+                    && record.job.last_seq <= head_seq
+                {
+                    jobs.push((record.accepted_seq, record.job));
+                }
+            }
+        }
+        JobFilter::All => {
+            let mut cursor = 0;
+            loop {
+                let page = store.jobs_after(cursor, head_seq, PAGE).await?;
+                let full = page.len() == PAGE;
+                if let Some(last) = page.last() {
+                    cursor = last.accepted_seq;
+                }
+                jobs.extend(
+                    page.into_iter()
+                        .filter(|r| !polled.contains(&r.job.result_key))
+                        .map(|r| (r.accepted_seq, r.job)),
+                );
+                if !full {
+                    break;
+                }
+            }
+        }
+    }
+    jobs.sort_by_key(|(seq, _)| *seq);
+    Ok(jobs.into_iter().map(|(_, job)| job).collect())
 }

@@ -99,7 +99,7 @@ impl ErrorEntry {
 }
 
 fn key_of(event: &pb::JobEvent) -> JobKey {
-    JobKey::new(event.api(), &event.result_key)
+    JobKey::of_event(event)
 }
 
 /// The most recent errors (bounded) and counts of all of them.

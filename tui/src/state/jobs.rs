@@ -25,9 +25,23 @@ impl JobKey {
         }
     }
 
-    /// The key of a job message.
+    /// The key of a job message. A submit whose outcome is unknown has no
+    /// result key: its submission id stands in.
     pub fn of(job: &pb::Job) -> Self {
-        JobKey::new(job.api(), &job.result_key)
+        JobKey::new(job.api(), name_of(&job.result_key, &job.submission_id))
+    }
+
+    /// The key of the job an event is about.
+    pub fn of_event(event: &pb::JobEvent) -> Self {
+        JobKey::new(event.api(), name_of(&event.result_key, &event.submission_id))
+    }
+}
+
+fn name_of<'a>(result_key: &'a str, submission_id: &'a str) -> &'a str {
+    if result_key.is_empty() {
+        submission_id
+    } else {
+        result_key
     }
 }
 
@@ -266,9 +280,11 @@ impl Jobs {
     pub fn apply_event(&mut self, event: pb::JobEvent) {
         self.generation += 1;
         let time = to_system_time(event.time.as_ref());
-        let key = JobKey::new(event.api(), &event.result_key);
-        if let Some(pb::job_event::Kind::Accepted(accepted)) = &event.kind
-            && let Some(job) = &accepted.job
+        let key = JobKey::of_event(&event);
+        if let Some(
+            pb::job_event::Kind::Accepted(pb::JobAccepted { job: Some(job) })
+            | pb::job_event::Kind::SubmitOutcomeUnknown(pb::SubmitOutcomeUnknown { job: Some(job) }),
+        ) = &event.kind
         {
             let mut job = job.clone();
             job.last_seq = job.last_seq.max(event.seq);
@@ -324,7 +340,10 @@ impl Jobs {
                     message: e.message,
                 });
             }
-            Some(pb::job_event::Kind::Accepted(_)) | None => {}
+            Some(
+                pb::job_event::Kind::Accepted(_) | pb::job_event::Kind::SubmitOutcomeUnknown(_),
+            )
+            | None => {}
         }
     }
 

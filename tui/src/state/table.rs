@@ -82,8 +82,10 @@ impl StatusFilter {
             StatusFilter::Active => job.status == pb::JobStatus::Active,
             StatusFilter::Completed => job.status == pb::JobStatus::Completed,
             StatusFilter::Troubled => {
-                job.status == pb::JobStatus::Lost
-                    || job.last_error.is_some()
+                matches!(
+                    job.status,
+                    pb::JobStatus::Lost | pb::JobStatus::SubmitOutcomeUnknown
+                ) || job.last_error.is_some()
                     || job.tasks.iter().any(|t| t.status == pb::TaskStatus::Failed)
             }
         }
@@ -392,7 +394,7 @@ impl TableView {
 fn status_rank(job: &JobRow) -> (u8, std::cmp::Reverse<usize>) {
     let failed = job.counts()[3];
     let rank = match job.status {
-        pb::JobStatus::Lost => 0,
+        pb::JobStatus::Lost | pb::JobStatus::SubmitOutcomeUnknown => 0,
         pb::JobStatus::Active => 1,
         _ => 2,
     };

@@ -39,6 +39,7 @@ pub mod build {
             result_key: job.result_key.clone(),
             job_status: pb::JobStatus::Active as i32,
             time: Some(at(seq)),
+            submission_id: String::new(),
             kind: Some(pb::job_event::Kind::Accepted(pb::JobAccepted {
                 job: Some(job),
             })),
@@ -61,6 +62,7 @@ pub mod build {
             result_key: key.into(),
             job_status: job_status as i32,
             time: Some(at(seq)),
+            submission_id: String::new(),
             kind: Some(pb::job_event::Kind::Transition(pb::TaskTransition {
                 task_index: task,
                 previous: from as i32,
@@ -87,6 +89,7 @@ pub mod build {
             result_key: key.into(),
             job_status: pb::JobStatus::Active as i32,
             time: Some(at(seq)),
+            submission_id: String::new(),
             kind: Some(pb::job_event::Kind::UpstreamError(pb::UpstreamError {
                 aliyun_code: code,
                 http_status: 200,

@@ -47,6 +47,7 @@ pub fn job_status(s: pb::JobStatus) -> &'static str {
         pb::JobStatus::Active => "ACTIVE",
         pb::JobStatus::Completed => "DONE",
         pb::JobStatus::Lost => "LOST",
+        pb::JobStatus::SubmitOutcomeUnknown => "UNKNOWN",
         pb::JobStatus::Unspecified => "?",
     }
 }

@@ -90,7 +90,9 @@ fn row(job: &JobRow, expanded: bool, now: SystemTime) -> Row<'static> {
         ),
     ]);
     let status_style = match job.status {
-        pb::JobStatus::Lost => Style::default().fg(Color::Red),
+        pb::JobStatus::Lost | pb::JobStatus::SubmitOutcomeUnknown => {
+            Style::default().fg(Color::Red)
+        }
         pb::JobStatus::Completed if failed > 0 => Style::default().fg(Color::Red),
         pb::JobStatus::Completed => Style::default().fg(Color::Green),
         _ => Style::default().fg(Color::Yellow),

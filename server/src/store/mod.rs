@@ -1,0 +1,255 @@
+//! The durable journal: jobs, submit intents (with their idempotency keys)
+//! and the event log, behind one `Store` trait so that the embedded SQLite
+//! store and a shared database implement the same contract.
+//!
+//! The rules the rest of retouchd relies on:
+//! - `commit` makes one aggregator step durable as a whole (its events, the
+//!   jobs they changed and the submissions they settled) before it returns;
+//!   nothing of a failed commit is visible afterwards.
+//! - Sequence numbers are assigned by the caller, strictly increasing, and
+//!   `recover` returns the highest one ever committed, so they continue
+//!   across restarts and are never reused.
+//! - A submission row exists before its upstream call is made
+//!   (`begin_submission`), so a crash in between is found by `recover`.
+
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use retouch_api::v1 as pb;
+
+pub use sqlite::{SqliteStore, StoreOpenError};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The journal could not be read or written (I/O error, full disk,
+    /// database busy): the operation did not happen and may be retried.
+    #[error("the journal is unavailable: {0}")]
+    Unavailable(String),
+    /// The journal holds something this retouchd cannot use (a bug, or a
+    /// file changed behind its back).
+    #[error("the journal is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// A job as stored: the `Job` message plus what the journal orders it by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The job as clients see it.
+    pub job: pb::Job,
+    /// Seq of the event that first recorded it (its `accepted` event, or the
+    /// `submit_outcome_unknown` one): the job's position in listings.
+    pub accepted_seq: u64,
+    /// When it stopped changing (COMPLETED, LOST, or outcome unknown);
+    /// retention counts from here.
+    pub finished_at: Option<SystemTime>,
+}
+
+/// A submit intent, recorded before the upstream call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSubmission {
+    /// retouchd's id of the submission (`Job.submission_id`).
+    pub id: String,
+    /// The client's idempotency key, if it gave one.
+    pub request_id: Option<String>,
+    /// SHA-256 of the API and the tasks: what a retry must match.
+    pub fingerprint: [u8; 32],
+    /// What is being submitted: the API, the tasks' inputs, the ids.
+    pub draft: pb::Job,
+    /// When the intent was recorded.
+    pub created_at: SystemTime,
+}
+
+/// What became of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmissionState {
+    /// Recorded; the upstream call is under way (or was, when retouchd
+    /// stopped: `recover` reports those).
+    Pending,
+    /// The upstream accepted it under this result key.
+    Accepted {
+        /// The upstream's result key.
+        result_key: String,
+    },
+    /// The upstream call may or may not have been billed.
+    OutcomeUnknown,
+}
+
+/// A stored submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionRecord {
+    /// retouchd's id.
+    pub id: String,
+    /// The client's idempotency key.
+    pub request_id: Option<String>,
+    /// SHA-256 of the API and the tasks.
+    pub fingerprint: [u8; 32],
+    /// What was submitted.
+    pub draft: pb::Job,
+    /// Where it stands.
+    pub state: SubmissionState,
+    /// When it was recorded.
+    pub created_at: SystemTime,
+}
+
+/// Answer of `begin_submission`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Began {
+    /// The intent is recorded: the caller may submit upstream.
+    Recorded,
+    /// The request id is bound to this earlier submission; nothing was
+    /// recorded.
+    Existing(SubmissionRecord),
+}
+
+/// How a step settles a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// The upstream accepted it under `result_key`.
+    Accepted {
+        /// Submission id.
+        id: String,
+        /// The upstream's result key.
+        result_key: String,
+    },
+    /// Its outcome cannot be known.
+    OutcomeUnknown {
+        /// Submission id.
+        id: String,
+    },
+}
+
+/// Everything one aggregator step changed, made durable atomically.
+#[derive(Debug, Clone, Default)]
+pub struct StepWrites {
+    /// New events, in seq order.
+    pub events: Vec<Arc<pb::JobEvent>>,
+    /// Jobs as they stand after the step (inserted or replaced).
+    pub jobs: Vec<JobRecord>,
+    /// Submissions the step settled.
+    pub settlements: Vec<Settlement>,
+}
+
+impl StepWrites {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.jobs.is_empty() && self.settlements.is_empty()
+    }
+}
+
+/// What a restarting retouchd picks up.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// The highest seq ever committed (0 for a new journal).
+    pub head_seq: u64,
+    /// Jobs still ACTIVE: polling resumes for each.
+    pub active_jobs: Vec<JobRecord>,
+    /// Submissions recorded but never settled: retouchd stopped between the
+    /// intent and the outcome, so each may have been billed.
+    pub unsettled: Vec<SubmissionRecord>,
+}
+
+/// Filters and position of a `ListJobs` page.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this API (`None`: all).
+    pub api: Option<pb::Api>,
+    /// Only this status (`None`: all).
+    pub status: Option<pb::JobStatus>,
+    /// Most jobs to return.
+    pub page_size: usize,
+    /// Only jobs recorded before this seq (`None`: from the newest).
+    pub before_seq: Option<u64>,
+}
+
+/// A page of `ListJobs`.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<pb::Job>,
+    /// Where the next page starts, if there is one.
+    pub next_before_seq: Option<u64>,
+}
+
+/// What retention removes.
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    /// Finished jobs (and their submissions) that finished before this go.
+    pub jobs_finished_before: SystemTime,
+    /// Events older than this go.
+    pub events_before: SystemTime,
+    /// At most this many events are kept (the oldest go first).
+    pub max_events: u64,
+}
+
+/// What a compaction removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Jobs removed.
+    pub jobs: u64,
+    /// Events removed.
+    pub events: u64,
+    /// Submission rows removed (freeing their request ids).
+    pub submissions: u64,
+}
+
+/// The journal. One implementation per database; every method is one
+/// atomic, durable operation.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The journal's id, fixed when it was created: sequence numbers are
+    /// only meaningful together with it (`Synced.server_id`).
+    fn store_id(&self) -> &str;
+
+    /// What a starting retouchd needs: the head seq, the jobs to poll, and
+    /// the submissions left unsettled by a crash.
+    async fn recover(&self) -> Result<Recovered, StoreError>;
+
+    /// Makes one step durable: all of it or none of it.
+    async fn commit(&self, writes: StepWrites) -> Result<(), StoreError>;
+
+    /// Records a submit intent, unless its request id is bound already (a
+    /// unique constraint decides, not a read before the write).
+    async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError>;
+
+    /// Forgets a submission that definitely billed nothing, freeing its
+    /// request id. A submission already settled is left alone.
+    async fn abandon_submission(&self, id: &str) -> Result<(), StoreError>;
+
+    /// The job with this result key.
+    async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError>;
+
+    /// The job (or unknown-outcome record) a submission created.
+    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+
+    /// A page of jobs, newest first.
+    async fn list_jobs(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+
+    /// Jobs recorded after `after_accepted_seq` whose last event is at most
+    /// `max_last_seq`, oldest first, at most `limit`: pages of a snapshot.
+    async fn jobs_after(
+        &self,
+        after_accepted_seq: u64,
+        max_last_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Events with `after < seq <= upto`, of the given jobs only when `keys`
+    /// is set, in seq order, at most `limit`.
+    async fn events(
+        &self,
+        after: u64,
+        upto: u64,
+        keys: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<Vec<pb::JobEvent>, StoreError>;
+
+    /// The highest seq removed by retention (0 if none): resuming after an
+    /// older seq would miss events.
+    async fn compacted_through(&self) -> Result<u64, StoreError>;
+
+    /// Removes what retention no longer keeps.
+    async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError>;
+}

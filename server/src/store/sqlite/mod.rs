@@ -1,0 +1,309 @@
+//! The embedded journal: SQLite (bundled, no system library) in WAL mode
+//! with `synchronous=FULL`, one writer thread with group commit, a few
+//! reader connections, and a lock file that keeps a second retouchd out of
+//! the same data directory.
+
+mod sql;
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use retouch_api::v1 as pb;
+use rusqlite::{Connection, OpenFlags};
+use rusqlite_migration::{M, Migrations};
+
+use super::{
+    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, NewSubmission, Recovered,
+    StepWrites, Store, StoreError,
+};
+use writer::Writer;
+
+/// Name of the journal file inside the data directory.
+pub const JOURNAL_FILE: &str = "journal.db";
+/// Name of the lock file inside the data directory.
+pub const LOCK_FILE: &str = "retouchd.lock";
+
+/// The schema, one migration per version; never edit a released one.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("migrations/0001_journal.sql"))])
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Why the journal could not be opened. Nothing was changed on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the journal {}: {reason}", path.display())]
+pub struct StoreOpenError {
+    /// The file (or directory) at fault.
+    pub path: PathBuf,
+    /// What is wrong and what to do about it.
+    pub reason: String,
+}
+
+/// The SQLite journal in one data directory.
+pub struct SqliteStore {
+    id: String,
+    writer: Writer,
+    readers: Arc<Readers>,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the journal in `dir`, migrating its schema
+    /// to this version. Fails without touching anything if another process
+    /// holds the directory, the file is not a journal, or its schema is
+    /// newer than this retouchd knows.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreOpenError> {
+        let fail = |path: &Path, reason: String| StoreOpenError {
+            path: path.to_owned(),
+            reason,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(dir, format!("cannot create the data directory: {e}")))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                fail(
+                    &lock_path,
+                    format!("cannot create the lock file (is the data directory writable?): {e}"),
+                )
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                return Err(fail(
+                    &lock_path,
+                    format!(
+                        "the data directory is in use by another retouchd{}; stop it or give this one another --data-dir",
+                        match holder.trim() {
+                            "" => String::new(),
+                            pid => format!(" (pid {pid})"),
+                        }
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(fail(&lock_path, format!("cannot lock: {e}")));
+            }
+        }
+        // The pid is for the message above; the lock is what counts.
+        let _ = lock.set_len(0);
+        let _ = write!(lock, "{}", std::process::id());
+
+        let path = dir.join(JOURNAL_FILE);
+        let mut conn = Connection::open(&path).map_err(|e| fail(&path, e.to_string()))?;
+        configure(&conn).map_err(|e| fail(&path, describe_open_error(&e)))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| fail(&path, describe_open_error(&e)))?;
+        if version > SCHEMA_VERSION {
+            return Err(fail(
+                &path,
+                format!(
+                    "it was written by a newer retouchd (schema version {version}; this one knows up to {SCHEMA_VERSION}); upgrade retouchd or use another --data-dir"
+                ),
+            ));
+        }
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| fail(&path, format!("cannot migrate its schema: {e}")))?;
+        let id = sql::ensure_identity(&conn, &uuid::Uuid::new_v4().simple().to_string())
+            .map_err(|e| fail(&path, describe_open_error(&e)))?;
+        let writer = Writer::start(conn)
+            .map_err(|e| fail(&path, format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            id,
+            writer,
+            readers: Arc::new(Readers {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            path,
+            _lock: lock,
+        })
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a consistent copy of the journal to `target` (which must not
+    /// exist) while retouchd keeps running: SQLite's `VACUUM INTO`.
+    pub async fn backup(&self, target: &Path) -> Result<(), StoreError> {
+        let target = target.to_string_lossy().into_owned();
+        self.readers
+            .read(move |conn| {
+                conn.execute("VACUUM INTO ?1", [target])
+                    .map(|_| ())
+                    .map_err(sql::io_error)
+            })
+            .await
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL: readers never block the writer. FULL: a commit is on disk (WAL
+    // fsynced) before it returns, which is what clients are told.
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode stayed {mode}"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    rusqlite::vtab::array::load_module(conn)?;
+    Ok(())
+}
+
+fn describe_open_error(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => format!(
+            "it is not a SQLite journal or it is damaged ({e}); nothing was changed: restore it from a backup or move it aside"
+        ),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
+            format!("it cannot be written (is the data directory read-only?): {e}")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Reader connections, opened as needed and reused.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    async fn read<R, F>(self: &Arc<Self>, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = this.checkout()?;
+            let result = work(&conn);
+            this.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a journal read failed: {e}")))?
+    }
+
+    fn checkout(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql::io_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql::io_error)?;
+        rusqlite::vtab::array::load_module(&conn).map_err(sql::io_error)?;
+        Ok(conn)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn store_id(&self) -> &str {
+        &self.id
+    }
+
+    async fn recover(&self) -> Result<Recovered, StoreError> {
+        self.readers.read(sql::recover).await
+    }
+
+    async fn commit(&self, writes: StepWrites) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .write(move |conn| sql::commit_step(conn, &writes))
+            .await
+    }
+
+    async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
+        self.writer
+            .write(move |conn| sql::begin_submission(conn, &new))
+            .await
+    }
+
+    async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| sql::abandon_submission(conn, &id))
+            .await
+    }
+
+    async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {
+        let key = result_key.to_owned();
+        self.readers
+            .read(move |conn| sql::job_where(conn, "result_key", &key))
+            .await
+    }
+
+    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| sql::job_where(conn, "submission_id", &id))
+            .await
+    }
+
+    async fn list_jobs(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let query = query.clone();
+        self.readers
+            .read(move |conn| sql::list_jobs(conn, &query))
+            .await
+    }
+
+    async fn jobs_after(
+        &self,
+        after_accepted_seq: u64,
+        max_last_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.readers
+            .read(move |conn| sql::jobs_after(conn, after_accepted_seq, max_last_seq, limit))
+            .await
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        upto: u64,
+        keys: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<Vec<pb::JobEvent>, StoreError> {
+        self.readers
+            .read(move |conn| sql::events(conn, after, upto, keys, limit))
+            .await
+    }
+
+    async fn compacted_through(&self) -> Result<u64, StoreError> {
+        self.readers.read(sql::compacted_through).await
+    }
+
+    async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError> {
+        self.writer
+            .write(move |conn| sql::compact(conn, &compaction))
+            .await
+    }
+}

@@ -1,0 +1,438 @@
+//! The SQL of the SQLite store: one function per statement group, each
+//! taking the connection (or savepoint) it runs on.
+
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use retouch_api::v1 as pb;
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+
+use crate::store::{
+    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, NewSubmission, Recovered,
+    Settlement, StepWrites, StoreError, SubmissionRecord, SubmissionState,
+};
+
+const STATE_PENDING: i64 = 1;
+const STATE_ACCEPTED: i64 = 2;
+const STATE_UNKNOWN: i64 = 3;
+
+/// A SQLite error as a store error: I/O, full disk and locks are
+/// `Unavailable`; anything else means the file is not what we expect.
+pub(super) fn io_error(e: rusqlite::Error) -> StoreError {
+    let unavailable = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+        )
+    );
+    if unavailable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub(super) fn millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|e| StoreError::Corrupt(format!("a stored {what} does not decode: {e}")))
+}
+
+fn seq(value: i64) -> u64 {
+    value.max(0) as u64
+}
+
+/// The store's id, created with the store on first use.
+pub(super) fn ensure_identity(conn: &Connection, new_id: &str) -> rusqlite::Result<String> {
+    conn.execute(
+        "INSERT INTO store_meta (id, store_id, created_at_ms) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO NOTHING",
+        params![new_id, millis(SystemTime::now())],
+    )?;
+    conn.query_row("SELECT store_id FROM store_meta WHERE id = 1", [], |r| {
+        r.get(0)
+    })
+}
+
+pub(super) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
+    let head: Option<i64> = conn
+        .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+        .map_err(io_error)?;
+    let compacted: i64 = conn
+        .query_row(
+            "SELECT compacted_through FROM store_meta WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(io_error)?;
+    let jobs_head: Option<i64> = conn
+        .query_row("SELECT MAX(last_seq) FROM jobs", [], |r| r.get(0))
+        .map_err(io_error)?;
+    let head_seq = seq(head.unwrap_or(0).max(compacted).max(jobs_head.unwrap_or(0)));
+    let mut active = conn
+        .prepare(
+            "SELECT accepted_seq, finished_at_ms, job FROM jobs WHERE status = ?1
+             ORDER BY accepted_seq",
+        )
+        .map_err(io_error)?;
+    let active_jobs = active
+        .query_map([pb::JobStatus::Active as i32], job_columns)
+        .map_err(io_error)?
+        .map(|row| row.map_err(io_error).and_then(job_record))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut pending = conn
+        .prepare(
+            "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
+             FROM submissions WHERE state = ?1 ORDER BY created_at_ms",
+        )
+        .map_err(io_error)?;
+    let unsettled = pending
+        .query_map([STATE_PENDING], submission_columns)
+        .map_err(io_error)?
+        .map(|row| row.map_err(io_error).and_then(submission_record))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Recovered {
+        head_seq,
+        active_jobs,
+        unsettled,
+    })
+}
+
+pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), StoreError> {
+    let mut insert_event = conn
+        .prepare_cached(
+            "INSERT INTO events (seq, time_ms, result_key, event) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(io_error)?;
+    for event in &writes.events {
+        let time = event
+            .time
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .unwrap_or_else(SystemTime::now);
+        insert_event
+            .execute(params![
+                event.seq as i64,
+                millis(time),
+                event.result_key,
+                event.encode_to_vec()
+            ])
+            .map_err(io_error)?;
+    }
+    let mut upsert_job = conn
+        .prepare_cached(
+            "INSERT INTO jobs (accepted_seq, result_key, submission_id, api, status, last_seq,
+                               finished_at_ms, job)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (accepted_seq) DO UPDATE SET
+                 status = excluded.status, last_seq = excluded.last_seq,
+                 finished_at_ms = excluded.finished_at_ms, job = excluded.job",
+        )
+        .map_err(io_error)?;
+    for record in &writes.jobs {
+        let job = &record.job;
+        upsert_job
+            .execute(params![
+                record.accepted_seq as i64,
+                (!job.result_key.is_empty()).then_some(&job.result_key),
+                (!job.submission_id.is_empty()).then_some(&job.submission_id),
+                job.api,
+                job.status,
+                job.last_seq as i64,
+                record.finished_at.map(millis),
+                job.encode_to_vec()
+            ])
+            .map_err(io_error)?;
+    }
+    for settlement in &writes.settlements {
+        let (id, state, key) = match settlement {
+            Settlement::Accepted { id, result_key } => (id, STATE_ACCEPTED, Some(result_key)),
+            Settlement::OutcomeUnknown { id } => (id, STATE_UNKNOWN, None),
+        };
+        conn.prepare_cached("UPDATE submissions SET state = ?2, result_key = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, state, key]))
+            .map_err(io_error)?;
+    }
+    Ok(())
+}
+
+pub(super) fn begin_submission(
+    conn: &Connection,
+    new: &NewSubmission,
+) -> Result<Began, StoreError> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO submissions (id, request_id, fingerprint, state, created_at_ms, draft)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (request_id) DO NOTHING",
+            params![
+                new.id,
+                new.request_id,
+                &new.fingerprint[..],
+                STATE_PENDING,
+                millis(new.created_at),
+                new.draft.encode_to_vec()
+            ],
+        )
+        .map_err(io_error)?;
+    if inserted == 1 {
+        return Ok(Began::Recorded);
+    }
+    let existing = conn
+        .query_row(
+            "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
+             FROM submissions WHERE request_id = ?1",
+            [&new.request_id],
+            submission_columns,
+        )
+        .map_err(io_error)?;
+    Ok(Began::Existing(submission_record(existing)?))
+}
+
+pub(super) fn abandon_submission(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM submissions WHERE id = ?1 AND state = ?2",
+        params![id, STATE_PENDING],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn job_where(
+    conn: &Connection,
+    column: &str,
+    value: &str,
+) -> Result<Option<JobRecord>, StoreError> {
+    // `column` is one of our own names, never client input.
+    let sql = format!("SELECT accepted_seq, finished_at_ms, job FROM jobs WHERE {column} = ?1");
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([value], job_columns).optional())
+        .map_err(io_error)?
+        .map(job_record)
+        .transpose()
+}
+
+pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage, StoreError> {
+    let before = query.before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT accepted_seq, finished_at_ms, job FROM jobs
+             WHERE accepted_seq < ?1 AND (?2 IS NULL OR api = ?2) AND (?3 IS NULL OR status = ?3)
+             ORDER BY accepted_seq DESC LIMIT ?4",
+        )
+        .map_err(io_error)?;
+    let mut records = statement
+        .query_map(
+            params![
+                before,
+                query.api.map(|a| a as i32),
+                query.status.map(|s| s as i32),
+                query.page_size as i64 + 1
+            ],
+            job_columns,
+        )
+        .map_err(io_error)?
+        .map(|row| row.map_err(io_error).and_then(job_record))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_before_seq = if records.len() > query.page_size {
+        records.truncate(query.page_size);
+        records.last().map(|r| r.accepted_seq)
+    } else {
+        None
+    };
+    Ok(ListPage {
+        jobs: records.into_iter().map(|r| r.job).collect(),
+        next_before_seq,
+    })
+}
+
+pub(super) fn jobs_after(
+    conn: &Connection,
+    after_accepted_seq: u64,
+    max_last_seq: u64,
+    limit: usize,
+) -> Result<Vec<JobRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT accepted_seq, finished_at_ms, job FROM jobs
+         WHERE accepted_seq > ?1 AND last_seq <= ?2 ORDER BY accepted_seq LIMIT ?3",
+    )
+    .map_err(io_error)?
+    .query_map(
+        params![
+            after_accepted_seq.min(i64::MAX as u64) as i64,
+            max_last_seq.min(i64::MAX as u64) as i64,
+            limit as i64
+        ],
+        job_columns,
+    )
+    .map_err(io_error)?
+    .map(|row| row.map_err(io_error).and_then(job_record))
+    .collect()
+}
+
+pub(super) fn events(
+    conn: &Connection,
+    after: u64,
+    upto: u64,
+    keys: Option<Vec<String>>,
+    limit: usize,
+) -> Result<Vec<pb::JobEvent>, StoreError> {
+    let after = after.min(i64::MAX as u64) as i64;
+    let upto = upto.min(i64::MAX as u64) as i64;
+    let rows: Vec<Vec<u8>> = match keys {
+        None => conn
+            .prepare_cached(
+                "SELECT event FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(io_error)?
+            .query_map(params![after, upto, limit as i64], |r| r.get(0))
+            .map_err(io_error)?
+            .collect::<Result<_, _>>()
+            .map_err(io_error)?,
+        Some(keys) => {
+            let keys: Rc<Vec<Value>> = Rc::new(keys.into_iter().map(Value::from).collect());
+            conn.prepare_cached(
+                "SELECT event FROM events
+                 WHERE seq > ?1 AND seq <= ?2 AND result_key IN rarray(?3)
+                 ORDER BY seq LIMIT ?4",
+            )
+            .map_err(io_error)?
+            .query_map(params![after, upto, keys, limit as i64], |r| r.get(0))
+            .map_err(io_error)?
+            .collect::<Result<_, _>>()
+            .map_err(io_error)?
+        }
+    };
+    rows.iter().map(|bytes| decode(bytes, "event")).collect()
+}
+
+pub(super) fn compacted_through(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row(
+        "SELECT compacted_through FROM store_meta WHERE id = 1",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(seq)
+    .map_err(io_error)
+}
+
+/// Deletes what retention no longer keeps, in one transaction: finished
+/// jobs with their submissions (freeing their request ids), then old
+/// events, recording the highest seq removed.
+pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Compacted, StoreError> {
+    let jobs_cutoff = millis(compaction.jobs_finished_before);
+    let submissions = conn
+        .execute(
+            "DELETE FROM submissions WHERE state != ?1 AND id IN
+                 (SELECT submission_id FROM jobs
+                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)",
+            params![STATE_PENDING, jobs_cutoff],
+        )
+        .map_err(io_error)?;
+    let jobs = conn
+        .execute(
+            "DELETE FROM jobs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
+            [jobs_cutoff],
+        )
+        .map_err(io_error)?;
+    let head: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        .map_err(io_error)?;
+    let by_count = head.saturating_sub(compaction.max_events.min(i64::MAX as u64) as i64);
+    let by_time: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE time_ms < ?1",
+            [millis(compaction.events_before)],
+            |r| r.get(0),
+        )
+        .map_err(io_error)?;
+    let through = by_count.max(by_time);
+    let events = conn
+        .execute("DELETE FROM events WHERE seq <= ?1", [through])
+        .map_err(io_error)?;
+    conn.execute(
+        "UPDATE store_meta SET compacted_through = MAX(compacted_through, ?1) WHERE id = 1",
+        [through],
+    )
+    .map_err(io_error)?;
+    Ok(Compacted {
+        jobs: jobs as u64,
+        events: events as u64,
+        submissions: submissions as u64,
+    })
+}
+
+type JobColumns = (i64, Option<i64>, Vec<u8>);
+
+fn job_columns(row: &Row<'_>) -> rusqlite::Result<JobColumns> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn job_record((accepted_seq, finished_at, job): JobColumns) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
+        job: decode(&job, "job")?,
+        accepted_seq: seq(accepted_seq),
+        finished_at: finished_at.map(from_millis),
+    })
+}
+
+type SubmissionColumns = (
+    String,
+    Option<String>,
+    Vec<u8>,
+    i64,
+    Option<String>,
+    i64,
+    Vec<u8>,
+);
+
+fn submission_columns(row: &Row<'_>) -> rusqlite::Result<SubmissionColumns> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+fn submission_record(
+    (id, request_id, fingerprint, state, result_key, created_at, draft): SubmissionColumns,
+) -> Result<SubmissionRecord, StoreError> {
+    let state = match (state, result_key) {
+        (STATE_PENDING, _) => SubmissionState::Pending,
+        (STATE_ACCEPTED, Some(result_key)) => SubmissionState::Accepted { result_key },
+        (STATE_UNKNOWN, _) => SubmissionState::OutcomeUnknown,
+        (state, _) => {
+            return Err(StoreError::Corrupt(format!(
+                "submission {id} has an unknown state {state}"
+            )));
+        }
+    };
+    Ok(SubmissionRecord {
+        fingerprint: fingerprint.try_into().map_err(|_| {
+            StoreError::Corrupt(format!("submission {id} has a malformed fingerprint"))
+        })?,
+        draft: decode(&draft, "submission")?,
+        id,
+        request_id,
+        state,
+        created_at: from_millis(created_at),
+    })
+}
