@@ -176,6 +176,15 @@ async fn resuming_past_retention_is_out_of_range() {
     let server = server(config).await;
     let (events, _) = run_matting_sample(&server).await;
     assert!(events.len() >= 3);
+    // The sweep keeps the newest two events only.
+    let store = server.retouch.tracker().store().clone();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while store.compacted_through().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the sweep compacts the event log");
     let mut jobs = jobs(&server).await;
     let status = jobs
         .watch(pb::WatchRequest {

@@ -28,6 +28,7 @@ pub fn fast_tracker() -> TrackerConfig {
             max_delay: Duration::from_millis(200),
             factor: 2.0,
         },
+        sweep_every: Duration::from_millis(100),
         ..TrackerConfig::default()
     }
 }

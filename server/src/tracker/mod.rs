@@ -45,6 +45,8 @@ pub struct TrackerConfig {
     pub event_log_capacity: usize,
     /// Events buffered per watcher before it is disconnected as too slow.
     pub watcher_buffer: usize,
+    /// How often retention removes old records from the journal.
+    pub sweep_every: Duration,
 }
 
 impl Default for TrackerConfig {
@@ -63,6 +65,7 @@ impl Default for TrackerConfig {
             retention: Duration::from_secs(72 * 3600),
             event_log_capacity: 1_000_000,
             watcher_buffer: 1024,
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -277,8 +280,7 @@ impl Tracker {
 
 /// Removes from the journal what retention no longer keeps, now and then.
 async fn sweep(store: Arc<dyn Store>, config: TrackerConfig, cancel: CancellationToken) {
-    let period = (config.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(300));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(config.sweep_every.max(Duration::from_millis(10)));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
