@@ -325,6 +325,12 @@ impl RunningServer {
         // The local backend (HTTP) outlives gRPC: in-flight submits need it.
         self.cancel.cancel();
         self.retouch.tracker().shutdown();
+        if tokio::time::timeout(Duration::from_secs(10), self.retouch.tracker().stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the tracker did not stop within 10 s");
+        }
         for task in self.tasks {
             if tokio::time::timeout(Duration::from_secs(10), task)
                 .await

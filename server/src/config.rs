@@ -57,6 +57,21 @@ pub enum Command {
     /// Object removal on one image pair with the local engine (mask 255 =
     /// remove).
     Remove(RemoveArgs),
+    /// Write a consistent copy of the journal (SQLite `VACUUM INTO`), also
+    /// while retouchd runs on it.
+    Backup(BackupArgs),
+}
+
+/// Flags of `retouchd backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The data directory whose journal to copy.
+    #[arg(long, env = "RETOUCH_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The copy to write (must not exist). Restore by putting it in an empty
+    /// data directory as `journal.db`.
+    #[arg(long)]
+    pub to: PathBuf,
 }
 
 /// Files of a one-off engine run.

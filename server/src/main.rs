@@ -17,6 +17,9 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::LocalBackend(args)) => local_backend(args).await,
         Some(Command::Matte(pair)) => one_pair(Job::Matte, pair).await,
+        Some(Command::Backup(args)) => {
+            retouch_server::store::backup(&args.data_dir, &args.to).map_err(|e| e.to_string())
+        }
         Some(Command::Remove(args)) => {
             let params = RemovalParams {
                 seed: args.seed,
@@ -57,7 +60,10 @@ async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, "Aliyun-compatible local backend is running");
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    tracing::info!(listen = %bound, "Aliyun-compatible local backend is running");
     axum::serve(listener, backend.router())
         .with_graceful_shutdown(shutdown_signal())
         .await

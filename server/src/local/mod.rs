@@ -49,6 +49,7 @@ mod tests;
 use std::sync::{Arc, Weak};
 
 use axum::Router;
+use axum::extract::State;
 use axum::routing::{any, get};
 use bytes::Bytes;
 use tokio::sync::{OnceCell, Semaphore};
@@ -167,11 +168,17 @@ impl LocalBackend {
     }
 
     /// All routes with state applied: the four API endpoints (and a 404
-    /// envelope for any other `/api/` path), `/results/...` and
-    /// `/samples/...`.
+    /// envelope for any other `/api/` path), `/results/...`,
+    /// `/samples/...`, and the counters at `/local/stats` (JSON).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/{*path}", any(api::dispatch))
+            .route(
+                "/local/stats",
+                get(|State(shared): State<Arc<Shared>>| async move {
+                    axum::Json(shared.stats.snapshot())
+                }),
+            )
             .route("/results/{result_key}/{file}", get(files::result))
             .route("/samples/{file}", get(files::sample))
             .with_state(Arc::clone(&self.shared))

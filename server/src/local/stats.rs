@@ -14,8 +14,9 @@ const MAX_COUNTED_KEYS: usize = 100_000;
 /// Task lists remembered for duplicate detection (oldest forgotten first).
 const MAX_REMEMBERED_TASK_LISTS: usize = 100_000;
 
-/// A snapshot of the local backend's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A snapshot of the local backend's counters (also served as JSON at
+/// `GET /local/stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BackendStats {
     /// Requests to a submit path (including submits sent to a query path).
     pub submit_requests: u64,

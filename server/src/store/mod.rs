@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
 
-pub use sqlite::{SqliteStore, StoreOpenError};
+pub use sqlite::{JOURNAL_FILE, SqliteStore, StoreOpenError, backup};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]

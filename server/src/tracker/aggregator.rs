@@ -342,7 +342,8 @@ fn start_poller(ctx: &PollerContext, job: &pb::Job) {
         .iter()
         .map(|t| status_from_pb(t.status()))
         .collect();
-    tokio::spawn(poller::run(ctx.clone(), api, job.result_key.clone(), last));
+    ctx.tasks
+        .spawn(poller::run(ctx.clone(), api, job.result_key.clone(), last));
 }
 
 /// A watcher of `filter` from the current head: registered once the step

@@ -78,6 +78,7 @@ pub struct Tracker {
     close_streams: CancellationToken,
     server_id: Arc<str>,
     store: Arc<dyn Store>,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// Message of the records made for submits a crash left unsettled.
@@ -120,7 +121,8 @@ impl Tracker {
         let cancel = CancellationToken::new();
         let close_streams = cancel.child_token();
         let server_id: Arc<str> = store.store_id().into();
-        tokio::spawn(sweep(store.clone(), config.clone(), cancel.clone()));
+        let tasks = tokio_util::task::TaskTracker::new();
+        tasks.spawn(sweep(store.clone(), config.clone(), cancel.clone()));
         let ctx = poller::PollerContext {
             server_id: server_id.clone(),
             store: store.clone(),
@@ -129,8 +131,9 @@ impl Tracker {
             commands: commands.clone(),
             cancel: cancel.clone(),
             close_streams: close_streams.clone(),
+            tasks: tasks.clone(),
         };
-        let aggregator = tokio::spawn(aggregator::run(receiver, ctx, state));
+        let aggregator = tasks.spawn(aggregator::run(receiver, ctx, state));
         tokio::spawn(async move {
             if let Err(e) = aggregator.await {
                 // Every RPC would fail from here on: say so loudly.
@@ -143,6 +146,7 @@ impl Tracker {
             close_streams,
             server_id,
             store,
+            tasks,
         })
     }
 
@@ -260,6 +264,14 @@ impl Tracker {
     /// Stops polling and ends every watch stream.
     pub fn shutdown(&self) {
         self.cancel.cancel();
+    }
+
+    /// Resolves once the aggregator, every poller and the retention sweep
+    /// have stopped (after [`Tracker::shutdown`]): none of them touches the
+    /// journal any more.
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     async fn ask<T>(

@@ -27,6 +27,8 @@ pub(crate) struct PollerContext {
     pub cancel: CancellationToken,
     /// Ends every watch stream (shutdown), while tracking goes on.
     pub close_streams: CancellationToken,
+    /// Every task of the tracker, so that shutdown can wait for them.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// Polls `key` until its tasks are all terminal, the error is one retrying

@@ -4,6 +4,8 @@
 //! the same data directory.
 
 mod sql;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::fs::{File, OpenOptions};
@@ -138,18 +140,31 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Writes a consistent copy of the journal to `target` (which must not
-    /// exist) while retouchd keeps running: SQLite's `VACUUM INTO`.
-    pub async fn backup(&self, target: &Path) -> Result<(), StoreError> {
-        let target = target.to_string_lossy().into_owned();
-        self.readers
-            .read(move |conn| {
-                conn.execute("VACUUM INTO ?1", [target])
-                    .map(|_| ())
-                    .map_err(sql::io_error)
-            })
-            .await
+}
+
+/// Writes a consistent copy of the journal in `dir` to `target` (which
+/// must not exist), also while a retouchd is using it: SQLite's
+/// `VACUUM INTO`, on a connection of its own that takes no lock on the
+/// directory.
+pub fn backup(dir: &Path, target: &Path) -> Result<(), StoreOpenError> {
+    let path = dir.join(JOURNAL_FILE);
+    let fail = |reason: String| StoreOpenError {
+        path: path.clone(),
+        reason,
+    };
+    if target.exists() {
+        return Err(fail(format!(
+            "the backup target {} exists already; choose a new file",
+            target.display()
+        )));
     }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| fail(describe_open_error(&e)))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(|e| fail(e.to_string()))?;
+    conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])
+        .map_err(|e| fail(format!("backup to {} failed: {e}", target.display())))?;
+    Ok(())
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
