@@ -252,7 +252,8 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     upstream.qps = 0.0;
     let client = UpstreamClient::new(upstream).unwrap();
     let journal = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(retouch_server::store::SqliteStore::open(journal.path()).unwrap());
+    let store =
+        std::sync::Arc::new(retouch_server::store::SqliteStore::open(journal.path()).unwrap());
     let tracker = Tracker::start(
         client,
         TrackerConfig {
@@ -270,15 +271,18 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     .await
     .unwrap();
     let (_, accepted_seq) = tracker
-        .track(pb::Job {
-            api: pb::Api::InstanceMatting as i32,
-            result_key: "k".into(),
-            tasks: vec![pb::Task {
-                status: pb::TaskStatus::Waiting as i32,
+        .track(
+            pb::Job {
+                api: pb::Api::InstanceMatting as i32,
+                result_key: "k".into(),
+                tasks: vec![pb::Task {
+                    status: pb::TaskStatus::Waiting as i32,
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        }, None)
+            },
+            None,
+        )
         .await
         .unwrap();
     let slow = tracker

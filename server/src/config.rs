@@ -374,7 +374,9 @@ impl ServeArgs {
             data_dir: Some(match &self.data_dir {
                 Some(dir) => dir.clone(),
                 None => dirs::data_dir()
-                    .ok_or("no per-user data directory is known here (HOME unset?): set --data-dir")?
+                    .ok_or(
+                        "no per-user data directory is known here (HOME unset?): set --data-dir",
+                    )?
                     .join("retouch"),
             }),
             upload_dir: self.upload_dir.clone(),

@@ -44,7 +44,11 @@ pub fn fingerprint(api: ApiKind, tasks: &[WireTask]) -> [u8; 32] {
         field(task.image.as_bytes());
         field(task.mask.as_bytes());
         field(&task.seed.map_or([0; 9], |s| tagged(s.to_le_bytes())));
-        field(&task.kernel_size.map_or([0; 9], |k| tagged(u64::from(k).to_le_bytes())));
+        field(
+            &task
+                .kernel_size
+                .map_or([0; 9], |k| tagged(u64::from(k).to_le_bytes())),
+        );
     }
     hash.finalize().into()
 }
@@ -124,10 +128,22 @@ mod tests {
     #[test]
     fn fingerprints_tell_every_field_apart() {
         let base = fingerprint(ApiKind::ObjectRemoval, &[task("a", None)]);
-        assert_eq!(base, fingerprint(ApiKind::ObjectRemoval, &[task("a", None)]));
-        assert_ne!(base, fingerprint(ApiKind::InstanceMatting, &[task("a", None)]));
-        assert_ne!(base, fingerprint(ApiKind::ObjectRemoval, &[task("b", None)]));
-        assert_ne!(base, fingerprint(ApiKind::ObjectRemoval, &[task("a", Some(0))]));
+        assert_eq!(
+            base,
+            fingerprint(ApiKind::ObjectRemoval, &[task("a", None)])
+        );
+        assert_ne!(
+            base,
+            fingerprint(ApiKind::InstanceMatting, &[task("a", None)])
+        );
+        assert_ne!(
+            base,
+            fingerprint(ApiKind::ObjectRemoval, &[task("b", None)])
+        );
+        assert_ne!(
+            base,
+            fingerprint(ApiKind::ObjectRemoval, &[task("a", Some(0))])
+        );
         // No collision by moving bytes between fields.
         let ab = WireTask {
             image: "ab".into(),

@@ -138,7 +138,9 @@ impl Retouch {
             })
             .await?;
         if let Began::Existing(earlier) = began {
-            return self.earlier_submission(earlier, fingerprint, subscribe).await;
+            return self
+                .earlier_submission(earlier, fingerprint, subscribe)
+                .await;
         }
         let outcome = match self.client.submit(api, tasks.clone()).await {
             Ok(outcome) if !outcome.result_key.is_empty() => outcome,
@@ -157,7 +159,12 @@ impl Retouch {
                 tracing::warn!(%api, tasks = tasks.len(), error = %err, "submit failed");
                 // Nothing was billed: free the request id for a corrected
                 // retry.
-                if let Err(e) = self.tracker.store().abandon_submission(&submission_id).await {
+                if let Err(e) = self
+                    .tracker
+                    .store()
+                    .abandon_submission(&submission_id)
+                    .await
+                {
                     tracing::warn!(%submission_id, error = %e, "could not forget a failed submit; its request id stays bound");
                 }
                 return Err(ServiceError::Upstream(err));

@@ -36,9 +36,8 @@ impl Process {
     fn spawn(args: &[&str], log: PathBuf) -> Process {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_retouchd"))
-            .arg("--log-format")
-            .arg("json")
             .args(args)
+            .env("RETOUCH_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -102,7 +101,12 @@ async fn backend(dir: &Path, task_duration: &str) -> (Process, String) {
 }
 
 /// retouchd on `data_dir` against `upstream`; returns it and its gRPC URL.
-async fn retouchd(data_dir: &Path, upstream: &str, run: usize, extra: &[&str]) -> (Process, String) {
+async fn retouchd(
+    data_dir: &Path,
+    upstream: &str,
+    run: usize,
+    extra: &[&str],
+) -> (Process, String) {
     let data = data_dir.to_str().unwrap();
     let mut args = vec![
         "serve",
@@ -261,7 +265,11 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
     let (servers_tx, servers) = watch::channel(url.clone());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let resumes = Arc::new(AtomicUsize::new(0));
-    let watcher = tokio::spawn(watch_everything(servers.clone(), seen.clone(), resumes.clone()));
+    let watcher = tokio::spawn(watch_everything(
+        servers.clone(),
+        seen.clone(),
+        resumes.clone(),
+    ));
 
     // Submitters: half with request ids, retried until answered; the others
     // are sent once (without an id a retry could bill twice).
@@ -275,7 +283,11 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
                 tokio::time::sleep(Duration::from_millis(60 * n as u64)).await;
                 let request = pb::SubmitMattingRequest {
                     tasks: vec![task(&upstream, n)],
-                    request_id: if n % 2 == 0 { format!("chaos-{n}") } else { String::new() },
+                    request_id: if n % 2 == 0 {
+                        format!("chaos-{n}")
+                    } else {
+                        String::new()
+                    },
                 };
                 loop {
                     let url = servers.borrow().clone();
@@ -322,7 +334,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let jobs = loop {
         let jobs = list_all(&url).await;
-        if jobs.iter().all(|j| j.status != pb::JobStatus::Active as i32) {
+        if jobs
+            .iter()
+            .all(|j| j.status != pb::JobStatus::Active as i32)
+        {
             break jobs;
         }
         assert!(Instant::now() < deadline, "jobs still active: {jobs:#?}");
@@ -334,7 +349,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
 
     let submitted = submitted.lock().unwrap().clone();
     let stats = backend_stats(&upstream).await;
-    assert_eq!(stats.duplicate_submits, 0, "nothing was billed twice: {stats:?}");
+    assert_eq!(
+        stats.duplicate_submits, 0,
+        "nothing was billed twice: {stats:?}"
+    );
 
     // Every accepted job is in the journal and finished; no job is LOST.
     let by_key: HashMap<&str, &pb::Job> = jobs
@@ -344,11 +362,16 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
         .collect();
     for (n, outcome) in &submitted {
         if let Ok(key) = outcome {
-            let job = by_key.get(key.as_str()).unwrap_or_else(|| panic!("job {n} ({key}) is journaled"));
+            let job = by_key
+                .get(key.as_str())
+                .unwrap_or_else(|| panic!("job {n} ({key}) is journaled"));
             assert_eq!(job.status, pb::JobStatus::Completed as i32, "{job:?}");
         }
     }
-    assert!(jobs.iter().all(|j| j.status != pb::JobStatus::Lost as i32), "{jobs:#?}");
+    assert!(
+        jobs.iter().all(|j| j.status != pb::JobStatus::Lost as i32),
+        "{jobs:#?}"
+    );
 
     // One record per request id: the job, or the record of an unknown
     // outcome; never two jobs.
@@ -356,7 +379,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
     for job in jobs.iter().filter(|j| !j.request_id.is_empty()) {
         *per_request_id.entry(&job.request_id).or_default() += 1;
     }
-    assert!(per_request_id.values().all(|&n| n == 1), "{per_request_id:?}");
+    assert!(
+        per_request_id.values().all(|&n| n == 1),
+        "{per_request_id:?}"
+    );
     let unknown = jobs
         .iter()
         .filter(|j| j.status == pb::JobStatus::SubmitOutcomeUnknown as i32)
@@ -373,7 +399,18 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
 
     // The watcher saw one unbroken sequence, holding every job's story.
     let seen = seen.lock().unwrap().clone();
-    assert!(resumes.load(Ordering::Relaxed) >= 1, "the watcher resumed after restarts");
+    eprintln!(
+        "{KILLS} kills: {} answered submits, {journaled} jobs journaled, {unknown} unknown outcomes, backend created {} jobs from {} submits; watcher saw {} events over {} resumes",
+        submitted.values().filter(|o| o.is_ok()).count(),
+        stats.jobs_created,
+        stats.submits_received,
+        seen.len(),
+        resumes.load(Ordering::Relaxed)
+    );
+    assert!(
+        resumes.load(Ordering::Relaxed) >= 1,
+        "the watcher resumed after restarts"
+    );
     for pair in seen.windows(2) {
         assert_eq!(pair[1].seq, pair[0].seq + 1, "no gap and no duplicate");
     }
@@ -435,7 +472,12 @@ async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_sec
     assert_eq!(record.request_id, "crash-1");
     assert!(record.result_key.is_empty());
     assert!(
-        record.last_error.as_ref().unwrap().message.contains("may have been accepted and billed"),
+        record
+            .last_error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("may have been accepted and billed"),
         "{record:?}"
     );
     // GetJob finds it by its submission id.

@@ -146,10 +146,8 @@ pub(crate) async fn run(
                 }
                 match ctx.store.recover().await {
                     Ok(recovered) => {
-                        let polled: HashSet<String> = state
-                            .active_keys(&JobFilter::All)
-                            .into_iter()
-                            .collect();
+                        let polled: HashSet<String> =
+                            state.active_keys(&JobFilter::All).into_iter().collect();
                         state = TrackerState::new(recovered.head_seq, recovered.active_jobs);
                         for (_, job) in state.snapshot(&JobFilter::All) {
                             if !polled.contains(&job.result_key) {

@@ -299,7 +299,9 @@ async fn sweep(store: Arc<dyn Store>, config: TrackerConfig, cancel: Cancellatio
             _ = tick.tick() => {}
         }
         let now = std::time::SystemTime::now();
-        let cutoff = now.checked_sub(config.retention).unwrap_or(std::time::UNIX_EPOCH);
+        let cutoff = now
+            .checked_sub(config.retention)
+            .unwrap_or(std::time::UNIX_EPOCH);
         let compaction = Compaction {
             jobs_finished_before: cutoff,
             events_before: cutoff,
@@ -307,7 +309,12 @@ async fn sweep(store: Arc<dyn Store>, config: TrackerConfig, cancel: Cancellatio
         };
         match store.compact(compaction).await {
             Ok(done) if done.jobs + done.events + done.submissions > 0 => {
-                tracing::debug!(jobs = done.jobs, events = done.events, submissions = done.submissions, "retention removed old records");
+                tracing::debug!(
+                    jobs = done.jobs,
+                    events = done.events,
+                    submissions = done.submissions,
+                    "retention removed old records"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),

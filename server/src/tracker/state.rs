@@ -86,7 +86,8 @@ impl TrackerState {
 
     fn insert(&mut self, record: JobRecord) {
         let key = record.job.result_key.clone();
-        self.by_accepted_seq.insert(record.accepted_seq, key.clone());
+        self.by_accepted_seq
+            .insert(record.accepted_seq, key.clone());
         self.jobs.insert(
             key,
             TrackedJob {
@@ -147,7 +148,9 @@ impl TrackerState {
         let event = self.push_event(
             &job,
             now,
-            Kind::Accepted(pb::JobAccepted { job: Some(job.clone()) }),
+            Kind::Accepted(pb::JobAccepted {
+                job: Some(job.clone()),
+            }),
         );
         if let Some(id) = settles {
             self.step.settlements.push(Settlement::Accepted {
@@ -280,7 +283,9 @@ impl TrackerState {
         Some(self.push_event(
             &job,
             now,
-            Kind::Accepted(pb::JobAccepted { job: Some(job.clone()) }),
+            Kind::Accepted(pb::JobAccepted {
+                job: Some(job.clone()),
+            }),
         ))
     }
 
@@ -333,7 +338,9 @@ impl TrackerState {
             .filter_map(|key| self.jobs.get(&key))
             .collect();
         dirty.sort_by_key(|t| t.accepted_seq);
-        writes.jobs.extend(dirty.into_iter().map(TrackedJob::record));
+        writes
+            .jobs
+            .extend(dirty.into_iter().map(TrackedJob::record));
         writes
     }
 
@@ -479,7 +486,10 @@ mod tests {
                 result_key: "k".into()
             }]
         );
-        assert!(state.take_writes().is_empty(), "a step's writes are taken once");
+        assert!(
+            state.take_writes().is_empty(),
+            "a step's writes are taken once"
+        );
         assert_eq!(state.evict_finished(), 1);
         assert!(state.is_empty(), "finished jobs live in the journal only");
     }

@@ -33,7 +33,10 @@ impl JobKey {
 
     /// The key of the job an event is about.
     pub fn of_event(event: &pb::JobEvent) -> Self {
-        JobKey::new(event.api(), name_of(&event.result_key, &event.submission_id))
+        JobKey::new(
+            event.api(),
+            name_of(&event.result_key, &event.submission_id),
+        )
     }
 }
 

@@ -139,7 +139,6 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
 }
 
 /// Writes a consistent copy of the journal in `dir` to `target` (which

@@ -50,7 +50,8 @@ fn from_millis(ms: i64) -> SystemTime {
 }
 
 fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, StoreError> {
-    M::decode(bytes).map_err(|e| StoreError::Corrupt(format!("a stored {what} does not decode: {e}")))
+    M::decode(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("a stored {what} does not decode: {e}")))
 }
 
 fn seq(value: i64) -> u64 {
@@ -227,7 +228,9 @@ pub(super) fn job_where(
 }
 
 pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage, StoreError> {
-    let before = query.before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+    let before = query
+        .before_seq
+        .map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
     let mut statement = conn
         .prepare_cached(
             "SELECT accepted_seq, finished_at_ms, job FROM jobs

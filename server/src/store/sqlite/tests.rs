@@ -47,8 +47,17 @@ async fn what_is_committed_survives_a_reopen_with_the_same_identity() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let id = store.store_id().to_owned();
-    assert_eq!(store.begin_submission(submission("sub-a", Some("r1"), 1)).await.unwrap(), Began::Recorded);
-    store.begin_submission(submission("sub-b", None, 2)).await.unwrap();
+    assert_eq!(
+        store
+            .begin_submission(submission("sub-a", Some("r1"), 1))
+            .await
+            .unwrap(),
+        Began::Recorded
+    );
+    store
+        .begin_submission(submission("sub-b", None, 2))
+        .await
+        .unwrap();
     store
         .commit(StepWrites {
             events: vec![event(1, "a"), event(2, "a"), event(3, "b")],
@@ -93,7 +102,10 @@ async fn what_is_committed_survives_a_reopen_with_the_same_identity() {
     assert_eq!(store.job_by_submission("sub-a").await.unwrap().unwrap(), a);
     let events = store.events(0, 3, None, 10).await.unwrap();
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
-    let only_b = store.events(0, 3, Some(vec!["b".into()]), 10).await.unwrap();
+    let only_b = store
+        .events(0, 3, Some(vec!["b".into()]), 10)
+        .await
+        .unwrap();
     assert_eq!(only_b.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
     let page = store
         .list_jobs(&ListQuery {
@@ -119,8 +131,18 @@ async fn what_is_committed_survives_a_reopen_with_the_same_identity() {
 async fn a_request_id_binds_one_submission_until_it_is_abandoned() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(store.begin_submission(submission("s1", Some("r"), 1)).await.unwrap(), Began::Recorded);
-    let Began::Existing(earlier) = store.begin_submission(submission("s2", Some("r"), 9)).await.unwrap() else {
+    assert_eq!(
+        store
+            .begin_submission(submission("s1", Some("r"), 1))
+            .await
+            .unwrap(),
+        Began::Recorded
+    );
+    let Began::Existing(earlier) = store
+        .begin_submission(submission("s2", Some("r"), 9))
+        .await
+        .unwrap()
+    else {
         panic!("the id is bound");
     };
     assert_eq!((earlier.id.as_str(), earlier.fingerprint), ("s1", [1; 32]));
@@ -147,7 +169,13 @@ async fn a_request_id_binds_one_submission_until_it_is_abandoned() {
     assert_eq!(recorded, 1);
     // A definite failure frees the id; a settled submission keeps it.
     store.abandon_submission("s1").await.unwrap();
-    assert_eq!(store.begin_submission(submission("s3", Some("r"), 9)).await.unwrap(), Began::Recorded);
+    assert_eq!(
+        store
+            .begin_submission(submission("s3", Some("r"), 9))
+            .await
+            .unwrap(),
+        Began::Recorded
+    );
     store
         .commit(StepWrites {
             settlements: vec![Settlement::OutcomeUnknown { id: "s3".into() }],
@@ -156,7 +184,11 @@ async fn a_request_id_binds_one_submission_until_it_is_abandoned() {
         .await
         .unwrap();
     store.abandon_submission("s3").await.unwrap();
-    let Began::Existing(kept) = store.begin_submission(submission("s4", Some("r"), 9)).await.unwrap() else {
+    let Began::Existing(kept) = store
+        .begin_submission(submission("s4", Some("r"), 9))
+        .await
+        .unwrap()
+    else {
         panic!("an unknown outcome keeps its id");
     };
     assert_eq!(kept.state, SubmissionState::OutcomeUnknown);
@@ -193,7 +225,10 @@ async fn a_failed_write_leaves_nothing_behind_and_fails_only_its_caller() {
 async fn retention_removes_old_jobs_events_and_request_ids() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    store.begin_submission(submission("sub-old", Some("r-old"), 1)).await.unwrap();
+    store
+        .begin_submission(submission("sub-old", Some("r-old"), 1))
+        .await
+        .unwrap();
     let long_ago = SystemTime::now() - Duration::from_secs(3600);
     store
         .commit(StepWrites {
@@ -229,7 +264,10 @@ async fn retention_removes_old_jobs_events_and_request_ids() {
     assert_eq!(store.compacted_through().await.unwrap(), 3);
     assert!(store.job_by_key("old").await.unwrap().is_none());
     assert_eq!(
-        store.begin_submission(submission("sub-new", Some("r-old"), 7)).await.unwrap(),
+        store
+            .begin_submission(submission("sub-new", Some("r-old"), 7))
+            .await
+            .unwrap(),
         Began::Recorded,
         "the request id is free again"
     );
@@ -255,22 +293,35 @@ fn a_damaged_or_newer_journal_is_refused_and_left_as_it_was() {
     let path = dir.path().join(JOURNAL_FILE);
     let garbage = b"this is not a database, it is a shopping list".repeat(100);
     std::fs::write(&path, &garbage).unwrap();
-    let message = SqliteStore::open(dir.path()).err().expect("refused").to_string();
+    let message = SqliteStore::open(dir.path())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(message.contains("not a SQLite journal"), "{message}");
     assert!(message.contains(JOURNAL_FILE), "{message}");
-    assert_eq!(std::fs::read(&path).unwrap(), garbage, "nothing overwritten");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        garbage,
+        "nothing overwritten"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     drop(SqliteStore::open(dir.path()).unwrap());
     let conn = Connection::open(dir.path().join(JOURNAL_FILE)).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let message = SqliteStore::open(dir.path()).err().expect("refused").to_string();
+    let message = SqliteStore::open(dir.path())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(message.contains("newer retouchd"), "{message}");
     assert!(message.contains("99"), "{message}");
 
     let file = tempfile::NamedTempFile::new().unwrap();
-    let message = SqliteStore::open(file.path()).err().expect("refused").to_string();
+    let message = SqliteStore::open(file.path())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(message.contains("data directory"), "{message}");
 }
 
@@ -288,7 +339,10 @@ async fn a_backup_is_a_journal_of_its_own() {
     let copy = tempfile::tempdir().unwrap();
     // Taken while the journal is open and locked by its store.
     backup(dir.path(), &copy.path().join(JOURNAL_FILE)).unwrap();
-    assert!(backup(dir.path(), &copy.path().join(JOURNAL_FILE)).is_err(), "never overwrites");
+    assert!(
+        backup(dir.path(), &copy.path().join(JOURNAL_FILE)).is_err(),
+        "never overwrites"
+    );
     let restored = SqliteStore::open(copy.path()).unwrap();
     assert_eq!(restored.store_id(), store.store_id());
     assert_eq!(restored.recover().await.unwrap().head_seq, 1);
