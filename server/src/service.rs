@@ -139,7 +139,7 @@ impl Retouch {
             .await?;
         if let Began::Existing(earlier) = began {
             return self
-                .earlier_submission(earlier, fingerprint, subscribe)
+                .earlier_submission(*earlier, fingerprint, subscribe)
                 .await;
         }
         let outcome = match self.client.submit(api, tasks.clone()).await {

@@ -102,10 +102,10 @@ impl Counters {
             self.duplicate_submits.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if seen.order.len() >= MAX_REMEMBERED_TASK_LISTS {
-            if let Some(oldest) = seen.order.pop_front() {
-                seen.set.remove(&oldest);
-            }
+        if seen.order.len() >= MAX_REMEMBERED_TASK_LISTS
+            && let Some(oldest) = seen.order.pop_front()
+        {
+            seen.set.remove(&oldest);
         }
         seen.set.insert(digest);
         seen.order.push_back(digest);

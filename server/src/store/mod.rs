@@ -101,7 +101,7 @@ pub enum Began {
     Recorded,
     /// The request id is bound to this earlier submission; nothing was
     /// recorded.
-    Existing(SubmissionRecord),
+    Existing(Box<SubmissionRecord>),
 }
 
 /// How a step settles a submission.

@@ -82,7 +82,7 @@ pub(crate) struct Watcher {
 enum Effect {
     FanOut(Arc<pb::JobEvent>),
     Register(Watcher),
-    StartPoller(pb::Job),
+    StartPoller(Box<pb::Job>),
     /// Told whether the step became durable.
     Reply(Box<dyn FnOnce(Result<(), ServiceError>) + Send>),
 }
@@ -212,7 +212,7 @@ async fn apply(
                     let (event, seq) = state.accept(job, settles, now);
                     let job = state.get(&key).cloned().expect("just accepted");
                     if job.status == pb::JobStatus::Active as i32 {
-                        effects.push(Effect::StartPoller(job.clone()));
+                        effects.push(Effect::StartPoller(Box::new(job.clone())));
                     }
                     effects.push(Effect::FanOut(event));
                     Ok((job, seq))
@@ -320,7 +320,7 @@ async fn apply(
             if let Some(event) = state.revive(record, tasks, now) {
                 let job = state.get(&key).expect("just revived");
                 if job.status == pb::JobStatus::Active as i32 {
-                    effects.push(Effect::StartPoller(job.clone()));
+                    effects.push(Effect::StartPoller(Box::new(job.clone())));
                 }
                 effects.push(Effect::FanOut(event));
             }

@@ -201,7 +201,7 @@ pub(super) fn begin_submission(
             submission_columns,
         )
         .map_err(io_error)?;
-    Ok(Began::Existing(submission_record(existing)?))
+    Ok(Began::Existing(Box::new(submission_record(existing)?)))
 }
 
 pub(super) fn abandon_submission(conn: &Connection, id: &str) -> Result<(), StoreError> {
