@@ -149,10 +149,11 @@ async fn watch_all_sends_a_snapshot_then_synced_then_live_events() {
     let key = second.job.unwrap().result_key;
     let seen = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(item) = stream.next().await {
-            if let Some(WatchKind::Event(e)) = item.unwrap().kind {
-                if e.result_key == key && matches!(e.kind, Some(pb::job_event::Kind::Accepted(_))) {
-                    return true;
-                }
+            if let Some(WatchKind::Event(e)) = item.unwrap().kind
+                && e.result_key == key
+                && matches!(e.kind, Some(pb::job_event::Kind::Accepted(_)))
+            {
+                return true;
             }
         }
         false

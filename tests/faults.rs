@@ -74,10 +74,10 @@ async fn jobs_finish_under_heavy_throttling_and_errors_without_duplicate_submits
     assert!(!items.is_empty());
     let mut upstream_errors = 0;
     for item in &items {
-        if let Some(pb::watch_response::Kind::Event(e)) = &item.kind {
-            if matches!(e.kind, Some(pb::job_event::Kind::UpstreamError(_))) {
-                upstream_errors += 1;
-            }
+        if let Some(pb::watch_response::Kind::Event(e)) = &item.kind
+            && matches!(e.kind, Some(pb::job_event::Kind::UpstreamError(_)))
+        {
+            upstream_errors += 1;
         }
     }
     for key in &accepted {

@@ -149,13 +149,13 @@ async fn reconnecting_with_after_seq_misses_nothing_and_repeats_nothing() {
     let mut expected = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(item) = reference.next().await {
-            if let Some(WatchKind::Event(e)) = item.unwrap().kind {
-                if e.result_key == key {
-                    let done = e.job_status() != pb::JobStatus::Active;
-                    expected.push(e);
-                    if done {
-                        break;
-                    }
+            if let Some(WatchKind::Event(e)) = item.unwrap().kind
+                && e.result_key == key
+            {
+                let done = e.job_status() != pb::JobStatus::Active;
+                expected.push(e);
+                if done {
+                    break;
                 }
             }
         }

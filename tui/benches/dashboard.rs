@@ -115,7 +115,7 @@ fn run(jobs: usize) -> Figures {
 fn event(jobs: usize, n: usize) -> pb::JobEvent {
     let (i, kind) = if n < jobs {
         let job = pb::Job {
-            api: if n % 2 == 0 { 1 } else { 2 },
+            api: if n.is_multiple_of(2) { 1 } else { 2 },
             result_key: format!("{n:032x}"),
             status: pb::JobStatus::Active as i32,
             tasks: (0..2)
@@ -141,7 +141,7 @@ fn event(jobs: usize, n: usize) -> pb::JobEvent {
             1 => (pb::TaskStatus::Running, pb::TaskStatus::Success),
             _ => (pb::TaskStatus::Success, pb::TaskStatus::Failed),
         };
-        let kind = if round % 7 == 0 {
+        let kind = if round.is_multiple_of(7) {
             pb::job_event::Kind::UpstreamError(pb::UpstreamError {
                 aliyun_code: 23500004,
                 http_status: 200,
