@@ -414,3 +414,42 @@ async fn a_repeated_request_id_returns_the_first_job_without_billing_again() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_open_health_watch_ends_at_shutdown_instead_of_holding_the_drain() {
+    let server = server(test_config()).await;
+    let url = server.grpc_url();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&server).await);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status, 1, "SERVING");
+    // The drain waits up to 30 s for calls in flight; an open health watch
+    // must not be one of them.
+    tokio::time::timeout(Duration::from_secs(20), server.shutdown())
+        .await
+        .expect("shutdown does not wait for the health watch");
+    let mut statuses = Vec::new();
+    while let Some(Ok(update)) = watch.next().await {
+        statuses.push(update.status);
+    }
+    assert!(
+        statuses.iter().all(|&s| s == 2),
+        "only NOT_SERVING follows: {statuses:?}"
+    );
+    // The port no longer takes calls: they fail at once, not at a deadline.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .expect("refused at once, not left hanging");
+    assert!(refused.is_err());
+}

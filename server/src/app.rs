@@ -10,6 +10,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
@@ -114,6 +115,7 @@ pub struct RunningServer {
     grpc_cancel: CancellationToken,
     grpc_task: JoinHandle<()>,
     health: tonic_health::server::HealthReporter,
+    draining: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     _data_tempdir: Option<tempfile::TempDir>,
 }
@@ -238,15 +240,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .map_err(StartError::Recover)?;
     let retouch = Retouch::new(client, tracker);
 
+    // Cancelled when shutdown starts: health watches end, and the listener
+    // closes so that new connections are refused rather than left hanging.
+    let draining = CancellationToken::new();
     let (routes, health) = crate::grpc::routes(
         retouch.clone(),
         uploads,
         crate::grpc::BearerAuth::new(config.auth_token.clone()),
+        draining.clone(),
     )
     .await
     .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
     let grpc_cancel = CancellationToken::new();
     let grpc_stop = grpc_cancel.clone();
+    let incoming_closed = draining.clone();
     let grpc_task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -254,7 +261,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             .tcp_nodelay(true)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
+                TcpListenerStream::new(grpc_listener).take_until(incoming_closed.cancelled_owned()),
                 grpc_cancel.cancelled_owned(),
             )
             .await;
@@ -282,6 +289,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         grpc_cancel: grpc_stop,
         grpc_task,
         health,
+        draining,
         tasks,
         _data_tempdir: data_tempdir,
     })
@@ -314,6 +322,7 @@ impl RunningServer {
                 .await;
         }
         self.retouch.drain();
+        self.draining.cancel();
         self.retouch.tracker().close_streams();
         self.grpc_cancel.cancel();
         if tokio::time::timeout(Duration::from_secs(30), self.grpc_task)

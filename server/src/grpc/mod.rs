@@ -2,6 +2,7 @@
 //! checking and server reflection.
 
 mod auth;
+mod health;
 mod jobs;
 pub mod status;
 mod submission;
@@ -20,13 +21,16 @@ use crate::uploads::UploadStore;
 
 /// Every gRPC service retouchd serves, ready for `Server::add_routes`.
 /// The returned health reporter marks each service SERVING; flip it to
-/// NOT_SERVING on shutdown.
+/// NOT_SERVING on shutdown. Health watch streams end when `closed` is
+/// cancelled.
 pub async fn routes(
     retouch: Retouch,
     uploads: Arc<UploadStore>,
     auth: BearerAuth,
+    closed: tokio_util::sync::CancellationToken,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service = health::draining_health(&health, closed);
     health
         .set_serving::<pb::instance_matting_server::InstanceMattingServer<InstanceMattingService>>()
         .await;
