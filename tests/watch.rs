@@ -325,3 +325,67 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     assert_eq!(e.seq, last_seq + 1);
     tracker.shutdown();
 }
+
+#[tokio::test]
+async fn a_watch_naming_many_keys_rides_out_throttled_and_failing_lookups() {
+    use retouch_server::aliyun::AliyunCode;
+    use retouch_server::app::UpstreamTarget;
+    use retouch_server::local::{Endpoint, InjectedFault};
+    // Jobs submitted through one retouchd and its backend...
+    let origin = server(test_config()).await;
+    let backend = origin.local_backend.clone().unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(submit_matting_sample(&origin).await.job.unwrap().result_key);
+    }
+    let refs: Vec<pb::JobRef> = keys
+        .iter()
+        .map(|key| pb::JobRef {
+            api: pb::Api::InstanceMatting as i32,
+            result_key: key.clone(),
+            ..Default::default()
+        })
+        .collect();
+    // Finished first, so that the origin's pollers use none of the faults.
+    watch_until_done(&origin, refs.clone(), 0, Duration::from_secs(60)).await;
+    // ...watched through a second one that has never seen them, while the
+    // backend throttles and fails its first lookups.
+    let mut config = test_config();
+    config.target = UpstreamTarget::Remote {
+        base_url: origin.http_url().parse().unwrap(),
+        appcode: SecretString::from("test-appcode"),
+    };
+    let other = server(config).await;
+    backend.inject_once(Endpoint::Query, InjectedFault::GatewayThrottle);
+    backend.inject_once(
+        Endpoint::Query,
+        InjectedFault::Aliyun(AliyunCode::Throttled),
+    );
+    backend.inject_once(
+        Endpoint::Query,
+        InjectedFault::GatewayError {
+            status: 502,
+            code: "X502",
+            message: "Bad Gateway",
+        },
+    );
+    backend.inject_once(
+        Endpoint::Query,
+        InjectedFault::Aliyun(AliyunCode::InternalError),
+    );
+    let queries_before = backend.stats().query_requests;
+    let items = watch_until_done(&other, refs, 0, Duration::from_secs(60)).await;
+    // Adopted jobs are finished already: each comes as an `accepted` event.
+    let adopted: HashSet<String> = events_of(items)
+        .into_iter()
+        .filter(|e| e.job_status == pb::JobStatus::Completed as i32)
+        .map(|e| e.result_key)
+        .collect();
+    assert_eq!(adopted, keys.into_iter().collect::<HashSet<_>>());
+    assert!(
+        backend.stats().query_requests >= queries_before + 8,
+        "the four failed lookups were retried"
+    );
+    other.shutdown().await;
+    origin.shutdown().await;
+}

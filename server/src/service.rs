@@ -1,7 +1,6 @@
 //! `Retouch`: what the gRPC handlers call. Validates, talks to the upstream,
 //! and hands jobs to the tracker. Knows nothing of gRPC transport.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
@@ -21,6 +20,16 @@ use crate::validate::{Violation, validate_submission};
 
 /// Most jobs one Watch may name.
 pub const MAX_WATCHED_JOBS: usize = 1000;
+
+/// How long a Watch keeps retrying the lookup of a key it names while the
+/// upstream throttles or fails (a shorter client deadline ends it first).
+pub const ADOPTION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+const ADOPTION_RETRY: crate::upstream::RetryPolicy = crate::upstream::RetryPolicy {
+    min_delay: std::time::Duration::from_millis(200),
+    max_delay: std::time::Duration::from_secs(5),
+    factor: 2.0,
+};
 
 /// A job as accepted by `submit`.
 #[derive(Debug, Clone)]
@@ -354,13 +363,15 @@ impl Retouch {
             JobFilter::All
         } else {
             check_job_refs(&jobs)?;
-            let mut keys = HashSet::new();
-            for job in jobs {
-                let api = crate::convert::api_from_pb(job.api);
-                self.ensure_tracked(api, &job.result_key).await?;
-                keys.insert(job.result_key);
+            // Every key is looked up at once, each retrying on its own, so
+            // one throttled lookup neither delays nor sinks the others.
+            let lookups = jobs.iter().map(|job| {
+                self.adopt_patiently(crate::convert::api_from_pb(job.api), &job.result_key)
+            });
+            for outcome in futures::future::join_all(lookups).await {
+                outcome?;
             }
-            JobFilter::Keys(keys)
+            JobFilter::Keys(jobs.into_iter().map(|job| job.result_key).collect())
         };
         let stop_when_done = matches!(filter, JobFilter::Keys(_)) && !follow;
         if let Some(after_seq) = after_seq {
@@ -446,6 +457,31 @@ impl Retouch {
             }
             // Still failing: watchers see the LOST job as it is.
             Err(_) => Ok(record.job),
+        }
+    }
+
+    /// [`Retouch::ensure_tracked`], retried like a poll while the upstream's
+    /// answer is one that waiting can fix (throttling, 5xx, no connection),
+    /// for up to [`ADOPTION_PATIENCE`] or until the caller's deadline ends
+    /// the call.
+    async fn adopt_patiently(
+        &self,
+        api: Option<ApiKind>,
+        key: &str,
+    ) -> Result<pb::Job, ServiceError> {
+        let started = std::time::Instant::now();
+        let mut delays = ADOPTION_RETRY.delays();
+        loop {
+            match self.ensure_tracked(api, key).await {
+                Err(ServiceError::Upstream(err))
+                    if err.is_retryable() && started.elapsed() < ADOPTION_PATIENCE =>
+                {
+                    let delay = delays.next().unwrap_or(ADOPTION_RETRY.max_delay);
+                    tracing::debug!(result_key = %key, error = %err, ?delay, "looking a watched key up failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                outcome => return outcome,
+            }
         }
     }
 

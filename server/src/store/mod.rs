@@ -221,6 +221,12 @@ pub trait Store: Send + Sync + 'static {
     /// The job with this result key.
     async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError>;
 
+    /// Those of `result_keys` the journal has, by key: one read for many.
+    async fn jobs_by_keys(
+        &self,
+        result_keys: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, JobRecord>, StoreError>;
+
     /// The job (or unknown-outcome record) a submission created.
     async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
 

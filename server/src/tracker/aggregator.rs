@@ -4,7 +4,7 @@
 //! (fan-out to watchers, replies, new pollers). It never waits on a watcher:
 //! a full buffer drops the watcher and tells it so.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,7 +18,7 @@ use super::subscription::{LagFlag, Start, Subscription};
 use crate::aliyun::WireTask;
 use crate::convert::{api_from_pb, status_from_pb};
 use crate::error::ServiceError;
-use crate::store::JobRecord;
+use crate::store::{JobRecord, StoreError};
 
 /// Most commands applied in one step (and so in one journal commit).
 const MAX_STEP: usize = 1024;
@@ -116,14 +116,36 @@ pub(crate) async fn run(
                 None => break,
             },
         };
-        let mut effects = Vec::new();
-        let mut still_active = Vec::new();
-        apply(&ctx, &mut state, first, &mut effects, &mut still_active).await;
-        for _ in 1..MAX_STEP {
+        let mut step = vec![first];
+        while step.len() < MAX_STEP {
             let Ok(command) = commands.try_recv() else {
                 break;
             };
-            apply(&ctx, &mut state, command, &mut effects, &mut still_active).await;
+            step.push(command);
+        }
+        // One journal read for every key the step asks to track that is not
+        // being polled: was it tracked before?
+        let unpolled: Vec<String> = step
+            .iter()
+            .filter_map(|c| match c {
+                Command::Track { job, .. } if state.accepted_seq(&job.result_key).is_none() => {
+                    Some(job.result_key.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let journaled = ctx.store.jobs_by_keys(unpolled).await;
+        let mut effects = Vec::new();
+        let mut still_active = Vec::new();
+        for command in step {
+            apply(
+                &ctx,
+                &mut state,
+                command,
+                &journaled,
+                &mut effects,
+                &mut still_active,
+            );
         }
         let writes = state.take_writes();
         let durable = ctx.store.commit(writes).await.map_err(ServiceError::from);
@@ -180,10 +202,11 @@ pub(crate) async fn run(
     );
 }
 
-async fn apply(
+fn apply(
     ctx: &PollerContext,
     state: &mut TrackerState,
     command: Command,
+    journaled: &Result<HashMap<String, JobRecord>, StoreError>,
     effects: &mut Vec<Effect>,
     still_active: &mut Vec<(String, oneshot::Sender<bool>)>,
 ) {
@@ -198,12 +221,10 @@ async fn apply(
             let key = job.result_key.clone();
             let known = match state.accepted_seq(&key) {
                 Some(seq) => Ok(state.get(&key).cloned().map(|job| (job, seq))),
-                None => ctx
-                    .store
-                    .job_by_key(&key)
-                    .await
-                    .map(|found| found.map(|r| (r.job, r.accepted_seq)))
-                    .map_err(ServiceError::from),
+                None => match journaled {
+                    Ok(found) => Ok(found.get(&key).map(|r| (r.job.clone(), r.accepted_seq))),
+                    Err(e) => Err(ServiceError::from(e.clone())),
+                },
             };
             let tracked = match known {
                 Err(e) => Err(e),

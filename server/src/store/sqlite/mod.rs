@@ -274,6 +274,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn jobs_by_keys(
+        &self,
+        result_keys: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, JobRecord>, StoreError> {
+        if result_keys.is_empty() {
+            return Ok(Default::default());
+        }
+        self.readers
+            .read(move |conn| sql::jobs_by_keys(conn, result_keys))
+            .await
+    }
+
     async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let id = id.to_owned();
         self.readers

@@ -227,6 +227,25 @@ pub(super) fn job_where(
         .transpose()
 }
 
+pub(super) fn jobs_by_keys(
+    conn: &Connection,
+    keys: Vec<String>,
+) -> Result<std::collections::HashMap<String, JobRecord>, StoreError> {
+    let keys: Rc<Vec<Value>> = Rc::new(keys.into_iter().map(Value::from).collect());
+    conn.prepare_cached(
+        "SELECT accepted_seq, finished_at_ms, job FROM jobs WHERE result_key IN rarray(?1)",
+    )
+    .map_err(io_error)?
+    .query_map([keys], job_columns)
+    .map_err(io_error)?
+    .map(|row| {
+        row.map_err(io_error)
+            .and_then(job_record)
+            .map(|r| (r.job.result_key.clone(), r))
+    })
+    .collect()
+}
+
 pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage, StoreError> {
     let before = query
         .before_seq
