@@ -71,8 +71,14 @@ pub struct ServerConfig {
     pub upload_max_bytes: usize,
     /// How long uploads are kept.
     pub upload_retention: Duration,
-    /// Bearer token required on the retouch services (`None`: open).
+    /// Bearer token required on the retouch services and on mirrored
+    /// results (`None`: open).
     pub auth_token: Option<SecretString>,
+    /// Copy every result into the data directory and serve it from the HTTP
+    /// listener (`Task.mirrored_urls`).
+    pub mirror_results: bool,
+    /// How results are copied.
+    pub mirror: crate::mirror::MirrorConfig,
 }
 
 impl ServerConfig {
@@ -97,6 +103,8 @@ impl ServerConfig {
             upload_max_bytes: 20 * 1024 * 1024,
             upload_retention: Duration::from_secs(24 * 3600),
             auth_token: None,
+            mirror_results: true,
+            mirror: crate::mirror::MirrorConfig::default(),
         }
     }
 }
@@ -213,7 +221,30 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     );
     tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
 
-    let mut http_router = uploads.router();
+    let results_dir = data_dir.join("results");
+    let objects: Arc<dyn object_store::ObjectStore> = Arc::new(
+        std::fs::create_dir_all(&results_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                object_store::local::LocalFileSystem::new_with_prefix(&results_dir)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                StartError::Config(format!(
+                    "cannot use {} for mirrored results: {e}",
+                    results_dir.display()
+                ))
+            })?,
+    );
+    let auth = crate::grpc::BearerAuth::new(config.auth_token.clone());
+    let mut http_router =
+        uploads
+            .router()
+            .merge(crate::mirror::router(crate::mirror::MirrorRoutes {
+                objects: objects.clone(),
+                store: store.clone(),
+                auth: auth.clone(),
+            }));
     if let Some(backend) = &local_backend {
         http_router = http_router.merge(backend.router());
     }
@@ -235,22 +266,30 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     upstream.qps = config.upstream_qps;
     upstream.submit_attempts = config.submit_attempts;
     let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
-    let tracker = Tracker::start(client.clone(), config.tracker.clone(), store)
+    let mut tracker_config = config.tracker.clone();
+    if config.mirror_results {
+        tracker_config.mirror_base_url = Some(public_base.trim_end_matches('/').to_owned());
+    }
+    let tracker = Tracker::start(client.clone(), tracker_config, store)
         .await
         .map_err(StartError::Recover)?;
+    if let Some(work) = tracker.take_mirror_work() {
+        tasks.push(tokio::spawn(crate::mirror::run(
+            config.mirror.clone(),
+            objects,
+            tracker.clone(),
+            work,
+            cancel.clone(),
+        )));
+    }
     let retouch = Retouch::new(client, tracker);
 
     // Cancelled when shutdown starts: health watches end, and the listener
     // closes so that new connections are refused rather than left hanging.
     let draining = CancellationToken::new();
-    let (routes, health) = crate::grpc::routes(
-        retouch.clone(),
-        uploads,
-        crate::grpc::BearerAuth::new(config.auth_token.clone()),
-        draining.clone(),
-    )
-    .await
-    .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
+    let (routes, health) = crate::grpc::routes(retouch.clone(), uploads, auth, draining.clone())
+        .await
+        .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
     let grpc_cancel = CancellationToken::new();
     let grpc_stop = grpc_cancel.clone();
     let incoming_closed = draining.clone();

@@ -177,6 +177,13 @@ pub struct ServeArgs {
     /// the journal.
     #[arg(long, env = "RETOUCH_RETENTION", default_value = "72h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+    /// How long retouchd keeps its copies of results (served at
+    /// /mirror/... on the HTTP listener).
+    #[arg(long, env = "RETOUCH_RESULT_RETENTION", default_value = "72h", value_parser = humantime::parse_duration)]
+    pub result_retention: Duration,
+    /// Largest result retouchd copies, in bytes.
+    #[arg(long, env = "RETOUCH_MIRROR_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub mirror_max_bytes: usize,
     /// Most events kept in the journal for resuming watches with after_seq
     /// (the oldest go first).
     #[arg(long, env = "RETOUCH_EVENT_LOG_CAPACITY", default_value_t = 1_000_000)]
@@ -363,6 +370,7 @@ impl ServeArgs {
                 give_up_after: self.give_up_after,
                 retention: self.retention,
                 event_log_capacity: self.event_log_capacity.max(1),
+                result_retention: self.result_retention,
                 watcher_buffer: self.watcher_buffer.max(1),
                 error_retry: RetryPolicy {
                     min_delay: Duration::from_millis(500),
@@ -384,6 +392,11 @@ impl ServeArgs {
             upload_max_bytes: self.upload_max_bytes,
             upload_retention: self.upload_retention,
             auth_token: self.auth_token.clone(),
+            mirror_results: true,
+            mirror: crate::mirror::MirrorConfig {
+                max_bytes: self.mirror_max_bytes,
+                ..crate::mirror::MirrorConfig::default()
+            },
         })
     }
 }

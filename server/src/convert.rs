@@ -58,6 +58,7 @@ pub fn task_to_pb(index: usize, task: &WireTask, now: SystemTime) -> pb::Task {
         result_urls: task.results.clone(),
         message: task.message.clone().unwrap_or_default(),
         status_since: Some(timestamp(now)),
+        mirrored_urls: Vec::new(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod idempotency;
 pub mod local;
+pub mod mirror;
 pub mod oneshot;
 pub mod samples;
 pub mod service;

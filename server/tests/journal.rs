@@ -107,13 +107,24 @@ async fn retouchd(
     run: usize,
     extra: &[&str],
 ) -> (Process, String) {
+    retouchd_on(data_dir, upstream, run, "127.0.0.1:0", extra).await
+}
+
+/// [`retouchd`] with its HTTP listener (mirrored results) on `http_listen`.
+async fn retouchd_on(
+    data_dir: &Path,
+    upstream: &str,
+    run: usize,
+    http_listen: &str,
+    extra: &[&str],
+) -> (Process, String) {
     let data = data_dir.to_str().unwrap();
     let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--http-listen",
-        "127.0.0.1:0",
+        http_listen,
         "--data-dir",
         data,
         "--aliyun-appcode",
@@ -261,7 +272,12 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let (_backend, upstream) = backend(dir.path(), "400ms").await;
-    let (mut server, url) = retouchd(&data_dir, &upstream, 0, &[]).await;
+    // One HTTP address across restarts: mirrored result URLs point there.
+    let http_listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let (mut server, url) = retouchd_on(&data_dir, &upstream, 0, &http_listen, &[]).await;
     let (servers_tx, servers) = watch::channel(url.clone());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let resumes = Arc::new(AtomicUsize::new(0));
@@ -320,7 +336,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
     for run in 1..=KILLS {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
         server.sigkill();
-        let (next, url) = retouchd(&data_dir, &upstream, run, &[]).await;
+        let (next, url) = retouchd_on(&data_dir, &upstream, run, &http_listen, &[]).await;
         server = next;
         servers_tx.send(url).unwrap();
     }
@@ -373,6 +389,29 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
         "{jobs:#?}"
     );
 
+    // Every SUCCESS result was copied (some after a restart) and decodes.
+    let mut mirrored = 0;
+    for task in jobs.iter().flat_map(|j| &j.tasks) {
+        if task.status() != pb::TaskStatus::Success {
+            continue;
+        }
+        assert_eq!(task.mirrored_urls.len(), task.result_urls.len(), "{task:?}");
+        for url in &task.mirrored_urls {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let bytes = loop {
+                let response = reqwest::get(url).await.unwrap();
+                if response.status() == 200 {
+                    break response.bytes().await.unwrap();
+                }
+                assert!(Instant::now() < deadline, "{url}: {}", response.status());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            image::load_from_memory(&bytes).expect("a mirrored result decodes");
+            mirrored += 1;
+        }
+    }
+    assert!(mirrored > 0);
+
     // One record per request id: the job, or the record of an unknown
     // outcome; never two jobs.
     let mut per_request_id: HashMap<&str, usize> = HashMap::new();
@@ -400,7 +439,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
     // The watcher saw one unbroken sequence, holding every job's story.
     let seen = seen.lock().unwrap().clone();
     eprintln!(
-        "{KILLS} kills: {} answered submits, {journaled} jobs journaled, {unknown} unknown outcomes, backend created {} jobs from {} submits; watcher saw {} events over {} resumes",
+        "{KILLS} kills: {} answered submits, {journaled} jobs journaled, {unknown} unknown outcomes, {mirrored} results mirrored, backend created {} jobs from {} submits; watcher saw {} events over {} resumes",
         submitted.values().filter(|o| o.is_ok()).count(),
         stats.jobs_created,
         stats.submits_received,

@@ -156,6 +156,7 @@ fn event(jobs: usize, n: usize) -> pb::JobEvent {
                 current: current as i32,
                 result_urls: vec![],
                 message: String::new(),
+                mirrored_urls: vec![],
             })
         };
         (round % jobs, kind)

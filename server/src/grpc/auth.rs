@@ -23,6 +23,21 @@ impl BearerAuth {
     }
 }
 
+impl BearerAuth {
+    /// Whether an `authorization` header value passes (always, without a
+    /// configured token). Compared in constant time.
+    pub fn admits(&self, authorization: Option<&str>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let expected = token.expose_secret().as_bytes();
+        !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected))
+    }
+}
+
 impl std::fmt::Debug for BearerAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerAuth")
@@ -33,17 +48,11 @@ impl std::fmt::Debug for BearerAuth {
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(token) = &self.token else {
-            return Ok(request);
-        };
         let given = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let expected = token.expose_secret().as_bytes();
-        if !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected)) {
+            .and_then(|v| v.to_str().ok());
+        if self.admits(given) {
             Ok(request)
         } else {
             // Never echo what was sent: it may be a near-miss of the secret.

@@ -121,6 +121,45 @@ pub enum Settlement {
     },
 }
 
+/// One result to copy from the upstream: which task's which result.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MirrorRequest {
+    /// The job.
+    pub result_key: String,
+    /// The task.
+    pub task_index: u32,
+    /// Index into the task's `result_urls`.
+    pub result_index: u32,
+    /// Where the upstream serves it (for a limited time).
+    pub upstream_url: String,
+}
+
+/// Where a mirrored result stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorState {
+    /// Not copied yet (`attempts` failed so far, the last with `error`).
+    Pending {
+        /// Failed attempts so far.
+        attempts: u32,
+        /// The last failure.
+        error: Option<String>,
+    },
+    /// Copied: the object store holds it under its SHA-256.
+    Stored {
+        /// Hex SHA-256 of the content.
+        sha256: String,
+        /// `image/png`, `image/jpeg` or `image/webp`.
+        content_type: String,
+        /// Size in bytes.
+        size_bytes: u64,
+    },
+    /// Copying failed for good.
+    GivenUp {
+        /// The last failure.
+        error: String,
+    },
+}
+
 /// Everything one aggregator step changed, made durable atomically.
 #[derive(Debug, Clone, Default)]
 pub struct StepWrites {
@@ -130,12 +169,17 @@ pub struct StepWrites {
     pub jobs: Vec<JobRecord>,
     /// Submissions the step settled.
     pub settlements: Vec<Settlement>,
+    /// Results to copy, recorded with the SUCCESS that produced them.
+    pub mirrors: Vec<MirrorRequest>,
 }
 
 impl StepWrites {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.jobs.is_empty() && self.settlements.is_empty()
+        self.events.is_empty()
+            && self.jobs.is_empty()
+            && self.settlements.is_empty()
+            && self.mirrors.is_empty()
     }
 }
 
@@ -149,6 +193,8 @@ pub struct Recovered {
     /// Submissions recorded but never settled: retouchd stopped between the
     /// intent and the outcome, so each may have been billed.
     pub unsettled: Vec<SubmissionRecord>,
+    /// Results not copied yet.
+    pub pending_mirrors: Vec<MirrorRequest>,
 }
 
 /// Filters and position of a `ListJobs` page.
@@ -182,6 +228,8 @@ pub struct Compaction {
     pub events_before: SystemTime,
     /// At most this many events are kept (the oldest go first).
     pub max_events: u64,
+    /// Mirrored results recorded before this go.
+    pub results_before: SystemTime,
 }
 
 /// What a compaction removed.
@@ -193,6 +241,10 @@ pub struct Compacted {
     pub events: u64,
     /// Submission rows removed (freeing their request ids).
     pub submissions: u64,
+    /// Mirrored result rows removed.
+    pub results: u64,
+    /// SHA-256 of stored objects no remaining row refers to: delete them.
+    pub orphaned_objects: Vec<String>,
 }
 
 /// The journal. One implementation per database; every method is one
@@ -251,6 +303,31 @@ pub trait Store: Send + Sync + 'static {
         keys: Option<Vec<String>>,
         limit: usize,
     ) -> Result<Vec<pb::JobEvent>, StoreError>;
+
+    /// Records a copied result.
+    async fn mirror_stored(
+        &self,
+        request: &MirrorRequest,
+        sha256: &str,
+        content_type: &str,
+        size_bytes: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Records a failed attempt at copying a result; `give_up` ends trying.
+    async fn mirror_failed(
+        &self,
+        request: &MirrorRequest,
+        error: &str,
+        give_up: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Where the copy of one result stands.
+    async fn mirror_state(
+        &self,
+        result_key: &str,
+        task_index: u32,
+        result_index: u32,
+    ) -> Result<Option<MirrorState>, StoreError>;
 
     /// The highest seq removed by retention (0 if none): resuming after an
     /// older seq would miss events.

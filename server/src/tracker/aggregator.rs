@@ -68,6 +68,13 @@ pub(crate) enum Command {
         tasks: Vec<pb::Task>,
         reply: Reply<pb::Job>,
     },
+    MirrorFailed {
+        key: String,
+        task_index: u32,
+        result_index: u32,
+        error: pb::UpstreamError,
+        reply: Reply<()>,
+    },
 }
 
 pub(crate) struct Watcher {
@@ -131,6 +138,9 @@ pub(crate) async fn run(
                 Command::Track { job, .. } if state.accepted_seq(&job.result_key).is_none() => {
                     Some(job.result_key.clone())
                 }
+                Command::MirrorFailed { key, .. } if state.accepted_seq(key).is_none() => {
+                    Some(key.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -148,10 +158,16 @@ pub(crate) async fn run(
             );
         }
         let writes = state.take_writes();
+        let mirrors = writes.mirrors.clone();
         let durable = ctx.store.commit(writes).await.map_err(ServiceError::from);
         match &durable {
             Ok(()) => {
                 state.evict_finished();
+                if let Some(mirror) = &ctx.mirror {
+                    for request in mirrors {
+                        let _ = mirror.send(super::MirrorWork::Copy(request));
+                    }
+                }
                 for (key, reply) in still_active {
                     let active = state
                         .get(&key)
@@ -170,7 +186,11 @@ pub(crate) async fn run(
                     Ok(recovered) => {
                         let polled: HashSet<String> =
                             state.active_keys(&JobFilter::All).into_iter().collect();
-                        state = TrackerState::new(recovered.head_seq, recovered.active_jobs);
+                        state = TrackerState::new(
+                            recovered.head_seq,
+                            recovered.active_jobs,
+                            ctx.config.mirror_base_url.clone(),
+                        );
                         for (_, job) in state.snapshot(&JobFilter::All) {
                             if !polled.contains(&job.result_key) {
                                 start_poller(&ctx, &job);
@@ -330,6 +350,24 @@ fn apply(
                 },
             );
             reply(effects, to, Ok(subscription));
+        }
+        Command::MirrorFailed {
+            key,
+            task_index,
+            result_index,
+            error,
+            reply: to,
+        } => {
+            let record = journaled
+                .as_ref()
+                .ok()
+                .and_then(|found| found.get(&key).cloned());
+            if let Some(event) =
+                state.mirror_failed(&key, record, task_index, result_index, error, now)
+            {
+                effects.push(Effect::FanOut(event));
+            }
+            reply(effects, to, Ok(()));
         }
         Command::Revive {
             record,

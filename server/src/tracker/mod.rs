@@ -18,7 +18,7 @@ pub use state::{JobFilter, TrackerState};
 pub use subscription::Subscription;
 
 use crate::error::ServiceError;
-use crate::store::{Compaction, JobRecord, Store, StoreError};
+use crate::store::{Compaction, JobRecord, MirrorRequest, Store, StoreError};
 use crate::upstream::{RetryPolicy, UpstreamClient};
 use aggregator::Command;
 
@@ -47,6 +47,21 @@ pub struct TrackerConfig {
     pub watcher_buffer: usize,
     /// How often retention removes old records from the journal.
     pub sweep_every: Duration,
+    /// retouchd's public HTTP base URL: with it, every SUCCESS result gets a
+    /// mirrored URL there and is copied (`None`: results are not mirrored).
+    pub mirror_base_url: Option<String>,
+    /// How long mirrored results are kept.
+    pub result_retention: Duration,
+}
+
+/// What the tracker hands the result mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorWork {
+    /// Copy this result (durably recorded as pending).
+    Copy(MirrorRequest),
+    /// Delete these stored objects (by SHA-256): retention removed the last
+    /// result that referred to each.
+    Forget(Vec<String>),
 }
 
 impl Default for TrackerConfig {
@@ -66,6 +81,8 @@ impl Default for TrackerConfig {
             event_log_capacity: 1_000_000,
             watcher_buffer: 1024,
             sweep_every: Duration::from_secs(60),
+            mirror_base_url: None,
+            result_retention: Duration::from_secs(72 * 3600),
         }
     }
 }
@@ -79,6 +96,7 @@ pub struct Tracker {
     server_id: Arc<str>,
     store: Arc<dyn Store>,
     tasks: tokio_util::task::TaskTracker,
+    mirror_work: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<MirrorWork>>>>,
 }
 
 /// Message of the records made for submits a crash left unsettled.
@@ -102,7 +120,11 @@ impl Tracker {
                 "resuming from the journal"
             );
         }
-        let mut state = TrackerState::new(recovered.head_seq, recovered.active_jobs);
+        let mut state = TrackerState::new(
+            recovered.head_seq,
+            recovered.active_jobs,
+            config.mirror_base_url.clone(),
+        );
         // Before anything is served: a submit with no recorded outcome
         // becomes a visible record, never a silent resubmit.
         let now = std::time::SystemTime::now();
@@ -116,13 +138,25 @@ impl Tracker {
             state.outcome_unknown(draft, now);
         }
         store.commit(state.take_writes()).await?;
+        let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
+        let mirror = config.mirror_base_url.is_some().then_some(mirror_tx);
+        if let Some(mirror) = &mirror {
+            for request in recovered.pending_mirrors {
+                let _ = mirror.send(MirrorWork::Copy(request));
+            }
+        }
 
         let (commands, receiver) = mpsc::channel(4096);
         let cancel = CancellationToken::new();
         let close_streams = cancel.child_token();
         let server_id: Arc<str> = store.store_id().into();
         let tasks = tokio_util::task::TaskTracker::new();
-        tasks.spawn(sweep(store.clone(), config.clone(), cancel.clone()));
+        tasks.spawn(sweep(
+            store.clone(),
+            config.clone(),
+            mirror.clone(),
+            cancel.clone(),
+        ));
         let ctx = poller::PollerContext {
             server_id: server_id.clone(),
             store: store.clone(),
@@ -132,6 +166,7 @@ impl Tracker {
             cancel: cancel.clone(),
             close_streams: close_streams.clone(),
             tasks: tasks.clone(),
+            mirror,
         };
         let aggregator = tasks.spawn(aggregator::run(receiver, ctx, state));
         tokio::spawn(async move {
@@ -147,12 +182,42 @@ impl Tracker {
             server_id,
             store,
             tasks,
+            mirror_work: Arc::new(std::sync::Mutex::new(Some(mirror_rx))),
         })
     }
 
     /// The journal.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The results to mirror, for the one mirror that copies them (taken
+    /// once; nothing comes unless `mirror_base_url` is set).
+    pub fn take_mirror_work(&self) -> Option<mpsc::UnboundedReceiver<MirrorWork>> {
+        self.mirror_work
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Records a failed attempt at mirroring a result: a `mirror_failed`
+    /// event and the job's `last_error`.
+    pub async fn mirror_failed(
+        &self,
+        result_key: &str,
+        task_index: u32,
+        result_index: u32,
+        error: pb::UpstreamError,
+    ) -> Result<(), ServiceError> {
+        let key = result_key.to_owned();
+        self.ask(|reply| Command::MirrorFailed {
+            key,
+            task_index,
+            result_index,
+            error,
+            reply,
+        })
+        .await?
     }
 
     /// Starts tracking `job` (no-op if its key is tracked already, or was).
@@ -291,7 +356,12 @@ impl Tracker {
 }
 
 /// Removes from the journal what retention no longer keeps, now and then.
-async fn sweep(store: Arc<dyn Store>, config: TrackerConfig, cancel: CancellationToken) {
+async fn sweep(
+    store: Arc<dyn Store>,
+    config: TrackerConfig,
+    mirror: Option<mpsc::UnboundedSender<MirrorWork>>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(config.sweep_every.max(Duration::from_millis(10)));
     loop {
         tokio::select! {
@@ -306,17 +376,27 @@ async fn sweep(store: Arc<dyn Store>, config: TrackerConfig, cancel: Cancellatio
             jobs_finished_before: cutoff,
             events_before: cutoff,
             max_events: config.event_log_capacity as u64,
+            results_before: now
+                .checked_sub(config.result_retention)
+                .unwrap_or(std::time::UNIX_EPOCH),
         };
         match store.compact(compaction).await {
-            Ok(done) if done.jobs + done.events + done.submissions > 0 => {
-                tracing::debug!(
-                    jobs = done.jobs,
-                    events = done.events,
-                    submissions = done.submissions,
-                    "retention removed old records"
-                );
+            Ok(done) => {
+                if done.jobs + done.events + done.submissions + done.results > 0 {
+                    tracing::debug!(
+                        jobs = done.jobs,
+                        events = done.events,
+                        submissions = done.submissions,
+                        results = done.results,
+                        "retention removed old records"
+                    );
+                }
+                if let Some(mirror) = &mirror
+                    && !done.orphaned_objects.is_empty()
+                {
+                    let _ = mirror.send(MirrorWork::Forget(done.orphaned_objects));
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),
         }
     }

@@ -29,6 +29,8 @@ pub(crate) struct PollerContext {
     pub close_streams: CancellationToken,
     /// Every task of the tracker, so that shutdown can wait for them.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Where results to mirror go, when they are mirrored.
+    pub mirror: Option<mpsc::UnboundedSender<super::MirrorWork>>,
 }
 
 /// Polls `key` until its tasks are all terminal, the error is one retrying

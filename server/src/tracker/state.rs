@@ -12,7 +12,7 @@ use retouch_api::v1::job_event::Kind;
 
 use crate::aliyun::WireTask;
 use crate::convert::{self, is_terminal, status_to_pb, timestamp};
-use crate::store::{JobRecord, Settlement, StepWrites};
+use crate::store::{JobRecord, MirrorRequest, Settlement, StepWrites};
 
 /// Which jobs a watcher wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,18 +65,22 @@ pub struct TrackerState {
     next_seq: u64,
     step: StepWrites,
     dirty: HashSet<String>,
+    mirror_base: Option<String>,
 }
 
 impl TrackerState {
     /// State continuing a journal whose highest seq is `head_seq`, polling
-    /// `active` jobs.
-    pub fn new(head_seq: u64, active: Vec<JobRecord>) -> Self {
+    /// `active` jobs. With `mirror_base` (retouchd's public HTTP base URL),
+    /// every SUCCESS result gets a mirrored URL there and is queued for
+    /// copying.
+    pub fn new(head_seq: u64, active: Vec<JobRecord>, mirror_base: Option<String>) -> Self {
         let mut state = TrackerState {
             jobs: HashMap::new(),
             by_accepted_seq: BTreeMap::new(),
             next_seq: head_seq + 1,
             step: StepWrites::default(),
             dirty: HashSet::new(),
+            mirror_base,
         };
         for record in active {
             state.insert(record);
@@ -237,6 +241,27 @@ impl TrackerState {
             task.result_urls = wire.results.clone();
             task.message = wire.message.clone().unwrap_or_default();
             task.status_since = Some(timestamp(now));
+            if current == pb::TaskStatus::Success
+                && let Some(base) = &self.mirror_base
+            {
+                task.mirrored_urls = (0..wire.results.len() as u32)
+                    .map(|r| crate::mirror::mirrored_url(base, key, index as u32, r))
+                    .collect();
+                self.step
+                    .mirrors
+                    .extend(
+                        wire.results
+                            .iter()
+                            .enumerate()
+                            .map(|(r, url)| MirrorRequest {
+                                result_key: key.to_owned(),
+                                task_index: index as u32,
+                                result_index: r as u32,
+                                upstream_url: url.clone(),
+                            }),
+                    );
+            }
+            let mirrored_urls = task.mirrored_urls.clone();
             // Applied one transition at a time, so each event carries the job
             // status once *it* is applied: only the last transition of a
             // finishing job says COMPLETED.
@@ -251,6 +276,7 @@ impl TrackerState {
                 current: current as i32,
                 result_urls: wire.results.clone(),
                 message: wire.message.clone().unwrap_or_default(),
+                mirrored_urls,
             };
             let job = tracked.job.clone();
             events.push(self.push_event(&job, now, Kind::Transition(change)));
@@ -285,6 +311,35 @@ impl TrackerState {
             now,
             Kind::Accepted(pb::JobAccepted {
                 job: Some(job.clone()),
+            }),
+        ))
+    }
+
+    /// Records a failed attempt at copying a result: an event, and the
+    /// job's `last_error`. `journaled` is the job as the journal has it,
+    /// for a job no longer in memory (finished).
+    pub fn mirror_failed(
+        &mut self,
+        key: &str,
+        journaled: Option<JobRecord>,
+        task_index: u32,
+        result_index: u32,
+        error: pb::UpstreamError,
+        now: SystemTime,
+    ) -> Option<Arc<pb::JobEvent>> {
+        if !self.jobs.contains_key(key) {
+            self.insert(journaled?);
+        }
+        let tracked = self.jobs.get_mut(key)?;
+        tracked.job.last_error = Some(error.clone());
+        let job = tracked.job.clone();
+        Some(self.push_event(
+            &job,
+            now,
+            Kind::MirrorFailed(pb::MirrorFailed {
+                task_index,
+                result_index,
+                error: Some(error),
             }),
         ))
     }
@@ -431,7 +486,7 @@ mod tests {
 
     #[test]
     fn transitions_get_consecutive_seqs_and_complete_the_job() {
-        let mut state = TrackerState::new(0, Vec::new());
+        let mut state = TrackerState::new(0, Vec::new(), None);
         let now = SystemTime::now();
         let (accepted, seq) = state.accept(job("k", 2), Some("sub".into()), now);
         assert_eq!((accepted.seq, seq), (1, 1));
@@ -465,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_step_writes_its_events_the_jobs_they_changed_and_settlements() {
-        let mut state = TrackerState::new(41, Vec::new());
+        let mut state = TrackerState::new(41, Vec::new(), Some("http://r.example".into()));
         let now = SystemTime::now();
         state.accept(job("k", 1), Some("sub".into()), now);
         state.observe("k", &wire(&[WireTaskStatus::Success]), now);
@@ -496,7 +551,7 @@ mod tests {
 
     #[test]
     fn an_unknown_outcome_is_a_record_without_a_key_and_never_polled() {
-        let mut state = TrackerState::new(9, Vec::new());
+        let mut state = TrackerState::new(9, Vec::new(), None);
         let draft = pb::Job {
             submission_id: "sub".into(),
             ..job("", 1)
@@ -517,7 +572,7 @@ mod tests {
 
     #[test]
     fn a_fatal_poll_error_loses_the_job_and_later_polls_are_ignored() {
-        let mut state = TrackerState::new(0, Vec::new());
+        let mut state = TrackerState::new(0, Vec::new(), None);
         let now = SystemTime::now();
         state.accept(job("k", 1), None, now);
         let retry = pb::UpstreamError {
@@ -561,7 +616,7 @@ mod tests {
             accepted_seq: 5,
             finished_at: None,
         };
-        let mut state = TrackerState::new(7, vec![recovered]);
+        let mut state = TrackerState::new(7, vec![recovered], None);
         assert!(state.take_writes().is_empty());
         assert_eq!(state.accepted_seq("k"), Some(5));
         let events = state.observe("k", &wire(&[WireTaskStatus::Running]), SystemTime::now());

@@ -336,7 +336,10 @@ impl Jobs {
                     task.message = t.message;
                 }
             }
-            Some(pb::job_event::Kind::UpstreamError(e)) => {
+            Some(
+                pb::job_event::Kind::UpstreamError(e)
+                | pb::job_event::Kind::MirrorFailed(pb::MirrorFailed { error: Some(e), .. }),
+            ) => {
                 row.last_error = Some(LastError {
                     aliyun_code: e.aliyun_code,
                     http_status: e.http_status,
@@ -344,7 +347,9 @@ impl Jobs {
                 });
             }
             Some(
-                pb::job_event::Kind::Accepted(_) | pb::job_event::Kind::SubmitOutcomeUnknown(_),
+                pb::job_event::Kind::Accepted(_)
+                | pb::job_event::Kind::SubmitOutcomeUnknown(_)
+                | pb::job_event::Kind::MirrorFailed(_),
             )
             | None => {}
         }

@@ -77,6 +77,7 @@ pub mod build {
                 } else {
                     String::new()
                 },
+                mirrored_urls: vec![],
             })),
         }
     }

@@ -18,8 +18,8 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
 
 use super::{
-    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, NewSubmission, Recovered,
-    StepWrites, Store, StoreError,
+    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
+    NewSubmission, Recovered, StepWrites, Store, StoreError,
 };
 use writer::Writer;
 
@@ -30,10 +30,13 @@ pub const LOCK_FILE: &str = "retouchd.lock";
 
 /// The schema, one migration per version; never edit a released one.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("migrations/0001_journal.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("migrations/0001_journal.sql")),
+        M::up(include_str!("migrations/0002_mirrored_results.sql")),
+    ])
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Why the journal could not be opened. Nothing was changed on disk.
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +323,46 @@ impl Store for SqliteStore {
     ) -> Result<Vec<pb::JobEvent>, StoreError> {
         self.readers
             .read(move |conn| sql::events(conn, after, upto, keys, limit))
+            .await
+    }
+
+    async fn mirror_stored(
+        &self,
+        request: &MirrorRequest,
+        sha256: &str,
+        content_type: &str,
+        size_bytes: u64,
+    ) -> Result<(), StoreError> {
+        let (request, sha256, content_type) =
+            (request.clone(), sha256.to_owned(), content_type.to_owned());
+        self.writer
+            .write(move |conn| {
+                sql::mirror_stored(conn, &request, &sha256, &content_type, size_bytes)
+            })
+            .await
+    }
+
+    async fn mirror_failed(
+        &self,
+        request: &MirrorRequest,
+        error: &str,
+        give_up: bool,
+    ) -> Result<(), StoreError> {
+        let (request, error) = (request.clone(), error.to_owned());
+        self.writer
+            .write(move |conn| sql::mirror_failed(conn, &request, &error, give_up))
+            .await
+    }
+
+    async fn mirror_state(
+        &self,
+        result_key: &str,
+        task_index: u32,
+        result_index: u32,
+    ) -> Result<Option<MirrorState>, StoreError> {
+        let key = result_key.to_owned();
+        self.readers
+            .read(move |conn| sql::mirror_state(conn, &key, task_index, result_index))
             .await
     }
 

@@ -10,13 +10,18 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
 use crate::store::{
-    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, NewSubmission, Recovered,
-    Settlement, StepWrites, StoreError, SubmissionRecord, SubmissionState,
+    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
+    NewSubmission, Recovered, Settlement, StepWrites, StoreError, SubmissionRecord,
+    SubmissionState,
 };
 
 const STATE_PENDING: i64 = 1;
 const STATE_ACCEPTED: i64 = 2;
 const STATE_UNKNOWN: i64 = 3;
+
+const MIRROR_PENDING: i64 = 1;
+const MIRROR_STORED: i64 = 2;
+const MIRROR_GIVEN_UP: i64 = 3;
 
 /// A SQLite error as a store error: I/O, full disk and locks are
 /// `Unavailable`; anything else means the file is not what we expect.
@@ -107,10 +112,29 @@ pub(super) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
         .map_err(io_error)?
         .map(|row| row.map_err(io_error).and_then(submission_record))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut mirrors = conn
+        .prepare(
+            "SELECT result_key, task_index, result_index, upstream_url FROM mirrored_results
+             WHERE state = ?1 ORDER BY created_at_ms",
+        )
+        .map_err(io_error)?;
+    let pending_mirrors = mirrors
+        .query_map([MIRROR_PENDING], |r| {
+            Ok(MirrorRequest {
+                result_key: r.get(0)?,
+                task_index: r.get(1)?,
+                result_index: r.get(2)?,
+                upstream_url: r.get(3)?,
+            })
+        })
+        .map_err(io_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_error)?;
     Ok(Recovered {
         head_seq,
         active_jobs,
         unsettled,
+        pending_mirrors,
     })
 }
 
@@ -168,7 +192,131 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
             .and_then(|mut s| s.execute(params![id, state, key]))
             .map_err(io_error)?;
     }
+    let now = millis(SystemTime::now());
+    for mirror in &writes.mirrors {
+        conn.prepare_cached(
+            "INSERT INTO mirrored_results
+                 (result_key, task_index, result_index, upstream_url, state, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (result_key, task_index, result_index) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                mirror.result_key,
+                mirror.task_index,
+                mirror.result_index,
+                mirror.upstream_url,
+                MIRROR_PENDING,
+                now
+            ])
+        })
+        .map_err(io_error)?;
+    }
     Ok(())
+}
+
+pub(super) fn mirror_stored(
+    conn: &Connection,
+    request: &MirrorRequest,
+    sha256: &str,
+    content_type: &str,
+    size_bytes: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE mirrored_results SET state = ?4, sha256 = ?5, content_type = ?6,
+             size_bytes = ?7, attempts = attempts + 1, error = NULL
+         WHERE result_key = ?1 AND task_index = ?2 AND result_index = ?3",
+        params![
+            request.result_key,
+            request.task_index,
+            request.result_index,
+            MIRROR_STORED,
+            sha256,
+            content_type,
+            size_bytes as i64
+        ],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn mirror_failed(
+    conn: &Connection,
+    request: &MirrorRequest,
+    error: &str,
+    give_up: bool,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE mirrored_results SET state = ?4, attempts = attempts + 1, error = ?5
+         WHERE result_key = ?1 AND task_index = ?2 AND result_index = ?3 AND state = ?6",
+        params![
+            request.result_key,
+            request.task_index,
+            request.result_index,
+            if give_up {
+                MIRROR_GIVEN_UP
+            } else {
+                MIRROR_PENDING
+            },
+            error,
+            MIRROR_PENDING
+        ],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn mirror_state(
+    conn: &Connection,
+    result_key: &str,
+    task_index: u32,
+    result_index: u32,
+) -> Result<Option<MirrorState>, StoreError> {
+    type Row = (
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        i64,
+        Option<String>,
+    );
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT state, sha256, content_type, size_bytes, attempts, error
+             FROM mirrored_results WHERE result_key = ?1 AND task_index = ?2 AND result_index = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![result_key, task_index, result_index], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(io_error)?;
+    Ok(
+        row.map(|(state, sha256, content_type, size, attempts, error)| {
+            match (state, sha256, content_type) {
+                (MIRROR_STORED, Some(sha256), Some(content_type)) => MirrorState::Stored {
+                    sha256,
+                    content_type,
+                    size_bytes: size.unwrap_or(0).max(0) as u64,
+                },
+                (MIRROR_GIVEN_UP, _, _) => MirrorState::GivenUp {
+                    error: error.unwrap_or_default(),
+                },
+                _ => MirrorState::Pending {
+                    attempts: attempts.max(0) as u32,
+                    error,
+                },
+            }
+        }),
+    )
 }
 
 pub(super) fn begin_submission(
@@ -391,10 +539,36 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
         [through],
     )
     .map_err(io_error)?;
+    let results_cutoff = millis(compaction.results_before);
+    let candidates: Vec<String> = conn
+        .prepare("SELECT DISTINCT sha256 FROM mirrored_results WHERE created_at_ms < ?1 AND sha256 IS NOT NULL")
+        .and_then(|mut s| s.query_map([results_cutoff], |r| r.get(0))?.collect())
+        .map_err(io_error)?;
+    let results = conn
+        .execute(
+            "DELETE FROM mirrored_results WHERE created_at_ms < ?1",
+            [results_cutoff],
+        )
+        .map_err(io_error)?;
+    let mut orphaned_objects = Vec::new();
+    for sha256 in candidates {
+        let still_used: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM mirrored_results WHERE sha256 = ?1)",
+                [&sha256],
+                |r| r.get(0),
+            )
+            .map_err(io_error)?;
+        if !still_used {
+            orphaned_objects.push(sha256);
+        }
+    }
     Ok(Compacted {
         jobs: jobs as u64,
         events: events as u64,
         submissions: submissions as u64,
+        results: results as u64,
+        orphaned_objects,
     })
 }
 

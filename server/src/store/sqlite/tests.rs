@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use retouch_api::v1 as pb;
 
 use super::*;
-use crate::store::{Settlement, SubmissionState};
+use crate::store::{MirrorRequest, MirrorState, Settlement, SubmissionState};
 
 fn job(key: &str, status: pb::JobStatus, last_seq: u64) -> pb::Job {
     pb::Job {
@@ -27,6 +27,15 @@ fn event(seq: u64, key: &str) -> Arc<pb::JobEvent> {
         result_key: key.into(),
         ..Default::default()
     })
+}
+
+fn mirror(key: &str, task: u32) -> MirrorRequest {
+    MirrorRequest {
+        result_key: key.into(),
+        task_index: task,
+        result_index: 0,
+        upstream_url: format!("http://upstream/{key}/{task}.png"),
+    }
 }
 
 fn submission(id: &str, request_id: Option<&str>, fingerprint: u8) -> NewSubmission {
@@ -77,6 +86,7 @@ async fn what_is_committed_survives_a_reopen_with_the_same_identity() {
                 id: "sub-a".into(),
                 result_key: "a".into(),
             }],
+            mirrors: vec![mirror("a", 0)],
         })
         .await
         .unwrap();
@@ -96,6 +106,11 @@ async fn what_is_committed_survives_a_reopen_with_the_same_identity() {
             .collect::<Vec<_>>(),
         ["sub-b"],
         "the submit recorded but never settled is reported"
+    );
+    assert_eq!(
+        recovered.pending_mirrors,
+        [mirror("a", 0)],
+        "copies still to make"
     );
     let a = store.job_by_key("a").await.unwrap().unwrap();
     assert_eq!(a.job.status, pb::JobStatus::Completed as i32);
@@ -242,6 +257,7 @@ async fn retention_removes_old_jobs_events_and_request_ids() {
                 id: "sub-old".into(),
                 result_key: "old".into(),
             }],
+            mirrors: Vec::new(),
         })
         .await
         .unwrap();
@@ -250,6 +266,7 @@ async fn retention_removes_old_jobs_events_and_request_ids() {
             jobs_finished_before: SystemTime::now() - Duration::from_secs(60),
             events_before: SystemTime::now() - Duration::from_secs(60),
             max_events: 2,
+            results_before: SystemTime::now() - Duration::from_secs(60),
         })
         .await
         .unwrap();
@@ -258,7 +275,8 @@ async fn retention_removes_old_jobs_events_and_request_ids() {
         Compacted {
             jobs: 1,
             events: 3,
-            submissions: 1
+            submissions: 1,
+            ..Compacted::default()
         }
     );
     assert_eq!(store.compacted_through().await.unwrap(), 3);
@@ -346,4 +364,62 @@ async fn a_backup_is_a_journal_of_its_own() {
     let restored = SqliteStore::open(copy.path()).unwrap();
     assert_eq!(restored.store_id(), store.store_id());
     assert_eq!(restored.recover().await.unwrap().head_seq, 1);
+}
+
+#[tokio::test]
+async fn mirrored_results_go_from_pending_to_stored_or_given_up_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let (a, b, c) = (mirror("a", 0), mirror("b", 0), mirror("c", 0));
+    store
+        .commit(StepWrites {
+            mirrors: vec![a.clone(), b.clone(), c.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.mirror_failed(&a, "503", false).await.unwrap();
+    assert_eq!(
+        store.mirror_state("a", 0, 0).await.unwrap(),
+        Some(MirrorState::Pending {
+            attempts: 1,
+            error: Some("503".into())
+        })
+    );
+    store
+        .mirror_stored(&a, "aaaa", "image/png", 10)
+        .await
+        .unwrap();
+    store
+        .mirror_stored(&b, "aaaa", "image/png", 10)
+        .await
+        .unwrap();
+    store.mirror_failed(&c, "404", true).await.unwrap();
+    assert!(matches!(
+        store.mirror_state("a", 0, 0).await.unwrap(),
+        Some(MirrorState::Stored { ref sha256, .. }) if sha256 == "aaaa"
+    ));
+    assert_eq!(
+        store.mirror_state("c", 0, 0).await.unwrap(),
+        Some(MirrorState::GivenUp {
+            error: "404".into()
+        })
+    );
+    assert_eq!(store.mirror_state("a", 0, 1).await.unwrap(), None);
+    assert!(store.recover().await.unwrap().pending_mirrors.is_empty());
+    let done = store
+        .compact(Compaction {
+            jobs_finished_before: SystemTime::UNIX_EPOCH,
+            events_before: SystemTime::UNIX_EPOCH,
+            max_events: u64::MAX / 2,
+            results_before: SystemTime::now() + Duration::from_secs(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.results, 3);
+    assert_eq!(
+        done.orphaned_objects,
+        ["aaaa"],
+        "shared content goes once, when unused"
+    );
 }
