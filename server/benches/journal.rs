@@ -8,6 +8,9 @@
 //! 3. Disk bytes per finished job and per event.
 //! 4. Memory (RSS) while 100,000 finished jobs are retained: they live on
 //!    disk, not in the process.
+//! 5. Submit latency through gRPC with the journal on disk, against the
+//!    same retouchd with its journal on tmpfs (`/dev/shm`), where an fsync
+//!    costs nothing: the difference is what durability adds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +48,125 @@ fn main() {
             "3. disk: {bytes_per_job:.0} bytes per finished one-task job with its accepted event (row + event + indexes)"
         );
         retained_memory().await;
+        submit_latency(1000.0 / raw).await;
     });
+}
+
+/// An upstream that accepts every submit at once, under a new key, and
+/// answers every query SUCCESS.
+async fn instant_upstream() -> String {
+    use retouch_server::aliyun::{Envelope, QueryData, SubmitData, WireTask, WireTaskStatus};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let router = axum::Router::new().fallback(move |body: String| {
+        let counter = counter.clone();
+        async move {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let status = if body.contains("task_list") {
+                WireTaskStatus::Waiting
+            } else {
+                WireTaskStatus::Success
+            };
+            let task_list = vec![WireTask {
+                status: Some(status),
+                ..WireTask::default()
+            }];
+            let reply = |data: serde_json::Value| {
+                axum::Json(Envelope {
+                    code: 0,
+                    data: Some(data),
+                    message: "success".into(),
+                    request_id: format!("r{n}"),
+                    severity: "info".into(),
+                    success: true,
+                })
+            };
+            if body.contains("task_list") {
+                reply(
+                    serde_json::to_value(SubmitData {
+                        result_key: format!("k{n}"),
+                        task_list,
+                    })
+                    .unwrap(),
+                )
+            } else {
+                reply(
+                    serde_json::to_value(QueryData {
+                        result_key: None,
+                        task_list,
+                    })
+                    .unwrap(),
+                )
+            }
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+async fn submit_latencies(data_dir: &std::path::Path, upstream: &str, n: usize) -> Vec<Duration> {
+    use retouch_server::app::{ServerConfig, UpstreamTarget, start};
+    let mut config = ServerConfig::local(Default::default());
+    config.data_dir = Some(data_dir.to_owned());
+    config.target = UpstreamTarget::Remote {
+        base_url: upstream.parse().unwrap(),
+        appcode: SecretString::from("bench"),
+    };
+    config.upstream_qps = 0.0;
+    let server = start(config).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = retouch_api::v1::instance_matting_client::InstanceMattingClient::new(channel);
+    let request = |i: usize| pb::SubmitMattingRequest {
+        tasks: vec![pb::MattingTask {
+            image_url: format!("https://images.example.com/{i}.jpg"),
+            mask_url: format!("https://images.example.com/{i}-mask.png"),
+        }],
+        request_id: format!("bench-{i}"),
+    };
+    for i in 0..50 {
+        client.submit(request(n + i)).await.unwrap();
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = Instant::now();
+        client.submit(request(i)).await.unwrap();
+        latencies.push(start.elapsed());
+    }
+    server.shutdown().await;
+    latencies.sort();
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn submit_latency(fsync_ms: f64) {
+    const SUBMITS: usize = 500;
+    let shm = std::path::Path::new("/dev/shm");
+    if !shm.is_dir() {
+        println!("5. submit latency: skipped, no /dev/shm to compare against");
+        return;
+    }
+    let upstream = instant_upstream().await;
+    let in_memory = tempfile::tempdir_in(shm).unwrap();
+    let on_disk = tempfile::tempdir().unwrap();
+    let memory = submit_latencies(in_memory.path(), &upstream, SUBMITS).await;
+    let disk = submit_latencies(on_disk.path(), &upstream, SUBMITS).await;
+    let (m50, m99) = (percentile(&memory, 0.5), percentile(&memory, 0.99));
+    let (d50, d99) = (percentile(&disk, 0.5), percentile(&disk, 0.99));
+    println!(
+        "5. submit latency, {SUBMITS} sequential submits with request ids: journal on tmpfs p50 {m50:.2} ms, p99 {m99:.2} ms; on disk p50 {d50:.2} ms, p99 {d99:.2} ms; added p50 {:.2} ms, p99 {:.2} ms = {:.1}x the cost of one fsync'd commit ({fsync_ms:.2} ms)",
+        d50 - m50,
+        d99 - m99,
+        (d99 - m99) / fsync_ms
+    );
 }
 
 fn raw_inserts() -> f64 {

@@ -1,9 +1,17 @@
-//! `UploadStore`: images uploaded through `Jobs.UploadImage`, stored on disk
-//! by content hash and served over HTTP so the upstream can download them.
+//! `UploadStore`: images uploaded through `Jobs.UploadImage`, kept in an
+//! object store (a directory now; any `object_store` backend, S3 say, for
+//! replicas) by content hash and served over HTTP so the upstream can
+//! download them.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
@@ -36,16 +44,20 @@ pub const MAX_CONCURRENT_UPLOADS: usize = 8;
 #[derive(Debug)]
 pub struct UploadStore {
     config: UploadConfig,
-    in_progress: std::sync::Arc<tokio::sync::Semaphore>,
+    objects: Arc<dyn ObjectStore>,
+    in_progress: Arc<tokio::sync::Semaphore>,
 }
 
 impl UploadStore {
     /// Opens (and creates) the upload directory.
     pub fn open(config: UploadConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(&config.dir)?;
+        let objects =
+            LocalFileSystem::new_with_prefix(&config.dir).map_err(std::io::Error::other)?;
         Ok(UploadStore {
             config,
-            in_progress: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
+            objects: Arc::new(objects),
+            in_progress: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
         })
     }
 
@@ -93,17 +105,10 @@ impl UploadStore {
         }
         let sha256 = hex(&Sha256::digest(&bytes));
         let name = format!("{sha256}.{ext}");
-        let path = self.config.dir.join(&name);
         let size_bytes = bytes.len() as u64;
-        let tmp = self
-            .config
-            .dir
-            .join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
-        // Write then rename, so a concurrent download never sees half a file.
-        tokio::fs::write(&tmp, &bytes)
-            .await
-            .map_err(|e| ServiceError::Internal(format!("cannot store the upload: {e}")))?;
-        tokio::fs::rename(&tmp, &path)
+        // A put is atomic: a concurrent download never sees half a file.
+        self.objects
+            .put(&ObjectPath::from(name.as_str()), bytes.into())
             .await
             .map_err(|e| ServiceError::Internal(format!("cannot store the upload: {e}")))?;
         Ok(pb::UploadImageResponse {
@@ -119,21 +124,18 @@ impl UploadStore {
         })
     }
 
-    /// Deletes files older than the retention; returns how many.
+    /// Deletes uploads older than the retention; returns how many.
     pub async fn sweep(&self) -> usize {
-        let Ok(mut entries) = tokio::fs::read_dir(&self.config.dir).await else {
+        let listed: Result<Vec<_>, _> = self.objects.list(None).try_collect().await;
+        let Ok(listed) = listed else {
             return 0;
         };
         let mut removed = 0;
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let old = entry
-                .metadata()
-                .await
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                .is_some_and(|age| age > self.config.retention);
-            if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+        for meta in listed {
+            let old = SystemTime::now()
+                .duration_since(SystemTime::from(meta.last_modified))
+                .is_ok_and(|age| age > self.config.retention);
+            if old && self.objects.delete(&meta.location).await.is_ok() {
                 removed += 1;
             }
         }
@@ -161,7 +163,11 @@ async fn serve_upload(
     if !valid {
         return (StatusCode::NOT_FOUND, "no such upload").into_response();
     }
-    match tokio::fs::read(store.config.dir.join(&name)).await {
+    let object = match store.objects.get(&ObjectPath::from(name.as_str())).await {
+        Ok(object) => object.bytes().await,
+        Err(e) => Err(e),
+    };
+    match object {
         Ok(bytes) => {
             let content_type = if name.ends_with(".png") {
                 "image/png"

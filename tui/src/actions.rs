@@ -57,7 +57,9 @@ pub async fn run(
                     // would fail the whole call.
                     Err(error) => Update::from(error),
                 },
-                Action::Download { job, urls, dir } => match download(&job, &urls, &dir).await {
+                Action::Download { job, urls, dir } => match download(&client, &job, &urls, &dir)
+                    .await
+                {
                     Ok(n) => Update::Notice(format!("saved {n} result(s) into {}", dir.display())),
                     Err(error) => Update::from(error),
                 },
@@ -69,8 +71,9 @@ pub async fn run(
 
 /// Saves each URL as `<dir>/<api>-<result_key>-<task>[-<n>].png`.
 async fn download(
+    client: &Client,
     job: &JobKey,
-    urls: &[(usize, String)],
+    urls: &[(usize, String, bool)],
     dir: &Path,
 ) -> Result<usize, ClientError> {
     let local = |message: String| ClientError {
@@ -82,18 +85,9 @@ async fn download(
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| local(format!("{}: {e}", dir.display())))?;
-    let http = reqwest::Client::new();
-    for (n, (task, url)) in urls.iter().enumerate() {
-        let bytes = http
-            .get(url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| local(format!("{url}: {e}")))?
-            .bytes()
-            .await
-            .map_err(|e| local(format!("{url}: {e}")))?;
-        let same_task = urls.iter().filter(|(t, _)| t == task).count() > 1;
+    for (n, (task, url, ours)) in urls.iter().enumerate() {
+        let bytes = client.download(url, *ours).await.map_err(local)?;
+        let same_task = urls.iter().filter(|(t, _, _)| t == task).count() > 1;
         let name = if same_task {
             format!("{}-{}-{task}-{n}.png", api_name(job.api), job.result_key)
         } else {

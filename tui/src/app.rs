@@ -48,8 +48,8 @@ pub enum Action {
     Download {
         /// The job.
         job: JobKey,
-        /// (task index, URL) pairs.
-        urls: Vec<(usize, String)>,
+        /// (task index, URL, whether the URL is retouchd's own) triples.
+        urls: Vec<(usize, String, bool)>,
         /// Target folder.
         dir: PathBuf,
     },
@@ -326,11 +326,14 @@ impl App {
         else {
             return;
         };
-        let urls: Vec<(usize, String)> = job
+        let urls: Vec<(usize, String, bool)> = job
             .tasks
             .iter()
             .enumerate()
-            .flat_map(|(i, t)| t.result_urls.iter().map(move |u| (i, u.clone())))
+            .flat_map(|(i, t)| {
+                let (urls, ours) = t.download_urls();
+                urls.iter().map(move |u| (i, u.clone(), ours))
+            })
             .collect();
         if urls.is_empty() {
             self.state.notice = Some("no results to download yet".into());

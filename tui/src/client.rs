@@ -193,6 +193,28 @@ impl Client {
         request
     }
 
+    /// Downloads `url` over HTTP, with the bearer token when the URL is on
+    /// retouchd's own listener (its mirrored results need it; the
+    /// upstream's URLs must not see it).
+    pub async fn download(&self, url: &str, ours: bool) -> Result<Vec<u8>, String> {
+        let mut request = reqwest::Client::new().get(url);
+        if ours && let Some(value) = &self.authorization {
+            let mut header = reqwest::header::HeaderValue::from_bytes(value.as_encoded_bytes())
+                .map_err(|e| e.to_string())?;
+            header.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, header);
+        }
+        request
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("{url}: {e}"))?
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("{url}: {e}"))
+    }
+
     /// The Jobs service.
     pub fn jobs(&self) -> JobsClient<Channel> {
         JobsClient::new(self.channel.clone())

@@ -244,7 +244,8 @@ fn report_outcome(key: &JobKey, row: Option<&JobRow>, options: Options, out: &mu
             .iter()
             .map(|t| {
                 json!({"status": crate::view::task_status_name(t.status),
-                       "result_urls": t.result_urls, "message": t.message})
+                       "result_urls": t.result_urls, "mirrored_urls": t.mirrored_urls,
+                       "message": t.message})
             })
             .collect();
         let _ = writeln!(
@@ -255,10 +256,11 @@ fn report_outcome(key: &JobKey, row: Option<&JobRow>, options: Options, out: &mu
         );
     } else {
         for (i, t) in row.tasks.iter().enumerate() {
-            let detail = if t.result_urls.is_empty() {
+            let (urls, _) = t.download_urls();
+            let detail = if urls.is_empty() {
                 t.message.clone()
             } else {
-                t.result_urls.join(" ")
+                urls.join(" ")
             };
             let _ = writeln!(
                 out,

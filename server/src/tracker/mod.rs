@@ -6,6 +6,8 @@ mod aggregator;
 mod poller;
 mod state;
 mod subscription;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

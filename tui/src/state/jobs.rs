@@ -78,8 +78,10 @@ pub struct TaskRow {
     pub status: pb::TaskStatus,
     /// Every status seen, with when it began.
     pub history: Vec<(pb::TaskStatus, Option<SystemTime>)>,
-    /// Result URLs once SUCCESS.
+    /// Result URLs once SUCCESS (the upstream's, temporary).
     pub result_urls: Vec<String>,
+    /// retouchd's own copies of the results, once SUCCESS.
+    pub mirrored_urls: Vec<String>,
     /// The upstream's message (failure reason).
     pub message: String,
 }
@@ -95,7 +97,18 @@ impl TaskRow {
             status: task.status(),
             history: vec![(task.status(), since)],
             result_urls: task.result_urls.clone(),
+            mirrored_urls: task.mirrored_urls.clone(),
             message: task.message.clone(),
+        }
+    }
+
+    /// Where to download the results from, and whether that is retouchd
+    /// itself: its copies when it made them, else the upstream's URLs.
+    pub fn download_urls(&self) -> (&[String], bool) {
+        if self.mirrored_urls.is_empty() {
+            (&self.result_urls, false)
+        } else {
+            (&self.mirrored_urls, true)
         }
     }
 
@@ -331,6 +344,9 @@ impl Jobs {
                 }
                 if !t.result_urls.is_empty() {
                     task.result_urls = t.result_urls;
+                }
+                if !t.mirrored_urls.is_empty() {
+                    task.mirrored_urls = t.mirrored_urls;
                 }
                 if !t.message.is_empty() {
                     task.message = t.message;

@@ -416,3 +416,46 @@ fn a_selection_the_filter_hides_moves_to_a_job_shown() {
     table.move_selection(jobs, 1, 10);
     assert_eq!(table.selected(), Some(&key("x1")));
 }
+
+#[test]
+fn results_come_from_retouchds_copies_once_it_has_them() {
+    let mut state = Dashboard::default();
+    state.apply(Update::Event(accepted(1, job(M, "m", 1))), now());
+    let mut success = transition(2, M, "m", 0, Waiting, Success, Completed);
+    if let Some(pb::job_event::Kind::Transition(t)) = &mut success.kind {
+        t.mirrored_urls = vec!["http://retouchd/mirror/m/0/0".into()];
+    }
+    state.apply(Update::Event(success), now());
+    let task = &state.jobs.get(&key("m")).unwrap().tasks[0];
+    assert_eq!(task.result_urls, ["http://results/m/0.png"]);
+    let (urls, ours) = task.download_urls();
+    assert_eq!(
+        (urls, ours),
+        (&["http://retouchd/mirror/m/0/0".to_owned()][..], true)
+    );
+
+    // A record of an unknown submit outcome has no key: its submission id
+    // names its row, and it counts as trouble.
+    let mut unknown = job(M, "", 1);
+    unknown.submission_id = "sub-1".into();
+    unknown.status = pb::JobStatus::SubmitOutcomeUnknown as i32;
+    state.apply(
+        Update::Event(pb::JobEvent {
+            seq: 3,
+            api: M as i32,
+            job_status: unknown.status,
+            submission_id: "sub-1".into(),
+            time: Some(at(3)),
+            kind: Some(pb::job_event::Kind::SubmitOutcomeUnknown(
+                pb::SubmitOutcomeUnknown { job: Some(unknown) },
+            )),
+            ..Default::default()
+        }),
+        now(),
+    );
+    let row = state
+        .jobs
+        .get(&key("sub-1"))
+        .expect("keyed by submission id");
+    assert_eq!(row.status, pb::JobStatus::SubmitOutcomeUnknown);
+}

@@ -80,11 +80,21 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
             }
         }
         lines.push(Line::from(history));
-        for url in &task.result_urls {
+        // retouchd's copies first, when it has made them: they last.
+        let (results, ours) = task.download_urls();
+        for url in results {
             lines.push(Line::from(vec![
                 Span::raw("  result "),
                 Span::styled(url.clone(), Style::default().fg(Color::Cyan)),
             ]));
+        }
+        if ours {
+            for url in &task.result_urls {
+                lines.push(Line::from(vec![
+                    Span::raw("  upstream "),
+                    Span::styled(url.clone(), Style::default().fg(Color::DarkGray)),
+                ]));
+            }
         }
         if !task.message.is_empty() {
             lines.push(Line::from(vec![

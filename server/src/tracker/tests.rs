@@ -1,0 +1,180 @@
+//! The tracker when the journal fails under it: a step that cannot be made
+//! durable is seen by nobody, its callers are told why, and the tracker
+//! carries on from what is durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use retouch_api::v1 as pb;
+use retouch_api::v1::watch_response::Kind as WatchKind;
+use secrecy::SecretString;
+
+use super::*;
+use crate::store::{
+    Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SqliteStore, StepWrites,
+};
+use crate::upstream::UpstreamConfig;
+
+/// The real SQLite journal, whose commits fail while `full` is set, as on
+/// a full disk.
+struct FullDisk {
+    inner: SqliteStore,
+    full: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for FullDisk {
+    fn store_id(&self) -> &str {
+        self.inner.store_id()
+    }
+    async fn recover(&self) -> Result<Recovered, StoreError> {
+        self.inner.recover().await
+    }
+    async fn commit(&self, writes: StepWrites) -> Result<(), StoreError> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("database or disk is full".into()));
+        }
+        self.inner.commit(writes).await
+    }
+    async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
+        self.inner.begin_submission(new).await
+    }
+    async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.abandon_submission(id).await
+    }
+    async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.inner.job_by_key(key).await
+    }
+    async fn jobs_by_keys(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, JobRecord>, StoreError> {
+        self.inner.jobs_by_keys(keys).await
+    }
+    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.inner.job_by_submission(id).await
+    }
+    async fn list_jobs(
+        &self,
+        query: &crate::store::ListQuery,
+    ) -> Result<crate::store::ListPage, StoreError> {
+        self.inner.list_jobs(query).await
+    }
+    async fn jobs_after(
+        &self,
+        after: u64,
+        max_last_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.jobs_after(after, max_last_seq, limit).await
+    }
+    async fn events(
+        &self,
+        after: u64,
+        upto: u64,
+        keys: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<Vec<pb::JobEvent>, StoreError> {
+        self.inner.events(after, upto, keys, limit).await
+    }
+    async fn mirror_stored(
+        &self,
+        request: &MirrorRequest,
+        sha256: &str,
+        content_type: &str,
+        size_bytes: u64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .mirror_stored(request, sha256, content_type, size_bytes)
+            .await
+    }
+    async fn mirror_failed(
+        &self,
+        request: &MirrorRequest,
+        error: &str,
+        give_up: bool,
+    ) -> Result<(), StoreError> {
+        self.inner.mirror_failed(request, error, give_up).await
+    }
+    async fn mirror_state(
+        &self,
+        key: &str,
+        task: u32,
+        result: u32,
+    ) -> Result<Option<MirrorState>, StoreError> {
+        self.inner.mirror_state(key, task, result).await
+    }
+    async fn compacted_through(&self) -> Result<u64, StoreError> {
+        self.inner.compacted_through().await
+    }
+    async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError> {
+        self.inner.compact(compaction).await
+    }
+}
+
+fn finished(key: &str) -> pb::Job {
+    pb::Job {
+        api: pb::Api::InstanceMatting as i32,
+        result_key: key.into(),
+        tasks: vec![pb::Task {
+            status: pb::TaskStatus::Success as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_step_the_journal_refuses_is_seen_by_nobody_and_tracking_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FullDisk {
+        inner: SqliteStore::open(dir.path()).unwrap(),
+        full: AtomicBool::new(false),
+    });
+    // Jobs are tracked already finished: nothing is ever polled.
+    let client = UpstreamClient::new(UpstreamConfig::new(
+        "http://127.0.0.1:9".parse().unwrap(),
+        SecretString::from("unused"),
+    ))
+    .unwrap();
+    let tracker = Tracker::start(client, TrackerConfig::default(), store.clone())
+        .await
+        .unwrap();
+    let watcher = tracker.subscribe(JobFilter::All, None).await.unwrap();
+    let mut stream = Box::pin(watcher.into_stream(false));
+    assert!(matches!(
+        stream.next().await.unwrap().unwrap().kind,
+        Some(WatchKind::Synced(_))
+    ));
+
+    store.full.store(true, Ordering::SeqCst);
+    let refused = tracker.track(finished("lost-to-a-full-disk"), None).await;
+    let Err(ServiceError::Store(StoreError::Unavailable(cause))) = refused else {
+        panic!("the caller is told: {refused:?}");
+    };
+    assert!(cause.contains("full"), "{cause}");
+    assert!(
+        store
+            .job_by_key("lost-to-a-full-disk")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    store.full.store(false, Ordering::SeqCst);
+    let (_, seq) = tracker.track(finished("after"), None).await.unwrap();
+    let item = stream.next().await.unwrap().unwrap();
+    let Some(WatchKind::Event(event)) = item.kind else {
+        panic!("{item:?}");
+    };
+    assert_eq!(
+        (event.result_key.as_str(), event.seq),
+        ("after", seq),
+        "the watcher never saw the refused step"
+    );
+    assert_eq!(seq, 1, "the refused step's seq was never durable, nor seen");
+    tracker.shutdown();
+    tracker.stopped().await;
+}
