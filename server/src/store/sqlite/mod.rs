@@ -180,7 +180,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
         )));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
-    rusqlite::vtab::array::load_module(conn)?;
     Ok(())
 }
 
@@ -233,7 +232,6 @@ impl Readers {
         .map_err(sql::io_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql::io_error)?;
-        rusqlite::vtab::array::load_module(&conn).map_err(sql::io_error)?;
         Ok(conn)
     }
 }
