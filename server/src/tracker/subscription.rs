@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
 use tokio::sync::mpsc;
@@ -145,15 +145,15 @@ impl Subscription {
                 Start::Snapshot { in_memory } => snapshot_from_memory = Some(in_memory),
             }
             if let Some(in_memory) = snapshot_from_memory {
-                match snapshot(&*store, in_memory, head_seq, &filter).await {
-                    Ok(jobs) => {
-                        for job in jobs {
-                            yield Ok(pb::WatchResponse { kind: Some(WatchKind::Snapshot(job)) });
+                let jobs = snapshot(store.clone(), in_memory, head_seq, filter.clone());
+                futures::pin_mut!(jobs);
+                while let Some(job) = jobs.next().await {
+                    match job {
+                        Ok(job) => yield Ok(pb::WatchResponse { kind: Some(WatchKind::Snapshot(job)) }),
+                        Err(e) => {
+                            yield Err(e);
+                            return;
                         }
-                    }
-                    Err(e) => {
-                        yield Err(e);
-                        return;
                     }
                 }
             }
@@ -208,47 +208,60 @@ fn gone(after_seq: u64, compacted: u64) -> ServiceError {
 }
 
 /// Every matching job as of `head_seq`, oldest first: those in memory as
-/// they were then, the others (finished) from the journal.
-async fn snapshot(
-    store: &dyn Store,
+/// they were then, merged in order with the others (finished) read from the
+/// journal a page at a time, so a large history is never held at once.
+fn snapshot(
+    store: Arc<dyn Store>,
     in_memory: Vec<(u64, pb::Job)>,
     head_seq: u64,
-    filter: &JobFilter,
-) -> Result<Vec<pb::Job>, ServiceError> {
-    let polled: HashSet<String> = in_memory
-        .iter()
-        .map(|(_, job)| job.result_key.clone())
-        .collect();
-    let mut jobs = in_memory;
-    match filter {
-        JobFilter::Keys(keys) => {
-            for key in keys.iter().filter(|k| !polled.contains(*k)) {
-                if let Some(record) = store.job_by_key(key).await?
-                    && record.job.last_seq <= head_seq
-                {
-                    jobs.push((record.accepted_seq, record.job));
+    filter: JobFilter,
+) -> impl Stream<Item = Result<pb::Job, ServiceError>> + Send + 'static {
+    async_stream::try_stream! {
+        let polled: HashSet<String> = in_memory
+            .iter()
+            .map(|(_, job)| job.result_key.clone())
+            .collect();
+        match filter {
+            JobFilter::Keys(keys) => {
+                let mut jobs = in_memory;
+                for key in keys.iter().filter(|k| !polled.contains(*k)) {
+                    // (No let chain: the macro's expansion is not edition 2024.)
+                    let found = store.job_by_key(key).await?;
+                    if let Some(record) = found.filter(|r| r.job.last_seq <= head_seq) {
+                        jobs.push((record.accepted_seq, record.job));
+                    }
+                }
+                jobs.sort_by_key(|(seq, _)| *seq);
+                for (_, job) in jobs {
+                    yield job;
                 }
             }
-        }
-        JobFilter::All => {
-            let mut cursor = 0;
-            loop {
-                let page = store.jobs_after(cursor, head_seq, PAGE).await?;
-                let full = page.len() == PAGE;
-                if let Some(last) = page.last() {
-                    cursor = last.accepted_seq;
+            JobFilter::All => {
+                // Both sides come in accepted-seq order: merge them.
+                let mut memory = in_memory.into_iter().peekable();
+                let mut cursor = 0;
+                loop {
+                    let page = store.jobs_after(cursor, head_seq, PAGE).await?;
+                    let full = page.len() == PAGE;
+                    for record in page {
+                        cursor = record.accepted_seq;
+                        while let Some((_, job)) =
+                            memory.next_if(|(seq, _)| *seq < record.accepted_seq)
+                        {
+                            yield job;
+                        }
+                        if !polled.contains(&record.job.result_key) {
+                            yield record.job;
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
                 }
-                jobs.extend(
-                    page.into_iter()
-                        .filter(|r| !polled.contains(&r.job.result_key))
-                        .map(|r| (r.accepted_seq, r.job)),
-                );
-                if !full {
-                    break;
+                for (_, job) in memory {
+                    yield job;
                 }
             }
         }
     }
-    jobs.sort_by_key(|(seq, _)| *seq);
-    Ok(jobs.into_iter().map(|(_, job)| job).collect())
 }

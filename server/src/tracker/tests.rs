@@ -178,3 +178,41 @@ async fn a_step_the_journal_refuses_is_seen_by_nobody_and_tracking_goes_on() {
     tracker.shutdown();
     tracker.stopped().await;
 }
+
+#[tokio::test]
+async fn a_snapshot_merges_polled_and_journaled_jobs_in_order_across_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let client = UpstreamClient::new(UpstreamConfig::new(
+        "http://127.0.0.1:9".parse().unwrap(),
+        SecretString::from("unused"),
+    ))
+    .unwrap();
+    let tracker = Tracker::start(client, TrackerConfig::default(), store)
+        .await
+        .unwrap();
+    // More than two pages of finished jobs, with jobs still being polled
+    // (they stay in memory) among them.
+    const JOBS: usize = 2_500;
+    for i in 0..JOBS {
+        let mut job = finished(&format!("job-{i:05}"));
+        if i % 700 == 3 {
+            job.tasks[0].status = pb::TaskStatus::Waiting as i32;
+        }
+        tracker.track(job, None).await.unwrap();
+    }
+    let watcher = tracker.subscribe(JobFilter::All, None).await.unwrap();
+    let mut stream = Box::pin(watcher.into_stream(false));
+    let mut keys = Vec::new();
+    loop {
+        match stream.next().await.unwrap().unwrap().kind {
+            Some(WatchKind::Snapshot(job)) => keys.push(job.result_key),
+            Some(WatchKind::Synced(_)) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..JOBS).map(|i| format!("job-{i:05}")).collect();
+    assert_eq!(keys, expected, "every job once, oldest first");
+    tracker.shutdown();
+    tracker.stopped().await;
+}
