@@ -189,6 +189,22 @@ async fn uploaded_images_can_be_submitted() {
             .into_inner();
         assert_eq!(uploaded.format, "png");
         assert_eq!(uploaded.size_bytes, bytes.len() as u64);
+        let journaled = server
+            .retouch
+            .tracker()
+            .store()
+            .upload(&uploaded.sha256)
+            .await
+            .unwrap()
+            .expect("the upload is journaled");
+        assert_eq!(
+            (
+                journaled.width,
+                journaled.height,
+                journaled.filename.as_str()
+            ),
+            (uploaded.width, uploaded.height, "x.png")
+        );
         urls.push(uploaded.url);
     }
     let mut client = matting(&server).await;

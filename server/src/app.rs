@@ -206,12 +206,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .clone()
         .unwrap_or_else(|| data_dir.join("uploads"));
     let uploads = Arc::new(
-        UploadStore::open(UploadConfig {
-            dir: upload_dir.clone(),
-            public_base_url: format!("{}/uploads", public_base.trim_end_matches('/')),
-            max_bytes: config.upload_max_bytes,
-            retention: config.upload_retention,
-        })
+        UploadStore::open(
+            UploadConfig {
+                dir: upload_dir.clone(),
+                public_base_url: format!("{}/uploads", public_base.trim_end_matches('/')),
+                max_bytes: config.upload_max_bytes,
+                retention: config.upload_retention,
+            },
+            store.clone(),
+        )
         .map_err(|e| {
             StartError::Config(format!(
                 "cannot use upload directory {}: {e}",
@@ -267,6 +270,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     upstream.submit_attempts = config.submit_attempts;
     let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
     let mut tracker_config = config.tracker.clone();
+    tracker_config.upload_retention = config.upload_retention;
     if config.mirror_results {
         tracker_config.mirror_base_url = Some(public_base.trim_end_matches('/').to_owned());
     }

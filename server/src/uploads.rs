@@ -41,22 +41,35 @@ pub struct UploadConfig {
 pub const MAX_CONCURRENT_UPLOADS: usize = 8;
 
 /// Stores uploads and serves them.
-#[derive(Debug)]
 pub struct UploadStore {
     config: UploadConfig,
     objects: Arc<dyn ObjectStore>,
+    journal: Arc<dyn crate::store::Store>,
     in_progress: Arc<tokio::sync::Semaphore>,
 }
 
+impl std::fmt::Debug for UploadStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl UploadStore {
-    /// Opens (and creates) the upload directory.
-    pub fn open(config: UploadConfig) -> std::io::Result<Self> {
+    /// Opens (and creates) the upload directory; what is known of each
+    /// upload goes into `journal`.
+    pub fn open(
+        config: UploadConfig,
+        journal: Arc<dyn crate::store::Store>,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&config.dir)?;
         let objects =
             LocalFileSystem::new_with_prefix(&config.dir).map_err(std::io::Error::other)?;
         Ok(UploadStore {
             config,
             objects: Arc::new(objects),
+            journal,
             in_progress: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
         })
     }
@@ -78,7 +91,11 @@ impl UploadStore {
 
     /// Checks that `bytes` is a PNG or JPEG the upstream accepts, stores it
     /// and returns where it can be downloaded.
-    pub async fn store(&self, bytes: Vec<u8>) -> Result<pb::UploadImageResponse, ServiceError> {
+    pub async fn store(
+        &self,
+        bytes: Vec<u8>,
+        filename: &str,
+    ) -> Result<pb::UploadImageResponse, ServiceError> {
         let invalid = |rule: String| ServiceError::Invalid(vec![Violation::new("chunk", rule)]);
         if bytes.is_empty() {
             return Err(invalid("the upload is empty".into()));
@@ -111,6 +128,18 @@ impl UploadStore {
             .put(&ObjectPath::from(name.as_str()), bytes.into())
             .await
             .map_err(|e| ServiceError::Internal(format!("cannot store the upload: {e}")))?;
+        // Durable before the caller is told the upload exists.
+        self.journal
+            .record_upload(crate::store::UploadRecord {
+                sha256: sha256.clone(),
+                format: format_name.to_owned(),
+                size_bytes,
+                width,
+                height,
+                filename: filename.to_owned(),
+                created_at: SystemTime::now(),
+            })
+            .await?;
         Ok(pb::UploadImageResponse {
             url: format!(
                 "{}/{name}",

@@ -134,7 +134,7 @@ impl Jobs for JobsService {
                 }
             }
         }
-        let stored = self.uploads.store(bytes).await?;
+        let stored = self.uploads.store(bytes, &filename).await?;
         tracing::info!(filename = %filename, sha256 = %stored.sha256, size = stored.size_bytes, "image uploaded");
         Ok(Response::new(stored))
     }

@@ -219,6 +219,25 @@ pub struct ListPage {
     pub next_before_seq: Option<u64>,
 }
 
+/// An image stored through `UploadImage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// Hex SHA-256 of the content (its name in the object store).
+    pub sha256: String,
+    /// `png` or `jpeg`.
+    pub format: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The client's file name (for people; may be empty).
+    pub filename: String,
+    /// When it was (last) uploaded: retention counts from here.
+    pub created_at: SystemTime,
+}
+
 /// What retention removes.
 #[derive(Debug, Clone)]
 pub struct Compaction {
@@ -230,6 +249,8 @@ pub struct Compaction {
     pub max_events: u64,
     /// Mirrored results recorded before this go.
     pub results_before: SystemTime,
+    /// Uploads last stored before this go (their files are swept apart).
+    pub uploads_before: SystemTime,
 }
 
 /// What a compaction removed.
@@ -243,6 +264,8 @@ pub struct Compacted {
     pub submissions: u64,
     /// Mirrored result rows removed.
     pub results: u64,
+    /// Upload rows removed.
+    pub uploads: u64,
     /// SHA-256 of stored objects no remaining row refers to: delete them.
     pub orphaned_objects: Vec<String>,
 }
@@ -328,6 +351,13 @@ pub trait Store: Send + Sync + 'static {
         task_index: u32,
         result_index: u32,
     ) -> Result<Option<MirrorState>, StoreError>;
+
+    /// Records an upload (again: a repeated upload of the same content
+    /// refreshes it).
+    async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError>;
+
+    /// What is known of an upload.
+    async fn upload(&self, sha256: &str) -> Result<Option<UploadRecord>, StoreError>;
 
     /// The highest seq removed by retention (0 if none): resuming after an
     /// older seq would miss events.

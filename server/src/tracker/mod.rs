@@ -54,6 +54,9 @@ pub struct TrackerConfig {
     pub mirror_base_url: Option<String>,
     /// How long mirrored results are kept.
     pub result_retention: Duration,
+    /// How long what is known of uploads is kept (their files are swept by
+    /// the upload store with the same retention).
+    pub upload_retention: Duration,
 }
 
 /// What the tracker hands the result mirror.
@@ -85,6 +88,7 @@ impl Default for TrackerConfig {
             sweep_every: Duration::from_secs(60),
             mirror_base_url: None,
             result_retention: Duration::from_secs(72 * 3600),
+            upload_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -381,15 +385,19 @@ async fn sweep(
             results_before: now
                 .checked_sub(config.result_retention)
                 .unwrap_or(std::time::UNIX_EPOCH),
+            uploads_before: now
+                .checked_sub(config.upload_retention)
+                .unwrap_or(std::time::UNIX_EPOCH),
         };
         match store.compact(compaction).await {
             Ok(done) => {
-                if done.jobs + done.events + done.submissions + done.results > 0 {
+                if done.jobs + done.events + done.submissions + done.results + done.uploads > 0 {
                     tracing::debug!(
                         jobs = done.jobs,
                         events = done.events,
                         submissions = done.submissions,
                         results = done.results,
+                        uploads = done.uploads,
                         "retention removed old records"
                     );
                 }

@@ -12,6 +12,7 @@ use retouch_api::v1::watch_response::Kind as WatchKind;
 use secrecy::SecretString;
 
 use super::*;
+use crate::store::UploadRecord;
 use crate::store::{
     Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SqliteStore, StepWrites,
 };
@@ -105,6 +106,12 @@ impl Store for FullDisk {
         result: u32,
     ) -> Result<Option<MirrorState>, StoreError> {
         self.inner.mirror_state(key, task, result).await
+    }
+    async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError> {
+        self.inner.record_upload(upload).await
+    }
+    async fn upload(&self, sha256: &str) -> Result<Option<UploadRecord>, StoreError> {
+        self.inner.upload(sha256).await
     }
     async fn compacted_through(&self) -> Result<u64, StoreError> {
         self.inner.compacted_through().await

@@ -19,7 +19,7 @@ use rusqlite_migration::{M, Migrations};
 
 use super::{
     Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, StepWrites, Store, StoreError,
+    NewSubmission, Recovered, StepWrites, Store, StoreError, UploadRecord,
 };
 use writer::Writer;
 
@@ -33,10 +33,11 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("migrations/0001_journal.sql")),
         M::up(include_str!("migrations/0002_mirrored_results.sql")),
+        M::up(include_str!("migrations/0003_uploads.sql")),
     ])
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Why the journal could not be opened. Nothing was changed on disk.
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +362,19 @@ impl Store for SqliteStore {
         let key = result_key.to_owned();
         self.readers
             .read(move |conn| sql::mirror_state(conn, &key, task_index, result_index))
+            .await
+    }
+
+    async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| sql::record_upload(conn, &upload))
+            .await
+    }
+
+    async fn upload(&self, sha256: &str) -> Result<Option<UploadRecord>, StoreError> {
+        let sha256 = sha256.to_owned();
+        self.readers
+            .read(move |conn| sql::upload(conn, &sha256))
             .await
     }
 

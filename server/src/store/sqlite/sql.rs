@@ -10,7 +10,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use crate::store::{
     Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
     NewSubmission, Recovered, Settlement, StepWrites, StoreError, SubmissionRecord,
-    SubmissionState,
+    SubmissionState, UploadRecord,
 };
 
 const STATE_PENDING: i64 = 1;
@@ -218,6 +218,47 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
         .map_err(io_error)?;
     }
     Ok(())
+}
+
+pub(super) fn record_upload(conn: &Connection, upload: &UploadRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO uploads (sha256, format, size_bytes, width, height, filename, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (sha256) DO UPDATE SET
+             filename = excluded.filename, created_at_ms = excluded.created_at_ms",
+        params![
+            upload.sha256,
+            upload.format,
+            upload.size_bytes as i64,
+            upload.width,
+            upload.height,
+            upload.filename,
+            millis(upload.created_at)
+        ],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn upload(conn: &Connection, sha256: &str) -> Result<Option<UploadRecord>, StoreError> {
+    conn.query_row(
+        "SELECT sha256, format, size_bytes, width, height, filename, created_at_ms
+         FROM uploads WHERE sha256 = ?1",
+        [sha256],
+        |r| {
+            Ok(UploadRecord {
+                sha256: r.get(0)?,
+                format: r.get(1)?,
+                size_bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                width: r.get(3)?,
+                height: r.get(4)?,
+                filename: r.get(5)?,
+                created_at: from_millis(r.get(6)?),
+            })
+        },
+    )
+    .optional()
+    .map_err(io_error)
 }
 
 pub(super) fn mirror_stored(
@@ -569,11 +610,18 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
             orphaned_objects.push(sha256);
         }
     }
+    let uploads = conn
+        .execute(
+            "DELETE FROM uploads WHERE created_at_ms < ?1",
+            [millis(compaction.uploads_before)],
+        )
+        .map_err(io_error)?;
     Ok(Compacted {
         jobs: jobs as u64,
         events: events as u64,
         submissions: submissions as u64,
         results: results as u64,
+        uploads: uploads as u64,
         orphaned_objects,
     })
 }

@@ -267,6 +267,7 @@ async fn retention_removes_old_jobs_events_and_request_ids() {
             events_before: SystemTime::now() - Duration::from_secs(60),
             max_events: 2,
             results_before: SystemTime::now() - Duration::from_secs(60),
+            uploads_before: SystemTime::UNIX_EPOCH,
         })
         .await
         .unwrap();
@@ -413,6 +414,7 @@ async fn mirrored_results_go_from_pending_to_stored_or_given_up_and_expire() {
             events_before: SystemTime::UNIX_EPOCH,
             max_events: u64::MAX / 2,
             results_before: SystemTime::now() + Duration::from_secs(1),
+            uploads_before: SystemTime::UNIX_EPOCH,
         })
         .await
         .unwrap();
@@ -422,4 +424,52 @@ async fn mirrored_results_go_from_pending_to_stored_or_given_up_and_expire() {
         ["aaaa"],
         "shared content goes once, when unused"
     );
+}
+
+#[tokio::test]
+async fn uploads_are_recorded_refreshed_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let long_ago = SystemTime::now() - Duration::from_secs(7200);
+    let upload = crate::store::UploadRecord {
+        sha256: "ab".repeat(32),
+        format: "png".into(),
+        size_bytes: 1234,
+        width: 640,
+        height: 480,
+        filename: "cat.png".into(),
+        created_at: long_ago,
+    };
+    store.record_upload(upload.clone()).await.unwrap();
+    let stored = store.upload(&upload.sha256).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.size_bytes, stored.width, stored.filename.as_str()),
+        (1234, 640, "cat.png")
+    );
+    let expire = |uploads_before| Compaction {
+        jobs_finished_before: SystemTime::UNIX_EPOCH,
+        events_before: SystemTime::UNIX_EPOCH,
+        max_events: u64::MAX / 2,
+        results_before: SystemTime::UNIX_EPOCH,
+        uploads_before,
+    };
+    // Uploaded again: retention counts from the new upload.
+    store
+        .record_upload(crate::store::UploadRecord {
+            created_at: SystemTime::now(),
+            ..upload.clone()
+        })
+        .await
+        .unwrap();
+    let cutoff = SystemTime::now() - Duration::from_secs(3600);
+    assert_eq!(store.compact(expire(cutoff)).await.unwrap().uploads, 0);
+    assert_eq!(
+        store
+            .compact(expire(SystemTime::now() + Duration::from_secs(1)))
+            .await
+            .unwrap()
+            .uploads,
+        1
+    );
+    assert!(store.upload(&upload.sha256).await.unwrap().is_none());
 }
