@@ -55,6 +55,7 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
     path: PathBuf,
+    _checkpoints: Checkpoints,
     _lock: File,
 }
 
@@ -125,6 +126,13 @@ impl SqliteStore {
             .map_err(|e| fail(&path, format!("cannot migrate its schema: {e}")))?;
         let id = sql::ensure_identity(&conn, &uuid::Uuid::new_v4().simple().to_string())
             .map_err(|e| fail(&path, describe_open_error(&e)))?;
+        // Checkpoints run beside the writer, not inside whichever commit
+        // crosses the WAL's size threshold: that commit would pay an extra
+        // fsync of the database file.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| fail(&path, describe_open_error(&e)))?;
+        let checkpoints = Checkpoints::start(&path)
+            .map_err(|e| fail(&path, format!("cannot start the checkpoint thread: {e}")))?;
         let writer = Writer::start(conn)
             .map_err(|e| fail(&path, format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
@@ -135,6 +143,7 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
             }),
             path,
+            _checkpoints: checkpoints,
             _lock: lock,
         })
     }
@@ -168,6 +177,51 @@ pub fn backup(dir: &Path, target: &Path) -> Result<(), StoreOpenError> {
     conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])
         .map_err(|e| fail(format!("backup to {} failed: {e}", target.display())))?;
     Ok(())
+}
+
+/// A thread that folds the WAL back into the database file every
+/// `CHECKPOINT_EVERY`, without blocking the writer (PASSIVE), until the
+/// store is dropped.
+struct Checkpoints {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Checkpoints {
+    fn start(path: &Path) -> std::io::Result<Checkpoints> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(std::io::Error::other)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(std::io::Error::other)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("retouch-checkpoint".into())
+            .spawn(move || {
+                let tick = std::time::Duration::from_millis(50);
+                let mut waited = std::time::Duration::ZERO;
+                while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(tick);
+                    waited += tick;
+                    if waited < CHECKPOINT_EVERY {
+                        continue;
+                    }
+                    waited = std::time::Duration::ZERO;
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(e) = done {
+                        tracing::warn!(error = %e, "journal checkpoint failed; will retry");
+                    }
+                }
+            })?;
+        Ok(Checkpoints { stop })
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -473,3 +473,24 @@ async fn uploads_are_recorded_refreshed_and_expire() {
     );
     assert!(store.upload(&upload.sha256).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn the_wal_is_folded_into_the_journal_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let journal = dir.path().join(JOURNAL_FILE);
+    let before = std::fs::metadata(&journal).unwrap().len();
+    store
+        .commit(StepWrites {
+            events: (1..=2000).map(|s| event(s, "k")).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Commits go to the WAL; only a checkpoint moves them into the file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&journal).unwrap().len() <= before {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
