@@ -50,6 +50,14 @@ impl Process {
     /// The value of `field` in the first log line whose message contains
     /// `message`, waiting for it to appear.
     async fn logged(&mut self, message: &str, field: &str) -> String {
+        match self.try_logged(message, field).await {
+            Ok(value) => value,
+            Err(log) => panic!("the process exited before logging {message:?}:\n{log}"),
+        }
+    }
+
+    /// [`Process::logged`], or the whole log if the process exited first.
+    async fn try_logged(&mut self, message: &str, field: &str) -> Result<String, String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -63,11 +71,11 @@ impl Process {
                     .is_some_and(|m| m.contains(message))
                     && let Some(value) = fields[field].as_str()
                 {
-                    return value.to_owned();
+                    return Ok(value.to_owned());
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the process exited ({status}) before logging {message:?}:\n{text}");
+                return Err(format!("exit {status}:\n{text}"));
             }
             assert!(Instant::now() < deadline, "no {message:?} in:\n{text}");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -145,9 +153,19 @@ async fn retouchd_on(
         .parent()
         .unwrap()
         .join(format!("retouchd-{run}.log"));
-    let mut process = Process::spawn(&args, log);
-    let grpc = process.logged("retouchd is running", "grpc").await;
-    (process, format!("http://{grpc}"))
+    // A fixed HTTP address can be taken in the instant between a kill and
+    // the restart (as another connection's ephemeral port): try again.
+    for attempt in 1.. {
+        let mut process = Process::spawn(&args, log.clone());
+        match process.try_logged("retouchd is running", "grpc").await {
+            Ok(grpc) => return (process, format!("http://{grpc}")),
+            Err(log) if attempt < 5 && log.contains("cannot listen") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(log) => panic!("retouchd did not start:\n{log}"),
+        }
+    }
+    unreachable!()
 }
 
 async fn channel(url: &str) -> Option<Channel> {
