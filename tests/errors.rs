@@ -181,6 +181,33 @@ async fn gateway_errors_from_headers_surface_with_their_gateway_code() {
     assert_eq!(info.reason, "UPSTREAM_GATEWAY");
     assert_eq!(info.metadata["gateway_code"], "A400NU");
     assert!(status.message().contains("Nonce Used"));
+
+    // A gateway 5xx (here its backend timeout) may hide an accepted job: the
+    // outcome is unknown, the request id stays bound, a retry sends nothing.
+    backend.inject_once(
+        Endpoint::Submit,
+        InjectedFault::GatewayError {
+            status: 504,
+            code: "X504",
+            message: "Backend Service Timeout",
+        },
+    );
+    let request = pb::SubmitMattingRequest {
+        request_id: "gateway-504".into(),
+        ..matting_request(&server)
+    };
+    let sent_before = backend.stats().submit_requests;
+    for _ in 0..2 {
+        let status = client.submit(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unknown, "{status:?}");
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "SUBMIT_OUTCOME_UNKNOWN");
+    }
+    assert_eq!(
+        backend.stats().submit_requests,
+        sent_before + 1,
+        "sent once"
+    );
     server.shutdown().await;
 }
 

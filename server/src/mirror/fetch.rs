@@ -44,7 +44,14 @@ pub async fn fetch(
         .get(url)
         .send()
         .await
-        .map_err(|e| FetchError::new(None, format!("cannot download the result: {e}")))?;
+        // Without the URL: the upstream's are signed, and errors are shown
+        // to watchers and logged.
+        .map_err(|e| {
+            FetchError::new(
+                None,
+                format!("cannot download the result: {}", e.without_url()),
+            )
+        })?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::new(
@@ -67,7 +74,7 @@ pub async fn fetch(
     while let Some(chunk) = response.chunk().await.map_err(|e| {
         FetchError::new(
             Some(status.as_u16()),
-            format!("the download broke off: {e}"),
+            format!("the download broke off: {}", e.without_url()),
         )
     })? {
         if body.len() + chunk.len() > max_bytes {

@@ -308,12 +308,13 @@ pub trait Store: Send + Sync + 'static {
     /// A page of jobs, newest first.
     async fn list_jobs(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
 
-    /// Jobs recorded after `after_accepted_seq` whose last event is at most
-    /// `max_last_seq`, oldest first, at most `limit`: pages of a snapshot.
+    /// Jobs recorded after `after_accepted_seq` and at most at
+    /// `max_accepted_seq`, oldest first, at most `limit`: pages of a
+    /// snapshot.
     async fn jobs_after(
         &self,
         after_accepted_seq: u64,
-        max_last_seq: u64,
+        max_accepted_seq: u64,
         limit: usize,
     ) -> Result<Vec<JobRecord>, StoreError>;
 

@@ -179,13 +179,14 @@ pub(crate) async fn run(
                 tracing::error!(error = %e, "a tracker step could not be journaled; reloading the journal's state");
                 // Nobody has seen the step: go back to what is durable. The
                 // pollers keep polling, so their news comes again.
-                for (_, reply) in still_active {
+                let mut polled: HashSet<String> =
+                    state.active_keys(&JobFilter::All).into_iter().collect();
+                for (key, reply) in still_active {
                     let _ = reply.send(true);
+                    polled.insert(key);
                 }
                 match ctx.store.recover().await {
                     Ok(recovered) => {
-                        let polled: HashSet<String> =
-                            state.active_keys(&JobFilter::All).into_iter().collect();
                         state = TrackerState::new(
                             recovered.head_seq,
                             recovered.active_jobs,
@@ -248,7 +249,14 @@ fn apply(
             };
             let tracked = match known {
                 Err(e) => Err(e),
-                Ok(Some((job, accepted_seq))) => Ok((job, accepted_seq)),
+                Ok(Some((job, accepted_seq))) => {
+                    // The upstream answered a submit with a key tracked
+                    // already: the submission is settled all the same.
+                    if let Some(id) = settles {
+                        state.settle(id, key.clone());
+                    }
+                    Ok((job, accepted_seq))
+                }
                 Ok(None) => {
                     let (event, seq) = state.accept(job, settles, now);
                     let job = state.get(&key).cloned().expect("just accepted");
@@ -265,16 +273,11 @@ fn apply(
                 // missed in between.
                 let subscription = with_subscription.then(|| {
                     let filter = JobFilter::Keys(HashSet::from([key.clone()]));
-                    subscribe(
-                        ctx,
-                        state,
-                        effects,
-                        filter,
-                        Start::Replay {
-                            after_seq: accepted_seq - 1,
-                            or_snapshot: true,
-                        },
-                    )
+                    let start = Start::Replay {
+                        after_seq: accepted_seq - 1,
+                        or_snapshot: Some(state.snapshot(&filter)),
+                    };
+                    subscribe(ctx, state, effects, filter, start)
                 });
                 Tracked {
                     job,
@@ -321,7 +324,7 @@ fn apply(
                     filter,
                     Start::Replay {
                         after_seq,
-                        or_snapshot: false,
+                        or_snapshot: None,
                     },
                 )),
                 None => {
@@ -339,16 +342,11 @@ fn apply(
             reply: to,
         } => {
             let filter = JobFilter::Keys(HashSet::from([key]));
-            let subscription = subscribe(
-                ctx,
-                state,
-                effects,
-                filter,
-                Start::Replay {
-                    after_seq: accepted_seq.saturating_sub(1),
-                    or_snapshot: true,
-                },
-            );
+            let start = Start::Replay {
+                after_seq: accepted_seq.saturating_sub(1),
+                or_snapshot: Some(state.snapshot(&filter)),
+            };
+            let subscription = subscribe(ctx, state, effects, filter, start);
             reply(effects, to, Ok(subscription));
         }
         Command::MirrorFailed {

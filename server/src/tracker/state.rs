@@ -165,6 +165,13 @@ impl TrackerState {
         (event, seq)
     }
 
+    /// Settles a submission whose job is tracked already.
+    pub fn settle(&mut self, id: String, result_key: String) {
+        self.step
+            .settlements
+            .push(Settlement::Accepted { id, result_key });
+    }
+
     /// Records a submit whose outcome is unknown: a job record without a
     /// result key (`draft` names the submission and carries the tasks and
     /// the error), and its event. Such records are never polled.

@@ -38,8 +38,12 @@ impl LagFlag {
 /// How a watch begins.
 pub(crate) enum Start {
     /// Every matching event after `after_seq`; when retention removed some
-    /// of them, a snapshot instead (`or_snapshot`) or OUT_OF_RANGE.
-    Replay { after_seq: u64, or_snapshot: bool },
+    /// of them, a snapshot instead (with `or_snapshot`: the matching jobs in
+    /// memory at the head) or OUT_OF_RANGE.
+    Replay {
+        after_seq: u64,
+        or_snapshot: Option<Vec<(u64, pb::Job)>>,
+    },
     /// The state of every matching job: those in memory (being polled) as
     /// they were at the head, the rest from the journal.
     Snapshot { in_memory: Vec<(u64, pb::Job)> },
@@ -98,11 +102,12 @@ impl Subscription {
                             return;
                         }
                         Ok(compacted) if compacted > after_seq => {
-                            if or_snapshot {
-                                snapshot_from_memory = Some(Vec::new());
-                            } else {
-                                yield Err(gone(after_seq, compacted));
-                                return;
+                            match or_snapshot {
+                                Some(in_memory) => snapshot_from_memory = Some(in_memory),
+                                None => {
+                                    yield Err(gone(after_seq, compacted));
+                                    return;
+                                }
                             }
                         }
                         Ok(_) => {
@@ -115,19 +120,17 @@ impl Subscription {
                                         return;
                                     }
                                 };
-                                // Retention may have run since the check:
-                                // what it removed would be missing.
-                                if cursor == after_seq {
-                                    match store.compacted_through().await {
-                                        Ok(compacted) if compacted > after_seq => {
-                                            yield Err(gone(after_seq, compacted));
-                                            return;
-                                        }
-                                        Ok(_) => {}
-                                        Err(e) => {
-                                            yield Err(e.into());
-                                            return;
-                                        }
+                                // Retention may have run while we read:
+                                // what it removed after `cursor` is missing.
+                                match store.compacted_through().await {
+                                    Ok(compacted) if compacted > cursor => {
+                                        yield Err(gone(after_seq, compacted));
+                                        return;
+                                    }
+                                    Ok(_) => {}
+                                    Err(e) => {
+                                        yield Err(e.into());
+                                        return;
                                     }
                                 }
                                 let full = page.len() == PAGE;
@@ -207,9 +210,12 @@ fn gone(after_seq: u64, compacted: u64) -> ServiceError {
     ))
 }
 
-/// Every matching job as of `head_seq`, oldest first: those in memory as
-/// they were then, merged in order with the others (finished) read from the
-/// journal a page at a time, so a large history is never held at once.
+/// Every matching job recorded by `head_seq`, oldest first: those in memory
+/// as they were then, merged in order with the others (finished) read from
+/// the journal a page at a time, so a large history is never held at once.
+/// A finished job that changed after the head (a mirror failure, a revival)
+/// comes as it is now; the live events then repeat that change, which
+/// applies the same way twice.
 fn snapshot(
     store: Arc<dyn Store>,
     in_memory: Vec<(u64, pb::Job)>,
@@ -226,8 +232,11 @@ fn snapshot(
                 let mut jobs = in_memory;
                 for key in keys.iter().filter(|k| !polled.contains(*k)) {
                     // (No let chain: the macro's expansion is not edition 2024.)
+                    // Recorded by the head; it may have changed since (a
+                    // mirror failure): then the live events repeat that
+                    // change, which applies the same way twice.
                     let found = store.job_by_key(key).await?;
-                    if let Some(record) = found.filter(|r| r.job.last_seq <= head_seq) {
+                    if let Some(record) = found.filter(|r| r.accepted_seq <= head_seq) {
                         jobs.push((record.accepted_seq, record.job));
                     }
                 }

@@ -66,10 +66,10 @@ impl Store for FullDisk {
     async fn jobs_after(
         &self,
         after: u64,
-        max_last_seq: u64,
+        max_accepted_seq: u64,
         limit: usize,
     ) -> Result<Vec<JobRecord>, StoreError> {
-        self.inner.jobs_after(after, max_last_seq, limit).await
+        self.inner.jobs_after(after, max_accepted_seq, limit).await
     }
     async fn events(
         &self,

@@ -101,12 +101,15 @@ impl UpstreamError {
 
     /// Whether a *submit* that failed like this may nevertheless have been
     /// accepted: the request may have arrived, and no definite answer came
-    /// back (timeout or reset after connecting, or a garbled answer).
+    /// back (timeout or reset after connecting, a garbled answer, or a
+    /// gateway 5xx such as a backend timeout, behind which the backend may
+    /// have taken the job). The backend's own error envelope is definite.
     pub fn outcome_unknown(&self) -> bool {
         match self.kind {
             UpstreamErrorKind::Transport { connect, .. } => !connect,
             UpstreamErrorKind::Protocol => true,
-            UpstreamErrorKind::Gateway | UpstreamErrorKind::Api => false,
+            UpstreamErrorKind::Gateway => self.http_status.is_some_and(|s| s >= 500),
+            UpstreamErrorKind::Api => false,
         }
     }
 

@@ -359,11 +359,11 @@ impl Store for SqliteStore {
     async fn jobs_after(
         &self,
         after_accepted_seq: u64,
-        max_last_seq: u64,
+        max_accepted_seq: u64,
         limit: usize,
     ) -> Result<Vec<JobRecord>, StoreError> {
         self.readers
-            .read(move |conn| sql::jobs_after(conn, after_accepted_seq, max_last_seq, limit))
+            .read(move |conn| sql::jobs_after(conn, after_accepted_seq, max_accepted_seq, limit))
             .await
     }
 

@@ -479,18 +479,18 @@ pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage
 pub(super) fn jobs_after(
     conn: &Connection,
     after_accepted_seq: u64,
-    max_last_seq: u64,
+    max_accepted_seq: u64,
     limit: usize,
 ) -> Result<Vec<JobRecord>, StoreError> {
     conn.prepare_cached(
         "SELECT accepted_seq, finished_at_ms, job FROM jobs
-         WHERE accepted_seq > ?1 AND last_seq <= ?2 ORDER BY accepted_seq LIMIT ?3",
+         WHERE accepted_seq > ?1 AND accepted_seq <= ?2 ORDER BY accepted_seq LIMIT ?3",
     )
     .map_err(io_error)?
     .query_map(
         params![
             after_accepted_seq.min(i64::MAX as u64) as i64,
-            max_last_seq.min(i64::MAX as u64) as i64,
+            max_accepted_seq.min(i64::MAX as u64) as i64,
             limit as i64
         ],
         job_columns,
