@@ -160,11 +160,21 @@ impl UploadStore {
             return 0;
         };
         let mut removed = 0;
+        let old = |modified: SystemTime| {
+            SystemTime::now()
+                .duration_since(modified)
+                .is_ok_and(|age| age > self.config.retention)
+        };
         for meta in listed {
-            let old = SystemTime::now()
-                .duration_since(SystemTime::from(meta.last_modified))
-                .is_ok_and(|age| age > self.config.retention);
-            if old && self.objects.delete(&meta.location).await.is_ok() {
+            // Looked at again right before deleting: the same content may
+            // have been uploaded again since the listing.
+            let still_old = old(SystemTime::from(meta.last_modified))
+                && self
+                    .objects
+                    .head(&meta.location)
+                    .await
+                    .is_ok_and(|now| old(SystemTime::from(now.last_modified)));
+            if still_old && self.objects.delete(&meta.location).await.is_ok() {
                 removed += 1;
             }
         }

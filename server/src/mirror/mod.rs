@@ -26,6 +26,7 @@ pub use fetch::{FetchError, Fetched, fetch, sniff};
 pub use http::{MirrorRoutes, router};
 
 use crate::convert::timestamp;
+use crate::idempotency::Turns;
 use crate::store::{MirrorRequest, Store};
 use crate::tracker::{MirrorWork, Tracker};
 use crate::upstream::RetryPolicy;
@@ -84,6 +85,9 @@ struct Copier {
     store: Arc<dyn Store>,
     tracker: Tracker,
     cancel: CancellationToken,
+    /// One turn per content hash: storing a copy and deleting content that
+    /// retention left unused never interleave.
+    contents: Arc<Turns>,
 }
 
 /// Runs the mirror: takes work from the tracker until `cancel`.
@@ -113,6 +117,7 @@ pub async fn run(
         store: tracker.store().clone(),
         tracker,
         cancel: cancel.clone(),
+        contents: Arc::default(),
     };
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
@@ -134,9 +139,7 @@ pub async fn run(
             }
             Some(MirrorWork::Forget(objects)) => {
                 for sha256 in objects {
-                    if let Err(e) = copier.objects.delete(&object_path(&sha256)).await {
-                        tracing::warn!(%sha256, error = %e, "cannot delete an expired mirrored result");
-                    }
+                    copier.forget(&sha256).await;
                 }
             }
         }
@@ -203,19 +206,35 @@ impl Copier {
         }
     }
 
-    /// Stores the bytes (once per content) and journals the copy.
+    /// Deletes content that retention left unused, unless a copy made since
+    /// refers to it again.
+    async fn forget(&self, sha256: &str) {
+        let _turn = self.contents.take(sha256).await;
+        match self.store.mirror_references(sha256).await {
+            Ok(false) => {
+                if let Err(e) = self.objects.delete(&object_path(sha256)).await {
+                    tracing::warn!(%sha256, error = %e, "cannot delete an expired mirrored result");
+                }
+            }
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(%sha256, error = %e, "cannot check an expired mirrored result; kept")
+            }
+        }
+    }
+
+    /// Stores the bytes (under their hash) and journals the copy.
     async fn keep(&self, request: &MirrorRequest, fetched: Fetched) -> Result<(), FetchError> {
         let path = object_path(&fetched.sha256);
         let size = fetched.bytes.len() as u64;
-        if self.objects.head(&path).await.is_err() {
-            self.objects
-                .put(&path, fetched.bytes.into())
-                .await
-                .map_err(|e| FetchError {
-                    http_status: None,
-                    message: format!("cannot store the copy: {e}"),
-                })?;
-        }
+        let _turn = self.contents.take(&fetched.sha256).await;
+        self.objects
+            .put(&path, fetched.bytes.into())
+            .await
+            .map_err(|e| FetchError {
+                http_status: None,
+                message: format!("cannot store the copy: {e}"),
+            })?;
         self.store
             .mirror_stored(request, &fetched.sha256, fetched.content_type, size)
             .await

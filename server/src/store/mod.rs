@@ -353,6 +353,9 @@ pub trait Store: Send + Sync + 'static {
         result_index: u32,
     ) -> Result<Option<MirrorState>, StoreError>;
 
+    /// Whether any mirrored result refers to this stored content.
+    async fn mirror_references(&self, sha256: &str) -> Result<bool, StoreError>;
+
     /// Records an upload (again: a repeated upload of the same content
     /// refreshes it).
     async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError>;

@@ -107,6 +107,9 @@ impl Store for FullDisk {
     ) -> Result<Option<MirrorState>, StoreError> {
         self.inner.mirror_state(key, task, result).await
     }
+    async fn mirror_references(&self, sha256: &str) -> Result<bool, StoreError> {
+        self.inner.mirror_references(sha256).await
+    }
     async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError> {
         self.inner.record_upload(upload).await
     }

@@ -419,6 +419,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn mirror_references(&self, sha256: &str) -> Result<bool, StoreError> {
+        let sha256 = sha256.to_owned();
+        self.readers
+            .read(move |conn| sql::mirror_references(conn, &sha256))
+            .await
+    }
+
     async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError> {
         self.writer
             .write(move |conn| sql::record_upload(conn, &upload))

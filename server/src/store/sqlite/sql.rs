@@ -261,6 +261,15 @@ pub(super) fn upload(conn: &Connection, sha256: &str) -> Result<Option<UploadRec
     .map_err(io_error)
 }
 
+pub(super) fn mirror_references(conn: &Connection, sha256: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM mirrored_results WHERE sha256 = ?1)",
+        [sha256],
+        |r| r.get(0),
+    )
+    .map_err(io_error)
+}
+
 pub(super) fn mirror_stored(
     conn: &Connection,
     request: &MirrorRequest,

@@ -408,6 +408,7 @@ async fn mirrored_results_go_from_pending_to_stored_or_given_up_and_expire() {
     );
     assert_eq!(store.mirror_state("a", 0, 1).await.unwrap(), None);
     assert!(store.recover().await.unwrap().pending_mirrors.is_empty());
+    assert!(store.mirror_references("aaaa").await.unwrap());
     let done = store
         .compact(Compaction {
             jobs_finished_before: SystemTime::UNIX_EPOCH,
