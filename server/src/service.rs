@@ -383,9 +383,7 @@ impl Retouch {
             }
             let compacted = self.tracker.store().compacted_through().await?;
             if compacted > after_seq {
-                return Err(ServiceError::OutOfRange(format!(
-                    "events after seq {after_seq} are not available: this server retains seqs after {compacted} only (--retention, --event-log-capacity); watch again without after_seq"
-                )));
+                return Err(crate::tracker::gone(after_seq, compacted));
             }
         }
         let subscription = self.tracker.subscribe(filter, after_seq).await?;

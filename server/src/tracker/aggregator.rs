@@ -271,14 +271,8 @@ fn apply(
                 // Registered in the same step as the accept, so the watcher
                 // replays the job from its `accepted` event: nothing can be
                 // missed in between.
-                let subscription = with_subscription.then(|| {
-                    let filter = JobFilter::Keys(HashSet::from([key.clone()]));
-                    let start = Start::Replay {
-                        after_seq: accepted_seq - 1,
-                        or_snapshot: Some(state.snapshot(&filter)),
-                    };
-                    subscribe(ctx, state, effects, filter, start)
-                });
+                let subscription = with_subscription
+                    .then(|| subscribe_to_job(ctx, state, effects, key.clone(), accepted_seq));
                 Tracked {
                     job,
                     accepted_seq,
@@ -341,12 +335,7 @@ fn apply(
             accepted_seq,
             reply: to,
         } => {
-            let filter = JobFilter::Keys(HashSet::from([key]));
-            let start = Start::Replay {
-                after_seq: accepted_seq.saturating_sub(1),
-                or_snapshot: Some(state.snapshot(&filter)),
-            };
-            let subscription = subscribe(ctx, state, effects, filter, start);
+            let subscription = subscribe_to_job(ctx, state, effects, key, accepted_seq);
             reply(effects, to, Ok(subscription));
         }
         Command::MirrorFailed {
@@ -434,6 +423,23 @@ fn subscribe(
         pending,
         closed: ctx.close_streams.clone(),
     }
+}
+
+/// A watcher of one job, replaying it from its `accepted` event (or, if
+/// retention removed that, from a snapshot of it as it is at the head).
+fn subscribe_to_job(
+    ctx: &PollerContext,
+    state: &TrackerState,
+    effects: &mut Vec<Effect>,
+    key: String,
+    accepted_seq: u64,
+) -> Subscription {
+    let filter = JobFilter::Keys(HashSet::from([key]));
+    let start = Start::Replay {
+        after_seq: accepted_seq.saturating_sub(1),
+        or_snapshot: Some(state.snapshot(&filter)),
+    };
+    subscribe(ctx, state, effects, filter, start)
 }
 
 fn fan_out(watchers: &mut Vec<Watcher>, event: &Arc<pb::JobEvent>) {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use state::{JobFilter, TrackerState};
 pub use subscription::Subscription;
+pub(crate) use subscription::gone;
 
 use crate::error::ServiceError;
 use crate::store::{Compaction, JobRecord, MirrorRequest, Store, StoreError};
@@ -375,19 +376,13 @@ async fn sweep(
             _ = tick.tick() => {}
         }
         let now = std::time::SystemTime::now();
-        let cutoff = now
-            .checked_sub(config.retention)
-            .unwrap_or(std::time::UNIX_EPOCH);
+        let ago = |age| now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
         let compaction = Compaction {
-            jobs_finished_before: cutoff,
-            events_before: cutoff,
+            jobs_finished_before: ago(config.retention),
+            events_before: ago(config.retention),
             max_events: config.event_log_capacity as u64,
-            results_before: now
-                .checked_sub(config.result_retention)
-                .unwrap_or(std::time::UNIX_EPOCH),
-            uploads_before: now
-                .checked_sub(config.upload_retention)
-                .unwrap_or(std::time::UNIX_EPOCH),
+            results_before: ago(config.result_retention),
+            uploads_before: ago(config.upload_retention),
         };
         match store.compact(compaction).await {
             Ok(done) => {

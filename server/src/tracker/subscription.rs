@@ -111,35 +111,15 @@ impl Subscription {
                             }
                         }
                         Ok(_) => {
-                            let mut cursor = after_seq;
-                            loop {
-                                let page = match store.events(cursor, head_seq, filter.keys(), PAGE).await {
-                                    Ok(page) => page,
+                            let events = replay(store.clone(), after_seq, head_seq, filter.clone());
+                            futures::pin_mut!(events);
+                            while let Some(event) = events.next().await {
+                                match event {
+                                    Ok(event) => yield Ok(event_response(event)),
                                     Err(e) => {
-                                        yield Err(e.into());
+                                        yield Err(e);
                                         return;
                                     }
-                                };
-                                // Retention may have run while we read:
-                                // what it removed after `cursor` is missing.
-                                match store.compacted_through().await {
-                                    Ok(compacted) if compacted > cursor => {
-                                        yield Err(gone(after_seq, compacted));
-                                        return;
-                                    }
-                                    Ok(_) => {}
-                                    Err(e) => {
-                                        yield Err(e.into());
-                                        return;
-                                    }
-                                }
-                                let full = page.len() == PAGE;
-                                for event in page {
-                                    cursor = event.seq;
-                                    yield Ok(event_response(event));
-                                }
-                                if !full {
-                                    break;
                                 }
                             }
                         }
@@ -204,10 +184,43 @@ fn event_response(event: pb::JobEvent) -> pb::WatchResponse {
     }
 }
 
-fn gone(after_seq: u64, compacted: u64) -> ServiceError {
+/// Why events after `after_seq` cannot be replayed: retention removed
+/// those up to `compacted`.
+pub(crate) fn gone(after_seq: u64, compacted: u64) -> ServiceError {
     ServiceError::OutOfRange(format!(
-        "events after seq {after_seq} are not available: this server retains seqs after {compacted} only; watch again without after_seq"
+        "events after seq {after_seq} are not available: this server retains seqs after {compacted} only (--retention, --event-log-capacity); watch again without after_seq"
     ))
+}
+
+/// The matching events in `(after_seq, head_seq]`, read from the journal a
+/// page at a time. Fails with OUT_OF_RANGE if retention removes any of them
+/// while they are being read.
+fn replay(
+    store: Arc<dyn Store>,
+    after_seq: u64,
+    head_seq: u64,
+    filter: JobFilter,
+) -> impl Stream<Item = Result<pb::JobEvent, ServiceError>> + Send + 'static {
+    async_stream::try_stream! {
+        let mut cursor = after_seq;
+        loop {
+            let page = store.events(cursor, head_seq, filter.keys(), PAGE).await?;
+            // Retention may have run while we read: what it removed after
+            // `cursor` is missing.
+            let compacted = store.compacted_through().await?;
+            if compacted > cursor {
+                Err(gone(after_seq, compacted))?;
+            }
+            let full = page.len() == PAGE;
+            for event in page {
+                cursor = event.seq;
+                yield event;
+            }
+            if !full {
+                break;
+            }
+        }
+    }
 }
 
 /// Every matching job recorded by `head_seq`, oldest first: those in memory

@@ -190,10 +190,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 
 impl Checkpoints {
     fn start(path: &Path) -> std::io::Result<Checkpoints> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(std::io::Error::other)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(std::io::Error::other)?;
+        let conn = open_existing(path).map_err(std::io::Error::other)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         std::thread::Builder::new()
@@ -224,8 +221,22 @@ impl Drop for Checkpoints {
     }
 }
 
+/// How long a connection waits for a lock another connection holds.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Another connection to the journal the writer created and configured
+/// (for reads and checkpoints): it never creates the file.
+fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers never block the writer. FULL: a commit is on disk (WAL
     // fsynced) before it returns, which is what clients are told.
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
@@ -280,14 +291,7 @@ impl Readers {
         if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(conn);
         }
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql::io_error)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql::io_error)?;
-        Ok(conn)
+        open_existing(&self.path).map_err(sql::io_error)
     }
 }
 

@@ -84,17 +84,10 @@ pub(super) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
     let head: Option<i64> = conn
         .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
         .map_err(io_error)?;
-    let compacted: i64 = conn
-        .query_row(
-            "SELECT compacted_through FROM store_meta WHERE id = 1",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(io_error)?;
     let jobs_head: Option<i64> = conn
         .query_row("SELECT MAX(last_seq) FROM jobs", [], |r| r.get(0))
         .map_err(io_error)?;
-    let head_seq = seq(head.unwrap_or(0).max(compacted).max(jobs_head.unwrap_or(0)));
+    let head_seq = seq(head.unwrap_or(0).max(jobs_head.unwrap_or(0))).max(compacted_through(conn)?);
     let mut active = conn
         .prepare(
             "SELECT accepted_seq, finished_at_ms, job FROM jobs WHERE status = ?1
@@ -608,14 +601,7 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
         .map_err(io_error)?;
     let mut orphaned_objects = Vec::new();
     for sha256 in candidates {
-        let still_used: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM mirrored_results WHERE sha256 = ?1)",
-                [&sha256],
-                |r| r.get(0),
-            )
-            .map_err(io_error)?;
-        if !still_used {
+        if !mirror_references(conn, &sha256)? {
             orphaned_objects.push(sha256);
         }
     }
