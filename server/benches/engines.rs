@@ -1,38 +1,49 @@
-//! Quality and speed of the local engines against reference implementations
-//! run on the same inputs in the same run: pymatting's closed-form matting
-//! with its multi-level foreground estimation, and OpenCV's `cv2.inpaint`
-//! (TELEA and NS), driven by `benches/reference/reference.py`. Prints
-//! ratios against those references, never pass/fail times.
+//! Quality and speed of the local engines on real photographs, against
+//! reference implementations run on the same inputs in the same run:
+//! pymatting's closed-form matting with its multi-level foreground
+//! estimation, and OpenCV's `cv2.inpaint` (TELEA and NS), driven by
+//! `benches/reference/reference.py`. Prints ratios against those
+//! references, never pass/fail times.
+//!
+//! The cases come from the photographs in `server/testdata/photos`
+//! (`retouch_server::synthetic::photo`): for matting, one photo cut out
+//! along a known alpha (hair, soft edge and veil, mesh of holes, a horse's
+//! outline) over another, with the masks a user would give (blocky 8 px,
+//! exact, dilated, eroded); for removal, the photos themselves with
+//! free-form brush strokes or object-shaped holes, scored against the
+//! original pixels.
 //!
 //! Run: `cargo bench -p retouch-server --bench engines` (add `-- --keep DIR`
-//! to keep every input and output). The references need a Python venv:
-//! `python3 -m venv target/bench-venv && target/bench-venv/bin/pip install
-//! -r server/benches/reference/requirements.txt` (or set
+//! to keep every input and output, and `RETOUCH_BENCH_REFERENCE=reuse` to
+//! reuse the reference outputs already in DIR while tuning). The references
+//! need a Python venv: `python3 -m venv target/bench-venv &&
+//! target/bench-venv/bin/pip install -r
+//! server/benches/reference/requirements.txt` (or set
 //! `RETOUCH_BENCH_PYTHON`); without it only our own rows are printed.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use image::{GrayImage, ImageBuffer, Luma, RgbImage};
-use retouch_server::engine::matting::{
-    self, Trimap, UNKNOWN, adaptive_trimap, band_radius, derive_trimap,
-};
-use retouch_server::engine::planes::ColorPlane;
+use image::{GrayImage, RgbImage};
+use retouch_server::engine::matting::derive_trimap;
 use retouch_server::engine::removal::{self, FillStrategy};
 use retouch_server::engine::{ClassicEngine, Engine, RemovalParams};
-use retouch_server::synthetic::quality::{
-    alpha_mse, alpha_sad, flat_fill, gradient_energy_ratio, psnr_in_mask,
-};
+use retouch_server::synthetic::quality::{alpha_sad, gradient_energy_ratio, psnr_in_mask};
 use retouch_server::synthetic::{
-    Backdrop, HoleShape, MattingStyle, coarsen_mask, matting_scene, removal_scene,
+    Backdrop, Cutout, HoleShape, MattingStyle, Photo, blocky_mask, brush_mask, coarsen_mask,
+    load_colour_photos, load_silhouette, matting_scene, object_hole, offset_mask,
+    photo_matting_scene, removal_scene, scene_alpha,
 };
 use serde_json::{Value, json};
 
-/// Side lengths of the matting composites.
-const MATTING_SIZE: (u32, u32) = (800, 600);
-/// Side of the (square, 1 MP) removal scenes.
-const REMOVAL_SIDE: u32 = 1024;
+/// Size of the matting composites (the photos are 451–640 px wide).
+const MATTING_SIZE: (u32, u32) = (640, 480);
+/// The size the speed target is stated for.
+const TARGET_PIXELS: f64 = 800.0 * 600.0;
+/// Half-width of the reference's trimap band around the mask's edge.
+const REFERENCE_BAND: f32 = 12.0;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -50,13 +61,16 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("case directory");
     println!("engine bench: cases in {}", dir.display());
 
-    let matting_cases = write_matting_cases(&dir);
-    let removal_cases = write_removal_cases(&dir);
+    let photos_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/photos");
+    let photos = load_colour_photos(&photos_dir).expect("bundled photos");
+    let horse = load_silhouette(&photos_dir.join("horse-silhouette.png")).expect("silhouette");
+    let matting_cases = write_matting_cases(&dir, &photos, &horse);
+    let removal_cases = write_removal_cases(&dir, &photos, &horse);
     std::fs::write(
         dir.join("cases.json"),
         serde_json::to_vec_pretty(&json!({
             "matting": matting_cases.iter().map(|c| json!({
-                "name": c.name, "image": format!("{}.png", c.name),
+                "name": c.name, "image": format!("{}.png", c.scene),
                 "trimap": format!("{}-trimap.png", c.name)})).collect::<Vec<_>>(),
             "removal": removal_cases.iter().map(|c| json!({
                 "name": c.name, "image": format!("{}.png", c.name),
@@ -65,7 +79,14 @@ fn main() {
         .expect("json"),
     )
     .expect("write cases.json");
-    let reference = run_reference(&dir);
+    let reuse = std::env::var("RETOUCH_BENCH_REFERENCE").is_ok_and(|v| v == "reuse");
+    let reference = if reuse {
+        std::fs::read(dir.join("reference.json"))
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok())
+    } else {
+        run_reference(&dir)
+    };
 
     // RETOUCH_BENCH_ONLY=matting|removal narrows a run while tuning.
     let only = std::env::var("RETOUCH_BENCH_ONLY").unwrap_or_default();
@@ -87,46 +108,61 @@ fn main() {
     }
 }
 
+/// The kinds of keep-mask a user gives.
+const MASK_KINDS: [&str; 4] = ["blocky8", "exact", "dilated6", "eroded6"];
+
 struct MattingCase {
+    /// `scene-maskkind`.
     name: String,
+    /// The composite's name (its image file).
+    scene: String,
+    kind: &'static str,
     image: RgbImage,
     mask: GrayImage,
-    trimap: Trimap,
     alpha: Vec<f32>,
-    foreground: Vec<[f32; 3]>,
 }
 
-fn write_matting_cases(dir: &Path) -> Vec<MattingCase> {
+/// Two composites per photo: the photo cut out along two of the cutouts,
+/// over the photo two places further in the list.
+fn write_matting_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<MattingCase> {
     let (w, h) = MATTING_SIZE;
+    let cutouts = [
+        ("hair", Cutout::Style(MattingStyle::Strands)),
+        ("soft", Cutout::Style(MattingStyle::Soft)),
+        ("mesh", Cutout::Style(MattingStyle::Mesh)),
+        ("horse", Cutout::Silhouette(horse)),
+    ];
     let mut cases = Vec::new();
-    for (style, label) in [
-        (MattingStyle::Strands, "strands"),
-        (MattingStyle::Soft, "soft"),
-    ] {
-        let scene = matting_scene(style, w, h, 7);
-        for coarse in [0.0f32, 4.0, 8.0] {
-            let mask = coarsen_mask(&scene.alpha, w, h, coarse, 3);
-            let radius = band_radius(w as usize, h as usize);
-            // "fixed": a band as wide as the default plus the known
-            // coarsening; "adaptive": the trimap the engine itself derives.
-            let trimaps = [
-                ("fixed", derive_trimap(&mask, radius + coarse)),
-                ("adaptive", adaptive_trimap(&mask, radius)),
-            ];
-            for (kind, trimap) in trimaps {
-                let name = format!("{label}-coarse{coarse}-{kind}");
-                scene.image.save(dir.join(format!("{name}.png"))).unwrap();
-                trimap
+    for (i, front) in photos.iter().enumerate() {
+        let back = &photos[(i + 2) % photos.len()];
+        for k in [i, i + 1] {
+            let (label, cutout) = cutouts[k % cutouts.len()];
+            let scene_name = format!("{}-over-{}-{label}", front.name, back.name);
+            let scene = photo_matting_scene(&front.image, &back.image, cutout, w, h, k as u64);
+            scene
+                .image
+                .save(dir.join(format!("{scene_name}.png")))
+                .unwrap();
+            for kind in MASK_KINDS {
+                let mask = match kind {
+                    "blocky8" => blocky_mask(&scene.alpha, w, h, 8),
+                    "exact" => offset_mask(&scene.alpha, w, h, 0.0),
+                    "dilated6" => offset_mask(&scene.alpha, w, h, 6.0),
+                    _ => offset_mask(&scene.alpha, w, h, -6.0),
+                };
+                let name = format!("{scene_name}-{kind}");
+                derive_trimap(&mask, REFERENCE_BAND)
                     .to_gray()
                     .save(dir.join(format!("{name}-trimap.png")))
                     .unwrap();
+                mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
                 cases.push(MattingCase {
                     name,
+                    scene: scene_name.clone(),
+                    kind,
                     image: scene.image.clone(),
-                    mask: mask.clone(),
-                    trimap,
+                    mask,
                     alpha: scene.alpha.clone(),
-                    foreground: scene.foreground.clone(),
                 });
             }
         }
@@ -136,31 +172,43 @@ fn write_matting_cases(dir: &Path) -> Vec<MattingCase> {
 
 struct RemovalCase {
     name: String,
+    kind: &'static str,
     original: RgbImage,
-    image: RgbImage,
     mask: GrayImage,
 }
 
-fn write_removal_cases(dir: &Path) -> Vec<RemovalCase> {
+/// Three holes per photo: free-form strokes over 10–50% of it, a horse's
+/// outline and a hairy head's outline over about 8%, grown 4 px.
+fn write_removal_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<RemovalCase> {
+    let head = {
+        let alpha = scene_alpha(MattingStyle::Strands, 400, 300, 3);
+        GrayImage::from_fn(400, 300, |x, y| {
+            image::Luma([if alpha[(y * 400 + x) as usize] >= 0.5 {
+                255
+            } else {
+                0
+            }])
+        })
+    };
     let mut cases = Vec::new();
-    for (backdrop, label) in [
-        (Backdrop::Bricks, "bricks"),
-        (Backdrop::GrainyGradient, "gradient"),
-        (Backdrop::Edges, "edges"),
-    ] {
-        for (shape, hole) in [(HoleShape::Blob, "blob"), (HoleShape::Strokes, "strokes")] {
-            let name = format!("{label}-{hole}");
-            let scene = removal_scene(backdrop, shape, REMOVAL_SIDE, REMOVAL_SIDE, 11);
-            scene.image.save(dir.join(format!("{name}.png"))).unwrap();
-            scene
-                .mask
-                .save(dir.join(format!("{name}-mask.png")))
-                .unwrap();
+    for (i, photo) in photos.iter().enumerate() {
+        let (w, h) = photo.image.dimensions();
+        let seed = i as u64;
+        let coverage = 0.1 + 0.4 * (i as f32 / (photos.len() - 1).max(1) as f32);
+        let holes = [
+            ("strokes", brush_mask(w, h, coverage, seed)),
+            ("horse", object_hole(horse, w, h, 0.08, 4.0, seed)),
+            ("head", object_hole(&head, w, h, 0.08, 4.0, seed + 100)),
+        ];
+        for (kind, mask) in holes {
+            let name = format!("{}-{kind}", photo.name);
+            photo.image.save(dir.join(format!("{name}.png"))).unwrap();
+            mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
             cases.push(RemovalCase {
                 name,
-                original: scene.original,
-                image: scene.image,
-                mask: scene.mask,
+                kind,
+                original: photo.image.clone(),
+                mask,
             });
         }
     }
@@ -195,242 +243,263 @@ fn run_reference(dir: &Path) -> Option<Value> {
     }
 }
 
-/// One method's result on one matting case.
-struct MattingRow {
-    method: String,
-    alpha: Vec<f32>,
-    foreground: Option<Vec<[f32; 3]>>,
-    /// Seconds for alpha alone.
-    alpha_seconds: f64,
-    /// Seconds for alpha and foreground.
+/// One method's scores on one matting case.
+#[derive(Debug, Clone, Copy, Default)]
+struct MattingScore {
+    sad: f64,
+    /// Share of true background (α = 0) given α > 0.1.
+    background_bleed: f64,
+    /// Share of true foreground (α = 1) given α < 0.9.
+    soft_interior: f64,
+    /// Share of pixels with 0.02 < α < 0.98.
+    fractional: f64,
     seconds: f64,
 }
 
-fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) {
-    println!(
-        "\n## Matting ({}x{}, band = default + coarsening)\n",
-        MATTING_SIZE.0, MATTING_SIZE.1
-    );
-    println!(
-        "| case | method | SAD all | SAD band | MSE×1e3 all | MSE×1e3 band | fg err band | alpha s | total s | SAD ratio | alpha time ratio | total time ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for case in cases {
-        let colours = ColorPlane::from_rgb(&case.image);
-        let band = |i: usize| case.trimap.values[i] == UNKNOWN;
-        let mut rows = Vec::new();
-
-        let started = Instant::now();
-        let alpha = matting::closed_form_alpha(&colours, &case.trimap);
-        let alpha_seconds = started.elapsed().as_secs_f64();
-        let foreground = matting::estimate_foreground(&colours, &alpha);
-        rows.push(MattingRow {
-            method: "ours: closed-form + fg".into(),
-            alpha,
-            foreground: Some(foreground),
-            alpha_seconds,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-
-        let started = Instant::now();
-        let alpha = matting::guided_alpha(&colours, &case.mask, &case.trimap);
-        let seconds = started.elapsed().as_secs_f64();
-        rows.push(MattingRow {
-            method: "guided filter only".into(),
-            alpha,
-            foreground: None,
-            alpha_seconds: seconds,
-            seconds,
-        });
-
-        rows.push(MattingRow {
-            method: "mask as alpha".into(),
-            alpha: case
-                .mask
-                .as_raw()
-                .iter()
-                .map(|&m| f32::from(m) / 255.0)
-                .collect(),
-            foreground: None,
-            alpha_seconds: 0.0,
-            seconds: 0.0,
-        });
-
-        let reference_row = reference.and_then(|r| {
-            let timing = &r["matting"][&case.name];
-            let alpha_seconds = timing["alpha_seconds"].as_f64()?;
-            let seconds = alpha_seconds + timing["foreground_seconds"].as_f64()?;
-            let alpha_png = image::open(dir.join(format!("{}.pymatting-alpha.png", case.name)))
-                .ok()?
-                .to_luma16();
-            let fg_png = image::open(dir.join(format!("{}.pymatting-fg.png", case.name)))
-                .ok()?
-                .to_rgb8();
-            Some(MattingRow {
-                method: "pymatting closed-form + ml fg".into(),
-                alpha: alpha_png
-                    .as_raw()
-                    .iter()
-                    .map(|&v| f32::from(v) / 65535.0)
-                    .collect(),
-                foreground: Some(
-                    fg_png
-                        .pixels()
-                        .map(|p| p.0.map(|v| f32::from(v) / 255.0))
-                        .collect(),
-                ),
-                alpha_seconds,
-                seconds,
-            })
-        });
-        let baseline = reference_row.as_ref().map(|row| {
-            (
-                alpha_sad(&row.alpha, &case.alpha, |_| true),
-                row.alpha_seconds,
-                row.seconds,
-            )
-        });
-        rows.extend(reference_row);
-
-        for row in rows {
-            let sad_all = alpha_sad(&row.alpha, &case.alpha, |_| true);
-            let fg_err = row
-                .foreground
-                .map(|fg| foreground_error(&fg, &case.foreground, &case.alpha, &band))
-                .map_or("–".into(), |e| format!("{e:.2}"));
-            let ratios = baseline.map_or(
-                ["–".to_string(), "–".into(), "–".into()],
-                |(sad, a, t)| {
-                    [
-                        format!("{:.2}", sad_all / sad),
-                        format!("{:.3}", row.alpha_seconds / a),
-                        format!("{:.3}", row.seconds / t),
-                    ]
-                },
-            );
-            println!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {:.3} | {} | {} | {} |",
-                case.name,
-                row.method,
-                sad_all,
-                alpha_sad(&row.alpha, &case.alpha, band),
-                alpha_mse(&row.alpha, &case.alpha, |_| true),
-                alpha_mse(&row.alpha, &case.alpha, band),
-                fg_err,
-                row.alpha_seconds,
-                row.seconds,
-                ratios[0],
-                ratios[1],
-                ratios[2]
-            );
-            if row.method.starts_with("ours") {
-                save_alpha(
-                    &row.alpha,
-                    &case.image,
-                    &dir.join(format!("{}.ours-alpha.png", case.name)),
-                );
-            }
+fn score_matting(alpha: &[f32], truth: &[f32], seconds: f64) -> MattingScore {
+    let (mut bg, mut bleed, mut fg, mut soft, mut fractional) = (0usize, 0usize, 0usize, 0usize, 0);
+    for (&a, &t) in alpha.iter().zip(truth) {
+        if t <= 0.0 {
+            bg += 1;
+            bleed += usize::from(a > 0.1);
+        } else if t >= 1.0 {
+            fg += 1;
+            soft += usize::from(a < 0.9);
         }
+        fractional += usize::from(a > 0.02 && a < 0.98);
+    }
+    MattingScore {
+        sad: alpha_sad(alpha, truth, |_| true),
+        background_bleed: bleed as f64 / bg.max(1) as f64,
+        soft_interior: soft as f64 / fg.max(1) as f64,
+        fractional: fractional as f64 / alpha.len() as f64,
+        seconds,
     }
 }
 
-/// Mean absolute error of `α·F` against the truth over the band, in 8-bit
-/// levels: the colour a composite would show, so errors where alpha is
-/// near zero do not count.
-fn foreground_error(
-    fg: &[[f32; 3]],
-    truth: &[[f32; 3]],
-    alpha: &[f32],
-    band: &dyn Fn(usize) -> bool,
-) -> f64 {
-    let (sum, n) = (0..alpha.len())
-        .filter(|&i| band(i) && alpha[i] > 0.02)
-        .map(|i| {
-            (0..3)
-                .map(|c| f64::from(alpha[i] * (fg[i][c] - truth[i][c])).abs())
-                .sum::<f64>()
-                / 3.0
-        })
-        .fold((0.0, 0usize), |(s, n), e| (s + e, n + 1));
-    255.0 * sum / n.max(1) as f64
+/// Scores of every method on every case of one mask kind.
+#[derive(Default)]
+struct KindScores {
+    ours: Vec<MattingScore>,
+    reference: Vec<MattingScore>,
+    mask: Vec<MattingScore>,
+    truth_fractional: Vec<f64>,
 }
 
-fn save_alpha(alpha: &[f32], image: &RgbImage, path: &Path) {
-    let out: ImageBuffer<Luma<u8>, Vec<u8>> = GrayImage::from_raw(
-        image.width(),
-        image.height(),
-        alpha.iter().map(|a| (a * 255.0).round() as u8).collect(),
-    )
-    .expect("one value per pixel");
-    out.save(path).expect("save alpha");
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    sum / n.max(1) as f64
+}
+
+fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) {
+    let engine = ClassicEngine::default();
+    let mut per_case = String::from(
+        "case,kind,ours_sad,pymatting_sad,mask_sad,ours_bleed,ours_soft,ours_fractional,ours_s,pymatting_s\n",
+    );
+    let mut kinds: Vec<(&str, KindScores)> = MASK_KINDS
+        .iter()
+        .map(|k| (*k, KindScores::default()))
+        .collect();
+    for case in cases {
+        let started = Instant::now();
+        let out = engine.matte(&case.image, &case.mask).expect("matte");
+        let seconds = started.elapsed().as_secs_f64();
+        let alpha: Vec<f32> = out.pixels().map(|p| f32::from(p.0[3]) / 255.0).collect();
+        let ours = score_matting(&alpha, &case.alpha, seconds);
+        let as_alpha: Vec<f32> = case
+            .mask
+            .as_raw()
+            .iter()
+            .map(|&m| f32::from(m) / 255.0)
+            .collect();
+        let mask = score_matting(&as_alpha, &case.alpha, 0.0);
+        let reference = reference.and_then(|r| {
+            let timing = &r["matting"][&case.name];
+            let seconds =
+                timing["alpha_seconds"].as_f64()? + timing["foreground_seconds"].as_f64()?;
+            let png = image::open(dir.join(format!("{}.pymatting-alpha.png", case.name)))
+                .ok()?
+                .to_luma16();
+            let alpha: Vec<f32> = png
+                .as_raw()
+                .iter()
+                .map(|&v| f32::from(v) / 65535.0)
+                .collect();
+            Some(score_matting(&alpha, &case.alpha, seconds))
+        });
+        let truth_fractional = case.alpha.iter().filter(|&&a| a > 0.02 && a < 0.98).count() as f64
+            / case.alpha.len() as f64;
+        let _ = writeln!(
+            per_case,
+            "{},{},{:.3},{},{:.3},{:.4},{:.4},{:.4},{:.3},{}",
+            case.name,
+            case.kind,
+            ours.sad,
+            reference.map_or(String::new(), |r| format!("{:.3}", r.sad)),
+            mask.sad,
+            ours.background_bleed,
+            ours.soft_interior,
+            ours.fractional,
+            ours.seconds,
+            reference.map_or(String::new(), |r| format!("{:.3}", r.seconds)),
+        );
+        out.save(dir.join(format!("{}.ours.png", case.name)))
+            .expect("save");
+        let scores = &mut kinds
+            .iter_mut()
+            .find(|(k, _)| *k == case.kind)
+            .expect("kind")
+            .1;
+        scores.ours.push(ours);
+        scores.mask.push(mask);
+        scores.reference.extend(reference);
+        scores.truth_fractional.push(truth_fractional);
+    }
+    std::fs::write(dir.join("matting.csv"), per_case).expect("write matting.csv");
+
+    let (w, h) = MATTING_SIZE;
+    println!(
+        "\n## Matting: {} composites of real photos at {w}x{h}, pymatting with a {REFERENCE_BAND} px trimap from the same mask\n",
+        cases.len() / MASK_KINDS.len()
+    );
+    println!(
+        "| mask | method | mean SAD | SAD / pymatting | SAD / mask (mean, worst) | wins vs pymatting | bg α>0.1 | fg α<0.9 | fractional (truth) | s/img | s at 800x600 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let scale = TARGET_PIXELS / f64::from(w * h);
+    for (kind, s) in &kinds {
+        let reference_sad =
+            (s.reference.len() == s.ours.len()).then(|| mean(s.reference.iter().map(|r| r.sad)));
+        let mut rows = vec![("ours", &s.ours)];
+        if reference_sad.is_some() {
+            rows.push(("pymatting", &s.reference));
+        }
+        rows.push(("mask as alpha", &s.mask));
+        for (method, scores) in rows {
+            let sad = mean(scores.iter().map(|r| r.sad));
+            let ratios: Vec<f64> = scores
+                .iter()
+                .zip(&s.mask)
+                .map(|(r, m)| r.sad / m.sad)
+                .collect();
+            let worst = ratios.iter().copied().fold(0.0, f64::max);
+            let total_ratio = sad / mean(s.mask.iter().map(|m| m.sad));
+            let wins = reference_sad.map_or("–".to_string(), |_| {
+                let n = scores
+                    .iter()
+                    .zip(&s.reference)
+                    .filter(|(o, r)| o.sad < r.sad)
+                    .count();
+                format!("{n}/{}", scores.len())
+            });
+            let seconds = mean(scores.iter().map(|r| r.seconds));
+            println!(
+                "| {kind} | {method} | {sad:.2} | {} | {total_ratio:.2}, {worst:.2} | {wins} | {:.2}% | {:.2}% | {:.1}% ({:.1}%) | {seconds:.3} | {:.3} |",
+                reference_sad.map_or("–".to_string(), |r| format!("{:.2}", sad / r)),
+                100.0 * mean(scores.iter().map(|r| r.background_bleed)),
+                100.0 * mean(scores.iter().map(|r| r.soft_interior)),
+                100.0 * mean(scores.iter().map(|r| r.fractional)),
+                100.0 * mean(s.truth_fractional.iter().copied()),
+                seconds * scale,
+            );
+        }
+    }
+    println!("\nper case: {}", dir.join("matting.csv").display());
+}
+
+/// One method's scores on one removal case.
+#[derive(Debug, Clone, Copy)]
+struct RemovalScore {
+    psnr: f64,
+    gradient: f64,
+    seconds: f64,
 }
 
 fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) {
-    println!(
-        "\n## Object removal ({0}x{0}, kernel_size 1)\n",
-        REMOVAL_SIDE
-    );
-    println!(
-        "| case | hole % | method | PSNR dB | grad ratio | time s | s/MP | ΔPSNR vs TELEA | time vs TELEA |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut per_case = String::from("case,kind,hole_pct,method,psnr,gradient_ratio,seconds\n");
+    // (kind, method) -> scores, in first-seen order.
+    let mut table: Vec<((&str, String), Vec<RemovalScore>)> = Vec::new();
     for case in cases {
-        let megapixels = f64::from(case.image.width() * case.image.height()) / 1e6;
-        let hole = case.mask.as_raw().iter().filter(|&&m| m != 0).count() as f64
-            / case.mask.as_raw().len() as f64;
+        let (w, h) = case.original.dimensions();
+        let hole = case.mask.as_raw().iter().filter(|&&m| m != 0).count() as f64 / f64::from(w * h);
         let mut rows: Vec<(String, RgbImage, f64)> = Vec::new();
         for (label, strategy) in [
-            ("ours (auto)", FillStrategy::Auto),
-            ("ours: completion only", FillStrategy::Completion),
-            ("ours: fast marching only", FillStrategy::FastMarching),
+            ("ours", FillStrategy::Auto),
             ("ours: membrane only", FillStrategy::Membrane),
         ] {
             let started = Instant::now();
-            let out = removal::fill(&case.image, &case.mask, 1, strategy);
+            let out = removal::fill(&case.original, &case.mask, 1, strategy);
             rows.push((label.into(), out, started.elapsed().as_secs_f64()));
         }
-        rows.push((
-            "flat mean fill".into(),
-            flat_fill(&case.image, &case.mask),
-            0.0,
-        ));
-        let mut telea: Option<(f64, f64)> = None;
         if let Some(r) = reference {
             for (suffix, label) in [("telea", "OpenCV TELEA"), ("ns", "OpenCV NS")] {
                 let seconds = r["removal"][&case.name][format!("{suffix}_seconds")].as_f64();
                 let out = image::open(dir.join(format!("{}.{suffix}.png", case.name)));
                 if let (Some(seconds), Ok(out)) = (seconds, out) {
-                    let out = out.to_rgb8();
-                    if suffix == "telea" {
-                        telea = Some((psnr_in_mask(&out, &case.original, &case.mask), seconds));
-                    }
-                    rows.push((label.into(), out, seconds));
+                    rows.push((label.into(), out.to_rgb8(), seconds));
                 }
             }
         }
         for (method, out, seconds) in rows {
-            let psnr = psnr_in_mask(&out, &case.original, &case.mask);
-            let (delta, time_ratio) = telea.map_or(("–".into(), "–".into()), |(p, s)| {
-                (format!("{:+.2}", psnr - p), format!("{:.1}", seconds / s))
-            });
-            println!(
-                "| {} | {:.1} | {} | {:.2} | {:.2} | {:.3} | {:.2} | {} | {} |",
-                case.name,
-                hole * 100.0,
-                method,
-                psnr,
-                gradient_energy_ratio(&out, &case.original, &case.mask),
+            let score = RemovalScore {
+                psnr: psnr_in_mask(&out, &case.original, &case.mask),
+                gradient: gradient_energy_ratio(&out, &case.original, &case.mask),
                 seconds,
-                seconds / megapixels,
-                delta,
-                time_ratio
+            };
+            let _ = writeln!(
+                per_case,
+                "{},{},{:.1},{method},{:.2},{:.3},{:.3}",
+                case.name,
+                case.kind,
+                hole * 100.0,
+                score.psnr,
+                score.gradient,
+                score.seconds
             );
-            if method == "ours (auto)" {
+            if method == "ours" {
                 out.save(dir.join(format!("{}.ours.png", case.name)))
                     .expect("save");
             }
+            let key = (case.kind, method);
+            match table.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, scores)) => scores.push(score),
+                None => table.push((key, vec![score])),
+            }
         }
     }
+    std::fs::write(dir.join("removal.csv"), per_case).expect("write removal.csv");
+    println!(
+        "\n## Object removal: {} real photos, PSNR and gradient energy ratio inside the hole\n",
+        cases.len() / 3
+    );
+    println!(
+        "| hole | method | mean PSNR dB | Δ vs TELEA dB | wins vs TELEA | grad ratio | s/img |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for ((kind, method), scores) in &table {
+        let telea = table
+            .iter()
+            .find(|((k, m), _)| k == kind && m == "OpenCV TELEA")
+            .map(|(_, s)| s);
+        let psnr = mean(scores.iter().map(|s| s.psnr));
+        let (delta, wins) = telea.map_or(("–".into(), "–".into()), |t| {
+            let wins = scores
+                .iter()
+                .zip(t)
+                .filter(|(s, t)| s.psnr > t.psnr)
+                .count();
+            (
+                format!("{:+.2}", psnr - mean(t.iter().map(|s| s.psnr))),
+                format!("{wins}/{}", scores.len()),
+            )
+        });
+        println!(
+            "| {kind} | {method} | {psnr:.2} | {delta} | {wins} | {:.2} | {:.2} |",
+            mean(scores.iter().map(|s| s.gradient)),
+            mean(scores.iter().map(|s| s.seconds)),
+        );
+    }
+    println!("\nper case: {}", dir.join("removal.csv").display());
 }
 
 /// A 4096×4096 case in a process of its own, so its peak memory is its own.

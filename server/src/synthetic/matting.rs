@@ -14,6 +14,9 @@ pub enum MattingStyle {
     /// A body with a wide soft edge of varying width and a semi-transparent
     /// veil.
     Soft,
+    /// A body perforated by a grid of round holes, like a mesh or a
+    /// lattice: background shows through inside the outline.
+    Mesh,
 }
 
 /// A composite `image = α·F + (1−α)·B` with its ground truth.
@@ -30,39 +33,16 @@ pub struct MattingScene {
 /// Generates a `width`×`height` scene.
 pub fn matting_scene(style: MattingStyle, width: u32, height: u32, seed: u64) -> MattingScene {
     let (w, h) = (width as usize, height as usize);
-    let (cx, cy) = (w as f32 * 0.5, h as f32 * 0.55);
-    let (rx, ry) = (w as f32 * 0.2, h as f32 * 0.28);
-    // Signed distance (approximate, in pixels; positive inside) to the body.
-    let body = |x: f32, y: f32| {
-        let (dx, dy) = ((x - cx) / rx, (y - cy) / ry);
-        let r = (dx * dx + dy * dy).sqrt();
-        (1.0 - r) * rx.min(ry)
-    };
-    let mut alpha: Vec<f32> = (0..w * h)
-        .map(|i| {
-            let (x, y) = ((i % w) as f32 + 0.5, (i / w) as f32 + 0.5);
-            match style {
-                MattingStyle::Strands => (body(x, y) + 0.5).clamp(0.0, 1.0),
-                MattingStyle::Soft => {
-                    // Edge softness between 3 and 18 px along the outline.
-                    let softness = 3.0 + 15.0 * value_noise(x, y, 60.0, seed + 7);
-                    let a = ((body(x, y) / softness) + 0.5).clamp(0.0, 1.0);
-                    a * a * (3.0 - 2.0 * a)
-                }
-            }
-        })
-        .collect();
-    match style {
-        MattingStyle::Strands => add_strands(&mut alpha, w, h, (cx, cy, rx, ry), seed),
-        MattingStyle::Soft => add_veil(&mut alpha, w, h, (cx, cy, rx, ry)),
-    }
+    let alpha = scene_alpha(style, width, height, seed);
     let foreground: Vec<[f32; 3]> = (0..w * h)
         .map(|i| {
             let (x, y) = ((i % w) as f32, (i / w) as f32);
             let n = fractal_noise(x, y, 24.0, seed + 3);
             match style {
                 MattingStyle::Strands => [0.55 + 0.35 * n, 0.38 + 0.25 * n, 0.18 + 0.1 * n],
-                MattingStyle::Soft => [0.85 - 0.2 * n, 0.82 - 0.1 * n, 0.9 - 0.3 * n],
+                MattingStyle::Soft | MattingStyle::Mesh => {
+                    [0.85 - 0.2 * n, 0.82 - 0.1 * n, 0.9 - 0.3 * n]
+                }
             }
         })
         .collect();
@@ -81,6 +61,41 @@ pub fn matting_scene(style: MattingStyle, width: u32, height: u32, seed: u64) ->
         alpha,
         foreground,
     }
+}
+
+/// True alpha of a `width`×`height` scene of the given style: an elliptic
+/// body slightly below the centre with the style's edge.
+pub fn scene_alpha(style: MattingStyle, width: u32, height: u32, seed: u64) -> Vec<f32> {
+    let (w, h) = (width as usize, height as usize);
+    let (cx, cy) = (w as f32 * 0.5, h as f32 * 0.55);
+    let (rx, ry) = (w as f32 * 0.2, h as f32 * 0.28);
+    // Signed distance (approximate, in pixels; positive inside) to the body.
+    let body = |x: f32, y: f32| {
+        let (dx, dy) = ((x - cx) / rx, (y - cy) / ry);
+        let r = (dx * dx + dy * dy).sqrt();
+        (1.0 - r) * rx.min(ry)
+    };
+    let mut alpha: Vec<f32> = (0..w * h)
+        .map(|i| {
+            let (x, y) = ((i % w) as f32 + 0.5, (i / w) as f32 + 0.5);
+            match style {
+                MattingStyle::Strands => (body(x, y) + 0.5).clamp(0.0, 1.0),
+                MattingStyle::Mesh => (body(x, y) + 0.5).clamp(0.0, 1.0),
+                MattingStyle::Soft => {
+                    // Edge softness between 3 and 18 px along the outline.
+                    let softness = 3.0 + 15.0 * value_noise(x, y, 60.0, seed + 7);
+                    let a = ((body(x, y) / softness) + 0.5).clamp(0.0, 1.0);
+                    a * a * (3.0 - 2.0 * a)
+                }
+            }
+        })
+        .collect();
+    match style {
+        MattingStyle::Strands => add_strands(&mut alpha, w, h, (cx, cy, rx, ry), seed),
+        MattingStyle::Soft => add_veil(&mut alpha, w, h, (cx, cy, rx, ry)),
+        MattingStyle::Mesh => add_holes(&mut alpha, w, h),
+    }
+    alpha
 }
 
 /// A busy background: colour gradient, fractal noise and diagonal stripes.
@@ -155,6 +170,29 @@ fn add_veil(alpha: &mut [f32], w: usize, h: usize, body: (f32, f32, f32, f32)) {
             let veil = 0.45 * edge;
             let a = &mut alpha[y * w + x];
             *a = 1.0 - (1.0 - *a) * (1.0 - veil);
+        }
+    }
+}
+
+/// Round holes (radius 5% of the body's smaller axis, anti-aliased) on a
+/// square grid spaced three radii apart, over the body's inner part.
+fn add_holes(alpha: &mut [f32], w: usize, h: usize) {
+    let (cx, cy) = (w as f32 * 0.5, h as f32 * 0.55);
+    let (rx, ry) = (w as f32 * 0.2, h as f32 * 0.28);
+    let r = rx.min(ry) * 0.1;
+    let pitch = 3.0 * r;
+    for y in 0..h {
+        for x in 0..w {
+            let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+            let (dx, dy) = ((px - cx) / rx, (py - cy) / ry);
+            if dx * dx + dy * dy > 0.6 {
+                continue;
+            }
+            let gx = px - cx - ((px - cx) / pitch).round() * pitch;
+            let gy = py - cy - ((py - cy) / pitch).round() * pitch;
+            let d = (gx * gx + gy * gy).sqrt();
+            let open = (r + 0.5 - d).clamp(0.0, 1.0);
+            alpha[y * w + x] *= 1.0 - open;
         }
     }
 }

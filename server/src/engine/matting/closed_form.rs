@@ -14,9 +14,9 @@ use rayon::prelude::*;
 
 use super::guided::guided_filter;
 use super::laplacian::MattingLaplacian;
-use super::stencil::IncompleteCholesky;
+use super::stencil::{CENTRE, IncompleteCholesky, SLOTS};
 use super::trimap::{Trimap, UNKNOWN};
-use crate::engine::planes::{ColorPlane, box_mean, dot, resize_bilinear};
+use crate::engine::planes::{ColorPlane, box_mean, dot, halve, resize_bilinear};
 
 /// Solve without a coarser level below this many unknown pixels.
 const DIRECT_UNKNOWN: usize = 6_000;
@@ -46,8 +46,42 @@ struct Solve {
     tolerance: f64,
 }
 
+/// A soft pull of each unknown pixel's alpha towards a target: the energy
+/// becomes `αᵀ L α + Σ wᵢ (αᵢ − tᵢ)²`. With the user's mask as target and
+/// weights growing away from its edge, the mask is trusted where it is
+/// probably right and the image decides where it is probably wrong.
+#[derive(Debug, Clone)]
+pub struct Prior {
+    /// Target alpha per pixel.
+    pub target: Vec<f32>,
+    /// Weight per pixel (0 = no pull).
+    pub weight: Vec<f32>,
+}
+
+impl Prior {
+    /// Halves both sides: targets are averaged over 2×2 blocks and weights
+    /// summed, since a coarse pixel stands for four fine ones while the
+    /// Laplacian's energy (a squared gradient times an area) is unchanged
+    /// by the scale.
+    fn downsample(&self, width: usize, height: usize) -> Prior {
+        let mean = |children: &mut dyn Iterator<Item = f32>| {
+            let (s, n) = children.fold((0.0, 0.0), |(s, n), v| (s + v, n + 1.0));
+            s / n
+        };
+        let sum = |children: &mut dyn Iterator<Item = f32>| children.sum();
+        let (target, _, _) = halve(&self.target, width, height, mean);
+        let (weight, _, _) = halve(&self.weight, width, height, sum);
+        Prior { target, weight }
+    }
+}
+
 /// Alpha (`0..=1`, one per pixel) for `image` given `trimap`.
 pub fn closed_form_alpha(image: &ColorPlane, trimap: &Trimap) -> Vec<f32> {
+    prior_alpha(image, trimap, None)
+}
+
+/// [`closed_form_alpha`] with an optional [`Prior`] on the unknown pixels.
+pub fn prior_alpha(image: &ColorPlane, trimap: &Trimap, prior: Option<&Prior>) -> Vec<f32> {
     let unknown = trimap.unknown_count();
     let mut alpha = trimap.initial_alpha();
     if unknown == 0 {
@@ -56,7 +90,8 @@ pub fn closed_form_alpha(image: &ColorPlane, trimap: &Trimap) -> Vec<f32> {
     let (w, h) = (image.width, image.height);
     if unknown > DIRECT_UNKNOWN && w.min(h) >= 2 * MIN_SIDE {
         let coarse_image = image.downsample();
-        let coarse = closed_form_alpha(&coarse_image, &trimap.downsample());
+        let coarse_prior = prior.map(|p| p.downsample(w, h));
+        let coarse = prior_alpha(&coarse_image, &trimap.downsample(), coarse_prior.as_ref());
         let up = resize_bilinear(&coarse, coarse_image.width, coarse_image.height, w, h);
         for (a, (u, t)) in alpha.iter_mut().zip(up.iter().zip(&trimap.values)) {
             if *t == UNKNOWN {
@@ -68,18 +103,18 @@ pub fn closed_form_alpha(image: &ColorPlane, trimap: &Trimap) -> Vec<f32> {
             return alpha;
         }
         let open = settled_excluded(&mut alpha, trimap, w, h);
-        solve_unknown(image, &open, &mut alpha, REFINE);
+        solve_unknown(image, &open, prior, &mut alpha, REFINE);
     } else {
         let open: Vec<bool> = trimap.values.iter().map(|&t| t == UNKNOWN).collect();
-        solve_unknown(image, &open, &mut alpha, COARSEST);
+        solve_unknown(image, &open, prior, &mut alpha, COARSEST);
     }
     alpha
 }
 
 /// The unknown pixels still worth solving at a fine level: those with some
 /// upsampled alpha strictly between [`SETTLED`] and `1 − SETTLED` within
-/// [`SETTLED_REACH`] pixels; the others are snapped to 0 or 1. Where the coarse solution is flat 0 or 1 all
-/// around, the fine one is too, and fixing those pixels shrinks the system
+/// [`SETTLED_REACH`] pixels; the others are snapped to 0 or 1. Where the
+/// coarse solution is flat 0 or 1 all around, the fine one is too, and fixing those pixels shrinks the system
 /// to the actual transition zone, which is what makes the fine solves cheap.
 fn settled_excluded(alpha: &mut [f32], trimap: &Trimap, w: usize, h: usize) -> Vec<bool> {
     let fractional: Vec<f32> = alpha
@@ -127,14 +162,27 @@ fn refine_with_guided_filter(image: &ColorPlane, trimap: &Trimap, alpha: &mut [f
 /// Conjugate gradients preconditioned by incomplete Cholesky on the
 /// `unknown` pixels, starting from the values already in `alpha` (which also
 /// holds the fixed values of all others); the result is clamped to `0..=1`.
-fn solve_unknown(image: &ColorPlane, unknown: &[bool], alpha: &mut [f32], solve: Solve) {
+fn solve_unknown(
+    image: &ColorPlane,
+    unknown: &[bool],
+    prior: Option<&Prior>,
+    alpha: &mut [f32],
+    solve: Solve,
+) {
     let laplacian = MattingLaplacian::new(image, unknown);
     let active = laplacian.active();
     let n = active.len();
     if n == 0 {
         return;
     }
-    let (a, b) = laplacian.assemble(alpha);
+    let (mut a, mut b) = laplacian.assemble(alpha);
+    if let Some(prior) = prior {
+        for (row, &i) in active.iter().enumerate() {
+            let (w, t) = (prior.weight[i as usize], prior.target[i as usize]);
+            a.values[row * SLOTS + CENTRE] += w;
+            b[row] += w * t;
+        }
+    }
     let preconditioner = IncompleteCholesky::new(&a);
     let mut x: Vec<f32> = active.iter().map(|&i| alpha[i as usize]).collect();
     let mut r = vec![0.0f32; n];

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 /// Entries per row.
 pub(super) const SLOTS: usize = 25;
 /// The diagonal's slot.
-const CENTRE: usize = 12;
+pub(super) const CENTRE: usize = 12;
 /// No neighbour (outside the image, or not an unknown pixel).
 pub(super) const NONE: u32 = u32::MAX;
 

@@ -2,10 +2,9 @@
 //! unknown, derived from the user's (possibly coarse) keep-mask.
 
 use image::{GrayImage, Luma};
-use imageproc::distance_transform::{Norm, euclidean_squared_distance_transform};
-use imageproc::morphology::{close, open};
+use imageproc::distance_transform::euclidean_squared_distance_transform;
 
-use crate::engine::planes::{box_mean, halve};
+use crate::engine::planes::halve;
 
 /// Trimap value of sure background.
 pub const BACKGROUND: u8 = 0;
@@ -111,42 +110,6 @@ pub fn derive_trimap(mask: &GrayImage, radius: f32) -> Trimap {
     }
 }
 
-/// How far beyond an irregular stretch of outline the band reaches, in
-/// multiples of the base radius.
-const IRREGULAR_REACH: f32 = 3.0;
-
-/// [`derive_trimap`], with the band widened to `IRREGULAR_REACH × radius`
-/// around stretches where the outline is ragged: where the mask differs
-/// from its morphological opening or closing by a disk of `radius`. Those
-/// remove protrusions and fill gaps narrower than the disk (strands,
-/// spikes, scribbled bits: exactly where a hand-drawn mask is least
-/// trustworthy and the true edge may be far from the drawn one), while
-/// straight edges and curves rounder than the disk are left alone and keep
-/// the narrow band.
-pub fn adaptive_trimap(mask: &GrayImage, radius: f32) -> Trimap {
-    let mut trimap = derive_trimap(mask, radius);
-    let (w, h) = (trimap.width, trimap.height);
-    let keep = binarise(mask, true);
-    let r = radius.round().clamp(1.0, 255.0) as u8;
-    let opened = open(&keep, Norm::L2, r);
-    let closed = close(&keep, Norm::L2, r);
-    let irregular: Vec<f32> = keep
-        .as_raw()
-        .iter()
-        .zip(opened.as_raw())
-        .zip(closed.as_raw())
-        .map(|((k, o), c)| if k != o || k != c { 1.0 } else { 0.0 })
-        .collect();
-    let reach = (radius * IRREGULAR_REACH).round() as usize;
-    let near = box_mean(&irregular, w, h, reach);
-    for (value, n) in trimap.values.iter_mut().zip(&near) {
-        if *n > 0.0 {
-            *value = UNKNOWN;
-        }
-    }
-    trimap
-}
-
 /// 255 where the mask says `keep` (threshold 128), else 0.
 fn binarise(mask: &GrayImage, keep: bool) -> GrayImage {
     GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
@@ -184,46 +147,6 @@ mod tests {
         assert_eq!(at(25, 50), UNKNOWN);
         assert_eq!(at(36, 50), FOREGROUND);
         assert_eq!(at(23, 50), BACKGROUND);
-    }
-
-    #[test]
-    fn band_widens_around_ragged_outline_only() {
-        // A square with a 2-px spike sticking out of its right side.
-        let mut mask = square_mask(200, 50, 150);
-        for x in 150..175 {
-            for y in 99..101 {
-                mask.put_pixel(x, y, Luma([255]));
-            }
-        }
-        let plain = derive_trimap(&mask, 4.0);
-        let adaptive = adaptive_trimap(&mask, 4.0);
-        let at = |t: &Trimap, x: usize, y: usize| t.values[y * 200 + x];
-        // Near the spike the band reaches 12 px out; along the left edge,
-        // far from it, it stays 4 px.
-        assert_eq!(at(&plain, 185, 100), BACKGROUND);
-        assert_eq!(at(&adaptive, 185, 100), UNKNOWN);
-        assert_eq!(at(&adaptive, 44, 100), BACKGROUND);
-        assert_eq!(at(&adaptive, 47, 100), UNKNOWN);
-        assert_eq!(at(&adaptive, 100, 100), FOREGROUND);
-    }
-
-    #[test]
-    fn smooth_large_outlines_keep_the_narrow_band() {
-        // A disc of radius 120 in 800×800 with the default radius (16 px):
-        // no part of it is ragged.
-        let mask = GrayImage::from_fn(800, 800, |x, y| {
-            let (dx, dy) = (x as f32 - 400.0, y as f32 - 400.0);
-            Luma([if dx * dx + dy * dy <= 120.0 * 120.0 {
-                255
-            } else {
-                0
-            }])
-        });
-        let radius = band_radius(800, 800);
-        assert_eq!(
-            adaptive_trimap(&mask, radius).unknown_count(),
-            derive_trimap(&mask, radius).unknown_count()
-        );
     }
 
     #[test]

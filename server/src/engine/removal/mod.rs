@@ -167,7 +167,13 @@ impl Window {
         for y in self.y0..self.y1 {
             for x in self.x0..self.x1 {
                 let i = y * width + x;
-                pixels.push([0, 1, 2].map(|c| f32::from(raw[i * 3 + c])));
+                // What lies under the hole is being erased: it must not
+                // influence the fill, so it never enters the working copy.
+                pixels.push(if hole[i] {
+                    [0.0; 3]
+                } else {
+                    [0, 1, 2].map(|c| f32::from(raw[i * 3 + c]))
+                });
                 flags.push(hole[i]);
             }
         }
