@@ -75,74 +75,190 @@ pub fn max_band_radius(width: usize, height: usize) -> f32 {
     (width.min(height) as f32 * 0.03).max(12.0)
 }
 
-/// Half-width of the unknown band the image asks for: the mean gradient is
-/// profiled across the outline, one bin per pixel of signed distance out
-/// to `max_radius`, and the band covers the bins whose mean stands out at
-/// least half as much as the peak's does from the far bins' level, walking
-/// out from the peak, plus one pixel of margin.
-pub fn edge_band_radius(gradient: &[f32], signed: &[f32], max_radius: f32) -> f32 {
-    let reach = max_radius.ceil() as i32;
-    let bins = (2 * reach) as usize;
-    let mut sums = vec![(0.0f64, 0usize); bins];
-    for (&g, &d) in gradient.iter().zip(signed) {
-        let k = d.floor() as i32;
-        if (-reach..reach).contains(&k) {
-            let bin = &mut sums[(k + reach) as usize];
-            bin.0 += f64::from(g);
-            bin.1 += 1;
+/// Where the image puts the object's edge relative to the mask's outline,
+/// in signed distance (positive inside the mask).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EdgeBand {
+    /// The band's inner limit (≥ 0): pixels deeper inside are foreground.
+    pub inner: f32,
+    /// The band's outer limit (≤ 0): pixels farther out are background.
+    pub outer: f32,
+    /// Where the edge most likely is: 0 unless the image's edges sit
+    /// consistently beside the outline, as when a mask was drawn too wide
+    /// or too tight.
+    pub edge: f32,
+}
+
+impl EdgeBand {
+    /// A band of `radius` either side of the outline.
+    pub fn symmetric(radius: f32) -> Self {
+        EdgeBand {
+            inner: radius,
+            outer: -radius,
+            edge: 0.0,
         }
     }
-    if sums.iter().all(|(_, n)| *n == 0) {
-        return MIN_BAND_RADIUS;
+}
+
+/// The mean gradient across the outline: one bin per pixel of signed
+/// distance, bin `i` holding distances in `[i − reach, i − reach + 1)`.
+struct Profile {
+    reach: i32,
+    means: Vec<Option<f64>>,
+}
+
+impl Profile {
+    /// The profile of the pixels `select` admits.
+    fn of(gradient: &[f32], signed: &[f32], reach: i32, select: impl Fn(usize) -> bool) -> Self {
+        let mut sums = vec![(0.0f64, 0usize); (2 * reach) as usize];
+        for (i, (&g, &d)) in gradient.iter().zip(signed).enumerate() {
+            let k = d.floor() as i32;
+            if (-reach..reach).contains(&k) && select(i) {
+                let bin = &mut sums[(k + reach) as usize];
+                bin.0 += f64::from(g);
+                bin.1 += 1;
+            }
+        }
+        Profile {
+            reach,
+            means: sums
+                .iter()
+                .map(|&(s, n)| (n > 0).then(|| s / n as f64))
+                .collect(),
+        }
     }
-    let profile: Vec<Option<f64>> = sums
-        .iter()
-        .map(|&(s, n)| (n > 0).then(|| s / n as f64))
-        .collect();
-    let far = |range: std::ops::Range<usize>| profile[range].iter().flatten().copied();
-    let outer = (bins / 6).max(1);
-    let (level, count) = far(0..outer)
-        .chain(far(bins - outer..bins))
-        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    let level = level / count.max(1) as f64;
-    let (peak_bin, peak) = profile
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| v.map(|v| (i, v)))
-        .fold((reach as usize, f64::MIN), |best, (i, v)| {
-            if v > best.1 { (i, v) } else { best }
-        });
+
+    /// Start of bin `i`'s distances.
+    fn start(&self, i: usize) -> f32 {
+        i as f32 - self.reach as f32
+    }
+
+    /// The highest bin and its mean.
+    fn peak(&self) -> Option<(usize, f64)> {
+        self.means
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i, v)))
+            .fold(None, |best, (i, v)| match best {
+                Some((_, b)) if b >= v => best,
+                _ => Some((i, v)),
+            })
+    }
+
+    /// The level far from the outline: the mean of the outer sixth of bins
+    /// on both sides.
+    fn level(&self) -> f64 {
+        let bins = self.means.len();
+        let outer = (bins / 6).max(1);
+        let (sum, n) = self.means[..outer]
+            .iter()
+            .chain(&self.means[bins - outer..])
+            .flatten()
+            .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        sum / n.max(1) as f64
+    }
+}
+
+/// Tiles per side of the grid in which edges are looked for separately.
+const TILES: usize = 4;
+/// Share of the outline whose own tile must agree before the whole outline
+/// is moved.
+const SHIFT_CONSENSUS: f64 = 0.6;
+
+/// The unknown band the image asks for. The mean gradient is profiled
+/// across the outline out to `max_radius`; the band covers the outline and
+/// every bin whose mean stands out at least half as much as the peak's does
+/// from the far bins' level, walking out from the peak, plus one pixel of
+/// margin.
+pub fn edge_band(
+    gradient: &[f32],
+    signed: &[f32],
+    width: usize,
+    height: usize,
+    max_radius: f32,
+) -> EdgeBand {
+    let reach = max_radius.ceil() as i32;
+    let profile = Profile::of(gradient, signed, reach, |_| true);
+    let Some((peak_bin, peak)) = profile.peak() else {
+        return EdgeBand::symmetric(MIN_BAND_RADIUS);
+    };
+    let level = profile.level();
     let half = level + 0.5 * (peak - level);
-    let stands_out = |i: usize| profile[i].is_some_and(|v| v >= half);
+    let stands_out = |i: usize| profile.means[i].is_some_and(|v| v >= half);
     let (mut lo, mut hi) = (peak_bin, peak_bin);
     while lo > 0 && stands_out(lo - 1) {
         lo -= 1;
     }
-    while hi + 1 < bins && stands_out(hi + 1) {
+    while hi + 1 < profile.means.len() && stands_out(hi + 1) {
         hi += 1;
     }
-    // Bin i holds signed distances in [i − reach, i − reach + 1).
-    let extent = |i: usize| {
-        let d = i as f32 - reach as f32;
-        d.abs().max((d + 1.0).abs())
-    };
-    (extent(lo).max(extent(hi)) + 1.0).clamp(MIN_BAND_RADIUS, max_radius)
+    let centre = profile.start(peak_bin) + 0.5;
+    let outline = reach as usize;
+    let shifted = centre.abs() >= SHIFTED_EDGE
+        && !stands_out(outline - 1)
+        && !stands_out(outline)
+        && tiles_agree(gradient, signed, width, height, reach, centre);
+    EdgeBand {
+        inner: (profile.start(hi) + 2.0).clamp(MIN_BAND_RADIUS, max_radius),
+        outer: (profile.start(lo) - 1.0).clamp(-max_radius, -MIN_BAND_RADIUS),
+        edge: if shifted { centre } else { 0.0 },
+    }
 }
 
-/// The trimap of pixels within `radius` of the outline.
-pub fn band_trimap(signed: &[f32], width: usize, height: usize, radius: f32) -> Trimap {
+/// Whether most of the outline (by length, in tiles of a `TILES`² grid)
+/// has its own strongest edge within 1.5 px of `centre`: a mask drawn too
+/// wide or tight is off all around, while one strong line inside an object
+/// only shows near part of it.
+fn tiles_agree(
+    gradient: &[f32],
+    signed: &[f32],
+    width: usize,
+    height: usize,
+    reach: i32,
+    centre: f32,
+) -> bool {
+    let tile = |i: usize| ((i % width) * TILES / width, (i / width) * TILES / height);
+    let (mut agreeing, mut total) = (0usize, 0usize);
+    for ty in 0..TILES {
+        for tx in 0..TILES {
+            let outline = signed
+                .iter()
+                .enumerate()
+                .filter(|&(i, d)| d.abs() < 1.0 && tile(i) == (tx, ty))
+                .count();
+            if outline == 0 {
+                continue;
+            }
+            let profile = Profile::of(gradient, signed, reach, |i| tile(i) == (tx, ty));
+            let agrees = profile
+                .peak()
+                .is_some_and(|(bin, _)| (profile.start(bin) + 0.5 - centre).abs() <= 1.5);
+            total += outline;
+            agreeing += if agrees { outline } else { 0 };
+        }
+    }
+    agreeing as f64 >= SHIFT_CONSENSUS * total as f64
+}
+
+/// A profile peak at least this far from the outline, with nothing
+/// standing out at the outline itself, means the mask is shifted off the
+/// object's edge, not merely imprecise.
+const SHIFTED_EDGE: f32 = 2.0;
+
+/// The trimap of `band`: pixels with signed distance within it are unknown.
+pub fn band_trimap(signed: &[f32], width: usize, height: usize, band: EdgeBand) -> Trimap {
     Trimap {
         width,
         height,
         values: signed
             .iter()
             .map(|&d| {
-                if d.abs() <= radius {
-                    UNKNOWN
-                } else if d > 0.0 {
+                if d > band.inner {
                     FOREGROUND
-                } else {
+                } else if d < band.outer {
                     BACKGROUND
+                } else {
+                    UNKNOWN
                 }
             })
             .collect(),

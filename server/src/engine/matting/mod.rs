@@ -19,7 +19,7 @@ mod trimap;
 
 pub use closed_form::{Prior, closed_form_alpha, prior_alpha};
 pub use evidence::{
-    MIN_BAND_RADIUS, band_trimap, edge_band_radius, gradient_magnitude, max_band_radius,
+    EdgeBand, MIN_BAND_RADIUS, band_trimap, edge_band, gradient_magnitude, max_band_radius,
     signed_distance,
 };
 pub use foreground::estimate_foreground;
@@ -61,18 +61,21 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
     let (w, h) = (image.width() as usize, image.height() as usize);
     let colours = ColorPlane::from_rgb(image);
     let signed = signed_distance(mask);
-    let radius = options.band_radius.unwrap_or_else(|| {
-        edge_band_radius(
-            &gradient_magnitude(&colours),
-            &signed,
-            max_band_radius(w, h),
-        )
-    });
-    let trimap = band_trimap(&signed, w, h, radius);
+    let band = options.band_radius.map_or_else(
+        || {
+            edge_band(
+                &gradient_magnitude(&colours),
+                &signed,
+                w,
+                h,
+                max_band_radius(w, h),
+            )
+        },
+        EdgeBand::symmetric,
+    );
+    let trimap = band_trimap(&signed, w, h, band);
     let alpha = match options.method {
-        AlphaMethod::ClosedForm => {
-            prior_alpha(&colours, &trimap, Some(&mask_prior(&signed, radius)))
-        }
+        AlphaMethod::ClosedForm => prior_alpha(&colours, &trimap, Some(&mask_prior(&signed, band))),
         AlphaMethod::GuidedFilter => guided_alpha(&colours, mask, &trimap),
     };
     compose(
@@ -83,19 +86,29 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
     )
 }
 
-/// The mask as a [`Prior`]: its verdict as target, trusted more the
-/// farther a pixel is from its outline.
-pub fn mask_prior(signed: &[f32], radius: f32) -> Prior {
+/// The mask as a [`Prior`], its outline moved to where the image puts the
+/// edge: that verdict as target, trusted more the farther a pixel is from
+/// the edge towards the band's limit.
+pub fn mask_prior(signed: &[f32], band: EdgeBand) -> Prior {
+    let (inside, outside) = (
+        (band.inner - band.edge).max(1.0),
+        (band.edge - band.outer).max(1.0),
+    );
     Prior {
         target: signed
             .iter()
-            .map(|&d| if d > 0.0 { 1.0 } else { 0.0 })
+            .map(|&d| if d > band.edge { 1.0 } else { 0.0 })
             .collect(),
         weight: signed
             .iter()
             .map(|&d| {
-                let t = (d.abs() / radius).min(1.0);
-                MASK_PULL * t * t
+                let off = d - band.edge;
+                let t = if off > 0.0 {
+                    off / inside
+                } else {
+                    -off / outside
+                };
+                MASK_PULL * t.min(1.0).powi(2)
             })
             .collect(),
     }
