@@ -9,7 +9,7 @@
 //! (`retouch_server::synthetic::photo`): for matting, one photo cut out
 //! along a known alpha (hair, soft edge and veil, mesh of holes, a horse's
 //! outline) over another, with the masks a user would give (blocky 8 px,
-//! exact, dilated, eroded); for removal, the photos themselves with
+//! exact, dilated, eroded, wandering in and out); for removal, the photos themselves with
 //! free-form brush strokes or object-shaped holes, scored against the
 //! original pixels.
 //!
@@ -30,7 +30,9 @@ use image::{GrayImage, RgbImage};
 use retouch_server::engine::matting::derive_trimap;
 use retouch_server::engine::removal::{self, FillStrategy};
 use retouch_server::engine::{ClassicEngine, Engine, RemovalParams};
-use retouch_server::synthetic::quality::{alpha_sad, gradient_energy_ratio, psnr_in_mask};
+use retouch_server::synthetic::quality::{
+    alpha_sad, gradient_energy_ratio, gradient_ratio, psnr_in_mask,
+};
 use retouch_server::synthetic::{
     Backdrop, Cutout, HoleShape, MattingStyle, Photo, blocky_mask, brush_mask, coarsen_mask,
     load_colour_photos, load_silhouette, matting_scene, object_hole, offset_mask,
@@ -109,7 +111,7 @@ fn main() {
 }
 
 /// The kinds of keep-mask a user gives.
-const MASK_KINDS: [&str; 4] = ["blocky8", "exact", "dilated6", "eroded6"];
+const MASK_KINDS: [&str; 5] = ["blocky8", "exact", "dilated6", "eroded6", "wavy5"];
 
 struct MattingCase {
     /// `scene-maskkind`.
@@ -148,7 +150,9 @@ fn write_matting_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<M
                     "blocky8" => blocky_mask(&scene.alpha, w, h, 8),
                     "exact" => offset_mask(&scene.alpha, w, h, 0.0),
                     "dilated6" => offset_mask(&scene.alpha, w, h, 6.0),
-                    _ => offset_mask(&scene.alpha, w, h, -6.0),
+                    "eroded6" => offset_mask(&scene.alpha, w, h, -6.0),
+                    // Hand-drawn: the outline wanders in and out by up to 5 px.
+                    _ => coarsen_mask(&scene.alpha, w, h, 5.0, k as u64),
                 };
                 let name = format!("{scene_name}-{kind}");
                 derive_trimap(&mask, REFERENCE_BAND)
@@ -411,12 +415,16 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
 #[derive(Debug, Clone, Copy)]
 struct RemovalScore {
     psnr: f64,
+    /// Mean gradient magnitude ratio.
     gradient: f64,
+    /// Gradient energy ratio.
+    energy: f64,
     seconds: f64,
 }
 
 fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) {
-    let mut per_case = String::from("case,kind,hole_pct,method,psnr,gradient_ratio,seconds\n");
+    let mut per_case =
+        String::from("case,kind,hole_pct,method,psnr,gradient_ratio,energy_ratio,seconds\n");
     // (kind, method) -> scores, in first-seen order.
     let mut table: Vec<((&str, String), Vec<RemovalScore>)> = Vec::new();
     for case in cases {
@@ -443,21 +451,28 @@ fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) 
         for (method, out, seconds) in rows {
             let score = RemovalScore {
                 psnr: psnr_in_mask(&out, &case.original, &case.mask),
-                gradient: gradient_energy_ratio(&out, &case.original, &case.mask),
+                gradient: gradient_ratio(&out, &case.original, &case.mask),
+                energy: gradient_energy_ratio(&out, &case.original, &case.mask),
                 seconds,
             };
             let _ = writeln!(
                 per_case,
-                "{},{},{:.1},{method},{:.2},{:.3},{:.3}",
+                "{},{},{:.1},{method},{:.2},{:.3},{:.3},{:.3}",
                 case.name,
                 case.kind,
                 hole * 100.0,
                 score.psnr,
                 score.gradient,
+                score.energy,
                 score.seconds
             );
-            if method == "ours" {
-                out.save(dir.join(format!("{}.ours.png", case.name)))
+            let saved = match method.as_str() {
+                "ours" => "ours",
+                "ours: membrane only" => "membrane",
+                _ => "",
+            };
+            if !saved.is_empty() {
+                out.save(dir.join(format!("{}.{saved}.png", case.name)))
                     .expect("save");
             }
             let key = (case.kind, method);
@@ -469,13 +484,13 @@ fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) 
     }
     std::fs::write(dir.join("removal.csv"), per_case).expect("write removal.csv");
     println!(
-        "\n## Object removal: {} real photos, PSNR and gradient energy ratio inside the hole\n",
+        "\n## Object removal: {} real photos, PSNR and gradient ratios inside the hole\n",
         cases.len() / 3
     );
     println!(
-        "| hole | method | mean PSNR dB | Δ vs TELEA dB | wins vs TELEA | grad ratio | s/img |"
+        "| hole | method | mean PSNR dB | Δ vs TELEA dB | wins vs TELEA | gradient ratio | gradient energy ratio | s/img |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for ((kind, method), scores) in &table {
         let telea = table
             .iter()
@@ -494,8 +509,9 @@ fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) 
             )
         });
         println!(
-            "| {kind} | {method} | {psnr:.2} | {delta} | {wins} | {:.2} | {:.2} |",
+            "| {kind} | {method} | {psnr:.2} | {delta} | {wins} | {:.2} | {:.2} | {:.2} |",
             mean(scores.iter().map(|s| s.gradient)),
+            mean(scores.iter().map(|s| s.energy)),
             mean(scores.iter().map(|s| s.seconds)),
         );
     }

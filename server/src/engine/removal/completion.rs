@@ -139,6 +139,12 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) {
             );
             vote(current, &nnf, Some(&distances), &means);
         }
+        if index == 0 {
+            // The last vote averaged overlapping patches, which blurs; the
+            // final pixels come whole from their best matches instead.
+            let means = patch_means(current);
+            copy_centres(current, &nnf, &means);
+        }
         field = Some((nnf, current.width, current.height));
     }
     let finest = &pyramid[0];
@@ -507,6 +513,23 @@ fn vote(level: &mut Level, nnf: &[u32], distances: Option<&[f32]>, means: &[[f32
         })
         .collect();
     for (i, v) in updated {
+        level.pixels[i] = v;
+    }
+}
+
+/// Sets every hole pixel that is the centre of a matched patch to the
+/// centre of its source patch (shifted by the difference of the patches'
+/// mean colours): no averaging, so the source's grain survives whole.
+fn copy_centres(level: &mut Level, nnf: &[u32], means: &[[f32; 3]]) {
+    let copied: Vec<(usize, [f32; 3])> = (0..level.pixels.len())
+        .filter(|&i| level.hole[i] && nnf.get(i).is_some_and(|&s| s != NONE))
+        .map(|i| {
+            let s = nnf[i] as usize;
+            let p = level.pixels[s];
+            (i, std::array::from_fn(|c| p[c] + means[i][c] - means[s][c]))
+        })
+        .collect();
+    for (i, v) in copied {
         level.pixels[i] = v;
     }
 }
