@@ -163,7 +163,12 @@ mod tests {
 
     #[test]
     fn matting_beats_the_mask_as_alpha_on_a_coarse_mask() {
-        for style in [MattingStyle::Soft, MattingStyle::Strands] {
+        // Measured: 0.75 of the mask's SAD on soft edges, 0.88 on strands.
+        // The engine was once tuned on these generated scenes (0.60 and
+        // 0.76) and then did worse than the mask on real photos; its
+        // figures now come from `tests/engine_photos.rs` and the bench, and
+        // these bounds only keep it from sliding back on generated ones.
+        for (style, bound) in [(MattingStyle::Soft, 0.8), (MattingStyle::Strands, 0.9)] {
             let scene = matting_scene(style, 480, 360, 4);
             let mask = coarsen_mask(&scene.alpha, 480, 360, 5.0, 6);
             let out = ClassicEngine::default().matte(&scene.image, &mask).unwrap();
@@ -171,10 +176,8 @@ mod tests {
             let as_alpha: Vec<f32> = mask.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
             let ours = quality::alpha_sad(&alpha, &scene.alpha, |_| true);
             let trivial = quality::alpha_sad(&as_alpha, &scene.alpha, |_| true);
-            // Measured: 0.60 of the mask's SAD on soft edges, 0.76 on strands
-            // (the output is deterministic, so the margin is not for noise).
             assert!(
-                ours < 0.8 * trivial,
+                ours < bound * trivial,
                 "{style:?}: SAD {ours:.2} vs mask {trivial:.2}"
             );
         }

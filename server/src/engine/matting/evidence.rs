@@ -185,13 +185,13 @@ pub fn edge_band(
     let level = profile.level();
     let half = level + 0.5 * (peak - level);
     let stands_out = |i: usize| profile.means[i].is_some_and(|v| v >= half);
-    let (mut lo, mut hi) = (peak_bin, peak_bin);
-    while lo > 0 && stands_out(lo - 1) {
-        lo -= 1;
-    }
-    while hi + 1 < profile.means.len() && stands_out(hi + 1) {
-        hi += 1;
-    }
+    // Every bin that stands out, not only those next to the peak: a mask
+    // that wanders in and out puts the edge on both sides of its outline.
+    let lo = (0..peak_bin).find(|&i| stands_out(i)).unwrap_or(peak_bin);
+    let hi = (peak_bin..profile.means.len())
+        .rev()
+        .find(|&i| stands_out(i))
+        .unwrap_or(peak_bin);
     let centre = profile.start(peak_bin) + 0.5;
     let outline = reach as usize;
     let shifted = centre.abs() >= SHIFTED_EDGE
