@@ -133,8 +133,8 @@ fn add_detail(smooth: &mut Level, completed: &Level) {
     let blurred = gaussian_blur_f32(&plane, DETAIL_SIGMA);
     for (i, (p, b)) in smooth.pixels.iter_mut().zip(blurred.pixels()).enumerate() {
         if smooth.hole[i] {
-            for c in 0..3 {
-                p[c] += completed.pixels[i][c] - b.0[c];
+            for ((v, fine), blur) in p.iter_mut().zip(completed.pixels[i]).zip(b.0) {
+                *v += fine - blur;
             }
         }
     }
