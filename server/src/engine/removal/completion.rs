@@ -25,6 +25,8 @@ use crate::engine::planes::{average, box_mean, halve};
 const RADIUS: usize = 3;
 /// Pixels per patch side.
 const SIDE: usize = 2 * RADIUS + 1;
+/// Pixels per patch.
+pub(super) const PATCH_PIXELS: usize = SIDE * SIDE;
 /// No match.
 const NONE: u32 = u32::MAX;
 /// Stop halving once the shorter side would fall below this.
@@ -71,7 +73,11 @@ impl Level {
 /// Fills the hole of `level` in place. `hole_radius` is the largest
 /// inscribed radius of the hole in pixels, which bounds how coarse the
 /// pyramid needs to go.
-pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) {
+///
+/// Returns, per pixel of `level`, the distance of the final match of the
+/// patch centred there (`f32::INFINITY` where there is none): how well the
+/// surroundings explain the fill, for the caller to weigh it.
+pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f32> {
     let mut pyramid = vec![level.clone()];
     let mut radius = hole_radius;
     while radius / 2.0 >= MIN_HOLE_RADIUS {
@@ -97,6 +103,7 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) {
     super::membrane_fill(coarsest, &hole);
 
     let mut field: Option<(Vec<u32>, usize, usize)> = None;
+    let mut finest_distances = vec![f32::INFINITY; level.pixels.len()];
     for (step, index) in (0..depth).rev().enumerate() {
         // The coarser estimate, upsampled, gives every hole pixel its low
         // frequencies before any patch is compared.
@@ -144,6 +151,7 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) {
             // final pixels come whole from their best matches instead.
             let means = patch_means(current);
             copy_centres(current, &nnf, &means);
+            finest_distances = distances;
         }
         field = Some((nnf, current.width, current.height));
     }
@@ -153,6 +161,7 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) {
             *out = finest.pixels[i];
         }
     }
+    finest_distances
 }
 
 /// Sets the hole pixels of `fine` by bilinear interpolation of the coarse
