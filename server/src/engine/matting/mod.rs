@@ -51,9 +51,15 @@ pub struct MattingOptions {
     pub band_radius: Option<f32>,
 }
 
-/// How strongly the mask pulls alpha at the band's edge; the pull fades
-/// quadratically to nothing at the mask's outline.
+/// How strongly the mask pulls alpha at the band's edge in an image whose
+/// shorter side is [`PULL_REFERENCE_SIDE`]; the pull fades quadratically to
+/// nothing at the mask's outline.
 pub const MASK_PULL: f32 = 0.1;
+/// The shorter side at which [`MASK_PULL`] was tuned. The Laplacian's
+/// energy does not change with resolution but a per-pixel pull adds up
+/// over more pixels, so the pull is scaled by the inverse pixel count to
+/// ask the same of a photo at any size.
+pub const PULL_REFERENCE_SIDE: f32 = 480.0;
 
 /// Mattes `image` with the keep-mask `mask` (same size, checked by the
 /// caller): straight-alpha RGBA of the same size.
@@ -75,7 +81,10 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
     );
     let trimap = band_trimap(&signed, w, h, band);
     let alpha = match options.method {
-        AlphaMethod::ClosedForm => prior_alpha(&colours, &trimap, Some(&mask_prior(&signed, band))),
+        AlphaMethod::ClosedForm => {
+            let pull = MASK_PULL * (PULL_REFERENCE_SIDE / w.min(h) as f32).powi(2);
+            prior_alpha(&colours, &trimap, Some(&mask_prior(&signed, band, pull)))
+        }
         AlphaMethod::GuidedFilter => guided_alpha(&colours, mask, &trimap),
     };
     compose(
@@ -88,8 +97,8 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
 
 /// The mask as a [`Prior`], its outline moved to where the image puts the
 /// edge: that verdict as target, trusted more the farther a pixel is from
-/// the edge towards the band's limit.
-pub fn mask_prior(signed: &[f32], band: EdgeBand) -> Prior {
+/// the edge towards the band's limit, where the weight reaches `pull`.
+pub fn mask_prior(signed: &[f32], band: EdgeBand, pull: f32) -> Prior {
     let (inside, outside) = (
         (band.inner - band.edge).max(1.0),
         (band.edge - band.outer).max(1.0),
@@ -108,7 +117,7 @@ pub fn mask_prior(signed: &[f32], band: EdgeBand) -> Prior {
                 } else {
                     -off / outside
                 };
-                MASK_PULL * t.min(1.0).powi(2)
+                pull * t.min(1.0).powi(2)
             })
             .collect(),
     }
