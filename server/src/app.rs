@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::ClassicEngine;
 use crate::local::{LocalBackend, LocalBackendConfig};
 use crate::service::Retouch;
-use crate::store::SqliteStore;
+use crate::store::{PostgresStore, SqliteStore};
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::uploads::{UploadConfig, UploadStore};
 use crate::upstream::{ApiPaths, UpstreamClient, UpstreamConfig};
@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// Data directory: the journal, and uploads unless `upload_dir` is set
     /// (`None`: a temporary one, removed on exit; for tests and embedding).
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL of the journal (`None`: SQLite in the data
+    /// directory).
+    pub database_url: Option<SecretString>,
     /// Upload directory (`None`: `uploads` in the data directory).
     pub upload_dir: Option<PathBuf>,
     /// Public base URL of the HTTP listener, as the upstream reaches it
@@ -98,6 +101,7 @@ impl ServerConfig {
             submit_attempts: 4,
             tracker: TrackerConfig::default(),
             data_dir: None,
+            database_url: None,
             upload_dir: None,
             public_base_url: None,
             upload_max_bytes: 20 * 1024 * 1024,
@@ -142,6 +146,9 @@ pub enum StartError {
     /// The journal could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreOpenError),
+    /// The PostgreSQL journal could not be used.
+    #[error(transparent)]
+    Database(#[from] crate::store::DatabaseOpenError),
     /// The journal could not be read to resume from it.
     #[error("cannot resume from the journal: {0}")]
     Recover(crate::store::StoreError),
@@ -165,7 +172,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     };
     // Opened first: a journal that is locked, damaged or too new stops
     // retouchd before it listens anywhere.
-    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(&data_dir)?);
+    let store: Arc<dyn crate::store::Store> = match &config.database_url {
+        Some(url) => Arc::new(PostgresStore::connect(url.expose_secret()).await?),
+        None => Arc::new(SqliteStore::open(&data_dir)?),
+    };
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await

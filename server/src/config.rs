@@ -197,6 +197,12 @@ pub struct ServeArgs {
     /// directory (e.g. ~/.local/share/retouch).
     #[arg(long, env = "RETOUCH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep the journal in PostgreSQL instead of SQLite in the data
+    /// directory: a `postgres://user:password@host:port/database` URL. One
+    /// retouchd per database for now. Uploads and mirrored results stay in
+    /// the data directory.
+    #[arg(long, env = "RETOUCH_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: Option<SecretString>,
     /// Upload directory (default: `uploads` in the data directory).
     #[arg(long, env = "RETOUCH_UPLOAD_DIR")]
     pub upload_dir: Option<PathBuf>,
@@ -387,6 +393,7 @@ impl ServeArgs {
                     )?
                     .join("retouch"),
             }),
+            database_url: self.database_url.clone(),
             upload_dir: self.upload_dir.clone(),
             public_base_url: self.public_base_url.clone(),
             upload_max_bytes: self.upload_max_bytes,

@@ -12,6 +12,9 @@
 //! - A submission row exists before its upstream call is made
 //!   (`begin_submission`), so a crash in between is found by `recover`.
 
+#[cfg(test)]
+mod contract;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
 
+pub use postgres::{DatabaseOpenError, PostgresStore};
 pub use sqlite::{JOURNAL_FILE, SqliteStore, StoreOpenError, backup};
 
 /// Why a store operation failed.

@@ -1,0 +1,360 @@
+//! The journal on PostgreSQL, selected with `--database-url postgres://…`:
+//! the same contract as the SQLite journal, on a server that operators
+//! already run and back up.
+//!
+//! This is the first step towards several replicas on one database. Until
+//! leases exist, one retouchd uses a database at a time: it holds a
+//! session-level advisory lock on a connection of its own for as long as it
+//! runs, and a second one is refused, as a second one on a SQLite data
+//! directory is refused by its lock file.
+//!
+//! Every call gives up within its timeouts rather than hang: connecting and
+//! waiting for a pooled connection are bounded, and statements run under a
+//! `statement_timeout`. A lost connection surfaces as
+//! `StoreError::Unavailable` and the pool opens a new one on the next call.
+
+mod sql;
+#[cfg(test)]
+mod test_cluster;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use retouch_api::v1 as pb;
+use tokio_postgres::NoTls;
+
+use super::{
+    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
+    NewSubmission, Recovered, StepWrites, Store, StoreError, UploadRecord,
+};
+
+mod embedded {
+    refinery::embed_migrations!("src/store/postgres/migrations");
+}
+
+/// Connections the store keeps for its calls.
+const POOL_SIZE: usize = 8;
+/// Longest wait for a connection (new or from the pool).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest any statement may run before the server cancels it.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Advisory lock key of the single-writer lock ("retouchd" in ASCII).
+const WRITER_LOCK: i64 = 0x7265_746f_7563_6864;
+/// Advisory lock key that serialises schema migrations between processes.
+const MIGRATION_LOCK: i64 = WRITER_LOCK + 1;
+
+/// Why the database could not be used as a journal. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use the database {target} as the journal: {reason}")]
+pub struct DatabaseOpenError {
+    /// Where it was: host, port, database and user, never the password.
+    pub target: String,
+    /// What is wrong and what to do about it.
+    pub reason: String,
+}
+
+/// The journal in one PostgreSQL database.
+pub struct PostgresStore {
+    id: String,
+    pool: Pool,
+    /// The connection holding the single-writer lock; dropping it (with
+    /// the store) releases the lock.
+    _writer_lock: tokio_postgres::Client,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (a `postgres://` URL or a key=value string),
+    /// migrates the schema to this version and takes the single-writer
+    /// lock. Fails without changing anything if the database cannot be
+    /// reached, another retouchd holds it, or its schema is newer than this
+    /// retouchd knows.
+    pub async fn connect(url: &str) -> Result<PostgresStore, DatabaseOpenError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| DatabaseOpenError {
+            target: "(unparsable URL)".into(),
+            reason: format!("the URL does not parse: {e}"),
+        })?;
+        let target = describe(&config);
+        let fail = |reason: String| DatabaseOpenError {
+            target: target.clone(),
+            reason,
+        };
+        config.connect_timeout(CONNECT_TIMEOUT);
+        if config.get_options().is_none() {
+            config.options(format!(
+                "-c statement_timeout={}",
+                STATEMENT_TIMEOUT.as_millis()
+            ));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("retouchd");
+        }
+
+        let (mut setup, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| fail(format!("cannot connect: {}", sql::message(&e))))?;
+        let connection = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "the journal's lock connection to PostgreSQL ended");
+            }
+        });
+        let locked: bool = setup
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+            .await
+            .map_err(|e| fail(format!("cannot take the writer lock: {}", sql::message(&e))))?
+            .get(0);
+        if !locked {
+            connection.abort();
+            return Err(fail(
+                "another retouchd is using this database; one retouchd per database until \
+                 replicas are supported"
+                    .into(),
+            ));
+        }
+        migrate(&mut setup).await.map_err(fail)?;
+        let id = sql::ensure_identity(&setup, &uuid::Uuid::new_v4().to_string())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| fail(format!("cannot build the connection pool: {e}")))?;
+        Ok(PostgresStore {
+            id,
+            pool,
+            _writer_lock: setup,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("no connection to PostgreSQL: {e}")))
+    }
+}
+
+/// Applies the embedded migrations under an advisory lock, so processes
+/// starting together migrate one at a time; refuses a schema newer than
+/// this retouchd's.
+async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), String> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| format!("cannot take the migration lock: {}", sql::message(&e)))?;
+    let runner = embedded::migrations::runner();
+    let known = runner
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0);
+    let result = async {
+        // Read directly: refinery's own reader fails on a database it has
+        // never migrated (no history table yet).
+        let has_history: bool = client
+            .query_one(
+                "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("cannot read the schema version: {}", sql::message(&e)))?
+            .get(0);
+        let applied: Option<i32> = if has_history {
+            client
+                .query_one("SELECT MAX(version) FROM refinery_schema_history", &[])
+                .await
+                .map_err(|e| format!("cannot read the schema version: {}", sql::message(&e)))?
+                .get(0)
+        } else {
+            None
+        };
+        if let Some(applied) = applied
+            && i64::from(applied) > i64::from(known)
+        {
+            return Err(format!(
+                "its schema is version {applied}, newer than this retouchd's {known}: run a newer retouchd"
+            ));
+        }
+        runner
+            .run_async(client)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("migrating the schema failed: {e}"))
+    }
+    .await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result?;
+    unlocked.map_err(|e| format!("cannot release the migration lock: {}", sql::message(&e)))?;
+    Ok(())
+}
+
+/// Host, port, database and user of `config`, for messages: never the
+/// password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or("(default user)"),
+        config.get_dbname().unwrap_or("(default database)")
+    )
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    fn store_id(&self) -> &str {
+        &self.id
+    }
+
+    async fn recover(&self) -> Result<Recovered, StoreError> {
+        let client = self.client().await?;
+        sql::recover(&**client).await
+    }
+
+    async fn commit(&self, writes: StepWrites) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql::db_error)?;
+        sql::commit_step(&*tx, &writes).await?;
+        tx.commit().await.map_err(sql::db_error)
+    }
+
+    async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
+        let client = self.client().await?;
+        sql::begin_submission(&**client, &new).await
+    }
+
+    async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        sql::abandon_submission(&**client, id).await
+    }
+
+    async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::job_where(&**client, "result_key", result_key).await
+    }
+
+    async fn jobs_by_keys(
+        &self,
+        result_keys: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, JobRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::jobs_by_keys(&**client, result_keys).await
+    }
+
+    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::job_where(&**client, "submission_id", id).await
+    }
+
+    async fn list_jobs(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let client = self.client().await?;
+        sql::list_jobs(&**client, query).await
+    }
+
+    async fn jobs_after(
+        &self,
+        after_accepted_seq: u64,
+        max_accepted_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::jobs_after(&**client, after_accepted_seq, max_accepted_seq, limit).await
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        upto: u64,
+        keys: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<Vec<pb::JobEvent>, StoreError> {
+        let client = self.client().await?;
+        sql::events(&**client, after, upto, keys, limit).await
+    }
+
+    async fn mirror_stored(
+        &self,
+        request: &MirrorRequest,
+        sha256: &str,
+        content_type: &str,
+        size_bytes: u64,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        sql::mirror_stored(&**client, request, sha256, content_type, size_bytes).await
+    }
+
+    async fn mirror_failed(
+        &self,
+        request: &MirrorRequest,
+        error: &str,
+        give_up: bool,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        sql::mirror_failed(&**client, request, error, give_up).await
+    }
+
+    async fn mirror_state(
+        &self,
+        result_key: &str,
+        task_index: u32,
+        result_index: u32,
+    ) -> Result<Option<MirrorState>, StoreError> {
+        let client = self.client().await?;
+        sql::mirror_state(&**client, result_key, task_index, result_index).await
+    }
+
+    async fn mirror_references(&self, sha256: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        sql::mirror_references(&**client, sha256).await
+    }
+
+    async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        sql::record_upload(&**client, &upload).await
+    }
+
+    async fn upload(&self, sha256: &str) -> Result<Option<UploadRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::upload(&**client, sha256).await
+    }
+
+    async fn compacted_through(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        sql::compacted_through(&**client).await
+    }
+
+    async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(sql::db_error)?;
+        let compacted = sql::compact(&*tx, &compaction).await?;
+        tx.commit().await.map_err(sql::db_error)?;
+        Ok(compacted)
+    }
+}
