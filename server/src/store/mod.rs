@@ -15,6 +15,7 @@
 #[cfg(test)]
 mod contract;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;

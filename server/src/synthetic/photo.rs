@@ -190,22 +190,11 @@ fn signed_distance(alpha: &[f32], width: u32, height: u32) -> Vec<f32> {
             0
         }])
     });
-    let inverted = GrayImage::from_fn(width, height, |x, y| {
-        Luma([255 - exact.get_pixel(x, y).0[0]])
-    });
-    let to_inside = euclidean_squared_distance_transform(&exact);
-    let to_outside = euclidean_squared_distance_transform(&inverted);
-    exact
-        .as_raw()
-        .iter()
-        .zip(to_inside.as_raw().iter().zip(to_outside.as_raw()))
-        .map(|(&e, (&d_in, &d_out))| {
-            if e != 0 {
-                d_out.sqrt() as f32
-            } else {
-                -(d_in.sqrt() as f32)
-            }
-        })
+    // The engine's distance puts the pixels either side of the outline at
+    // ±0.5; whole pixels here, so that "grown by n" means n pixels.
+    crate::engine::matting::signed_distance(&exact)
+        .into_iter()
+        .map(|d| d + 0.5f32.copysign(d))
         .collect()
 }
 

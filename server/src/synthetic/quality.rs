@@ -41,28 +41,7 @@ pub fn psnr_in_mask(estimate: &RgbImage, truth: &RgbImage, mask: &GrayImage) -> 
 /// `truth`: about 1 when the fill is as textured as the original, near 0
 /// for a blur. Forward differences, counted where both pixels are inside.
 pub fn gradient_energy_ratio(estimate: &RgbImage, truth: &RgbImage, mask: &GrayImage) -> f64 {
-    let energy = |image: &RgbImage| {
-        let (w, h) = image.dimensions();
-        let mut sum = 0.0f64;
-        for y in 0..h - 1 {
-            for x in 0..w - 1 {
-                if mask.get_pixel(x, y).0[0] == 0
-                    || mask.get_pixel(x + 1, y).0[0] == 0
-                    || mask.get_pixel(x, y + 1).0[0] == 0
-                {
-                    continue;
-                }
-                let p = image.get_pixel(x, y).0;
-                let r = image.get_pixel(x + 1, y).0;
-                let d = image.get_pixel(x, y + 1).0;
-                for c in 0..3 {
-                    sum += (f64::from(r[c]) - f64::from(p[c])).powi(2)
-                        + (f64::from(d[c]) - f64::from(p[c])).powi(2);
-                }
-            }
-        }
-        sum
-    };
+    let energy = |image: &RgbImage| squared_gradients(image, mask).sum::<f64>();
     energy(estimate) / energy(truth).max(1e-10)
 }
 
@@ -72,32 +51,33 @@ pub fn gradient_energy_ratio(estimate: &RgbImage, truth: &RgbImage, mask: &GrayI
 /// strongest edges. Forward differences, counted where both pixels are
 /// inside.
 pub fn gradient_ratio(estimate: &RgbImage, truth: &RgbImage, mask: &GrayImage) -> f64 {
-    let total = |image: &RgbImage| {
-        let (w, h) = image.dimensions();
-        let mut sum = 0.0f64;
-        for y in 0..h - 1 {
-            for x in 0..w - 1 {
-                if mask.get_pixel(x, y).0[0] == 0
-                    || mask.get_pixel(x + 1, y).0[0] == 0
-                    || mask.get_pixel(x, y + 1).0[0] == 0
-                {
-                    continue;
-                }
-                let p = image.get_pixel(x, y).0;
-                let r = image.get_pixel(x + 1, y).0;
-                let d = image.get_pixel(x, y + 1).0;
-                let squared: f64 = (0..3)
-                    .map(|c| {
-                        (f64::from(r[c]) - f64::from(p[c])).powi(2)
-                            + (f64::from(d[c]) - f64::from(p[c])).powi(2)
-                    })
-                    .sum();
-                sum += squared.sqrt();
-            }
-        }
-        sum
-    };
+    let total = |image: &RgbImage| squared_gradients(image, mask).map(f64::sqrt).sum::<f64>();
     total(estimate) / total(truth).max(1e-10)
+}
+
+/// The squared colour gradient (forward differences, summed over the
+/// channels) at every pixel whose right and lower neighbours are, like
+/// itself, inside the mask.
+fn squared_gradients<'a>(
+    image: &'a RgbImage,
+    mask: &'a GrayImage,
+) -> impl Iterator<Item = f64> + 'a {
+    let (w, h) = image.dimensions();
+    let inside = move |x: u32, y: u32| mask.get_pixel(x, y).0[0] != 0;
+    (0..h.saturating_sub(1))
+        .flat_map(move |y| (0..w.saturating_sub(1)).map(move |x| (x, y)))
+        .filter(move |&(x, y)| inside(x, y) && inside(x + 1, y) && inside(x, y + 1))
+        .map(move |(x, y)| {
+            let p = image.get_pixel(x, y).0;
+            let r = image.get_pixel(x + 1, y).0;
+            let d = image.get_pixel(x, y + 1).0;
+            (0..3)
+                .map(|c| {
+                    (f64::from(r[c]) - f64::from(p[c])).powi(2)
+                        + (f64::from(d[c]) - f64::from(p[c])).powi(2)
+                })
+                .sum()
+        })
 }
 
 /// The image with every masked pixel set to the mean colour of the pixels

@@ -2,13 +2,14 @@
 //! taking the client or transaction it runs on. Statements match the SQLite
 //! store's one for one; key lists are bound as one `text[]` (`= ANY($n)`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use prost::Message;
 use retouch_api::v1 as pb;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
+use crate::store::rows::{decode, from_millis, millis, seq};
 use crate::store::{
     Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
     NewSubmission, Recovered, Settlement, StepWrites, StoreError, SubmissionRecord,
@@ -56,24 +57,6 @@ pub(super) fn message(e: &tokio_postgres::Error) -> String {
             None => e.to_string(),
         },
     }
-}
-
-pub(super) fn millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
-}
-
-fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
-fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, StoreError> {
-    M::decode(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("a stored {what} does not decode: {e}")))
-}
-
-fn seq(value: i64) -> u64 {
-    value.max(0) as u64
 }
 
 fn bound(value: u64) -> i64 {

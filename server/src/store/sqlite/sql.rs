@@ -1,12 +1,13 @@
 //! The SQL of the SQLite store: one function per statement group, each
 //! taking the connection (or savepoint) it runs on.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use prost::Message;
 use retouch_api::v1 as pb;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
+use crate::store::rows::{decode, from_millis, millis, seq};
 use crate::store::{
     Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
     NewSubmission, Recovered, Settlement, StepWrites, StoreError, SubmissionRecord,
@@ -48,24 +49,6 @@ pub(super) fn io_error(e: rusqlite::Error) -> StoreError {
 /// its array on every call of a cached statement, about 80 bytes a call.)
 fn json_array(keys: &[String]) -> String {
     serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
-}
-
-pub(super) fn millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
-}
-
-fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
-fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, StoreError> {
-    M::decode(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("a stored {what} does not decode: {e}")))
-}
-
-fn seq(value: i64) -> u64 {
-    value.max(0) as u64
 }
 
 /// The store's id, created with the store on first use.
