@@ -1,11 +1,12 @@
 //! Conversions shared by the stores' SQL: times as milliseconds since the
-//! Unix epoch, sequence numbers, and stored protobuf messages.
+//! Unix epoch, sequence numbers, stored protobuf messages, and the state
+//! codes of submissions and mirrored results.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
-use super::StoreError;
+use super::{MirrorState, Settlement, StoreError, SubmissionRecord, SubmissionState};
 
 /// Milliseconds since the Unix epoch (0 before it).
 pub(super) fn millis(time: SystemTime) -> i64 {
@@ -27,4 +28,103 @@ pub(super) fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M
 /// A stored (signed) sequence number.
 pub(super) fn seq(value: i64) -> u64 {
     value.max(0) as u64
+}
+
+/// Submission states as stored.
+pub(super) const STATE_PENDING: i32 = 1;
+/// Accepted under a result key.
+pub(super) const STATE_ACCEPTED: i32 = 2;
+/// Outcome unknown.
+pub(super) const STATE_UNKNOWN: i32 = 3;
+
+/// Mirrored result states as stored.
+pub(super) const MIRROR_PENDING: i32 = 1;
+/// Copied into the object store.
+pub(super) const MIRROR_STORED: i32 = 2;
+/// Copying failed for good.
+pub(super) const MIRROR_GIVEN_UP: i32 = 3;
+
+/// The row update a settlement makes: submission id, new state, result key.
+pub(super) fn settlement_row(settlement: &Settlement) -> (&str, i32, Option<&str>) {
+    match settlement {
+        Settlement::Accepted { id, result_key } => (id, STATE_ACCEPTED, Some(result_key)),
+        Settlement::OutcomeUnknown { id } => (id, STATE_UNKNOWN, None),
+    }
+}
+
+/// The state a failed copy attempt leaves a mirrored result in.
+pub(super) fn mirror_failure_state(give_up: bool) -> i32 {
+    if give_up {
+        MIRROR_GIVEN_UP
+    } else {
+        MIRROR_PENDING
+    }
+}
+
+/// A `submissions` row as read, before its columns are checked.
+pub(super) struct SubmissionRow {
+    pub id: String,
+    pub request_id: Option<String>,
+    pub fingerprint: Vec<u8>,
+    pub state: i32,
+    pub result_key: Option<String>,
+    pub created_at_ms: i64,
+    pub draft: Vec<u8>,
+}
+
+impl SubmissionRow {
+    /// The record, or `Corrupt` naming the submission and what is wrong.
+    pub(super) fn into_record(self) -> Result<SubmissionRecord, StoreError> {
+        let id = self.id;
+        let state = match (self.state, self.result_key) {
+            (STATE_PENDING, _) => SubmissionState::Pending,
+            (STATE_ACCEPTED, Some(result_key)) => SubmissionState::Accepted { result_key },
+            (STATE_UNKNOWN, _) => SubmissionState::OutcomeUnknown,
+            (state, _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "submission {id} has an unknown state {state}"
+                )));
+            }
+        };
+        Ok(SubmissionRecord {
+            fingerprint: self.fingerprint.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("submission {id} has a malformed fingerprint"))
+            })?,
+            draft: decode(&self.draft, "submission")?,
+            request_id: self.request_id,
+            state,
+            created_at: from_millis(self.created_at_ms),
+            id,
+        })
+    }
+}
+
+/// A `mirrored_results` row's state columns as read.
+pub(super) struct MirrorRow {
+    pub state: i32,
+    pub sha256: Option<String>,
+    pub content_type: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub attempts: i64,
+    pub error: Option<String>,
+}
+
+impl MirrorRow {
+    /// Where the copy stands.
+    pub(super) fn into_state(self) -> MirrorState {
+        match (self.state, self.sha256, self.content_type) {
+            (MIRROR_STORED, Some(sha256), Some(content_type)) => MirrorState::Stored {
+                sha256,
+                content_type,
+                size_bytes: seq(self.size_bytes.unwrap_or(0)),
+            },
+            (MIRROR_GIVEN_UP, _, _) => MirrorState::GivenUp {
+                error: self.error.unwrap_or_default(),
+            },
+            _ => MirrorState::Pending {
+                attempts: self.attempts.clamp(0, i64::from(u32::MAX)) as u32,
+                error: self.error,
+            },
+        }
+    }
 }

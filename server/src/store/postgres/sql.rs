@@ -9,20 +9,14 @@ use retouch_api::v1 as pb;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
-use crate::store::rows::{decode, from_millis, millis, seq};
+use crate::store::rows::{
+    MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow, decode, from_millis,
+    millis, mirror_failure_state, seq, settlement_row,
+};
 use crate::store::{
     Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, Settlement, StepWrites, StoreError, SubmissionRecord,
-    SubmissionState, UploadRecord,
+    NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord, UploadRecord,
 };
-
-const STATE_PENDING: i32 = 1;
-const STATE_ACCEPTED: i32 = 2;
-const STATE_UNKNOWN: i32 = 3;
-
-const MIRROR_PENDING: i32 = 1;
-const MIRROR_STORED: i32 = 2;
-const MIRROR_GIVEN_UP: i32 = 3;
 
 /// A driver error as a store error: lost connections, resource shortages,
 /// shutdowns and serialization failures are `Unavailable` (the operation
@@ -201,14 +195,11 @@ pub(super) async fn commit_step<C: GenericClient>(
             .map_err(db_error)?;
     }
     for settlement in &writes.settlements {
-        let (id, state, key) = match settlement {
-            Settlement::Accepted { id, result_key } => (id, STATE_ACCEPTED, Some(result_key)),
-            Settlement::OutcomeUnknown { id } => (id, STATE_UNKNOWN, None),
-        };
+        let (id, state, key) = settlement_row(settlement);
         client
             .execute(
                 "UPDATE submissions SET state = $2, result_key = $3 WHERE id = $1",
-                &[id, &state, &key],
+                &[&id, &state, &key],
             )
             .await
             .map_err(db_error)?;
@@ -331,11 +322,7 @@ pub(super) async fn mirror_failed<C: GenericClient>(
     error: &str,
     give_up: bool,
 ) -> Result<(), StoreError> {
-    let state = if give_up {
-        MIRROR_GIVEN_UP
-    } else {
-        MIRROR_PENDING
-    };
+    let state = mirror_failure_state(give_up);
     client
         .execute(
             "UPDATE mirrored_results SET state = $4, attempts = attempts + 1, error = $5
@@ -370,23 +357,15 @@ pub(super) async fn mirror_state<C: GenericClient>(
         .await
         .map_err(db_error)?;
     Ok(row.map(|r| {
-        let (state, sha256, content_type): (i32, Option<String>, Option<String>) =
-            (r.get(0), r.get(1), r.get(2));
-        let error: Option<String> = r.get(5);
-        match (state, sha256, content_type) {
-            (MIRROR_STORED, Some(sha256), Some(content_type)) => MirrorState::Stored {
-                sha256,
-                content_type,
-                size_bytes: seq(r.get::<_, Option<i64>>(3).unwrap_or(0)),
-            },
-            (MIRROR_GIVEN_UP, _, _) => MirrorState::GivenUp {
-                error: error.unwrap_or_default(),
-            },
-            _ => MirrorState::Pending {
-                attempts: r.get::<_, i32>(4).max(0) as u32,
-                error,
-            },
+        MirrorRow {
+            state: r.get(0),
+            sha256: r.get(1),
+            content_type: r.get(2),
+            size_bytes: r.get(3),
+            attempts: i64::from(r.get::<_, i32>(4)),
+            error: r.get(5),
         }
+        .into_state()
     }))
 }
 
@@ -673,25 +652,14 @@ fn job_record(row: &Row) -> Result<JobRecord, StoreError> {
 }
 
 fn submission_record(row: &Row) -> Result<SubmissionRecord, StoreError> {
-    let id: String = row.get(0);
-    let state = match (row.get::<_, i32>(3), row.get::<_, Option<String>>(4)) {
-        (STATE_PENDING, _) => SubmissionState::Pending,
-        (STATE_ACCEPTED, Some(result_key)) => SubmissionState::Accepted { result_key },
-        (STATE_UNKNOWN, _) => SubmissionState::OutcomeUnknown,
-        (state, _) => {
-            return Err(StoreError::Corrupt(format!(
-                "submission {id} has an unknown state {state}"
-            )));
-        }
-    };
-    Ok(SubmissionRecord {
-        fingerprint: row.get::<_, &[u8]>(2).try_into().map_err(|_| {
-            StoreError::Corrupt(format!("submission {id} has a malformed fingerprint"))
-        })?,
-        draft: decode(row.get::<_, &[u8]>(6), "submission")?,
+    SubmissionRow {
+        id: row.get(0),
         request_id: row.get(1),
-        state,
-        created_at: from_millis(row.get(5)),
-        id,
-    })
+        fingerprint: row.get(2),
+        state: row.get(3),
+        result_key: row.get(4),
+        created_at_ms: row.get(5),
+        draft: row.get(6),
+    }
+    .into_record()
 }

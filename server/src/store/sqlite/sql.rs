@@ -7,20 +7,14 @@ use prost::Message;
 use retouch_api::v1 as pb;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
-use crate::store::rows::{decode, from_millis, millis, seq};
+use crate::store::rows::{
+    MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow, decode, from_millis,
+    millis, mirror_failure_state, seq, settlement_row,
+};
 use crate::store::{
     Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, Settlement, StepWrites, StoreError, SubmissionRecord,
-    SubmissionState, UploadRecord,
+    NewSubmission, Recovered, StepWrites, StoreError, UploadRecord,
 };
-
-const STATE_PENDING: i64 = 1;
-const STATE_ACCEPTED: i64 = 2;
-const STATE_UNKNOWN: i64 = 3;
-
-const MIRROR_PENDING: i64 = 1;
-const MIRROR_STORED: i64 = 2;
-const MIRROR_GIVEN_UP: i64 = 3;
 
 /// A SQLite error as a store error: I/O, full disk and locks are
 /// `Unavailable`; anything else means the file is not what we expect.
@@ -91,7 +85,7 @@ pub(super) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
     let unsettled = pending
         .query_map([STATE_PENDING], submission_columns)
         .map_err(io_error)?
-        .map(|row| row.map_err(io_error).and_then(submission_record))
+        .map(|row| row.map_err(io_error).and_then(SubmissionRow::into_record))
         .collect::<Result<Vec<_>, _>>()?;
     let mut mirrors = conn
         .prepare(
@@ -165,10 +159,7 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
             .map_err(io_error)?;
     }
     for settlement in &writes.settlements {
-        let (id, state, key) = match settlement {
-            Settlement::Accepted { id, result_key } => (id, STATE_ACCEPTED, Some(result_key)),
-            Settlement::OutcomeUnknown { id } => (id, STATE_UNKNOWN, None),
-        };
+        let (id, state, key) = settlement_row(settlement);
         conn.prepare_cached("UPDATE submissions SET state = ?2, result_key = ?3 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, state, key]))
             .map_err(io_error)?;
@@ -284,11 +275,7 @@ pub(super) fn mirror_failed(
             request.result_key,
             request.task_index,
             request.result_index,
-            if give_up {
-                MIRROR_GIVEN_UP
-            } else {
-                MIRROR_PENDING
-            },
+            mirror_failure_state(give_up),
             error,
             MIRROR_PENDING
         ],
@@ -303,51 +290,25 @@ pub(super) fn mirror_state(
     task_index: u32,
     result_index: u32,
 ) -> Result<Option<MirrorState>, StoreError> {
-    type Row = (
-        i64,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        i64,
-        Option<String>,
-    );
-    let row: Option<Row> = conn
-        .prepare_cached(
-            "SELECT state, sha256, content_type, size_bytes, attempts, error
-             FROM mirrored_results WHERE result_key = ?1 AND task_index = ?2 AND result_index = ?3",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![result_key, task_index, result_index], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(io_error)?;
-    Ok(
-        row.map(|(state, sha256, content_type, size, attempts, error)| {
-            match (state, sha256, content_type) {
-                (MIRROR_STORED, Some(sha256), Some(content_type)) => MirrorState::Stored {
-                    sha256,
-                    content_type,
-                    size_bytes: size.unwrap_or(0).max(0) as u64,
-                },
-                (MIRROR_GIVEN_UP, _, _) => MirrorState::GivenUp {
-                    error: error.unwrap_or_default(),
-                },
-                _ => MirrorState::Pending {
-                    attempts: attempts.max(0) as u32,
-                    error,
-                },
-            }
-        }),
+    conn.prepare_cached(
+        "SELECT state, sha256, content_type, size_bytes, attempts, error
+         FROM mirrored_results WHERE result_key = ?1 AND task_index = ?2 AND result_index = ?3",
     )
+    .and_then(|mut s| {
+        s.query_row(params![result_key, task_index, result_index], |r| {
+            Ok(MirrorRow {
+                state: r.get(0)?,
+                sha256: r.get(1)?,
+                content_type: r.get(2)?,
+                size_bytes: r.get(3)?,
+                attempts: r.get(4)?,
+                error: r.get(5)?,
+            })
+        })
+        .optional()
+    })
+    .map(|row| row.map(MirrorRow::into_state))
+    .map_err(io_error)
 }
 
 pub(super) fn begin_submission(
@@ -380,7 +341,7 @@ pub(super) fn begin_submission(
             submission_columns,
         )
         .map_err(io_error)?;
-    Ok(Began::Existing(Box::new(submission_record(existing)?)))
+    Ok(Began::Existing(Box::new(existing.into_record()?)))
 }
 
 pub(super) fn abandon_submission(conn: &Connection, id: &str) -> Result<(), StoreError> {
@@ -618,49 +579,14 @@ fn job_record((accepted_seq, finished_at, job): JobColumns) -> Result<JobRecord,
     })
 }
 
-type SubmissionColumns = (
-    String,
-    Option<String>,
-    Vec<u8>,
-    i64,
-    Option<String>,
-    i64,
-    Vec<u8>,
-);
-
-fn submission_columns(row: &Row<'_>) -> rusqlite::Result<SubmissionColumns> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-    ))
-}
-
-fn submission_record(
-    (id, request_id, fingerprint, state, result_key, created_at, draft): SubmissionColumns,
-) -> Result<SubmissionRecord, StoreError> {
-    let state = match (state, result_key) {
-        (STATE_PENDING, _) => SubmissionState::Pending,
-        (STATE_ACCEPTED, Some(result_key)) => SubmissionState::Accepted { result_key },
-        (STATE_UNKNOWN, _) => SubmissionState::OutcomeUnknown,
-        (state, _) => {
-            return Err(StoreError::Corrupt(format!(
-                "submission {id} has an unknown state {state}"
-            )));
-        }
-    };
-    Ok(SubmissionRecord {
-        fingerprint: fingerprint.try_into().map_err(|_| {
-            StoreError::Corrupt(format!("submission {id} has a malformed fingerprint"))
-        })?,
-        draft: decode(&draft, "submission")?,
-        id,
-        request_id,
-        state,
-        created_at: from_millis(created_at),
+fn submission_columns(row: &Row<'_>) -> rusqlite::Result<SubmissionRow> {
+    Ok(SubmissionRow {
+        id: row.get(0)?,
+        request_id: row.get(1)?,
+        fingerprint: row.get(2)?,
+        state: row.get(3)?,
+        result_key: row.get(4)?,
+        created_at_ms: row.get(5)?,
+        draft: row.get(6)?,
     })
 }
