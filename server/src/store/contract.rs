@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use retouch_api::v1 as pb;
 
 use super::{
-    Began, Compacted, Compaction, JobRecord, ListQuery, MirrorRequest, NewSubmission, Settlement,
-    StepWrites, Store, SubmissionState,
+    Began, Compacted, Compaction, JobRecord, ListQuery, MirrorRequest, MirrorState, NewSubmission,
+    Settlement, StepWrites, Store, SubmissionState,
 };
 
 pub(crate) fn job(key: &str, status: pb::JobStatus, last_seq: u64) -> pb::Job {
@@ -287,4 +287,109 @@ pub(crate) async fn retention_removes_what_it_should(store: &dyn Store) {
         Began::Recorded,
         "the request id is free again"
     );
+}
+
+/// Mirrored results go from pending to stored or given up, and expire;
+/// content shared by two results is orphaned once, when neither is left.
+pub(crate) async fn mirrored_results_move_through_their_states(store: &dyn Store) {
+    let (a, b, c) = (mirror("a", 0), mirror("b", 0), mirror("c", 0));
+    store
+        .commit(StepWrites {
+            mirrors: vec![a.clone(), b.clone(), c.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.mirror_failed(&a, "503", false).await.unwrap();
+    assert_eq!(
+        store.mirror_state("a", 0, 0).await.unwrap(),
+        Some(MirrorState::Pending {
+            attempts: 1,
+            error: Some("503".into())
+        })
+    );
+    store
+        .mirror_stored(&a, "aaaa", "image/png", 10)
+        .await
+        .unwrap();
+    store
+        .mirror_stored(&b, "aaaa", "image/png", 10)
+        .await
+        .unwrap();
+    store.mirror_failed(&c, "404", true).await.unwrap();
+    assert!(matches!(
+        store.mirror_state("a", 0, 0).await.unwrap(),
+        Some(MirrorState::Stored { ref sha256, .. }) if sha256 == "aaaa"
+    ));
+    assert_eq!(
+        store.mirror_state("c", 0, 0).await.unwrap(),
+        Some(MirrorState::GivenUp {
+            error: "404".into()
+        })
+    );
+    assert_eq!(store.mirror_state("a", 0, 1).await.unwrap(), None);
+    assert!(store.recover().await.unwrap().pending_mirrors.is_empty());
+    assert!(store.mirror_references("aaaa").await.unwrap());
+    let done = store
+        .compact(Compaction {
+            jobs_finished_before: SystemTime::UNIX_EPOCH,
+            events_before: SystemTime::UNIX_EPOCH,
+            max_events: u64::MAX / 2,
+            results_before: SystemTime::now() + Duration::from_secs(1),
+            uploads_before: SystemTime::UNIX_EPOCH,
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.results, 3);
+    assert_eq!(
+        done.orphaned_objects,
+        ["aaaa"],
+        "shared content goes once, when unused"
+    );
+}
+
+/// Uploads are recorded, refreshed by a repeated upload, and expire.
+pub(crate) async fn uploads_are_recorded_refreshed_and_expire(store: &dyn Store) {
+    let long_ago = SystemTime::now() - Duration::from_secs(7200);
+    let upload = crate::store::UploadRecord {
+        sha256: "ab".repeat(32),
+        format: "png".into(),
+        size_bytes: 1234,
+        width: 640,
+        height: 480,
+        filename: "cat.png".into(),
+        created_at: long_ago,
+    };
+    store.record_upload(upload.clone()).await.unwrap();
+    let stored = store.upload(&upload.sha256).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.size_bytes, stored.width, stored.filename.as_str()),
+        (1234, 640, "cat.png")
+    );
+    let expire = |uploads_before| Compaction {
+        jobs_finished_before: SystemTime::UNIX_EPOCH,
+        events_before: SystemTime::UNIX_EPOCH,
+        max_events: u64::MAX / 2,
+        results_before: SystemTime::UNIX_EPOCH,
+        uploads_before,
+    };
+    // Uploaded again: retention counts from the new upload.
+    store
+        .record_upload(crate::store::UploadRecord {
+            created_at: SystemTime::now(),
+            ..upload.clone()
+        })
+        .await
+        .unwrap();
+    let cutoff = SystemTime::now() - Duration::from_secs(3600);
+    assert_eq!(store.compact(expire(cutoff)).await.unwrap().uploads, 0);
+    assert_eq!(
+        store
+            .compact(expire(SystemTime::now() + Duration::from_secs(1)))
+            .await
+            .unwrap()
+            .uploads,
+        1
+    );
+    assert!(store.upload(&upload.sha256).await.unwrap().is_none());
 }

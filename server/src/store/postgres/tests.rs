@@ -36,6 +36,8 @@ async fn the_store_contract_holds() {
     };
     contract::a_request_id_binds_one_submission(connect("request_ids").await).await;
     contract::a_failed_step_leaves_nothing(connect("failed_step").await).await;
+    contract::mirrored_results_move_through_their_states(&*connect("mirrors").await).await;
+    contract::uploads_are_recorded_refreshed_and_expire(&*connect("uploads").await).await;
     let url = cluster.database("retention").await;
     let store = PostgresStore::connect(&url).await.unwrap();
     contract::retention_removes_what_it_should(&store).await;
