@@ -105,27 +105,54 @@ impl EdgeBand {
 struct Profile {
     reach: i32,
     means: Vec<Option<f64>>,
+    /// Pixels per bin.
+    counts: Vec<usize>,
 }
 
 impl Profile {
-    /// The profile of the pixels `select` admits.
-    fn of(gradient: &[f32], signed: &[f32], reach: i32, select: impl Fn(usize) -> bool) -> Self {
-        let mut sums = vec![(0.0f64, 0usize); (2 * reach) as usize];
+    /// The profile of every pixel.
+    fn of(gradient: &[f32], signed: &[f32], reach: i32) -> Self {
+        Profile::by_group(gradient, signed, reach, 1, |_| 0)
+            .pop()
+            .expect("one group")
+    }
+
+    /// One profile per group, `group_of` naming each pixel's (below
+    /// `groups`), in a single pass over the image.
+    fn by_group(
+        gradient: &[f32],
+        signed: &[f32],
+        reach: i32,
+        groups: usize,
+        group_of: impl Fn(usize) -> usize,
+    ) -> Vec<Self> {
+        let bins = (2 * reach) as usize;
+        let mut sums = vec![(0.0f64, 0usize); groups * bins];
         for (i, (&g, &d)) in gradient.iter().zip(signed).enumerate() {
             let k = d.floor() as i32;
-            if (-reach..reach).contains(&k) && select(i) {
-                let bin = &mut sums[(k + reach) as usize];
+            if (-reach..reach).contains(&k) {
+                let bin = &mut sums[group_of(i) * bins + (k + reach) as usize];
                 bin.0 += f64::from(g);
                 bin.1 += 1;
             }
         }
-        Profile {
-            reach,
-            means: sums
-                .iter()
-                .map(|&(s, n)| (n > 0).then(|| s / n as f64))
-                .collect(),
-        }
+        sums.chunks(bins)
+            .map(|group| Profile {
+                reach,
+                means: group
+                    .iter()
+                    .map(|&(s, n)| (n > 0).then(|| s / n as f64))
+                    .collect(),
+                counts: group.iter().map(|&(_, n)| n).collect(),
+            })
+            .collect()
+    }
+
+    /// Pixels next to the outline: those of the two bins either side of it,
+    /// signed distances in `[−1, 1)` (which no pixel reaches exactly at −1).
+    fn outline_pixels(&self) -> usize {
+        let outline = self.reach as usize;
+        self.counts[outline - 1] + self.counts[outline]
     }
 
     /// Start of bin `i`'s distances.
@@ -178,7 +205,7 @@ pub fn edge_band(
     max_radius: f32,
 ) -> EdgeBand {
     let reach = max_radius.ceil() as i32;
-    let profile = Profile::of(gradient, signed, reach, |_| true);
+    let profile = Profile::of(gradient, signed, reach);
     let Some((peak_bin, peak)) = profile.peak() else {
         return EdgeBand::symmetric(MIN_BAND_RADIUS);
     };
@@ -217,25 +244,18 @@ fn tiles_agree(
     reach: i32,
     centre: f32,
 ) -> bool {
-    let tile = |i: usize| ((i % width) * TILES / width, (i / width) * TILES / height);
+    let tile = |i: usize| (i / width) * TILES / height * TILES + (i % width) * TILES / width;
     let (mut agreeing, mut total) = (0usize, 0usize);
-    for ty in 0..TILES {
-        for tx in 0..TILES {
-            let outline = signed
-                .iter()
-                .enumerate()
-                .filter(|&(i, d)| d.abs() < 1.0 && tile(i) == (tx, ty))
-                .count();
-            if outline == 0 {
-                continue;
-            }
-            let profile = Profile::of(gradient, signed, reach, |i| tile(i) == (tx, ty));
-            let agrees = profile
-                .peak()
-                .is_some_and(|(bin, _)| (profile.start(bin) + 0.5 - centre).abs() <= 1.5);
-            total += outline;
-            agreeing += if agrees { outline } else { 0 };
+    for profile in Profile::by_group(gradient, signed, reach, TILES * TILES, tile) {
+        let outline = profile.outline_pixels();
+        if outline == 0 {
+            continue;
         }
+        let agrees = profile
+            .peak()
+            .is_some_and(|(bin, _)| (profile.start(bin) + 0.5 - centre).abs() <= 1.5);
+        total += outline;
+        agreeing += if agrees { outline } else { 0 };
     }
     agreeing as f64 >= SHIFT_CONSENSUS * total as f64
 }
