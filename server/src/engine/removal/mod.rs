@@ -102,8 +102,7 @@ pub fn fill(image: &RgbImage, hole: &GrayImage, seed: u64, strategy: FillStrateg
         let radius = parts.widest_radius(&level.hole);
         if strategy == FillStrategy::Auto {
             let mut smooth = level.clone();
-            let hole = level.hole.clone();
-            membrane_fill(&mut smooth, &hole);
+            membrane_fill(&mut smooth, &level.hole);
             let distances = completion::complete(&mut level, radius, seed);
             add_detail(&mut smooth, &level, &distances);
             level = smooth;
