@@ -267,6 +267,7 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
             ..TrackerConfig::default()
         },
         store,
+        None,
     )
     .await
     .unwrap();

@@ -145,6 +145,7 @@ async fn dead_upstream_tracker(buffer: usize) -> Tracker {
             ..TrackerConfig::default()
         },
         store,
+        None,
     )
     .await
     .unwrap()

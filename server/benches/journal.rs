@@ -246,7 +246,7 @@ fn finished_job(i: usize) -> pb::Job {
 async fn tracked_events() -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let tracker = Tracker::start(dead_upstream(), TrackerConfig::default(), store)
+    let tracker = Tracker::start(dead_upstream(), TrackerConfig::default(), store, None)
         .await
         .unwrap();
     let start = Instant::now();
@@ -295,7 +295,7 @@ fn rss_mib() -> f64 {
 async fn retained_memory() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let tracker = Tracker::start(dead_upstream(), TrackerConfig::default(), store)
+    let tracker = Tracker::start(dead_upstream(), TrackerConfig::default(), store, None)
         .await
         .unwrap();
     let mut before = (0.0, 0.0);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::ClassicEngine;
 use crate::local::{LocalBackend, LocalBackendConfig};
 use crate::service::Retouch;
-use crate::store::{PostgresStore, SqliteStore};
+use crate::store::{Cluster, PostgresStore, ReplicaOptions, SqliteStore, Store};
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::uploads::{UploadConfig, UploadStore};
 use crate::upstream::{ApiPaths, UpstreamClient, UpstreamConfig};
@@ -63,8 +63,11 @@ pub struct ServerConfig {
     /// (`None`: a temporary one, removed on exit; for tests and embedding).
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL of the journal (`None`: SQLite in the data
-    /// directory).
+    /// directory), shared with any other replicas using it.
     pub database_url: Option<SecretString>,
+    /// How long a replica's leases last unless renewed (with a database
+    /// URL).
+    pub lease_ttl: Duration,
     /// Upload directory (`None`: `uploads` in the data directory).
     pub upload_dir: Option<PathBuf>,
     /// Public base URL of the HTTP listener, as the upstream reaches it
@@ -102,6 +105,7 @@ impl ServerConfig {
             tracker: TrackerConfig::default(),
             data_dir: None,
             database_url: None,
+            lease_ttl: Duration::from_secs(10),
             upload_dir: None,
             public_base_url: None,
             upload_max_bytes: 20 * 1024 * 1024,
@@ -172,9 +176,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     };
     // Opened first: a journal that is locked, damaged or too new stops
     // retouchd before it listens anywhere.
-    let store: Arc<dyn crate::store::Store> = match &config.database_url {
-        Some(url) => Arc::new(PostgresStore::connect(url.expose_secret()).await?),
-        None => Arc::new(SqliteStore::open(&data_dir)?),
+    let (store, cluster): (Arc<dyn Store>, Option<Arc<dyn Cluster>>) = match &config.database_url {
+        Some(url) => {
+            let options = ReplicaOptions {
+                lease_ttl: config.lease_ttl,
+            };
+            let shared = Arc::new(PostgresStore::connect(url.expose_secret(), options).await?);
+            (shared.clone(), Some(shared))
+        }
+        None => (Arc::new(SqliteStore::open(&data_dir)?), None),
     };
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -284,7 +294,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     if config.mirror_results {
         tracker_config.mirror_base_url = Some(public_base.trim_end_matches('/').to_owned());
     }
-    let tracker = Tracker::start(client.clone(), tracker_config, store)
+    let tracker = Tracker::start(client.clone(), tracker_config, store, cluster)
         .await
         .map_err(StartError::Recover)?;
     if let Some(work) = tracker.take_mirror_work() {

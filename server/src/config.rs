@@ -198,11 +198,16 @@ pub struct ServeArgs {
     #[arg(long, env = "RETOUCH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Keep the journal in PostgreSQL instead of SQLite in the data
-    /// directory: a `postgres://user:password@host:port/database` URL. One
-    /// retouchd per database for now. Uploads and mirrored results stay in
-    /// the data directory.
+    /// directory: a `postgres://user:password@host:port/database` URL.
+    /// Several retouchd may share one database as replicas. Uploads and
+    /// mirrored results stay in each one's data directory.
     #[arg(long, env = "RETOUCH_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Option<SecretString>,
+    /// With --database-url: how long a replica's leases on the jobs it
+    /// polls last unless renewed. A stopped replica's jobs are taken over
+    /// within about this long.
+    #[arg(long, env = "RETOUCH_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
     /// Upload directory (default: `uploads` in the data directory).
     #[arg(long, env = "RETOUCH_UPLOAD_DIR")]
     pub upload_dir: Option<PathBuf>,
@@ -394,6 +399,7 @@ impl ServeArgs {
                     .join("retouch"),
             }),
             database_url: self.database_url.clone(),
+            lease_ttl: self.lease_ttl,
             upload_dir: self.upload_dir.clone(),
             public_base_url: self.public_base_url.clone(),
             upload_max_bytes: self.upload_max_bytes,

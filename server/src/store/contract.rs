@@ -88,6 +88,7 @@ pub(crate) async fn write_a_step(store: &dyn Store) {
                 result_key: "a".into(),
             }],
             mirrors: vec![mirror("a", 0)],
+            claims: Vec::new(),
         })
         .await
         .unwrap();
@@ -255,6 +256,7 @@ pub(crate) async fn retention_removes_what_it_should(store: &dyn Store) {
                 result_key: "old".into(),
             }],
             mirrors: Vec::new(),
+            claims: Vec::new(),
         })
         .await
         .unwrap();
@@ -296,6 +298,7 @@ pub(crate) async fn mirrored_results_move_through_their_states(store: &dyn Store
     store
         .commit(StepWrites {
             mirrors: vec![a.clone(), b.clone(), c.clone()],
+            claims: Vec::new(),
             ..Default::default()
         })
         .await

@@ -8,7 +8,10 @@
 //!   nothing of a failed commit is visible afterwards.
 //! - Sequence numbers are assigned by the caller, strictly increasing, and
 //!   `recover` returns the highest one ever committed, so they continue
-//!   across restarts and are never reused.
+//!   across restarts and are never reused. On a journal shared by replicas
+//!   the caller numbers a step's events from the head its `begin_step`
+//!   returned, which no other step can move until this one ends: seqs then
+//!   become visible in commit order, with no gaps.
 //! - A submission row exists before its upstream call is made
 //!   (`begin_submission`), so a crash in between is found by `recover`.
 
@@ -23,7 +26,7 @@ use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
 
-pub use postgres::{DatabaseOpenError, PostgresStore};
+pub use postgres::{DatabaseOpenError, PostgresStore, ReplicaOptions};
 pub use sqlite::{JOURNAL_FILE, SqliteStore, StoreOpenError, backup};
 
 /// Why a store operation failed.
@@ -176,6 +179,9 @@ pub struct StepWrites {
     pub settlements: Vec<Settlement>,
     /// Results to copy, recorded with the SUCCESS that produced them.
     pub mirrors: Vec<MirrorRequest>,
+    /// Result keys of the jobs the step started polling (accepted or
+    /// revived): on a shared journal the step leases them to this replica.
+    pub claims: Vec<String>,
 }
 
 impl StepWrites {
@@ -186,6 +192,46 @@ impl StepWrites {
             && self.settlements.is_empty()
             && self.mirrors.is_empty()
     }
+}
+
+/// A lease on an active job: only its holder polls the job and writes its
+/// events, until `valid_until` unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The job.
+    pub result_key: String,
+    /// Fencing token: taken anew (higher) by every claim, checked by every
+    /// write of the job's news.
+    pub epoch: u64,
+    /// When this replica must stop acting on it unless renewed: measured
+    /// from before the statement that took it was sent, so it always ends
+    /// before the database lets another replica claim the job.
+    pub valid_until: std::time::Instant,
+}
+
+/// What a committed step gives back.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// Leases taken on the jobs the step started tracking (`claims`); empty
+    /// on a journal with one writer.
+    pub leases: Vec<Lease>,
+}
+
+/// One journal step under way: from `begin_step` to `commit`. Dropping it
+/// without committing writes nothing.
+#[async_trait::async_trait]
+pub trait StepTransaction: Send {
+    /// The highest seq committed before this step: its events are numbered
+    /// from here. `None` when this process is the journal's only writer, so
+    /// its own count is right.
+    fn head_seq(&self) -> Option<u64>;
+
+    /// Of the leased jobs named to `begin_step`, those whose lease this
+    /// replica no longer holds: their news must be dropped, not written.
+    fn fenced(&self) -> &[String];
+
+    /// Makes the step durable: all of it or none of it.
+    async fn commit(self: Box<Self>, writes: StepWrites) -> Result<Committed, StoreError>;
 }
 
 /// What a restarting retouchd picks up.
@@ -287,8 +333,18 @@ pub trait Store: Send + Sync + 'static {
     /// the submissions left unsettled by a crash.
     async fn recover(&self) -> Result<Recovered, StoreError>;
 
-    /// Makes one step durable: all of it or none of it.
+    /// Makes one step durable: all of it or none of it. The caller numbers
+    /// its events; with one writer only (see [`Store::begin_step`]).
     async fn commit(&self, writes: StepWrites) -> Result<(), StoreError>;
+
+    /// Begins a step. `leased` names the jobs (with their lease epochs)
+    /// whose news the step will write: on a shared journal those whose
+    /// lease was lost come back in [`StepTransaction::fenced`], and the
+    /// others stay held until the step ends.
+    async fn begin_step(
+        &self,
+        leased: Vec<(String, u64)>,
+    ) -> Result<Box<dyn StepTransaction + '_>, StoreError>;
 
     /// Records a submit intent, unless its request id is bound already (a
     /// unique constraint decides, not a read before the write).
@@ -374,4 +430,70 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes what retention no longer keeps.
     async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError>;
+}
+
+/// The step of a journal with one writer: nothing to lock and nothing
+/// fenced; committing is [`Store::commit`].
+pub(crate) struct SoleWriterStep<'a, S: Store + ?Sized> {
+    pub(crate) store: &'a S,
+}
+
+#[async_trait::async_trait]
+impl<S: Store + ?Sized> StepTransaction for SoleWriterStep<'_, S> {
+    fn head_seq(&self) -> Option<u64> {
+        None
+    }
+
+    fn fenced(&self) -> &[String] {
+        &[]
+    }
+
+    async fn commit(self: Box<Self>, writes: StepWrites) -> Result<Committed, StoreError> {
+        self.store.commit(writes).await?;
+        Ok(Committed::default())
+    }
+}
+
+/// How many replicas share the journal and how much there is to poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    /// Replicas whose heartbeat has not expired (this one included).
+    pub live_replicas: u64,
+    /// Jobs still ACTIVE, whoever polls them.
+    pub active_jobs: u64,
+}
+
+/// What a replica of a journal shared by several needs besides the
+/// [`Store`]: membership, leases on the jobs it polls, the submits a dead
+/// replica left unsettled, and news of other replicas' commits.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// This replica's id (new at every start).
+    fn replica_id(&self) -> &str;
+
+    /// How long a lease or a heartbeat lasts unless renewed.
+    fn lease_ttl(&self) -> std::time::Duration;
+
+    /// Records this replica as alive for another TTL.
+    async fn heartbeat(&self) -> Result<Membership, StoreError>;
+
+    /// Leases to this replica up to `max` active jobs whose lease expired
+    /// or was never taken (skipping rows another replica has locked).
+    async fn claim_jobs(&self, max: usize) -> Result<Vec<(JobRecord, Lease)>, StoreError>;
+
+    /// Renews the leases still held under these epochs; the others are
+    /// lost and left out of the answer.
+    async fn renew_leases(&self, held: Vec<(String, u64)>) -> Result<Vec<Lease>, StoreError>;
+
+    /// Takes over the pending submissions of replicas that stopped
+    /// heartbeating: each may have been billed, so the caller records its
+    /// outcome as unknown.
+    async fn claim_orphaned_submissions(&self) -> Result<Vec<SubmissionRecord>, StoreError>;
+
+    /// The highest seq committed by any replica.
+    async fn committed_head(&self) -> Result<u64, StoreError>;
+
+    /// Returns when another commit may have added events, or after
+    /// `fallback` at the latest.
+    async fn wait_for_commits(&self, fallback: std::time::Duration);
 }

@@ -3,6 +3,11 @@
 //! changes durable in one journal commit, and only then let anything out
 //! (fan-out to watchers, replies, new pollers). It never waits on a watcher:
 //! a full buffer drops the watcher and tells it so.
+//!
+//! On a journal shared by replicas, a step begins by asking the journal for
+//! its head (the step then numbers its events from there) and for the jobs
+//! whose lease was lost (their news is dropped); the watchers are fed by
+//! the tailer, with every replica's events, instead of by the steps.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,11 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::poller::{self, PollerContext};
 use super::state::{JobFilter, TrackerState};
-use super::subscription::{LagFlag, Start, Subscription};
+use super::subscription::{LagFlag, Pending, Start, Subscription};
 use crate::aliyun::WireTask;
 use crate::convert::{api_from_pb, status_from_pb};
 use crate::error::ServiceError;
-use crate::store::{JobRecord, StoreError};
+use crate::store::{JobRecord, StoreError, SubmissionRecord};
 
 /// Most commands applied in one step (and so in one journal commit).
 const MAX_STEP: usize = 1024;
@@ -75,6 +80,43 @@ pub(crate) enum Command {
         error: pb::UpstreamError,
         reply: Reply<()>,
     },
+    /// Events committed to the shared journal (by any replica), in seq
+    /// order: for the watchers.
+    Tailed { events: Vec<Arc<pb::JobEvent>> },
+    /// Jobs this replica just leased: poll them.
+    Adopt { records: Vec<JobRecord> },
+    /// Jobs whose lease went to another replica: stop tracking them.
+    LeasesLost { keys: Vec<String> },
+    /// Submits a stopped replica left without an outcome.
+    Orphaned { submissions: Vec<SubmissionRecord> },
+}
+
+impl Command {
+    /// Whether applying it may write to the journal.
+    fn writes(&self) -> bool {
+        match self {
+            Command::Track { .. }
+            | Command::OutcomeUnknown { .. }
+            | Command::PollSucceeded { .. }
+            | Command::PollFailed { .. }
+            | Command::Revive { .. }
+            | Command::MirrorFailed { .. }
+            | Command::Orphaned { .. } => true,
+            Command::Subscribe { .. }
+            | Command::SubscribeToJob { .. }
+            | Command::Tailed { .. }
+            | Command::Adopt { .. }
+            | Command::LeasesLost { .. } => false,
+        }
+    }
+
+    /// The leased job whose news it carries, if any.
+    fn polled_key(&self) -> Option<&str> {
+        match self {
+            Command::PollSucceeded { key, .. } | Command::PollFailed { key, .. } => Some(key),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) struct Watcher {
@@ -87,7 +129,10 @@ pub(crate) struct Watcher {
 /// commands were applied (so a watcher registered mid-step gets exactly
 /// the events after its snapshot).
 enum Effect {
+    /// An event of this step, for the watchers (on a journal of its own).
     FanOut(Arc<pb::JobEvent>),
+    /// An event read from the shared journal, for the watchers.
+    Deliver(Arc<pb::JobEvent>),
     Register(Watcher),
     StartPoller(Box<pb::Job>),
     /// Told whether the step became durable.
@@ -112,6 +157,9 @@ pub(crate) async fn run(
     mut state: TrackerState,
 ) {
     let mut watchers: Vec<Watcher> = Vec::new();
+    // The last seq the watchers were fed: this replica's own commits on a
+    // journal of its own, the tailer's position on a shared one.
+    let mut feed_head = state.head_seq();
     for job in state.snapshot(&JobFilter::All) {
         start_poller(&ctx, &job.1);
     }
@@ -147,21 +195,60 @@ pub(crate) async fn run(
         let journaled = ctx.store.jobs_by_keys(unpolled).await;
         let mut effects = Vec::new();
         let mut still_active = Vec::new();
+        let mut durable: Result<(), ServiceError> = Ok(());
+        let mut transaction = None;
+        if step.iter().any(Command::writes) {
+            let leased = leased(&ctx, &mut state, &step);
+            match ctx.store.begin_step(leased).await {
+                Ok(tx) => {
+                    if let Some(head) = tx.head_seq() {
+                        state.continue_from(head);
+                    }
+                    for key in tx.fenced() {
+                        tracing::warn!(result_key = %key, "lease lost to another replica; dropping this replica's news of the job");
+                        forget(&ctx, &mut state, key);
+                    }
+                    transaction = Some(tx);
+                }
+                Err(e) => durable = Err(e.into()),
+            }
+        }
         for command in step {
             apply(
                 &ctx,
                 &mut state,
                 command,
                 &journaled,
+                &mut feed_head,
                 &mut effects,
                 &mut still_active,
             );
         }
         let writes = state.take_writes();
         let mirrors = writes.mirrors.clone();
-        let durable = ctx.store.commit(writes).await.map_err(ServiceError::from);
+        match transaction {
+            Some(tx) if durable.is_ok() => match tx.commit(writes).await {
+                Ok(committed) => {
+                    if let Some(held) = &ctx.leases {
+                        for lease in committed.leases {
+                            held.insert(lease);
+                        }
+                    }
+                }
+                Err(e) => durable = Err(e.into()),
+            },
+            _ if !writes.is_empty() && durable.is_ok() => {
+                durable = Err(ServiceError::Internal(
+                    "a tracker step wrote without a journal transaction".into(),
+                ));
+            }
+            _ => {}
+        }
         match &durable {
             Ok(()) => {
+                if ctx.leases.is_none() {
+                    feed_head = state.head_seq();
+                }
                 state.evict_finished();
                 if let Some(mirror) = &ctx.mirror {
                     for request in mirrors {
@@ -185,13 +272,12 @@ pub(crate) async fn run(
                     let _ = reply.send(true);
                     polled.insert(key);
                 }
-                match ctx.store.recover().await {
-                    Ok(recovered) => {
-                        state = TrackerState::new(
-                            recovered.head_seq,
-                            recovered.active_jobs,
-                            ctx.config.mirror_base_url.clone(),
-                        );
+                match reload(&ctx).await {
+                    Ok(reloaded) => {
+                        state = reloaded;
+                        if ctx.leases.is_none() {
+                            feed_head = state.head_seq();
+                        }
                         for (_, job) in state.snapshot(&JobFilter::All) {
                             if !polled.contains(&job.result_key) {
                                 start_poller(&ctx, &job);
@@ -208,6 +294,7 @@ pub(crate) async fn run(
         for effect in effects {
             match effect {
                 Effect::FanOut(event) if durable.is_ok() => fan_out(&mut watchers, &event),
+                Effect::Deliver(event) => fan_out(&mut watchers, &event),
                 Effect::Register(watcher) if durable.is_ok() => watchers.push(watcher),
                 Effect::StartPoller(job) if durable.is_ok() => start_poller(&ctx, &job),
                 Effect::Reply(send) => send(durable.clone()),
@@ -223,11 +310,57 @@ pub(crate) async fn run(
     );
 }
 
+/// The leased jobs whose news the step carries, with their epochs. A job
+/// whose lease is not held any more is forgotten here.
+fn leased(ctx: &PollerContext, state: &mut TrackerState, step: &[Command]) -> Vec<(String, u64)> {
+    let Some(held) = &ctx.leases else {
+        return Vec::new();
+    };
+    let mut leased = Vec::new();
+    for key in step.iter().filter_map(Command::polled_key) {
+        match held.epoch(key) {
+            Some(epoch) => leased.push((key.to_owned(), epoch)),
+            None => state.forget(key),
+        }
+    }
+    leased.sort();
+    leased.dedup();
+    leased
+}
+
+/// Stops tracking a job whose lease is gone.
+fn forget(ctx: &PollerContext, state: &mut TrackerState, key: &str) {
+    if let Some(held) = &ctx.leases {
+        held.remove(key);
+    }
+    state.forget(key);
+}
+
+/// The state as the journal has it: every active job on a journal of its
+/// own, the leased ones on a shared journal.
+async fn reload(ctx: &PollerContext) -> Result<TrackerState, StoreError> {
+    let recovered = ctx.store.recover().await?;
+    let active = match &ctx.leases {
+        None => recovered.active_jobs,
+        Some(held) => recovered
+            .active_jobs
+            .into_iter()
+            .filter(|r| held.epoch(&r.job.result_key).is_some())
+            .collect(),
+    };
+    Ok(TrackerState::new(
+        recovered.head_seq,
+        active,
+        ctx.config.mirror_base_url.clone(),
+    ))
+}
+
 fn apply(
     ctx: &PollerContext,
     state: &mut TrackerState,
     command: Command,
     journaled: &Result<HashMap<String, JobRecord>, StoreError>,
+    feed_head: &mut u64,
     effects: &mut Vec<Effect>,
     still_active: &mut Vec<(String, oneshot::Sender<bool>)>,
 ) {
@@ -271,8 +404,9 @@ fn apply(
                 // Registered in the same step as the accept, so the watcher
                 // replays the job from its `accepted` event: nothing can be
                 // missed in between.
-                let subscription = with_subscription
-                    .then(|| subscribe_to_job(ctx, state, effects, key.clone(), accepted_seq));
+                let subscription = with_subscription.then(|| {
+                    subscribe_to_job(ctx, state, *feed_head, effects, key.clone(), accepted_seq)
+                });
                 Tracked {
                     job,
                     accepted_seq,
@@ -306,14 +440,20 @@ fn apply(
             after_seq,
             reply: to,
         } => {
-            let head = state.head_seq();
+            let head = registration_head(ctx, state, *feed_head);
             let answer = match after_seq {
-                Some(after_seq) if after_seq > head => Err(ServiceError::OutOfRange(format!(
-                    "events after seq {after_seq} are not available: this server retains seqs up to {head} (a seq from the future: was the data directory replaced?)"
-                ))),
+                // On a shared journal the tracker checked the seq against
+                // the journal's head already: this replica's watchers may
+                // simply not have been fed up to it yet.
+                Some(after_seq) if after_seq > head && ctx.leases.is_none() => {
+                    Err(ServiceError::OutOfRange(format!(
+                        "events after seq {after_seq} are not available: this server retains seqs up to {head} (a seq from the future: was the data directory replaced?)"
+                    )))
+                }
                 Some(after_seq) => Ok(subscribe(
                     ctx,
                     state,
+                    head,
                     effects,
                     filter,
                     Start::Replay {
@@ -323,9 +463,9 @@ fn apply(
                 )),
                 None => {
                     let start = Start::Snapshot {
-                        in_memory: state.snapshot(&filter),
+                        in_memory: in_memory(ctx, state, &filter),
                     };
-                    Ok(subscribe(ctx, state, effects, filter, start))
+                    Ok(subscribe(ctx, state, head, effects, filter, start))
                 }
             };
             reply(effects, to, answer);
@@ -335,7 +475,7 @@ fn apply(
             accepted_seq,
             reply: to,
         } => {
-            let subscription = subscribe_to_job(ctx, state, effects, key, accepted_seq);
+            let subscription = subscribe_to_job(ctx, state, *feed_head, effects, key, accepted_seq);
             reply(effects, to, Ok(subscription));
         }
         Command::MirrorFailed {
@@ -373,6 +513,52 @@ fn apply(
             let job = state.get(&key).cloned().unwrap_or(fallback);
             reply(effects, to, Ok(job));
         }
+        Command::Tailed { events } => {
+            for event in events {
+                if event.seq > *feed_head {
+                    *feed_head = event.seq;
+                    effects.push(Effect::Deliver(event));
+                }
+            }
+        }
+        Command::Adopt { records } => {
+            for record in records {
+                let job = record.job.clone();
+                if job.status == pb::JobStatus::Active as i32 && state.adopt(record) {
+                    effects.push(Effect::StartPoller(Box::new(job)));
+                }
+            }
+        }
+        Command::LeasesLost { keys } => {
+            for key in keys {
+                state.forget(&key);
+            }
+        }
+        Command::Orphaned { submissions } => {
+            for submission in submissions {
+                let (event, _) = state.outcome_unknown(super::unsettled_draft(submission), now);
+                effects.push(Effect::FanOut(event));
+            }
+        }
+    }
+}
+
+/// The seq a watcher registered now starts live after: the last one its
+/// feed has passed on.
+fn registration_head(ctx: &PollerContext, state: &TrackerState, feed_head: u64) -> u64 {
+    match ctx.leases {
+        None => state.head_seq(),
+        Some(_) => feed_head,
+    }
+}
+
+/// The jobs a snapshot takes from memory, as they are at the head: on a
+/// shared journal none (this replica polls only some jobs, and the
+/// journal is current for all of them).
+fn in_memory(ctx: &PollerContext, state: &TrackerState, filter: &JobFilter) -> Vec<(u64, pb::Job)> {
+    match ctx.leases {
+        None => state.snapshot(filter),
+        Some(_) => Vec::new(),
     }
 }
 
@@ -395,14 +581,16 @@ fn start_poller(ctx: &PollerContext, job: &pb::Job) {
 fn subscribe(
     ctx: &PollerContext,
     state: &TrackerState,
+    head_seq: u64,
     effects: &mut Vec<Effect>,
     filter: JobFilter,
     start: Start,
 ) -> Subscription {
     let buffer = ctx.config.watcher_buffer;
-    let pending = match &filter {
-        JobFilter::Keys(_) => Some(state.active_keys(&filter)),
-        JobFilter::All => None,
+    let pending = match (&filter, &ctx.leases) {
+        (JobFilter::Keys(_), None) => Pending::Known(state.active_keys(&filter)),
+        (JobFilter::Keys(keys), Some(_)) => Pending::FromJournal(keys.clone()),
+        (JobFilter::All, _) => Pending::Never,
     };
     let (tx, rx) = mpsc::channel(buffer.max(1));
     let lagged = Arc::new(LagFlag::default());
@@ -413,7 +601,7 @@ fn subscribe(
     }));
     Subscription {
         start,
-        head_seq: state.head_seq(),
+        head_seq,
         filter,
         store: ctx.store.clone(),
         store_id: ctx.server_id.clone(),
@@ -430,6 +618,7 @@ fn subscribe(
 fn subscribe_to_job(
     ctx: &PollerContext,
     state: &TrackerState,
+    feed_head: u64,
     effects: &mut Vec<Effect>,
     key: String,
     accepted_seq: u64,
@@ -437,9 +626,10 @@ fn subscribe_to_job(
     let filter = JobFilter::Keys(HashSet::from([key]));
     let start = Start::Replay {
         after_seq: accepted_seq.saturating_sub(1),
-        or_snapshot: Some(state.snapshot(&filter)),
+        or_snapshot: Some(in_memory(ctx, state, &filter)),
     };
-    subscribe(ctx, state, effects, filter, start)
+    let head = registration_head(ctx, state, feed_head);
+    subscribe(ctx, state, head, effects, filter, start)
 }
 
 fn fan_out(watchers: &mut Vec<Watcher>, event: &Arc<pb::JobEvent>) {

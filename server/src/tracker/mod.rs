@@ -3,9 +3,11 @@
 //! number of watchers. It resumes from the journal after a restart.
 
 mod aggregator;
+mod leases;
 mod poller;
 mod state;
 mod subscription;
+mod tail;
 #[cfg(test)]
 mod tests;
 
@@ -21,7 +23,9 @@ pub use subscription::Subscription;
 pub(crate) use subscription::gone;
 
 use crate::error::ServiceError;
-use crate::store::{Compaction, JobRecord, MirrorRequest, Store, StoreError};
+use crate::store::{
+    Cluster, Compaction, JobRecord, MirrorRequest, Store, StoreError, SubmissionRecord,
+};
 use crate::upstream::{RetryPolicy, UpstreamClient};
 use aggregator::Command;
 
@@ -104,21 +108,47 @@ pub struct Tracker {
     store: Arc<dyn Store>,
     tasks: tokio_util::task::TaskTracker,
     mirror_work: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<MirrorWork>>>>,
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// Message of the records made for submits a crash left unsettled.
 const UNSETTLED_AFTER_RESTART: &str = "retouchd stopped after recording this submit and before recording the upstream's answer: it may have been accepted and billed. It is not resubmitted; if the upstream has the job, Watch its result key to track it.";
 
+/// The record a submit left unsettled becomes: its draft, saying why its
+/// outcome is unknown.
+pub(crate) fn unsettled_draft(unsettled: SubmissionRecord) -> pb::Job {
+    let mut draft = unsettled.draft;
+    draft.last_error = Some(pb::UpstreamError {
+        message: UNSETTLED_AFTER_RESTART.into(),
+        ..Default::default()
+    });
+    tracing::warn!(submission_id = %unsettled.id, request_id = ?unsettled.request_id, "a submit's outcome is unknown after a restart; it is not resubmitted");
+    draft
+}
+
 impl Tracker {
     /// Recovers from the journal (the head seq, the jobs to poll, submits a
     /// crash left unsettled) and starts the aggregator task and the
     /// retention sweep on the current runtime.
+    ///
+    /// With `cluster`, the journal is shared by replicas: the jobs to poll
+    /// are those this replica leases (a fair share of those nobody holds,
+    /// and those it accepts), the unsettled submits are those of replicas
+    /// that stopped, and the watchers are fed every replica's events by a
+    /// tailer.
     pub async fn start(
         client: UpstreamClient,
         config: TrackerConfig,
         store: Arc<dyn Store>,
+        cluster: Option<Arc<dyn Cluster>>,
     ) -> Result<Self, StoreError> {
-        let recovered = store.recover().await?;
+        let mut recovered = store.recover().await?;
+        if cluster.is_some() {
+            // Claimed through leases instead, so no two replicas take the
+            // same ones.
+            recovered.active_jobs.clear();
+            recovered.unsettled.clear();
+        }
         if !recovered.active_jobs.is_empty() || !recovered.unsettled.is_empty() {
             tracing::info!(
                 active_jobs = recovered.active_jobs.len(),
@@ -136,13 +166,7 @@ impl Tracker {
         // becomes a visible record, never a silent resubmit.
         let now = std::time::SystemTime::now();
         for unsettled in recovered.unsettled {
-            let mut draft = unsettled.draft;
-            draft.last_error = Some(retouch_api::v1::UpstreamError {
-                message: UNSETTLED_AFTER_RESTART.into(),
-                ..Default::default()
-            });
-            tracing::warn!(submission_id = %unsettled.id, request_id = ?unsettled.request_id, "a submit's outcome is unknown after a restart; it is not resubmitted");
-            state.outcome_unknown(draft, now);
+            state.outcome_unknown(unsettled_draft(unsettled), now);
         }
         store.commit(state.take_writes()).await?;
         let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
@@ -164,6 +188,25 @@ impl Tracker {
             mirror.clone(),
             cancel.clone(),
         ));
+        let leases = cluster
+            .as_ref()
+            .map(|_| Arc::new(leases::HeldLeases::default()));
+        if let (Some(cluster), Some(held)) = (&cluster, &leases) {
+            tracing::info!(replica_id = cluster.replica_id(), lease_ttl = ?cluster.lease_ttl(), "joining the replicas sharing the journal");
+            tasks.spawn(leases::run(
+                cluster.clone(),
+                held.clone(),
+                commands.clone(),
+                cancel.clone(),
+            ));
+            tasks.spawn(tail::run(
+                store.clone(),
+                cluster.clone(),
+                recovered.head_seq,
+                commands.clone(),
+                cancel.clone(),
+            ));
+        }
         let ctx = poller::PollerContext {
             server_id: server_id.clone(),
             store: store.clone(),
@@ -174,6 +217,7 @@ impl Tracker {
             close_streams: close_streams.clone(),
             tasks: tasks.clone(),
             mirror,
+            leases,
         };
         let aggregator = tasks.spawn(aggregator::run(receiver, ctx, state));
         tokio::spawn(async move {
@@ -190,6 +234,7 @@ impl Tracker {
             store,
             tasks,
             mirror_work: Arc::new(std::sync::Mutex::new(Some(mirror_rx))),
+            cluster,
         })
     }
 
@@ -274,6 +319,14 @@ impl Tracker {
         filter: JobFilter,
         after_seq: Option<u64>,
     ) -> Result<Subscription, ServiceError> {
+        if let (Some(cluster), Some(after_seq)) = (&self.cluster, after_seq) {
+            let head = cluster.committed_head().await?;
+            if after_seq > head {
+                return Err(ServiceError::OutOfRange(format!(
+                    "events after seq {after_seq} are not available: the cluster's journal holds seqs up to {head} (a seq from the future: was the database replaced?)"
+                )));
+            }
+        }
         self.ask(|reply| Command::Subscribe {
             filter,
             after_seq,

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TrackerConfig;
 use super::aggregator::Command;
+use super::leases::LeaseStatus;
 use crate::aliyun::{ApiKind, WireTaskStatus};
 use crate::convert::upstream_error_to_pb;
 use crate::upstream::UpstreamClient;
@@ -31,6 +32,8 @@ pub(crate) struct PollerContext {
     pub tasks: tokio_util::task::TaskTracker,
     /// Where results to mirror go, when they are mirrored.
     pub mirror: Option<mpsc::UnboundedSender<super::MirrorWork>>,
+    /// On a journal shared by replicas: the leases this replica holds.
+    pub leases: Option<std::sync::Arc<super::leases::HeldLeases>>,
 }
 
 /// Polls `key` until its tasks are all terminal, the error is one retrying
@@ -52,6 +55,18 @@ pub(crate) async fn run(
         tokio::select! {
             _ = ctx.cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+        }
+        if let Some(leases) = &ctx.leases {
+            // Never query a job another replica may be polling: stop when
+            // the lease is gone, pause while it waits for a renewal.
+            match leases.status(&key) {
+                LeaseStatus::Valid => {}
+                LeaseStatus::Expired => {
+                    wait = config.poll_min;
+                    continue;
+                }
+                LeaseStatus::Gone => return,
+            }
         }
         let outcome = tokio::select! {
             _ = ctx.cancel.cancelled() => return,

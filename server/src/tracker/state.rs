@@ -107,6 +107,32 @@ impl TrackerState {
         self.next_seq - 1
     }
 
+    /// Numbers the next events from `head_seq`, the journal's head as the
+    /// step found it (other replicas may have moved it).
+    pub fn continue_from(&mut self, head_seq: u64) {
+        self.next_seq = head_seq + 1;
+    }
+
+    /// Starts polling a job another replica was polling (its lease was
+    /// claimed): no event, since nothing about the job changed. Returns
+    /// whether it was new here.
+    pub fn adopt(&mut self, record: JobRecord) -> bool {
+        if self.jobs.contains_key(&record.job.result_key) {
+            return false;
+        }
+        self.insert(record);
+        true
+    }
+
+    /// Stops tracking a job without an event: its lease went to another
+    /// replica, which carries on from what the journal has.
+    pub fn forget(&mut self, key: &str) {
+        if let Some(tracked) = self.jobs.remove(key) {
+            self.by_accepted_seq.remove(&tracked.accepted_seq);
+        }
+        self.dirty.remove(key);
+    }
+
     /// Number of jobs in memory.
     pub fn len(&self) -> usize {
         self.jobs.len()
@@ -156,6 +182,9 @@ impl TrackerState {
                 job: Some(job.clone()),
             }),
         );
+        if !finished {
+            self.step.claims.push(key.clone());
+        }
         if let Some(id) = settles {
             self.step.settlements.push(Settlement::Accepted {
                 id,
@@ -312,6 +341,9 @@ impl TrackerState {
         let status = job_status_of(&tracked.job);
         tracked.job.status = status as i32;
         tracked.finished_at = (status != pb::JobStatus::Active).then_some(now);
+        if status == pb::JobStatus::Active {
+            self.step.claims.push(key.clone());
+        }
         let job = tracked.job.clone();
         Some(self.push_event(
             &job,

@@ -49,6 +49,17 @@ pub(crate) enum Start {
     Snapshot { in_memory: Vec<(u64, pb::Job)> },
 }
 
+/// Which named jobs a stream that stops when they are done waits for.
+pub(crate) enum Pending {
+    /// All jobs are watched: the stream never ends by itself.
+    Never,
+    /// Those still ACTIVE at registration (known from memory).
+    Known(HashSet<String>),
+    /// To be read from the journal once the stream has caught up (this
+    /// replica does not poll every job).
+    FromJournal(HashSet<String>),
+}
+
 /// A registered watcher.
 pub struct Subscription {
     pub(crate) start: Start,
@@ -60,8 +71,8 @@ pub struct Subscription {
     pub(crate) live: mpsc::Receiver<Arc<pb::JobEvent>>,
     pub(crate) lagged: Arc<LagFlag>,
     pub(crate) buffer: usize,
-    /// For named jobs: those still ACTIVE when the subscription was made.
-    pub(crate) pending: Option<HashSet<String>>,
+    /// For named jobs: those it still waits for.
+    pub(crate) pending: Pending,
     /// Cancelled when the server stops serving streams.
     pub(crate) closed: tokio_util::sync::CancellationToken,
 }
@@ -91,11 +102,14 @@ impl Subscription {
             pending,
             closed,
         } = self;
-        let mut pending = pending.filter(|_| stop_when_done);
         async_stream::stream! {
+            // Live events at or below this were replayed (or come before
+            // the resume point): a replica's feed may lag the journal.
+            let mut last_seq = head_seq;
             let mut snapshot_from_memory = None;
             match start {
                 Start::Replay { after_seq, or_snapshot } => {
+                    last_seq = last_seq.max(after_seq);
                     match store.compacted_through().await {
                         Err(e) => {
                             yield Err(e.into());
@@ -140,13 +154,24 @@ impl Subscription {
                     }
                 }
             }
+            let mut pending = match pending {
+                _ if !stop_when_done => None,
+                Pending::Never => None,
+                Pending::Known(keys) => Some(keys),
+                Pending::FromJournal(keys) => match still_changing(&*store, keys, last_seq).await {
+                    Ok(keys) => Some(keys),
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                },
+            };
             yield Ok(pb::WatchResponse {
                 kind: Some(WatchKind::Synced(pb::Synced {
-                    head_seq,
+                    head_seq: last_seq,
                     server_id: store_id.to_string(),
                 })),
             });
-            let mut last_seq = head_seq;
             if pending.as_ref().is_some_and(HashSet::is_empty) {
                 return;
             }
@@ -156,6 +181,9 @@ impl Subscription {
                     _ = closed.cancelled() => None,
                 };
                 let Some(event) = event else { break };
+                if event.seq <= last_seq {
+                    continue;
+                }
                 last_seq = event.seq;
                 let finished = event.job_status != pb::JobStatus::Active as i32;
                 let key = event.result_key.clone();
@@ -176,6 +204,24 @@ impl Subscription {
             }
         }
     }
+}
+
+/// Of the named jobs, those the stream must still wait for after `seq`:
+/// ACTIVE ones, and finished ones whose last change comes after `seq` (the
+/// live events still bring it).
+async fn still_changing(
+    store: &dyn Store,
+    keys: HashSet<String>,
+    seq: u64,
+) -> Result<HashSet<String>, ServiceError> {
+    let jobs = store.jobs_by_keys(keys.into_iter().collect()).await?;
+    Ok(jobs
+        .into_iter()
+        .filter(|(_, record)| {
+            record.job.status == pb::JobStatus::Active as i32 || record.job.last_seq > seq
+        })
+        .map(|(key, _)| key)
+        .collect())
 }
 
 fn event_response(event: pb::JobEvent) -> pb::WatchResponse {

@@ -14,7 +14,8 @@ use secrecy::SecretString;
 use super::*;
 use crate::store::UploadRecord;
 use crate::store::{
-    Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SqliteStore, StepWrites,
+    Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep,
+    SqliteStore, StepTransaction, StepWrites,
 };
 use crate::upstream::UpstreamConfig;
 
@@ -38,6 +39,12 @@ impl Store for FullDisk {
             return Err(StoreError::Unavailable("database or disk is full".into()));
         }
         self.inner.commit(writes).await
+    }
+    async fn begin_step(
+        &self,
+        _leased: Vec<(String, u64)>,
+    ) -> Result<Box<dyn StepTransaction + '_>, StoreError> {
+        Ok(Box::new(SoleWriterStep { store: self }))
     }
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
         self.inner.begin_submission(new).await
@@ -149,7 +156,7 @@ async fn a_step_the_journal_refuses_is_seen_by_nobody_and_tracking_goes_on() {
         SecretString::from("unused"),
     ))
     .unwrap();
-    let tracker = Tracker::start(client, TrackerConfig::default(), store.clone())
+    let tracker = Tracker::start(client, TrackerConfig::default(), store.clone(), None)
         .await
         .unwrap();
     let watcher = tracker.subscribe(JobFilter::All, None).await.unwrap();
@@ -198,7 +205,7 @@ async fn a_snapshot_merges_polled_and_journaled_jobs_in_order_across_pages() {
         SecretString::from("unused"),
     ))
     .unwrap();
-    let tracker = Tracker::start(client, TrackerConfig::default(), store)
+    let tracker = Tracker::start(client, TrackerConfig::default(), store, None)
         .await
         .unwrap();
     // More than two pages of finished jobs, with jobs still being polled

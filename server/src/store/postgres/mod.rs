@@ -2,23 +2,27 @@
 //! the same contract as the SQLite journal, on a server that operators
 //! already run and back up.
 //!
-//! This is the first step towards several replicas on one database. Until
-//! leases exist, one retouchd uses a database at a time: it holds a
-//! session-level advisory lock on a connection of its own for as long as it
-//! runs, and a second one is refused, as a second one on a SQLite data
-//! directory is refused by its lock file.
+//! Several retouchd replicas may share one database. Each is a member of
+//! the cluster ([`Cluster`]): it heartbeats, polls only the jobs it holds a
+//! lease on, writes their news only while its lease's epoch still holds
+//! (`step`), and wakes its event tailer on other replicas' commits
+//! (`listener`).
 //!
 //! Every call gives up within its timeouts rather than hang: connecting and
 //! waiting for a pooled connection are bounded, and statements run under a
 //! `statement_timeout`. A lost connection surfaces as
 //! `StoreError::Unavailable` and the pool opens a new one on the next call.
 
+mod cluster;
+mod listener;
 mod sql;
+mod step;
 #[cfg(test)]
 mod test_cluster;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -27,7 +31,7 @@ use tokio_postgres::NoTls;
 
 use super::{
     Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, StepWrites, Store, StoreError, UploadRecord,
+    NewSubmission, Recovered, StepTransaction, StepWrites, Store, StoreError, UploadRecord,
 };
 
 mod embedded {
@@ -40,10 +44,29 @@ const POOL_SIZE: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest any statement may run before the server cancels it.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Advisory lock key of the single-writer lock ("retouchd" in ASCII).
-const WRITER_LOCK: i64 = 0x7265_746f_7563_6864;
-/// Advisory lock key that serialises schema migrations between processes.
-const MIGRATION_LOCK: i64 = WRITER_LOCK + 1;
+/// Longest a transaction may sit idle. A step holds the event counter's
+/// lock, so a replica that stops mid-step (paused, partitioned) must not
+/// hold up every other replica for longer than this.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Advisory lock key that serialises schema migrations between processes
+/// ("retouchd" in ASCII, plus one).
+const MIGRATION_LOCK: i64 = 0x7265_746f_7563_6865;
+
+/// How this replica takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// How long leases and heartbeats last unless renewed: a dead
+    /// replica's jobs are taken over within it.
+    pub lease_ttl: Duration,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        ReplicaOptions {
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Why the database could not be used as a journal. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -55,22 +78,28 @@ pub struct DatabaseOpenError {
     pub reason: String,
 }
 
-/// The journal in one PostgreSQL database.
+/// The journal in one PostgreSQL database, as one replica of the cluster
+/// sharing it.
 pub struct PostgresStore {
     id: String,
     pool: Pool,
-    /// The connection holding the single-writer lock; dropping it (with
-    /// the store) releases the lock.
-    _writer_lock: tokio_postgres::Client,
+    replica_id: Arc<str>,
+    lease_ttl: Duration,
+    /// Woken by the listener on other replicas' commits.
+    commits: Arc<tokio::sync::Notify>,
+    /// Stops the listener when the store is dropped.
+    _listener: tokio_util::sync::DropGuard,
 }
 
 impl PostgresStore {
-    /// Connects to `url` (a `postgres://` URL or a key=value string),
-    /// migrates the schema to this version and takes the single-writer
-    /// lock. Fails without changing anything if the database cannot be
-    /// reached, another retouchd holds it, or its schema is newer than this
-    /// retouchd knows.
-    pub async fn connect(url: &str) -> Result<PostgresStore, DatabaseOpenError> {
+    /// Connects to `url` (a `postgres://` URL or a key=value string) as a
+    /// new replica and migrates the schema to this version. Fails without
+    /// changing anything if the database cannot be reached or its schema is
+    /// newer than this retouchd knows.
+    pub async fn connect(
+        url: &str,
+        options: ReplicaOptions,
+    ) -> Result<PostgresStore, DatabaseOpenError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| DatabaseOpenError {
             target: "(unparsable URL)".into(),
             reason: format!("the URL does not parse: {e}"),
@@ -83,8 +112,9 @@ impl PostgresStore {
         config.connect_timeout(CONNECT_TIMEOUT);
         if config.get_options().is_none() {
             config.options(format!(
-                "-c statement_timeout={}",
-                STATEMENT_TIMEOUT.as_millis()
+                "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+                STATEMENT_TIMEOUT.as_millis(),
+                IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
             ));
         }
         if config.get_application_name().is_none() {
@@ -97,27 +127,23 @@ impl PostgresStore {
             .map_err(|e| fail(format!("cannot connect: {}", sql::message(&e))))?;
         let connection = tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::error!(error = %e, "the journal's lock connection to PostgreSQL ended");
+                tracing::debug!(error = %e, "the journal's setup connection to PostgreSQL ended");
             }
         });
-        let locked: bool = setup
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
-            .await
-            .map_err(|e| fail(format!("cannot take the writer lock: {}", sql::message(&e))))?
-            .get(0);
-        if !locked {
-            connection.abort();
-            return Err(fail(
-                "another retouchd is using this database; one retouchd per database until \
-                 replicas are supported"
-                    .into(),
-            ));
-        }
         migrate(&mut setup).await.map_err(fail)?;
         let id = sql::ensure_identity(&setup, &uuid::Uuid::new_v4().to_string())
             .await
             .map_err(|e| fail(e.to_string()))?;
+        drop(setup);
+        connection.abort();
 
+        let commits = Arc::new(tokio::sync::Notify::new());
+        let listener = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(listener::listen(
+            config.clone(),
+            commits.clone(),
+            listener.clone(),
+        ));
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -136,7 +162,10 @@ impl PostgresStore {
         Ok(PostgresStore {
             id,
             pool,
-            _writer_lock: setup,
+            replica_id: uuid::Uuid::new_v4().to_string().into(),
+            lease_ttl: options.lease_ttl,
+            commits,
+            _listener: listener.drop_guard(),
         })
     }
 
@@ -245,9 +274,19 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(sql::db_error)
     }
 
+    async fn begin_step(
+        &self,
+        leased: Vec<(String, u64)>,
+    ) -> Result<Box<dyn StepTransaction + '_>, StoreError> {
+        let client = self.client().await?;
+        let step =
+            step::PgStep::begin(client, leased, self.replica_id.clone(), self.lease_ttl).await?;
+        Ok(Box::new(step))
+    }
+
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
         let client = self.client().await?;
-        sql::begin_submission(&**client, &new).await
+        sql::begin_submission(&**client, &new, &self.replica_id).await
     }
 
     async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {

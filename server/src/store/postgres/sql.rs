@@ -53,7 +53,7 @@ pub(super) fn message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn bound(value: u64) -> i64 {
+pub(super) fn bound(value: u64) -> i64 {
     value.min(i64::MAX as u64) as i64
 }
 
@@ -78,17 +78,7 @@ pub(super) async fn ensure_identity<C: GenericClient>(
 }
 
 pub(super) async fn recover<C: GenericClient>(client: &C) -> Result<Recovered, StoreError> {
-    let row = client
-        .query_one(
-            "SELECT GREATEST(
-                 (SELECT COALESCE(MAX(seq), 0) FROM events),
-                 (SELECT COALESCE(MAX(last_seq), 0) FROM jobs),
-                 (SELECT compacted_through FROM store_meta WHERE id = 1))",
-            &[],
-        )
-        .await
-        .map_err(db_error)?;
-    let head_seq = seq(row.get::<_, Option<i64>>(0).unwrap_or(0));
+    let head_seq = committed_head(client).await?;
     let active_jobs = client
         .query(
             "SELECT accepted_seq, finished_at_ms, job FROM jobs WHERE status = $1
@@ -138,6 +128,17 @@ pub(super) async fn recover<C: GenericClient>(client: &C) -> Result<Recovered, S
 /// One aggregator step. The caller runs it in a transaction: its events,
 /// job rows, settlements and pending mirror copies commit together or not
 /// at all.
+/// The highest seq committed (by any replica).
+pub(super) async fn committed_head<C: GenericClient>(client: &C) -> Result<u64, StoreError> {
+    let row = client
+        .query_one("SELECT seq FROM event_head WHERE id = 1", &[])
+        .await
+        .map_err(db_error)?;
+    Ok(seq(row.get(0)))
+}
+
+/// Writes one step's changes. Moves the event counter up to its last
+/// event (a step begun with `begin_step` holds the counter's row already).
 pub(super) async fn commit_step<C: GenericClient>(
     client: &C,
     writes: &StepWrites,
@@ -171,7 +172,9 @@ pub(super) async fn commit_step<C: GenericClient>(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (accepted_seq) DO UPDATE SET
                  status = excluded.status, last_seq = excluded.last_seq,
-                 finished_at_ms = excluded.finished_at_ms, job = excluded.job",
+                 finished_at_ms = excluded.finished_at_ms, job = excluded.job,
+                 lease_owner = CASE WHEN excluded.status = 1 THEN jobs.lease_owner END,
+                 lease_expires_at = CASE WHEN excluded.status = 1 THEN jobs.lease_expires_at END",
         )
         .await
         .map_err(db_error)?;
@@ -190,6 +193,15 @@ pub(super) async fn commit_step<C: GenericClient>(
                     &record.finished_at.map(millis),
                     &job.encode_to_vec(),
                 ],
+            )
+            .await
+            .map_err(db_error)?;
+    }
+    if let Some(last) = writes.events.last() {
+        client
+            .execute(
+                "UPDATE event_head SET seq = GREATEST(seq, $1) WHERE id = 1",
+                &[&bound(last.seq)],
             )
             .await
             .map_err(db_error)?;
@@ -374,11 +386,13 @@ pub(super) async fn mirror_state<C: GenericClient>(
 pub(super) async fn begin_submission<C: GenericClient>(
     client: &C,
     new: &NewSubmission,
+    replica_id: &str,
 ) -> Result<Began, StoreError> {
     let inserted = client
         .execute(
-            "INSERT INTO submissions (id, request_id, fingerprint, state, created_at_ms, draft)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO submissions
+                 (id, request_id, fingerprint, state, created_at_ms, draft, replica_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (request_id) DO NOTHING",
             &[
                 &new.id,
@@ -387,6 +401,7 @@ pub(super) async fn begin_submission<C: GenericClient>(
                 &STATE_PENDING,
                 &millis(new.created_at),
                 &new.draft.encode_to_vec(),
+                &replica_id,
             ],
         )
         .await
@@ -643,7 +658,7 @@ pub(super) async fn compact<C: GenericClient>(
     })
 }
 
-fn job_record(row: &Row) -> Result<JobRecord, StoreError> {
+pub(super) fn job_record(row: &Row) -> Result<JobRecord, StoreError> {
     Ok(JobRecord {
         job: decode(row.get::<_, &[u8]>(2), "job")?,
         accepted_seq: seq(row.get(0)),
@@ -651,7 +666,7 @@ fn job_record(row: &Row) -> Result<JobRecord, StoreError> {
     })
 }
 
-fn submission_record(row: &Row) -> Result<SubmissionRecord, StoreError> {
+pub(super) fn submission_record(row: &Row) -> Result<SubmissionRecord, StoreError> {
     SubmissionRow {
         id: row.get(0),
         request_id: row.get(1),

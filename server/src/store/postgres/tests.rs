@@ -6,17 +6,22 @@ use std::time::{Duration, Instant};
 
 use super::test_cluster::TestCluster;
 use super::*;
+use crate::store::Cluster;
 use crate::store::contract;
 
 #[tokio::test]
 async fn what_is_committed_survives_a_reconnect_with_the_same_identity() {
     let cluster = TestCluster::start();
-    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let store = PostgresStore::connect(&cluster.url(), ReplicaOptions::default())
+        .await
+        .unwrap();
     let id = store.store_id().to_owned();
     contract::write_a_step(&store).await;
     drop(store);
 
-    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let store = PostgresStore::connect(&cluster.url(), ReplicaOptions::default())
+        .await
+        .unwrap();
     assert_eq!(store.store_id(), id, "the journal keeps its id");
     contract::step_reads_back(&store).await;
 }
@@ -28,7 +33,7 @@ async fn the_store_contract_holds() {
         let cluster = &cluster;
         async move {
             Arc::new(
-                PostgresStore::connect(&cluster.database(name).await)
+                PostgresStore::connect(&cluster.database(name).await, ReplicaOptions::default())
                     .await
                     .unwrap(),
             )
@@ -39,10 +44,14 @@ async fn the_store_contract_holds() {
     contract::mirrored_results_move_through_their_states(&*connect("mirrors").await).await;
     contract::uploads_are_recorded_refreshed_and_expire(&*connect("uploads").await).await;
     let url = cluster.database("retention").await;
-    let store = PostgresStore::connect(&url).await.unwrap();
+    let store = PostgresStore::connect(&url, ReplicaOptions::default())
+        .await
+        .unwrap();
     contract::retention_removes_what_it_should(&store).await;
     drop(store);
-    let store = PostgresStore::connect(&url).await.unwrap();
+    let store = PostgresStore::connect(&url, ReplicaOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         store.recover().await.unwrap().head_seq,
         5,
@@ -50,37 +59,150 @@ async fn the_store_contract_holds() {
     );
 }
 
-#[tokio::test]
-async fn a_second_retouchd_on_the_database_is_refused_until_the_first_is_gone() {
-    let cluster = TestCluster::start();
-    let first = PostgresStore::connect(&cluster.url()).await.unwrap();
-    let message = PostgresStore::connect(&cluster.url())
+/// One step of `replica`: two events numbered from the head it found, and
+/// the job they belong to, leased to it.
+async fn step_of(replica: &PostgresStore, key: &str) -> u64 {
+    let step = replica.begin_step(Vec::new()).await.unwrap();
+    let head = step.head_seq().expect("a shared journal names its head");
+    let first = head + 1;
+    let record = JobRecord {
+        job: contract::job(key, pb::JobStatus::Active, first + 1),
+        accepted_seq: first,
+        finished_at: None,
+    };
+    let committed = step
+        .commit(StepWrites {
+            events: vec![contract::event(first, key), contract::event(first + 1, key)],
+            jobs: vec![record],
+            claims: vec![key.to_owned()],
+            ..StepWrites::default()
+        })
         .await
-        .err()
-        .expect("refused")
-        .to_string();
-    assert!(message.contains("another retouchd"), "{message}");
-    assert!(message.contains("127.0.0.1"), "names the server: {message}");
-    drop(first);
-    // The lock goes with the first store's connection, which the server
-    // notices as soon as it is closed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match PostgresStore::connect(&cluster.url()).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                assert!(e.to_string().contains("another retouchd"), "{e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("still refused: {e}"),
+        .unwrap();
+    assert_eq!(committed.leases.len(), 1, "the step leases its new job");
+    first + 1
+}
+
+#[tokio::test]
+async fn replicas_committing_at_once_get_gapless_seqs_that_readers_see_in_order() {
+    let cluster = TestCluster::start();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Arc::new(
+            PostgresStore::connect(&cluster.url(), ReplicaOptions::default())
+                .await
+                .unwrap(),
+        ));
+    }
+    let reader = replicas[0].clone();
+    let writers: Vec<_> = replicas
+        .iter()
+        .enumerate()
+        .map(|(r, replica)| {
+            let replica = replica.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    step_of(&replica, &format!("r{r}-{i}")).await;
+                }
+            })
+        })
+        .collect();
+    // A reader that only ever asks for what follows the last seq it saw
+    // must see every seq: a later one committed first would be skipped.
+    let mut seen = 0;
+    while seen < 240 {
+        for event in reader.events(seen, u64::MAX, None, 1000).await.unwrap() {
+            assert_eq!(event.seq, seen + 1, "a gap in what readers see");
+            seen = event.seq;
         }
     }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(reader.committed_head().await.unwrap(), 240);
+}
+
+#[tokio::test]
+async fn a_lost_lease_fences_its_old_holder_and_goes_to_another_replica() {
+    let cluster = TestCluster::start();
+    let short = ReplicaOptions {
+        lease_ttl: Duration::from_millis(600),
+    };
+    let a = PostgresStore::connect(&cluster.url(), short.clone())
+        .await
+        .unwrap();
+    let b = PostgresStore::connect(&cluster.url(), short).await.unwrap();
+    step_of(&a, "job").await;
+    let held_by_a = a.renew_leases(vec![("job".into(), 1)]).await.unwrap();
+    assert_eq!(held_by_a.len(), 1, "{held_by_a:?}");
+    assert!(
+        b.claim_jobs(10).await.unwrap().is_empty(),
+        "a valid lease is not claimable"
+    );
+
+    // A stops renewing (paused, partitioned): once the lease expires by
+    // the database's clock, B claims it under a new epoch.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let claimed = b.claim_jobs(10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let (record, lease) = &claimed[0];
+    assert_eq!(record.job.result_key, "job");
+    assert_eq!(lease.epoch, 2);
+
+    // A wakes up: its step is told the job is fenced, its renewal loses it.
+    let step = a.begin_step(vec![("job".into(), 1)]).await.unwrap();
+    assert_eq!(step.fenced(), ["job".to_owned()]);
+    drop(step);
+    assert!(
+        a.renew_leases(vec![("job".into(), 1)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let step = b.begin_step(vec![("job".into(), 2)]).await.unwrap();
+    assert!(step.fenced().is_empty(), "B holds it");
+}
+
+#[tokio::test]
+async fn a_stopped_replicas_pending_submits_are_taken_over_once_its_heartbeat_expires() {
+    let cluster = TestCluster::start();
+    let short = ReplicaOptions {
+        lease_ttl: Duration::from_millis(600),
+    };
+    let a = PostgresStore::connect(&cluster.url(), short.clone())
+        .await
+        .unwrap();
+    let b = PostgresStore::connect(&cluster.url(), short).await.unwrap();
+    a.heartbeat().await.unwrap();
+    let membership = b.heartbeat().await.unwrap();
+    assert_eq!(membership.live_replicas, 2);
+    a.begin_submission(contract::submission("sub-a", Some("r1"), 1))
+        .await
+        .unwrap();
+    assert!(
+        b.claim_orphaned_submissions().await.unwrap().is_empty(),
+        "A is alive: its submit may still be answered"
+    );
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let orphaned = b.claim_orphaned_submissions().await.unwrap();
+    assert_eq!(orphaned.len(), 1);
+    assert_eq!(orphaned[0].id, "sub-a");
+    b.heartbeat().await.unwrap();
+    assert!(
+        b.claim_orphaned_submissions().await.unwrap().is_empty(),
+        "taken once"
+    );
 }
 
 #[tokio::test]
 async fn a_newer_schema_or_a_bad_url_is_refused_without_a_password_in_the_message() {
     let cluster = TestCluster::start();
-    drop(PostgresStore::connect(&cluster.url()).await.unwrap());
+    drop(
+        PostgresStore::connect(&cluster.url(), ReplicaOptions::default())
+            .await
+            .unwrap(),
+    );
     let (client, connection) = tokio_postgres::connect(&cluster.url(), NoTls)
         .await
         .unwrap();
@@ -93,7 +215,7 @@ async fn a_newer_schema_or_a_bad_url_is_refused_without_a_password_in_the_messag
         )
         .await
         .unwrap();
-    let message = PostgresStore::connect(&cluster.url())
+    let message = PostgresStore::connect(&cluster.url(), ReplicaOptions::default())
         .await
         .err()
         .expect("refused")
@@ -102,7 +224,7 @@ async fn a_newer_schema_or_a_bad_url_is_refused_without_a_password_in_the_messag
     assert!(message.contains("99"), "{message}");
 
     let url = "postgres://retouch:hunter2@127.0.0.1:1/postgres";
-    let message = PostgresStore::connect(url)
+    let message = PostgresStore::connect(url, ReplicaOptions::default())
         .await
         .err()
         .expect("nothing listens on port 1")
@@ -117,7 +239,9 @@ async fn a_newer_schema_or_a_bad_url_is_refused_without_a_password_in_the_messag
 #[tokio::test]
 async fn calls_fail_cleanly_while_the_server_restarts_and_work_again_after() {
     let cluster = TestCluster::start();
-    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let store = PostgresStore::connect(&cluster.url(), ReplicaOptions::default())
+        .await
+        .unwrap();
     contract::write_a_step(&store).await;
     // A restart cuts every pooled connection: the next calls fail as
     // Unavailable (never hang), then the pool reconnects by itself.

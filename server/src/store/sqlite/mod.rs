@@ -19,7 +19,8 @@ use rusqlite_migration::{M, Migrations};
 
 use super::{
     Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, StepWrites, Store, StoreError, UploadRecord,
+    NewSubmission, Recovered, SoleWriterStep, StepTransaction, StepWrites, Store, StoreError,
+    UploadRecord,
 };
 use writer::Writer;
 
@@ -312,6 +313,14 @@ impl Store for SqliteStore {
         self.writer
             .write(move |conn| sql::commit_step(conn, &writes))
             .await
+    }
+
+    async fn begin_step(
+        &self,
+        _leased: Vec<(String, u64)>,
+    ) -> Result<Box<dyn StepTransaction + '_>, StoreError> {
+        // The lock file makes this process the journal's only writer.
+        Ok(Box::new(SoleWriterStep { store: self }))
     }
 
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {

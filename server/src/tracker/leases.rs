@@ -1,0 +1,204 @@
+//! The leases this replica holds on a shared journal, and the loop that
+//! keeps them: it heartbeats, renews what is held, claims a fair share of
+//! the jobs nobody holds (a dead replica's, within its TTL), and takes over
+//! the submits dead replicas left unsettled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::aggregator::Command;
+use crate::store::{Cluster, Lease};
+
+/// Longest pause between two rounds of claiming: takeover of a dead
+/// replica's jobs comes at most this long after its leases expire.
+const CLAIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Where a job's lease stands for this replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseStatus {
+    /// Held and valid: poll it.
+    Valid,
+    /// Held but not renewed in time: do not poll until it is.
+    Expired,
+    /// Not held (lost, or the job finished): stop.
+    Gone,
+}
+
+/// The leases held, shared by the aggregator (epochs for fencing), the
+/// pollers (whether to query) and the lease loop.
+#[derive(Debug, Default)]
+pub(crate) struct HeldLeases {
+    held: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl HeldLeases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Instant)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a lease taken (claimed, or by a step that tracked the job).
+    pub(crate) fn insert(&self, lease: Lease) {
+        self.lock()
+            .insert(lease.result_key, (lease.epoch, lease.valid_until));
+    }
+
+    /// Forgets a job's lease.
+    pub(crate) fn remove(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// The epoch held for `key`.
+    pub(crate) fn epoch(&self, key: &str) -> Option<u64> {
+        self.lock().get(key).map(|(epoch, _)| *epoch)
+    }
+
+    /// Whether a poller may query `key` now.
+    pub(crate) fn status(&self, key: &str) -> LeaseStatus {
+        match self.lock().get(key) {
+            None => LeaseStatus::Gone,
+            Some((_, until)) if *until > Instant::now() => LeaseStatus::Valid,
+            Some(_) => LeaseStatus::Expired,
+        }
+    }
+
+    /// How many are held.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Every lease held, with its epoch.
+    fn epochs(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .map(|(key, (epoch, _))| (key.clone(), *epoch))
+            .collect()
+    }
+
+    /// Applies a renewal of `asked`: renewed leases get their new expiry,
+    /// the others are dropped (unless taken anew meanwhile) and returned.
+    fn renewed(&self, asked: Vec<(String, u64)>, renewed: Vec<Lease>) -> Vec<String> {
+        let mut held = self.lock();
+        let renewed: HashMap<String, Lease> = renewed
+            .into_iter()
+            .map(|l| (l.result_key.clone(), l))
+            .collect();
+        let mut lost = Vec::new();
+        for (key, epoch) in asked {
+            match renewed.get(&key) {
+                Some(lease) => {
+                    if let Some(entry) = held.get_mut(&key)
+                        && entry.0 == lease.epoch
+                    {
+                        entry.1 = lease.valid_until;
+                    }
+                }
+                None => {
+                    if held.get(&key).is_some_and(|(e, _)| *e == epoch) {
+                        held.remove(&key);
+                        lost.push(key);
+                    }
+                }
+            }
+        }
+        lost
+    }
+}
+
+/// Keeps this replica's membership and leases until `cancel`.
+pub(crate) async fn run(
+    cluster: Arc<dyn Cluster>,
+    held: Arc<HeldLeases>,
+    commands: mpsc::Sender<Command>,
+    cancel: CancellationToken,
+) {
+    let ttl = cluster.lease_ttl();
+    let renew_every = ttl / 3;
+    let mut tick = tokio::time::interval(renew_every.min(CLAIM_EVERY));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_renewal: Option<Instant> = None;
+    let mut live_replicas = 1;
+    let mut active_jobs = 0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if last_renewal.is_none_or(|at| at.elapsed() >= renew_every) {
+            let started = Instant::now();
+            match cluster.heartbeat().await {
+                Ok(membership) => {
+                    live_replicas = membership.live_replicas.max(1);
+                    active_jobs = membership.active_jobs;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+            }
+            let asked = held.epochs();
+            match cluster.renew_leases(asked.clone()).await {
+                Ok(renewed) => {
+                    last_renewal = Some(started);
+                    let lost = held.renewed(asked, renewed);
+                    if !lost.is_empty() {
+                        tracing::warn!(
+                            jobs = lost.len(),
+                            "leases lost to other replicas; no longer polling those jobs"
+                        );
+                        if commands
+                            .send(Command::LeasesLost { keys: lost })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing leases failed; will retry (polling pauses when they expire)")
+                }
+            }
+        }
+        // A fair share of the active jobs, rounded up so that the shares
+        // cover them all; jobs this replica accepted itself count too.
+        let share = active_jobs.div_ceil(live_replicas) as usize;
+        let room = share.saturating_sub(held.len());
+        if room > 0 {
+            match cluster.claim_jobs(room).await {
+                Ok(claimed) if !claimed.is_empty() => {
+                    tracing::info!(jobs = claimed.len(), "claimed jobs nobody held a lease on");
+                    let mut records = Vec::with_capacity(claimed.len());
+                    for (record, lease) in claimed {
+                        held.insert(lease);
+                        records.push(record);
+                    }
+                    if commands.send(Command::Adopt { records }).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "claiming jobs failed; will retry"),
+            }
+        }
+        match cluster.claim_orphaned_submissions().await {
+            Ok(orphaned) if !orphaned.is_empty() => {
+                tracing::warn!(
+                    submits = orphaned.len(),
+                    "took over submits a stopped replica left without an outcome; recording them as outcome unknown"
+                );
+                if commands
+                    .send(Command::Orphaned {
+                        submissions: orphaned,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "looking for orphaned submits failed; will retry"),
+        }
+    }
+}
