@@ -18,6 +18,17 @@ pub enum ServiceError {
     /// retry blindly.
     #[error("the submit's outcome is unknown (it may have been accepted and billed): {0}")]
     SubmitOutcomeUnknown(UpstreamError),
+    /// The request id is bound to a submit another replica is still
+    /// making: retrying later returns its job (nothing was sent here).
+    #[error(
+        "request_id {request_id:?} is being submitted by another retouchd replica and its answer has not come within {waited:?}; nothing was sent by this call: retry with the same request_id to get its job"
+    )]
+    SubmitInFlight {
+        /// The client's request id.
+        request_id: String,
+        /// How long this call waited for the other replica's answer.
+        waited: std::time::Duration,
+    },
     /// No such job.
     #[error("{0}")]
     NotFound(String),

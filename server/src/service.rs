@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Stream, StreamExt};
 use retouch_api::v1 as pb;
@@ -24,6 +24,13 @@ pub const MAX_WATCHED_JOBS: usize = 1000;
 /// How long a Watch keeps retrying the lookup of a key it names while the
 /// upstream throttles or fails (a shorter client deadline ends it first).
 pub const ADOPTION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Longest a submit waits for another replica's answer to a submit with
+/// the same request id (or, if that replica died, for the takeover that
+/// records the outcome as unknown).
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
+/// How often it looks again meanwhile.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(100);
 
 const ADOPTION_RETRY: crate::upstream::RetryPolicy = crate::upstream::RetryPolicy {
     min_delay: std::time::Duration::from_millis(200),
@@ -135,21 +142,43 @@ impl Retouch {
         let fingerprint = fingerprint(api, &tasks);
         // The intent is durable before anything is sent: a crash from here
         // on leaves a record, never a silent second bill.
-        let began = self
-            .tracker
-            .store()
-            .begin_submission(NewSubmission {
-                id: submission_id.clone(),
-                request_id: request_id.clone(),
-                fingerprint,
-                draft: draft.clone(),
-                created_at: now,
-            })
-            .await?;
-        if let Began::Existing(earlier) = began {
-            return self
-                .earlier_submission(*earlier, fingerprint, subscribe)
-                .await;
+        let intent = NewSubmission {
+            id: submission_id.clone(),
+            request_id: request_id.clone(),
+            fingerprint,
+            draft: draft.clone(),
+            created_at: now,
+        };
+        let waiting_since = Instant::now();
+        loop {
+            match self
+                .tracker
+                .store()
+                .begin_submission(intent.clone())
+                .await?
+            {
+                Began::Recorded => break,
+                // Another replica is making this submit right now (this
+                // process's own calls take turns): wait for its answer
+                // rather than call its outcome unknown.
+                Began::Existing(earlier)
+                    if earlier.state == SubmissionState::Pending
+                        && earlier.fingerprint == fingerprint =>
+                {
+                    if waiting_since.elapsed() >= IN_FLIGHT_WAIT {
+                        return Err(ServiceError::SubmitInFlight {
+                            request_id: request_id.unwrap_or_default(),
+                            waited: IN_FLIGHT_WAIT,
+                        });
+                    }
+                    tokio::time::sleep(IN_FLIGHT_RECHECK).await;
+                }
+                Began::Existing(earlier) => {
+                    return self
+                        .earlier_submission(*earlier, fingerprint, subscribe)
+                        .await;
+                }
+            }
         }
         let outcome = match self.client.submit(api, tasks.clone()).await {
             Ok(outcome) if !outcome.result_key.is_empty() => outcome,

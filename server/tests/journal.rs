@@ -3,8 +3,8 @@
 //! moments and restarted on the same data directory.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,98 +15,9 @@ use retouch_api::v1 as pb;
 use retouch_api::v1::instance_matting_client::InstanceMattingClient;
 use retouch_api::v1::jobs_client::JobsClient;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
-const APPCODE: &str = "journal-test-appcode";
-
-/// A child process killed (SIGKILL) when dropped, with its log file.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    fn spawn(args: &[&str], log: PathBuf) -> Process {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_retouchd"))
-            .args(args)
-            .env("RETOUCH_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("retouchd starts");
-        Process { child, log }
-    }
-
-    /// The value of `field` in the first log line whose message contains
-    /// `message`, waiting for it to appear.
-    async fn logged(&mut self, message: &str, field: &str) -> String {
-        match self.try_logged(message, field).await {
-            Ok(value) => value,
-            Err(log) => panic!("the process exited before logging {message:?}:\n{log}"),
-        }
-    }
-
-    /// [`Process::logged`], or the whole log if the process exited first.
-    async fn try_logged(&mut self, message: &str, field: &str) -> Result<String, String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            for line in text.lines() {
-                let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                let fields = &entry["fields"];
-                if fields["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains(message))
-                    && let Some(value) = fields[field].as_str()
-                {
-                    return Ok(value.to_owned());
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exit {status}:\n{text}"));
-            }
-            assert!(Instant::now() < deadline, "no {message:?} in:\n{text}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn sigkill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-/// `retouchd local-backend` as a process of its own: it outlives retouchd.
-async fn backend(dir: &Path, task_duration: &str) -> (Process, String) {
-    let mut process = Process::spawn(
-        &[
-            "local-backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--appcode",
-            APPCODE,
-            "--fault-task-duration",
-            task_duration,
-            "--local-workers",
-            "2",
-        ],
-        dir.join("backend.log"),
-    );
-    let addr = process.logged("local backend is running", "listen").await;
-    (process, format!("http://{addr}"))
-}
+mod support;
+use support::{APPCODE, Process, backend, backend_stats, channel, list_all, task};
 
 /// retouchd on `data_dir` against `upstream`; returns it and its gRPC URL.
 async fn retouchd(
@@ -168,25 +79,6 @@ async fn retouchd_on(
     unreachable!()
 }
 
-async fn channel(url: &str) -> Option<Channel> {
-    Channel::from_shared(url.to_owned())
-        .unwrap()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .ok()
-}
-
-fn task(upstream: &str, n: usize) -> pb::MattingTask {
-    // A distinct query string per job: the backend counts identical task
-    // lists received twice as duplicate (double-billed) submits.
-    pb::MattingTask {
-        image_url: format!("{upstream}/samples/portrait.png?job={n}"),
-        mask_url: format!("{upstream}/samples/portrait-mask.png?job={n}"),
-    }
-}
-
 /// Every event a Watch of all jobs sees, across restarts of retouchd:
 /// resumes with `after_seq` and the journal's id each time.
 async fn watch_everything(
@@ -243,44 +135,6 @@ async fn watch_everything(
             }
         }
     }
-}
-
-async fn list_all(url: &str) -> Vec<pb::Job> {
-    let mut jobs = JobsClient::new(channel(url).await.expect("retouchd is up"));
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = jobs
-            .list_jobs(pb::ListJobsRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        all.extend(page.jobs);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        token = page.next_page_token;
-    }
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct BackendStats {
-    jobs_created: u64,
-    submits_received: u64,
-    duplicate_submits: u64,
-}
-
-async fn backend_stats(upstream: &str) -> BackendStats {
-    reqwest::get(format!("{upstream}/local/stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

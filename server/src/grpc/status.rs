@@ -39,6 +39,13 @@ impl From<ServiceError> for Status {
             ServiceError::SubmitOutcomeUnknown(e) => {
                 upstream_status(&e, Code::Unknown, Some("SUBMIT_OUTCOME_UNKNOWN"))
             }
+            // Safe to retry: this call sent nothing, and a retry with the
+            // same id finds the other replica's job.
+            ServiceError::SubmitInFlight { .. } => {
+                let mut details = ErrorDetails::new();
+                details.set_retry_info(Some(THROTTLE_RETRY_DELAY));
+                Status::with_error_details(Code::Unavailable, message, details)
+            }
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::OutOfRange(_) => Status::out_of_range(message),
             ServiceError::Lagged { last_seq, buffer } => {

@@ -249,7 +249,13 @@ pub(crate) async fn run(
                 if ctx.leases.is_none() {
                     feed_head = state.head_seq();
                 }
-                state.evict_finished();
+                let finished = state.evict_finished();
+                if let Some(held) = &ctx.leases {
+                    // The step cleared their leases in the journal.
+                    for key in &finished {
+                        held.remove(key);
+                    }
+                }
                 if let Some(mirror) = &ctx.mirror {
                     for request in mirrors {
                         let _ = mirror.send(super::MirrorWork::Copy(request));
@@ -293,7 +299,11 @@ pub(crate) async fn run(
         }
         for effect in effects {
             match effect {
-                Effect::FanOut(event) if durable.is_ok() => fan_out(&mut watchers, &event),
+                // On a shared journal this step's events come back through
+                // the tailer, in order with every other replica's.
+                Effect::FanOut(event) if durable.is_ok() && ctx.leases.is_none() => {
+                    fan_out(&mut watchers, &event)
+                }
                 Effect::Deliver(event) => fan_out(&mut watchers, &event),
                 Effect::Register(watcher) if durable.is_ok() => watchers.push(watcher),
                 Effect::StartPoller(job) if durable.is_ok() => start_poller(&ctx, &job),

@@ -439,19 +439,22 @@ impl TrackerState {
     }
 
     /// Drops finished jobs from memory once their step is durable: the
-    /// journal serves them from then on.
-    pub fn evict_finished(&mut self) -> usize {
+    /// journal serves them from then on. Returns their keys.
+    pub fn evict_finished(&mut self) -> Vec<String> {
         let finished: Vec<(String, u64)> = self
             .jobs
             .iter()
             .filter(|(_, t)| t.job.status != pb::JobStatus::Active as i32)
             .map(|(k, t)| (k.clone(), t.accepted_seq))
             .collect();
-        for (key, seq) in &finished {
-            self.jobs.remove(key);
-            self.by_accepted_seq.remove(seq);
-        }
-        finished.len()
+        finished
+            .into_iter()
+            .map(|(key, seq)| {
+                self.jobs.remove(&key);
+                self.by_accepted_seq.remove(&seq);
+                key
+            })
+            .collect()
     }
 
     fn push_event(&mut self, job: &pb::Job, now: SystemTime, kind: Kind) -> Arc<pb::JobEvent> {
@@ -584,7 +587,7 @@ mod tests {
             state.take_writes().is_empty(),
             "a step's writes are taken once"
         );
-        assert_eq!(state.evict_finished(), 1);
+        assert_eq!(state.evict_finished().len(), 1);
         assert!(state.is_empty(), "finished jobs live in the journal only");
     }
 

@@ -98,17 +98,23 @@ impl Cluster for PostgresStore {
         }
         let client = self.client().await?;
         let sent = Instant::now();
+        // Locked in result-key order, as steps lock them (see `step`).
         let (keys, epochs): (Vec<String>, Vec<i64>) = held
             .into_iter()
             .map(|(key, epoch)| (key, bound(epoch)))
             .unzip();
         let rows = client
             .query(
-                "UPDATE jobs j
+                "WITH held AS (
+                     SELECT j.accepted_seq FROM jobs j
+                     JOIN unnest($1::text[], $2::int8[]) AS h(result_key, epoch)
+                       ON j.result_key = h.result_key AND j.lease_epoch = h.epoch
+                     WHERE j.lease_owner = $3 AND j.status = 1
+                     ORDER BY j.result_key
+                     FOR UPDATE OF j)
+                 UPDATE jobs j
                  SET lease_expires_at = clock_timestamp() + $4::int8 * interval '1 millisecond'
-                 FROM unnest($1::text[], $2::int8[]) AS h(result_key, epoch)
-                 WHERE j.result_key = h.result_key AND j.lease_epoch = h.epoch
-                   AND j.lease_owner = $3 AND j.status = 1
+                 FROM held WHERE j.accepted_seq = held.accepted_seq
                  RETURNING j.result_key, j.lease_epoch",
                 &[
                     &keys,

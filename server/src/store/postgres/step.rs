@@ -16,6 +16,10 @@ use crate::store::{Committed, Lease, StepTransaction, StepWrites, StoreError};
 /// Name of the channel a commit with events notifies (with no payload).
 pub(super) const EVENTS_CHANNEL: &str = "retouch_events";
 
+// Job rows are always locked in result-key order (here and in lease
+// renewal) so that a step and a renewal of the same replica never wait on
+// each other in a cycle.
+
 /// A step under way on its own pooled connection.
 pub(super) struct PgStep {
     /// `None` once committed. Dropped uncommitted, the connection is taken
@@ -62,6 +66,7 @@ impl PgStep {
                        ON j.result_key = h.result_key AND j.lease_epoch = h.epoch
                      WHERE j.lease_owner = $3 AND j.status = 1
                        AND j.lease_expires_at > clock_timestamp()
+                     ORDER BY j.result_key
                      FOR UPDATE OF j",
                     &[&keys, &epochs, &&*step.replica_id],
                 )

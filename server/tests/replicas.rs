@@ -1,0 +1,348 @@
+//! Several `retouchd` replicas on one PostgreSQL, as processes of their own
+//! with one shared `retouchd local-backend`: they share the work, feed every
+//! watcher every replica's events in one order, and take over the jobs of a
+//! replica killed with SIGKILL.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use retouch_api::v1 as pb;
+use retouch_api::v1::instance_matting_client::InstanceMattingClient;
+use retouch_api::v1::jobs_client::JobsClient;
+
+mod support;
+#[allow(dead_code)] // the store's own tests use the rest
+#[path = "../src/store/postgres/test_cluster.rs"]
+mod test_cluster;
+
+use support::{APPCODE, Process, backend_stats, backend_with_workers, channel, list_all, task};
+use test_cluster::TestCluster;
+
+/// Short, so that the test sees a takeover quickly.
+const LEASE_TTL: &str = "2s";
+
+/// Replica `n` on the shared database; returns it and its gRPC URL.
+async fn replica(dir: &Path, database_url: &str, upstream: &str, n: usize) -> (Process, String) {
+    let data = dir.join(format!("replica-{n}"));
+    let mut process = Process::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--database-url",
+            database_url,
+            "--lease-ttl",
+            LEASE_TTL,
+            "--aliyun-appcode",
+            APPCODE,
+            "--aliyun-base-url",
+            upstream,
+            "--poll-first",
+            "50ms",
+            "--poll-min",
+            "100ms",
+            "--poll-max",
+            "300ms",
+            "--upstream-qps",
+            "0",
+        ],
+        dir.join(format!("replica-{n}.log")),
+    );
+    let grpc = process.logged("retouchd is running", "grpc").await;
+    (process, format!("http://{grpc}"))
+}
+
+/// How long after `killed_at` a surviving replica first logged claiming
+/// jobs nobody held.
+fn first_claim_after(dir: &Path, killed_at: std::time::SystemTime) -> Option<Duration> {
+    (1..3)
+        .flat_map(|n| {
+            let log = std::fs::read_to_string(dir.join(format!("replica-{n}.log"))).unwrap();
+            log.lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|entry| {
+                    entry["fields"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("claimed jobs"))
+                })
+                .filter_map(|entry| humantime::parse_rfc3339(entry["timestamp"].as_str()?).ok())
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|at| at.duration_since(killed_at).ok())
+        .min()
+}
+
+/// Every event a Watch of all jobs sees, from the start of the journal:
+/// on `urls[0]`, and when that stream breaks, resumed on the next URL with
+/// `after_seq` and the cluster's id. `ready` is told once it is synced.
+async fn follow(
+    urls: Vec<String>,
+    seen: Arc<Mutex<Vec<pb::JobEvent>>>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut resume: Option<(u64, String)> = None;
+    let mut server = 0;
+    loop {
+        let url = &urls[server.min(urls.len() - 1)];
+        let Some(channel) = channel(url).await else {
+            server += 1;
+            continue;
+        };
+        let request = pb::WatchRequest {
+            after_seq: resume.as_ref().map(|r| r.0),
+            server_id: resume.as_ref().map(|r| r.1.clone()).unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut stream = match JobsClient::new(channel).watch(request).await {
+            Ok(stream) => stream.into_inner(),
+            Err(status) => {
+                assert_ne!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+                server += 1;
+                continue;
+            }
+        };
+        while let Some(Ok(item)) = stream.next().await {
+            match item.kind {
+                Some(pb::watch_response::Kind::Synced(synced)) => {
+                    if let Some((_, id)) = &resume {
+                        assert_eq!(&synced.server_id, id, "one cluster id on every replica");
+                    }
+                    let last = resume.as_ref().map_or(synced.head_seq, |r| r.0);
+                    resume = Some((last, synced.server_id));
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(());
+                    }
+                }
+                Some(pb::watch_response::Kind::Event(event)) => {
+                    if let Some(r) = resume.as_mut() {
+                        r.0 = event.seq;
+                    }
+                    seen.lock().unwrap().push(event);
+                }
+                _ => {}
+            }
+        }
+        server += 1;
+    }
+}
+
+/// Submits job `n` with a request id, to `urls[first]`, and to the next
+/// replicas if that one cannot be reached; returns its result key.
+async fn submit(urls: &[String], first: usize, upstream: &str, n: usize) -> String {
+    let request = pb::SubmitMattingRequest {
+        tasks: vec![task(upstream, n)],
+        request_id: format!("job-{n}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for attempt in 0.. {
+        let url = &urls[(first + attempt) % urls.len()];
+        if let Some(channel) = channel(url).await {
+            match InstanceMattingClient::new(channel)
+                .submit(request.clone())
+                .await
+            {
+                Ok(answer) => return answer.into_inner().job.unwrap().result_key,
+                Err(status) => assert!(
+                    matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+                    ) && Instant::now() < deadline,
+                    "job {n}: {status:?}"
+                ),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!()
+}
+
+/// Submits jobs `range` round-robin over `urls`, 8 at a time.
+async fn submit_all(
+    urls: &[String],
+    upstream: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<(usize, String)> {
+    futures::stream::iter(range)
+        .map(|n| async move { (n, submit(urls, n % urls.len(), upstream, n).await) })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_jobs_survive_a_sigkill_and_feed_every_watcher_everything() {
+    const JOBS: usize = 100;
+    let pg = TestCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_backend, upstream) = backend_with_workers(dir.path(), "2s", 8).await;
+    let mut replicas = Vec::new();
+    let mut urls = Vec::new();
+    for n in 0..3 {
+        let (process, url) = replica(dir.path(), &pg.url(), &upstream, n).await;
+        replicas.push(process);
+        urls.push(url);
+    }
+
+    // One watcher per replica; the first one's replica is killed, and it
+    // moves on to the second.
+    let mut watchers = Vec::new();
+    for n in 0..3 {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (ready, synced) = tokio::sync::oneshot::channel();
+        let order: Vec<String> = (0..3).map(|i| urls[(n + i) % 3].clone()).collect();
+        tokio::spawn(follow(order, seen.clone(), ready));
+        tokio::time::timeout(Duration::from_secs(30), synced)
+            .await
+            .expect("the watch syncs")
+            .unwrap();
+        watchers.push(seen);
+    }
+
+    let mut keys = submit_all(&urls, &upstream, 0..JOBS / 2).await;
+    let killed_keys: HashSet<String> = keys
+        .iter()
+        .filter(|(n, _)| n % 3 == 0)
+        .map(|(_, key)| key.clone())
+        .collect();
+    // Each task takes 2 s upstream, 8 at a time, so replica 0's jobs are
+    // all still active: only a takeover can finish them.
+    replicas[0].sigkill();
+    let killed_at = Instant::now();
+    let killed_at_wall = std::time::SystemTime::now();
+    keys.extend(submit_all(&urls[1..], &upstream, JOBS / 2..JOBS).await);
+    assert_eq!(keys.len(), JOBS);
+
+    // Every job finishes, those of the killed replica included.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let jobs = loop {
+        let jobs = list_all(&urls[1]).await;
+        let done = jobs
+            .iter()
+            .filter(|j| j.status == pb::JobStatus::Completed as i32)
+            .count();
+        if done == JOBS {
+            break jobs;
+        }
+        if Instant::now() >= deadline {
+            let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let rows = client
+                .query(
+                    "SELECT result_key, lease_owner, lease_epoch, lease_expires_at > clock_timestamp() FROM jobs WHERE status = 1",
+                    &[],
+                )
+                .await
+                .unwrap();
+            for row in rows {
+                eprintln!(
+                    "STUCK {} {:?} {} {:?}",
+                    row.get::<_, String>(0),
+                    row.get::<_, Option<String>>(1),
+                    row.get::<_, i64>(2),
+                    row.get::<_, Option<bool>>(3)
+                );
+            }
+            for row in client
+                .query(
+                    "SELECT coalesce(state, ''), coalesce(wait_event_type, ''), coalesce(wait_event, ''), left(query, 120), coalesce(extract(epoch from now() - xact_start)::float8, -1) FROM pg_stat_activity WHERE datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap()
+            {
+                eprintln!(
+                    "ACTIVITY {} {} {} {:?} {}",
+                    row.get::<_, String>(0),
+                    row.get::<_, String>(1),
+                    row.get::<_, String>(2),
+                    row.get::<_, String>(3),
+                    row.get::<_, f64>(4)
+                );
+            }
+            panic!("{done} of {JOBS} jobs completed");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let all_done = killed_at.elapsed();
+    let taken_over = first_claim_after(dir.path(), killed_at_wall)
+        .expect("a surviving replica claimed the killed one's jobs");
+    // TTL 2 s, claims every 2/3 s: generous for a loaded machine, but a
+    // takeover that waits for something else (a restart, a job's end)
+    // fails.
+    assert!(
+        taken_over < Duration::from_secs(6),
+        "takeover took {taken_over:?}"
+    );
+    let head = jobs.iter().map(|j| j.last_seq).max().unwrap();
+
+    // Every watcher, the moved one included, sees every event once, in
+    // one order, with no gap.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watchers
+        .iter()
+        .any(|w| w.lock().unwrap().last().map(|e| e.seq) != Some(head))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "watchers did not reach seq {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sequences: Vec<Vec<(u64, String)>> = watchers
+        .iter()
+        .map(|w| {
+            w.lock()
+                .unwrap()
+                .iter()
+                .map(|e| (e.seq, e.result_key.clone()))
+                .collect()
+        })
+        .collect();
+    for (n, sequence) in sequences.iter().enumerate() {
+        let seqs: Vec<u64> = sequence.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=head).collect::<Vec<_>>(),
+            "watcher {n}: a gap or a duplicate"
+        );
+        assert_eq!(sequence, &sequences[1], "watcher {n} saw another order");
+    }
+    let completed_by_event: HashSet<String> = watchers[1]
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.job_status == pb::JobStatus::Completed as i32)
+        .map(|e| e.result_key.clone())
+        .collect();
+    for key in &killed_keys {
+        assert!(
+            completed_by_event.contains(key),
+            "the killed replica's job {key} never completed"
+        );
+    }
+
+    // One upstream submit per job, whatever replica took it.
+    let stats = backend_stats(&upstream).await;
+    assert_eq!(stats.duplicate_submits, 0, "{stats:?}");
+    assert_eq!(stats.submits_received, JOBS as u64, "{stats:?}");
+    let per_key: HashMap<&str, usize> = jobs.iter().fold(HashMap::new(), |mut m, j| {
+        *m.entry(j.result_key.as_str()).or_default() += 1;
+        m
+    });
+    assert!(per_key.values().all(|&n| n == 1));
+    eprintln!(
+        "{JOBS} jobs over 3 replicas, one killed: its jobs claimed {:.2} s after the kill (lease TTL {LEASE_TTL}), all completed {:.1} s after it, head seq {head}",
+        taken_over.as_secs_f64(),
+        all_done.as_secs_f64()
+    );
+}
