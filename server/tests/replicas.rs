@@ -221,58 +221,7 @@ async fn three_replicas_share_jobs_survive_a_sigkill_and_feed_every_watcher_ever
     assert_eq!(keys.len(), JOBS);
 
     // Every job finishes, those of the killed replica included.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let jobs = loop {
-        let jobs = list_all(&urls[1]).await;
-        let done = jobs
-            .iter()
-            .filter(|j| j.status == pb::JobStatus::Completed as i32)
-            .count();
-        if done == JOBS {
-            break jobs;
-        }
-        if Instant::now() >= deadline {
-            let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(connection);
-            let rows = client
-                .query(
-                    "SELECT result_key, lease_owner, lease_epoch, lease_expires_at > clock_timestamp() FROM jobs WHERE status = 1",
-                    &[],
-                )
-                .await
-                .unwrap();
-            for row in rows {
-                eprintln!(
-                    "STUCK {} {:?} {} {:?}",
-                    row.get::<_, String>(0),
-                    row.get::<_, Option<String>>(1),
-                    row.get::<_, i64>(2),
-                    row.get::<_, Option<bool>>(3)
-                );
-            }
-            for row in client
-                .query(
-                    "SELECT coalesce(state, ''), coalesce(wait_event_type, ''), coalesce(wait_event, ''), left(query, 120), coalesce(extract(epoch from now() - xact_start)::float8, -1) FROM pg_stat_activity WHERE datname = current_database()",
-                    &[],
-                )
-                .await
-                .unwrap()
-            {
-                eprintln!(
-                    "ACTIVITY {} {} {} {:?} {}",
-                    row.get::<_, String>(0),
-                    row.get::<_, String>(1),
-                    row.get::<_, String>(2),
-                    row.get::<_, String>(3),
-                    row.get::<_, f64>(4)
-                );
-            }
-            panic!("{done} of {JOBS} jobs completed");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let jobs = all_completed(&urls[1], JOBS).await;
     let all_done = killed_at.elapsed();
     let taken_over = first_claim_after(dir.path(), killed_at_wall)
         .expect("a surviving replica claimed the killed one's jobs");
@@ -344,5 +293,103 @@ async fn three_replicas_share_jobs_survive_a_sigkill_and_feed_every_watcher_ever
         "{JOBS} jobs over 3 replicas, one killed: its jobs claimed {:.2} s after the kill (lease TTL {LEASE_TTL}), all completed {:.1} s after it, head seq {head}",
         taken_over.as_secs_f64(),
         all_done.as_secs_f64()
+    );
+}
+
+/// Waits until every job `urls[0]` lists is COMPLETED; returns them.
+async fn all_completed(url: &str, expected: usize) -> Vec<pb::Job> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = list_all(url).await;
+        let done = jobs
+            .iter()
+            .filter(|j| j.status == pb::JobStatus::Completed as i32)
+            .count();
+        if done == expected && jobs.len() == expected {
+            return jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {expected} jobs completed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_loses_nothing() {
+    let pg = TestCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_backend, upstream) = backend_with_workers(dir.path(), "1s", 8).await;
+    let mut urls = Vec::new();
+    let mut _replicas = Vec::new();
+    for n in 0..2 {
+        let (process, url) = replica(dir.path(), &pg.url(), &upstream, n).await;
+        _replicas.push(process);
+        urls.push(url);
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (ready, synced) = tokio::sync::oneshot::channel();
+    tokio::spawn(follow(vec![urls[1].clone()], seen.clone(), ready));
+    synced.await.unwrap();
+
+    // The same request id to both replicas at once: the journal's unique
+    // constraint lets one of them submit; the other waits for its answer
+    // and returns the same job.
+    for n in 0..10 {
+        let (a, b) = tokio::join!(submit(&urls, 0, &upstream, n), submit(&urls, 1, &upstream, n));
+        assert_eq!(a, b, "request id job-{n} named two jobs");
+    }
+    assert_eq!(backend_stats(&upstream).await.submits_received, 10);
+
+    // PostgreSQL restarts while jobs are active: calls in the outage fail
+    // as UNAVAILABLE well within their deadline, and afterwards everything
+    // completes and the watcher has every event.
+    submit_all(&urls, &upstream, 10..30).await;
+    let restart = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    });
+    let mut codes = Vec::new();
+    while !restart.is_finished() {
+        let mut jobs = JobsClient::new(channel(&urls[0]).await.unwrap());
+        let mut request = tonic::Request::new(pb::ListJobsRequest::default());
+        request.set_timeout(Duration::from_secs(5));
+        let started = Instant::now();
+        let code = match jobs.list_jobs(request).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a call hung through the outage"
+        );
+        codes.push(code);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _pg = restart.await.unwrap();
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, tonic::Code::Ok | tonic::Code::Unavailable)),
+        "{codes:?}"
+    );
+    let jobs = all_completed(&urls[1], 30).await;
+    assert_eq!(backend_stats(&upstream).await.submits_received, 30);
+    let head = jobs.iter().map(|j| j.last_seq).max().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().last().map(|e| e.seq) != Some(head) {
+        assert!(Instant::now() < deadline, "the watcher did not reach {head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seqs: Vec<u64> = seen.lock().unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+    eprintln!(
+        "outage calls: {} ok, {} unavailable",
+        codes.iter().filter(|c| **c == tonic::Code::Ok).count(),
+        codes
+            .iter()
+            .filter(|c| **c == tonic::Code::Unavailable)
+            .count()
     );
 }

@@ -278,21 +278,16 @@ pub(crate) async fn run(
                     let _ = reply.send(true);
                     polled.insert(key);
                 }
-                match reload(&ctx).await {
-                    Ok(reloaded) => {
-                        state = reloaded;
-                        if ctx.leases.is_none() {
-                            feed_head = state.head_seq();
-                        }
-                        for (_, job) in state.snapshot(&JobFilter::All) {
-                            if !polled.contains(&job.result_key) {
-                                start_poller(&ctx, &job);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the journal cannot be read either; the tracker stops");
-                        ctx.cancel.cancel();
+                let Some(reloaded) = reload(&ctx).await else {
+                    break;
+                };
+                state = reloaded;
+                if ctx.leases.is_none() {
+                    feed_head = state.head_seq();
+                }
+                for (_, job) in state.snapshot(&JobFilter::All) {
+                    if !polled.contains(&job.result_key) {
+                        start_poller(&ctx, &job);
                     }
                 }
             }
@@ -347,22 +342,38 @@ fn forget(ctx: &PollerContext, state: &mut TrackerState, key: &str) {
 }
 
 /// The state as the journal has it: every active job on a journal of its
-/// own, the leased ones on a shared journal.
-async fn reload(ctx: &PollerContext) -> Result<TrackerState, StoreError> {
-    let recovered = ctx.store.recover().await?;
-    let active = match &ctx.leases {
-        None => recovered.active_jobs,
-        Some(held) => recovered
-            .active_jobs
-            .into_iter()
-            .filter(|r| held.epoch(&r.job.result_key).is_some())
-            .collect(),
-    };
-    Ok(TrackerState::new(
-        recovered.head_seq,
-        active,
-        ctx.config.mirror_base_url.clone(),
-    ))
+/// own, the leased ones on a shared journal. While the journal cannot be
+/// read (a database restarting), tries again with backoff; `None` only if
+/// the tracker is shut down meanwhile.
+async fn reload(ctx: &PollerContext) -> Option<TrackerState> {
+    let mut delays = ctx.config.error_retry.delays();
+    loop {
+        match ctx.store.recover().await {
+            Ok(recovered) => {
+                let active = match &ctx.leases {
+                    None => recovered.active_jobs,
+                    Some(held) => recovered
+                        .active_jobs
+                        .into_iter()
+                        .filter(|r| held.epoch(&r.job.result_key).is_some())
+                        .collect(),
+                };
+                return Some(TrackerState::new(
+                    recovered.head_seq,
+                    active,
+                    ctx.config.mirror_base_url.clone(),
+                ));
+            }
+            Err(e) => {
+                let delay = delays.next().unwrap_or(ctx.config.poll_max);
+                tracing::error!(error = %e, retry_in = ?delay, "the journal cannot be read either; tracking waits for it");
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }
 
 fn apply(

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::aggregator::Command;
 use crate::store::{Cluster, Lease};
+use crate::upstream::UpstreamClient;
 
 /// Longest pause between two rounds of claiming: takeover of a dead
 /// replica's jobs comes at most this long after its leases expire.
@@ -112,6 +113,7 @@ impl HeldLeases {
 pub(crate) async fn run(
     cluster: Arc<dyn Cluster>,
     held: Arc<HeldLeases>,
+    client: UpstreamClient,
     commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
 ) {
@@ -131,7 +133,12 @@ pub(crate) async fn run(
             let started = Instant::now();
             match cluster.heartbeat().await {
                 Ok(membership) => {
-                    live_replicas = membership.live_replicas.max(1);
+                    let live = membership.live_replicas.max(1);
+                    if live != live_replicas {
+                        tracing::info!(replicas = live, "live replicas changed; sharing the upstream request budget among them");
+                        client.share_budget(live);
+                    }
+                    live_replicas = live;
                     active_jobs = membership.active_jobs;
                 }
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),

@@ -196,6 +196,7 @@ impl Tracker {
             tasks.spawn(leases::run(
                 cluster.clone(),
                 held.clone(),
+                client.clone(),
                 commands.clone(),
                 cancel.clone(),
             ));

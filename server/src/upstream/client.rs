@@ -1,11 +1,10 @@
 //! `UpstreamClient`: speaks both Aliyun APIs over HTTP, exactly as the
 //! documents describe them.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use super::budget::Budget;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -114,7 +113,7 @@ struct Inner {
     http: reqwest::Client,
     config: UpstreamConfig,
     authorization: HeaderValue,
-    budget: Option<DefaultDirectRateLimiter>,
+    budget: Option<Budget>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -142,16 +141,7 @@ impl UpstreamClient {
             .user_agent(concat!("retouchd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let budget = (config.qps > 0.0).then(|| {
-            let period = Duration::from_secs_f64(1.0 / config.qps);
-            let burst =
-                NonZeroU32::new(config.qps.ceil().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
-            RateLimiter::direct(
-                Quota::with_period(period)
-                    .expect("period of a positive qps is not zero")
-                    .allow_burst(burst),
-            )
-        });
+        let budget = Budget::new(config.qps);
         Ok(UpstreamClient {
             inner: Arc::new(Inner {
                 http,
@@ -165,6 +155,14 @@ impl UpstreamClient {
     /// The configuration in use.
     pub fn config(&self) -> &UpstreamConfig {
         &self.inner.config
+    }
+
+    /// Shares the request budget (`qps`, the AppCode's) equally with the
+    /// other live replicas: `replicas` of them in all, this one included.
+    pub fn share_budget(&self, replicas: u64) {
+        if let Some(budget) = &self.inner.budget {
+            budget.split(replicas);
+        }
     }
 
     /// Submits `tasks` to `api`. Submit is billed, so it is re-sent only after

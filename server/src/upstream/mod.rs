@@ -2,6 +2,7 @@
 //! documented headers, tolerant parsing, timeouts, a shared request budget
 //! and billing-safe retries.
 
+mod budget;
 mod client;
 mod error;
 mod retry;
