@@ -283,6 +283,10 @@ async fn three_replicas_share_jobs_survive_a_sigkill_and_feed_every_watcher_ever
     // One upstream submit per job, whatever replica took it.
     let stats = backend_stats(&upstream).await;
     assert_eq!(stats.duplicate_submits, 0, "{stats:?}");
+    assert_eq!(
+        stats.interleaved_pollers, 0,
+        "two replicas polled one job at once"
+    );
     assert_eq!(stats.submits_received, JOBS as u64, "{stats:?}");
     let per_key: HashMap<&str, usize> = jobs.iter().fold(HashMap::new(), |mut m, j| {
         *m.entry(j.result_key.as_str()).or_default() += 1;
@@ -337,7 +341,10 @@ async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_l
     // constraint lets one of them submit; the other waits for its answer
     // and returns the same job.
     for n in 0..10 {
-        let (a, b) = tokio::join!(submit(&urls, 0, &upstream, n), submit(&urls, 1, &upstream, n));
+        let (a, b) = tokio::join!(
+            submit(&urls, 0, &upstream, n),
+            submit(&urls, 1, &upstream, n)
+        );
         assert_eq!(a, b, "request id job-{n} named two jobs");
     }
     assert_eq!(backend_stats(&upstream).await.submits_received, 10);
@@ -379,7 +386,10 @@ async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_l
     let head = jobs.iter().map(|j| j.last_seq).max().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.lock().unwrap().last().map(|e| e.seq) != Some(head) {
-        assert!(Instant::now() < deadline, "the watcher did not reach {head}");
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not reach {head}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seqs: Vec<u64> = seen.lock().unwrap().iter().map(|e| e.seq).collect();

@@ -25,7 +25,11 @@ pub(super) async fn handle(
         Ok(key) => key,
         Err(code) => return reply::error(code),
     };
-    shared.stats.count_query(&key);
+    let caller = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    shared.stats.count_query(&key, caller);
     if let Some(code) = shared.service_fault() {
         return reply::error(code);
     }

@@ -33,6 +33,11 @@ pub struct BackendStats {
     pub query_requests: u64,
     /// Queries that reached the backend, per `result_key`.
     pub queries_by_key: HashMap<String, u64>,
+    /// Queries for a key from a caller (by `User-Agent`) that had handed it
+    /// over to another caller which has queried it since: two pollers of
+    /// one job at once, interleaved. A handover (a replica stops, another
+    /// takes over) does not count.
+    pub interleaved_pollers: u64,
     /// Requests throttled at random by the gateway (`throttle_rate`).
     pub gateway_throttled: u64,
     /// Requests answered with an injected error: scripted one-shot faults
@@ -63,7 +68,16 @@ pub(super) struct Counters {
     plain: [AtomicU64; 8],
     duplicate_submits: AtomicU64,
     queries_by_key: Mutex<HashMap<String, u64>>,
+    pollers_by_key: Mutex<HashMap<String, Pollers>>,
+    interleaved_pollers: AtomicU64,
     task_lists: Mutex<SeenTaskLists>,
+}
+
+/// Who has queried one key: the latest caller and those before it.
+#[derive(Debug, Default)]
+struct Pollers {
+    latest: String,
+    earlier: HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -78,13 +92,29 @@ impl Counters {
         self.plain[counter as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a query for `key` that reached the backend.
-    pub fn count_query(&self, key: &str) {
+    /// Counts a query for `key` from `caller` that reached the backend.
+    pub fn count_query(&self, key: &str, caller: &str) {
         let mut map = self.queries_by_key.lock().expect("stats lock");
         if let Some(n) = map.get_mut(key) {
             *n += 1;
         } else if map.len() < MAX_COUNTED_KEYS {
             map.insert(key.to_owned(), 1);
+        }
+        drop(map);
+        let mut pollers = self.pollers_by_key.lock().expect("stats lock");
+        if pollers.len() >= MAX_COUNTED_KEYS && !pollers.contains_key(key) {
+            return;
+        }
+        let seen = pollers.entry(key.to_owned()).or_insert_with(|| Pollers {
+            latest: caller.to_owned(),
+            earlier: HashSet::new(),
+        });
+        if seen.latest != caller {
+            if seen.earlier.contains(caller) {
+                self.interleaved_pollers.fetch_add(1, Ordering::Relaxed);
+            }
+            let before = std::mem::replace(&mut seen.latest, caller.to_owned());
+            seen.earlier.insert(before);
         }
     }
 
@@ -121,6 +151,7 @@ impl Counters {
             jobs_created: get(Counter::JobsCreated),
             query_requests: get(Counter::QueryRequests),
             queries_by_key: self.queries_by_key.lock().expect("stats lock").clone(),
+            interleaved_pollers: self.interleaved_pollers.load(Ordering::Relaxed),
             gateway_throttled: get(Counter::GatewayThrottled),
             injected_errors: get(Counter::InjectedErrors),
             auth_rejected: get(Counter::AuthRejected),
@@ -142,12 +173,25 @@ mod tests {
         c.record_task_list(ApiKind::ObjectRemoval, "[1]");
         c.bump(Counter::NonceRejected);
         c.bump(Counter::NonceRejected);
-        c.count_query("k");
-        c.count_query("k");
+        c.count_query("k", "a");
+        c.count_query("k", "a");
         let s = c.snapshot();
         assert_eq!(s.duplicate_submits, 1);
         assert_eq!(s.nonce_rejected, 2);
         assert_eq!(s.queries_by_key["k"], 2);
         assert_eq!(s.jobs_created, 0);
+    }
+
+    #[test]
+    fn a_handover_is_not_interleaving_but_a_return_is() {
+        let c = Counters::default();
+        for caller in ["a", "a", "b", "b"] {
+            c.count_query("k", caller);
+        }
+        c.count_query("other", "a");
+        assert_eq!(c.snapshot().interleaved_pollers, 0, "a handed k to b");
+        c.count_query("k", "a");
+        c.count_query("k", "b");
+        assert_eq!(c.snapshot().interleaved_pollers, 2, "a and b both poll k");
     }
 }

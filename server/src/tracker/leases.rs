@@ -135,7 +135,10 @@ pub(crate) async fn run(
                 Ok(membership) => {
                     let live = membership.live_replicas.max(1);
                     if live != live_replicas {
-                        tracing::info!(replicas = live, "live replicas changed; sharing the upstream request budget among them");
+                        tracing::info!(
+                            replicas = live,
+                            "live replicas changed; sharing the upstream request budget among them"
+                        );
                         client.share_budget(live);
                     }
                     live_replicas = live;

@@ -138,7 +138,13 @@ impl UpstreamClient {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("retouchd/", env!("CARGO_PKG_VERSION")))
+            // A per-process instance id: the upstream's logs (and the local
+            // backend's counters) can tell replicas sharing an AppCode apart.
+            .user_agent(format!(
+                "retouchd/{} (instance {})",
+                env!("CARGO_PKG_VERSION"),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let budget = Budget::new(config.qps);

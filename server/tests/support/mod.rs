@@ -157,6 +157,7 @@ pub struct BackendStats {
     pub jobs_created: u64,
     pub submits_received: u64,
     pub duplicate_submits: u64,
+    pub interleaved_pollers: u64,
 }
 
 pub async fn backend_stats(upstream: &str) -> BackendStats {
