@@ -26,8 +26,8 @@ use secrecy::SecretString;
 mod counting_alloc;
 #[path = "support/instant_upstream.rs"]
 mod instant_upstream;
-use instant_upstream::{instant_upstream, percentile};
 use counting_alloc::LIVE_BYTES;
+use instant_upstream::{instant_upstream, percentile};
 
 const RAW_EVENTS: usize = 300;
 const TRACKED: usize = 20_000;
