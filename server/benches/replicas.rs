@@ -38,7 +38,7 @@ use instant_upstream::{instant_upstream, percentile};
 const JOBS: usize = 640;
 /// Concurrent submitting clients (dividing `JOBS`).
 const CLIENTS: usize = 16;
-const _: () = assert!(JOBS % CLIENTS == 0);
+const _: () = assert!(JOBS.is_multiple_of(CLIENTS));
 
 /// What one configuration measured.
 struct Measured {
