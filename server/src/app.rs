@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub lease_ttl: Duration,
     /// Upload directory (`None`: `uploads` in the data directory).
     pub upload_dir: Option<PathBuf>,
+    /// Directory of mirrored results (`None`: `results` in the data
+    /// directory).
+    pub results_dir: Option<PathBuf>,
     /// Public base URL of the HTTP listener, as the upstream reaches it
     /// (`None`: `http://<http listen address>`).
     pub public_base_url: Option<String>,
@@ -107,6 +110,7 @@ impl ServerConfig {
             database_url: None,
             lease_ttl: Duration::from_secs(10),
             upload_dir: None,
+            results_dir: None,
             public_base_url: None,
             upload_max_bytes: 20 * 1024 * 1024,
             upload_retention: Duration::from_secs(24 * 3600),
@@ -244,7 +248,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     );
     tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
 
-    let results_dir = data_dir.join("results");
+    let results_dir = config
+        .results_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("results"));
     let objects: Arc<dyn object_store::ObjectStore> = Arc::new(
         std::fs::create_dir_all(&results_dir)
             .map_err(|e| e.to_string())

@@ -209,8 +209,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RETOUCH_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
     /// Upload directory (default: `uploads` in the data directory).
+    /// Replicas that share one (a network file system) serve each other's
+    /// uploads.
     #[arg(long, env = "RETOUCH_UPLOAD_DIR")]
     pub upload_dir: Option<PathBuf>,
+    /// Directory of mirrored results (default: `results` in the data
+    /// directory). Replicas that share one serve each other's results.
+    #[arg(long, env = "RETOUCH_RESULTS_DIR")]
+    pub results_dir: Option<PathBuf>,
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "RETOUCH_UPLOAD_MAX_BYTES", default_value_t = 20 * 1024 * 1024)]
     pub upload_max_bytes: usize,
@@ -401,6 +407,7 @@ impl ServeArgs {
             database_url: self.database_url.clone(),
             lease_ttl: self.lease_ttl,
             upload_dir: self.upload_dir.clone(),
+            results_dir: self.results_dir.clone(),
             public_base_url: self.public_base_url.clone(),
             upload_max_bytes: self.upload_max_bytes,
             upload_retention: self.upload_retention,

@@ -26,37 +26,49 @@ const LEASE_TTL: &str = "2s";
 
 /// Replica `n` on the shared database; returns it and its gRPC URL.
 async fn replica(dir: &Path, database_url: &str, upstream: &str, n: usize) -> (Process, String) {
+    let (process, grpc, _) = replica_with(dir, database_url, upstream, n, &[]).await;
+    (process, grpc)
+}
+
+/// [`replica`] with `extra` arguments; also returns its HTTP address.
+async fn replica_with(
+    dir: &Path,
+    database_url: &str,
+    upstream: &str,
+    n: usize,
+    extra: &[&str],
+) -> (Process, String, String) {
     let data = dir.join(format!("replica-{n}"));
-    let mut process = Process::spawn(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--database-url",
-            database_url,
-            "--lease-ttl",
-            LEASE_TTL,
-            "--aliyun-appcode",
-            APPCODE,
-            "--aliyun-base-url",
-            upstream,
-            "--poll-first",
-            "50ms",
-            "--poll-min",
-            "100ms",
-            "--poll-max",
-            "300ms",
-            "--upstream-qps",
-            "0",
-        ],
-        dir.join(format!("replica-{n}.log")),
-    );
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--database-url",
+        database_url,
+        "--lease-ttl",
+        LEASE_TTL,
+        "--aliyun-appcode",
+        APPCODE,
+        "--aliyun-base-url",
+        upstream,
+        "--poll-first",
+        "50ms",
+        "--poll-min",
+        "100ms",
+        "--poll-max",
+        "300ms",
+        "--upstream-qps",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let mut process = Process::spawn(&args, dir.join(format!("replica-{n}.log")));
     let grpc = process.logged("retouchd is running", "grpc").await;
-    (process, format!("http://{grpc}"))
+    let http = process.logged("retouchd is running", "http").await;
+    (process, format!("http://{grpc}"), http)
 }
 
 /// How long after `killed_at` a surviving replica first logged claiming
@@ -300,6 +312,21 @@ async fn three_replicas_share_jobs_survive_a_sigkill_and_feed_every_watcher_ever
     );
 }
 
+/// The file at `url`, once its copy is made (503 until then).
+async fn copied(url: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = reqwest::get(url).await.unwrap();
+        match response.status().as_u16() {
+            200 => return response.bytes().await.unwrap().to_vec(),
+            503 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            status => panic!("{url}: {status} {}", response.text().await.unwrap()),
+        }
+    }
+}
+
 /// Waits until every job `urls[0]` lists is COMPLETED; returns them.
 async fn all_completed(url: &str, expected: usize) -> Vec<pb::Job> {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -325,12 +352,25 @@ async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_l
     let pg = TestCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let (_backend, upstream) = backend_with_workers(dir.path(), "1s", 8).await;
+    // Both replicas keep uploads and mirrored results in one shared
+    // directory (as on a network file system).
+    let shared = dir.path().join("shared");
+    let (uploads, results) = (shared.join("uploads"), shared.join("results"));
+    let extra = [
+        "--upload-dir",
+        uploads.to_str().unwrap(),
+        "--results-dir",
+        results.to_str().unwrap(),
+    ];
     let mut urls = Vec::new();
+    let mut http = Vec::new();
     let mut _replicas = Vec::new();
     for n in 0..2 {
-        let (process, url) = replica(dir.path(), &pg.url(), &upstream, n).await;
+        let (process, url, http_addr) =
+            replica_with(dir.path(), &pg.url(), &upstream, n, &extra).await;
         _replicas.push(process);
         urls.push(url);
+        http.push(http_addr);
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (ready, synced) = tokio::sync::oneshot::channel();
@@ -394,6 +434,44 @@ async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_l
     }
     let seqs: Vec<u64> = seen.lock().unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+
+    // Any replica's HTTP listener serves any replica's files.
+    let other = |url: &str| {
+        let (from, to) = if url.contains(&http[0]) {
+            (&http[0], &http[1])
+        } else {
+            (&http[1], &http[0])
+        };
+        url.replace(from.as_str(), to)
+    };
+    let mut mirrored = 0;
+    for job in &jobs {
+        for url in job.tasks.iter().flat_map(|t| &t.mirrored_urls) {
+            let here = copied(url).await;
+            assert_eq!(here, copied(&other(url)).await, "{url}");
+            mirrored += 1;
+        }
+    }
+    assert!(mirrored >= 30, "{mirrored} mirrored results");
+    let png = retouch_server::samples::matting_sample().image_png.clone();
+    let messages = vec![
+        pb::UploadImageRequest {
+            kind: Some(pb::upload_image_request::Kind::Metadata(
+                pb::UploadMetadata {
+                    filename: "shared.png".into(),
+                },
+            )),
+        },
+        pb::UploadImageRequest {
+            kind: Some(pb::upload_image_request::Kind::Chunk(png.clone())),
+        },
+    ];
+    let uploaded = JobsClient::new(channel(&urls[0]).await.unwrap())
+        .upload_image(futures::stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(copied(&other(&uploaded.url)).await, png);
     eprintln!(
         "outage calls: {} ok, {} unavailable",
         codes.iter().filter(|c| **c == tonic::Code::Ok).count(),

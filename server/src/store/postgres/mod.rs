@@ -51,6 +51,8 @@ const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Advisory lock key that serialises schema migrations between processes
 /// ("retouchd" in ASCII, plus one).
 const MIGRATION_LOCK: i64 = 0x7265_746f_7563_6865;
+/// Advisory lock key held by the replica running retention.
+const COMPACTION_LOCK: i64 = MIGRATION_LOCK + 1;
 
 /// How this replica takes part in the cluster.
 #[derive(Debug, Clone)]
@@ -392,6 +394,15 @@ impl Store for PostgresStore {
     async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(sql::db_error)?;
+        // Every replica sweeps on its own schedule; one at a time is enough.
+        let ours: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&COMPACTION_LOCK])
+            .await
+            .map_err(sql::db_error)?
+            .get(0);
+        if !ours {
+            return Ok(Compacted::default());
+        }
         let compacted = sql::compact(&*tx, &compaction).await?;
         tx.commit().await.map_err(sql::db_error)?;
         Ok(compacted)
