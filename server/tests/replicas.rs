@@ -71,8 +71,8 @@ async fn replica_with(
     (process, format!("http://{grpc}"), http)
 }
 
-/// How long after `killed_at` a surviving replica first logged claiming
-/// jobs nobody held.
+/// How long after `killed_at` a surviving replica first logged taking over
+/// jobs whose lease expired.
 fn first_claim_after(dir: &Path, killed_at: std::time::SystemTime) -> Option<Duration> {
     (1..3)
         .flat_map(|n| {
@@ -82,7 +82,7 @@ fn first_claim_after(dir: &Path, killed_at: std::time::SystemTime) -> Option<Dur
                 .filter(|entry| {
                     entry["fields"]["message"]
                         .as_str()
-                        .is_some_and(|m| m.starts_with("claimed jobs"))
+                        .is_some_and(|m| m.starts_with("took over jobs"))
                 })
                 .filter_map(|entry| humantime::parse_rfc3339(entry["timestamp"].as_str()?).ok())
                 .collect::<Vec<_>>()
@@ -348,7 +348,7 @@ async fn all_completed(url: &str, expected: usize) -> Vec<pb::Job> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_loses_nothing() {
+async fn two_replicas_bill_a_request_id_once_share_jobs_and_files_and_survive_a_database_restart() {
     let pg = TestCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let (_backend, upstream) = backend_with_workers(dir.path(), "1s", 8).await;
@@ -392,7 +392,21 @@ async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_l
     // PostgreSQL restarts while jobs are active: calls in the outage fail
     // as UNAVAILABLE well within their deadline, and afterwards everything
     // completes and the watcher has every event.
-    submit_all(&urls, &upstream, 10..30).await;
+    // All 40 to one replica: it keeps its share and hands the rest to the
+    // other, which claims them.
+    submit_all(&urls[..1], &upstream, 10..50).await;
+    let log = dir.path().join("replica-1.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("claimed jobs nobody held")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replica 1 took none of replica 0's excess"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let restart = tokio::task::spawn_blocking(move || {
         pg.restart();
         pg
@@ -421,8 +435,10 @@ async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_l
             .all(|c| matches!(c, tonic::Code::Ok | tonic::Code::Unavailable)),
         "{codes:?}"
     );
-    let jobs = all_completed(&urls[1], 30).await;
-    assert_eq!(backend_stats(&upstream).await.submits_received, 30);
+    let jobs = all_completed(&urls[1], 50).await;
+    let stats = backend_stats(&upstream).await;
+    assert_eq!(stats.submits_received, 50);
+    assert_eq!(stats.interleaved_pollers, 0, "{stats:?}");
     let head = jobs.iter().map(|j| j.last_seq).max().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.lock().unwrap().last().map(|e| e.seq) != Some(head) {
@@ -452,7 +468,7 @@ async fn one_request_id_sent_to_two_replicas_bills_once_and_a_database_restart_l
             mirrored += 1;
         }
     }
-    assert!(mirrored >= 30, "{mirrored} mirrored results");
+    assert!(mirrored >= 50, "{mirrored} mirrored results");
     let png = retouch_server::samples::matting_sample().image_png.clone();
     let messages = vec![
         pb::UploadImageRequest {

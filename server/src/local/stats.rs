@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -13,6 +14,10 @@ use crate::aliyun::ApiKind;
 const MAX_COUNTED_KEYS: usize = 100_000;
 /// Task lists remembered for duplicate detection (oldest forgotten first).
 const MAX_REMEMBERED_TASK_LISTS: usize = 100_000;
+/// Two callers querying one key within this of each other, interleaved,
+/// are polling it at once (pollers query every few seconds at most; a
+/// handover leaves a longer gap).
+const OVERLAP: Duration = Duration::from_millis(500);
 
 /// A snapshot of the local backend's counters (also served as JSON at
 /// `GET /local/stats`).
@@ -33,10 +38,11 @@ pub struct BackendStats {
     pub query_requests: u64,
     /// Queries that reached the backend, per `result_key`.
     pub queries_by_key: HashMap<String, u64>,
-    /// Queries for a key from a caller (by `User-Agent`) that had handed it
-    /// over to another caller which has queried it since: two pollers of
-    /// one job at once, interleaved. A handover (a replica stops, another
-    /// takes over) does not count.
+    /// Queries for a key from a caller (by `User-Agent`) that had queried
+    /// it less than half a second before, with another caller's query in
+    /// between: two pollers of one job at once. A handover (a replica
+    /// stops, another takes over, perhaps hands it back later) does not
+    /// count.
     pub interleaved_pollers: u64,
     /// Requests throttled at random by the gateway (`throttle_rate`).
     pub gateway_throttled: u64,
@@ -73,11 +79,12 @@ pub(super) struct Counters {
     task_lists: Mutex<SeenTaskLists>,
 }
 
-/// Who has queried one key: the latest caller and those before it.
-#[derive(Debug, Default)]
+/// Who has queried one key: the latest caller, and when each caller last
+/// did.
+#[derive(Debug)]
 struct Pollers {
     latest: String,
-    earlier: HashSet<String>,
+    last_query: HashMap<String, Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -105,17 +112,22 @@ impl Counters {
         if pollers.len() >= MAX_COUNTED_KEYS && !pollers.contains_key(key) {
             return;
         }
+        let now = Instant::now();
         let seen = pollers.entry(key.to_owned()).or_insert_with(|| Pollers {
             latest: caller.to_owned(),
-            earlier: HashSet::new(),
+            last_query: HashMap::new(),
         });
         if seen.latest != caller {
-            if seen.earlier.contains(caller) {
+            if seen
+                .last_query
+                .get(caller)
+                .is_some_and(|at| now.duration_since(*at) < OVERLAP)
+            {
                 self.interleaved_pollers.fetch_add(1, Ordering::Relaxed);
             }
-            let before = std::mem::replace(&mut seen.latest, caller.to_owned());
-            seen.earlier.insert(before);
+            seen.latest = caller.to_owned();
         }
+        seen.last_query.insert(caller.to_owned(), now);
     }
 
     /// Records a received submit's task list (canonical JSON) and counts it
@@ -183,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn a_handover_is_not_interleaving_but_a_return_is() {
+    fn a_handover_is_not_interleaving_but_polling_at_once_is() {
         let c = Counters::default();
         for caller in ["a", "a", "b", "b"] {
             c.count_query("k", caller);
@@ -193,5 +205,11 @@ mod tests {
         c.count_query("k", "a");
         c.count_query("k", "b");
         assert_eq!(c.snapshot().interleaved_pollers, 2, "a and b both poll k");
+        // A caller that comes back after a while took the key back.
+        c.count_query("later", "a");
+        c.count_query("later", "b");
+        std::thread::sleep(OVERLAP);
+        c.count_query("later", "a");
+        assert_eq!(c.snapshot().interleaved_pollers, 2);
     }
 }

@@ -454,6 +454,18 @@ impl<S: Store + ?Sized> StepTransaction for SoleWriterStep<'_, S> {
     }
 }
 
+/// A job leased by `claim_jobs`.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The job as the journal has it.
+    pub record: JobRecord,
+    /// The new lease.
+    pub lease: Lease,
+    /// Whether another replica's lease on it had expired (a takeover),
+    /// rather than been handed back or never taken.
+    pub taken_over: bool,
+}
+
 /// How many replicas share the journal and how much there is to poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Membership {
@@ -461,6 +473,8 @@ pub struct Membership {
     pub live_replicas: u64,
     /// Jobs still ACTIVE, whoever polls them.
     pub active_jobs: u64,
+    /// The fewest active jobs any live replica holds a valid lease on.
+    pub least_held: u64,
 }
 
 /// What a replica of a journal shared by several needs besides the
@@ -479,11 +493,16 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Leases to this replica up to `max` active jobs whose lease expired
     /// or was never taken (skipping rows another replica has locked).
-    async fn claim_jobs(&self, max: usize) -> Result<Vec<(JobRecord, Lease)>, StoreError>;
+    async fn claim_jobs(&self, max: usize) -> Result<Vec<Claim>, StoreError>;
 
     /// Renews the leases still held under these epochs; the others are
     /// lost and left out of the answer.
     async fn renew_leases(&self, held: Vec<(String, u64)>) -> Result<Vec<Lease>, StoreError>;
+
+    /// Gives back leases still held under these epochs, so that other
+    /// replicas can claim the jobs at once (this one has stopped polling
+    /// them).
+    async fn release_leases(&self, held: Vec<(String, u64)>) -> Result<(), StoreError>;
 
     /// Takes over the pending submissions of replicas that stopped
     /// heartbeating: each may have been billed, so the caller records its

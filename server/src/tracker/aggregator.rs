@@ -85,7 +85,8 @@ pub(crate) enum Command {
     Tailed { events: Vec<Arc<pb::JobEvent>> },
     /// Jobs this replica just leased: poll them.
     Adopt { records: Vec<JobRecord> },
-    /// Jobs whose lease went to another replica: stop tracking them.
+    /// Jobs this replica no longer holds a lease on (lost to another
+    /// replica, or handed back): stop tracking them.
     LeasesLost { keys: Vec<String> },
     /// Submits a stopped replica left without an outcome.
     Orphaned { submissions: Vec<SubmissionRecord> },
@@ -348,7 +349,10 @@ fn forget(ctx: &PollerContext, state: &mut TrackerState, key: &str) {
 async fn reload(ctx: &PollerContext) -> Option<TrackerState> {
     let mut delays = ctx.config.error_retry.delays();
     loop {
-        match ctx.store.recover().await {
+        let recovered = ctx.store.recover().await;
+        ctx.journal_down
+            .store(recovered.is_err(), std::sync::atomic::Ordering::Release);
+        match recovered {
             Ok(recovered) => {
                 let active = match &ctx.leases {
                     None => recovered.active_jobs,

@@ -71,6 +71,17 @@ impl HeldLeases {
         self.lock().len()
     }
 
+    /// Stops holding all but `keep` leases; returns those given up, with
+    /// their epochs.
+    fn give_up_beyond(&self, keep: usize) -> Vec<(String, u64)> {
+        let mut held = self.lock();
+        let excess: Vec<String> = held.keys().skip(keep).cloned().collect();
+        excess
+            .into_iter()
+            .filter_map(|key| held.remove(&key).map(|(epoch, _)| (key, epoch)))
+            .collect()
+    }
+
     /// Every lease held, with its epoch.
     fn epochs(&self) -> Vec<(String, u64)> {
         self.lock()
@@ -124,6 +135,7 @@ pub(crate) async fn run(
     let mut last_renewal: Option<Instant> = None;
     let mut live_replicas = 1;
     let mut active_jobs = 0;
+    let mut least_held = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -143,6 +155,7 @@ pub(crate) async fn run(
                     }
                     live_replicas = live;
                     active_jobs = membership.active_jobs;
+                    least_held = membership.least_held as usize;
                 }
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
             }
@@ -173,15 +186,50 @@ pub(crate) async fn run(
         // A fair share of the active jobs, rounded up so that the shares
         // cover them all; jobs this replica accepted itself count too.
         let share = active_jobs.div_ceil(live_replicas) as usize;
+        // Holding more than a share, while another replica holds at least
+        // two fewer: hand back half the difference, no more than the
+        // excess, for the others to claim. Moving jobs only from the most
+        // loaded towards the least loaded keeps them from going back and
+        // forth. Pollers see their lease gone before the journal frees it.
+        let holding = held.len();
+        if live_replicas > 1 && holding > share && holding >= least_held + 2 {
+            let give = (holding - share).min((holding - least_held) / 2);
+            let excess = held.give_up_beyond(holding - give);
+            let keys: Vec<String> = excess.iter().map(|(key, _)| key.clone()).collect();
+            tracing::info!(
+                jobs = keys.len(),
+                share,
+                least_held,
+                "handing jobs beyond this replica's share to the others"
+            );
+            if commands.send(Command::LeasesLost { keys }).await.is_err() {
+                return;
+            }
+            if let Err(e) = cluster.release_leases(excess).await {
+                tracing::warn!(error = %e, "could not hand jobs back; they return to the others when their leases expire");
+            }
+        }
         let room = share.saturating_sub(held.len());
         if room > 0 {
             match cluster.claim_jobs(room).await {
                 Ok(claimed) if !claimed.is_empty() => {
-                    tracing::info!(jobs = claimed.len(), "claimed jobs nobody held a lease on");
+                    let taken_over = claimed.iter().filter(|c| c.taken_over).count();
+                    if taken_over > 0 {
+                        tracing::warn!(
+                            jobs = taken_over,
+                            "took over jobs whose replica stopped renewing its leases"
+                        );
+                    }
+                    if taken_over < claimed.len() {
+                        tracing::info!(
+                            jobs = claimed.len() - taken_over,
+                            "claimed jobs nobody held a lease on"
+                        );
+                    }
                     let mut records = Vec::with_capacity(claimed.len());
-                    for (record, lease) in claimed {
-                        held.insert(lease);
-                        records.push(record);
+                    for claim in claimed {
+                        held.insert(claim.lease);
+                        records.push(claim.record);
                     }
                     if commands.send(Command::Adopt { records }).await.is_err() {
                         return;

@@ -109,6 +109,7 @@ pub struct Tracker {
     tasks: tokio_util::task::TaskTracker,
     mirror_work: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<MirrorWork>>>>,
     cluster: Option<Arc<dyn Cluster>>,
+    journal_down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Message of the records made for submits a crash left unsettled.
@@ -208,6 +209,7 @@ impl Tracker {
                 cancel.clone(),
             ));
         }
+        let journal_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ctx = poller::PollerContext {
             server_id: server_id.clone(),
             store: store.clone(),
@@ -219,6 +221,7 @@ impl Tracker {
             tasks: tasks.clone(),
             mirror,
             leases,
+            journal_down: journal_down.clone(),
         };
         let aggregator = tasks.spawn(aggregator::run(receiver, ctx, state));
         tokio::spawn(async move {
@@ -236,6 +239,7 @@ impl Tracker {
             tasks,
             mirror_work: Arc::new(std::sync::Mutex::new(Some(mirror_rx))),
             cluster,
+            journal_down,
         })
     }
 
@@ -406,6 +410,13 @@ impl Tracker {
     ) -> Result<T, ServiceError> {
         if self.cancel.is_cancelled() {
             return Err(ServiceError::ShuttingDown);
+        }
+        if self.journal_down.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Unavailable(
+                "the journal cannot be reached; tracking resumes when it can (retry shortly)"
+                    .into(),
+            )
+            .into());
         }
         let (reply, answer) = oneshot::channel();
         self.commands

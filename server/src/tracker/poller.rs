@@ -34,6 +34,9 @@ pub(crate) struct PollerContext {
     pub mirror: Option<mpsc::UnboundedSender<super::MirrorWork>>,
     /// On a journal shared by replicas: the leases this replica holds.
     pub leases: Option<std::sync::Arc<super::leases::HeldLeases>>,
+    /// Set while the aggregator waits for an unreachable journal: requests
+    /// fail at once instead of queueing behind it.
+    pub journal_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Polls `key` until its tasks are all terminal, the error is one retrying

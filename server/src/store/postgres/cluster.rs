@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::PostgresStore;
 use super::sql::{self, bound, db_error, job_record, submission_record};
 use crate::store::rows::{STATE_PENDING, seq};
-use crate::store::{Cluster, JobRecord, Lease, Membership, StoreError, SubmissionRecord};
+use crate::store::{Claim, Cluster, Lease, Membership, StoreError, SubmissionRecord};
 
 fn ttl_millis(ttl: Duration) -> i64 {
     ttl.as_millis().min(i64::MAX as u128) as i64
@@ -38,7 +38,12 @@ impl Cluster for PostgresStore {
         let row = client
             .query_one(
                 "SELECT (SELECT count(*) FROM replicas WHERE expires_at > clock_timestamp()),
-                        (SELECT count(*) FROM jobs WHERE status = 1)",
+                        (SELECT count(*) FROM jobs WHERE status = 1),
+                        (SELECT COALESCE(MIN(held), 0) FROM (
+                             SELECT (SELECT count(*) FROM jobs j
+                                     WHERE j.status = 1 AND j.lease_owner = r.id
+                                       AND j.lease_expires_at > clock_timestamp()) AS held
+                             FROM replicas r WHERE r.expires_at > clock_timestamp()) AS per_replica)",
                 &[],
             )
             .await
@@ -46,10 +51,11 @@ impl Cluster for PostgresStore {
         Ok(Membership {
             live_replicas: seq(row.get(0)),
             active_jobs: seq(row.get(1)),
+            least_held: seq(row.get(2)),
         })
     }
 
-    async fn claim_jobs(&self, max: usize) -> Result<Vec<(JobRecord, Lease)>, StoreError> {
+    async fn claim_jobs(&self, max: usize) -> Result<Vec<Claim>, StoreError> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -60,7 +66,7 @@ impl Cluster for PostgresStore {
         let rows = client
             .query(
                 "WITH free AS (
-                     SELECT accepted_seq FROM jobs
+                     SELECT accepted_seq, lease_expires_at IS NOT NULL AS taken_over FROM jobs
                      WHERE status = 1
                        AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
                      ORDER BY accepted_seq
@@ -69,7 +75,8 @@ impl Cluster for PostgresStore {
                  UPDATE jobs j SET lease_owner = $2, lease_epoch = j.lease_epoch + 1,
                      lease_expires_at = clock_timestamp() + $3::int8 * interval '1 millisecond'
                  FROM free WHERE j.accepted_seq = free.accepted_seq
-                 RETURNING j.accepted_seq, j.finished_at_ms, j.job, j.lease_epoch, j.result_key",
+                 RETURNING j.accepted_seq, j.finished_at_ms, j.job, j.lease_epoch, j.result_key,
+                           free.taken_over",
                 &[
                     &bound(max as u64),
                     &&*self.replica_id,
@@ -80,14 +87,15 @@ impl Cluster for PostgresStore {
             .map_err(db_error)?;
         rows.iter()
             .map(|row| {
-                Ok((
-                    job_record(row)?,
-                    Lease {
+                Ok(Claim {
+                    record: job_record(row)?,
+                    lease: Lease {
                         result_key: row.get(4),
                         epoch: seq(row.get(3)),
                         valid_until: sent + self.lease_ttl,
                     },
-                ))
+                    taken_over: row.get(5),
+                })
             })
             .collect()
     }
@@ -133,6 +141,34 @@ impl Cluster for PostgresStore {
                 valid_until: sent + self.lease_ttl,
             })
             .collect())
+    }
+
+    async fn release_leases(&self, held: Vec<(String, u64)>) -> Result<(), StoreError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let (keys, epochs): (Vec<String>, Vec<i64>) = held
+            .into_iter()
+            .map(|(key, epoch)| (key, bound(epoch)))
+            .unzip();
+        // Locked in result-key order, as steps lock them (see `step`).
+        client
+            .execute(
+                "WITH held AS (
+                     SELECT j.accepted_seq FROM jobs j
+                     JOIN unnest($1::text[], $2::int8[]) AS h(result_key, epoch)
+                       ON j.result_key = h.result_key AND j.lease_epoch = h.epoch
+                     WHERE j.lease_owner = $3
+                     ORDER BY j.result_key
+                     FOR UPDATE OF j)
+                 UPDATE jobs j SET lease_owner = NULL, lease_expires_at = NULL
+                 FROM held WHERE j.accepted_seq = held.accepted_seq",
+                &[&keys, &epochs, &&*self.replica_id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     async fn claim_orphaned_submissions(&self) -> Result<Vec<SubmissionRecord>, StoreError> {

@@ -145,9 +145,10 @@ async fn a_lost_lease_fences_its_old_holder_and_goes_to_another_replica() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let claimed = b.claim_jobs(10).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    let (record, lease) = &claimed[0];
-    assert_eq!(record.job.result_key, "job");
-    assert_eq!(lease.epoch, 2);
+    let claim = &claimed[0];
+    assert_eq!(claim.record.job.result_key, "job");
+    assert_eq!(claim.lease.epoch, 2);
+    assert!(claim.taken_over, "A's lease had expired");
 
     // A wakes up: its step is told the job is fenced, its renewal loses it.
     let step = a.begin_step(vec![("job".into(), 1)]).await.unwrap();
