@@ -17,7 +17,7 @@ use retouch_api::v1::jobs_client::JobsClient;
 use tokio::sync::watch;
 
 mod support;
-use support::{APPCODE, Process, backend, backend_stats, channel, list_all, task};
+use support::{Process, backend, backend_stats, channel, list_all, task, upstream_args};
 
 /// retouchd on `data_dir` against `upstream`; returns it and its gRPC URL.
 async fn retouchd(
@@ -46,19 +46,8 @@ async fn retouchd_on(
         http_listen,
         "--data-dir",
         data,
-        "--aliyun-appcode",
-        APPCODE,
-        "--aliyun-base-url",
-        upstream,
-        "--poll-first",
-        "50ms",
-        "--poll-min",
-        "100ms",
-        "--poll-max",
-        "300ms",
-        "--upstream-qps",
-        "0",
     ];
+    args.extend(upstream_args(upstream));
     args.extend_from_slice(extra);
     let log = data_dir
         .parent()

@@ -18,7 +18,9 @@ mod support;
 #[path = "../src/store/postgres/test_cluster.rs"]
 mod test_cluster;
 
-use support::{APPCODE, Process, backend_stats, backend_with_workers, channel, list_all, task};
+use support::{
+    Process, backend_stats, backend_with_workers, channel, list_all, task, upstream_args,
+};
 use test_cluster::TestCluster;
 
 /// Short, so that the test sees a takeover quickly.
@@ -51,19 +53,8 @@ async fn replica_with(
         database_url,
         "--lease-ttl",
         LEASE_TTL,
-        "--aliyun-appcode",
-        APPCODE,
-        "--aliyun-base-url",
-        upstream,
-        "--poll-first",
-        "50ms",
-        "--poll-min",
-        "100ms",
-        "--poll-max",
-        "300ms",
-        "--upstream-qps",
-        "0",
     ];
+    args.extend(upstream_args(upstream));
     args.extend_from_slice(extra);
     let mut process = Process::spawn(&args, dir.join(format!("replica-{n}.log")));
     let grpc = process.logged("retouchd is running", "grpc").await;

@@ -81,6 +81,25 @@ impl Process {
     }
 }
 
+/// The flags of a `retouchd serve` against `upstream` (the local backend
+/// below), polling fast and with no request budget.
+pub fn upstream_args(upstream: &str) -> [&str; 12] {
+    [
+        "--aliyun-appcode",
+        APPCODE,
+        "--aliyun-base-url",
+        upstream,
+        "--poll-first",
+        "50ms",
+        "--poll-min",
+        "100ms",
+        "--poll-max",
+        "300ms",
+        "--upstream-qps",
+        "0",
+    ]
+}
+
 /// `retouchd local-backend` as a process of its own: it outlives retouchd.
 pub async fn backend(dir: &Path, task_duration: &str) -> (Process, String) {
     backend_with_workers(dir, task_duration, 2).await

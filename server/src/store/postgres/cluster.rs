@@ -6,12 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::PostgresStore;
 use super::sql::{self, bound, db_error, job_record, submission_record};
+use super::step::{leases_from, ttl_millis};
 use crate::store::rows::{STATE_PENDING, seq};
 use crate::store::{Claim, Cluster, Lease, Membership, StoreError, SubmissionRecord};
-
-fn ttl_millis(ttl: Duration) -> i64 {
-    ttl.as_millis().min(i64::MAX as u128) as i64
-}
 
 #[async_trait::async_trait]
 impl Cluster for PostgresStore {
@@ -133,14 +130,7 @@ impl Cluster for PostgresStore {
             )
             .await
             .map_err(db_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| Lease {
-                result_key: r.get(0),
-                epoch: seq(r.get(1)),
-                valid_until: sent + self.lease_ttl,
-            })
-            .collect())
+        Ok(leases_from(&rows, sent + self.lease_ttl))
     }
 
     async fn release_leases(&self, held: Vec<(String, u64)>) -> Result<(), StoreError> {

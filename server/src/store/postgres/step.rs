@@ -139,16 +139,25 @@ pub(super) async fn take_leases<C: tokio_postgres::GenericClient>(
                  lease_expires_at = clock_timestamp() + $3::int8 * interval '1 millisecond'
              WHERE result_key = ANY($1) AND status = 1
              RETURNING result_key, lease_epoch",
-            &[&keys, &replica_id, &(ttl.as_millis() as i64)],
+            &[&keys, &replica_id, &ttl_millis(ttl)],
         )
         .await
         .map_err(db_error)?;
-    Ok(rows
-        .iter()
+    Ok(leases_from(&rows, sent + ttl))
+}
+
+/// Leases from rows of (result_key, lease_epoch), valid until `until`.
+pub(super) fn leases_from(rows: &[tokio_postgres::Row], until: Instant) -> Vec<Lease> {
+    rows.iter()
         .map(|r| Lease {
             result_key: r.get(0),
             epoch: seq(r.get(1)),
-            valid_until: sent + ttl,
+            valid_until: until,
         })
-        .collect())
+        .collect()
+}
+
+/// A lease's duration as the milliseconds the SQL adds to the clock.
+pub(super) fn ttl_millis(ttl: Duration) -> i64 {
+    ttl.as_millis().min(i64::MAX as u128) as i64
 }

@@ -122,9 +122,8 @@ async fn replicas_committing_at_once_get_gapless_seqs_that_readers_see_in_order(
     assert_eq!(reader.committed_head().await.unwrap(), 240);
 }
 
-#[tokio::test]
-async fn a_lost_lease_fences_its_old_holder_and_goes_to_another_replica() {
-    let cluster = TestCluster::start();
+/// Two replicas whose leases and heartbeats last 600 ms.
+async fn two_replicas_with_short_leases(cluster: &TestCluster) -> (PostgresStore, PostgresStore) {
     let short = ReplicaOptions {
         lease_ttl: Duration::from_millis(600),
     };
@@ -132,6 +131,13 @@ async fn a_lost_lease_fences_its_old_holder_and_goes_to_another_replica() {
         .await
         .unwrap();
     let b = PostgresStore::connect(&cluster.url(), short).await.unwrap();
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_lost_lease_fences_its_old_holder_and_goes_to_another_replica() {
+    let cluster = TestCluster::start();
+    let (a, b) = two_replicas_with_short_leases(&cluster).await;
     step_of(&a, "job").await;
     let held_by_a = a.renew_leases(vec![("job".into(), 1)]).await.unwrap();
     assert_eq!(held_by_a.len(), 1, "{held_by_a:?}");
@@ -167,13 +173,7 @@ async fn a_lost_lease_fences_its_old_holder_and_goes_to_another_replica() {
 #[tokio::test]
 async fn a_stopped_replicas_pending_submits_are_taken_over_once_its_heartbeat_expires() {
     let cluster = TestCluster::start();
-    let short = ReplicaOptions {
-        lease_ttl: Duration::from_millis(600),
-    };
-    let a = PostgresStore::connect(&cluster.url(), short.clone())
-        .await
-        .unwrap();
-    let b = PostgresStore::connect(&cluster.url(), short).await.unwrap();
+    let (a, b) = two_replicas_with_short_leases(&cluster).await;
     a.heartbeat().await.unwrap();
     let membership = b.heartbeat().await.unwrap();
     assert_eq!(membership.live_replicas, 2);
