@@ -17,6 +17,9 @@ use crate::upstream::UpstreamClient;
 /// Longest pause between two rounds of claiming: takeover of a dead
 /// replica's jobs comes at most this long after its leases expire.
 const CLAIM_EVERY: Duration = Duration::from_secs(1);
+/// Rounds in a row a replica must hold clearly more than its share before
+/// it hands jobs back.
+const HAND_BACK_AFTER_ROUNDS: u32 = 3;
 
 /// Where a job's lease stands for this replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,29 +139,32 @@ pub(crate) async fn run(
     let mut live_replicas = 1;
     let mut active_jobs = 0;
     let mut least_held = 0;
+    let mut overloaded_rounds = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // Membership every round: what each replica's share is, and who
+        // holds the fewest, must be current for claims and hand-backs.
+        match cluster.heartbeat().await {
+            Ok(membership) => {
+                let live = membership.live_replicas.max(1);
+                if live != live_replicas {
+                    tracing::info!(
+                        replicas = live,
+                        "live replicas changed; sharing the upstream request budget among them"
+                    );
+                    client.share_budget(live);
+                }
+                live_replicas = live;
+                active_jobs = membership.active_jobs;
+                least_held = membership.least_held as usize;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+        }
         if last_renewal.is_none_or(|at| at.elapsed() >= renew_every) {
             let started = Instant::now();
-            match cluster.heartbeat().await {
-                Ok(membership) => {
-                    let live = membership.live_replicas.max(1);
-                    if live != live_replicas {
-                        tracing::info!(
-                            replicas = live,
-                            "live replicas changed; sharing the upstream request budget among them"
-                        );
-                        client.share_budget(live);
-                    }
-                    live_replicas = live;
-                    active_jobs = membership.active_jobs;
-                    least_held = membership.least_held as usize;
-                }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
-            }
             let asked = held.epochs();
             match cluster.renew_leases(asked.clone()).await {
                 Ok(renewed) => {
@@ -186,13 +192,20 @@ pub(crate) async fn run(
         // A fair share of the active jobs, rounded up so that the shares
         // cover them all; jobs this replica accepted itself count too.
         let share = active_jobs.div_ceil(live_replicas) as usize;
-        // Holding more than a share, while another replica holds at least
-        // two fewer: hand back half the difference, no more than the
-        // excess, for the others to claim. Moving jobs only from the most
-        // loaded towards the least loaded keeps them from going back and
-        // forth. Pollers see their lease gone before the journal frees it.
+        // Holding more than a share, while another replica holds clearly
+        // fewer (two, or a quarter of a share), for several rounds in a
+        // row: hand back half the difference, no more than the excess, for
+        // the others to claim. A handed-back job waits for a claim round,
+        // so passing imbalances (short jobs finishing unevenly) are left
+        // alone; moving jobs only from the most loaded towards the least
+        // loaded keeps them from going back and forth. Pollers see their
+        // lease gone before the journal frees it.
         let holding = held.len();
-        if live_replicas > 1 && holding > share && holding >= least_held + 2 {
+        let imbalance = (share / 4).max(2);
+        let overloaded = live_replicas > 1 && holding > share && holding >= least_held + imbalance;
+        overloaded_rounds = if overloaded { overloaded_rounds + 1 } else { 0 };
+        if overloaded_rounds >= HAND_BACK_AFTER_ROUNDS {
+            overloaded_rounds = 0;
             let give = (holding - share).min((holding - least_held) / 2);
             let excess = held.give_up_beyond(holding - give);
             let keys: Vec<String> = excess.iter().map(|(key, _)| key.clone()).collect();
