@@ -158,8 +158,9 @@ pub(crate) async fn run(
     mut state: TrackerState,
 ) {
     let mut watchers: Vec<Watcher> = Vec::new();
-    // The last seq the watchers were fed: this replica's own commits on a
-    // journal of its own, the tailer's position on a shared one.
+    // On a shared journal, the last seq the tailer fed the watchers (it
+    // starts where recovery found the head). A journal of its own feeds
+    // them each step's events, so its head is the state's own.
     let mut feed_head = state.head_seq();
     for job in state.snapshot(&JobFilter::All) {
         start_poller(&ctx, &job.1);
@@ -247,9 +248,6 @@ pub(crate) async fn run(
         }
         match &durable {
             Ok(()) => {
-                if ctx.leases.is_none() {
-                    feed_head = state.head_seq();
-                }
                 let finished = state.evict_finished();
                 if let Some(held) = &ctx.leases {
                     // The step cleared their leases in the journal.
@@ -283,9 +281,6 @@ pub(crate) async fn run(
                     break;
                 };
                 state = reloaded;
-                if ctx.leases.is_none() {
-                    feed_head = state.head_seq();
-                }
                 for (_, job) in state.snapshot(&JobFilter::All) {
                     if !polled.contains(&job.result_key) {
                         start_poller(&ctx, &job);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::PostgresStore;
 use super::sql::{self, bound, db_error, job_record, submission_record};
-use super::step::{leases_from, ttl_millis};
+use super::step::{key_and_epoch_arrays, leases_from, ttl_millis};
 use crate::store::rows::{STATE_PENDING, seq};
 use crate::store::{Claim, Cluster, Lease, Membership, StoreError, SubmissionRecord};
 
@@ -104,10 +104,7 @@ impl Cluster for PostgresStore {
         let client = self.client().await?;
         let sent = Instant::now();
         // Locked in result-key order, as steps lock them (see `step`).
-        let (keys, epochs): (Vec<String>, Vec<i64>) = held
-            .into_iter()
-            .map(|(key, epoch)| (key, bound(epoch)))
-            .unzip();
+        let (keys, epochs) = key_and_epoch_arrays(held);
         let rows = client
             .query(
                 "WITH held AS (
@@ -138,10 +135,7 @@ impl Cluster for PostgresStore {
             return Ok(());
         }
         let client = self.client().await?;
-        let (keys, epochs): (Vec<String>, Vec<i64>) = held
-            .into_iter()
-            .map(|(key, epoch)| (key, bound(epoch)))
-            .unzip();
+        let (keys, epochs) = key_and_epoch_arrays(held);
         // Locked in result-key order, as steps lock them (see `step`).
         client
             .execute(

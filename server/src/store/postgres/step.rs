@@ -55,10 +55,7 @@ impl PgStep {
             .map_err(db_error)?;
         step.head = seq(row.get(0));
         if !leased.is_empty() {
-            let (keys, epochs): (Vec<String>, Vec<i64>) = leased
-                .into_iter()
-                .map(|(key, epoch)| (key, bound(epoch)))
-                .unzip();
+            let (keys, epochs) = key_and_epoch_arrays(leased);
             let held: std::collections::HashSet<String> = client
                 .query(
                     "SELECT j.result_key FROM jobs j
@@ -144,6 +141,14 @@ pub(super) async fn take_leases<C: tokio_postgres::GenericClient>(
         .await
         .map_err(db_error)?;
     Ok(leases_from(&rows, sent + ttl))
+}
+
+/// Leases named by (result key, epoch) as the two arrays the SQL joins
+/// with `unnest($1::text[], $2::int8[])`.
+pub(super) fn key_and_epoch_arrays(held: Vec<(String, u64)>) -> (Vec<String>, Vec<i64>) {
+    held.into_iter()
+        .map(|(key, epoch)| (key, bound(epoch)))
+        .unzip()
 }
 
 /// Leases from rows of (result_key, lease_epoch), valid until `until`.
