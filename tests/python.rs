@@ -6,45 +6,13 @@
 //! virtualenv under target/ itself, so plain `cargo test` works too.
 
 mod common;
+#[path = "python/venv.rs"]
+mod venv;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::*;
-
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("RETOUCH_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join("python-venv");
-    let python = venv.join("bin").join("python");
-    let requirements = root.join("tests/python/requirements.txt");
-    let marker = venv.join(".requirements-installed");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 runs");
-        assert!(
-            status.success(),
-            "python3 -m venv failed (apt-get install python3-venv)"
-        );
-        let status = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "-r"])
-            .arg(&requirements)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "pip install -r tests/python/requirements.txt failed"
-        );
-        std::fs::write(&marker, wanted).unwrap();
-    }
-    python
-}
+use venv::python;
 
 #[tokio::test]
 async fn a_python_grpcio_client_runs_a_job_to_success() {

@@ -68,11 +68,15 @@ pub struct ServerConfig {
     /// How long a replica's leases last unless renewed (with a database
     /// URL).
     pub lease_ttl: Duration,
-    /// Upload directory (`None`: `uploads` in the data directory).
+    /// Upload directory (`None`: `uploads` in the data directory), unless
+    /// `files_url` is set.
     pub upload_dir: Option<PathBuf>,
     /// Directory of mirrored results (`None`: `results` in the data
     /// directory).
     pub results_dir: Option<PathBuf>,
+    /// `s3://bucket/prefix` keeping uploads and mirrored results instead of
+    /// the two directories (credentials from `AWS_*` variables).
+    pub files_url: Option<reqwest::Url>,
     /// Public base URL of the HTTP listener, as the upstream reaches it
     /// (`None`: `http://<http listen address>`).
     pub public_base_url: Option<String>,
@@ -111,6 +115,7 @@ impl ServerConfig {
             lease_ttl: Duration::from_secs(10),
             upload_dir: None,
             results_dir: None,
+            files_url: None,
             public_base_url: None,
             upload_max_bytes: 20 * 1024 * 1024,
             upload_retention: Duration::from_secs(24 * 3600),
@@ -225,47 +230,35 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();
 
-    let upload_dir = config
-        .upload_dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("uploads"));
-    let uploads = Arc::new(
-        UploadStore::open(
-            UploadConfig {
-                dir: upload_dir.clone(),
-                public_base_url: format!("{}/uploads", public_base.trim_end_matches('/')),
-                max_bytes: config.upload_max_bytes,
-                retention: config.upload_retention,
-            },
-            store.clone(),
-        )
-        .map_err(|e| {
-            StartError::Config(format!(
-                "cannot use upload directory {}: {e}",
-                upload_dir.display()
-            ))
-        })?,
-    );
+    let files = match &config.files_url {
+        Some(url) => crate::files::FileLocation::S3(url.clone()),
+        None => crate::files::FileLocation::Directories {
+            uploads: config
+                .upload_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("uploads")),
+            results: config
+                .results_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("results")),
+        },
+    };
+    let stores = files
+        .open()
+        .await
+        .map_err(|e| StartError::Config(format!("cannot keep uploads and results there: {e}")))?;
+    tracing::info!(files = %files.describe(), "uploads and mirrored results");
+    let uploads = Arc::new(UploadStore::new(
+        UploadConfig {
+            public_base_url: format!("{}/uploads", public_base.trim_end_matches('/')),
+            max_bytes: config.upload_max_bytes,
+            retention: config.upload_retention,
+        },
+        stores.uploads,
+        store.clone(),
+    ));
     tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
-
-    let results_dir = config
-        .results_dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("results"));
-    let objects: Arc<dyn object_store::ObjectStore> = Arc::new(
-        std::fs::create_dir_all(&results_dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                object_store::local::LocalFileSystem::new_with_prefix(&results_dir)
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(|e| {
-                StartError::Config(format!(
-                    "cannot use {} for mirrored results: {e}",
-                    results_dir.display()
-                ))
-            })?,
-    );
+    let objects = stores.results;
     let auth = crate::grpc::BearerAuth::new(config.auth_token.clone());
     let mut http_router =
         uploads

@@ -199,8 +199,9 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// Keep the journal in PostgreSQL instead of SQLite in the data
     /// directory: a `postgres://user:password@host:port/database` URL.
-    /// Several retouchd may share one database as replicas. Uploads and
-    /// mirrored results stay in each one's data directory.
+    /// Several retouchd may share one database as replicas; they serve
+    /// each other's uploads and results when those are in one place
+    /// (--files-url, or shared --upload-dir and --results-dir).
     #[arg(long, env = "RETOUCH_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Option<SecretString>,
     /// With --database-url: how long a replica's leases on the jobs it
@@ -217,6 +218,14 @@ pub struct ServeArgs {
     /// directory). Replicas that share one serve each other's results.
     #[arg(long, env = "RETOUCH_RESULTS_DIR")]
     pub results_dir: Option<PathBuf>,
+    /// Keep uploads and mirrored results in S3 instead of directories:
+    /// `s3://bucket/prefix`, shared by every replica. Credentials, region
+    /// and endpoint (an S3-compatible server) come from the standard
+    /// variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT, AWS_ALLOW_HTTP.
+    #[arg(long, env = "RETOUCH_FILES_URL", value_parser = crate::files::parse_files_url,
+          conflicts_with_all = ["upload_dir", "results_dir"])]
+    pub files_url: Option<reqwest::Url>,
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "RETOUCH_UPLOAD_MAX_BYTES", default_value_t = 20 * 1024 * 1024)]
     pub upload_max_bytes: usize,
@@ -408,6 +417,7 @@ impl ServeArgs {
             lease_ttl: self.lease_ttl,
             upload_dir: self.upload_dir.clone(),
             results_dir: self.results_dir.clone(),
+            files_url: self.files_url.clone(),
             public_base_url: self.public_base_url.clone(),
             upload_max_bytes: self.upload_max_bytes,
             upload_retention: self.upload_retention,

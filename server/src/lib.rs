@@ -8,6 +8,7 @@ pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod grpc;
 pub mod idempotency;
 pub mod local;

@@ -1,16 +1,13 @@
 //! `UploadStore`: images uploaded through `Jobs.UploadImage`, kept in an
-//! object store (a directory now; any `object_store` backend, S3 say, for
-//! replicas) by content hash and served over HTTP so the upstream can
-//! download them.
+//! object store (a directory, or S3 shared by replicas: see `files`) by
+//! content hash and served over HTTP so the upstream can download them.
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 
 use axum::extract::{Path as UrlPath, State};
@@ -26,9 +23,7 @@ use crate::validate::Violation;
 /// Where and how uploads are kept.
 #[derive(Debug, Clone)]
 pub struct UploadConfig {
-    /// Directory holding the files.
-    pub dir: PathBuf,
-    /// Base URL under which `dir`'s files are reachable by the upstream,
+    /// Base URL under which the files are reachable by the upstream,
     /// e.g. `http://127.0.0.1:50052/uploads`.
     pub public_base_url: String,
     /// Largest accepted upload.
@@ -57,21 +52,19 @@ impl std::fmt::Debug for UploadStore {
 }
 
 impl UploadStore {
-    /// Opens (and creates) the upload directory; what is known of each
-    /// upload goes into `journal`.
-    pub fn open(
+    /// Keeps the files in `objects`; what is known of each upload goes
+    /// into `journal`.
+    pub fn new(
         config: UploadConfig,
+        objects: Arc<dyn ObjectStore>,
         journal: Arc<dyn crate::store::Store>,
-    ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&config.dir)?;
-        let objects =
-            LocalFileSystem::new_with_prefix(&config.dir).map_err(std::io::Error::other)?;
-        Ok(UploadStore {
+    ) -> Self {
+        UploadStore {
             config,
-            objects: Arc::new(objects),
+            objects,
             journal,
             in_progress: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
-        })
+        }
     }
 
     /// A place for one more upload in memory, if there is one.
@@ -82,11 +75,6 @@ impl UploadStore {
     /// The largest accepted upload, in bytes.
     pub fn max_bytes(&self) -> usize {
         self.config.max_bytes
-    }
-
-    /// The directory holding the files.
-    pub fn dir(&self) -> &Path {
-        &self.config.dir
     }
 
     /// Checks that `bytes` is a PNG or JPEG the upstream accepts, stores it
@@ -207,6 +195,17 @@ async fn serve_upload(
         Err(e) => Err(e),
     };
     match object {
+        Err(object_store::Error::NotFound { .. }) => {
+            (StatusCode::NOT_FOUND, "no such upload").into_response()
+        }
+        // A store that cannot answer now (S3 down, say) is not a missing
+        // file: the upstream should retry, not fail the task.
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "2")],
+            format!("cannot read the upload: {e}"),
+        )
+            .into_response(),
         Ok(bytes) => {
             let content_type = if name.ends_with(".png") {
                 "image/png"
@@ -215,7 +214,6 @@ async fn serve_upload(
             };
             ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
         }
-        Err(_) => (StatusCode::NOT_FOUND, "no such upload").into_response(),
     }
 }
 

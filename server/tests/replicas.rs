@@ -18,6 +18,7 @@ mod support;
 #[path = "../src/store/postgres/test_cluster.rs"]
 mod test_cluster;
 
+use support::s3::{S3Server, SECRET_ACCESS_KEY};
 use support::{
     Process, backend_stats, backend_with_workers, channel, list_all, task, upstream_args,
 };
@@ -28,17 +29,19 @@ const LEASE_TTL: &str = "2s";
 
 /// Replica `n` on the shared database; returns it and its gRPC URL.
 async fn replica(dir: &Path, database_url: &str, upstream: &str, n: usize) -> (Process, String) {
-    let (process, grpc, _) = replica_with(dir, database_url, upstream, n, &[]).await;
+    let (process, grpc, _) = replica_with(dir, database_url, upstream, n, &[], &[]).await;
     (process, grpc)
 }
 
-/// [`replica`] with `extra` arguments; also returns its HTTP address.
+/// [`replica`] with `extra` arguments and `env`; also returns its HTTP
+/// address.
 async fn replica_with(
     dir: &Path,
     database_url: &str,
     upstream: &str,
     n: usize,
     extra: &[&str],
+    env: &[(&str, String)],
 ) -> (Process, String, String) {
     let data = dir.join(format!("replica-{n}"));
     let mut args = vec![
@@ -56,7 +59,7 @@ async fn replica_with(
     ];
     args.extend(upstream_args(upstream));
     args.extend_from_slice(extra);
-    let mut process = Process::spawn(&args, dir.join(format!("replica-{n}.log")));
+    let mut process = Process::spawn_with_env(&args, env, dir.join(format!("replica-{n}.log")));
     let grpc = process.logged("retouchd is running", "grpc").await;
     let http = process.logged("retouchd is running", "http").await;
     (process, format!("http://{grpc}"), http)
@@ -339,26 +342,42 @@ async fn all_completed(url: &str, expected: usize) -> Vec<pb::Job> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_bill_a_request_id_once_share_jobs_and_files_and_survive_a_database_restart() {
+async fn two_replicas_bill_a_request_id_once_share_jobs_and_s3_files_and_survive_a_database_restart()
+ {
     let pg = TestCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let (_backend, upstream) = backend_with_workers(dir.path(), "1s", 8).await;
-    // Both replicas keep uploads and mirrored results in one shared
-    // directory (as on a network file system).
-    let shared = dir.path().join("shared");
-    let (uploads, results) = (shared.join("uploads"), shared.join("results"));
-    let extra = [
-        "--upload-dir",
-        uploads.to_str().unwrap(),
-        "--results-dir",
-        results.to_str().unwrap(),
-    ];
+    // Both replicas keep uploads and mirrored results in one S3 bucket.
+    let s3 = S3Server::start(dir.path(), "retouch-files").await;
+    let s3_env = s3.env();
+    // A bucket that does not exist stops the start, naming it.
+    let mut wrong = Process::spawn_with_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().join("wrong").to_str().unwrap(),
+            "--files-url",
+            "s3://no-such-bucket/x",
+        ],
+        &s3_env,
+        dir.path().join("wrong.log"),
+    );
+    let refused = wrong
+        .try_logged("retouchd is running", "grpc")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("s3://no-such-bucket/x"), "{refused}");
+    let extra = ["--files-url", "s3://retouch-files/cluster-a"];
     let mut urls = Vec::new();
     let mut http = Vec::new();
     let mut _replicas = Vec::new();
     for n in 0..2 {
         let (process, url, http_addr) =
-            replica_with(dir.path(), &pg.url(), &upstream, n, &extra).await;
+            replica_with(dir.path(), &pg.url(), &upstream, n, &extra, &s3_env).await;
         _replicas.push(process);
         urls.push(url);
         http.push(http_addr);
@@ -479,6 +498,20 @@ async fn two_replicas_bill_a_request_id_once_share_jobs_and_files_and_survive_a_
         .unwrap()
         .into_inner();
     assert_eq!(copied(&other(&uploaded.url)).await, png);
+    let keys = s3.keys("retouch-files").await;
+    let under = |prefix: &str| keys.iter().filter(|k| k.starts_with(prefix)).count();
+    assert_eq!(under("cluster-a/uploads/"), 1, "{keys:?}");
+    assert!(under("cluster-a/results/") >= 1, "{keys:?}");
+    assert_eq!(under("cluster-a/"), keys.len(), "{keys:?}");
+    for n in 0..2 {
+        let data = dir.path().join(format!("replica-{n}"));
+        assert!(!data.join("results").exists() && !data.join("uploads").exists());
+        let log = std::fs::read_to_string(dir.path().join(format!("replica-{n}.log"))).unwrap();
+        assert!(
+            !log.contains(SECRET_ACCESS_KEY),
+            "replica {n} logged the S3 secret"
+        );
+    }
     eprintln!(
         "outage calls: {} ok, {} unavailable",
         codes.iter().filter(|c| **c == tonic::Code::Ok).count(),

@@ -10,6 +10,10 @@ use retouch_api::v1 as pb;
 use retouch_api::v1::jobs_client::JobsClient;
 use tonic::transport::Channel;
 
+pub mod s3;
+#[path = "../../../tests/python/venv.rs"]
+pub mod venv;
+
 pub const APPCODE: &str = "journal-test-appcode";
 
 /// A child process killed (SIGKILL) when dropped, with its log file.
@@ -27,9 +31,15 @@ impl Drop for Process {
 
 impl Process {
     pub fn spawn(args: &[&str], log: PathBuf) -> Process {
+        Process::spawn_with_env(args, &[], log)
+    }
+
+    /// [`Process::spawn`] with `env` added to the environment.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, String)], log: PathBuf) -> Process {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_retouchd"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RETOUCH_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
