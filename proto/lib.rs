@@ -2,6 +2,8 @@
 //! servers generated from `proto/retouch/v1/*.proto`. Shared by `retouchd`,
 //! the `retouch` dashboard and any Rust client.
 
+pub mod codec;
+
 /// Package `retouch.v1`.
 pub mod v1 {
     #![allow(missing_docs, clippy::all)]

@@ -16,7 +16,7 @@ use crate::idempotency::{Turns, check_request_id, fingerprint};
 use crate::store::{Began, JobRecord, ListPage, ListQuery, NewSubmission, SubmissionState};
 use crate::tracker::{JobFilter, Subscription, Tracker};
 use crate::upstream::{UpstreamClient, UpstreamError};
-use crate::validate::{Violation, validate_submission};
+use crate::validate::{Violation, check_result_key, excerpt, validate_submission};
 
 /// Most jobs one Watch may name.
 pub const MAX_WATCHED_JOBS: usize = 1000;
@@ -101,7 +101,9 @@ impl Retouch {
         subscribe: bool,
         request_id: &str,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
-        validate_submission(api, &tasks).map_err(ServiceError::Invalid)?;
+        // From here on only the canonical form exists: it is what the
+        // fingerprint covers, what is journaled and what is sent.
+        let tasks = validate_submission(api, tasks).map_err(ServiceError::Invalid)?;
         check_request_id(request_id)?;
         if self.draining.load(Ordering::Acquire) {
             return Err(ServiceError::ShuttingDown);
@@ -391,7 +393,7 @@ impl Retouch {
         let filter = if jobs.is_empty() {
             JobFilter::All
         } else {
-            check_job_refs(&jobs)?;
+            check_job_refs(&jobs, |i| format!("jobs[{i}]"))?;
             // Every key is looked up at once, each retrying on its own, so
             // one throttled lookup neither delays nor sinks the others.
             let lookups = jobs.iter().map(|job| {
@@ -406,7 +408,8 @@ impl Retouch {
         if let Some(after_seq) = after_seq {
             if !server_id.is_empty() && server_id != self.tracker.server_id() {
                 return Err(ServiceError::OutOfRange(format!(
-                    "after_seq belongs to journal {server_id:?}, but this server's journal is {:?} (another data directory): its seqs are unrelated; watch again without after_seq",
+                    "after_seq belongs to journal {:?}, but this server's journal is {:?} (another data directory): its seqs are unrelated; watch again without after_seq",
+                    excerpt(server_id, 64),
                     self.tracker.server_id()
                 )));
             }
@@ -431,11 +434,11 @@ impl Retouch {
                 .ok_or_else(|| {
                     ServiceError::NotFound(format!(
                         "no job from submission {:?} is retained (it may still be in flight, or it failed and billed nothing)",
-                        job.submission_id
+                        excerpt(&job.submission_id, 64)
                     ))
                 });
         }
-        check_job_refs(std::slice::from_ref(&job))?;
+        check_job_refs(std::slice::from_ref(&job), |_| "job".to_owned())?;
         let found = store.job_by_key(&job.result_key).await?;
         match found {
             Some(found) if job.api == 0 || found.job.api == job.api => Ok(found.job),
@@ -562,7 +565,12 @@ impl Retouch {
     }
 }
 
-fn check_job_refs(jobs: &[pb::JobRef]) -> Result<(), ServiceError> {
+/// Checks the jobs a client names; `field(i)` is the path of the `i`th in
+/// the request.
+fn check_job_refs(
+    jobs: &[pb::JobRef],
+    field: impl Fn(usize) -> String,
+) -> Result<(), ServiceError> {
     let mut violations = Vec::new();
     if jobs.len() > MAX_WATCHED_JOBS {
         violations.push(Violation::new(
@@ -574,15 +582,14 @@ fn check_job_refs(jobs: &[pb::JobRef]) -> Result<(), ServiceError> {
         ));
     }
     for (i, job) in jobs.iter().enumerate() {
-        if job.result_key.trim().is_empty() {
-            violations.push(Violation::new(
-                format!("jobs[{i}].result_key"),
-                "is required",
-            ));
-        }
+        let field = field(i);
+        violations.extend(check_result_key(
+            &format!("{field}.result_key"),
+            &job.result_key,
+        ));
         if pb::Api::try_from(job.api).is_err() {
             violations.push(Violation::new(
-                format!("jobs[{i}].api"),
+                format!("{field}.api"),
                 format!("must be a known Api value, got {}", job.api),
             ));
         }

@@ -12,11 +12,14 @@ use crate::error::ServiceError;
 use crate::service::Retouch;
 use crate::store::ListQuery;
 use crate::uploads::UploadStore;
-use crate::validate::Violation;
+use crate::validate::{Violation, check_filename};
 
 /// Default and largest `ListJobs` page sizes.
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
+/// Most bytes of jobs in one `ListJobs` page: half of the 4 MiB that gRPC
+/// clients accept by default, so that no page is too large to receive.
+pub const MAX_LIST_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Stream sent by `Watch`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
@@ -111,6 +114,9 @@ impl Jobs for JobsService {
                 .into());
             }
         };
+        if let Some(violation) = check_filename("metadata.filename", &filename) {
+            return Err(ServiceError::Invalid(vec![violation]).into());
+        }
         let limit = self.uploads.max_bytes();
         let mut bytes = Vec::new();
         while let Some(message) = stream.message().await? {
@@ -177,6 +183,7 @@ fn list_query(request: &pb::ListJobsRequest) -> Result<ListQuery, ServiceError> 
         status,
         page_size: page_size as usize,
         before_seq,
+        max_bytes: MAX_LIST_PAGE_BYTES,
     })
 }
 

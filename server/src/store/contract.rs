@@ -142,6 +142,37 @@ pub(crate) async fn step_reads_back(store: &dyn Store) {
         .unwrap();
     assert_eq!(next.jobs[0].result_key, "a");
     assert_eq!(next.next_before_seq, None);
+    // Pages are bounded by bytes as well as by count, and a page always
+    // holds at least one job.
+    let one_job = prost::Message::encoded_len(&page.jobs[0]);
+    let by_bytes = store
+        .list_jobs(&ListQuery {
+            page_size: 10,
+            max_bytes: one_job,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_bytes.jobs.len(), 1);
+    assert_eq!(by_bytes.next_before_seq, page.next_before_seq);
+    let tiny = store
+        .list_jobs(&ListQuery {
+            page_size: 10,
+            max_bytes: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tiny.jobs.len(), 1);
+    let all = store
+        .list_jobs(&ListQuery {
+            page_size: 10,
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((all.jobs.len(), all.next_before_seq), (2, None));
 }
 
 /// A request id binds one submission, also under concurrent inserts, until

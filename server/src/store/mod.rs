@@ -259,6 +259,9 @@ pub struct ListQuery {
     pub page_size: usize,
     /// Only jobs recorded before this seq (`None`: from the newest).
     pub before_seq: Option<u64>,
+    /// Most encoded bytes of jobs in the page (0: no limit); at least one
+    /// job is always returned.
+    pub max_bytes: usize,
 }
 
 /// A page of `ListJobs`.
@@ -268,6 +271,36 @@ pub struct ListPage {
     pub jobs: Vec<pb::Job>,
     /// Where the next page starts, if there is one.
     pub next_before_seq: Option<u64>,
+}
+
+impl ListPage {
+    /// The page of `records` (newest first, up to one more than the page
+    /// size, as the stores read them) that fits `query`'s count and bytes.
+    pub(crate) fn of(mut records: Vec<JobRecord>, query: &ListQuery) -> ListPage {
+        let mut more = records.len() > query.page_size;
+        records.truncate(query.page_size);
+        if query.max_bytes > 0 {
+            let mut bytes = 0;
+            let fitting = records
+                .iter()
+                .take_while(|r| {
+                    bytes += prost::Message::encoded_len(&r.job);
+                    bytes <= query.max_bytes
+                })
+                .count()
+                .max(1);
+            more |= fitting < records.len();
+            records.truncate(fitting);
+        }
+        ListPage {
+            next_before_seq: if more {
+                records.last().map(|r| r.accepted_seq)
+            } else {
+                None
+            },
+            jobs: records.into_iter().map(|r| r.job).collect(),
+        }
+    }
 }
 
 /// An image stored through `UploadImage`.

@@ -472,7 +472,7 @@ pub(super) async fn list_jobs<C: GenericClient>(
     query: &ListQuery,
 ) -> Result<ListPage, StoreError> {
     let before = query.before_seq.map_or(i64::MAX, bound);
-    let mut records = client
+    let records = client
         .query(
             "SELECT accepted_seq, finished_at_ms, job FROM jobs
              WHERE accepted_seq < $1 AND ($2::INTEGER IS NULL OR api = $2)
@@ -490,16 +490,7 @@ pub(super) async fn list_jobs<C: GenericClient>(
         .iter()
         .map(job_record)
         .collect::<Result<Vec<_>, _>>()?;
-    let next_before_seq = if records.len() > query.page_size {
-        records.truncate(query.page_size);
-        records.last().map(|r| r.accepted_seq)
-    } else {
-        None
-    };
-    Ok(ListPage {
-        jobs: records.into_iter().map(|r| r.job).collect(),
-        next_before_seq,
-    })
+    Ok(ListPage::of(records, query))
 }
 
 pub(super) async fn jobs_after<C: GenericClient>(

@@ -397,7 +397,7 @@ pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage
              ORDER BY accepted_seq DESC LIMIT ?4",
         )
         .map_err(io_error)?;
-    let mut records = statement
+    let records = statement
         .query_map(
             params![
                 before,
@@ -410,16 +410,7 @@ pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage
         .map_err(io_error)?
         .map(|row| row.map_err(io_error).and_then(job_record))
         .collect::<Result<Vec<_>, _>>()?;
-    let next_before_seq = if records.len() > query.page_size {
-        records.truncate(query.page_size);
-        records.last().map(|r| r.accepted_seq)
-    } else {
-        None
-    };
-    Ok(ListPage {
-        jobs: records.into_iter().map(|r| r.job).collect(),
-        next_before_seq,
-    })
+    Ok(ListPage::of(records, query))
 }
 
 pub(super) fn jobs_after(
