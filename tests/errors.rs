@@ -272,7 +272,12 @@ async fn inputs_the_backend_rejects_surface_with_the_documented_codes() {
     let host = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let server = server(test_config()).await;
+    // That host is on loopback: allowed by name, as an operator would.
+    let mut config = test_config();
+    config.outbound = retouch_server::outbound::OutboundPolicy::default().allowing(Some(
+        retouch_server::outbound::Origin::parse(&host).unwrap(),
+    ));
+    let server = server(config).await;
     let mut client = matting(&server).await;
     let small = format!("{host}/small.png");
     let cases = [

@@ -21,7 +21,8 @@ use retouch_server::upstream::RetryPolicy;
 use secrecy::SecretString;
 
 /// An Aliyun-compatible upstream with one job, `job-1`, whose tasks
-/// succeed at once with the result files named in `results`.
+/// succeed at once with the result files named in `results` (names of its
+/// own files, or whole URLs).
 #[derive(Clone)]
 struct StandIn {
     base: String,
@@ -72,7 +73,11 @@ async fn api(State(s): State<StandIn>, body: Bytes) -> Response {
             .map(|name| WireTask {
                 status: Some(status.clone()),
                 results: if status == WireTaskStatus::Success {
-                    vec![format!("{}/files/{name}", s.base)]
+                    if name.starts_with("http://") {
+                        vec![(*name).to_owned()]
+                    } else {
+                        vec![format!("{}/files/{name}", s.base)]
+                    }
                 } else {
                     vec![]
                 },
@@ -283,5 +288,68 @@ async fn missing_oversized_and_non_image_results_are_reported_retried_and_given_
     let response = get(&job.tasks[0].mirrored_urls[0], None).await;
     assert_eq!(response.status(), 502, "given up: the cause, not a hang");
     assert!(response.text().await.unwrap().contains("404"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_result_on_a_private_address_is_refused_at_once_and_never_fetched() {
+    // The upstream names a result on another loopback address: not its
+    // own origin, so the mirror refuses it without connecting or retrying.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let url: &'static str = Box::leak(
+        format!("http://{}/secret.png", elsewhere.local_addr().unwrap()).into_boxed_str(),
+    );
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while elsewhere.accept().await.is_ok() {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let upstream = stand_in(vec![url]).await;
+    let server = server(config(&upstream, None)).await;
+    let submitted = matting(&server)
+        .await
+        .submit(request(&upstream))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = submitted.job.unwrap().result_key;
+    let mut stream = jobs(&server)
+        .await
+        .watch(pb::WatchRequest {
+            jobs: vec![pb::JobRef {
+                result_key: key,
+                ..Default::default()
+            }],
+            after_seq: Some(submitted.accepted_seq - 1),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(pb::watch_response::Kind::Event(pb::JobEvent {
+                kind: Some(pb::job_event::Kind::MirrorFailed(failed)),
+                ..
+            })) = stream.next().await.unwrap().unwrap().kind
+            {
+                return failed.error.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the copy fails");
+    assert_eq!(failed.attempt, 1);
+    assert!(failed.next_attempt_at.is_none(), "a refusal is not retried");
+    assert!(
+        failed.message.contains("loopback address"),
+        "{}",
+        failed.message
+    );
+    assert!(!failed.message.contains("secret.png"), "{}", failed.message);
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
     server.shutdown().await;
 }

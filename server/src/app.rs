@@ -92,6 +92,11 @@ pub struct ServerConfig {
     pub mirror_results: bool,
     /// How results are copied.
     pub mirror: crate::mirror::MirrorConfig,
+    /// Where the local backend's downloads and the mirror's may go, besides
+    /// public addresses; retouchd's own HTTP listener (and, for the mirror,
+    /// the upstream's base URL) are added at start. Replaces the policies
+    /// in `target` and `mirror`.
+    pub outbound: crate::outbound::OutboundPolicy,
 }
 
 impl ServerConfig {
@@ -122,6 +127,7 @@ impl ServerConfig {
             auth_token: None,
             mirror_results: true,
             mirror: crate::mirror::MirrorConfig::default(),
+            outbound: crate::outbound::OutboundPolicy::default(),
         }
     }
 }
@@ -209,6 +215,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .public_base_url
         .clone()
         .unwrap_or_else(|| http_base.clone());
+    let origin_of = |url: &str| {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| crate::outbound::Origin::of(&u))
+    };
+    let own_origins = |policy: crate::outbound::OutboundPolicy| {
+        policy
+            .allowing(origin_of(&http_base))
+            .allowing(origin_of(&public_base))
+    };
 
     let (local_backend, base_url, appcode) = match &config.target {
         UpstreamTarget::Remote { base_url, appcode } => {
@@ -220,6 +236,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             (None, base_url.clone(), appcode.clone())
         }
         UpstreamTarget::Local(local) => {
+            // The samples and uploads it downloads are on our own listener.
+            let local = LocalBackendConfig {
+                outbound: own_origins(config.outbound.clone()),
+                ..local.clone()
+            };
             let backend = LocalBackend::new(local.clone(), Arc::new(ClassicEngine::default()));
             let base =
                 reqwest::Url::parse(&http_base).map_err(|e| StartError::Config(e.to_string()))?;
@@ -299,7 +320,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .map_err(StartError::Recover)?;
     if let Some(work) = tracker.take_mirror_work() {
         tasks.push(tokio::spawn(crate::mirror::run(
-            config.mirror.clone(),
+            crate::mirror::MirrorConfig {
+                // The upstream names result URLs on its own host (the local
+                // backend's do): the operator configured that one.
+                outbound: own_origins(config.outbound.clone())
+                    .allowing(origin_of(base_url.as_str())),
+                ..config.mirror.clone()
+            },
             objects,
             tracker.clone(),
             work,

@@ -233,9 +233,40 @@ pub struct ServeArgs {
     #[arg(long, env = "RETOUCH_UPLOAD_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub upload_retention: Duration,
 
+    /// Where fetches of URLs named by clients and the upstream may go.
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
+
     /// Local backend settings (used when no AppCode is set).
     #[command(flatten)]
     pub local: LocalArgs,
+}
+
+/// Where retouchd may fetch URLs that clients (image and mask URLs, in the
+/// local backend) or the upstream (result URLs, when mirroring) named.
+#[derive(Debug, Clone, Args)]
+pub struct OutboundArgs {
+    /// Also fetch from loopback, private, link-local, CGNAT, multicast and
+    /// cloud-metadata addresses. Only on a network where nothing reachable
+    /// is worth protecting.
+    #[arg(long, env = "RETOUCH_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: bool,
+    /// An origin (scheme://host:port) fetched from whatever it resolves
+    /// to, e.g. an image server on the private network. Repeat, or
+    /// separate with commas. retouchd's own HTTP listener and the upstream's
+    /// base URL are always allowed.
+    #[arg(long = "allow-url-origin", env = "RETOUCH_ALLOW_URL_ORIGINS", value_delimiter = ',', value_parser = crate::outbound::Origin::parse)]
+    pub allow_url_origins: Vec<crate::outbound::Origin>,
+}
+
+impl OutboundArgs {
+    /// The policy these flags describe.
+    pub fn to_policy(&self) -> crate::outbound::OutboundPolicy {
+        crate::outbound::OutboundPolicy {
+            allow_private: self.allow_private_urls,
+            allowed_origins: self.allow_url_origins.clone(),
+        }
+    }
 }
 
 /// Settings of the local backend, shared by `serve` and `local-backend`.
@@ -285,6 +316,9 @@ pub struct LocalBackendArgs {
     /// Base URL for result links (default: from each request's Host header).
     #[arg(long, env = "RETOUCH_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
+    /// Where input downloads may go.
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
     /// Backend settings.
     #[command(flatten)]
     pub local: LocalArgs,
@@ -427,6 +461,7 @@ impl ServeArgs {
                 max_bytes: self.mirror_max_bytes,
                 ..crate::mirror::MirrorConfig::default()
             },
+            outbound: self.outbound.to_policy(),
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod local;
 pub mod mirror;
 pub mod oneshot;
+pub mod outbound;
 pub mod samples;
 pub mod service;
 pub mod store;

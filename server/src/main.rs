@@ -50,9 +50,10 @@ async fn serve(args: retouch_server::config::ServeArgs) -> Result<(), String> {
 }
 
 async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result<(), String> {
-    let config = args
+    let mut config = args
         .local
         .to_config(args.appcode.clone(), args.public_base_url.clone())?;
+    config.outbound = args.outbound.to_policy();
     let backend = retouch_server::local::LocalBackend::new(
         config,
         std::sync::Arc::new(retouch_server::engine::ClassicEngine::default()),

@@ -92,9 +92,10 @@ pub fn run(job: &Job, image: &Path, mask: &Path, out: &Path) -> Result<Outcome, 
 }
 
 fn load(flag: &str, path: &Path) -> Result<DynamicImage, String> {
-    let reader = ImageReader::open(path)
+    let mut reader = ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| format!("{flag} {}: cannot read: {e}", path.display()))?;
+    reader.limits(crate::aliyun::decode_limits());
     if !matches!(reader.format(), Some(ImageFormat::Png | ImageFormat::Jpeg)) {
         return Err(format!(
             "{flag} {}: must be a PNG or JPEG file",

@@ -99,7 +99,9 @@ impl UploadStore {
                 )));
             }
         };
-        let (width, height) = image::ImageReader::with_format(Cursor::new(&bytes), format)
+        let mut reader = image::ImageReader::with_format(Cursor::new(&bytes), format);
+        reader.limits(crate::aliyun::decode_limits());
+        let (width, height) = reader
             .into_dimensions()
             .map_err(|e| invalid(format!("is not a readable {format_name} image: {e}")))?;
         let side_ok = |s: u32| (MIN_SIDE..=MAX_SIDE).contains(&s);

@@ -63,6 +63,18 @@ pub const MAX_TASKS: usize = 10;
 pub const MIN_SIDE: u32 = 400;
 /// Largest allowed image side, in pixels.
 pub const MAX_SIDE: u32 = 4096;
+
+/// What decoding an input may take: sides up to [`MAX_SIDE`] (checked from
+/// the header, before any pixel is decoded) and at most 256 MiB of memory
+/// (a 4096×4096 16-bit RGBA image is 128 MiB). Decompression bombs and
+/// absurd headers fail with a limit error instead of exhausting memory.
+pub fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(256 * 1024 * 1024);
+    limits
+}
 /// Allowed `kernel_size` range (odd values only).
 pub const KERNEL_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=59;
 

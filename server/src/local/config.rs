@@ -30,6 +30,8 @@ pub struct LocalBackendConfig {
     pub credits: Option<u64>,
     /// Faults to inject.
     pub faults: FaultConfig,
+    /// Where input downloads may go (public addresses only, by default).
+    pub outbound: crate::outbound::OutboundPolicy,
 }
 
 impl Default for LocalBackendConfig {
@@ -43,6 +45,7 @@ impl Default for LocalBackendConfig {
             max_image_bytes: 32 * 1024 * 1024,
             credits: None,
             faults: FaultConfig::default(),
+            outbound: crate::outbound::OutboundPolicy::default(),
         }
     }
 }

@@ -3,20 +3,28 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::aliyun::AliyunCode;
+use crate::outbound::{FetchError, GuardedClient};
 
 /// Downloads `url` with the client's timeout: 23500006 when it cannot be
-/// fetched (unreachable, timeout, non-2xx), 23500007 when it is larger than
-/// `max_bytes`.
+/// fetched (refused by the outbound policy, unreachable, timeout, non-2xx),
+/// 23500007 when it is larger than `max_bytes`.
 pub(super) async fn download(
-    client: &reqwest::Client,
+    client: &GuardedClient,
     url: &str,
     max_bytes: usize,
 ) -> Result<Bytes, AliyunCode> {
     let unreachable = |e: reqwest::Error| {
-        tracing::debug!(error = %e, "input download failed");
+        tracing::debug!(error = %e.without_url(), "input download failed");
         AliyunCode::ImageUrlInvalid
     };
-    let mut response = client.get(url).send().await.map_err(unreachable)?;
+    let mut response = match client.get(url).await {
+        Ok(response) => response,
+        Err(FetchError::Refused(refusal)) => {
+            tracing::warn!(%refusal, "input download refused");
+            return Err(AliyunCode::ImageUrlInvalid);
+        }
+        Err(FetchError::Http(e)) => return Err(unreachable(e)),
+    };
     if !response.status().is_success() {
         tracing::debug!(status = %response.status(), "input download refused");
         return Err(AliyunCode::ImageUrlInvalid);
@@ -40,7 +48,7 @@ pub(super) async fn download(
 /// Downloads every URL at once; the first failure in list order wins, so
 /// the answer does not depend on which download happened to fail first.
 pub(super) async fn download_all(
-    client: &reqwest::Client,
+    client: &GuardedClient,
     urls: &[&str],
     max_bytes: usize,
 ) -> Result<Vec<Bytes>, AliyunCode> {

@@ -27,7 +27,26 @@ pub(super) fn check_pair(image: &[u8], mask: &[u8]) -> Result<(), AliyunCode> {
 
 /// Decodes a PNG or JPEG file (format from its content). Blocking.
 pub(super) fn decode(bytes: &[u8]) -> image::ImageResult<DynamicImage> {
-    reader(bytes)?.decode()
+    let reader = reader(bytes)?;
+    // The JPEG decoder fills a cut-off file with grey rather than fail:
+    // a file that never reaches its end marker is refused here instead.
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(image::ImageError::Decoding(
+            image::error::DecodingError::new(
+                ImageFormat::Jpeg.into(),
+                "the file ends before its end-of-image marker (truncated)",
+            ),
+        ));
+    }
+    reader.decode()
+}
+
+/// Whether an end-of-image marker (FF D9) follows the last start-of-scan
+/// marker (FF DA). Inside scan data a 0xFF byte is always followed by 0x00
+/// or a restart marker, so FF D9 there is the real end.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    last_scan.is_some_and(|at| bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 fn dimensions(bytes: &[u8]) -> Result<(u32, u32), AliyunCode> {
@@ -37,7 +56,8 @@ fn dimensions(bytes: &[u8]) -> Result<(u32, u32), AliyunCode> {
 }
 
 fn reader(bytes: &[u8]) -> image::ImageResult<ImageReader<Cursor<&[u8]>>> {
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+    reader.limits(crate::aliyun::decode_limits());
     match reader.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => Ok(reader),
         _ => Err(image::ImageError::Unsupported(
@@ -86,6 +106,55 @@ mod tests {
         truncated.truncate(truncated.len() / 2);
         assert_eq!(
             check_pair(&truncated, &png_gray(400, 400)),
+            Err(AliyunCode::ImageInvalid)
+        );
+    }
+
+    /// A PNG whose header declares `width`×`height` and whose data is a
+    /// few bytes: what a decompression bomb or a lying header looks like.
+    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(kind);
+            crc.update(data);
+            png.extend_from_slice(kind);
+            png.extend_from_slice(data);
+            png.extend_from_slice(&crc.finalize().to_be_bytes());
+        };
+        let mut ihdr = width.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn absurd_headers_are_refused_before_decoding() {
+        let bomb = png_header_only(100_000, 100_000);
+        assert_eq!(check_pair(&bomb, &bomb), Err(AliyunCode::ImageInvalid));
+        // Decoding it directly also stops at the limit, not at an
+        // allocation of 40 GB.
+        let error = decode(&bomb).unwrap_err();
+        assert!(matches!(error, image::ImageError::Limits(_)), "{error:?}");
+        // Within the sides, a header that promises more data than the
+        // file holds is a decoding error.
+        let hollow = png_header_only(4096, 4096);
+        assert!(decode(&hollow).is_err());
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused() {
+        let mut jpeg = Vec::new();
+        RgbImage::from_pixel(400, 400, image::Rgb([200, 10, 10]))
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        jpeg.truncate(jpeg.len() * 2 / 3);
+        assert_eq!(
+            check_pair(&jpeg, &png_gray(400, 400)),
             Err(AliyunCode::ImageInvalid)
         );
     }

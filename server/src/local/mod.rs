@@ -77,7 +77,7 @@ pub struct LocalBackend {
 struct Shared {
     config: LocalBackendConfig,
     engine: Arc<dyn Engine>,
-    http: reqwest::Client,
+    http: crate::outbound::GuardedClient,
     workers: Arc<Semaphore>,
     nonces: NonceLedger,
     dice: Dice,
@@ -138,12 +138,15 @@ impl LocalBackend {
     /// jobs (expired jobs are never served either way) and that stops when
     /// the last clone of the backend is dropped.
     pub fn new(config: LocalBackendConfig, engine: Arc<dyn Engine>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(config.download_timeout)
-            .connect_timeout(config.download_timeout)
-            .user_agent(concat!("retouch-local-backend/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("building an HTTP client with default TLS settings");
+        let http = crate::outbound::GuardedClient::new(
+            config.outbound.clone(),
+            &crate::outbound::ClientLimits {
+                timeout: config.download_timeout,
+                connect_timeout: config.download_timeout,
+                user_agent: concat!("retouch-local-backend/", env!("CARGO_PKG_VERSION")).into(),
+            },
+        )
+        .expect("building an HTTP client with default TLS settings");
         let shared = Arc::new(Shared {
             workers: Arc::new(Semaphore::new(config.workers.max(1))),
             nonces: NonceLedger::new(NONCE_WINDOW, NONCE_CAPACITY),

@@ -1,6 +1,7 @@
 //! Downloading one result from the upstream: bounded in size and time, and
 //! only PNG, JPEG or WebP images are accepted.
 
+use crate::outbound::GuardedClient;
 use sha2::{Digest, Sha256};
 
 /// A downloaded, checked result.
@@ -22,13 +23,16 @@ pub struct FetchError {
     pub http_status: Option<u16>,
     /// What went wrong.
     pub message: String,
+    /// Retrying cannot help (the outbound policy refused the destination).
+    pub permanent: bool,
 }
 
 impl FetchError {
-    fn new(http_status: Option<u16>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(http_status: Option<u16>, message: impl Into<String>) -> Self {
         FetchError {
             http_status,
             message: message.into(),
+            permanent: false,
         }
     }
 }
@@ -36,22 +40,21 @@ impl FetchError {
 /// Downloads `url`, refusing more than `max_bytes` and anything that is not
 /// a PNG, JPEG or WebP image.
 pub async fn fetch(
-    client: &reqwest::Client,
+    client: &GuardedClient,
     url: &str,
     max_bytes: usize,
 ) -> Result<Fetched, FetchError> {
-    let mut response = client
-        .get(url)
-        .send()
-        .await
-        // Without the URL: the upstream's are signed, and errors are shown
-        // to watchers and logged.
-        .map_err(|e| {
-            FetchError::new(
-                None,
-                format!("cannot download the result: {}", e.without_url()),
-            )
-        })?;
+    // Errors never hold the URL: the upstream's are signed, and errors are
+    // shown to watchers and logged.
+    let mut response = client.get(url).await.map_err(|e| match e {
+        crate::outbound::FetchError::Refused(refusal) => FetchError {
+            permanent: true,
+            ..FetchError::new(None, refusal.to_string())
+        },
+        crate::outbound::FetchError::Http(e) => {
+            FetchError::new(None, format!("cannot download the result: {e}"))
+        }
+    })?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::new(

@@ -45,6 +45,9 @@ pub struct MirrorConfig {
     /// Attempts stop this long after the first (the upstream's URLs expire:
     /// Aliyun documents 30 minutes).
     pub give_up_after: Duration,
+    /// Where result downloads may go: the upstream names the URLs, and a
+    /// hostile or broken one could name retouchd's own network.
+    pub outbound: crate::outbound::OutboundPolicy,
 }
 
 impl Default for MirrorConfig {
@@ -59,6 +62,7 @@ impl Default for MirrorConfig {
                 factor: 2.0,
             },
             give_up_after: Duration::from_secs(30 * 60),
+            outbound: crate::outbound::OutboundPolicy::default(),
         }
     }
 }
@@ -80,7 +84,7 @@ pub fn mirrored_url(base: &str, result_key: &str, task_index: u32, result_index:
 #[derive(Clone)]
 struct Copier {
     config: MirrorConfig,
-    client: reqwest::Client,
+    client: crate::outbound::GuardedClient,
     objects: Arc<dyn ObjectStore>,
     store: Arc<dyn Store>,
     tracker: Tracker,
@@ -98,11 +102,12 @@ pub async fn run(
     mut work: mpsc::UnboundedReceiver<MirrorWork>,
     cancel: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder()
-        .timeout(config.timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-    {
+    let limits = crate::outbound::ClientLimits {
+        timeout: config.timeout,
+        connect_timeout: Duration::from_secs(10),
+        user_agent: concat!("retouchd/", env!("CARGO_PKG_VERSION"), " (result mirror)").into(),
+    };
+    let client = match crate::outbound::GuardedClient::new(config.outbound.clone(), &limits) {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the mirror's HTTP client; results are not mirrored");
@@ -163,7 +168,7 @@ impl Copier {
             let Err(error) = outcome else {
                 return;
             };
-            let give_up = started.elapsed() >= self.config.give_up_after;
+            let give_up = error.permanent || started.elapsed() >= self.config.give_up_after;
             let delay = delays.next().unwrap_or(self.config.retry.max_delay);
             let message = format!(
                 "copying result {} of task {} from the upstream failed: {}",
@@ -231,17 +236,11 @@ impl Copier {
         self.objects
             .put(&path, fetched.bytes.into())
             .await
-            .map_err(|e| FetchError {
-                http_status: None,
-                message: format!("cannot store the copy: {e}"),
-            })?;
+            .map_err(|e| FetchError::new(None, format!("cannot store the copy: {e}")))?;
         self.store
             .mirror_stored(request, &fetched.sha256, fetched.content_type, size)
             .await
-            .map_err(|e| FetchError {
-                http_status: None,
-                message: format!("cannot journal the copy: {e}"),
-            })?;
+            .map_err(|e| FetchError::new(None, format!("cannot journal the copy: {e}")))?;
         tracing::debug!(result_key = %request.result_key, task = request.task_index, sha256 = %fetched.sha256, size, "result mirrored");
         Ok(())
     }

@@ -133,6 +133,8 @@ pub async fn backend_with_workers(
             task_duration,
             "--local-workers",
             &workers,
+            // It downloads uploads from retouchd replicas on loopback.
+            "--allow-private-urls",
         ],
         dir.join("backend.log"),
     );

@@ -72,6 +72,14 @@ impl Answer {
 }
 
 async fn start(config: LocalBackendConfig) -> Harness {
+    // The inputs are on this loopback server.
+    let config = LocalBackendConfig {
+        outbound: crate::outbound::OutboundPolicy {
+            allow_private: true,
+            ..Default::default()
+        },
+        ..config
+    };
     let backend = LocalBackend::new(config, Arc::new(ClassicEngine::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
