@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::TokenSource;
 use crate::engine::ClassicEngine;
 use crate::local::{LocalBackend, LocalBackendConfig};
 use crate::service::Retouch;
@@ -85,8 +86,16 @@ pub struct ServerConfig {
     /// How long uploads are kept.
     pub upload_retention: Duration,
     /// Bearer token required on the retouch services and on mirrored
-    /// results (`None`: open).
+    /// results (`None`: open): one token with the submit role, named
+    /// `default`.
     pub auth_token: Option<SecretString>,
+    /// Named tokens with roles and limits, re-read when the file changes
+    /// (instead of `auth_token`).
+    pub tokens_file: Option<PathBuf>,
+    /// Limits on everyone together.
+    pub limits: crate::access::LimitSettings,
+    /// Allow a non-loopback gRPC address with no authentication.
+    pub insecure: bool,
     /// Copy every result into the data directory and serve it from the HTTP
     /// listener (`Task.mirrored_urls`).
     pub mirror_results: bool,
@@ -100,6 +109,15 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Where the tokens come from: the file, the single token, or none.
+    pub fn token_source(&self) -> TokenSource {
+        match (&self.tokens_file, &self.auth_token) {
+            (Some(path), _) => TokenSource::File(path.clone()),
+            (None, Some(token)) => TokenSource::Single(token.clone()),
+            (None, None) => TokenSource::Open,
+        }
+    }
+
     /// Defaults for tests and embedding: loopback on free ports, the local
     /// backend with `local`.
     pub fn local(local: LocalBackendConfig) -> Self {
@@ -125,6 +143,9 @@ impl ServerConfig {
             upload_max_bytes: 20 * 1024 * 1024,
             upload_retention: Duration::from_secs(24 * 3600),
             auth_token: None,
+            tokens_file: None,
+            limits: crate::access::LimitSettings::default(),
+            insecure: false,
             mirror_results: true,
             mirror: crate::mirror::MirrorConfig::default(),
             outbound: crate::outbound::OutboundPolicy::default(),
@@ -179,6 +200,7 @@ pub enum StartError {
 /// Opens the journal, binds the listeners and starts every part of
 /// retouchd.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    check_exposure(&config)?;
     let (data_dir, data_tempdir) = match &config.data_dir {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -280,14 +302,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     ));
     tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
     let objects = stores.results;
-    let auth = crate::grpc::BearerAuth::new(config.auth_token.clone());
+    let access = Arc::new(
+        crate::access::Access::new(config.token_source(), config.limits.clone())
+            .map_err(StartError::Config)?,
+    );
+    if let TokenSource::File(path) = config.token_source() {
+        tasks.push(tokio::spawn(reload_tokens_on_change(
+            access.clone(),
+            path,
+            cancel.clone(),
+        )));
+    }
+    let auth = crate::access::Authenticator(access.clone());
     let mut http_router =
         uploads
             .router()
             .merge(crate::mirror::router(crate::mirror::MirrorRoutes {
                 objects: objects.clone(),
                 store: store.clone(),
-                auth: auth.clone(),
+                access: access.clone(),
             }));
     if let Some(backend) = &local_backend {
         http_router = http_router.merge(backend.router());
@@ -474,5 +507,53 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
         SocketAddr::new(ip, addr.port())
     } else {
         addr
+    }
+}
+
+/// Refuses a gRPC listener off loopback that anyone could use: without a
+/// token, every caller could spend the AppCode's credit.
+fn check_exposure(config: &ServerConfig) -> Result<(), StartError> {
+    let exposed = !config.grpc_listen.ip().is_loopback();
+    if exposed && matches!(config.token_source(), TokenSource::Open) && !config.insecure {
+        return Err(StartError::Config(format!(
+            "refusing to serve gRPC on {} with no authentication: anyone who reaches it could submit billed jobs. Set --tokens-file (make tokens with `retouchd token`) or --auth-token, listen on 127.0.0.1, or pass --insecure if the network itself is trusted",
+            config.grpc_listen
+        )));
+    }
+    Ok(())
+}
+
+/// Re-reads the tokens file when its modification time or size changes
+/// (checked every 2 s), until `cancel`. A broken file is reported and the
+/// tokens in force stay.
+async fn reload_tokens_on_change(
+    access: Arc<crate::access::Access>,
+    path: PathBuf,
+    cancel: CancellationToken,
+) {
+    let stamp = |path: &PathBuf| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut seen = stamp(&path);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match access.reload() {
+            Ok(count) => {
+                tracing::info!(tokens = count, file = %path.display(), "tokens file reloaded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tokens file not reloaded; the previous tokens stay in force")
+            }
+        }
     }
 }

@@ -60,6 +60,106 @@ pub enum Command {
     /// Write a consistent copy of the journal (SQLite `VACUUM INTO`), also
     /// while retouchd runs on it.
     Backup(BackupArgs),
+    /// Make a new token: prints the line to append to the --tokens-file on
+    /// stdout, and the token itself (for the client; it is kept nowhere) on
+    /// stderr.
+    Token(TokenArgs),
+}
+
+/// Limits on all callers together (each token's own are in the tokens
+/// file). Over a limit, calls fail with RESOURCE_EXHAUSTED and a
+/// QuotaFailure naming it.
+#[derive(Debug, Clone, Args)]
+pub struct ServerLimitArgs {
+    /// Submits per second, sustained.
+    #[arg(long, env = "RETOUCH_LIMIT_SUBMITS_PER_SECOND")]
+    pub limit_submits_per_second: Option<f64>,
+    /// Submits allowed at once above that rate.
+    #[arg(long, env = "RETOUCH_LIMIT_SUBMIT_BURST")]
+    pub limit_submit_burst: Option<u32>,
+    /// Watch and Run streams open at once.
+    #[arg(long, env = "RETOUCH_LIMIT_STREAMS", default_value_t = 20_000)]
+    pub limit_streams: u32,
+    /// Jobs named in one Watch.
+    #[arg(long, env = "RETOUCH_LIMIT_JOBS_PER_WATCH")]
+    pub limit_jobs_per_watch: Option<u32>,
+    /// Bytes uploaded per minute.
+    #[arg(long, env = "RETOUCH_LIMIT_UPLOAD_BYTES_PER_MINUTE")]
+    pub limit_upload_bytes_per_minute: Option<u32>,
+    /// Tasks submitted (billed) per hour: the spending cap. Submits over it
+    /// fail before anything is sent.
+    #[arg(long, env = "RETOUCH_LIMIT_TASKS_PER_HOUR")]
+    pub limit_tasks_per_hour: Option<u32>,
+}
+
+impl ServerLimitArgs {
+    /// The limits these flags describe.
+    pub fn to_settings(&self) -> Result<crate::access::LimitSettings, String> {
+        let mut settings = crate::access::LimitSettings::default();
+        let mut set = |key: &str, value: Option<String>| match value {
+            Some(value) => settings
+                .set(key, &value)
+                .map_err(|e| format!("--limit-{}: {e}", key.replace('_', "-"))),
+            None => Ok(()),
+        };
+        set(
+            "submits_per_second",
+            self.limit_submits_per_second.map(|v| v.to_string()),
+        )?;
+        set(
+            "submit_burst",
+            self.limit_submit_burst.map(|v| v.to_string()),
+        )?;
+        set("streams", Some(self.limit_streams.to_string()))?;
+        set(
+            "jobs_per_watch",
+            self.limit_jobs_per_watch.map(|v| v.to_string()),
+        )?;
+        set(
+            "upload_bytes_per_minute",
+            self.limit_upload_bytes_per_minute.map(|v| v.to_string()),
+        )?;
+        set(
+            "tasks_per_hour",
+            self.limit_tasks_per_hour.map(|v| v.to_string()),
+        )?;
+        Ok(settings)
+    }
+}
+
+/// Flags of `retouchd token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The token's name: shown in jobs (`submitted_by`), logs and quota
+    /// errors.
+    #[arg(long)]
+    pub name: String,
+    /// `submit` (everything) or `watch` (Watch, GetJob, ListJobs and
+    /// downloads only).
+    #[arg(long, value_parser = ["submit", "watch"])]
+    pub role: String,
+    /// This token's own limits, as in the tokens file, e.g.
+    /// `--limit tasks_per_hour=500 --limit streams=20`.
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    pub limits: Vec<String>,
+}
+
+impl TokenArgs {
+    /// The new token and its tokens-file line.
+    pub fn generate(&self) -> Result<(String, String), String> {
+        let role = match self.role.as_str() {
+            "watch" => crate::access::Role::Watch,
+            _ => crate::access::Role::Submit,
+        };
+        let mut limits = crate::access::LimitSettings::default();
+        for pair in &self.limits {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("--limit {pair:?}: expected NAME=VALUE"))?;
+            limits.set(key, value)?;
+        }
+        crate::access::generate(&self.name, role, &limits)
+    }
 }
 
 /// Flags of `retouchd backup`.
@@ -124,6 +224,20 @@ pub struct ServeArgs {
     /// are always open).
     #[arg(long, env = "RETOUCH_AUTH_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub auth_token: Option<SecretString>,
+    /// Named tokens with roles and limits, one per line
+    /// (`<name> <role> sha256:<hex> [limit=value ...]`; make lines with
+    /// `retouchd token`). Re-read when the file changes. Replaces
+    /// --auth-token.
+    #[arg(long, env = "RETOUCH_TOKENS_FILE", conflicts_with = "auth_token")]
+    pub tokens_file: Option<PathBuf>,
+    /// Limits on all callers together.
+    #[command(flatten)]
+    pub limits: ServerLimitArgs,
+    /// Serve gRPC on a non-loopback address with no authentication (by
+    /// default retouchd refuses to: anyone who reaches it could spend the
+    /// AppCode's credit).
+    #[arg(long, env = "RETOUCH_INSECURE")]
+    pub insecure: bool,
 
     /// Aliyun AppCode (marketplace console). Unset: use the local backend.
     #[arg(long, env = "ALIYUN_APPCODE", hide_env_values = true, value_parser = parse_secret)]
@@ -456,6 +570,9 @@ impl ServeArgs {
             upload_max_bytes: self.upload_max_bytes,
             upload_retention: self.upload_retention,
             auth_token: self.auth_token.clone(),
+            tokens_file: self.tokens_file.clone(),
+            limits: self.limits.to_settings()?,
+            insecure: self.insecure,
             mirror_results: true,
             mirror: crate::mirror::MirrorConfig {
                 max_bytes: self.mirror_max_bytes,

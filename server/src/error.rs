@@ -32,6 +32,21 @@ pub enum ServiceError {
     /// No such job.
     #[error("{0}")]
     NotFound(String),
+    /// The caller's token does not allow this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A limit of the caller's token or of the server was reached.
+    #[error("{limit} limit of {subject} reached: {description}")]
+    QuotaExceeded {
+        /// `token <name>` or `server`.
+        subject: String,
+        /// The limit's name, as in the tokens file.
+        limit: &'static str,
+        /// The limit and what went over it.
+        description: String,
+        /// When waiting helps: how long.
+        retry_after: Option<std::time::Duration>,
+    },
     /// Events asked for are no longer retained.
     #[error("{0}")]
     OutOfRange(String),

@@ -2,6 +2,7 @@
 //! APIs, and the embedded Aliyun-compatible local backend that lets it run
 //! without an Aliyun account.
 
+pub mod access;
 pub mod aliyun;
 pub mod app;
 pub mod config;

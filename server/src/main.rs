@@ -17,6 +17,13 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::LocalBackend(args)) => local_backend(args).await,
         Some(Command::Matte(pair)) => one_pair(Job::Matte, pair).await,
+        Some(Command::Token(args)) => args.generate().map(|(token, line)| {
+            println!("{line}");
+            eprintln!(
+                "token for {:?} (give it to the client; only its hash is in the line above): {token}",
+                args.name
+            );
+        }),
         Some(Command::Backup(args)) => {
             retouch_server::store::backup(&args.data_dir, &args.to).map_err(|e| e.to_string())
         }

@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
 
+use crate::access::Caller;
 use crate::aliyun::{AliyunCode, ApiKind, WireTask, WireTaskStatus};
 use crate::convert::{api_to_pb, task_to_pb, upstream_error_to_pb};
 use crate::error::ServiceError;
@@ -81,13 +82,19 @@ impl Retouch {
     /// Validates `tasks`, submits them (nothing is sent when invalid) and
     /// starts tracking the job.
     /// A non-empty `request_id` makes retries idempotent.
+    /// `caller`'s name is recorded on the job, and its hourly task caps
+    /// are charged only when the submit is really sent.
     pub async fn submit(
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
         request_id: &str,
+        caller: &Caller,
     ) -> Result<Submitted, ServiceError> {
-        Ok(self.submit_once(api, tasks, false, request_id).await?.0)
+        Ok(self
+            .submit_once(api, tasks, false, request_id, caller)
+            .await?
+            .0)
     }
 
     /// Submits unless `request_id` is bound to an earlier submission of the
@@ -100,6 +107,7 @@ impl Retouch {
         tasks: Vec<WireTask>,
         subscribe: bool,
         request_id: &str,
+        caller: &Caller,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         // From here on only the canonical form exists: it is what the
         // fingerprint covers, what is journaled and what is sent.
@@ -110,9 +118,13 @@ impl Retouch {
         }
         let this = self.clone();
         let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
-        tokio::spawn(async move { this.submit_in_turn(api, tasks, subscribe, request_id).await })
-            .await
-            .map_err(|e| ServiceError::Internal(format!("submit task failed: {e}")))?
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            this.submit_in_turn(api, tasks, subscribe, request_id, caller)
+                .await
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("submit task failed: {e}")))?
     }
 
     async fn submit_in_turn(
@@ -121,6 +133,7 @@ impl Retouch {
         tasks: Vec<WireTask>,
         subscribe: bool,
         request_id: Option<String>,
+        caller: Caller,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         // Concurrent calls with one id wait for the first to settle it.
         let _turn = match &request_id {
@@ -139,6 +152,7 @@ impl Retouch {
             origin: pb::JobOrigin::Submitted as i32,
             submission_id: submission_id.clone(),
             request_id: request_id.clone().unwrap_or_default(),
+            submitted_by: caller.name().to_owned(),
             ..Default::default()
         };
         let fingerprint = fingerprint(api, &tasks);
@@ -182,6 +196,12 @@ impl Retouch {
                 }
             }
         }
+        // The spending cap is charged here, once the submit is certain to be
+        // sent: a repeated request id returned its job above, uncharged.
+        if let Err(refused) = caller.charge_tasks(tasks.len() as u32) {
+            self.forget_submission(&submission_id).await;
+            return Err(refused);
+        }
         let outcome = match self.client.submit(api, tasks.clone()).await {
             Ok(outcome) if !outcome.result_key.is_empty() => outcome,
             Ok(outcome) => {
@@ -199,14 +219,7 @@ impl Retouch {
                 tracing::warn!(%api, tasks = tasks.len(), error = %err, "submit failed");
                 // Nothing was billed: free the request id for a corrected
                 // retry.
-                if let Err(e) = self
-                    .tracker
-                    .store()
-                    .abandon_submission(&submission_id)
-                    .await
-                {
-                    tracing::warn!(%submission_id, error = %e, "could not forget a failed submit; its request id stays bound");
-                }
+                self.forget_submission(&submission_id).await;
                 return Err(ServiceError::Upstream(err));
             }
         };
@@ -254,6 +267,14 @@ impl Retouch {
                 outcome.result_key
             ))
         })
+    }
+
+    /// Drops the record of a submit that was not sent (or provably not
+    /// accepted), freeing its request id for a retry.
+    async fn forget_submission(&self, submission_id: &str) {
+        if let Err(e) = self.tracker.store().abandon_submission(submission_id).await {
+            tracing::warn!(%submission_id, error = %e, "could not forget a submit that billed nothing; its request id stays bound");
+        }
     }
 
     /// Records a submit whose outcome is unknown and returns the error the
@@ -343,9 +364,12 @@ impl Retouch {
         api: ApiKind,
         tasks: Vec<WireTask>,
         request_id: &str,
+        caller: &Caller,
     ) -> Result<impl Stream<Item = Result<pb::JobEvent, ServiceError>> + Send + 'static, ServiceError>
     {
-        let (_, subscription) = self.submit_once(api, tasks, true, request_id).await?;
+        let (_, subscription) = self
+            .submit_once(api, tasks, true, request_id, caller)
+            .await?;
         let subscription =
             subscription.ok_or_else(|| ServiceError::Internal("Run got no subscription".into()))?;
         let events = subscription

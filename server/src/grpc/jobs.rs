@@ -8,6 +8,7 @@ use retouch_api::v1 as pb;
 use retouch_api::v1::jobs_server::Jobs;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access::Caller;
 use crate::error::ServiceError;
 use crate::service::Retouch;
 use crate::store::ListQuery;
@@ -46,6 +47,9 @@ impl Jobs for JobsService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.check_watch(request.get_ref().jobs.len())?;
+        let permits = caller.open_stream()?;
         let request = request.into_inner();
         let stream = self
             .retouch
@@ -56,9 +60,11 @@ impl Jobs for JobsService {
                 request.follow,
             )
             .await?;
-        Ok(Response::new(Box::pin(
-            stream.map(|item| item.map_err(Status::from)),
-        )))
+        Ok(Response::new(Box::pin(stream.map(move |item| {
+            // The stream holds its places among the caller's streams.
+            let _held = &permits;
+            item.map_err(Status::from)
+        }))))
     }
 
     async fn get_job(
@@ -93,6 +99,8 @@ impl Jobs for JobsService {
         request: Request<Streaming<pb::UploadImageRequest>>,
     ) -> Result<Response<pb::UploadImageResponse>, Status> {
         use pb::upload_image_request::Kind;
+        let caller = Caller::of(&request)?;
+        caller.require_submit("upload images")?;
         // Each upload is buffered whole before it is checked: bound how
         // many can be in memory at once.
         let _permit = self.uploads.admit().ok_or_else(|| {
@@ -122,6 +130,7 @@ impl Jobs for JobsService {
         while let Some(message) = stream.message().await? {
             match message.kind {
                 Some(Kind::Chunk(chunk)) => {
+                    caller.charge_upload(chunk.len())?;
                     if bytes.len() + chunk.len() > limit {
                         return Err(ServiceError::Invalid(vec![Violation::new(
                             "chunk",
@@ -161,6 +170,14 @@ fn list_query(request: &pb::ListJobsRequest) -> Result<ListQuery, ServiceError> 
             DEFAULT_PAGE_SIZE
         }
     };
+    let submitted_by = if request.submitted_by.is_empty() {
+        None
+    } else {
+        if let Err(rule) = crate::access::check_token_name(&request.submitted_by) {
+            violations.push(Violation::new("submitted_by", rule));
+        }
+        Some(request.submitted_by.clone())
+    };
     let before_seq = if request.page_token.is_empty() {
         None
     } else {
@@ -184,6 +201,7 @@ fn list_query(request: &pb::ListJobsRequest) -> Result<ListQuery, ServiceError> 
         page_size: page_size as usize,
         before_seq,
         max_bytes: MAX_LIST_PAGE_BYTES,
+        submitted_by,
     })
 }
 

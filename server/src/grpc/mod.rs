@@ -1,7 +1,6 @@
 //! The gRPC surface: thin handlers over `Retouch`, plus standard health
 //! checking and server reflection.
 
-mod auth;
 mod health;
 mod jobs;
 pub mod status;
@@ -12,7 +11,6 @@ use std::sync::Arc;
 use retouch_api::v1 as pb;
 use tonic::service::Routes;
 
-pub use auth::BearerAuth;
 pub use jobs::JobsService;
 pub use submission::{InstanceMattingService, ObjectRemovalService};
 
@@ -26,7 +24,7 @@ use crate::uploads::UploadStore;
 pub async fn routes(
     retouch: Retouch,
     uploads: Arc<UploadStore>,
-    auth: BearerAuth,
+    auth: crate::access::Authenticator,
     closed: tokio_util::sync::CancellationToken,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
     let health = tonic_health::server::HealthReporter::new();

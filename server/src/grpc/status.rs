@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, QuotaViolation, StatusExt};
 
 use crate::aliyun::AliyunCode;
 use crate::error::ServiceError;
@@ -47,6 +47,23 @@ impl From<ServiceError> for Status {
                 Status::with_error_details(Code::Unavailable, message, details)
             }
             ServiceError::NotFound(_) => Status::not_found(message),
+            ServiceError::PermissionDenied(_) => Status::permission_denied(message),
+            ServiceError::QuotaExceeded {
+                subject,
+                limit,
+                description,
+                retry_after,
+            } => {
+                let mut details = ErrorDetails::new();
+                details.set_quota_failure(vec![QuotaViolation::new(
+                    subject,
+                    format!("{limit}: {description}"),
+                )]);
+                if retry_after.is_some() {
+                    details.set_retry_info(retry_after);
+                }
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             ServiceError::OutOfRange(_) => Status::out_of_range(message),
             ServiceError::Lagged { last_seq, buffer } => {
                 let mut details = ErrorDetails::new();

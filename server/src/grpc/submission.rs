@@ -9,8 +9,10 @@ use retouch_api::v1::instance_matting_server::InstanceMatting;
 use retouch_api::v1::object_removal_server::ObjectRemoval;
 use tonic::{Request, Response, Status};
 
+use crate::access::Caller;
 use crate::aliyun::{ApiKind, WireTask};
 use crate::convert::{matting_tasks, removal_tasks};
+use crate::error::ServiceError;
 use crate::service::Retouch;
 
 /// Stream of job events sent by `Run`.
@@ -65,8 +67,9 @@ async fn submit(
     api: ApiKind,
     request: Request<impl SubmissionRequest>,
 ) -> Result<Response<pb::SubmitResponse>, Status> {
+    let caller = admitted_submitter(&request)?;
     let (tasks, request_id) = request.into_inner().into_parts();
-    let submitted = retouch.submit(api, tasks, &request_id).await?;
+    let submitted = retouch.submit(api, tasks, &request_id, &caller).await?;
     Ok(Response::new(pb::SubmitResponse {
         job: Some(submitted.job),
         accepted_seq: submitted.accepted_seq,
@@ -78,11 +81,23 @@ async fn run(
     api: ApiKind,
     request: Request<impl SubmissionRequest>,
 ) -> Result<Response<JobEventStream>, Status> {
+    let caller = admitted_submitter(&request)?;
+    let permits = caller.open_stream()?;
     let (tasks, request_id) = request.into_inner().into_parts();
-    let events = retouch.run(api, tasks, &request_id).await?;
-    Ok(Response::new(Box::pin(
-        events.map(|item| item.map_err(Status::from)),
-    )))
+    let events = retouch.run(api, tasks, &request_id, &caller).await?;
+    Ok(Response::new(Box::pin(events.map(move |item| {
+        // The stream holds its places among the caller's streams.
+        let _held = &permits;
+        item.map_err(Status::from)
+    }))))
+}
+
+/// The caller of a submit, if its role and submit rates allow one now.
+fn admitted_submitter<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
+    let caller = Caller::of(request)?;
+    caller.require_submit("submit jobs")?;
+    caller.admit_submit()?;
+    Ok(caller)
 }
 
 #[tonic::async_trait]

@@ -13,7 +13,7 @@ use axum::routing::get;
 use object_store::ObjectStore;
 
 use super::object_path;
-use crate::grpc::BearerAuth;
+use crate::access::Access;
 use crate::store::{MirrorState, Store};
 
 /// What the route reads from.
@@ -23,8 +23,8 @@ pub struct MirrorRoutes {
     pub objects: Arc<dyn ObjectStore>,
     /// Where their state is.
     pub store: Arc<dyn Store>,
-    /// Who may read them.
-    pub auth: BearerAuth,
+    /// Who may read them (any known token, of either role).
+    pub access: Arc<Access>,
 }
 
 /// The route, with its state applied.
@@ -42,7 +42,7 @@ async fn serve(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !routes.auth.admits(authorization) {
+    if routes.access.caller(authorization).is_none() {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -18,6 +18,7 @@ pub(crate) fn job(key: &str, status: pb::JobStatus, last_seq: u64) -> pb::Job {
         status: status as i32,
         last_seq,
         submission_id: format!("sub-{key}"),
+        submitted_by: format!("token-{key}"),
         ..Default::default()
     }
 }
@@ -173,6 +174,16 @@ pub(crate) async fn step_reads_back(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!((all.jobs.len(), all.next_before_seq), (2, None));
+    let by_a = store
+        .list_jobs(&ListQuery {
+            page_size: 10,
+            submitted_by: Some("token-a".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_a.jobs.len(), 1);
+    assert_eq!(by_a.jobs[0].submitted_by, "token-a");
 }
 
 /// A request id binds one submission, also under concurrent inserts, until

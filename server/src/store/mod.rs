@@ -262,6 +262,8 @@ pub struct ListQuery {
     /// Most encoded bytes of jobs in the page (0: no limit); at least one
     /// job is always returned.
     pub max_bytes: usize,
+    /// Only jobs submitted with the token of this name.
+    pub submitted_by: Option<String>,
 }
 
 /// A page of `ListJobs`.

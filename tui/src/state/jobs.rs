@@ -160,6 +160,8 @@ pub struct JobRow {
     pub origin: pb::JobOrigin,
     /// Sequence number of the last event applied to it.
     pub last_seq: u64,
+    /// Name of the token that submitted it (empty if none or unknown).
+    pub submitted_by: String,
 }
 
 impl JobRow {
@@ -177,6 +179,7 @@ impl JobRow {
             }),
             origin: job.origin(),
             last_seq: job.last_seq,
+            submitted_by: job.submitted_by.clone(),
         }
     }
 
@@ -323,6 +326,7 @@ impl Jobs {
                 last_error: None,
                 origin: pb::JobOrigin::Unspecified,
                 last_seq: 0,
+                submitted_by: String::new(),
             });
         }
         let row = &mut self.rows[self.index[&key]];

@@ -45,6 +45,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     );
     let header = Row::new([
         "API",
+        "BY",
         "RESULT KEY",
         "WAIT RUN OK FAIL",
         "STATUS",
@@ -55,6 +56,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     .style(Style::default().add_modifier(Modifier::BOLD));
     let widths = [
         Constraint::Length(8),
+        Constraint::Length(10),
         Constraint::Min(22),
         Constraint::Length(17),
         Constraint::Length(7),
@@ -109,6 +111,7 @@ fn row(job: &JobRow, expanded: bool, now: SystemTime) -> Row<'static> {
     };
     Row::new(vec![
         Cell::from(api_name(job.key.api)),
+        Cell::from(job.submitted_by.clone()),
         Cell::from(format!("{marker}{}", job.key.result_key)),
         Cell::from(counts),
         Cell::from(format::job_status(job.status)).style(status_style),
@@ -123,6 +126,7 @@ fn task_row(job: &JobRow, index: usize, now: SystemTime) -> Row<'static> {
     let task = &job.tasks[index];
     let last = index + 1 == job.tasks.len();
     Row::new(vec![
+        Cell::from(""),
         Cell::from(""),
         Cell::from(format!("  {} task {index}", if last { "└" } else { "├" })),
         Cell::from(format::task_status(task.status)).style(format::task_style(task.status)),

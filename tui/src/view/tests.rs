@@ -23,7 +23,13 @@ fn scripted() -> App {
     let mut app = App::new(None, ".".into());
     let now = SystemTime::now();
     let events = [
-        accepted(1, job(M, "mat-001", 1)),
+        accepted(
+            1,
+            pb::Job {
+                submitted_by: "ci-bot".into(),
+                ..job(M, "mat-001", 1)
+            },
+        ),
         accepted(2, job(R, "rem-002", 2)),
         accepted(3, job(M, "mat-003", 1)),
         transition(4, M, "mat-001", 0, Waiting, Running, Active),
@@ -96,6 +102,8 @@ fn table_shows_every_job_with_counts_status_and_last_error() {
     // WAIT RUN OK FAIL for rem-002: one success, one failure.
     assert!(rem.contains("   0   0  1    1"), "{rem}");
     assert!(line_with(&screen, "mat-003").contains("ACTIVE"));
+    assert!(line_with(&screen, "mat-001").contains("ci-bot"), "{screen}");
+    assert!(line_with(&screen, "RESULT KEY").contains("BY"), "{screen}");
 }
 
 #[test]

@@ -168,8 +168,8 @@ pub(super) async fn commit_step<C: GenericClient>(
     let upsert_job = client
         .prepare(
             "INSERT INTO jobs (accepted_seq, result_key, submission_id, api, status, last_seq,
-                               finished_at_ms, job)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                               finished_at_ms, job, submitted_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (accepted_seq) DO UPDATE SET
                  status = excluded.status, last_seq = excluded.last_seq,
                  finished_at_ms = excluded.finished_at_ms, job = excluded.job,
@@ -192,6 +192,7 @@ pub(super) async fn commit_step<C: GenericClient>(
                     &bound(job.last_seq),
                     &record.finished_at.map(millis),
                     &job.encode_to_vec(),
+                    &(!job.submitted_by.is_empty()).then_some(&job.submitted_by),
                 ],
             )
             .await
@@ -477,12 +478,14 @@ pub(super) async fn list_jobs<C: GenericClient>(
             "SELECT accepted_seq, finished_at_ms, job FROM jobs
              WHERE accepted_seq < $1 AND ($2::INTEGER IS NULL OR api = $2)
                AND ($3::INTEGER IS NULL OR status = $3)
+               AND ($5::TEXT IS NULL OR submitted_by = $5)
              ORDER BY accepted_seq DESC LIMIT $4",
             &[
                 &before,
                 &query.api.map(|a| a as i32),
                 &query.status.map(|s| s as i32),
                 &(query.page_size as i64 + 1),
+                &query.submitted_by.as_deref(),
             ],
         )
         .await

@@ -35,10 +35,11 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0001_journal.sql")),
         M::up(include_str!("migrations/0002_mirrored_results.sql")),
         M::up(include_str!("migrations/0003_uploads.sql")),
+        M::up(include_str!("migrations/0004_submitted_by.sql")),
     ])
 }
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Why the journal could not be opened. Nothing was changed on disk.
 #[derive(Debug, thiserror::Error)]

@@ -136,8 +136,8 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
     let mut upsert_job = conn
         .prepare_cached(
             "INSERT INTO jobs (accepted_seq, result_key, submission_id, api, status, last_seq,
-                               finished_at_ms, job)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                               finished_at_ms, job, submitted_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (accepted_seq) DO UPDATE SET
                  status = excluded.status, last_seq = excluded.last_seq,
                  finished_at_ms = excluded.finished_at_ms, job = excluded.job",
@@ -154,7 +154,8 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
                 job.status,
                 job.last_seq as i64,
                 record.finished_at.map(millis),
-                job.encode_to_vec()
+                job.encode_to_vec(),
+                (!job.submitted_by.is_empty()).then_some(&job.submitted_by)
             ])
             .map_err(io_error)?;
     }
@@ -394,6 +395,7 @@ pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage
         .prepare_cached(
             "SELECT accepted_seq, finished_at_ms, job FROM jobs
              WHERE accepted_seq < ?1 AND (?2 IS NULL OR api = ?2) AND (?3 IS NULL OR status = ?3)
+               AND (?5 IS NULL OR submitted_by = ?5)
              ORDER BY accepted_seq DESC LIMIT ?4",
         )
         .map_err(io_error)?;
@@ -403,7 +405,8 @@ pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage
                 before,
                 query.api.map(|a| a as i32),
                 query.status.map(|s| s as i32),
-                query.page_size as i64 + 1
+                query.page_size as i64 + 1,
+                query.submitted_by.as_deref()
             ],
             job_columns,
         )

@@ -1,0 +1,336 @@
+//! Limits on what a caller may use, per token and for the whole server:
+//! submits per second (with a burst), concurrent streams, jobs per Watch,
+//! upload bytes per minute and tasks per hour (the spending cap). Rates are
+//! governor's GCRA limiters; streams are semaphore permits held by the
+//! stream.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ServiceError;
+
+/// Limit values; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitSettings {
+    /// Submits per second, sustained.
+    pub submits_per_second: Option<f64>,
+    /// Submits allowed at once above the rate (default: one second's
+    /// worth, at least 1).
+    pub submit_burst: Option<u32>,
+    /// Watch and Run streams open at once.
+    pub streams: Option<u32>,
+    /// Jobs named in one Watch.
+    pub jobs_per_watch: Option<u32>,
+    /// Bytes uploaded per minute.
+    pub upload_bytes_per_minute: Option<u32>,
+    /// Tasks submitted upstream (billed) per hour.
+    pub tasks_per_hour: Option<u32>,
+}
+
+impl LimitSettings {
+    /// Sets the limit named `key` (as in the tokens file) from `value`.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn positive<T: std::str::FromStr + PartialOrd + Default>(
+            key: &str,
+            value: &str,
+        ) -> Result<Option<T>, String> {
+            match value.parse::<T>() {
+                Ok(v) if v > T::default() => Ok(Some(v)),
+                _ => Err(format!("{key} must be a positive number, got {value:?}")),
+            }
+        }
+        match key {
+            "submits_per_second" => {
+                self.submits_per_second = positive::<f64>(key, value)?.filter(|r| r.is_finite());
+                if self.submits_per_second.is_none() {
+                    return Err(format!("{key} must be a finite positive number"));
+                }
+            }
+            "submit_burst" => self.submit_burst = positive(key, value)?,
+            "streams" => self.streams = positive(key, value)?,
+            "jobs_per_watch" => self.jobs_per_watch = positive(key, value)?,
+            "upload_bytes_per_minute" => self.upload_bytes_per_minute = positive(key, value)?,
+            "tasks_per_hour" => self.tasks_per_hour = positive(key, value)?,
+            other => {
+                return Err(format!(
+                    "unknown limit {other:?} (known: submits_per_second, submit_burst, streams, jobs_per_watch, upload_bytes_per_minute, tasks_per_hour)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits that are set, as `key=value` pairs of the tokens file.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        let mut push = |key, value: Option<String>| {
+            if let Some(value) = value {
+                pairs.push((key, value));
+            }
+        };
+        push(
+            "submits_per_second",
+            self.submits_per_second.map(|v| v.to_string()),
+        );
+        push("submit_burst", self.submit_burst.map(|v| v.to_string()));
+        push("streams", self.streams.map(|v| v.to_string()));
+        push("jobs_per_watch", self.jobs_per_watch.map(|v| v.to_string()));
+        push(
+            "upload_bytes_per_minute",
+            self.upload_bytes_per_minute.map(|v| v.to_string()),
+        );
+        push("tasks_per_hour", self.tasks_per_hour.map(|v| v.to_string()));
+        pairs
+    }
+}
+
+type Direct = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    DefaultClock,
+    governor::middleware::NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+>;
+
+/// The live limiters of one subject (a token, or the whole server).
+pub struct Limiter {
+    /// `token <name>` or `server`: the QuotaFailure subject.
+    subject: String,
+    settings: LimitSettings,
+    submits: Option<Direct>,
+    streams: Option<Arc<Semaphore>>,
+    uploads: Option<Direct>,
+    tasks: Option<Direct>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("subject", &self.subject)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A held place among a subject's concurrent streams.
+#[derive(Debug)]
+pub struct StreamPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl Limiter {
+    /// Limiters for `subject` with `settings`.
+    pub fn new(subject: String, settings: LimitSettings) -> Limiter {
+        let submits = settings.submits_per_second.map(|rate| {
+            let burst = settings
+                .submit_burst
+                .unwrap_or_else(|| rate.ceil() as u32)
+                .max(1);
+            let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+            let quota = Quota::with_period(period)
+                .expect("a positive period")
+                .allow_burst(NonZeroU32::new(burst).expect("at least 1"));
+            RateLimiter::direct(quota)
+        });
+        let per = |amount: Option<u32>, quota: fn(NonZeroU32) -> Quota| {
+            amount
+                .and_then(NonZeroU32::new)
+                .map(|n| RateLimiter::direct(quota(n)))
+        };
+        Limiter {
+            submits,
+            streams: settings
+                .streams
+                .map(|n| Arc::new(Semaphore::new(n as usize))),
+            uploads: per(settings.upload_bytes_per_minute, Quota::per_minute),
+            tasks: per(settings.tasks_per_hour, Quota::per_hour),
+            subject,
+            settings,
+        }
+    }
+
+    /// The settings the limiters were made from.
+    pub fn settings(&self) -> &LimitSettings {
+        &self.settings
+    }
+
+    /// One submit, if the rate allows it now.
+    pub fn admit_submit(&self) -> Result<(), ServiceError> {
+        let Some(limiter) = &self.submits else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| {
+            self.exceeded(
+                "submits_per_second",
+                format!(
+                    "at most {} submits per second (burst {})",
+                    self.settings.submits_per_second.unwrap_or_default(),
+                    self.settings.submit_burst.unwrap_or(1)
+                ),
+                Some(not_until.wait_time_from(DefaultClock::default().now())),
+            )
+        })
+    }
+
+    /// `tasks` more tasks billed this hour, if the cap allows them.
+    pub fn charge_tasks(&self, tasks: u32) -> Result<(), ServiceError> {
+        let cap = self.settings.tasks_per_hour.unwrap_or_default();
+        self.charge(&self.tasks, tasks, "tasks_per_hour", || {
+            format!("at most {cap} tasks billed per hour; this submit has {tasks}")
+        })
+    }
+
+    /// `bytes` more uploaded this minute, if the limit allows them.
+    pub fn charge_upload(&self, bytes: usize) -> Result<(), ServiceError> {
+        let limit = self.settings.upload_bytes_per_minute.unwrap_or_default();
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.charge(&self.uploads, bytes, "upload_bytes_per_minute", || {
+            format!("at most {limit} bytes uploaded per minute")
+        })
+    }
+
+    fn charge(
+        &self,
+        limiter: &Option<Direct>,
+        amount: u32,
+        limit: &'static str,
+        describe: impl Fn() -> String,
+    ) -> Result<(), ServiceError> {
+        let (Some(limiter), Some(amount)) = (limiter, NonZeroU32::new(amount)) else {
+            return Ok(());
+        };
+        match limiter.check_n(amount) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(self.exceeded(
+                limit,
+                describe(),
+                Some(not_until.wait_time_from(DefaultClock::default().now())),
+            )),
+            // More than the whole allowance: waiting never helps.
+            Err(_) => Err(self.exceeded(limit, describe(), None)),
+        }
+    }
+
+    /// A place for one more stream, if there is one.
+    pub fn open_stream(&self) -> Result<StreamPermit, ServiceError> {
+        let Some(streams) = &self.streams else {
+            return Ok(StreamPermit(None));
+        };
+        streams
+            .clone()
+            .try_acquire_owned()
+            .map(|permit| StreamPermit(Some(permit)))
+            .map_err(|_| {
+                self.exceeded(
+                    "streams",
+                    format!(
+                        "at most {} streams open at once",
+                        self.settings.streams.unwrap_or_default()
+                    ),
+                    None,
+                )
+            })
+    }
+
+    /// Whether a Watch may name `jobs` jobs.
+    pub fn check_watch(&self, jobs: usize) -> Result<(), ServiceError> {
+        match self.settings.jobs_per_watch {
+            Some(max) if jobs > max as usize => Err(self.exceeded(
+                "jobs_per_watch",
+                format!("at most {max} jobs per Watch, got {jobs}"),
+                None,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn exceeded(
+        &self,
+        limit: &'static str,
+        description: String,
+        retry_after: Option<Duration>,
+    ) -> ServiceError {
+        ServiceError::QuotaExceeded {
+            subject: self.subject.clone(),
+            limit,
+            description,
+            retry_after,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota_of(error: ServiceError) -> (String, &'static str, Option<Duration>) {
+        match error {
+            ServiceError::QuotaExceeded {
+                subject,
+                limit,
+                retry_after,
+                ..
+            } => (subject, limit, retry_after),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_limit_trips_with_its_name_and_whether_waiting_helps() {
+        let limiter = Limiter::new(
+            "token ci".into(),
+            LimitSettings {
+                submits_per_second: Some(1.0),
+                submit_burst: Some(2),
+                streams: Some(1),
+                jobs_per_watch: Some(3),
+                upload_bytes_per_minute: Some(1000),
+                tasks_per_hour: Some(15),
+            },
+        );
+        limiter.admit_submit().unwrap();
+        limiter.admit_submit().unwrap();
+        let (subject, limit, retry) = quota_of(limiter.admit_submit().unwrap_err());
+        assert_eq!(
+            (subject.as_str(), limit),
+            ("token ci", "submits_per_second")
+        );
+        assert!(retry.is_some_and(|d| d <= Duration::from_secs(1)));
+
+        limiter.charge_tasks(10).unwrap();
+        let (_, limit, retry) = quota_of(limiter.charge_tasks(10).unwrap_err());
+        assert_eq!(limit, "tasks_per_hour");
+        assert!(retry.is_some_and(|d| d > Duration::from_secs(60)));
+        let (_, _, retry) = quota_of(limiter.charge_tasks(16).unwrap_err());
+        assert_eq!(retry, None, "more than the cap: waiting never helps");
+
+        let held = limiter.open_stream().unwrap();
+        assert_eq!(quota_of(limiter.open_stream().unwrap_err()).1, "streams");
+        drop(held);
+        limiter.open_stream().unwrap();
+
+        limiter.check_watch(3).unwrap();
+        assert_eq!(
+            quota_of(limiter.check_watch(4).unwrap_err()).1,
+            "jobs_per_watch"
+        );
+
+        limiter.charge_upload(800).unwrap();
+        assert_eq!(
+            quota_of(limiter.charge_upload(800).unwrap_err()).1,
+            "upload_bytes_per_minute"
+        );
+    }
+
+    #[test]
+    fn no_settings_no_limits() {
+        let limiter = Limiter::new("server".into(), LimitSettings::default());
+        for _ in 0..1000 {
+            limiter.admit_submit().unwrap();
+            limiter.charge_tasks(10).unwrap();
+        }
+        let _streams: Vec<_> = (0..1000).map(|_| limiter.open_stream().unwrap()).collect();
+    }
+}

@@ -1,0 +1,354 @@
+//! Who may call retouchd and how much: named tokens with roles (from
+//! `--tokens-file`, hot-reloaded, or the single `--auth-token`), and the
+//! limits of each token and of the whole server.
+//!
+//! The gRPC interceptor ([`Authenticator`]) turns a request's bearer token
+//! into a [`Caller`] in the request's extensions; handlers ask the caller
+//! for the role and the limits an operation needs.
+
+mod limits;
+mod tokens;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use secrecy::{ExposeSecret, SecretString};
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+pub use limits::{LimitSettings, Limiter, StreamPermit};
+pub use tokens::{Role, TokenEntry, TokenSet, check_name as check_token_name, generate};
+
+use crate::error::ServiceError;
+
+/// The name `--auth-token` goes by in jobs and quota errors.
+pub const SINGLE_TOKEN_NAME: &str = "default";
+
+/// Where the tokens come from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// No tokens: every call is let in, anonymously.
+    Open,
+    /// `--auth-token`: one token with the submit role.
+    Single(SecretString),
+    /// `--tokens-file`, re-read when it changes.
+    File(PathBuf),
+}
+
+/// The tokens in force and the limiters of each.
+struct Tokens {
+    set: TokenSet,
+    limiters: HashMap<String, Arc<Limiter>>,
+}
+
+/// Authentication and limits, shared by every request.
+pub struct Access {
+    source: TokenSource,
+    tokens: RwLock<Arc<Tokens>>,
+    server: Arc<Limiter>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("tokens", &self.current().set.entries().len())
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    /// Loads the tokens of `source`; `server` limits everyone together.
+    pub fn new(source: TokenSource, server: LimitSettings) -> Result<Access, String> {
+        let set = load(&source)?;
+        let access = Access {
+            source,
+            tokens: RwLock::new(Arc::new(Tokens {
+                set: TokenSet::default(),
+                limiters: HashMap::new(),
+            })),
+            server: Arc::new(Limiter::new("server".into(), server)),
+        };
+        access.install(set);
+        Ok(access)
+    }
+
+    /// Whether calls need a token.
+    pub fn requires_token(&self) -> bool {
+        !matches!(self.source, TokenSource::Open)
+    }
+
+    /// Re-reads the tokens file (a no-op for other sources). On an error the
+    /// tokens in force stay, and the error is returned for the log. Limiter
+    /// state survives for names whose limits did not change.
+    pub fn reload(&self) -> Result<usize, String> {
+        if !matches!(self.source, TokenSource::File(_)) {
+            return Ok(self.current().set.entries().len());
+        }
+        let set = load(&self.source)?;
+        let count = set.entries().len();
+        self.install(set);
+        Ok(count)
+    }
+
+    fn install(&self, set: TokenSet) {
+        let old = self.current();
+        let limiters = set
+            .entries()
+            .iter()
+            .map(|entry| {
+                let limiter = match old.limiters.get(&entry.name) {
+                    Some(kept) if *kept.settings() == entry.limits => kept.clone(),
+                    _ => Arc::new(Limiter::new(
+                        format!("token {}", entry.name),
+                        entry.limits.clone(),
+                    )),
+                };
+                (entry.name.clone(), limiter)
+            })
+            .collect();
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Tokens { set, limiters });
+    }
+
+    fn current(&self) -> Arc<Tokens> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The caller an `authorization` header value identifies: anonymous
+    /// when no token is required, `None` when the token is missing or
+    /// unknown.
+    pub fn caller(&self, authorization: Option<&str>) -> Option<Caller> {
+        if !self.requires_token() {
+            return Some(Caller {
+                name: Arc::from(""),
+                role: Role::Submit,
+                own: None,
+                server: self.server.clone(),
+            });
+        }
+        let presented = authorization?.strip_prefix("Bearer ")?.trim();
+        if presented.is_empty() {
+            return None;
+        }
+        let tokens = self.current();
+        let entry = tokens.set.find(presented)?;
+        Some(Caller {
+            name: Arc::from(entry.name.as_str()),
+            role: entry.role,
+            own: tokens.limiters.get(&entry.name).cloned(),
+            server: self.server.clone(),
+        })
+    }
+}
+
+fn load(source: &TokenSource) -> Result<TokenSet, String> {
+    match source {
+        TokenSource::Open => Ok(TokenSet::default()),
+        TokenSource::Single(token) => TokenSet::new(vec![TokenEntry {
+            name: SINGLE_TOKEN_NAME.into(),
+            role: Role::Submit,
+            sha256: tokens::sha256(token.expose_secret()),
+            limits: LimitSettings::default(),
+        }]),
+        TokenSource::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the tokens file {}: {e}", path.display()))?;
+            TokenSet::parse(&text).map_err(|e| format!("tokens file {}: {e}", path.display()))
+        }
+    }
+}
+
+/// Who is calling, with what role, and the limiters that apply.
+#[derive(Clone)]
+pub struct Caller {
+    name: Arc<str>,
+    role: Role,
+    own: Option<Arc<Limiter>>,
+    server: Arc<Limiter>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A caller's held places among the concurrent streams (its own and the
+/// server's): released when dropped.
+#[derive(Debug)]
+pub struct StreamPermits {
+    _own: Option<StreamPermit>,
+    _server: StreamPermit,
+}
+
+impl Caller {
+    /// The caller of a request the [`Authenticator`] let in.
+    pub fn of<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ServiceError::Internal("the request passed no authenticator".into()))
+    }
+
+    /// The token's name (empty when retouchd requires no token).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fails unless the caller's role allows `what` (a submit or upload).
+    pub fn require_submit(&self, what: &str) -> Result<(), ServiceError> {
+        match self.role {
+            Role::Submit => Ok(()),
+            Role::Watch => Err(ServiceError::PermissionDenied(format!(
+                "token {:?} has the watch role, which may not {what}; use a token with the submit role",
+                &*self.name
+            ))),
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = &Limiter> {
+        self.own.iter().map(|l| &**l).chain([&*self.server])
+    }
+
+    /// One submit, if the rates allow it now.
+    pub fn admit_submit(&self) -> Result<(), ServiceError> {
+        self.each().try_for_each(Limiter::admit_submit)
+    }
+
+    /// `tasks` billed tasks, if the hourly caps allow them.
+    pub fn charge_tasks(&self, tasks: u32) -> Result<(), ServiceError> {
+        self.each().try_for_each(|l| l.charge_tasks(tasks))
+    }
+
+    /// `bytes` uploaded, if the per-minute limits allow them.
+    pub fn charge_upload(&self, bytes: usize) -> Result<(), ServiceError> {
+        self.each().try_for_each(|l| l.charge_upload(bytes))
+    }
+
+    /// Whether a Watch may name `jobs` jobs.
+    pub fn check_watch(&self, jobs: usize) -> Result<(), ServiceError> {
+        self.each().try_for_each(|l| l.check_watch(jobs))
+    }
+
+    /// Places for one more stream, if there are.
+    pub fn open_stream(&self) -> Result<StreamPermits, ServiceError> {
+        let own = self.own.as_ref().map(|l| l.open_stream()).transpose()?;
+        Ok(StreamPermits {
+            _own: own,
+            _server: self.server.open_stream()?,
+        })
+    }
+}
+
+/// The gRPC interceptor: lets in calls with a known token (or every call
+/// when no token is required) and puts their [`Caller`] in the request.
+#[derive(Clone, Debug)]
+pub struct Authenticator(pub Arc<Access>);
+
+impl Interceptor for Authenticator {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match self.0.caller(given) {
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok(request)
+            }
+            // Never echo what was sent: it may be a near-miss of a secret.
+            None => Err(Status::unauthenticated(
+                "this retouchd requires `authorization: Bearer <token>` metadata with a known token",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(access: &Arc<Access>, header: Option<&str>) -> Result<Caller, Status> {
+        let mut request = Request::new(());
+        if let Some(h) = header {
+            request
+                .metadata_mut()
+                .insert("authorization", h.parse().unwrap());
+        }
+        Authenticator(access.clone())
+            .call(request)
+            .map(|r| r.extensions().get::<Caller>().unwrap().clone())
+    }
+
+    #[test]
+    fn the_single_token_is_a_submit_token_named_default() {
+        let access = Arc::new(
+            Access::new(
+                TokenSource::Single(SecretString::from("s3cret")),
+                LimitSettings::default(),
+            )
+            .unwrap(),
+        );
+        let caller = call(&access, Some("Bearer s3cret")).unwrap();
+        assert_eq!(caller.name(), "default");
+        assert!(caller.require_submit("submit").is_ok());
+        for wrong in [Some("Bearer s3cre"), Some("s3cret"), Some("Bearer "), None] {
+            let status = call(&access, wrong).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            assert!(!status.message().contains("s3cre"));
+        }
+        assert!(!format!("{access:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn no_tokens_means_anonymous_submit_callers() {
+        let access = Arc::new(Access::new(TokenSource::Open, LimitSettings::default()).unwrap());
+        let caller = call(&access, None).unwrap();
+        assert_eq!(caller.name(), "");
+        assert!(caller.require_submit("submit").is_ok());
+    }
+
+    #[test]
+    fn a_reloaded_file_changes_who_gets_in_and_keeps_unchanged_limiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let limits = LimitSettings {
+            tasks_per_hour: Some(10),
+            ..LimitSettings::default()
+        };
+        let (a, line_a) = generate("a", Role::Submit, &limits).unwrap();
+        let (b, line_b) = generate("b", Role::Watch, &LimitSettings::default()).unwrap();
+        std::fs::write(&path, format!("{line_a}\n")).unwrap();
+        let access = Arc::new(
+            Access::new(TokenSource::File(path.clone()), LimitSettings::default()).unwrap(),
+        );
+        let caller = call(&access, Some(&format!("Bearer {a}"))).unwrap();
+        caller.charge_tasks(10).unwrap();
+        assert!(call(&access, Some(&format!("Bearer {b}"))).is_err());
+
+        std::fs::write(&path, format!("{line_a}\n{line_b}\n")).unwrap();
+        assert_eq!(access.reload(), Ok(2));
+        let watcher = call(&access, Some(&format!("Bearer {b}"))).unwrap();
+        assert!(matches!(
+            watcher.require_submit("submit"),
+            Err(ServiceError::PermissionDenied(_))
+        ));
+        // a's cap was not reset by the reload.
+        let again = call(&access, Some(&format!("Bearer {a}"))).unwrap();
+        assert!(again.charge_tasks(1).is_err());
+
+        // A broken file keeps the tokens in force.
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert!(access.reload().unwrap_err().contains("line 1"));
+        assert!(call(&access, Some(&format!("Bearer {b}"))).is_ok());
+    }
+}
