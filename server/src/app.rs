@@ -11,7 +11,6 @@ use futures::StreamExt as _;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::TokenSource;
@@ -96,6 +95,8 @@ pub struct ServerConfig {
     pub limits: crate::access::LimitSettings,
     /// Allow a non-loopback gRPC address with no authentication.
     pub insecure: bool,
+    /// TLS for both listeners (`None`: plaintext).
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Copy every result into the data directory and serve it from the HTTP
     /// listener (`Task.mirrored_urls`).
     pub mirror_results: bool,
@@ -146,6 +147,7 @@ impl ServerConfig {
             tokens_file: None,
             limits: crate::access::LimitSettings::default(),
             insecure: false,
+            tls: None,
             mirror_results: true,
             mirror: crate::mirror::MirrorConfig::default(),
             outbound: crate::outbound::OutboundPolicy::default(),
@@ -170,6 +172,13 @@ pub struct RunningServer {
     draining: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     _data_tempdir: Option<tempfile::TempDir>,
+    reloadable: Reloadable,
+}
+
+/// What `RunningServer::reload` re-reads.
+struct Reloadable {
+    access: Arc<crate::access::Access>,
+    tls: Vec<Arc<crate::tls::ReloadableTls>>,
 }
 
 /// Why retouchd could not start.
@@ -232,7 +241,31 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_addr = local_addr(&http_listener)?;
     let grpc_addr = local_addr(&grpc_listener)?;
-    let http_base = format!("http://{}", reachable(http_addr));
+    // One certificate for both listeners: gRPC offers only HTTP/2, the HTTP
+    // listener (axum, HTTP/1.1) only HTTP/1.1.
+    let tls = match &config.tls {
+        Some(files) => {
+            let load = |alpn: &[&[u8]]| {
+                crate::tls::ReloadableTls::load(files.clone(), alpn)
+                    .map(Arc::new)
+                    .map_err(StartError::Config)
+            };
+            // Client certificates are asked for on gRPC only: the HTTP
+            // listener serves uploads to the upstream, which has none
+            // (its mirrored results need a token instead).
+            let http_files = crate::tls::TlsFiles {
+                client_ca: None,
+                ..files.clone()
+            };
+            let http = crate::tls::ReloadableTls::load(http_files, &[b"http/1.1"])
+                .map(Arc::new)
+                .map_err(StartError::Config)?;
+            Some((load(&[b"h2"])?, http))
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http_base = format!("{scheme}://{}", reachable(http_addr));
     let public_base = config
         .public_base_url
         .clone()
@@ -242,8 +275,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             .ok()
             .and_then(|u| crate::outbound::Origin::of(&u))
     };
-    let own_origins = |policy: crate::outbound::OutboundPolicy| {
-        policy
+    let own_origins = |policy: crate::outbound::OutboundPolicy| crate::outbound::OutboundPolicy {
+        own_tls_origin: tls.is_some().then(|| origin_of(&http_base)).flatten(),
+        ..policy
             .allowing(origin_of(&http_base))
             .allowing(origin_of(&public_base))
     };
@@ -314,6 +348,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         )));
     }
     let auth = crate::access::Authenticator(access.clone());
+    let reload_access = access.clone();
     let mut http_router =
         uploads
             .router()
@@ -326,8 +361,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         http_router = http_router.merge(backend.router());
     }
     let http_cancel = cancel.clone();
+    let http_tls = tls.as_ref().map(|(_, http)| http.clone());
     tasks.push(tokio::spawn(async move {
-        let served = axum::serve(http_listener, http_router)
+        let connections = crate::listen::accept(http_listener, http_tls, http_cancel.clone());
+        let listener = crate::listen::AcceptedListener::new(connections, http_addr);
+        let served = axum::serve(listener, http_router)
             .with_graceful_shutdown(http_cancel.cancelled_owned())
             .await;
         if let Err(e) = served {
@@ -342,6 +380,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     upstream.connect_timeout = config.connect_timeout;
     upstream.qps = config.upstream_qps;
     upstream.submit_attempts = config.submit_attempts;
+    upstream.own_tls_listener = local_backend.is_some() && tls.is_some();
     let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
     let mut tracker_config = config.tracker.clone();
     tracker_config.upload_retention = config.upload_retention;
@@ -377,14 +416,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let grpc_cancel = CancellationToken::new();
     let grpc_stop = grpc_cancel.clone();
     let incoming_closed = draining.clone();
+    let grpc_tls = tls.as_ref().map(|(grpc, _)| grpc.clone());
     let grpc_task = tokio::spawn(async move {
+        // TCP_NODELAY is set on each accepted socket by `listen::accept`:
+        // the builder's setting does not reach sockets it did not accept.
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_nodelay(true)
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener).take_until(incoming_closed.cancelled_owned()),
+                tokio_stream::wrappers::ReceiverStream::new(crate::listen::accept(
+                    grpc_listener,
+                    grpc_tls,
+                    incoming_closed,
+                ))
+                .map(|(conn, _)| Ok::<_, std::io::Error>(conn)),
                 grpc_cancel.cancelled_owned(),
             )
             .await;
@@ -415,18 +462,49 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         draining,
         tasks,
         _data_tempdir: data_tempdir,
+        reloadable: Reloadable {
+            access: reload_access,
+            tls: tls.map(|(grpc, http)| vec![grpc, http]).unwrap_or_default(),
+        },
     })
 }
 
 impl RunningServer {
-    /// The `http://host:port` URL of the gRPC endpoint.
-    pub fn grpc_url(&self) -> String {
-        format!("http://{}", reachable(self.grpc_addr))
+    /// Re-reads the TLS certificates and keys (new handshakes use them;
+    /// open connections keep theirs) and the tokens file. What fails to
+    /// load is reported, and what is in force stays.
+    pub fn reload(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for tls in &self.reloadable.tls {
+            if let Err(e) = tls.reload() {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = self.reloadable.access.reload() {
+            errors.push(e);
+        }
+        errors.dedup();
+        errors
     }
 
-    /// The `http://host:port` URL of the HTTP endpoint.
+    /// The `http://host:port` (with TLS: `https://`) URL of the gRPC
+    /// endpoint.
+    pub fn grpc_url(&self) -> String {
+        format!("{}://{}", self.scheme(), reachable(self.grpc_addr))
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.reloadable.tls.is_empty() {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// The `http://host:port` (with TLS: `https://`) URL of the HTTP
+    /// endpoint.
     pub fn http_url(&self) -> String {
-        format!("http://{}", reachable(self.http_addr))
+        format!("{}://{}", self.scheme(), reachable(self.http_addr))
     }
 
     /// Graceful shutdown: health goes NOT_SERVING, new submissions are
@@ -510,13 +588,19 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Most concurrent HTTP/2 streams (calls) on one client connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
 /// Refuses a gRPC listener off loopback that anyone could use: without a
 /// token, every caller could spend the AppCode's credit.
 fn check_exposure(config: &ServerConfig) -> Result<(), StartError> {
     let exposed = !config.grpc_listen.ip().is_loopback();
-    if exposed && matches!(config.token_source(), TokenSource::Open) && !config.insecure {
+    // Client certificates checked against a CA authenticate too; TLS alone
+    // does not: it hides the traffic, not who may spend.
+    let mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if exposed && matches!(config.token_source(), TokenSource::Open) && !mtls && !config.insecure {
         return Err(StartError::Config(format!(
-            "refusing to serve gRPC on {} with no authentication: anyone who reaches it could submit billed jobs. Set --tokens-file (make tokens with `retouchd token`) or --auth-token, listen on 127.0.0.1, or pass --insecure if the network itself is trusted",
+            "refusing to serve gRPC on {} with no authentication: anyone who reaches it could submit billed jobs. Set --tokens-file (make tokens with `retouchd token`) or --auth-token, or require client certificates with --tls-client-ca; or listen on 127.0.0.1; or pass --insecure if the network itself is trusted",
             config.grpc_listen
         )));
     }

@@ -233,6 +233,16 @@ pub struct ServeArgs {
     /// Limits on all callers together.
     #[command(flatten)]
     pub limits: ServerLimitArgs,
+    /// TLS certificate chain (PEM, leaf first) for the gRPC and HTTP
+    /// listeners. Re-read on SIGHUP; open connections keep theirs.
+    #[arg(long, env = "RETOUCH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "RETOUCH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM): mutual TLS.
+    #[arg(long, env = "RETOUCH_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Serve gRPC on a non-loopback address with no authentication (by
     /// default retouchd refuses to: anyone who reaches it could spend the
     /// AppCode's credit).
@@ -379,6 +389,7 @@ impl OutboundArgs {
         crate::outbound::OutboundPolicy {
             allow_private: self.allow_private_urls,
             allowed_origins: self.allow_url_origins.clone(),
+            own_tls_origin: None,
         }
     }
 }
@@ -573,6 +584,14 @@ impl ServeArgs {
             tokens_file: self.tokens_file.clone(),
             limits: self.limits.to_settings()?,
             insecure: self.insecure,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
             mirror_results: true,
             mirror: crate::mirror::MirrorConfig {
                 max_bytes: self.mirror_max_bytes,

@@ -50,7 +50,7 @@ async fn serve(args: retouch_server::config::ServeArgs) -> Result<(), String> {
     let server = retouch_server::app::start(config)
         .await
         .map_err(|e| e.to_string())?;
-    shutdown_signal().await;
+    reload_on_sighup(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
@@ -115,6 +115,36 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
+}
+
+/// Serves until a shutdown signal, re-reading certificates and tokens on
+/// each SIGHUP.
+async fn reload_on_sighup(server: &retouch_server::app::RunningServer) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return shutdown_signal().await;
+        };
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = hangups.recv() => {
+                    let errors = server.reload();
+                    if errors.is_empty() {
+                        tracing::info!("SIGHUP: certificates and tokens reloaded");
+                    }
+                    for error in errors {
+                        tracing::error!(%error, "SIGHUP: not reloaded; what was in force stays");
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    shutdown_signal().await
 }
 
 fn init_tracing(format: LogFormat) {

@@ -244,6 +244,7 @@ pub fn tui_client(url: String) -> retouch_tui::client::Client {
         url,
         token: None,
         ca_cert: None,
+        identity: None,
     })
     .expect("a client for a loopback URL")
 }

@@ -3,6 +3,10 @@ submits an instance-matting job with Run and checks that it streams every
 transition to SUCCESS. Run by tests/python.rs against a real server.
 
 Usage: client_test.py GRPC_ADDR IMAGE_URL MASK_URL
+
+With RETOUCH_TLS_CA set (a PEM file), it connects with TLS trusting that CA,
+and with RETOUCH_TLS_CERT and RETOUCH_TLS_KEY also presents a client
+certificate (mutual TLS).
 """
 
 import json
@@ -30,13 +34,33 @@ def generate_stubs(out_dir):
     sys.path.insert(0, out_dir)
 
 
+def open_channel(addr):
+    ca = os.environ.get("RETOUCH_TLS_CA")
+    if not ca:
+        return grpc.insecure_channel(addr)
+
+    def read(name):
+        path = os.environ.get(name)
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read("RETOUCH_TLS_CA"),
+        private_key=read("RETOUCH_TLS_KEY"),
+        certificate_chain=read("RETOUCH_TLS_CERT"),
+    )
+    return grpc.secure_channel(addr, credentials)
+
+
 def main():
     addr, image_url, mask_url = sys.argv[1:4]
     with tempfile.TemporaryDirectory() as out_dir:
         generate_stubs(out_dir)
         from retouch.v1 import jobs_pb2, matting_pb2, matting_pb2_grpc
 
-        with grpc.insecure_channel(addr) as channel:
+        with open_channel(addr) as channel:
             stub = matting_pb2_grpc.InstanceMattingStub(channel)
             request = matting_pb2.SubmitMattingRequest(
                 tasks=[matting_pb2.MattingTask(image_url=image_url, mask_url=mask_url)]

@@ -19,12 +19,29 @@ pub struct Cli {
         global = true
     )]
     pub server: String,
-    /// Bearer token, if retouchd was started with `--auth-token`.
+    /// Bearer token, if retouchd requires one (`--auth-token`, or a token
+    /// from its `--tokens-file`).
     #[arg(long, env = "RETOUCH_TOKEN", hide_env_values = true, value_parser = parse_secret, global = true)]
     pub token: Option<SecretString>,
     /// Extra CA certificate (PEM) to trust for `https://` servers.
     #[arg(long, env = "RETOUCH_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one (mutual TLS).
+    #[arg(
+        long,
+        env = "RETOUCH_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        env = "RETOUCH_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Watch only these jobs (`matting:<result_key>` or
     /// `removal:<result_key>`) instead of every job retouchd tracks.
     #[arg(long = "watch", value_name = "API:KEY")]

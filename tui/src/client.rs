@@ -10,7 +10,7 @@ use retouch_api::v1::jobs_client::JobsClient;
 use retouch_api::v1::object_removal_client::ObjectRemovalClient;
 use secrecy::{ExposeSecret, SecretString};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_types::StatusExt;
 
 use crate::request::{Input, JobRequest};
@@ -27,6 +27,8 @@ pub struct ServerAddress {
     pub token: Option<SecretString>,
     /// Extra CA certificate (PEM) to trust for TLS.
     pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// A failed call, with what we were doing and the server's codes.
@@ -154,6 +156,17 @@ impl Client {
                     ClientError::local(&context, format!("--ca-cert {}: {e}", path.display()))
                 })?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = &address.identity {
+                let read = |path: &PathBuf, flag: &str| {
+                    std::fs::read(path).map_err(|e| {
+                        ClientError::local(&context, format!("{flag} {}: {e}", path.display()))
+                    })
+                };
+                tls = tls.identity(Identity::from_pem(
+                    read(cert, "--client-cert")?,
+                    read(key, "--client-key")?,
+                ));
             }
             endpoint = endpoint
                 .tls_config(tls)

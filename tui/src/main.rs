@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
         url: cli.server.clone(),
         token: cli.token.clone(),
         ca_cert: cli.ca_cert.clone(),
+        identity: cli.client_cert.clone().zip(cli.client_key.clone()),
     };
     match cli.command {
         Some(Command::Submit(args)) => {
@@ -125,6 +126,7 @@ async fn demo(cli: &Cli) -> Result<(), String> {
         url: server.grpc_url(),
         token: None,
         ca_cert: None,
+        identity: None,
     };
     let client = Client::new(&address).map_err(|e| e.to_string())?;
     let result = retouch_tui::dashboard::run(client, Vec::new(), cli.download_dir.clone(), jobs)

@@ -10,12 +10,18 @@ use std::sync::Arc;
 
 use retouch_api::v1 as pb;
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 
 pub use jobs::JobsService;
 pub use submission::{InstanceMattingService, ObjectRemovalService};
 
 use crate::service::Retouch;
 use crate::uploads::UploadStore;
+
+/// Largest message received or sent: what gRPC clients accept by default,
+/// so no response of ours is too large for one (ListJobs pages by bytes to
+/// stay under it; uploads arrive in chunks below it).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Every gRPC service retouchd serves, ready for `Server::add_routes`.
 /// The returned health reporter marks each service SERVING; flip it to
@@ -46,23 +52,23 @@ pub async fn routes(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let matting = pb::instance_matting_server::InstanceMattingServer::new(
+        InstanceMattingService::new(retouch.clone()),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let removal = pb::object_removal_server::ObjectRemovalServer::new(ObjectRemovalService::new(
+        retouch.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let jobs = pb::jobs_server::JobsServer::new(JobsService::new(retouch, uploads))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let routes = Routes::new(health_service)
-        .add_service(
-            pb::instance_matting_server::InstanceMattingServer::with_interceptor(
-                InstanceMattingService::new(retouch.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::object_removal_server::ObjectRemovalServer::with_interceptor(
-                ObjectRemovalService::new(retouch.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(pb::jobs_server::JobsServer::with_interceptor(
-            JobsService::new(retouch, uploads),
-            auth,
-        ))
+        .add_service(InterceptedService::new(matting, auth.clone()))
+        .add_service(InterceptedService::new(removal, auth.clone()))
+        .add_service(InterceptedService::new(jobs, auth))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     Ok((routes, health))

@@ -29,6 +29,7 @@ const MAX_REDIRECTS: usize = 5;
 #[derive(Clone)]
 pub struct GuardedClient {
     policy: OutboundPolicy,
+    own: reqwest::Client,
     trusted: reqwest::Client,
     guarded: reqwest::Client,
 }
@@ -106,7 +107,7 @@ impl GuardedClient {
                     return attempt.error(Refusal(format!("more than {MAX_REDIRECTS} redirects")));
                 }
                 match trusted_redirects.route(attempt.url()) {
-                    Ok(Route::Trusted) => attempt.follow(),
+                    Ok(Route::Trusted | Route::Own) => attempt.follow(),
                     Ok(Route::Guarded) => {
                         let to =
                             Origin::of(attempt.url()).map_or_else(|| "?".into(), |o| o.to_string());
@@ -121,8 +122,16 @@ impl GuardedClient {
             }))
             .build()
             .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
+        // Only ever used for the exact origin of our own loopback listener,
+        // and never redirected away from it.
+        let own = base()
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
         Ok(GuardedClient {
             policy,
+            own,
             trusted,
             guarded,
         })
@@ -138,6 +147,7 @@ impl GuardedClient {
         let url = reqwest::Url::parse(url)
             .map_err(|e| FetchError::Refused(Refusal(format!("not a URL: {e}"))))?;
         let client = match self.policy.route(&url).map_err(FetchError::Refused)? {
+            Route::Own => &self.own,
             Route::Trusted => &self.trusted,
             Route::Guarded => &self.guarded,
         };

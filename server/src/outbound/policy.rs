@@ -55,6 +55,10 @@ pub struct OutboundPolicy {
     pub allow_private: bool,
     /// Origins fetched from whatever they resolve to.
     pub allowed_origins: Vec<Origin>,
+    /// retouchd's own HTTP listener on loopback, when it speaks TLS: its
+    /// certificate is not checked (the bytes go from this process to this
+    /// process, and its certificate may name only the public host).
+    pub own_tls_origin: Option<Origin>,
 }
 
 /// Why a destination is refused. Its message names the rule and how to
@@ -67,6 +71,8 @@ pub struct Refusal(pub String);
 /// How a URL that passed the policy is to be fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// retouchd's own TLS listener on loopback.
+    Own,
     /// An allowed origin, or any destination under `allow_private`.
     Trusted,
     /// A public IP literal or a host name whose addresses must be checked
@@ -97,6 +103,9 @@ impl OutboundPolicy {
             )));
         }
         let origin = Origin::of(url).ok_or_else(|| Refusal("the URL names no host".into()))?;
+        if self.own_tls_origin.as_ref() == Some(&origin) {
+            return Ok(Route::Own);
+        }
         if self.allow_private || self.allowed_origins.contains(&origin) {
             return Ok(Route::Trusted);
         }

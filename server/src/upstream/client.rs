@@ -58,6 +58,10 @@ pub struct UpstreamConfig {
     pub submit_retry: RetryPolicy,
     /// Most attempts of one submit (1 = never retry).
     pub submit_attempts: u32,
+    /// The base URL is this process's own TLS listener on loopback (the
+    /// embedded local backend): its certificate, which may name only the
+    /// public host, is not checked.
+    pub own_tls_listener: bool,
 }
 
 impl UpstreamConfig {
@@ -77,6 +81,7 @@ impl UpstreamConfig {
                 factor: 2.0,
             },
             submit_attempts: 4,
+            own_tls_listener: false,
         }
     }
 }
@@ -145,6 +150,7 @@ impl UpstreamClient {
                 env!("CARGO_PKG_VERSION"),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ))
+            .danger_accept_invalid_certs(config.own_tls_listener)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let budget = Budget::new(config.qps);
