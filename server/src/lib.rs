@@ -17,6 +17,7 @@ pub mod local;
 pub mod mirror;
 pub mod oneshot;
 pub mod outbound;
+pub mod parsers;
 pub mod samples;
 pub mod service;
 pub mod store;

@@ -32,6 +32,51 @@ pub struct UploadConfig {
     pub retention: Duration,
 }
 
+/// What an upload was found to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InspectedImage {
+    /// File extension it is stored under.
+    pub extension: &'static str,
+    /// `png` or `jpeg`.
+    pub format: &'static str,
+    /// Width in pixels, from the header.
+    pub width: u32,
+    /// Height in pixels, from the header.
+    pub height: u32,
+}
+
+/// Checks that `bytes` is a PNG or JPEG the upstream accepts, from its
+/// header (nothing is decoded); returns what it is, or the rule it breaks.
+pub fn inspect(bytes: &[u8]) -> Result<InspectedImage, String> {
+    if bytes.is_empty() {
+        return Err("the upload is empty".into());
+    }
+    let format =
+        image::guess_format(bytes).map_err(|_| "must be a PNG or JPEG image".to_owned())?;
+    let (extension, format_name) = match format {
+        image::ImageFormat::Png => ("png", "png"),
+        image::ImageFormat::Jpeg => ("jpg", "jpeg"),
+        other => return Err(format!("must be a PNG or JPEG image, got {other:?}")),
+    };
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(crate::aliyun::decode_limits());
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| format!("is not a readable {format_name} image: {e}"))?;
+    let side_ok = |s: u32| (MIN_SIDE..=MAX_SIDE).contains(&s);
+    if !side_ok(width) || !side_ok(height) {
+        return Err(format!(
+            "each side must be {MIN_SIDE} to {MAX_SIDE} px (the upstream's limit), got {width}x{height}"
+        ));
+    }
+    Ok(InspectedImage {
+        extension,
+        format: format_name,
+        width,
+        height,
+    })
+}
+
 /// Most uploads buffered at once (each up to `max_bytes`).
 pub const MAX_CONCURRENT_UPLOADS: usize = 8;
 
@@ -84,32 +129,14 @@ impl UploadStore {
         bytes: Vec<u8>,
         filename: &str,
     ) -> Result<pb::UploadImageResponse, ServiceError> {
-        let invalid = |rule: String| ServiceError::Invalid(vec![Violation::new("chunk", rule)]);
-        if bytes.is_empty() {
-            return Err(invalid("the upload is empty".into()));
-        }
-        let format = image::guess_format(&bytes)
-            .map_err(|_| invalid("must be a PNG or JPEG image".into()))?;
-        let (ext, format_name) = match format {
-            image::ImageFormat::Png => ("png", "png"),
-            image::ImageFormat::Jpeg => ("jpg", "jpeg"),
-            other => {
-                return Err(invalid(format!(
-                    "must be a PNG or JPEG image, got {other:?}"
-                )));
-            }
-        };
-        let mut reader = image::ImageReader::with_format(Cursor::new(&bytes), format);
-        reader.limits(crate::aliyun::decode_limits());
-        let (width, height) = reader
-            .into_dimensions()
-            .map_err(|e| invalid(format!("is not a readable {format_name} image: {e}")))?;
-        let side_ok = |s: u32| (MIN_SIDE..=MAX_SIDE).contains(&s);
-        if !side_ok(width) || !side_ok(height) {
-            return Err(invalid(format!(
-                "each side must be {MIN_SIDE} to {MAX_SIDE} px (the upstream's limit), got {width}x{height}"
-            )));
-        }
+        let checked = inspect(&bytes)
+            .map_err(|rule| ServiceError::Invalid(vec![Violation::new("chunk", rule)]))?;
+        let (ext, format_name, width, height) = (
+            checked.extension,
+            checked.format,
+            checked.width,
+            checked.height,
+        );
         let sha256 = hex(&Sha256::digest(&bytes));
         let name = format!("{sha256}.{ext}");
         let size_bytes = bytes.len() as u64;

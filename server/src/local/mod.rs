@@ -59,6 +59,30 @@ pub use faults::{Endpoint, InjectedFault};
 pub(crate) use png::encode_png;
 pub use stats::BackendStats;
 
+/// The backend's check of a downloaded image and mask (sizes from headers,
+/// then a bounded decode): 23500007 when they are not usable. Blocking.
+pub fn check_input_pair(image: &[u8], mask: &[u8]) -> Result<(), crate::aliyun::AliyunCode> {
+    inspect::check_pair(image, mask)
+}
+
+/// A request body parsed as a submit of `api` (how many tasks) and as a
+/// query (which result key), each with the code the backend would answer.
+pub fn parse_request(
+    api: crate::aliyun::ApiKind,
+    body: &[u8],
+) -> (
+    Result<usize, crate::aliyun::AliyunCode>,
+    Result<String, crate::aliyun::AliyunCode>,
+) {
+    match parse::json_body(body) {
+        Ok(value) => (
+            parse::submit_tasks(api, &value).map(|tasks| tasks.len()),
+            parse::query_key(&value),
+        ),
+        Err(code) => (Err(code), Err(code)),
+    }
+}
+
 use crate::aliyun::AliyunCode;
 use crate::engine::Engine;
 use credits::Credits;

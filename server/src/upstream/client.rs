@@ -265,10 +265,7 @@ impl UpstreamClient {
             .map_err(|e| UpstreamError::transport(&e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::transport(&e))?;
+        let bytes = read_bounded(response, status).await?;
         interpret(status, &headers, &bytes).map_err(|mut err| {
             // Whatever sits in front of the API may echo request headers
             // back; the AppCode must not travel on in our errors and events.
@@ -278,9 +275,47 @@ impl UpstreamClient {
     }
 }
 
+/// Largest answer read from the upstream. Aliyun's are a few KiB (ten
+/// tasks with their result URLs); a larger one is broken or hostile, and
+/// would otherwise be held whole in memory and copied into job records.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The body of `response`, refused beyond [`MAX_ANSWER_BYTES`].
+async fn read_bounded(
+    mut response: reqwest::Response,
+    status: u16,
+) -> Result<Vec<u8>, UpstreamError> {
+    let too_large = || UpstreamError {
+        kind: UpstreamErrorKind::Protocol,
+        aliyun_code: None,
+        http_status: Some(status),
+        message: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+        request_id: None,
+        gateway_code: None,
+    };
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| UpstreamError::transport(&e))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Turns an HTTP answer into data or an error, tolerating every shape the
 /// documents and the gateway allow.
-fn interpret<T: DeserializeOwned>(
+pub(crate) fn interpret<T: DeserializeOwned>(
     status: u16,
     headers: &HeaderMap,
     body: &[u8],

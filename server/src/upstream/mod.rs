@@ -7,6 +7,7 @@ mod client;
 mod error;
 mod retry;
 
+pub(crate) use client::interpret;
 pub use client::{ApiPaths, QueryOutcome, SubmitOutcome, UpstreamClient, UpstreamConfig};
 pub use error::{UpstreamError, UpstreamErrorKind};
 pub use retry::RetryPolicy;

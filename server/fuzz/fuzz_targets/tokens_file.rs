@@ -1,0 +1,10 @@
+//! A tokens file.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = retouch_server::parsers::tokens_file(text);
+    }
+});
