@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     if let Ok(sent) = retouch_server::parsers::submission(ApiKind::ObjectRemoval, tasks) {
         for task in sent {
-            assert_eq!(canonical_url(&task.image).as_deref(), Ok(task.image.as_str()));
+            assert_eq!(
+                canonical_url(&task.image).as_deref(),
+                Ok(task.image.as_str())
+            );
             assert_eq!(canonical_url(&task.mask).as_deref(), Ok(task.mask.as_str()));
         }
     }

@@ -147,6 +147,37 @@ mod tests {
     }
 
     #[test]
+    fn a_zip_bomb_png_is_refused_from_its_header() {
+        // 16 MiB of zero rows deflate to a few KiB; the header claims a
+        // 20000×20000 RGBA image (1.6 GB decoded).
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut encoder, &vec![0u8; 16 << 20]).unwrap();
+        let idat = encoder.finish().unwrap();
+        assert!(idat.len() < 64 * 1024);
+        let mut bomb = png_header_only(20_000, 20_000);
+        // Replace the empty IDAT with the real one: signature + IHDR chunk
+        // are the first 33 bytes.
+        bomb.truncate(33);
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            bomb.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(kind);
+            crc.update(data);
+            bomb.extend_from_slice(kind);
+            bomb.extend_from_slice(data);
+            bomb.extend_from_slice(&crc.finalize().to_be_bytes());
+        };
+        chunk(b"IDAT", &idat);
+        chunk(b"IEND", &[]);
+        assert_eq!(check_pair(&bomb, &bomb), Err(AliyunCode::ImageInvalid));
+        assert!(matches!(decode(&bomb), Err(image::ImageError::Limits(_))));
+        // An upload of it is refused by its header too (the decoder's
+        // limits name it before the side check can).
+        let refusal = crate::uploads::inspect(&bomb).unwrap_err();
+        assert!(refusal.contains("png"), "{refusal}");
+    }
+
+    #[test]
     fn a_truncated_jpeg_is_refused() {
         let mut jpeg = Vec::new();
         RgbImage::from_pixel(400, 400, image::Rgb([200, 10, 10]))
