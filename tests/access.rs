@@ -113,6 +113,50 @@ async fn the_watch_role_reads_but_cannot_submit_or_upload() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
+    // A watch token may watch what retouchd tracks, but may not make it
+    // query the upstream for keys it does not know.
+    let backend = server.local_backend.clone().unwrap();
+    let queries = backend.stats().query_requests;
+    let mut jobs_client = retouch_api::v1::jobs_client::JobsClient::new(channel.clone());
+    let status = jobs_client
+        .watch(with_token(
+            pb::WatchRequest {
+                jobs: vec![pb::JobRef {
+                    result_key: "never-submitted-here".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            &tokens[1],
+        ))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        status.message().contains("submit role"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        backend.stats().query_requests,
+        queries,
+        "the upstream was queried"
+    );
+    jobs_client
+        .watch(with_token(
+            pb::WatchRequest {
+                jobs: vec![pb::JobRef {
+                    result_key: job.result_key.clone(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            &tokens[1],
+        ))
+        .await
+        .unwrap();
+
     // Reading works, and ListJobs filters by who submitted.
     let got = jobs
         .get_job(with_token(
@@ -266,7 +310,7 @@ async fn each_limit_trips_with_its_name_and_other_tokens_are_unaffected() {
             Err(status) => panic!("{status:?}"),
         }
     };
-    let three = pb::WatchRequest {
+    let three = || pb::WatchRequest {
         jobs: (0..3)
             .map(|n| pb::JobRef {
                 result_key: format!("key-{n}"),
@@ -276,23 +320,14 @@ async fn each_limit_trips_with_its_name_and_other_tokens_are_unaffected() {
         ..Default::default()
     };
     let status = jobs
-        .watch(with_token(three, free))
+        .watch(with_token(three(), free))
         .await
         .map(|_| ())
         .unwrap_err();
     // The free token has no jobs_per_watch limit: that key is unknown.
     assert_ne!(status.code(), Code::ResourceExhausted);
-    let three = pb::WatchRequest {
-        jobs: (0..3)
-            .map(|n| pb::JobRef {
-                result_key: format!("key-{n}"),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
     let status = jobs
-        .watch(with_token(three, limited))
+        .watch(with_token(three(), limited))
         .await
         .map(|_| ())
         .unwrap_err();

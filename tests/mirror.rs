@@ -147,6 +147,37 @@ fn request(upstream: &StandIn) -> pb::SubmitMattingRequest {
     }
 }
 
+/// Submits `upstream`'s job and follows it from its `accepted` event;
+/// returns its result key and the stream.
+async fn submit_and_follow(
+    server: &retouch_server::app::RunningServer,
+    upstream: &StandIn,
+) -> (String, tonic::Streaming<pb::WatchResponse>) {
+    let submitted = matting(server)
+        .await
+        .submit(request(upstream))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = submitted.job.unwrap().result_key;
+    let stream = jobs(server)
+        .await
+        .watch(pb::WatchRequest {
+            jobs: vec![pb::JobRef {
+                api: pb::Api::InstanceMatting as i32,
+                result_key: key.clone(),
+                ..Default::default()
+            }],
+            after_seq: Some(submitted.accepted_seq - 1),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (key, stream)
+}
+
 async fn get(url: &str, token: Option<&str>) -> reqwest::Response {
     assert!(url.starts_with("http://127.0.0.1:"), "loopback only: {url}");
     let mut request = reqwest::Client::new().get(url);
@@ -219,28 +250,7 @@ async fn a_result_is_copied_and_still_served_after_the_upstream_deleted_it() {
 async fn missing_oversized_and_non_image_results_are_reported_retried_and_given_up() {
     let upstream = stand_in(vec!["missing.png", "huge.png", "page.png"]).await;
     let server = server(config(&upstream, None)).await;
-    let submitted = matting(&server)
-        .await
-        .submit(request(&upstream))
-        .await
-        .unwrap()
-        .into_inner();
-    let key = submitted.job.unwrap().result_key;
-    let mut stream = jobs(&server)
-        .await
-        .watch(pb::WatchRequest {
-            jobs: vec![pb::JobRef {
-                api: pb::Api::InstanceMatting as i32,
-                result_key: key.clone(),
-                ..Default::default()
-            }],
-            after_seq: Some(submitted.accepted_seq - 1),
-            follow: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (key, mut stream) = submit_and_follow(&server, &upstream).await;
     // Every task's failure is reported, retried, and finally given up.
     let mut attempts = [0u32; 3];
     let mut given_up = [false; 3];
@@ -308,27 +318,7 @@ async fn a_result_on_a_private_address_is_refused_at_once_and_never_fetched() {
     });
     let upstream = stand_in(vec![url]).await;
     let server = server(config(&upstream, None)).await;
-    let submitted = matting(&server)
-        .await
-        .submit(request(&upstream))
-        .await
-        .unwrap()
-        .into_inner();
-    let key = submitted.job.unwrap().result_key;
-    let mut stream = jobs(&server)
-        .await
-        .watch(pb::WatchRequest {
-            jobs: vec![pb::JobRef {
-                result_key: key,
-                ..Default::default()
-            }],
-            after_seq: Some(submitted.accepted_seq - 1),
-            follow: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (_, mut stream) = submit_and_follow(&server, &upstream).await;
     let failed = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             if let Some(pb::watch_response::Kind::Event(pb::JobEvent {

@@ -72,6 +72,15 @@ impl Pki {
         Certificate::from_pem(std::fs::read(self.path("ca.pem")).unwrap())
     }
 
+    /// An HTTP client trusting this CA.
+    fn http_client(&self) -> reqwest::Client {
+        let ca = std::fs::read(self.path("ca.pem")).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap()
+    }
+
     fn identity(&self) -> Identity {
         Identity::from_pem(
             std::fs::read(self.path("client.pem")).unwrap(),
@@ -98,6 +107,27 @@ async fn connect(url: &str, tls: ClientTlsConfig) -> Result<Channel, tonic::tran
         .unwrap()
         .connect()
         .await
+}
+
+/// Uploads the matting sample with `retouch`'s own client, trusting the
+/// CA of `pki` (and presenting its client certificate when `mutual`);
+/// returns the upload's URL.
+async fn upload_with_retouch(
+    server: &RunningServer,
+    pki: &Pki,
+    mutual: bool,
+    dir: &Path,
+) -> String {
+    let client = retouch_tui::client::Client::new(&retouch_tui::client::ServerAddress {
+        url: https(server),
+        token: None,
+        ca_cert: Some(pki.path("ca.pem")),
+        identity: mutual.then(|| (pki.path("client.pem"), pki.path("client.key"))),
+    })
+    .unwrap();
+    let png = dir.join("sample.png");
+    std::fs::write(&png, &retouch_server::samples::matting_sample().image_png).unwrap();
+    client.upload(&png).await.unwrap()
 }
 
 /// Runs the bundled matting sample over `channel` to the end.
@@ -135,16 +165,7 @@ async fn jobs_run_over_tls_and_a_plaintext_client_is_told_why_it_fails() {
     run_sample(&server, channel).await;
 
     // retouch's own client.
-    let client = retouch_tui::client::Client::new(&retouch_tui::client::ServerAddress {
-        url: https(&server),
-        token: None,
-        ca_cert: Some(pki.path("ca.pem")),
-        identity: None,
-    })
-    .unwrap();
-    let png = dir.path().join("sample.png");
-    std::fs::write(&png, &retouch_server::samples::matting_sample().image_png).unwrap();
-    let url = client.upload(&png).await.unwrap();
+    let url = upload_with_retouch(&server, &pki, false, dir.path()).await;
     assert!(url.starts_with("https://"), "{url}");
 
     // A client that does not trust the CA fails the handshake.
@@ -173,13 +194,8 @@ async fn jobs_run_over_tls_and_a_plaintext_client_is_told_why_it_fails() {
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("requires TLS"));
     // And the HTTPS listener serves with the same certificate.
-    let https_client = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap(),
-        )
-        .build()
-        .unwrap();
-    let sample = https_client
+    let sample = pki
+        .http_client()
         .get(matting_task(&server).image_url)
         .send()
         .await
@@ -210,16 +226,17 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         .await
         .unwrap();
     run_sample(&server, channel).await;
-    let client = retouch_tui::client::Client::new(&retouch_tui::client::ServerAddress {
-        url: https(&server),
-        token: None,
-        ca_cert: Some(pki.path("ca.pem")),
-        identity: Some((pki.path("client.pem"), pki.path("client.key"))),
-    })
-    .unwrap();
-    let png = dir.path().join("sample.png");
-    std::fs::write(&png, &retouch_server::samples::matting_sample().image_png).unwrap();
-    client.upload(&png).await.unwrap();
+    upload_with_retouch(&server, &pki, true, dir.path()).await;
+
+    // No tokens: the HTTP listener (which asks for no certificate) serves
+    // mirrored results to nobody.
+    let mirror = pki
+        .http_client()
+        .get(format!("{}/mirror/any-key/0/0", server.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mirror.status(), 403);
 
     // Python's grpcio, with and without its certificate.
     let python = tokio::task::spawn_blocking(venv::python).await.unwrap();

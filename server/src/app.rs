@@ -356,10 +356,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
                 objects: objects.clone(),
                 store: store.clone(),
                 access: access.clone(),
+                tokenless_behind_mtls: !access.requires_token()
+                    && config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             }));
     if let Some(backend) = &local_backend {
         http_router = http_router.merge(backend.router());
     }
+    let started = crate::probes::Started::default();
+    http_router = http_router.merge(crate::probes::router(started.clone()));
     let http_cancel = cancel.clone();
     let http_tls = tls.as_ref().map(|(_, http)| http.clone());
     tasks.push(tokio::spawn(async move {
@@ -406,6 +410,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         )));
     }
     let retouch = Retouch::new(client, tracker);
+    let _ = started.set(retouch.clone());
 
     // Cancelled when shutdown starts: health watches end, and the listener
     // closes so that new connections are refused rather than left hanging.

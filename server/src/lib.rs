@@ -18,6 +18,7 @@ pub mod mirror;
 pub mod oneshot;
 pub mod outbound;
 pub mod parsers;
+pub mod probes;
 pub mod samples;
 pub mod service;
 pub mod store;

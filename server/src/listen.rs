@@ -22,6 +22,10 @@ use crate::tls::ReloadableTls;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted connections waiting to be served.
 const BACKLOG: usize = 1024;
+/// Most TLS handshakes in progress at once: each holds a socket for up to
+/// the handshake timeout, so clients that connect and stall could
+/// otherwise use up every file descriptor.
+const MAX_PENDING_HANDSHAKES: usize = 512;
 
 /// An accepted connection, plain or TLS.
 pub enum Conn {
@@ -121,6 +125,7 @@ pub fn accept(
     stop: CancellationToken,
 ) -> mpsc::Receiver<(Conn, SocketAddr)> {
     let (ready, receiver) = mpsc::channel(BACKLOG);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -147,8 +152,13 @@ pub fn accept(
                     }
                 }
                 Some(tls) => {
+                    let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "too many TLS handshakes in progress; connection dropped");
+                        continue;
+                    };
                     let acceptor = tls.acceptor();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                             if !starts_like_tls(&tcp).await {
                                 refuse_plaintext(tcp).await;

@@ -74,6 +74,17 @@ impl Retouch {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Whether new work can be taken now, or why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Err("retouchd is shutting down")
+        } else if self.tracker.journal_is_down() {
+            Err("the journal cannot be reached")
+        } else {
+            Ok(())
+        }
+    }
+
     /// The tracker.
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
@@ -402,14 +413,18 @@ impl Retouch {
         })
     }
 
-    /// Streams the named jobs (adopting keys not tracked yet), or every job.
-    /// `server_id` (may be empty) guards `after_seq` against restarts.
+    /// Streams the named jobs, or every job. With `may_adopt`, keys not
+    /// tracked yet are looked up upstream and adopted (and LOST ones
+    /// revived); without it (watch-role tokens), they are NOT_FOUND: a
+    /// watcher must not spend the upstream budget. `server_id` (may be
+    /// empty) guards `after_seq` against restarts.
     pub async fn watch(
         &self,
         jobs: Vec<pb::JobRef>,
         after_seq: Option<u64>,
         server_id: &str,
         follow: bool,
+        may_adopt: bool,
     ) -> Result<
         impl Stream<Item = Result<pb::WatchResponse, ServiceError>> + Send + 'static,
         ServiceError,
@@ -420,8 +435,14 @@ impl Retouch {
             check_job_refs(&jobs, |i| format!("jobs[{i}]"))?;
             // Every key is looked up at once, each retrying on its own, so
             // one throttled lookup neither delays nor sinks the others.
-            let lookups = jobs.iter().map(|job| {
-                self.adopt_patiently(crate::convert::api_from_pb(job.api), &job.result_key)
+            let lookups = jobs.iter().map(|job| async move {
+                if may_adopt {
+                    self.adopt_patiently(crate::convert::api_from_pb(job.api), &job.result_key)
+                        .await
+                        .map(drop)
+                } else {
+                    self.require_tracked(&job.result_key).await
+                }
             });
             for outcome in futures::future::join_all(lookups).await {
                 outcome?;
@@ -536,6 +557,18 @@ impl Retouch {
                 }
                 outcome => return outcome,
             }
+        }
+    }
+
+    /// Fails with NOT_FOUND unless the journal knows `key` (no upstream
+    /// query).
+    async fn require_tracked(&self, key: &str) -> Result<(), ServiceError> {
+        match self.tracker.store().job_by_key(key).await? {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::NotFound(format!(
+                "retouchd does not track a job with result key {:?}; only a token with the submit role may make it look a key up upstream and start tracking it",
+                excerpt(key, 64)
+            ))),
         }
     }
 

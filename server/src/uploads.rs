@@ -229,12 +229,17 @@ async fn serve_upload(
         }
         // A store that cannot answer now (S3 down, say) is not a missing
         // file: the upstream should retry, not fail the task.
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "2")],
-            format!("cannot read the upload: {e}"),
-        )
-            .into_response(),
+        // The store's error names the bucket and key: logged, not told to
+        // whoever asked (this route is public).
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read an upload from the file store");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "2")],
+                "the file store cannot be read right now; retry shortly",
+            )
+                .into_response()
+        }
         Ok(bytes) => {
             let content_type = if name.ends_with(".png") {
                 "image/png"

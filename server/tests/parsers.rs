@@ -26,6 +26,25 @@ fn url_like() -> impl Strategy<Value = String> {
         })
 }
 
+/// URLs that must be accepted: http(s), a host, a port, and a path and
+/// query with characters that need percent-encoding (but no whitespace,
+/// controls or bidi marks).
+fn valid_url() -> impl Strategy<Value = String> {
+    (
+        prop_oneof!["http", "https", "HTTP", "hTtPs"],
+        "[a-z][a-zA-Z0-9]{0,9}(\\.[a-z][a-zA-Z0-9]{0,9}){0,2}",
+        proptest::option::of(1u32..65536),
+        "[!-~\u{00e9}\u{4e2d}]{0,60}",
+    )
+        .prop_map(|(scheme, host, port, rest)| {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}/{rest}")
+        })
+        .prop_filter("no userinfo, fragment or backslash", |url| {
+            !url.contains('@') && !url.contains('#') && !url.contains('\\')
+        })
+}
+
 /// A small valid PNG of `side` px, to mutate.
 fn png(side: u32) -> Vec<u8> {
     let mut out = Vec::new();
@@ -50,8 +69,42 @@ proptest! {
         }
     }
 
+    /// Valid URLs are accepted, and their canonical form is a fixed point.
+    #[test]
+    fn valid_urls_are_accepted_in_canonical_form(raw in valid_url()) {
+        let canonical = canonical_url(&raw);
+        prop_assert!(canonical.is_ok(), "{:?} refused: {:?}", raw, canonical);
+        let canonical = canonical.unwrap();
+        prop_assert_eq!(canonical_url(&canonical), Ok(canonical.clone()));
+        prop_assert!(canonical.is_ascii(), "{}", canonical);
+    }
+
+    /// A valid submission comes back with every URL canonical, in order.
+    #[test]
+    fn valid_submissions_are_sent_canonical(
+        urls in proptest::collection::vec((valid_url(), valid_url()), 1..=10),
+        kernel in (0u32..30).prop_map(|k| 2 * k + 1),
+    ) {
+        let tasks: Vec<WireTask> = urls
+            .iter()
+            .map(|(image, mask)| WireTask {
+                image: image.clone(),
+                mask: mask.clone(),
+                kernel_size: Some(kernel),
+                ..WireTask::default()
+            })
+            .collect();
+        let sent = parsers::submission(ApiKind::ObjectRemoval, tasks);
+        prop_assert!(sent.is_ok(), "{:?}", sent);
+        for (sent, (image, mask)) in sent.unwrap().iter().zip(&urls) {
+            prop_assert_eq!(Ok(sent.image.clone()), canonical_url(image));
+            prop_assert_eq!(Ok(sent.mask.clone()), canonical_url(mask));
+            prop_assert_eq!(canonical_url(&sent.image), Ok(sent.image.clone()));
+        }
+    }
+
     /// A submission's tasks come back canonical, in order, and only when
-    /// every field is valid.
+    /// every field is valid (the rejection side, on loose input).
     #[test]
     fn submissions_validate_to_what_is_sent(
         urls in proptest::collection::vec((url_like(), url_like()), 0..12),

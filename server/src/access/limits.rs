@@ -26,9 +26,13 @@ pub struct LimitSettings {
     pub streams: Option<u32>,
     /// Jobs named in one Watch.
     pub jobs_per_watch: Option<u32>,
-    /// Bytes uploaded per minute.
+    /// Bytes uploaded per minute (an allowance refilled continuously, as
+    /// `tasks_per_hour`).
     pub upload_bytes_per_minute: Option<u32>,
-    /// Tasks submitted upstream (billed) per hour.
+    /// Tasks submitted upstream (billed) per hour: an allowance of this
+    /// many, refilled continuously at this many per hour (GCRA). A full
+    /// allowance spent at once and the refill after it can make up to
+    /// twice this within one clock hour; sustained, it is this per hour.
     pub tasks_per_hour: Option<u32>,
 }
 
@@ -46,9 +50,12 @@ impl LimitSettings {
         }
         match key {
             "submits_per_second" => {
-                self.submits_per_second = positive::<f64>(key, value)?.filter(|r| r.is_finite());
+                // Below one per 11 days the GCRA period overflows; nobody
+                // means that, so it is a mistake to report.
+                self.submits_per_second =
+                    positive::<f64>(key, value)?.filter(|r| r.is_finite() && *r >= 1e-6);
                 if self.submits_per_second.is_none() {
-                    return Err(format!("{key} must be a finite positive number"));
+                    return Err(format!("{key} must be a number from 0.000001 up"));
                 }
             }
             "submit_burst" => self.submit_burst = positive(key, value)?,
@@ -89,6 +96,14 @@ impl LimitSettings {
     }
 }
 
+/// The submit burst: as set, or one second's worth (at least 1).
+fn burst_of(settings: &LimitSettings) -> u32 {
+    settings
+        .submit_burst
+        .unwrap_or_else(|| settings.submits_per_second.unwrap_or(1.0).ceil() as u32)
+        .max(1)
+}
+
 type Direct = RateLimiter<
     governor::state::NotKeyed,
     governor::state::InMemoryState,
@@ -124,10 +139,7 @@ impl Limiter {
     /// Limiters for `subject` with `settings`.
     pub fn new(subject: String, settings: LimitSettings) -> Limiter {
         let submits = settings.submits_per_second.map(|rate| {
-            let burst = settings
-                .submit_burst
-                .unwrap_or_else(|| rate.ceil() as u32)
-                .max(1);
+            let burst = burst_of(&settings);
             let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
             let quota = Quota::with_period(period)
                 .expect("a positive period")
@@ -151,6 +163,10 @@ impl Limiter {
         }
     }
 
+    fn submit_burst(&self) -> u32 {
+        burst_of(&self.settings)
+    }
+
     /// The settings the limiters were made from.
     pub fn settings(&self) -> &LimitSettings {
         &self.settings
@@ -167,7 +183,7 @@ impl Limiter {
                 format!(
                     "at most {} submits per second (burst {})",
                     self.settings.submits_per_second.unwrap_or_default(),
-                    self.settings.submit_burst.unwrap_or(1)
+                    self.submit_burst()
                 ),
                 Some(not_until.wait_time_from(DefaultClock::default().now())),
             )
@@ -305,6 +321,10 @@ mod tests {
         assert!(retry.is_some_and(|d| d > Duration::from_secs(60)));
         let (_, _, retry) = quota_of(limiter.charge_tasks(16).unwrap_err());
         assert_eq!(retry, None, "more than the cap: waiting never helps");
+        let mut tiny = LimitSettings::default();
+        assert!(tiny.set("submits_per_second", "1e-30").is_err());
+        assert!(tiny.set("submits_per_second", "0.000001").is_ok());
+        let _ = Limiter::new("token tiny".into(), tiny);
 
         let held = limiter.open_stream().unwrap();
         assert_eq!(quota_of(limiter.open_stream().unwrap_err()).1, "streams");

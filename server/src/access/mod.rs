@@ -204,6 +204,12 @@ impl Caller {
         &self.name
     }
 
+    /// Whether the caller's role allows submitting (and what costs upstream
+    /// requests, such as adopting a job by its key).
+    pub fn may_submit(&self) -> bool {
+        self.role == Role::Submit
+    }
+
     /// Fails unless the caller's role allows `what` (a submit or upload).
     pub fn require_submit(&self, what: &str) -> Result<(), ServiceError> {
         match self.role {

@@ -58,6 +58,7 @@ impl Jobs for JobsService {
                 request.after_seq,
                 &request.server_id,
                 request.follow,
+                caller.may_submit(),
             )
             .await?;
         Ok(Response::new(Box::pin(stream.map(move |item| {

@@ -25,6 +25,9 @@ pub struct MirrorRoutes {
     pub store: Arc<dyn Store>,
     /// Who may read them (any known token, of either role).
     pub access: Arc<Access>,
+    /// No tokens, and gRPC requires client certificates: nobody on this
+    /// listener is known, so nobody is served.
+    pub tokenless_behind_mtls: bool,
 }
 
 /// The route, with its state applied.
@@ -42,6 +45,16 @@ async fn serve(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    if routes.tokenless_behind_mtls {
+        // gRPC callers prove who they are with client certificates, which
+        // this listener does not ask for (the upstream downloads uploads
+        // here): with no tokens, nobody here can be told apart.
+        return (
+            StatusCode::FORBIDDEN,
+            "mirrored results are served over HTTP only to token holders; this retouchd authenticates with client certificates on gRPC and has no tokens (set --tokens-file)",
+        )
+            .into_response();
+    }
     if routes.access.caller(authorization).is_none() {
         return (
             StatusCode::UNAUTHORIZED,
@@ -86,17 +99,21 @@ async fn serve(
                     bytes,
                 )
                     .into_response(),
-                Err(e) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot read the copy: {e}"),
-                )
-                    .into_response(),
+                Err(e) => store_unavailable(e),
             },
-            Err(e) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the copy: {e}"),
-            )
-                .into_response(),
+            Err(e) => store_unavailable(e),
         },
     }
+}
+
+/// A file store that cannot answer: logged with its error (which names the
+/// bucket and key), told to the client without it.
+fn store_unavailable(error: object_store::Error) -> Response {
+    tracing::warn!(%error, "cannot read a mirrored result from the file store");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "2")],
+        "the file store cannot be read right now; retry shortly",
+    )
+        .into_response()
 }

@@ -78,48 +78,26 @@ impl GuardedClient {
                 .user_agent(limits.user_agent.clone())
                 .no_proxy()
         };
-        let redirects = policy.clone();
+        let redirect_policy = |from: Route| {
+            let policy = policy.clone();
+            reqwest::redirect::Policy::custom(move |attempt| {
+                match judge_redirect(&policy, from, attempt.url(), attempt.previous().len()) {
+                    Ok(()) => attempt.follow(),
+                    Err(refusal) => attempt.error(refusal),
+                }
+            })
+        };
         let guarded = base()
             .dns_resolver(Arc::new(GuardedResolver::new(
                 resolver.clone(),
                 policy.clone(),
             )))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= MAX_REDIRECTS {
-                    return attempt.error(Refusal(format!("more than {MAX_REDIRECTS} redirects")));
-                }
-                match redirects.route(attempt.url()) {
-                    Ok(_) => attempt.follow(),
-                    Err(refusal) => {
-                        attempt.error(Refusal(format!("refused a redirect: {refusal}")))
-                    }
-                }
-            }))
+            .redirect(redirect_policy(Route::Guarded))
             .build()
             .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
-        // Trusted origins may redirect only to trusted origins: anything
-        // else would leave them without the resolver's check.
-        let trusted_redirects = policy.clone();
         let trusted = base()
             .dns_resolver(Arc::new(ForwardResolver(resolver)))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= MAX_REDIRECTS {
-                    return attempt.error(Refusal(format!("more than {MAX_REDIRECTS} redirects")));
-                }
-                match trusted_redirects.route(attempt.url()) {
-                    Ok(Route::Trusted | Route::Own) => attempt.follow(),
-                    Ok(Route::Guarded) => {
-                        let to =
-                            Origin::of(attempt.url()).map_or_else(|| "?".into(), |o| o.to_string());
-                        attempt.error(Refusal(format!(
-                            "refused a redirect from an allowed origin to {to}, which is not one"
-                        )))
-                    }
-                    Err(refusal) => {
-                        attempt.error(Refusal(format!("refused a redirect: {refusal}")))
-                    }
-                }
-            }))
+            .redirect(redirect_policy(Route::Trusted))
             .build()
             .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
         // Only ever used for the exact origin of our own loopback listener,
@@ -170,6 +148,32 @@ impl std::fmt::Debug for GuardedClient {
     }
 }
 
+/// Whether a fetch that began on a `from` route may follow a redirect to
+/// `to` after `followed` redirects. Guarded fetches may go anywhere the
+/// policy allows (names are judged again when resolved); fetches from
+/// trusted origins only to trusted origins, since anything else would skip
+/// the resolver's check.
+fn judge_redirect(
+    policy: &OutboundPolicy,
+    from: Route,
+    to: &reqwest::Url,
+    followed: usize,
+) -> Result<(), Refusal> {
+    if followed >= MAX_REDIRECTS {
+        return Err(Refusal(format!("more than {MAX_REDIRECTS} redirects")));
+    }
+    let route = policy
+        .route(to)
+        .map_err(|refusal| Refusal(format!("refused a redirect: {refusal}")))?;
+    match (from, route) {
+        (Route::Guarded, _) | (_, Route::Trusted | Route::Own) => Ok(()),
+        (_, Route::Guarded) => Err(Refusal(format!(
+            "refused a redirect from an allowed origin to {}, which is not one",
+            Origin::of(to).map_or_else(|| "?".into(), |o| o.to_string())
+        ))),
+    }
+}
+
 /// The [`Refusal`] somewhere in `error`'s chain of causes (from the
 /// resolver or a redirect), if any.
 fn refusal_in(error: &reqwest::Error) -> Option<Refusal> {
@@ -189,5 +193,50 @@ struct ForwardResolver(Arc<dyn reqwest::dns::Resolve>);
 impl reqwest::dns::Resolve for ForwardResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         self.0.resolve(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(from: Route, to: &str, followed: usize) -> Result<(), Refusal> {
+        let policy = OutboundPolicy::default()
+            .allowing(Some(Origin::parse("http://127.0.0.1:8080").unwrap()));
+        judge_redirect(&policy, from, &to.parse().unwrap(), followed)
+    }
+
+    #[test]
+    fn a_public_url_redirecting_inward_is_refused() {
+        for to in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://127.0.0.1:9/",
+            "http://[::ffff:10.0.0.1]/",
+            "http://2130706433/",
+        ] {
+            let refusal = judge(Route::Guarded, to, 0).unwrap_err();
+            assert!(
+                refusal.0.starts_with("refused a redirect"),
+                "{to}: {refusal}"
+            );
+        }
+        // To a public address or a name (judged again when resolved): on.
+        assert_eq!(judge(Route::Guarded, "http://8.8.8.8/x", 0), Ok(()));
+        assert_eq!(judge(Route::Guarded, "https://example.com/x", 0), Ok(()));
+        // The allowed origin is allowed as a destination too.
+        assert_eq!(judge(Route::Guarded, "http://127.0.0.1:8080/x", 0), Ok(()));
+        assert!(judge(Route::Guarded, "https://example.com/x", MAX_REDIRECTS).is_err());
+    }
+
+    #[test]
+    fn an_allowed_origin_may_redirect_only_to_allowed_origins() {
+        assert_eq!(judge(Route::Trusted, "http://127.0.0.1:8080/y", 0), Ok(()));
+        for to in [
+            "https://example.com/x",
+            "http://8.8.8.8/x",
+            "http://127.0.0.1:8081/",
+        ] {
+            assert!(judge(Route::Trusted, to, 0).is_err(), "{to}");
+        }
     }
 }

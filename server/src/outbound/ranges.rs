@@ -30,6 +30,9 @@ static FORBIDDEN: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
         ("100::/64", "discard-only"),
+        ("64:ff9b:1::/48", "local-use NAT64"),
+        // Teredo hides an obfuscated IPv4 address: refused outright.
+        ("2001::/32", "Teredo"),
         ("2001:db8::/32", "documentation"),
         (
             "fc00::/7",
@@ -66,6 +69,8 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
         [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
+        // IPv4-translated (::ffff:0:a.b.c.d).
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
         // ::1 and :: are IPv6's own loopback and unspecified addresses.
         [0, 0, 0, 0, 0, 0, hi, _] if hi != 0 => Some(low),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
@@ -105,6 +110,9 @@ mod tests {
             "::",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "64:ff9b:1::a00:1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",

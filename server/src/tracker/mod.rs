@@ -404,6 +404,12 @@ impl Tracker {
         self.tasks.wait().await;
     }
 
+    /// Whether the journal could not be reached on the last attempt (calls
+    /// then fail fast with UNAVAILABLE until it can).
+    pub fn journal_is_down(&self) -> bool {
+        self.journal_down.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
