@@ -407,6 +407,31 @@ async fn a_new_line_in_the_tokens_file_is_honoured_without_a_restart() {
             }
         }
     }
+    // Removing it again ends the stream it has open.
+    let mut stream = jobs
+        .watch(with_token(pb::WatchRequest::default(), &later))
+        .await
+        .unwrap()
+        .into_inner();
+    let without = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("later "))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    std::fs::write(&path, without).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match futures::StreamExt::next(&mut stream).await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return status,
+                None => panic!("the stream ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("the revoked token's stream ends");
+    assert_eq!(ended.code(), Code::Unauthenticated);
     server.shutdown().await;
 }
 

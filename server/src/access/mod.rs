@@ -47,6 +47,8 @@ pub struct Access {
     source: TokenSource,
     tokens: RwLock<Arc<Tokens>>,
     server: Arc<Limiter>,
+    /// Bumped whenever the tokens change, so open streams re-check theirs.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Access {
@@ -69,6 +71,7 @@ impl Access {
                 limiters: HashMap::new(),
             })),
             server: Arc::new(Limiter::new("server".into(), server)),
+            generation: tokio::sync::watch::Sender::new(0),
         };
         access.install(set);
         Ok(access)
@@ -110,6 +113,7 @@ impl Access {
             .collect();
         *self.tokens.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Tokens { set, limiters });
+        self.generation.send_modify(|g| *g += 1);
     }
 
     fn current(&self) -> Arc<Tokens> {
@@ -122,13 +126,14 @@ impl Access {
     /// The caller an `authorization` header value identifies: anonymous
     /// when no token is required, `None` when the token is missing or
     /// unknown.
-    pub fn caller(&self, authorization: Option<&str>) -> Option<Caller> {
+    pub fn caller(self: &Arc<Self>, authorization: Option<&str>) -> Option<Caller> {
         if !self.requires_token() {
             return Some(Caller {
                 name: Arc::from(""),
                 role: Role::Submit,
                 own: None,
                 server: self.server.clone(),
+                token: None,
             });
         }
         let presented = authorization?.strip_prefix("Bearer ")?.trim();
@@ -142,6 +147,11 @@ impl Access {
             role: entry.role,
             own: tokens.limiters.get(&entry.name).cloned(),
             server: self.server.clone(),
+            token: Some(TokenCheck {
+                sha256: entry.sha256,
+                changes: self.generation.subscribe(),
+                access: self.clone(),
+            }),
         })
     }
 }
@@ -170,6 +180,30 @@ pub struct Caller {
     role: Role,
     own: Option<Arc<Limiter>>,
     server: Arc<Limiter>,
+    /// How to tell whether the caller's token is still in force (`None`
+    /// when retouchd requires no token).
+    token: Option<TokenCheck>,
+}
+
+/// The caller's token, as found, and where to look it up again.
+#[derive(Clone)]
+struct TokenCheck {
+    sha256: [u8; 32],
+    changes: tokio::sync::watch::Receiver<u64>,
+    access: Arc<Access>,
+}
+
+impl TokenCheck {
+    /// Whether the tokens in force still hold this one, with its name and
+    /// role.
+    fn still_valid(&self, name: &str, role: Role) -> bool {
+        self.access
+            .current()
+            .set
+            .entries()
+            .iter()
+            .any(|e| e.name == name && e.role == role && e.sha256 == self.sha256)
+    }
 }
 
 impl std::fmt::Debug for Caller {
@@ -243,6 +277,47 @@ impl Caller {
     /// Whether a Watch may name `jobs` jobs.
     pub fn check_watch(&self, jobs: usize) -> Result<(), ServiceError> {
         self.each().try_for_each(|l| l.check_watch(jobs))
+    }
+
+    /// `stream`, ended with UNAUTHENTICATED as soon as the caller's token is
+    /// removed from the tokens file (or its role changed): a revoked token
+    /// keeps no stream it opened before.
+    pub fn until_revoked<T: Send + 'static>(
+        &self,
+        stream: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
+    ) -> impl futures::Stream<Item = Result<T, Status>> + Send + 'static {
+        use futures::StreamExt;
+        let check = self.token.clone();
+        let (name, role) = (self.name.clone(), self.role);
+        async_stream::stream! {
+            futures::pin_mut!(stream);
+            let Some(mut check) = check else {
+                while let Some(item) = stream.next().await {
+                    yield item;
+                }
+                return;
+            };
+            let mut watching = true;
+            loop {
+                tokio::select! {
+                    item = stream.next() => match item {
+                        Some(item) => yield item,
+                        None => return,
+                    },
+                    changed = check.changes.changed(), if watching => {
+                        // The server is going away: its streams end anyway.
+                        if changed.is_err() {
+                            watching = false;
+                        } else if !check.still_valid(&name, role) {
+                            yield Err(Status::unauthenticated(
+                                "the token of this stream was revoked",
+                            ));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Places for one more stream, if there are.
@@ -351,6 +426,32 @@ mod tests {
         // a's cap was not reset by the reload.
         let again = call(&access, Some(&format!("Bearer {a}"))).unwrap();
         assert!(again.charge_tasks(1).is_err());
+
+        // A stream opened by b ends once b is revoked; a's carries on.
+        let b_stream = watcher.until_revoked(futures::stream::pending::<Result<(), Status>>());
+        let a_stream = again.until_revoked(futures::stream::pending::<Result<(), Status>>());
+        std::fs::write(&path, format!("{line_a}\n")).unwrap();
+        assert_eq!(access.reload(), Ok(1));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use futures::StreamExt;
+            futures::pin_mut!(b_stream, a_stream);
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(5), b_stream.next())
+                .await
+                .expect("the revoked token's stream ends");
+            assert_eq!(
+                ended.unwrap().unwrap_err().code(),
+                tonic::Code::Unauthenticated
+            );
+            let still =
+                tokio::time::timeout(std::time::Duration::from_millis(200), a_stream.next()).await;
+            assert!(still.is_err(), "a's stream ended too");
+        });
+        std::fs::write(&path, format!("{line_a}\n{line_b}\n")).unwrap();
+        assert_eq!(access.reload(), Ok(2));
 
         // A broken file keeps the tokens in force.
         std::fs::write(&path, "garbage\n").unwrap();

@@ -61,11 +61,13 @@ impl Jobs for JobsService {
                 caller.may_submit(),
             )
             .await?;
-        Ok(Response::new(Box::pin(stream.map(move |item| {
-            // The stream holds its places among the caller's streams.
-            let _held = &permits;
-            item.map_err(Status::from)
-        }))))
+        Ok(Response::new(Box::pin(caller.until_revoked(stream.map(
+            move |item| {
+                // The stream holds its places among the caller's streams.
+                let _held = &permits;
+                item.map_err(Status::from)
+            },
+        )))))
     }
 
     async fn get_job(

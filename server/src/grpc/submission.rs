@@ -85,11 +85,13 @@ async fn run(
     let permits = caller.open_stream()?;
     let (tasks, request_id) = request.into_inner().into_parts();
     let events = retouch.run(api, tasks, &request_id, &caller).await?;
-    Ok(Response::new(Box::pin(events.map(move |item| {
-        // The stream holds its places among the caller's streams.
-        let _held = &permits;
-        item.map_err(Status::from)
-    }))))
+    Ok(Response::new(Box::pin(caller.until_revoked(events.map(
+        move |item| {
+            // The stream holds its places among the caller's streams.
+            let _held = &permits;
+            item.map_err(Status::from)
+        },
+    )))))
 }
 
 /// The caller of a submit, if its role and submit rates allow one now.
