@@ -210,6 +210,9 @@ pub enum StartError {
 /// retouchd.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     check_exposure(&config)?;
+    if crate::telemetry::handle().is_none() {
+        tracing::warn!("another metrics recorder is installed: /metrics stays empty");
+    }
     let (data_dir, data_tempdir) = match &config.data_dir {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -363,7 +366,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         http_router = http_router.merge(backend.router());
     }
     let started = crate::probes::Started::default();
-    http_router = http_router.merge(crate::probes::router(started.clone()));
+    http_router = http_router
+        .merge(crate::probes::router(started.clone()))
+        .merge(crate::telemetry::router(access.clone()));
     let http_cancel = cancel.clone();
     let http_tls = tls.as_ref().map(|(_, http)| http.clone());
     tasks.push(tokio::spawn(async move {
@@ -429,6 +434,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .layer(crate::telemetry::RpcMetricsLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::ReceiverStream::new(crate::listen::accept(

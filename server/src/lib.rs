@@ -23,6 +23,7 @@ pub mod samples;
 pub mod service;
 pub mod store;
 pub mod synthetic;
+pub mod telemetry;
 pub mod tls;
 pub mod tracker;
 pub mod uploads;

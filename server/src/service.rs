@@ -235,6 +235,9 @@ impl Retouch {
             }
         };
         tracing::info!(%api, result_key = %outcome.result_key, tasks = tasks.len(), request_id = %outcome.request_id, attempts = outcome.attempts, "job submitted");
+        metrics::counter!("retouch_tasks_billed_total",
+            "api" => api.as_str(), "token" => caller.name().to_owned())
+        .increment(tasks.len() as u64);
         let now = SystemTime::now();
         let tasks = tasks
             .iter()

@@ -268,6 +268,13 @@ impl Limiter {
         description: String,
         retry_after: Option<Duration>,
     ) -> ServiceError {
+        let kind = if self.subject == "server" {
+            "server"
+        } else {
+            "token"
+        };
+        metrics::counter!("retouch_quota_refusals_total", "limit" => limit, "subject" => kind)
+            .increment(1);
         ServiceError::QuotaExceeded {
             subject: self.subject.clone(),
             limit,

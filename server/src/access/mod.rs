@@ -223,6 +223,12 @@ pub struct StreamPermits {
     _server: StreamPermit,
 }
 
+impl Drop for StreamPermits {
+    fn drop(&mut self) {
+        metrics::gauge!("retouch_streams_open").decrement(1.0);
+    }
+}
+
 impl Caller {
     /// The caller of a request the [`Authenticator`] let in.
     pub fn of<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
@@ -323,10 +329,12 @@ impl Caller {
     /// Places for one more stream, if there are.
     pub fn open_stream(&self) -> Result<StreamPermits, ServiceError> {
         let own = self.own.as_ref().map(|l| l.open_stream()).transpose()?;
-        Ok(StreamPermits {
+        let permits = StreamPermits {
             _own: own,
             _server: self.server.open_stream()?,
-        })
+        };
+        metrics::gauge!("retouch_streams_open").increment(1.0);
+        Ok(permits)
     }
 }
 

@@ -193,7 +193,7 @@ impl UpstreamClient {
         let mut delays = self.inner.config.submit_retry.delays();
         let mut attempt = 1;
         loop {
-            match self.call::<SubmitData>(path, &body).await {
+            match self.call::<SubmitData>(api, "submit", path, &body).await {
                 Ok((data, request_id)) => {
                     return Ok(SubmitOutcome {
                         result_key: data.result_key,
@@ -226,7 +226,7 @@ impl UpstreamClient {
             },
         };
         let (data, request_id) = self
-            .call::<QueryData>(&self.paths(api).query, &body)
+            .call::<QueryData>(api, "query", &self.paths(api).query, &body)
             .await?;
         Ok(QueryOutcome {
             tasks: data.task_list,
@@ -241,14 +241,52 @@ impl UpstreamClient {
         }
     }
 
+    /// One request to `path` (the `endpoint` of `api`), recorded in the
+    /// metrics with its outcome and time.
     async fn call<T: DeserializeOwned>(
         &self,
+        api: ApiKind,
+        endpoint: &'static str,
         path: &str,
         body: &impl Serialize,
     ) -> Result<(T, String), UpstreamError> {
         if let Some(budget) = &self.inner.budget {
+            let waiting = std::time::Instant::now();
             budget.until_ready().await;
+            metrics::histogram!("retouch_upstream_budget_wait_seconds")
+                .record(crate::telemetry::seconds(waiting.elapsed()));
         }
+        let started = std::time::Instant::now();
+        let result = self.send::<T>(path, body).await;
+        let (outcome, code) = match &result {
+            Ok(_) => ("ok", String::new()),
+            Err(e) => (
+                match e.kind {
+                    UpstreamErrorKind::Api => "api_error",
+                    UpstreamErrorKind::Gateway => "gateway_error",
+                    UpstreamErrorKind::Transport { .. } => "transport_error",
+                    UpstreamErrorKind::Protocol => "protocol_error",
+                },
+                // Codes from an answer: a bounded set in practice, but any
+                // number could arrive, so only the documented ones are kept.
+                e.code().map(|c| c.code().to_string()).unwrap_or_default(),
+            ),
+        };
+        let api = api.as_str();
+        metrics::counter!("retouch_upstream_requests_total",
+            "api" => api, "endpoint" => endpoint, "outcome" => outcome, "aliyun_code" => code)
+        .increment(1);
+        metrics::histogram!("retouch_upstream_request_duration_seconds",
+            "api" => api, "endpoint" => endpoint)
+        .record(crate::telemetry::seconds(started.elapsed()));
+        result
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<(T, String), UpstreamError> {
         let url = join_url(&self.inner.config.base_url, path);
         let response = self
             .inner
