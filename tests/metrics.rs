@@ -125,6 +125,12 @@ async fn metrics_parse_move_with_a_scripted_run_and_carry_no_keys_or_secrets() {
             .any(|s| s.metric == "retouch_rpc_duration_seconds_count"
                 || s.metric == "retouch_rpc_duration_seconds")
     );
+    // The journal committed events, and timed its commits.
+    assert!(counter(&scrape, "retouch_events_total", &[]) >= events.len() as f64);
+    assert!(scrape.samples.iter().any(|s| {
+        s.metric
+            .starts_with("retouch_journal_commit_duration_seconds")
+    }));
     // No label names a job or carries the AppCode.
     let labels: HashMap<String, String> = scrape
         .samples

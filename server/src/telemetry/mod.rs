@@ -86,6 +86,23 @@ fn describe() {
         "calls refused by a limit, by limit and subject kind"
     );
     describe_gauge!("retouch_streams_open", "Watch and Run streams open now");
+    describe_histogram!(
+        "retouch_journal_commit_duration_seconds",
+        Unit::Seconds,
+        "time to commit one tracker step (all its events) to the journal"
+    );
+    describe_counter!(
+        "retouch_events_total",
+        "job events committed by this process"
+    );
+    describe_gauge!(
+        "retouch_jobs_in_memory",
+        "jobs this process tracks in memory (active ones it polls)"
+    );
+    describe_counter!(
+        "retouch_watchers_lagged_total",
+        "watchers disconnected for falling behind their buffer"
+    );
 }
 
 /// Seconds of `elapsed`, for histograms.

@@ -228,9 +228,14 @@ pub(crate) async fn run(
         }
         let writes = state.take_writes();
         let mirrors = writes.mirrors.clone();
+        let events = writes.events.len() as u64;
+        let committing = std::time::Instant::now();
         match transaction {
             Some(tx) if durable.is_ok() => match tx.commit(writes).await {
                 Ok(committed) => {
+                    metrics::histogram!("retouch_journal_commit_duration_seconds")
+                        .record(crate::telemetry::seconds(committing.elapsed()));
+                    metrics::counter!("retouch_events_total").increment(events);
                     if let Some(held) = &ctx.leases {
                         for lease in committed.leases {
                             held.insert(lease);
@@ -249,6 +254,7 @@ pub(crate) async fn run(
         match &durable {
             Ok(()) => {
                 let finished = state.evict_finished();
+                metrics::gauge!("retouch_jobs_in_memory").set(state.len() as f64);
                 if let Some(held) = &ctx.leases {
                     // The step cleared their leases in the journal.
                     for key in &finished {
@@ -663,6 +669,7 @@ fn fan_out(watchers: &mut Vec<Watcher>, event: &Arc<pb::JobEvent>) {
                 // Never wait for a slow client: drop it, and let its stream
                 // say where to resume from.
                 watcher.lagged.raise();
+                metrics::counter!("retouch_watchers_lagged_total").increment(1);
                 false
             }
             Err(TrySendError::Closed(_)) => false,
