@@ -110,9 +110,10 @@ mod tests {
         );
     }
 
-    /// A PNG whose header declares `width`×`height` and whose data is a
-    /// few bytes: what a decompression bomb or a lying header looks like.
-    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    /// A PNG whose header declares `width`×`height` RGBA and whose pixel
+    /// data is `idat` (a zlib stream): what a decompression bomb or a lying
+    /// header looks like.
+    fn png_with(width: u32, height: u32, idat: &[u8]) -> Vec<u8> {
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         let mut chunk = |kind: &[u8], data: &[u8]| {
             png.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -127,9 +128,18 @@ mod tests {
         ihdr.extend_from_slice(&height.to_be_bytes());
         ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
         chunk(b"IHDR", &ihdr);
-        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(b"IDAT", idat);
         chunk(b"IEND", &[]);
         png
+    }
+
+    /// [`png_with`] an empty zlib stream: a header and nothing behind it.
+    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+        png_with(
+            width,
+            height,
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        )
     }
 
     #[test]
@@ -154,21 +164,7 @@ mod tests {
         std::io::Write::write_all(&mut encoder, &vec![0u8; 16 << 20]).unwrap();
         let idat = encoder.finish().unwrap();
         assert!(idat.len() < 64 * 1024);
-        let mut bomb = png_header_only(20_000, 20_000);
-        // Replace the empty IDAT with the real one: signature + IHDR chunk
-        // are the first 33 bytes.
-        bomb.truncate(33);
-        let mut chunk = |kind: &[u8], data: &[u8]| {
-            bomb.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(kind);
-            crc.update(data);
-            bomb.extend_from_slice(kind);
-            bomb.extend_from_slice(data);
-            bomb.extend_from_slice(&crc.finalize().to_be_bytes());
-        };
-        chunk(b"IDAT", &idat);
-        chunk(b"IEND", &[]);
+        let bomb = png_with(20_000, 20_000, &idat);
         assert_eq!(check_pair(&bomb, &bomb), Err(AliyunCode::ImageInvalid));
         assert!(matches!(decode(&bomb), Err(image::ImageError::Limits(_))));
         // An upload of it is refused by its header too (the decoder's
