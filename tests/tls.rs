@@ -229,7 +229,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     upload_with_retouch(&server, &pki, true, dir.path()).await;
 
     // No tokens: the HTTP listener (which asks for no certificate) serves
-    // mirrored results to nobody.
+    // mirrored results and metrics to nobody.
     let mirror = pki
         .http_client()
         .get(format!("{}/mirror/any-key/0/0", server.http_url()))
@@ -237,6 +237,13 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         .await
         .unwrap();
     assert_eq!(mirror.status(), 403);
+    let metrics = pki
+        .http_client()
+        .get(format!("{}/metrics", server.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 403);
 
     // Python's grpcio, with and without its certificate.
     let python = tokio::task::spawn_blocking(venv::python).await.unwrap();

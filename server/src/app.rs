@@ -351,6 +351,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         )));
     }
     let auth = crate::access::Authenticator(access.clone());
+    let gate = crate::access::HttpGate::new(
+        access.clone(),
+        config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+    );
     let reload_access = access.clone();
     let mut http_router =
         uploads
@@ -358,9 +362,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             .merge(crate::mirror::router(crate::mirror::MirrorRoutes {
                 objects: objects.clone(),
                 store: store.clone(),
-                access: access.clone(),
-                tokenless_behind_mtls: !access.requires_token()
-                    && config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+                gate: gate.clone(),
             }));
     if let Some(backend) = &local_backend {
         http_router = http_router.merge(backend.router());
@@ -368,7 +370,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let started = crate::probes::Started::default();
     http_router = http_router
         .merge(crate::probes::router(started.clone()))
-        .merge(crate::telemetry::router(access.clone()));
+        .merge(crate::telemetry::router(gate));
     let http_cancel = cancel.clone();
     let http_tls = tls.as_ref().map(|(_, http)| http.clone());
     tasks.push(tokio::spawn(async move {

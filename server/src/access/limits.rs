@@ -163,10 +163,6 @@ impl Limiter {
         }
     }
 
-    fn submit_burst(&self) -> u32 {
-        burst_of(&self.settings)
-    }
-
     /// The settings the limiters were made from.
     pub fn settings(&self) -> &LimitSettings {
         &self.settings
@@ -174,19 +170,10 @@ impl Limiter {
 
     /// One submit, if the rate allows it now.
     pub fn admit_submit(&self) -> Result<(), ServiceError> {
-        let Some(limiter) = &self.submits else {
-            return Ok(());
-        };
-        limiter.check().map_err(|not_until| {
-            self.exceeded(
-                "submits_per_second",
-                format!(
-                    "at most {} submits per second (burst {})",
-                    self.settings.submits_per_second.unwrap_or_default(),
-                    self.submit_burst()
-                ),
-                Some(not_until.wait_time_from(DefaultClock::default().now())),
-            )
+        let rate = self.settings.submits_per_second.unwrap_or_default();
+        let burst = burst_of(&self.settings);
+        self.charge(&self.submits, 1, "submits_per_second", || {
+            format!("at most {rate} submits per second (burst {burst})")
         })
     }
 

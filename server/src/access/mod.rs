@@ -149,7 +149,6 @@ impl Access {
             server: self.server.clone(),
             token: Some(TokenCheck {
                 sha256: entry.sha256,
-                changes: self.generation.subscribe(),
                 access: self.clone(),
             }),
         })
@@ -189,7 +188,6 @@ pub struct Caller {
 #[derive(Clone)]
 struct TokenCheck {
     sha256: [u8; 32],
-    changes: tokio::sync::watch::Receiver<u64>,
     access: Arc<Access>,
 }
 
@@ -285,40 +283,50 @@ impl Caller {
         self.each().try_for_each(|l| l.check_watch(jobs))
     }
 
-    /// `stream`, ended with UNAUTHENTICATED as soon as the caller's token is
-    /// removed from the tokens file (or its role changed): a revoked token
-    /// keeps no stream it opened before.
-    pub fn until_revoked<T: Send + 'static>(
+    /// `stream` as served to the caller: it holds `permits` (its places
+    /// among the streams) until it ends, and ends with UNAUTHENTICATED as
+    /// soon as the caller's token is removed from the tokens file (or its
+    /// role changed): a revoked token keeps no stream it opened before.
+    pub fn serve_stream<T: Send + 'static>(
         &self,
-        stream: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
+        permits: StreamPermits,
+        stream: impl futures::Stream<Item = Result<T, ServiceError>> + Send + 'static,
     ) -> impl futures::Stream<Item = Result<T, Status>> + Send + 'static {
         use futures::StreamExt;
         let check = self.token.clone();
         let (name, role) = (self.name.clone(), self.role);
         async_stream::stream! {
+            let _permits = permits;
+            let stream = stream.map(|item| item.map_err(Status::from));
             futures::pin_mut!(stream);
-            let Some(mut check) = check else {
+            let Some(check) = check else {
                 while let Some(item) = stream.next().await {
                     yield item;
                 }
                 return;
             };
+            // Subscribed here, not per request: only streams need it. A
+            // reload between the call's check and this point is caught by
+            // checking once now.
+            let mut changes = check.access.generation.subscribe();
             let mut watching = true;
+            let mut revoked = !check.still_valid(&name, role);
             loop {
+                if revoked {
+                    yield Err(Status::unauthenticated("the token of this stream was revoked"));
+                    return;
+                }
                 tokio::select! {
                     item = stream.next() => match item {
                         Some(item) => yield item,
                         None => return,
                     },
-                    changed = check.changes.changed(), if watching => {
+                    changed = changes.changed(), if watching => {
                         // The server is going away: its streams end anyway.
                         if changed.is_err() {
                             watching = false;
-                        } else if !check.still_valid(&name, role) {
-                            yield Err(Status::unauthenticated(
-                                "the token of this stream was revoked",
-                            ));
-                            return;
+                        } else {
+                            revoked = !check.still_valid(&name, role);
                         }
                     }
                 }
@@ -335,6 +343,61 @@ impl Caller {
         };
         metrics::gauge!("retouch_streams_open").increment(1.0);
         Ok(permits)
+    }
+}
+
+/// Who may read the HTTP listener's protected routes (mirrored results,
+/// metrics): any known token, of either role.
+#[derive(Clone, Debug)]
+pub struct HttpGate {
+    access: Arc<Access>,
+    /// No tokens, and gRPC requires client certificates, which the HTTP
+    /// listener does not ask for (the upstream downloads uploads there):
+    /// nobody on it can be told apart, so nobody is let in.
+    tokenless_behind_mtls: bool,
+}
+
+impl HttpGate {
+    /// The gate of `access`; `mtls` when gRPC requires client certificates.
+    pub fn new(access: Arc<Access>, mtls: bool) -> Self {
+        HttpGate {
+            tokenless_behind_mtls: mtls && !access.requires_token(),
+            access,
+        }
+    }
+
+    /// `None` when the request's `authorization` header lets it read
+    /// `what`; otherwise the response to send instead.
+    pub fn refusal(
+        &self,
+        headers: &axum::http::HeaderMap,
+        what: &str,
+    ) -> Option<axum::response::Response> {
+        use axum::http::{StatusCode, header};
+        use axum::response::IntoResponse;
+        if self.tokenless_behind_mtls {
+            return Some((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{what} are served over HTTP only to token holders; this retouchd authenticates with client certificates on gRPC and has no tokens (set --tokens-file)"
+                ),
+            )
+                .into_response());
+        }
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match self.access.caller(authorization) {
+            Some(_) => None,
+            None => Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "this retouchd requires `authorization: Bearer <token>`",
+                )
+                    .into_response(),
+            ),
+        }
     }
 }
 
@@ -436,8 +499,9 @@ mod tests {
         assert!(again.charge_tasks(1).is_err());
 
         // A stream opened by b ends once b is revoked; a's carries on.
-        let b_stream = watcher.until_revoked(futures::stream::pending::<Result<(), Status>>());
-        let a_stream = again.until_revoked(futures::stream::pending::<Result<(), Status>>());
+        let never = || futures::stream::pending::<Result<(), ServiceError>>();
+        let b_stream = watcher.serve_stream(watcher.open_stream().unwrap(), never());
+        let a_stream = again.serve_stream(again.open_stream().unwrap(), never());
         std::fs::write(&path, format!("{line_a}\n")).unwrap();
         assert_eq!(access.reload(), Ok(1));
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use retouch_api::v1 as pb;
 use retouch_api::v1::jobs_server::Jobs;
 use tonic::{Request, Response, Status, Streaming};
@@ -61,13 +61,9 @@ impl Jobs for JobsService {
                 caller.may_submit(),
             )
             .await?;
-        Ok(Response::new(Box::pin(caller.until_revoked(stream.map(
-            move |item| {
-                // The stream holds its places among the caller's streams.
-                let _held = &permits;
-                item.map_err(Status::from)
-            },
-        )))))
+        Ok(Response::new(Box::pin(
+            caller.serve_stream(permits, stream),
+        )))
     }
 
     async fn get_job(

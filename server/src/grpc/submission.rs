@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use retouch_api::v1 as pb;
 use retouch_api::v1::instance_matting_server::InstanceMatting;
 use retouch_api::v1::object_removal_server::ObjectRemoval;
@@ -85,13 +85,9 @@ async fn run(
     let permits = caller.open_stream()?;
     let (tasks, request_id) = request.into_inner().into_parts();
     let events = retouch.run(api, tasks, &request_id, &caller).await?;
-    Ok(Response::new(Box::pin(caller.until_revoked(events.map(
-        move |item| {
-            // The stream holds its places among the caller's streams.
-            let _held = &permits;
-            item.map_err(Status::from)
-        },
-    )))))
+    Ok(Response::new(Box::pin(
+        caller.serve_stream(permits, events),
+    )))
 }
 
 /// The caller of a submit, if its role and submit rates allow one now.

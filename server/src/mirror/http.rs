@@ -13,7 +13,7 @@ use axum::routing::get;
 use object_store::ObjectStore;
 
 use super::object_path;
-use crate::access::Access;
+use crate::access::HttpGate;
 use crate::store::{MirrorState, Store};
 
 /// What the route reads from.
@@ -23,11 +23,8 @@ pub struct MirrorRoutes {
     pub objects: Arc<dyn ObjectStore>,
     /// Where their state is.
     pub store: Arc<dyn Store>,
-    /// Who may read them (any known token, of either role).
-    pub access: Arc<Access>,
-    /// No tokens, and gRPC requires client certificates: nobody on this
-    /// listener is known, so nobody is served.
-    pub tokenless_behind_mtls: bool,
+    /// Who may read them.
+    pub gate: HttpGate,
 }
 
 /// The route, with its state applied.
@@ -42,26 +39,8 @@ async fn serve(
     Path((result_key, task, result)): Path<(String, u32, u32)>,
     headers: HeaderMap,
 ) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if routes.tokenless_behind_mtls {
-        // gRPC callers prove who they are with client certificates, which
-        // this listener does not ask for (the upstream downloads uploads
-        // here): with no tokens, nobody here can be told apart.
-        return (
-            StatusCode::FORBIDDEN,
-            "mirrored results are served over HTTP only to token holders; this retouchd authenticates with client certificates on gRPC and has no tokens (set --tokens-file)",
-        )
-            .into_response();
-    }
-    if routes.access.caller(authorization).is_none() {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "this retouchd requires `authorization: Bearer <token>`",
-        )
-            .into_response();
+    if let Some(refused) = routes.gate.refusal(&headers, "mirrored results") {
+        return refused;
     }
     let state = match routes.store.mirror_state(&result_key, task, result).await {
         Ok(state) => state,

@@ -110,26 +110,18 @@ pub fn seconds(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64()
 }
 
-/// `GET /metrics`: the metrics, to any caller with a known token (of
-/// either role) when retouchd requires tokens; to anyone otherwise.
-pub fn router(access: std::sync::Arc<crate::access::Access>) -> axum::Router {
-    use axum::http::{HeaderMap, StatusCode, header};
+/// `GET /metrics`: the metrics, to whoever `gate` admits (anyone when
+/// retouchd requires no tokens).
+pub fn router(gate: crate::access::HttpGate) -> axum::Router {
+    use axum::http::{HeaderMap, header};
     use axum::response::IntoResponse;
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move |headers: HeaderMap| {
-            let access = access.clone();
+            let gate = gate.clone();
             async move {
-                let authorization = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                if access.caller(authorization).is_none() {
-                    return (
-                        StatusCode::UNAUTHORIZED,
-                        [(header::WWW_AUTHENTICATE, "Bearer")],
-                        "this retouchd requires `authorization: Bearer <token>`".to_owned(),
-                    )
-                        .into_response();
+                if let Some(refused) = gate.refusal(&headers, "metrics") {
+                    return refused;
                 }
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
