@@ -3,11 +3,14 @@
 //! the `retouch` dashboard and any Rust client.
 
 pub mod codec;
+pub mod frames;
 
 /// Package `retouch.v1`.
 pub mod v1 {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("retouch.v1");
+    // The servers, generated beside the messages and clients (see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/retouch.v1.servers.rs"));
 
     /// Encoded `FileDescriptorSet` of the package (and the well-known types it
     /// imports), for gRPC server reflection.

@@ -43,7 +43,8 @@ async fn metrics_parse_move_with_a_scripted_run_and_carry_no_keys_or_secrets() {
     let server = server(test_config()).await;
     let backend = server.local_backend.clone().unwrap();
     let mut client = matting(&server).await;
-    // One job to completion.
+    // One job to completion, its first poll throttled by the gateway.
+    backend.inject_once(Endpoint::Query, InjectedFault::GatewayThrottle);
     let stream = client
         .run(matting_request(&server))
         .await
@@ -110,6 +111,27 @@ async fn metrics_parse_move_with_a_scripted_run_and_carry_no_keys_or_secrets() {
     };
     assert!(upstream("submit", "ok") >= 1.0);
     assert!(upstream("query", "ok") >= 1.0);
+    assert_eq!(upstream("query", "throttled"), 1.0);
+    // The job's result was copied to retouchd.
+    assert_eq!(
+        counter(
+            &scrape,
+            "retouch_mirror_copies_total",
+            &[("outcome", "stored")]
+        ),
+        1.0
+    );
+    assert!(counter(&scrape, "retouch_mirror_bytes_total", &[]) > 0.0);
+    // Tasks by status are counted (the job itself has left memory).
+    for status in ["waiting", "running", "success", "failed"] {
+        assert!(
+            scrape
+                .samples
+                .iter()
+                .any(|s| s.metric == "retouch_tasks" && s.labels.get("status") == Some(status)),
+            "no retouch_tasks{{status={status:?}}}"
+        );
+    }
     assert_eq!(
         counter(
             &scrape,

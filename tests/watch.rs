@@ -304,7 +304,7 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     assert_eq!(*buffer, 4);
     let delivered_seqs: Vec<u64> = delivered
         .iter()
-        .filter_map(|i| match &i.as_ref().unwrap().kind {
+        .filter_map(|i| match i.as_ref().unwrap().to_message().kind {
             Some(WatchKind::Event(e)) => Some(e.seq),
             _ => None,
         })
@@ -319,7 +319,8 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
         .next()
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .to_message();
     let Some(WatchKind::Event(e)) = first.kind else {
         panic!("{first:?}")
     };

@@ -180,8 +180,8 @@ async fn event_delivery() {
                 let stream = subscription.into_stream(false);
                 futures::pin_mut!(stream);
                 let mut events = 0;
-                while let Some(Ok(item)) = stream.next().await {
-                    if matches!(item.kind, Some(pb::watch_response::Kind::Event(_))) {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if matches!(frame, retouch_api::frames::WatchFrame::Event(_)) {
                         events += 1;
                         if events == EVENTS {
                             break;

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Stream, StreamExt};
+use retouch_api::frames::{EventFrame, WatchFrame};
 use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
+use tracing::Instrument;
 
 use crate::access::Caller;
 use crate::aliyun::{AliyunCode, ApiKind, WireTask, WireTaskStatus};
@@ -104,6 +106,7 @@ impl Retouch {
     ) -> Result<Submitted, ServiceError> {
         Ok(self
             .submit_once(api, tasks, false, request_id, caller)
+            .instrument(submit_span(api, request_id))
             .await?
             .0)
     }
@@ -379,10 +382,11 @@ impl Retouch {
         tasks: Vec<WireTask>,
         request_id: &str,
         caller: &Caller,
-    ) -> Result<impl Stream<Item = Result<pb::JobEvent, ServiceError>> + Send + 'static, ServiceError>
+    ) -> Result<impl Stream<Item = Result<EventFrame, ServiceError>> + Send + 'static, ServiceError>
     {
         let (_, subscription) = self
             .submit_once(api, tasks, true, request_id, caller)
+            .instrument(submit_span(api, request_id))
             .await?;
         let subscription =
             subscription.ok_or_else(|| ServiceError::Internal("Run got no subscription".into()))?;
@@ -390,17 +394,20 @@ impl Retouch {
             .into_stream(true)
             .filter_map(|item| async move {
                 match item {
-                    Ok(pb::WatchResponse {
-                        kind: Some(WatchKind::Event(event)),
-                    }) => Some(Ok(event)),
-                    Ok(_) => None,
+                    Ok(WatchFrame::Event(shared)) => Some(Ok(EventFrame::Shared(shared))),
+                    Ok(WatchFrame::Message(message)) => match message.kind {
+                        Some(WatchKind::Event(event)) => {
+                            Some(Ok(EventFrame::Message(Box::new(event))))
+                        }
+                        _ => None,
+                    },
                     Err(err) => Some(Err(err)),
                 }
             });
         Ok(async_stream::stream! {
             futures::pin_mut!(events);
             while let Some(item) = events.next().await {
-                let lost = match &item {
+                let lost = match item.as_ref().map(EventFrame::event) {
                     Ok(event) if event.job_status == pb::JobStatus::Lost as i32 => match &event.kind {
                         Some(pb::job_event::Kind::UpstreamError(e)) => Some(e.clone()),
                         _ => None,
@@ -428,10 +435,8 @@ impl Retouch {
         server_id: &str,
         follow: bool,
         may_adopt: bool,
-    ) -> Result<
-        impl Stream<Item = Result<pb::WatchResponse, ServiceError>> + Send + 'static,
-        ServiceError,
-    > {
+    ) -> Result<impl Stream<Item = Result<WatchFrame, ServiceError>> + Send + 'static, ServiceError>
+    {
         let filter = if jobs.is_empty() {
             JobFilter::All
         } else {
@@ -670,4 +675,9 @@ fn protocol_error(message: &str, request_id: &str) -> UpstreamError {
         request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
         gateway_code: None,
     }
+}
+
+/// The span of one submit: what its logs are about.
+fn submit_span(api: ApiKind, request_id: &str) -> tracing::Span {
+    tracing::info_span!("submit", %api, request_id = excerpt(request_id, 64))
 }

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use retouch_api::frames::WatchFrame;
 use retouch_api::v1 as pb;
 use retouch_api::v1::jobs_server::Jobs;
 use tonic::{Request, Response, Status, Streaming};
@@ -23,7 +24,7 @@ const MAX_PAGE_SIZE: u32 = 1000;
 pub const MAX_LIST_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Stream sent by `Watch`.
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchFrame, Status>> + Send>>;
 
 /// gRPC service `retouch.v1.Jobs`.
 #[derive(Clone)]

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use retouch_api::frames::EventFrame;
 use retouch_api::v1 as pb;
 use retouch_api::v1::instance_matting_server::InstanceMatting;
 use retouch_api::v1::object_removal_server::ObjectRemoval;
@@ -16,7 +17,7 @@ use crate::error::ServiceError;
 use crate::service::Retouch;
 
 /// Stream of job events sent by `Run`.
-pub type JobEventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+pub type JobEventStream = Pin<Box<dyn Stream<Item = Result<EventFrame, Status>> + Send>>;
 
 /// gRPC service `retouch.v1.InstanceMatting`.
 #[derive(Clone)]

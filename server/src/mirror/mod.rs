@@ -166,9 +166,13 @@ impl Copier {
                     Err(e) => Err(e),
                 };
             let Err(error) = outcome else {
+                metrics::counter!("retouch_mirror_copies_total", "outcome" => "stored")
+                    .increment(1);
                 return;
             };
             let give_up = error.permanent || started.elapsed() >= self.config.give_up_after;
+            let outcome = if give_up { "given_up" } else { "failed" };
+            metrics::counter!("retouch_mirror_copies_total", "outcome" => outcome).increment(1);
             let delay = delays.next().unwrap_or(self.config.retry.max_delay);
             let message = format!(
                 "copying result {} of task {} from the upstream failed: {}",
@@ -241,6 +245,7 @@ impl Copier {
             .mirror_stored(request, &fetched.sha256, fetched.content_type, size)
             .await
             .map_err(|e| FetchError::new(None, format!("cannot journal the copy: {e}")))?;
+        metrics::counter!("retouch_mirror_bytes_total").increment(size);
         tracing::debug!(result_key = %request.result_key, task = request.task_index, sha256 = %fetched.sha256, size, "result mirrored");
         Ok(())
     }

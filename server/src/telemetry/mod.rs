@@ -24,6 +24,24 @@ const BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// What the process's allocator reports, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct HeapFigures {
+    /// Bytes the program holds.
+    pub allocated: u64,
+    /// Bytes of the allocator's pages in memory (what it holds, its
+    /// fragmentation, and freed pages not yet returned).
+    pub resident: u64,
+}
+
+static HEAP_PROBE: OnceLock<fn() -> Option<HeapFigures>> = OnceLock::new();
+
+/// Makes `/metrics` report the heap through `probe`: set by a binary that
+/// knows its global allocator (`retouchd` uses jemalloc).
+pub fn set_heap_probe(probe: fn() -> Option<HeapFigures>) {
+    let _ = HEAP_PROBE.set(probe);
+}
+
 /// The process's metrics, installing the recorder on first use. `None`
 /// when another recorder was installed first (by an embedding program).
 pub fn handle() -> Option<&'static PrometheusHandle> {
@@ -45,6 +63,10 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 pub fn render() -> String {
     match handle() {
         Some(handle) => {
+            if let Some(heap) = HEAP_PROBE.get().and_then(|probe| probe()) {
+                metrics::gauge!("retouch_heap_allocated_bytes").set(heap.allocated as f64);
+                metrics::gauge!("retouch_heap_resident_bytes").set(heap.resident as f64);
+            }
             handle.run_upkeep();
             handle.render()
         }
@@ -52,57 +74,131 @@ pub fn render() -> String {
     }
 }
 
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
+/// The kind of a metric.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric retouchd exports: name, kind, unit and description.
+const METRICS: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
+    (
         "retouch_rpc_requests_total",
-        "gRPC calls by method and final status code"
-    );
-    describe_histogram!(
+        Kind::Counter,
+        None,
+        "gRPC calls by method and final status code",
+    ),
+    (
         "retouch_rpc_duration_seconds",
-        Unit::Seconds,
-        "gRPC call duration by method (streams: until they end)"
-    );
-    describe_counter!(
+        Kind::Histogram,
+        Some(metrics::Unit::Seconds),
+        "gRPC call duration by method (streams: until they end)",
+    ),
+    (
         "retouch_upstream_requests_total",
-        "requests to the upstream by API, endpoint, outcome and Aliyun code"
-    );
-    describe_histogram!(
+        Kind::Counter,
+        None,
+        "requests to the upstream by API, endpoint, outcome and Aliyun code",
+    ),
+    (
         "retouch_upstream_request_duration_seconds",
-        Unit::Seconds,
-        "upstream request duration by API and endpoint"
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        Some(metrics::Unit::Seconds),
+        "upstream request duration by API and endpoint",
+    ),
+    (
         "retouch_upstream_budget_wait_seconds",
-        Unit::Seconds,
-        "time requests waited for the shared upstream request budget"
-    );
-    describe_counter!(
+        Kind::Histogram,
+        Some(metrics::Unit::Seconds),
+        "time requests waited for the shared upstream request budget",
+    ),
+    (
         "retouch_tasks_billed_total",
-        "tasks of submits the upstream accepted, by API and token"
-    );
-    describe_counter!(
+        Kind::Counter,
+        None,
+        "tasks of submits the upstream accepted, by API and token",
+    ),
+    (
         "retouch_quota_refusals_total",
-        "calls refused by a limit, by limit and subject kind"
-    );
-    describe_gauge!("retouch_streams_open", "Watch and Run streams open now");
-    describe_histogram!(
+        Kind::Counter,
+        None,
+        "calls refused by a limit, by limit and subject kind",
+    ),
+    (
+        "retouch_streams_open",
+        Kind::Gauge,
+        None,
+        "Watch and Run streams open now",
+    ),
+    (
         "retouch_journal_commit_duration_seconds",
-        Unit::Seconds,
-        "time to commit one tracker step (all its events) to the journal"
-    );
-    describe_counter!(
+        Kind::Histogram,
+        Some(metrics::Unit::Seconds),
+        "time to commit one tracker step (all its events) to the journal",
+    ),
+    (
         "retouch_events_total",
-        "job events committed by this process"
-    );
-    describe_gauge!(
+        Kind::Counter,
+        None,
+        "job events committed by this process",
+    ),
+    (
         "retouch_jobs_in_memory",
-        "jobs this process tracks in memory (active ones it polls)"
-    );
-    describe_counter!(
+        Kind::Gauge,
+        None,
+        "jobs this process tracks in memory (active ones it polls)",
+    ),
+    (
+        "retouch_mirror_copies_total",
+        Kind::Counter,
+        None,
+        "attempts to copy a result from the upstream, by outcome (stored, failed and retried, given_up)",
+    ),
+    (
+        "retouch_mirror_bytes_total",
+        Kind::Counter,
+        Some(metrics::Unit::Bytes),
+        "bytes of results copied from the upstream",
+    ),
+    (
+        "retouch_heap_allocated_bytes",
+        Kind::Gauge,
+        Some(metrics::Unit::Bytes),
+        "heap bytes the process holds (retouchd's allocator)",
+    ),
+    (
+        "retouch_heap_resident_bytes",
+        Kind::Gauge,
+        Some(metrics::Unit::Bytes),
+        "bytes of the allocator's pages in memory",
+    ),
+    (
+        "retouch_tasks",
+        Kind::Gauge,
+        None,
+        "tasks of the jobs this process tracks in memory, by status (counted every 5 s)",
+    ),
+    (
         "retouch_watchers_lagged_total",
-        "watchers disconnected for falling behind their buffer"
-    );
+        Kind::Counter,
+        None,
+        "watchers disconnected for falling behind their buffer",
+    ),
+];
+
+fn describe() {
+    for &(name, kind, unit, help) in METRICS {
+        match (kind, unit) {
+            (Kind::Counter, Some(unit)) => metrics::describe_counter!(name, unit, help),
+            (Kind::Counter, None) => metrics::describe_counter!(name, help),
+            (Kind::Gauge, Some(unit)) => metrics::describe_gauge!(name, unit, help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(name, help),
+            (Kind::Histogram, Some(unit)) => metrics::describe_histogram!(name, unit, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 /// Seconds of `elapsed`, for histograms.
@@ -131,4 +227,52 @@ pub fn router(gate: crate::access::HttpGate) -> axum::Router {
             }
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::METRICS;
+
+    /// The Grafana dashboard in the repository plots only metrics retouchd
+    /// exports.
+    #[test]
+    fn the_dashboard_uses_only_exported_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../dashboards/retouchd.json")).unwrap();
+        let mut used = Vec::new();
+        collect_exprs(&dashboard, &mut used);
+        assert!(used.len() > 10, "{used:?}");
+        for expr in used {
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("retouch_"))
+            {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                assert!(
+                    METRICS.iter().any(|(known, ..)| *known == base),
+                    "the dashboard plots {name}, which retouchd does not export ({expr})"
+                );
+            }
+        }
+    }
+
+    fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match value {
+                        serde_json::Value::String(expr) if key == "expr" || key == "query" => {
+                            out.push(expr.clone())
+                        }
+                        _ => collect_exprs(value, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+            _ => {}
+        }
+    }
 }

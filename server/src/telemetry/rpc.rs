@@ -1,7 +1,8 @@
 //! A tower layer around the gRPC server: counts every call by method and
 //! final gRPC code, and times it until its body ends (for streams, until
 //! the stream ends). The code comes from the response headers (a
-//! trailers-only error) or from the trailers.
+//! trailers-only error) or from the trailers. Each call runs in an `rpc`
+//! span naming its method.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -43,7 +44,10 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let method = method_label(request.uri().path());
         let started = Instant::now();
-        let response = self.inner.call(request);
+        // The handler's logs are about this call.
+        let span = tracing::info_span!("rpc", method);
+        let response = span.in_scope(|| self.inner.call(request));
+        let response = tracing::Instrument::instrument(response, span);
         Box::pin(async move {
             let response = response.await?;
             let mut call = Some(Call { method, started });

@@ -5,6 +5,7 @@
 mod aggregator;
 mod leases;
 mod poller;
+mod schedule;
 mod state;
 mod subscription;
 mod tail;
@@ -18,6 +19,7 @@ use retouch_api::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use schedule::PollSchedule;
 pub use state::{JobFilter, TrackerState};
 pub use subscription::Subscription;
 pub(crate) use subscription::gone;

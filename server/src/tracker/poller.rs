@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::TrackerConfig;
 use super::aggregator::Command;
 use super::leases::LeaseStatus;
+use super::schedule::PollSchedule;
 use crate::aliyun::{ApiKind, WireTaskStatus};
 use crate::convert::upstream_error_to_pb;
 use crate::upstream::UpstreamClient;
@@ -48,10 +49,7 @@ pub(crate) async fn run(
     mut last: Vec<Option<WireTaskStatus>>,
 ) {
     let config = &ctx.config;
-    // First query soon after submit; after that the interval starts at
-    // `poll_min`, grows while nothing changes and resets on progress.
-    let mut wait = config.first_poll;
-    let mut interval = config.poll_min;
+    let (mut schedule, mut wait) = PollSchedule::start(config);
     let mut failures: Option<(Box<dyn Iterator<Item = Duration> + Send>, u32)> = None;
     let mut last_success = Instant::now();
     loop {
@@ -96,12 +94,7 @@ pub(crate) async fn run(
                 if sent.is_err() || !still_active.await.unwrap_or(false) {
                     return;
                 }
-                interval = if progressed {
-                    config.poll_min
-                } else {
-                    interval.mul_f32(config.poll_factor).min(config.poll_max)
-                };
-                wait = interval;
+                wait = schedule.after_answer(progressed);
             }
             Err(err) => {
                 let (delays, attempt) =
@@ -111,11 +104,7 @@ pub(crate) async fn run(
                 let next = retry.then(|| {
                     let delay = delays.next().unwrap_or(config.poll_max);
                     if err.is_throttle() {
-                        // Throttling means we (or our neighbours) ask too
-                        // often: slow this job's polling down for good, not
-                        // just for the next attempt.
-                        interval = (interval * 2).min(config.poll_max);
-                        delay.max(interval)
+                        delay.max(schedule.after_throttle())
                     } else {
                         delay
                     }

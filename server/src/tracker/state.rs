@@ -139,6 +139,22 @@ impl TrackerState {
     }
 
     /// Whether no job is in memory.
+    /// Tasks of the jobs in memory, by status (indexed by `pb::TaskStatus`).
+    pub fn task_counts(&self) -> [u64; 5] {
+        let mut counts = [0; 5];
+        for tracked in self.jobs.values() {
+            for task in &tracked.job.tasks {
+                if let Some(count) = usize::try_from(task.status)
+                    .ok()
+                    .and_then(|i| counts.get_mut(i))
+                {
+                    *count += 1;
+                }
+            }
+        }
+        counts
+    }
+
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt};
+use retouch_api::frames::{SharedEvent, WatchFrame};
 use retouch_api::v1 as pb;
 use retouch_api::v1::watch_response::Kind as WatchKind;
 use tokio::sync::mpsc;
@@ -68,7 +69,7 @@ pub struct Subscription {
     pub(crate) filter: JobFilter,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) store_id: Arc<str>,
-    pub(crate) live: mpsc::Receiver<Arc<pb::JobEvent>>,
+    pub(crate) live: mpsc::Receiver<SharedEvent>,
     pub(crate) lagged: Arc<LagFlag>,
     pub(crate) buffer: usize,
     /// For named jobs: those it still waits for.
@@ -85,11 +86,12 @@ impl Subscription {
 
     /// The watch stream. With `stop_when_done`, and named jobs, it ends once
     /// every named job is COMPLETED or LOST; otherwise it runs until the
-    /// client goes away, the watcher lags, or the server shuts down.
+    /// client goes away, the watcher lags, or the server shuts down. Live
+    /// events come as the frames shared by every watcher.
     pub fn into_stream(
         self,
         stop_when_done: bool,
-    ) -> impl Stream<Item = Result<pb::WatchResponse, ServiceError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<WatchFrame, ServiceError>> + Send + 'static {
         let Subscription {
             start,
             head_seq,
@@ -129,7 +131,7 @@ impl Subscription {
                             futures::pin_mut!(events);
                             while let Some(event) = events.next().await {
                                 match event {
-                                    Ok(event) => yield Ok(event_response(event)),
+                                    Ok(event) => yield Ok(WatchFrame::Message(Box::new(event_response(event)))),
                                     Err(e) => {
                                         yield Err(e);
                                         return;
@@ -146,7 +148,7 @@ impl Subscription {
                 futures::pin_mut!(jobs);
                 while let Some(job) = jobs.next().await {
                     match job {
-                        Ok(job) => yield Ok(pb::WatchResponse { kind: Some(WatchKind::Snapshot(job)) }),
+                        Ok(job) => yield Ok(WatchFrame::Message(Box::new(pb::WatchResponse { kind: Some(WatchKind::Snapshot(job)) }))),
                         Err(e) => {
                             yield Err(e);
                             return;
@@ -166,12 +168,12 @@ impl Subscription {
                     }
                 },
             };
-            yield Ok(pb::WatchResponse {
+            yield Ok(WatchFrame::Message(Box::new(pb::WatchResponse {
                 kind: Some(WatchKind::Synced(pb::Synced {
                     head_seq: last_seq,
                     server_id: store_id.to_string(),
                 })),
-            });
+            })));
             if pending.as_ref().is_some_and(HashSet::is_empty) {
                 return;
             }
@@ -180,21 +182,25 @@ impl Subscription {
                     event = live.recv() => event,
                     _ = closed.cancelled() => None,
                 };
-                let Some(event) = event else { break };
+                let Some(shared) = event else { break };
+                let event = shared.event();
                 if event.seq <= last_seq {
                     continue;
                 }
                 last_seq = event.seq;
                 let finished = event.job_status != pb::JobStatus::Active as i32;
-                let key = event.result_key.clone();
-                yield Ok(event_response((*event).clone()));
-                if let Some(pending) = pending.as_mut() {
-                    if finished {
-                        pending.remove(&key);
+                let done = match pending.as_mut() {
+                    Some(pending) => {
+                        if finished {
+                            pending.remove(&event.result_key);
+                        }
+                        pending.is_empty()
                     }
-                    if pending.is_empty() {
-                        return;
-                    }
+                    None => false,
+                };
+                yield Ok(WatchFrame::Event(shared));
+                if done {
+                    return;
                 }
             }
             if lagged.is_raised() && !closed.is_cancelled() {

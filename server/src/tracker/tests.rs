@@ -160,7 +160,11 @@ async fn a_step_the_journal_refuses_is_seen_by_nobody_and_tracking_goes_on() {
         .await
         .unwrap();
     let watcher = tracker.subscribe(JobFilter::All, None).await.unwrap();
-    let mut stream = Box::pin(watcher.into_stream(false));
+    let mut stream = Box::pin(
+        watcher
+            .into_stream(false)
+            .map(|frame| frame.map(|frame| frame.to_message())),
+    );
     assert!(matches!(
         stream.next().await.unwrap().unwrap().kind,
         Some(WatchKind::Synced(_))
@@ -219,7 +223,11 @@ async fn a_snapshot_merges_polled_and_journaled_jobs_in_order_across_pages() {
         tracker.track(job, None).await.unwrap();
     }
     let watcher = tracker.subscribe(JobFilter::All, None).await.unwrap();
-    let mut stream = Box::pin(watcher.into_stream(false));
+    let mut stream = Box::pin(
+        watcher
+            .into_stream(false)
+            .map(|frame| frame.map(|frame| frame.to_message())),
+    );
     let mut keys = Vec::new();
     loop {
         match stream.next().await.unwrap().unwrap().kind {

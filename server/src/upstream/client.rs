@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use super::budget::Budget;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -193,7 +194,10 @@ impl UpstreamClient {
         let mut delays = self.inner.config.submit_retry.delays();
         let mut attempt = 1;
         loop {
-            match self.call::<SubmitData>(api, "submit", path, &body).await {
+            match self
+                .call::<SubmitData>(api, "submit", None, path, &body)
+                .await
+            {
                 Ok((data, request_id)) => {
                     return Ok(SubmitOutcome {
                         result_key: data.result_key,
@@ -226,7 +230,13 @@ impl UpstreamClient {
             },
         };
         let (data, request_id) = self
-            .call::<QueryData>(api, "query", &self.paths(api).query, &body)
+            .call::<QueryData>(
+                api,
+                "query",
+                Some(result_key),
+                &self.paths(api).query,
+                &body,
+            )
             .await?;
         Ok(QueryOutcome {
             tasks: data.task_list,
@@ -243,7 +253,38 @@ impl UpstreamClient {
 
     /// One request to `path` (the `endpoint` of `api`), recorded in the
     /// metrics with its outcome and time.
+    /// One request, in a span naming the job (queries) and, once answered,
+    /// Aliyun's request id.
     async fn call<T: DeserializeOwned>(
+        &self,
+        api: ApiKind,
+        endpoint: &'static str,
+        result_key: Option<&str>,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<(T, String), UpstreamError> {
+        let span = tracing::debug_span!(
+            "upstream",
+            %api,
+            endpoint,
+            result_key = result_key.unwrap_or_default(),
+            aliyun_request_id = tracing::field::Empty,
+        );
+        let result = self
+            .call_metered(api, endpoint, path, body)
+            .instrument(span.clone())
+            .await;
+        let aliyun_request_id = match &result {
+            Ok((_, request_id)) => Some(request_id.as_str()),
+            Err(e) => e.request_id.as_deref(),
+        };
+        if let Some(request_id) = aliyun_request_id {
+            span.record("aliyun_request_id", request_id);
+        }
+        result
+    }
+
+    async fn call_metered<T: DeserializeOwned>(
         &self,
         api: ApiKind,
         endpoint: &'static str,
@@ -262,6 +303,9 @@ impl UpstreamClient {
             Ok(_) => ("ok", String::new()),
             Err(e) => (
                 match e.kind {
+                    // Throttling gets its own outcome: the one an operator
+                    // watches to size the request budget.
+                    _ if e.is_throttle() => "throttled",
                     UpstreamErrorKind::Api => "api_error",
                     UpstreamErrorKind::Gateway => "gateway_error",
                     UpstreamErrorKind::Transport { .. } => "transport_error",

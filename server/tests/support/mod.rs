@@ -85,6 +85,11 @@ impl Process {
         }
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn sigkill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -198,4 +203,55 @@ pub async fn backend_stats(upstream: &str) -> BackendStats {
         .json()
         .await
         .unwrap()
+}
+
+/// Uploads a 400x400 image and its mask, each of one colour: the smallest
+/// inputs the API accepts, compressing to a few hundred bytes, so that a
+/// backend's thousands of waiting tasks hold little memory. Their URLs.
+pub async fn upload_plain_inputs(channel: Channel) -> (String, String) {
+    let mut jobs = JobsClient::new(channel);
+    let mut urls = Vec::new();
+    for (name, image) in [
+        (
+            "image.png",
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+                400,
+                400,
+                image::Rgb([90, 120, 200]),
+            )),
+        ),
+        (
+            "mask.png",
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(
+                400,
+                400,
+                image::Luma([255]),
+            )),
+        ),
+    ] {
+        let mut png = Vec::new();
+        image
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let messages = vec![
+            pb::UploadImageRequest {
+                kind: Some(pb::upload_image_request::Kind::Metadata(
+                    pb::UploadMetadata {
+                        filename: name.into(),
+                    },
+                )),
+            },
+            pb::UploadImageRequest {
+                kind: Some(pb::upload_image_request::Kind::Chunk(png)),
+            },
+        ];
+        let uploaded = jobs
+            .upload_image(futures::stream::iter(messages))
+            .await
+            .expect("upload succeeds")
+            .into_inner();
+        urls.push(uploaded.url);
+    }
+    let mask = urls.pop().unwrap();
+    (urls.pop().unwrap(), mask)
 }
