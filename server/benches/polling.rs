@@ -12,7 +12,11 @@
 //!   queries at a density proportional to the square root of the hazard
 //!   rate f(t)/S(t); it is calibrated here to a 0.5 s mean delay and built
 //!   from a separate sample of the same distribution. `bound@ours` is the
-//!   same rule spending as many queries as retouchd's schedule does.
+//!   same rule spending as many queries as retouchd's schedule does;
+//! - **learned**: retouchd's schedule once it has learned the API's
+//!   durations from the jobs it tracked (the last 512), at the default
+//!   `--poll-target-delay` of 1 s and at 0.5 s, replayed as the pollers run
+//!   it (waits within `--poll-max`, 10 s).
 //!
 //! The schedules are replayed without a clock (no tokio timer, paused or
 //! not, is needed: a schedule is arithmetic), so the bench runs in seconds.
@@ -22,12 +26,15 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, LogNormal};
-use retouch_server::tracker::{PollSchedule, TrackerConfig};
+use retouch_server::aliyun::ApiKind;
+use retouch_server::tracker::{LearnedSchedules, PollSchedule, TrackerConfig};
 
 /// Jobs simulated per distribution, and the sample the bound learns from.
 const JOBS: usize = 100_000;
 const LEARNING_SAMPLE: usize = 200_000;
 const SIGMA: f64 = 0.5;
+/// Jobs a learned schedule sees before it is measured.
+const WARM_UP: usize = 1000;
 
 /// What one schedule cost over the jobs.
 #[derive(Debug, Clone, Copy)]
@@ -49,10 +56,10 @@ fn main() {
     for median in [3.0, 20.0, 120.0] {
         let distribution = LogNormal::new(f64::ln(median), SIGMA).unwrap();
         let durations: Vec<f64> = (0..JOBS).map(|_| distribution.sample(&mut rng)).collect();
-        let learned: Vec<f64> = (0..LEARNING_SAMPLE)
+        let learned_sample: Vec<f64> = (0..LEARNING_SAMPLE)
             .map(|_| distribution.sample(&mut rng))
             .collect();
-        let bound = SqrtHazardSchedule::new(&learned, 0.5);
+        let bound = SqrtHazardSchedule::new(&learned_sample, 0.5);
         let fixed = measure(&durations, fixed_one_second);
         let ours = measure(&durations, retouchd_schedule);
         // The bound again, spending what retouchd's schedule spends: how
@@ -61,15 +68,29 @@ fn main() {
         let mut same_budget = measure(&durations, |d| bound.detect(d));
         for _ in 0..4 {
             delay *= same_budget.queries / ours.queries;
-            let schedule = SqrtHazardSchedule::new(&learned, delay);
+            let schedule = SqrtHazardSchedule::new(&learned_sample, delay);
             same_budget = measure(&durations, |d| schedule.detect(d));
         }
-        for (name, outcome) in [
+        let mut rows = vec![
             ("fixed 1s", fixed),
             ("retouchd", ours),
             ("bound", measure(&durations, |d| bound.detect(d))),
             ("bound@ours", same_budget),
+        ];
+        for (name, target) in [
+            ("learned 2s", 2.0),
+            ("learned 1s", 1.0),
+            ("learned.5s", 0.5),
         ] {
+            let learned = LearnedSchedules::new(Duration::from_secs_f64(target));
+            // The jobs before it has learned anything (and while it learns)
+            // are not counted: the bench measures the learned schedule.
+            for &duration in &learned_sample[..WARM_UP] {
+                retouchd_learned(&learned, duration);
+            }
+            rows.push((name, measure(&durations, |d| retouchd_learned(&learned, d))));
+        }
+        for (name, outcome) in rows {
             println!(
                 "{:>6}s {name:>10} | {:>9.2} {:>7.2} | {:>9.2}s {:>7.2} | {:>8.2}s",
                 median,
@@ -122,6 +143,30 @@ fn retouchd_schedule(duration: f64) -> (u32, f64) {
         at += wait.as_secs_f64();
         queries += 1;
     }
+    (queries, at)
+}
+
+/// retouchd's tracker schedule with a schedule learned from the durations
+/// of the jobs before (`--poll-target-delay`), as its pollers run it: each
+/// job's end is recorded as they record it.
+fn retouchd_learned(learned: &LearnedSchedules, duration: f64) -> (u32, f64) {
+    let (mut schedule, first) = PollSchedule::start(&TrackerConfig::default());
+    let times = learned.of(ApiKind::InstanceMatting);
+    let mut wait = schedule.first_wait(first, times.as_deref(), Duration::ZERO);
+    let mut at = wait.as_secs_f64();
+    let mut queries = 1;
+    let mut first_answer = true;
+    while at < duration {
+        let times = learned.of(ApiKind::InstanceMatting);
+        wait = schedule.next_wait(first_answer, times.as_deref(), Duration::from_secs_f64(at));
+        first_answer = false;
+        at += wait.as_secs_f64();
+        queries += 1;
+    }
+    learned.record(
+        ApiKind::InstanceMatting,
+        Duration::from_secs_f64(at).saturating_sub(wait / 2),
+    );
     (queries, at)
 }
 

@@ -294,6 +294,12 @@ pub struct ServeArgs {
     /// Longest poll interval while nothing changes.
     #[arg(long, env = "RETOUCH_POLL_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
     pub poll_max: Duration,
+    /// Once 32 jobs of an API have finished, poll its jobs on a schedule
+    /// learned from their durations, aiming at this mean delay between a
+    /// job's end and the query that sees it (waits stay within --poll-max).
+    /// 0s: never; use only --poll-first/--poll-min/--poll-max
+    #[arg(long, env = "RETOUCH_POLL_TARGET_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_target_delay: Duration,
     /// A job whose polls keep failing this long is declared LOST.
     #[arg(long, env = "RETOUCH_GIVE_UP_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
@@ -552,6 +558,8 @@ impl ServeArgs {
                 first_poll: self.poll_first,
                 poll_min: self.poll_min,
                 poll_max: self.poll_max,
+                poll_target_delay: (!self.poll_target_delay.is_zero())
+                    .then_some(self.poll_target_delay),
                 give_up_after: self.give_up_after,
                 retention: self.retention,
                 event_log_capacity: self.event_log_capacity.max(1),

@@ -608,8 +608,19 @@ fn start_poller(ctx: &PollerContext, job: &pb::Job) {
         .iter()
         .map(|t| status_from_pb(t.status()))
         .collect();
-    ctx.tasks
-        .spawn(poller::run(ctx.clone(), api, job.result_key.clone(), last));
+    // Its age: a learned schedule counts from the job's acceptance.
+    let age = job
+        .accepted_at
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    ctx.tasks.spawn(poller::run(
+        ctx.clone(),
+        api,
+        job.result_key.clone(),
+        last,
+        age,
+    ));
 }
 
 /// A watcher of `filter` from the current head: registered once the step

@@ -3,6 +3,7 @@
 //! number of watchers. It resumes from the journal after a restart.
 
 mod aggregator;
+mod durations;
 mod leases;
 mod poller;
 mod schedule;
@@ -19,6 +20,7 @@ use retouch_api::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use durations::{LearnedSchedules, QueryTimes};
 pub use schedule::PollSchedule;
 pub use state::{JobFilter, TrackerState};
 pub use subscription::Subscription;
@@ -42,6 +44,12 @@ pub struct TrackerConfig {
     pub poll_max: Duration,
     /// Growth of the interval per poll without progress.
     pub poll_factor: f32,
+    /// With a target, once 32 jobs of an API have finished, its jobs are
+    /// polled on a schedule learned from their durations that aims at this
+    /// mean delay between a job's end and the query that sees it (see
+    /// `durations.rs`); the schedule above takes over for jobs running
+    /// longer than any seen. `None`: the schedule above only.
+    pub poll_target_delay: Option<Duration>,
     /// Backoff between failed polls.
     pub error_retry: RetryPolicy,
     /// A job whose polls fail (retryably) for this long is declared LOST.
@@ -83,6 +91,7 @@ impl Default for TrackerConfig {
             poll_min: Duration::from_secs(1),
             poll_max: Duration::from_secs(10),
             poll_factor: 1.5,
+            poll_target_delay: Some(Duration::from_secs(1)),
             error_retry: RetryPolicy {
                 min_delay: Duration::from_millis(500),
                 max_delay: Duration::from_secs(30),
@@ -212,7 +221,11 @@ impl Tracker {
             ));
         }
         let journal_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let learned = config
+            .poll_target_delay
+            .map(|target| Arc::new(LearnedSchedules::new(target)));
         let ctx = poller::PollerContext {
+            learned,
             server_id: server_id.clone(),
             store: store.clone(),
             client,

@@ -19,6 +19,8 @@ use crate::upstream::UpstreamClient;
 /// Everything a poller needs.
 #[derive(Clone)]
 pub(crate) struct PollerContext {
+    /// Schedules learned from job durations, when enabled.
+    pub learned: Option<std::sync::Arc<super::LearnedSchedules>>,
     /// The journal's id (sent in `Synced`).
     pub server_id: std::sync::Arc<str>,
     /// The journal.
@@ -47,9 +49,14 @@ pub(crate) async fn run(
     api: ApiKind,
     key: String,
     mut last: Vec<Option<WireTaskStatus>>,
+    age: Duration,
 ) {
     let config = &ctx.config;
-    let (mut schedule, mut wait) = PollSchedule::start(config);
+    // When the job was accepted, as this process's monotonic clock sees it.
+    let accepted = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+    let learned = || ctx.learned.as_ref().and_then(|learned| learned.of(api));
+    let (mut schedule, first) = PollSchedule::start(config);
+    let mut wait = schedule.first_wait(first, learned().as_deref(), accepted.elapsed());
     let mut failures: Option<(Box<dyn Iterator<Item = Duration> + Send>, u32)> = None;
     let mut last_success = Instant::now();
     loop {
@@ -91,10 +98,17 @@ pub(crate) async fn run(
                         still_active: reply,
                     })
                     .await;
-                if sent.is_err() || !still_active.await.unwrap_or(false) {
+                if sent.is_err() {
                     return;
                 }
-                wait = schedule.after_answer(progressed);
+                if !still_active.await.unwrap_or(false) {
+                    if let Some(learned) = &ctx.learned {
+                        // The job ended somewhere in the last wait.
+                        learned.record(api, accepted.elapsed().saturating_sub(wait / 2));
+                    }
+                    return;
+                }
+                wait = schedule.next_wait(progressed, learned().as_deref(), accepted.elapsed());
             }
             Err(err) => {
                 let (delays, attempt) =
