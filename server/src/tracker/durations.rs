@@ -126,7 +126,9 @@ impl QueryTimes {
     /// `None` past the last one: the job already runs longer than any seen.
     pub fn next_wait(&self, elapsed: Duration) -> Option<Duration> {
         let now = elapsed.as_secs_f64();
-        let next = self.times.iter().find(|t| **t > now)?;
+        // A query time within a millisecond of now is the query just made
+        // (clocks and float conversions round), not one to make again.
+        let next = self.times.iter().find(|t| **t > now + 1e-3)?;
         Some(Duration::from_secs_f64(next - now))
     }
 
@@ -268,6 +270,10 @@ mod tests {
         // From submit, the first wait skips most of the quiet start.
         assert!(schedule.next_wait(Duration::ZERO).unwrap() > Duration::from_secs(5));
         assert_eq!(schedule.next_wait(Duration::from_secs(60)), None);
+        // Right at a query time, the next one is the one after it.
+        let at = Duration::from_secs_f64(schedule.times()[1]);
+        let next = schedule.next_wait(at).unwrap().as_secs_f64();
+        assert!((next - (schedule.times()[2] - schedule.times()[1])).abs() < 1e-6);
     }
 
     #[test]
