@@ -32,7 +32,9 @@ fn counter(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)
         .filter(|s| s.metric == name)
         .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             _ => 0.0,
         })
         .sum()
@@ -112,6 +114,15 @@ async fn metrics_parse_move_with_a_scripted_run_and_carry_no_keys_or_secrets() {
     assert!(upstream("submit", "ok") >= 1.0);
     assert!(upstream("query", "ok") >= 1.0);
     assert_eq!(upstream("query", "throttled"), 1.0);
+    // The job's duration was recorded for the learned polling schedule.
+    assert_eq!(
+        counter(
+            &scrape,
+            "retouch_job_duration_seconds_count",
+            &[("api", "instance_matting")]
+        ),
+        1.0
+    );
     // The job's result was copied to retouchd.
     assert_eq!(
         counter(

@@ -16,10 +16,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub use rpc::RpcMetricsLayer;
 
 /// Histogram buckets, in seconds: from half a millisecond (a relay's added
-/// latency) to a minute (an upstream call at its timeout).
+/// latency) to ten minutes (a long job).
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
+    60.0, 120.0, 300.0, 600.0,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -131,6 +131,12 @@ const METRICS: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
         Kind::Gauge,
         None,
         "Watch and Run streams open now",
+    ),
+    (
+        "retouch_job_duration_seconds",
+        Kind::Histogram,
+        Some(metrics::Unit::Seconds),
+        "time from a job's acceptance to its end as polling saw it (less half the last wait), by API: what the learned polling schedule learns from",
     ),
     (
         "retouch_journal_commit_duration_seconds",

@@ -102,9 +102,12 @@ pub(crate) async fn run(
                     return;
                 }
                 if !still_active.await.unwrap_or(false) {
+                    // The job ended somewhere in the last wait.
+                    let took = accepted.elapsed().saturating_sub(wait / 2);
+                    metrics::histogram!("retouch_job_duration_seconds", "api" => api.as_str())
+                        .record(crate::telemetry::seconds(took));
                     if let Some(learned) = &ctx.learned {
-                        // The job ended somewhere in the last wait.
-                        learned.record(api, accepted.elapsed().saturating_sub(wait / 2));
+                        learned.record(api, took);
                     }
                     return;
                 }
