@@ -226,7 +226,7 @@ async fn a_wrong_appcode_is_unauthenticated_and_never_echoed() {
     let mut config: ServerConfig = test_config();
     config.target = UpstreamTarget::Remote {
         base_url: format!("http://{addr}").parse().unwrap(),
-        appcode: SecretString::from("wrong-appcode-4711"),
+        credentials: SecretString::from("wrong-appcode-4711").into(),
     };
     let server = server(config).await;
     let mut client = matting(&server).await;

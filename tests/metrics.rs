@@ -158,6 +158,14 @@ async fn metrics_parse_move_with_a_scripted_run_and_carry_no_keys_or_secrets() {
             .any(|s| s.metric == "retouch_rpc_duration_seconds_count"
                 || s.metric == "retouch_rpc_duration_seconds")
     );
+    // The event log's size is published (every 5 s, the first at start).
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "retouch_event_log_events"),
+        "no retouch_event_log_events"
+    );
     // The journal committed events, and timed its commits.
     assert!(counter(&scrape, "retouch_events_total", &[]) >= events.len() as f64);
     assert!(scrape.samples.iter().any(|s| {

@@ -117,7 +117,7 @@ fn config(upstream: &StandIn, token: Option<&str>) -> ServerConfig {
     let mut config = test_config();
     config.target = UpstreamTarget::Remote {
         base_url: upstream.base.parse().unwrap(),
-        appcode: SecretString::from("standin-appcode"),
+        credentials: SecretString::from("standin-appcode").into(),
     };
     config.auth_token = token.map(|t| SecretString::from(t.to_owned()));
     config.mirror = MirrorConfig {

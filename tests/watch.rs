@@ -355,7 +355,7 @@ async fn a_watch_naming_many_keys_rides_out_throttled_and_failing_lookups() {
     let mut config = test_config();
     config.target = UpstreamTarget::Remote {
         base_url: origin.http_url().parse().unwrap(),
-        appcode: SecretString::from("test-appcode"),
+        credentials: SecretString::from("test-appcode").into(),
     };
     let other = server(config).await;
     backend.inject_once(Endpoint::Query, InjectedFault::GatewayThrottle);

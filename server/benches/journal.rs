@@ -70,7 +70,7 @@ async fn submit_latencies(
     config.data_dir = Some(data_dir.to_owned());
     config.target = UpstreamTarget::Remote {
         base_url: upstream.parse().unwrap(),
-        appcode: SecretString::from("bench"),
+        credentials: SecretString::from("bench").into(),
     };
     config.upstream_qps = 0.0;
     let server = start(config).await.unwrap();

@@ -85,7 +85,7 @@ async fn replica(database_url: &str, upstream: &str) -> RunningServer {
     let mut config = ServerConfig::local(Default::default());
     config.target = UpstreamTarget::Remote {
         base_url: upstream.parse().unwrap(),
-        appcode: SecretString::from("bench"),
+        credentials: SecretString::from("bench").into(),
     };
     config.database_url = Some(SecretString::from(database_url.to_owned()));
     config.upstream_qps = 0.0;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::TokenSource;
+use crate::aliyun::signing::Credentials;
 use crate::engine::ClassicEngine;
 use crate::local::{LocalBackend, LocalBackendConfig};
 use crate::service::Retouch;
@@ -29,8 +30,9 @@ pub enum UpstreamTarget {
     Remote {
         /// The product's gateway, e.g. `https://<host>`.
         base_url: reqwest::Url,
-        /// The AppCode from the Aliyun marketplace console.
-        appcode: SecretString,
+        /// The AppCode from the Aliyun marketplace console, or an AppKey and
+        /// AppSecret.
+        credentials: Credentials,
     },
     /// The embedded local backend, served on the HTTP listener.
     Local(LocalBackendConfig),
@@ -285,14 +287,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             .allowing(origin_of(&public_base))
     };
 
-    let (local_backend, base_url, appcode) = match &config.target {
-        UpstreamTarget::Remote { base_url, appcode } => {
+    let (local_backend, base_url, credentials) = match &config.target {
+        UpstreamTarget::Remote {
+            base_url,
+            credentials,
+        } => {
             if config.public_base_url.is_none() {
                 tracing::warn!(
                     "uploads will be served at {public_base}/uploads, which Aliyun cannot download from; set --public-base-url"
                 );
             }
-            (None, base_url.clone(), appcode.clone())
+            (None, base_url.clone(), credentials.clone())
         }
         UpstreamTarget::Local(local) => {
             // The samples and uploads it downloads are on our own listener.
@@ -303,7 +308,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             let backend = LocalBackend::new(local.clone(), Arc::new(ClassicEngine::default()));
             let base =
                 reqwest::Url::parse(&http_base).map_err(|e| StartError::Config(e.to_string()))?;
-            (Some(backend), base, local.appcode.clone())
+            (
+                Some(backend),
+                base,
+                Credentials::AppCode(local.appcode.clone()),
+            )
         }
     };
 
@@ -384,7 +393,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         }
     }));
 
-    let mut upstream = UpstreamConfig::new(base_url.clone(), appcode);
+    let mut upstream = UpstreamConfig::new(base_url.clone(), credentials);
     upstream.matting_paths = config.matting_paths.clone();
     upstream.removal_paths = config.removal_paths.clone();
     upstream.request_timeout = config.request_timeout;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 use crate::aliyun::ApiKind;
+use crate::aliyun::signing::{AppKeyPair, Credentials};
 use crate::app::{ServerConfig, UpstreamTarget};
 use crate::local::{FaultConfig, LocalBackendConfig};
 use crate::tracker::TrackerConfig;
@@ -252,8 +253,16 @@ pub struct ServeArgs {
     /// Aliyun AppCode (marketplace console). Unset: use the local backend.
     #[arg(long, env = "ALIYUN_APPCODE", hide_env_values = true, value_parser = parse_secret)]
     pub aliyun_appcode: Option<SecretString>,
+    /// Aliyun AppKey, for signature authentication instead of an AppCode
+    /// (with --aliyun-app-secret).
+    #[arg(long, env = "ALIYUN_APP_KEY")]
+    pub aliyun_app_key: Option<String>,
+    /// The AppKey's AppSecret: every request is signed with it (HMAC-SHA256);
+    /// it is never sent.
+    #[arg(long, env = "ALIYUN_APP_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub aliyun_app_secret: Option<SecretString>,
     /// Aliyun API gateway base URL of the purchased product, e.g.
-    /// https://<gateway-host>. Required with an AppCode.
+    /// https://<gateway-host>. Required with an AppCode or AppKey.
     #[arg(long, env = "ALIYUN_BASE_URL")]
     pub aliyun_base_url: Option<reqwest::Url>,
     /// Instance matting submit path (the original document prints
@@ -444,6 +453,14 @@ pub struct LocalBackendArgs {
     /// The AppCode clients must send (`Authorization: APPCODE <code>`).
     #[arg(long, env = "RETOUCH_LOCAL_APPCODE", hide_env_values = true, value_parser = parse_secret)]
     pub appcode: SecretString,
+    /// Also accept requests signed with this AppKey (and --app-secret), as
+    /// the gateway checks them: signature, Content-MD5, timestamp within
+    /// 15 minutes, nonce never seen.
+    #[arg(long, env = "RETOUCH_LOCAL_APP_KEY", requires = "app_secret")]
+    pub app_key: Option<String>,
+    /// The AppKey's AppSecret.
+    #[arg(long, env = "RETOUCH_LOCAL_APP_SECRET", hide_env_values = true, value_parser = parse_secret, requires = "app_key")]
+    pub app_secret: Option<SecretString>,
     /// Base URL for result links (default: from each request's Host header).
     #[arg(long, env = "RETOUCH_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
@@ -509,17 +526,40 @@ impl LocalArgs {
 impl ServeArgs {
     /// The server configuration these flags describe, or what is wrong.
     pub fn to_config(&self) -> Result<ServerConfig, String> {
-        let target = match (&self.aliyun_appcode, &self.aliyun_base_url) {
-            (Some(appcode), Some(base_url)) => UpstreamTarget::Remote {
+        let credentials = match (
+            &self.aliyun_appcode,
+            &self.aliyun_app_key,
+            &self.aliyun_app_secret,
+        ) {
+            (None, None, None) => None,
+            (Some(appcode), None, None) => Some(Credentials::AppCode(appcode.clone())),
+            (None, Some(key), Some(secret)) => Some(Credentials::AppKey(AppKeyPair {
+                key: key.trim().to_owned(),
+                secret: secret.clone(),
+            })),
+            (Some(_), _, _) => {
+                return Err("set either --aliyun-appcode or --aliyun-app-key with --aliyun-app-secret, not both".into());
+            }
+            (None, Some(_), None) => {
+                return Err(
+                    "--aliyun-app-key needs --aliyun-app-secret (ALIYUN_APP_SECRET)".into(),
+                );
+            }
+            (None, None, Some(_)) => {
+                return Err("--aliyun-app-secret needs --aliyun-app-key (ALIYUN_APP_KEY)".into());
+            }
+        };
+        let target = match (credentials, &self.aliyun_base_url) {
+            (Some(credentials), Some(base_url)) => UpstreamTarget::Remote {
                 base_url: base_url.clone(),
-                appcode: appcode.clone(),
+                credentials,
             },
             (Some(_), None) => {
                 return Err(
-                    "ALIYUN_APPCODE is set but ALIYUN_BASE_URL is not: set it to the API gateway host of your purchased product, e.g. https://<gateway-host>".into(),
+                    "Aliyun credentials are set but ALIYUN_BASE_URL is not: set it to the API gateway host of your purchased product, e.g. https://<gateway-host>".into(),
                 );
             }
-            _ => {
+            (None, _) => {
                 // A fresh random AppCode per run: the embedded backend still
                 // checks it, so the code path is the one used with Aliyun.
                 let appcode = SecretString::from(uuid::Uuid::new_v4().simple().to_string());
@@ -636,6 +676,46 @@ mod tests {
         assert!(matches!(config.target, UpstreamTarget::Remote { .. }));
         assert!(!format!("{config:?}").contains("secret-code"));
         assert!(!format!("{cli:?}").contains("secret-code"));
+    }
+
+    #[test]
+    fn an_app_key_needs_its_secret_and_excludes_an_appcode() {
+        let config = |args: &[&str]| {
+            let cli = Cli::try_parse_from(
+                ["retouchd", "--aliyun-base-url", "https://gw.example"]
+                    .iter()
+                    .chain(args),
+            )
+            .unwrap();
+            (cli.serve.to_config(), format!("{cli:?}"))
+        };
+        let (signed, cli) = config(&[
+            "--aliyun-app-key",
+            "2048",
+            "--aliyun-app-secret",
+            "s3cret-sauce",
+        ]);
+        let signed = signed.unwrap();
+        assert!(matches!(
+            &signed.target,
+            UpstreamTarget::Remote { credentials: Credentials::AppKey(pair), .. } if pair.key == "2048"
+        ));
+        assert!(!format!("{signed:?}").contains("s3cret-sauce"));
+        assert!(!cli.contains("s3cret-sauce"));
+        let (alone, _) = config(&["--aliyun-app-key", "2048"]);
+        assert!(alone.unwrap_err().contains("--aliyun-app-secret"));
+        let (alone, _) = config(&["--aliyun-app-secret", "s3cret-sauce"]);
+        let err = alone.unwrap_err();
+        assert!(err.contains("--aliyun-app-key") && !err.contains("s3cret-sauce"));
+        let (both, _) = config(&[
+            "--aliyun-appcode",
+            "code",
+            "--aliyun-app-key",
+            "2048",
+            "--aliyun-app-secret",
+            "s3cret-sauce",
+        ]);
+        assert!(both.unwrap_err().contains("not both"));
     }
 
     #[test]

@@ -81,6 +81,11 @@ async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result
         .local
         .to_config(args.appcode.clone(), args.public_base_url.clone())?;
     config.outbound = args.outbound.to_policy();
+    config.app_key_pair = args
+        .app_key
+        .clone()
+        .zip(args.app_secret.clone())
+        .map(|(key, secret)| retouch_server::aliyun::signing::AppKeyPair { key, secret });
     let backend = retouch_server::local::LocalBackend::new(
         config,
         std::sync::Arc::new(retouch_server::engine::ClassicEngine::default()),

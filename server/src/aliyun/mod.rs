@@ -2,6 +2,7 @@
 //! client (which speaks it) and the local backend (which serves it).
 
 mod codes;
+pub mod signing;
 mod wire;
 
 pub use codes::AliyunCode;

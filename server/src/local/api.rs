@@ -38,7 +38,13 @@ pub(super) async fn dispatch(
         Some(Endpoint::Query) => shared.stats.bump(Counter::QueryRequests),
         None => {}
     }
-    if let Err(response) = gateway::admit(&shared, call.map(|c| c.endpoint), &headers).await {
+    let request = gateway::Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: body.as_deref().unwrap_or_default(),
+    };
+    if let Err(response) = gateway::admit(&shared, call.map(|c| c.endpoint), &request).await {
         return response;
     }
     let Some(call) = call else {

@@ -12,6 +12,8 @@ pub const DEFAULT_APPCODE: &str = "local-dev-appcode";
 pub struct LocalBackendConfig {
     /// The only accepted AppCode (`Authorization: APPCODE <appcode>`).
     pub appcode: SecretString,
+    /// Also accepted: requests signed with this AppKey and AppSecret.
+    pub app_key_pair: Option<crate::aliyun::signing::AppKeyPair>,
     /// Tasks processed at once; further tasks stay `WAITING`.
     pub workers: usize,
     /// Base of result URLs (`{base}/results/{key}/{index}.png`); `None`
@@ -38,6 +40,7 @@ impl Default for LocalBackendConfig {
     fn default() -> Self {
         LocalBackendConfig {
             appcode: SecretString::from(DEFAULT_APPCODE),
+            app_key_pair: None,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             public_base_url: None,
             result_retention: Duration::from_secs(60 * 60),

@@ -181,6 +181,12 @@ const METRICS: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
         "bytes of the allocator's pages in memory",
     ),
     (
+        "retouch_event_log_events",
+        Kind::Gauge,
+        None,
+        "events retained in the journal for after_seq resumption (seqs from retention's mark to the head; with replicas, this replica's view of the head), every 5 s",
+    ),
+    (
         "retouch_tasks",
         Kind::Gauge,
         None,

@@ -176,6 +176,7 @@ pub(crate) async fn run(
             _ = ctx.cancel.cancelled() => break,
             _ = count_tasks.tick() => {
                 publish_task_counts(&state);
+                publish_event_log_size(&ctx, state.head_seq());
                 continue;
             }
             command = commands.recv() => match command {
@@ -688,6 +689,19 @@ fn publish_task_counts(state: &TrackerState) {
         let name = status.as_str_name().trim_start_matches("TASK_STATUS_");
         metrics::gauge!("retouch_tasks", "status" => name.to_ascii_lowercase()).set(count as f64);
     }
+}
+
+/// Sets `retouch_event_log_events`: the seqs retained for `after_seq`
+/// resumption, from retention's mark to the head. Read off the aggregator's
+/// loop, which never waits on it.
+fn publish_event_log_size(ctx: &PollerContext, head_seq: u64) {
+    let store = ctx.store.clone();
+    tokio::spawn(async move {
+        if let Ok(compacted) = store.compacted_through().await {
+            metrics::gauge!("retouch_event_log_events")
+                .set(head_seq.saturating_sub(compacted) as f64);
+        }
+    });
 }
 
 /// Sends `event` to every watcher it matches, encoded once for all of

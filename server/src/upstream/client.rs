@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
+use crate::aliyun::signing::Credentials;
+
 use super::budget::Budget;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -42,8 +44,9 @@ impl ApiPaths {
 pub struct UpstreamConfig {
     /// Scheme and host (and optional path prefix) of the API gateway.
     pub base_url: reqwest::Url,
-    /// The AppCode sent as `Authorization: APPCODE <code>`.
-    pub appcode: SecretString,
+    /// The AppCode (sent as `Authorization: APPCODE <code>`), or the AppKey
+    /// and AppSecret that sign every request.
+    pub credentials: Credentials,
     /// Paths of instance matting.
     pub matting_paths: ApiPaths,
     /// Paths of object removal.
@@ -67,10 +70,10 @@ pub struct UpstreamConfig {
 
 impl UpstreamConfig {
     /// Defaults for everything but where and who.
-    pub fn new(base_url: reqwest::Url, appcode: SecretString) -> Self {
+    pub fn new(base_url: reqwest::Url, credentials: impl Into<Credentials>) -> Self {
         UpstreamConfig {
             base_url,
-            appcode,
+            credentials: credentials.into(),
             matting_paths: ApiPaths::defaults(ApiKind::InstanceMatting),
             removal_paths: ApiPaths::defaults(ApiKind::ObjectRemoval),
             request_timeout: Duration::from_secs(30),
@@ -118,7 +121,8 @@ pub struct UpstreamClient {
 struct Inner {
     http: reqwest::Client,
     config: UpstreamConfig,
-    authorization: HeaderValue,
+    /// `Authorization: APPCODE …`, with an AppCode.
+    authorization: Option<HeaderValue>,
     budget: Option<Budget>,
 }
 
@@ -126,7 +130,7 @@ impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamClient")
             .field("base_url", &self.inner.config.base_url.as_str())
-            .field("appcode", &"[redacted]")
+            .field("credentials", &"[redacted]")
             .finish()
     }
 }
@@ -134,13 +138,26 @@ impl std::fmt::Debug for UpstreamClient {
 impl UpstreamClient {
     /// Builds a client. Fails when the AppCode cannot be a header value.
     pub fn new(config: UpstreamConfig) -> Result<Self, String> {
-        let mut authorization = HeaderValue::from_str(&format!(
-            "{}{}",
-            aliyun::AUTHORIZATION_PREFIX,
-            config.appcode.expose_secret()
-        ))
-        .map_err(|_| "the AppCode contains characters not allowed in an HTTP header".to_owned())?;
-        authorization.set_sensitive(true);
+        let authorization = match &config.credentials {
+            Credentials::AppCode(appcode) => {
+                let mut value = HeaderValue::from_str(&format!(
+                    "{}{}",
+                    aliyun::AUTHORIZATION_PREFIX,
+                    appcode.expose_secret()
+                ))
+                .map_err(|_| {
+                    "the AppCode contains characters not allowed in an HTTP header".to_owned()
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            Credentials::AppKey(pair) => {
+                HeaderValue::from_str(&pair.key).map_err(|_| {
+                    "the AppKey contains characters not allowed in an HTTP header".to_owned()
+                })?;
+                None
+            }
+        };
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
@@ -331,17 +348,48 @@ impl UpstreamClient {
         path: &str,
         body: &impl Serialize,
     ) -> Result<(T, String), UpstreamError> {
-        let url = join_url(&self.inner.config.base_url, path);
-        let response = self
-            .inner
-            .http
-            .post(url)
-            .header(AUTHORIZATION, self.inner.authorization.clone())
-            .header(CONTENT_TYPE, "application/json")
-            // A fresh nonce on every request, retries included: the gateway
-            // rejects a reused one as a replay.
-            .header(aliyun::NONCE_HEADER, uuid::Uuid::new_v4().to_string())
-            .json(body)
+        let protocol = |message: String| UpstreamError {
+            kind: UpstreamErrorKind::Protocol,
+            aliyun_code: None,
+            http_status: None,
+            message,
+            request_id: None,
+            gateway_code: None,
+        };
+        let url = reqwest::Url::parse(&join_url(&self.inner.config.base_url, path))
+            .map_err(|e| protocol(format!("invalid upstream URL: {e}")))?;
+        let body = serde_json::to_vec(body)
+            .map_err(|e| protocol(format!("cannot encode the request: {e}")))?;
+        // A fresh nonce on every request, retries included: the gateway
+        // rejects a reused one as a replay.
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let mut request = self.inner.http.post(url.clone());
+        match (&self.inner.config.credentials, &self.inner.authorization) {
+            (Credentials::AppKey(pair), _) => {
+                // Signed over the path (and query) as sent.
+                let target = match url.query() {
+                    Some(query) => format!("{}?{query}", url.path()),
+                    None => url.path().to_owned(),
+                };
+                let timestamp_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64;
+                for (name, value) in pair.sign_post(&target, &body, &nonce, timestamp_ms) {
+                    request = request.header(name, value);
+                }
+            }
+            (Credentials::AppCode(_), authorization) => {
+                if let Some(authorization) = authorization {
+                    request = request.header(AUTHORIZATION, authorization.clone());
+                }
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(aliyun::NONCE_HEADER, nonce);
+            }
+        }
+        let response = request
+            .body(body)
             .send()
             .await
             .map_err(|e| UpstreamError::transport(&e))?;
@@ -351,7 +399,10 @@ impl UpstreamClient {
         interpret(status, &headers, &bytes).map_err(|mut err| {
             // Whatever sits in front of the API may echo request headers
             // back; the AppCode must not travel on in our errors and events.
-            err.message = redact(err.message, self.inner.config.appcode.expose_secret());
+            err.message = redact(
+                err.message,
+                self.inner.config.credentials.secret().expose_secret(),
+            );
             err
         })
     }
@@ -487,6 +538,7 @@ fn join_url(base: &reqwest::Url, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
