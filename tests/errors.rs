@@ -399,3 +399,99 @@ async fn invalid_requests_are_refused_field_by_field_and_nothing_is_sent() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_documented_gateway_refusal_maps_to_its_code_and_retry_policy() {
+    let server = server(test_config()).await;
+    let backend = server.local_backend.clone().unwrap();
+    let mut client = matting(&server).await;
+    // (status, code, message, gRPC code; None: the submit is re-sent and
+    // succeeds, billed once).
+    let cases: &[(u16, &str, &str, Option<Code>)] = &[
+        (403, "A403FC", "Throttled by USER Flow Control", None),
+        (403, "A403FC", "Throttled by GROUP Flow Control", None),
+        (429, "A429TR", "Throttled by API Flow Control", None),
+        (400, "A400NU", "Nonce Used", None),
+        (
+            403,
+            "A403QE",
+            "Quota Exhausted",
+            Some(Code::ResourceExhausted),
+        ),
+        (
+            403,
+            "A403QX",
+            "Quota Expired",
+            Some(Code::FailedPrecondition),
+        ),
+        (
+            403,
+            "A403UA",
+            "User Arrears",
+            Some(Code::FailedPrecondition),
+        ),
+        (403, "A403UN", "Unauthorized", Some(Code::PermissionDenied)),
+        (
+            400,
+            "A400AC",
+            "Invalid AppCode `not exists`",
+            Some(Code::Unauthenticated),
+        ),
+        (400, "A400AK", "Invalid AppKey", Some(Code::Unauthenticated)),
+        (
+            400,
+            "A400IS",
+            "Invalid Signature, Server StringToSign:`POST#`",
+            Some(Code::Unauthenticated),
+        ),
+        (
+            400,
+            "A400TE",
+            "Timestamp Expired",
+            Some(Code::FailedPrecondition),
+        ),
+        (404, "A404AN", "API Not Found", Some(Code::Unimplemented)),
+    ];
+    for &(status, code, message, expected) in cases {
+        let before = backend.stats();
+        backend.inject_once(
+            Endpoint::Submit,
+            InjectedFault::GatewayError {
+                status,
+                code,
+                message,
+            },
+        );
+        let outcome = client.submit(matting_request(&server)).await;
+        let after = backend.stats();
+        match expected {
+            None => {
+                outcome.unwrap_or_else(|s| panic!("{message}: re-sent and accepted, got {s:?}"));
+                assert_eq!(
+                    after.jobs_created,
+                    before.jobs_created + 1,
+                    "{message}: one job"
+                );
+                assert_eq!(
+                    after.submit_requests,
+                    before.submit_requests + 2,
+                    "{message}: refused once, then sent once"
+                );
+            }
+            Some(expected) => {
+                let status = outcome.unwrap_err();
+                assert_eq!(status.code(), expected, "{message}: {status:?}");
+                assert!(status.message().contains(message), "{message}: {status:?}");
+                let info = status.get_details_error_info().unwrap();
+                assert_eq!(info.metadata["gateway_code"], code, "{message}");
+                assert_eq!(after.jobs_created, before.jobs_created, "{message}: no job");
+                assert_eq!(
+                    after.submit_requests,
+                    before.submit_requests + 1,
+                    "{message}: not re-sent"
+                );
+            }
+        }
+    }
+    server.shutdown().await;
+}

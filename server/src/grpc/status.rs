@@ -10,7 +10,7 @@ use tonic_types::{ErrorDetails, FieldViolation, QuotaViolation, StatusExt};
 
 use crate::aliyun::AliyunCode;
 use crate::error::ServiceError;
-use crate::upstream::{UpstreamError, UpstreamErrorKind};
+use crate::upstream::{GatewayRefusal, UpstreamError, UpstreamErrorKind};
 
 /// `ErrorInfo.domain` of errors that came from the upstream.
 pub const UPSTREAM_DOMAIN: &str = "aliyun.retouch.dev";
@@ -105,7 +105,7 @@ pub fn upstream_code(e: &UpstreamError) -> Code {
         None => match (&e.kind, e.http_status) {
             (UpstreamErrorKind::Transport { timeout: true, .. }, _) => Code::DeadlineExceeded,
             (UpstreamErrorKind::Transport { .. }, _) => Code::Unavailable,
-            _ if e.is_gateway_throttle() => Code::Unavailable,
+            _ if let Some(refusal) = e.gateway_refusal() => gateway_code(refusal),
             (_, Some(401)) => Code::Unauthenticated,
             (_, Some(403)) => Code::PermissionDenied,
             (_, Some(404)) => Code::Unimplemented,
@@ -114,6 +114,20 @@ pub fn upstream_code(e: &UpstreamError) -> Code {
             // Other gateway 4xx (bad nonce, bad header) are retouchd's fault.
             _ => Code::Internal,
         },
+    }
+}
+
+/// The gRPC code of a documented gateway refusal.
+fn gateway_code(refusal: GatewayRefusal) -> Code {
+    match refusal {
+        GatewayRefusal::Throttled | GatewayRefusal::NonceUsed | GatewayRefusal::Unavailable => {
+            Code::Unavailable
+        }
+        GatewayRefusal::QuotaExhausted => Code::ResourceExhausted,
+        GatewayRefusal::AccountLapsed | GatewayRefusal::ClockSkew => Code::FailedPrecondition,
+        GatewayRefusal::Unauthorized => Code::PermissionDenied,
+        GatewayRefusal::BadCredentials => Code::Unauthenticated,
+        GatewayRefusal::NoSuchApi => Code::Unimplemented,
     }
 }
 

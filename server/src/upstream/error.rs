@@ -1,5 +1,6 @@
 //! Failures of upstream calls, with everything the API reported kept.
 
+use super::gateway::GatewayRefusal;
 use crate::aliyun::AliyunCode;
 
 /// Where an upstream call failed.
@@ -67,11 +68,17 @@ impl UpstreamError {
         self.code() == Some(AliyunCode::Throttled) || self.is_gateway_throttle()
     }
 
+    /// The gateway's own refusal, when it is a documented one.
+    pub fn gateway_refusal(&self) -> Option<GatewayRefusal> {
+        match (&self.kind, self.http_status) {
+            (UpstreamErrorKind::Gateway, Some(status)) => GatewayRefusal::of(status, &self.message),
+            _ => None,
+        }
+    }
+
     /// The gateway refused the call for flow control, before the backend saw it.
     pub fn is_gateway_throttle(&self) -> bool {
-        self.kind == UpstreamErrorKind::Gateway
-            && (self.http_status == Some(429)
-                || (self.http_status == Some(403) && self.message.contains("Throttled")))
+        self.gateway_refusal() == Some(GatewayRefusal::Throttled)
     }
 
     /// Whether repeating the same *query* may succeed: throttling, 5xx other
@@ -85,18 +92,24 @@ impl UpstreamError {
             }
             _ if self.is_throttle() => true,
             _ if self.code() == Some(AliyunCode::JobFailed) => false,
+            UpstreamErrorKind::Gateway if let Some(refusal) = self.gateway_refusal() => {
+                refusal.retryable()
+            }
             _ => self.http_status.is_some_and(|s| s >= 500),
         }
     }
 
     /// Whether a *submit* that failed like this provably never reached the
-    /// backend, so re-sending it cannot bill twice: the connection was never
-    /// made, or the gateway throttled it.
+    /// backend, so re-sending it cannot bill twice, and may succeed: the
+    /// connection was never made, or the gateway throttled it or refused its
+    /// nonce (every attempt carries a fresh one).
     pub fn provably_not_received(&self) -> bool {
         matches!(
             self.kind,
             UpstreamErrorKind::Transport { connect: true, .. }
-        ) || self.is_gateway_throttle()
+        ) || self
+            .gateway_refusal()
+            .is_some_and(|r| r.refused_before_backend() && r.retryable())
     }
 
     /// Whether a *submit* that failed like this may nevertheless have been

@@ -5,9 +5,11 @@
 mod budget;
 mod client;
 mod error;
+mod gateway;
 mod retry;
 
 pub(crate) use client::interpret;
 pub use client::{ApiPaths, QueryOutcome, SubmitOutcome, UpstreamClient, UpstreamConfig};
 pub use error::{UpstreamError, UpstreamErrorKind};
+pub use gateway::GatewayRefusal;
 pub use retry::RetryPolicy;
