@@ -57,8 +57,10 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// Upstream requests per second, shared by all jobs (0: no limit).
     pub upstream_qps: f64,
-    /// Most attempts of a submit that provably did not reach the backend.
+    /// Most attempts of a submit that provably created no job.
     pub submit_attempts: u32,
+    /// How long such a submit is re-sent.
+    pub submit_retry_for: Duration,
     /// Polling and retention.
     pub tracker: TrackerConfig,
     /// Data directory: the journal, and uploads unless `upload_dir` is set
@@ -134,7 +136,8 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             upstream_qps: 50.0,
-            submit_attempts: 4,
+            submit_attempts: 10,
+            submit_retry_for: Duration::from_secs(30),
             tracker: TrackerConfig::default(),
             data_dir: None,
             database_url: None,
@@ -400,6 +403,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     upstream.connect_timeout = config.connect_timeout;
     upstream.qps = config.upstream_qps;
     upstream.submit_attempts = config.submit_attempts;
+    upstream.submit_retry_for = config.submit_retry_for;
     upstream.own_tls_listener = local_backend.is_some() && tls.is_some();
     let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
     let mut tracker_config = config.tracker.clone();

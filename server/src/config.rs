@@ -288,11 +288,16 @@ pub struct ServeArgs {
     /// Upstream requests per second shared by all jobs (0 = unlimited).
     #[arg(long, env = "RETOUCH_UPSTREAM_QPS", default_value_t = 20.0)]
     pub upstream_qps: f64,
-    /// Most attempts of a submit that provably never reached the backend
-    /// (connection refused, gateway throttling). Other failures are never
-    /// re-sent: submit is billed.
-    #[arg(long, env = "RETOUCH_SUBMIT_ATTEMPTS", default_value_t = 4)]
+    /// Most attempts of a submit that provably created no job (connection
+    /// refused, throttled by the gateway or with 23500004, nonce refused).
+    /// Other failures are never re-sent: submit is billed.
+    #[arg(long, env = "RETOUCH_SUBMIT_ATTEMPTS", default_value_t = 10)]
     pub submit_attempts: u32,
+    /// How long such a submit is re-sent, with backoff and inside the
+    /// request budget, before it fails with UNAVAILABLE (the caller's
+    /// deadline may end it sooner).
+    #[arg(long, env = "RETOUCH_SUBMIT_RETRY_FOR", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub submit_retry_for: Duration,
 
     /// Delay before a new job's first query.
     #[arg(long, env = "RETOUCH_POLL_FIRST", default_value = "500ms", value_parser = humantime::parse_duration)]
@@ -594,6 +599,7 @@ impl ServeArgs {
             connect_timeout: self.upstream_connect_timeout,
             upstream_qps: self.upstream_qps,
             submit_attempts: self.submit_attempts.max(1),
+            submit_retry_for: self.submit_retry_for,
             tracker: TrackerConfig {
                 first_poll: self.poll_first,
                 poll_min: self.poll_min,

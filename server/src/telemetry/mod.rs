@@ -115,6 +115,12 @@ const METRICS: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
         "time requests waited for the shared upstream request budget",
     ),
     (
+        "retouch_submit_retries_total",
+        Kind::Counter,
+        None,
+        "submits sent again because the previous attempt provably created no job (throttled, refused nonce, no connection), by API",
+    ),
+    (
         "retouch_tasks_billed_total",
         Kind::Counter,
         None,

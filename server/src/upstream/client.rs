@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use crate::aliyun::signing::Credentials;
 
-use super::budget::Budget;
+use super::budget::{Budget, Priority};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -62,6 +62,10 @@ pub struct UpstreamConfig {
     pub submit_retry: RetryPolicy,
     /// Most attempts of one submit (1 = never retry).
     pub submit_attempts: u32,
+    /// How long a submit that provably never reached the backend is re-sent
+    /// (with backoff, inside the request budget) before its error is
+    /// returned.
+    pub submit_retry_for: Duration,
     /// The base URL is this process's own TLS listener on loopback (the
     /// embedded local backend): its certificate, which may name only the
     /// public host, is not checked.
@@ -84,7 +88,8 @@ impl UpstreamConfig {
                 max_delay: Duration::from_secs(5),
                 factor: 2.0,
             },
-            submit_attempts: 4,
+            submit_attempts: 10,
+            submit_retry_for: Duration::from_secs(30),
             own_tls_listener: false,
         }
     }
@@ -208,6 +213,8 @@ impl UpstreamClient {
             data: SubmitRequestData { task_list: tasks },
         };
         let attempts = self.inner.config.submit_attempts.max(1);
+        let retry_for = self.inner.config.submit_retry_for;
+        let started = std::time::Instant::now();
         let mut delays = self.inner.config.submit_retry.delays();
         let mut attempt = 1;
         loop {
@@ -223,8 +230,17 @@ impl UpstreamClient {
                         attempts: attempt,
                     });
                 }
-                Err(err) if err.provably_not_received() && attempt < attempts => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                Err(err)
+                    if err.provably_not_received()
+                        && attempt < attempts
+                        && started.elapsed() < retry_for =>
+                {
+                    let delay = delays
+                        .next()
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(retry_for.saturating_sub(started.elapsed()));
+                    metrics::counter!("retouch_submit_retries_total", "api" => api.as_str())
+                        .increment(1);
                     tracing::warn!(%api, attempt, ?delay, error = %err, "submit did not reach the backend; sending it again");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -310,7 +326,12 @@ impl UpstreamClient {
     ) -> Result<(T, String), UpstreamError> {
         if let Some(budget) = &self.inner.budget {
             let waiting = std::time::Instant::now();
-            budget.until_ready().await;
+            let priority = if endpoint == "submit" {
+                Priority::Submit
+            } else {
+                Priority::Poll
+            };
+            budget.until_ready(priority).await;
             metrics::histogram!("retouch_upstream_budget_wait_seconds")
                 .record(crate::telemetry::seconds(waiting.elapsed()));
         }

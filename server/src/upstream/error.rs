@@ -99,17 +99,19 @@ impl UpstreamError {
         }
     }
 
-    /// Whether a *submit* that failed like this provably never reached the
-    /// backend, so re-sending it cannot bill twice, and may succeed: the
-    /// connection was never made, or the gateway throttled it or refused its
-    /// nonce (every attempt carries a fresh one).
+    /// Whether a *submit* that failed like this created no job, so re-sending
+    /// it cannot bill twice, and may succeed: the connection was never made,
+    /// the gateway throttled it or refused its nonce (every attempt carries a
+    /// fresh one), or the API answered 23500004 (throttled: no result key,
+    /// no job).
     pub fn provably_not_received(&self) -> bool {
         matches!(
             self.kind,
             UpstreamErrorKind::Transport { connect: true, .. }
-        ) || self
-            .gateway_refusal()
-            .is_some_and(|r| r.refused_before_backend() && r.retryable())
+        ) || self.code() == Some(AliyunCode::Throttled)
+            || self
+                .gateway_refusal()
+                .is_some_and(|r| r.refused_before_backend() && r.retryable())
     }
 
     /// Whether a *submit* that failed like this may nevertheless have been
@@ -173,7 +175,8 @@ mod tests {
     #[test]
     fn classifies_retries_and_resubmits() {
         assert!(api(23500004, 403).is_retryable());
-        assert!(!api(23500004, 403).provably_not_received());
+        assert!(api(23500004, 403).provably_not_received());
+        assert!(!api(23500000, 500).provably_not_received());
         assert!(api(23500000, 500).is_retryable());
         assert!(!api(23500011, 500).is_retryable());
         assert!(!api(23500008, 400).is_retryable());
