@@ -198,31 +198,8 @@ fn main() {
 /// A retouchd against `upstream` with its journal in `data_dir`, and a
 /// channel to it.
 async fn relay(upstream: &str, data_dir: &Path, log: &Path) -> (Process, Channel) {
-    let mut process = Process::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--aliyun-appcode",
-            support::APPCODE,
-            "--aliyun-base-url",
-            upstream,
-            "--upstream-qps",
-            "0",
-            // No polls during the run: only submits.
-            "--poll-first",
-            "10m",
-            "--poll-min",
-            "10m",
-            "--poll-max",
-            "10m",
-        ],
-        log.with_extension("log"),
-    );
-    let grpc = process.logged("retouchd is running", "grpc").await;
+    let (process, grpc, _) =
+        support::unpolled_retouchd(upstream, data_dir, &[], log.with_extension("log")).await;
     let channel = Channel::from_shared(format!("http://{grpc}"))
         .unwrap()
         .connect()

@@ -41,8 +41,6 @@ use tonic::transport::Channel;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::Process;
-
 /// Streams per HTTP/2 connection.
 const STREAMS_PER_CONNECTION: usize = 100;
 /// Concurrent submitting clients of the fill.
@@ -275,40 +273,20 @@ fn main() {
 async fn measure(streams: usize, jobs: usize) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let (_backend, upstream) = support::backend_with_workers(dir.path(), "1h", 1).await;
-    let data_dir = dir.path().join("data");
-    let data_dir = data_dir.to_str().unwrap();
     let buffer = (jobs + PROBE_JOBS + 1024).to_string();
-    let mut retouchd = Process::spawn(
+    let (retouchd, grpc, http) = support::unpolled_retouchd(
+        &upstream,
+        &dir.path().join("data"),
+        // Every stream must receive every event: none may lag out.
         &[
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir,
-            "--aliyun-appcode",
-            support::APPCODE,
-            "--aliyun-base-url",
-            &upstream,
-            "--upstream-qps",
-            "0",
-            // Nothing finishes: the first polls come after the run.
-            "--poll-first",
-            "10m",
-            "--poll-min",
-            "10m",
-            "--poll-max",
-            "10m",
-            // Every stream must receive every event: none may lag out.
             "--watcher-buffer",
             &buffer,
             "--limit-streams",
             &(streams + 100).to_string(),
         ],
         dir.path().join("retouchd.log"),
-    );
-    let grpc = retouchd.logged("retouchd is running", "grpc").await;
-    let http = retouchd.logged("retouchd is running", "http").await;
+    )
+    .await;
     let url = format!("http://{grpc}");
     let metrics = format!("http://{http}/metrics");
     let pid = retouchd.id();

@@ -147,6 +147,43 @@ pub async fn backend_with_workers(
     (process, format!("http://{addr}"))
 }
 
+/// `retouchd serve` against `upstream` with its journal in `data_dir`, on
+/// free loopback ports, with no request budget and no polls for 10 minutes
+/// (the benches measure submits and fan-out), plus `extra` flags. The
+/// process, and its gRPC and HTTP addresses.
+pub async fn unpolled_retouchd(
+    upstream: &str,
+    data_dir: &Path,
+    extra: &[&str],
+    log: PathBuf,
+) -> (Process, String, String) {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--aliyun-appcode",
+        APPCODE,
+        "--aliyun-base-url",
+        upstream,
+        "--upstream-qps",
+        "0",
+        "--poll-first",
+        "10m",
+        "--poll-min",
+        "10m",
+        "--poll-max",
+        "10m",
+    ];
+    args.extend_from_slice(extra);
+    let mut process = Process::spawn(&args, log);
+    let grpc = process.logged("retouchd is running", "grpc").await;
+    let http = process.logged("retouchd is running", "http").await;
+    (process, grpc, http)
+}
+
 pub async fn channel(url: &str) -> Option<Channel> {
     Channel::from_shared(url.to_owned())
         .unwrap()
