@@ -143,12 +143,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_submit_overtakes_the_polls_waiting_for_the_budget() {
-        // 20 per second, its burst spent: every request waits its turn.
-        let budget = Arc::new(Budget::new(20.0).unwrap());
+        // 40 per second, its burst spent: every request waits its turn.
+        let budget = Arc::new(Budget::new(40.0).unwrap());
         while budget.limiter().check().is_ok() {}
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut waiting = tokio::task::JoinSet::new();
-        for i in 0..10 {
+        for i in 0..30 {
             let (budget, order) = (budget.clone(), order.clone());
             waiting.spawn(async move {
                 budget.until_ready(Priority::Poll).await;
@@ -157,6 +157,7 @@ mod tests {
         }
         // Let the polls queue up first.
         tokio::time::sleep(Duration::from_millis(20)).await;
+        let done_before = order.lock().unwrap().len();
         let (submitting, order_of_submit) = (budget.clone(), order.clone());
         waiting.spawn(async move {
             submitting.until_ready(Priority::Submit).await;
@@ -165,9 +166,11 @@ mod tests {
         waiting.join_all().await;
         let order = order.lock().unwrap();
         let position = order.iter().position(|o| o == "submit").unwrap();
-        // At most the one poll already at the limiter (and one that got
-        // there while the submit was being spawned) goes before it.
-        assert!(position <= 2, "{order:?}");
-        assert_eq!(order.len(), 11);
+        // Of the polls still waiting when it came, at most the one already
+        // at the limiter (and one that got there while the submit was being
+        // spawned) goes before it; without priority it would wait for most
+        // of the thirty.
+        assert!(position <= done_before + 2, "{order:?}");
+        assert_eq!(order.len(), 31);
     }
 }
