@@ -56,20 +56,28 @@ impl LearnedSchedules {
 
     /// A job of `api` was seen finished: `took` after its submit.
     pub fn record(&self, api: ApiKind, took: Duration) {
-        let mut apis = self.apis.lock().unwrap_or_else(|e| e.into_inner());
-        let learning = &mut apis[index(api)];
-        if learning.durations.len() == WINDOW {
-            learning.durations.pop_front();
-        }
-        learning.durations.push_back(took.as_secs_f64());
-        learning.since_rebuild += 1;
-        if learning.durations.len() >= MIN_SAMPLES
-            && (learning.schedule.is_none() || learning.since_rebuild >= REBUILD_EVERY)
-        {
-            let sample: Vec<f64> = learning.durations.iter().copied().collect();
-            learning.schedule = QueryTimes::learn(&sample, self.target_delay).map(Arc::new);
+        let sample: Vec<f64> = {
+            let mut apis = self.apis.lock().unwrap_or_else(|e| e.into_inner());
+            let learning = &mut apis[index(api)];
+            if learning.durations.len() == WINDOW {
+                learning.durations.pop_front();
+            }
+            learning.durations.push_back(took.as_secs_f64());
+            learning.since_rebuild += 1;
+            if learning.durations.len() < MIN_SAMPLES
+                || (learning.schedule.is_some() && learning.since_rebuild < REBUILD_EVERY)
+            {
+                return;
+            }
             learning.since_rebuild = 0;
-        }
+            learning.durations.iter().copied().collect()
+        };
+        // Learning takes milliseconds (a kernel estimate and a bisection):
+        // done outside the lock, so no poller asking for the schedule waits
+        // on it.
+        let schedule = QueryTimes::learn(&sample, self.target_delay).map(Arc::new);
+        let mut apis = self.apis.lock().unwrap_or_else(|e| e.into_inner());
+        apis[index(api)].schedule = schedule;
     }
 
     /// The learned schedule of `api`, once enough jobs were seen.
