@@ -5,6 +5,7 @@
 pub mod access;
 pub mod aliyun;
 pub mod app;
+pub mod batches;
 pub mod config;
 pub mod convert;
 pub mod engine;

@@ -57,6 +57,7 @@ pub struct Retouch {
     tracker: Tracker,
     draining: Arc<AtomicBool>,
     turns: Arc<Turns>,
+    batches_in_flight: Arc<crate::batches::BatchesInFlight>,
 }
 
 impl Retouch {
@@ -67,6 +68,7 @@ impl Retouch {
             tracker,
             draining: Arc::default(),
             turns: Arc::default(),
+            batches_in_flight: Arc::default(),
         }
     }
 
@@ -92,6 +94,11 @@ impl Retouch {
         &self.tracker
     }
 
+    /// The batches this process is submitting right now.
+    pub(crate) fn batches_in_flight(&self) -> &crate::batches::BatchesInFlight {
+        &self.batches_in_flight
+    }
+
     /// Validates `tasks`, submits them (nothing is sent when invalid) and
     /// starts tracking the job.
     /// A non-empty `request_id` makes retries idempotent.
@@ -105,7 +112,24 @@ impl Retouch {
         caller: &Caller,
     ) -> Result<Submitted, ServiceError> {
         Ok(self
-            .submit_once(api, tasks, false, request_id, caller)
+            .submit_once(api, tasks, false, request_id, caller, None)
+            .instrument(submit_span(api, request_id))
+            .await?
+            .0)
+    }
+
+    /// [`Retouch::submit`] for one job of batch `batch_id`, under its
+    /// derived `request_id`.
+    pub(crate) async fn submit_batch_job(
+        &self,
+        api: ApiKind,
+        tasks: Vec<WireTask>,
+        request_id: &str,
+        caller: &Caller,
+        batch_id: &str,
+    ) -> Result<Submitted, ServiceError> {
+        Ok(self
+            .submit_once(api, tasks, false, request_id, caller, Some(batch_id))
             .instrument(submit_span(api, request_id))
             .await?
             .0)
@@ -115,6 +139,7 @@ impl Retouch {
     /// same tasks, whose job is then returned (and, for `subscribe`, watched
     /// from its `accepted` event). Runs on a task of its own: a billed
     /// submit must end up recorded even if the caller hangs up half-way.
+    /// `batch_id` names the batch the job belongs to, if any.
     async fn submit_once(
         &self,
         api: ApiKind,
@@ -122,6 +147,7 @@ impl Retouch {
         subscribe: bool,
         request_id: &str,
         caller: &Caller,
+        batch_id: Option<&str>,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         // From here on only the canonical form exists: it is what the
         // fingerprint covers, what is journaled and what is sent.
@@ -133,8 +159,9 @@ impl Retouch {
         let this = self.clone();
         let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
         let caller = caller.clone();
+        let batch_id = batch_id.unwrap_or_default().to_owned();
         tokio::spawn(async move {
-            this.submit_in_turn(api, tasks, subscribe, request_id, caller)
+            this.submit_in_turn(api, tasks, subscribe, request_id, caller, batch_id)
                 .await
         })
         .await
@@ -148,6 +175,7 @@ impl Retouch {
         subscribe: bool,
         request_id: Option<String>,
         caller: Caller,
+        batch_id: String,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         // Concurrent calls with one id wait for the first to settle it.
         let _turn = match &request_id {
@@ -167,6 +195,7 @@ impl Retouch {
             submission_id: submission_id.clone(),
             request_id: request_id.clone().unwrap_or_default(),
             submitted_by: caller.name().to_owned(),
+            batch_id,
             ..Default::default()
         };
         let fingerprint = fingerprint(api, &tasks);
@@ -385,7 +414,7 @@ impl Retouch {
     ) -> Result<impl Stream<Item = Result<EventFrame, ServiceError>> + Send + 'static, ServiceError>
     {
         let (_, subscription) = self
-            .submit_once(api, tasks, true, request_id, caller)
+            .submit_once(api, tasks, true, request_id, caller, None)
             .instrument(submit_span(api, request_id))
             .await?;
         let subscription =

@@ -1,6 +1,7 @@
 //! The gRPC surface: thin handlers over `Retouch`, plus standard health
 //! checking and server reflection.
 
+mod batches;
 mod health;
 mod jobs;
 pub mod status;
@@ -12,6 +13,7 @@ use retouch_api::v1 as pb;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 
+pub use batches::BatchesService;
 pub use jobs::JobsService;
 pub use submission::{InstanceMattingService, ObjectRemovalService};
 
@@ -44,6 +46,9 @@ pub async fn routes(
     health
         .set_serving::<pb::jobs_server::JobsServer<JobsService>>()
         .await;
+    health
+        .set_serving::<pb::batches_server::BatchesServer<BatchesService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -62,12 +67,16 @@ pub async fn routes(
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let batches = pb::batches_server::BatchesServer::new(BatchesService::new(retouch.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let jobs = pb::jobs_server::JobsServer::new(JobsService::new(retouch, uploads))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let routes = Routes::new(health_service)
         .add_service(InterceptedService::new(matting, auth.clone()))
         .add_service(InterceptedService::new(removal, auth.clone()))
+        .add_service(InterceptedService::new(batches, auth.clone()))
         .add_service(InterceptedService::new(jobs, auth))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

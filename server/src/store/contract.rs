@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use retouch_api::v1 as pb;
 
 use super::{
-    Began, Compacted, Compaction, JobRecord, ListQuery, MirrorRequest, MirrorState, NewSubmission,
-    Settlement, StepWrites, Store, SubmissionState,
+    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListQuery, MirrorRequest,
+    MirrorState, NewSubmission, Settlement, StepWrites, Store, SubmissionState,
 };
 
 pub(crate) fn job(key: &str, status: pb::JobStatus, last_seq: u64) -> pb::Job {
@@ -437,4 +437,108 @@ pub(crate) async fn uploads_are_recorded_refreshed_and_expire(store: &dyn Store)
         1
     );
     assert!(store.upload(&upload.sha256).await.unwrap().is_none());
+}
+
+fn batch(id: &str, request_id: Option<&str>, fingerprint: u8, age: Duration) -> BatchRecord {
+    BatchRecord {
+        id: id.into(),
+        request_id: request_id.map(Into::into),
+        fingerprint: [fingerprint; 32],
+        plan: pb::Batch {
+            batch_id: id.into(),
+            task_count: 12,
+            jobs: vec![pb::BatchJob {
+                index: 1,
+                request_id: format!("batch-{id}/1"),
+                task_indices: vec![10, 11],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        // Whole milliseconds: what the stores keep.
+        created_at: SystemTime::UNIX_EPOCH
+            + Duration::from_millis(
+                (SystemTime::now() - age)
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64,
+            ),
+    }
+}
+
+/// A batch is recorded once per request id and read back whole; the
+/// submissions of its jobs are found by their request ids; retention
+/// removes an old batch only once none of its jobs' submissions is left.
+pub(crate) async fn batches_bind_their_request_ids_and_expire(store: &dyn Store) {
+    let first = batch("b1", Some("r-batch"), 1, Duration::from_secs(3600));
+    assert_eq!(
+        store.begin_batch(first.clone()).await.unwrap(),
+        BeganBatch::Recorded
+    );
+    assert_eq!(store.batch("b1").await.unwrap(), Some(first.clone()));
+    assert_eq!(store.batch("nope").await.unwrap(), None);
+    assert_eq!(
+        store
+            .begin_batch(batch("b2", Some("r-batch"), 2, Duration::ZERO))
+            .await
+            .unwrap(),
+        BeganBatch::Existing(Box::new(first.clone())),
+        "the request id is bound to the first batch"
+    );
+    assert_eq!(store.batch("b2").await.unwrap(), None, "nothing recorded");
+    // Batches without a request id never collide.
+    for id in ["b3", "b4"] {
+        assert_eq!(
+            store
+                .begin_batch(batch(id, None, 3, Duration::ZERO))
+                .await
+                .unwrap(),
+            BeganBatch::Recorded
+        );
+    }
+
+    // A job of b1 is pending; another batch's job and a look-alike are not
+    // b1's.
+    for (id, request_id) in [
+        ("s1", "batch-b1/1"),
+        ("s2", "batch-b10/1"),
+        ("s3", "batch-b3/0"),
+    ] {
+        store
+            .begin_submission(submission(id, Some(request_id), 4))
+            .await
+            .unwrap();
+    }
+    let found = store
+        .submissions_by_request_ids(vec!["batch-b1/1".into(), "batch-b1/0".into()])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found["batch-b1/1"].id, "s1");
+    assert_eq!(found["batch-b1/1"].state, SubmissionState::Pending);
+
+    let compact = || Compaction {
+        jobs_finished_before: SystemTime::now() - Duration::from_secs(60),
+        events_before: SystemTime::UNIX_EPOCH,
+        max_events: u64::MAX,
+        results_before: SystemTime::UNIX_EPOCH,
+        uploads_before: SystemTime::UNIX_EPOCH,
+    };
+    assert_eq!(store.compact(compact()).await.unwrap().batches, 0);
+    assert!(store.batch("b1").await.unwrap().is_some(), "a job is left");
+    store.abandon_submission("s1").await.unwrap();
+    assert_eq!(store.compact(compact()).await.unwrap().batches, 1);
+    assert_eq!(store.batch("b1").await.unwrap(), None);
+    assert!(
+        store.batch("b3").await.unwrap().is_some(),
+        "young batches stay"
+    );
+    assert_eq!(
+        store
+            .begin_batch(batch("b5", Some("r-batch"), 5, Duration::ZERO))
+            .await
+            .unwrap(),
+        BeganBatch::Recorded,
+        "the request id is free again"
+    );
 }

@@ -112,6 +112,31 @@ pub enum Began {
     Existing(Box<SubmissionRecord>),
 }
 
+/// A batch, recorded when it is first submitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    /// retouchd's id of the batch.
+    pub id: String,
+    /// The client's idempotency key of the whole batch, if it gave one.
+    pub request_id: Option<String>,
+    /// SHA-256 over its jobs' fingerprints: what a retry must match.
+    pub fingerprint: [u8; 32],
+    /// Its plan: how its tasks are split into jobs, and each job's request
+    /// id (the `Batch` message with no progress filled in).
+    pub plan: pb::Batch,
+    /// When it was recorded; retention counts from here.
+    pub created_at: SystemTime,
+}
+
+/// Answer of `begin_batch`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeganBatch {
+    /// The batch is recorded: the caller may submit its jobs.
+    Recorded,
+    /// The request id is bound to this earlier batch; nothing was recorded.
+    Existing(Box<BatchRecord>),
+}
+
 /// How a step settles a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
@@ -327,7 +352,9 @@ pub struct UploadRecord {
 /// What retention removes.
 #[derive(Debug, Clone)]
 pub struct Compaction {
-    /// Finished jobs (and their submissions) that finished before this go.
+    /// Finished jobs (and their submissions) that finished before this go,
+    /// and so do batches recorded before it once none of their jobs'
+    /// submissions is left.
     pub jobs_finished_before: SystemTime,
     /// Events older than this go.
     pub events_before: SystemTime,
@@ -352,6 +379,8 @@ pub struct Compacted {
     pub results: u64,
     /// Upload rows removed.
     pub uploads: u64,
+    /// Batch rows removed (their jobs were removed before them).
+    pub batches: u64,
     /// SHA-256 of stored objects no remaining row refers to: delete them.
     pub orphaned_objects: Vec<String>,
 }
@@ -388,6 +417,20 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets a submission that definitely billed nothing, freeing its
     /// request id. A submission already settled is left alone.
     async fn abandon_submission(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Those of `request_ids` bound to a submission, by request id: where
+    /// each job of a batch stands.
+    async fn submissions_by_request_ids(
+        &self,
+        request_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, SubmissionRecord>, StoreError>;
+
+    /// Records a batch, unless its request id is bound already (a unique
+    /// constraint decides, as for submissions).
+    async fn begin_batch(&self, new: BatchRecord) -> Result<BeganBatch, StoreError>;
+
+    /// The batch with this id.
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError>;
 
     /// The job with this result key.
     async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError>;

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
-use super::{MirrorState, Settlement, StoreError, SubmissionRecord, SubmissionState};
+use super::{BatchRecord, MirrorState, Settlement, StoreError, SubmissionRecord, SubmissionState};
 
 /// Milliseconds since the Unix epoch (0 before it).
 pub(super) fn millis(time: SystemTime) -> i64 {
@@ -97,6 +97,38 @@ impl SubmissionRow {
             id,
         })
     }
+}
+
+/// A `batches` row as read, before its columns are checked.
+pub(super) struct BatchRow {
+    pub id: String,
+    pub request_id: Option<String>,
+    pub fingerprint: Vec<u8>,
+    pub created_at_ms: i64,
+    pub plan: Vec<u8>,
+}
+
+impl BatchRow {
+    /// The record, or `Corrupt` naming the batch and what is wrong.
+    pub(super) fn into_record(self) -> Result<BatchRecord, StoreError> {
+        let id = self.id;
+        Ok(BatchRecord {
+            fingerprint: self.fingerprint.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("batch {id} has a malformed fingerprint"))
+            })?,
+            plan: decode(&self.plan, "batch")?,
+            request_id: self.request_id,
+            created_at: from_millis(self.created_at_ms),
+            id,
+        })
+    }
+}
+
+/// The range of request ids the jobs of batch `id` are submitted under,
+/// `batch-<id>/…`, as bounds `[from, to)` a unique index can scan.
+pub(super) fn batch_request_id_range(id: &str) -> (String, String) {
+    // '0' is the character after '/'.
+    (format!("batch-{id}/"), format!("batch-{id}0"))
 }
 
 /// A `mirrored_results` row's state columns as read.

@@ -52,6 +52,21 @@ impl Store for FullDisk {
     async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
         self.inner.abandon_submission(id).await
     }
+    async fn submissions_by_request_ids(
+        &self,
+        request_ids: Vec<String>,
+    ) -> Result<HashMap<String, crate::store::SubmissionRecord>, StoreError> {
+        self.inner.submissions_by_request_ids(request_ids).await
+    }
+    async fn begin_batch(
+        &self,
+        new: crate::store::BatchRecord,
+    ) -> Result<crate::store::BeganBatch, StoreError> {
+        self.inner.begin_batch(new).await
+    }
+    async fn batch(&self, id: &str) -> Result<Option<crate::store::BatchRecord>, StoreError> {
+        self.inner.batch(id).await
+    }
     async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
         self.inner.job_by_key(key).await
     }

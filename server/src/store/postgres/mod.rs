@@ -30,8 +30,9 @@ use retouch_api::v1 as pb;
 use tokio_postgres::NoTls;
 
 use super::{
-    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, StepTransaction, StepWrites, Store, StoreError, UploadRecord,
+    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
+    MirrorRequest, MirrorState, NewSubmission, Recovered, StepTransaction, StepWrites, Store,
+    StoreError, SubmissionRecord, UploadRecord,
 };
 
 mod embedded {
@@ -294,6 +295,24 @@ impl Store for PostgresStore {
     async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         sql::abandon_submission(&**client, id).await
+    }
+
+    async fn submissions_by_request_ids(
+        &self,
+        request_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, SubmissionRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::submissions_by_request_ids(&**client, request_ids).await
+    }
+
+    async fn begin_batch(&self, new: BatchRecord) -> Result<BeganBatch, StoreError> {
+        let client = self.client().await?;
+        sql::begin_batch(&**client, &new).await
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::batch(&**client, id).await
     }
 
     async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {

@@ -10,12 +10,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::store::rows::{
-    MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow, decode, from_millis,
-    millis, mirror_failure_state, seq, settlement_row,
+    BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow, decode,
+    from_millis, millis, mirror_failure_state, seq, settlement_row,
 };
 use crate::store::{
-    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord, UploadRecord,
+    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
+    MirrorRequest, MirrorState, NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord,
+    UploadRecord,
 };
 
 /// A driver error as a store error: lost connections, resource shortages,
@@ -421,6 +422,77 @@ pub(super) async fn begin_submission<C: GenericClient>(
     Ok(Began::Existing(Box::new(submission_record(&existing)?)))
 }
 
+pub(super) async fn submissions_by_request_ids<C: GenericClient>(
+    client: &C,
+    request_ids: Vec<String>,
+) -> Result<std::collections::HashMap<String, SubmissionRecord>, StoreError> {
+    client
+        .query(
+            "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
+             FROM submissions WHERE request_id = ANY($1)",
+            &[&request_ids],
+        )
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| {
+            let record = submission_record(row)?;
+            Ok((record.request_id.clone().unwrap_or_default(), record))
+        })
+        .collect()
+}
+
+/// Records a batch unless its request id is bound (the unique constraint
+/// decides, as for submissions).
+pub(super) async fn begin_batch<C: GenericClient>(
+    client: &C,
+    new: &BatchRecord,
+) -> Result<BeganBatch, StoreError> {
+    let inserted = client
+        .execute(
+            "INSERT INTO batches (id, request_id, fingerprint, created_at_ms, plan)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (request_id) DO NOTHING",
+            &[
+                &new.id,
+                &new.request_id,
+                &&new.fingerprint[..],
+                &millis(new.created_at),
+                &new.plan.encode_to_vec(),
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    if inserted == 1 {
+        return Ok(BeganBatch::Recorded);
+    }
+    let existing = client
+        .query_one(
+            "SELECT id, request_id, fingerprint, created_at_ms, plan
+             FROM batches WHERE request_id = $1",
+            &[&new.request_id],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(BeganBatch::Existing(Box::new(batch_record(&existing)?)))
+}
+
+pub(super) async fn batch<C: GenericClient>(
+    client: &C,
+    id: &str,
+) -> Result<Option<BatchRecord>, StoreError> {
+    client
+        .query_opt(
+            "SELECT id, request_id, fingerprint, created_at_ms, plan FROM batches WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(batch_record)
+        .transpose()
+}
+
 pub(super) async fn abandon_submission<C: GenericClient>(
     client: &C,
     id: &str,
@@ -642,7 +714,18 @@ pub(super) async fn compact<C: GenericClient>(
         )
         .await
         .map_err(db_error)?;
+    let batches = client
+        .execute(
+            "DELETE FROM batches WHERE created_at_ms < $1 AND NOT EXISTS
+                 (SELECT 1 FROM submissions
+                  WHERE request_id >= 'batch-' || batches.id || '/'
+                    AND request_id < 'batch-' || batches.id || '0')",
+            &[&jobs_cutoff],
+        )
+        .await
+        .map_err(db_error)?;
     Ok(Compacted {
+        batches,
         jobs,
         events,
         submissions,
@@ -669,6 +752,17 @@ pub(super) fn submission_record(row: &Row) -> Result<SubmissionRecord, StoreErro
         result_key: row.get(4),
         created_at_ms: row.get(5),
         draft: row.get(6),
+    }
+    .into_record()
+}
+
+pub(super) fn batch_record(row: &Row) -> Result<BatchRecord, StoreError> {
+    BatchRow {
+        id: row.get(0),
+        request_id: row.get(1),
+        fingerprint: row.get(2),
+        created_at_ms: row.get(3),
+        plan: row.get(4),
     }
     .into_record()
 }

@@ -43,6 +43,7 @@ async fn the_store_contract_holds() {
     contract::a_failed_step_leaves_nothing(connect("failed_step").await).await;
     contract::mirrored_results_move_through_their_states(&*connect("mirrors").await).await;
     contract::uploads_are_recorded_refreshed_and_expire(&*connect("uploads").await).await;
+    contract::batches_bind_their_request_ids_and_expire(&*connect("batches").await).await;
     let url = cluster.database("retention").await;
     let store = PostgresStore::connect(&url, ReplicaOptions::default())
         .await

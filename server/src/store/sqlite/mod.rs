@@ -18,9 +18,9 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
 
 use super::{
-    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, SoleWriterStep, StepTransaction, StepWrites, Store, StoreError,
-    UploadRecord,
+    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
+    MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep, StepTransaction,
+    StepWrites, Store, StoreError, SubmissionRecord, UploadRecord,
 };
 use writer::Writer;
 
@@ -36,10 +36,11 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0002_mirrored_results.sql")),
         M::up(include_str!("migrations/0003_uploads.sql")),
         M::up(include_str!("migrations/0004_submitted_by.sql")),
+        M::up(include_str!("migrations/0005_batches.sql")),
     ])
 }
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Why the journal could not be opened. Nothing was changed on disk.
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +336,29 @@ impl Store for SqliteStore {
         self.writer
             .write(move |conn| sql::abandon_submission(conn, &id))
             .await
+    }
+
+    async fn submissions_by_request_ids(
+        &self,
+        request_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, SubmissionRecord>, StoreError> {
+        if request_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        self.readers
+            .read(move |conn| sql::submissions_by_request_ids(conn, request_ids))
+            .await
+    }
+
+    async fn begin_batch(&self, new: BatchRecord) -> Result<BeganBatch, StoreError> {
+        self.writer
+            .write(move |conn| sql::begin_batch(conn, &new))
+            .await
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let id = id.to_owned();
+        self.readers.read(move |conn| sql::batch(conn, &id)).await
     }
 
     async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {

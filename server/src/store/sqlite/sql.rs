@@ -8,12 +8,13 @@ use retouch_api::v1 as pb;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
 use crate::store::rows::{
-    MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow, decode, from_millis,
-    millis, mirror_failure_state, seq, settlement_row,
+    BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow,
+    batch_request_id_range, decode, from_millis, millis, mirror_failure_state, seq, settlement_row,
 };
 use crate::store::{
-    Began, Compacted, Compaction, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
-    NewSubmission, Recovered, StepWrites, StoreError, UploadRecord,
+    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
+    MirrorRequest, MirrorState, NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord,
+    UploadRecord,
 };
 
 /// A SQLite error as a store error: I/O, full disk and locks are
@@ -345,6 +346,65 @@ pub(super) fn begin_submission(
     Ok(Began::Existing(Box::new(existing.into_record()?)))
 }
 
+pub(super) fn submissions_by_request_ids(
+    conn: &Connection,
+    request_ids: Vec<String>,
+) -> Result<std::collections::HashMap<String, SubmissionRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
+         FROM submissions WHERE request_id IN (SELECT value FROM json_each(?1))",
+    )
+    .map_err(io_error)?
+    .query_map([json_array(&request_ids)], submission_columns)
+    .map_err(io_error)?
+    .map(|row| {
+        let record = row.map_err(io_error)?.into_record()?;
+        Ok((record.request_id.clone().unwrap_or_default(), record))
+    })
+    .collect()
+}
+
+/// Records a batch unless its request id is bound (the unique constraint
+/// decides, as for submissions).
+pub(super) fn begin_batch(conn: &Connection, new: &BatchRecord) -> Result<BeganBatch, StoreError> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO batches (id, request_id, fingerprint, created_at_ms, plan)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (request_id) DO NOTHING",
+            params![
+                new.id,
+                new.request_id,
+                &new.fingerprint[..],
+                millis(new.created_at),
+                new.plan.encode_to_vec()
+            ],
+        )
+        .map_err(io_error)?;
+    if inserted == 1 {
+        return Ok(BeganBatch::Recorded);
+    }
+    let existing = conn
+        .query_row(
+            "SELECT id, request_id, fingerprint, created_at_ms, plan
+             FROM batches WHERE request_id = ?1",
+            [&new.request_id],
+            batch_columns,
+        )
+        .map_err(io_error)?;
+    Ok(BeganBatch::Existing(Box::new(existing.into_record()?)))
+}
+
+pub(super) fn batch(conn: &Connection, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, request_id, fingerprint, created_at_ms, plan FROM batches WHERE id = ?1",
+    )
+    .and_then(|mut s| s.query_row([id], batch_columns).optional())
+    .map_err(io_error)?
+    .map(BatchRow::into_record)
+    .transpose()
+}
+
 pub(super) fn abandon_submission(conn: &Connection, id: &str) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM submissions WHERE id = ?1 AND state = ?2",
@@ -549,7 +609,9 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
             [millis(compaction.uploads_before)],
         )
         .map_err(io_error)?;
+    let batches = compact_batches(conn, jobs_cutoff)?;
     Ok(Compacted {
+        batches,
         jobs: jobs as u64,
         events: events as u64,
         submissions: submissions as u64,
@@ -557,6 +619,32 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
         uploads: uploads as u64,
         orphaned_objects,
     })
+}
+
+/// Deletes batches recorded before `cutoff` none of whose jobs'
+/// submissions is left (those of finished jobs went with their jobs).
+fn compact_batches(conn: &Connection, cutoff: i64) -> Result<u64, StoreError> {
+    let old: Vec<String> = conn
+        .prepare_cached("SELECT id FROM batches WHERE created_at_ms < ?1")
+        .and_then(|mut s| s.query_map([cutoff], |r| r.get(0))?.collect())
+        .map_err(io_error)?;
+    let mut removed = 0;
+    for id in old {
+        let (from, to) = batch_request_id_range(&id);
+        let jobs_left: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM submissions WHERE request_id >= ?1 AND request_id < ?2)",
+                [&from, &to],
+                |r| r.get(0),
+            )
+            .map_err(io_error)?;
+        if !jobs_left {
+            removed += conn
+                .execute("DELETE FROM batches WHERE id = ?1", [&id])
+                .map_err(io_error)? as u64;
+        }
+    }
+    Ok(removed)
 }
 
 type JobColumns = (i64, Option<i64>, Vec<u8>);
@@ -582,5 +670,15 @@ fn submission_columns(row: &Row<'_>) -> rusqlite::Result<SubmissionRow> {
         result_key: row.get(4)?,
         created_at_ms: row.get(5)?,
         draft: row.get(6)?,
+    })
+}
+
+fn batch_columns(row: &Row<'_>) -> rusqlite::Result<BatchRow> {
+    Ok(BatchRow {
+        id: row.get(0)?,
+        request_id: row.get(1)?,
+        fingerprint: row.get(2)?,
+        created_at_ms: row.get(3)?,
+        plan: row.get(4)?,
     })
 }

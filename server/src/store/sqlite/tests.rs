@@ -29,6 +29,13 @@ async fn a_request_id_binds_one_submission_until_it_is_abandoned() {
 }
 
 #[tokio::test]
+async fn batches_bind_their_request_ids_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::batches_bind_their_request_ids_and_expire(&SqliteStore::open(dir.path()).unwrap())
+        .await;
+}
+
+#[tokio::test]
 async fn a_failed_write_leaves_nothing_behind_and_fails_only_its_caller() {
     let dir = tempfile::tempdir().unwrap();
     contract::a_failed_step_leaves_nothing(Arc::new(SqliteStore::open(dir.path()).unwrap())).await;
