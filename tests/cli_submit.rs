@@ -134,7 +134,7 @@ async fn a_rejected_job_does_not_stop_the_others_and_keeps_its_aliyun_code() {
     )
     .await;
     let lines = json_lines(&out);
-    assert_eq!(exit, Exit::SubmitFailed, "{lines:?}");
+    assert_eq!(exit, Exit::CallFailed, "{lines:?}");
     assert_eq!(lines[0]["line"], 1);
     assert_eq!(lines[0]["error"]["aliyun_code"], 23500006);
     assert_eq!(lines[0]["error"]["grpc_code"], "INVALID_ARGUMENT");

@@ -1,7 +1,7 @@
 //! Carries out what the dashboard asks for (submit, watch, download) off
 //! the UI loop, reporting back as updates.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use retouch_api::v1::JobRef;
 use tokio::sync::mpsc;
@@ -57,25 +57,43 @@ pub async fn run(
                     // would fail the whole call.
                     Err(error) => Update::from(error),
                 },
-                Action::Download { job, urls, dir } => match download(&client, &job, &urls, &dir)
-                    .await
-                {
-                    Ok(n) => Update::Notice(format!("saved {n} result(s) into {}", dir.display())),
-                    Err(error) => Update::from(error),
-                },
+                Action::Download { job, urls, dir } => {
+                    match save_results(&client, &job, &urls, &dir).await {
+                        Ok(saved) => Update::Notice(format!(
+                            "saved {} result(s) into {}",
+                            saved.len(),
+                            dir.display()
+                        )),
+                        Err(error) => Update::from(error),
+                    }
+                }
             };
             let _ = updates.send(update).await;
         });
     }
 }
 
-/// Saves each URL as `<dir>/<api>-<result_key>-<task>[-<n>].png`.
-async fn download(
+/// A result saved to a file.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// The task it is a result of.
+    pub task: usize,
+    /// Where it came from.
+    pub url: String,
+    /// Where it went.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: usize,
+}
+
+/// Saves each URL (of a task, and whether it is on retouchd's own
+/// listener) as `<dir>/<api>-<result_key>-<task>[-<n>].png`.
+pub async fn save_results(
     client: &Client,
     job: &JobKey,
     urls: &[(usize, String, bool)],
     dir: &Path,
-) -> Result<usize, ClientError> {
+) -> Result<Vec<Saved>, ClientError> {
     let local = |message: String| ClientError {
         context: format!("download {}", job.result_key),
         grpc_code: "LOCAL".into(),
@@ -85,6 +103,7 @@ async fn download(
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| local(format!("{}: {e}", dir.display())))?;
+    let mut saved = Vec::with_capacity(urls.len());
     for (n, (task, url, ours)) in urls.iter().enumerate() {
         let bytes = client.download(url, *ours).await.map_err(local)?;
         let same_task = urls.iter().filter(|(t, _, _)| t == task).count() > 1;
@@ -97,8 +116,14 @@ async fn download(
         tokio::fs::write(&path, &bytes)
             .await
             .map_err(|e| local(format!("{}: {e}", path.display())))?;
+        saved.push(Saved {
+            task: *task,
+            url: url.clone(),
+            path,
+            bytes: bytes.len(),
+        });
     }
-    Ok(urls.len())
+    Ok(saved)
 }
 
 /// Result keys come from the upstream: keep them from naming other folders.

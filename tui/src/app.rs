@@ -163,6 +163,11 @@ impl App {
                 self.detail_scroll = 0;
                 self.mode = Mode::Detail
             }
+            // A batch has no detail view of its own: Enter opens it.
+            KeyCode::Enter if self.mode == Mode::Table => {
+                let open = table.selected_is_expanded();
+                table.expand_selected(jobs, !open, self.table_height)
+            }
             KeyCode::Esc | KeyCode::Backspace if self.mode == Mode::Detail => {
                 self.mode = Mode::Table
             }
@@ -205,7 +210,7 @@ impl App {
                 self.mode = Mode::WatchInput;
             }
             KeyCode::Char(' ') if self.mode == Mode::Table => {
-                let expanded = table.selected().is_some_and(|key| table.is_expanded(key));
+                let expanded = table.selected_is_expanded();
                 table.expand_selected(jobs, !expanded, self.table_height)
             }
             KeyCode::Right | KeyCode::Char('l') if self.mode == Mode::Table => {

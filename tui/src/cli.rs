@@ -9,7 +9,7 @@ use secrecy::SecretString;
 /// retouch: a terminal dashboard for retouchd (watch every job live,
 /// submit, inspect errors) and a command-line client for scripts.
 #[derive(Debug, Parser)]
-#[command(name = "retouch", version)]
+#[command(name = "retouch", version, after_help = crate::exit::EXIT_CODES_HELP)]
 pub struct Cli {
     /// retouchd's gRPC address; `https://` for TLS.
     #[arg(
@@ -46,7 +46,7 @@ pub struct Cli {
     /// `removal:<result_key>`) instead of every job retouchd tracks.
     #[arg(long = "watch", value_name = "API:KEY")]
     pub watch: Vec<String>,
-    /// Where `d` saves results.
+    /// Where results are saved (`d` in the dashboard, `retouch download`).
     #[arg(long, default_value = ".", global = true)]
     pub download_dir: PathBuf,
     /// Subcommand (none: the dashboard).
@@ -57,14 +57,103 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Submit jobs without the dashboard (for scripts). Exit codes: 0 done,
-    /// 1 a task FAILED (with --wait), 2 invalid input (nothing submitted),
-    /// 3 a submission failed, 4 --timeout passed.
+    /// Submit jobs without the dashboard (for scripts).
     Submit(SubmitArgs),
+    /// List the jobs retouchd tracks, newest first.
+    Jobs(ListArgs),
+    /// Show one job (`matting:KEY`, `removal:KEY` or just `KEY`) or one
+    /// batch (`batch:ID`).
+    Get(GetArgs),
+    /// Print events as they happen: of the named jobs until they finish
+    /// (or for ever with --follow), or of every job. Resumes where it left
+    /// off when the connection drops.
+    Watch(WatchArgs),
+    /// Save a job's results into --download-dir.
+    Download(DownloadArgs),
+    /// Print a shell completion script (e.g. `retouch completions bash >
+    /// ~/.local/share/bash-completion/completions/retouch`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Start an embedded retouchd on its local backend, submit a varied
     /// batch of bundled samples (some failing on purpose) and open the
     /// dashboard.
     Demo,
+}
+
+/// Flags of `retouch jobs`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only jobs of this API: matting or removal.
+    #[arg(long, value_parser = parse_api_flag)]
+    pub api: Option<retouch_api::v1::Api>,
+    /// Only jobs in this status: active, completed, lost or unknown
+    /// (submit outcome unknown).
+    #[arg(long, value_parser = parse_status_flag)]
+    pub status: Option<retouch_api::v1::JobStatus>,
+    /// Only jobs submitted with the token of this name.
+    #[arg(long, value_name = "TOKEN_NAME")]
+    pub by: Option<String>,
+    /// At most this many jobs (0: all).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// One JSON object per job per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `retouch get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// `matting:KEY`, `removal:KEY`, `KEY`, or `batch:ID`.
+    pub name: String,
+    /// The job (or batch) as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `retouch watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Jobs to watch (`matting:KEY`, `removal:KEY` or `KEY`); none: every
+    /// job.
+    pub names: Vec<String>,
+    /// Keep watching after the named jobs have finished.
+    #[arg(long)]
+    pub follow: bool,
+    /// Give up after this long (e.g. 90s, 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The stream's messages as JSON lines: `{"snapshot": job}`,
+    /// `{"synced": …}`, `{"event": event}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `retouch download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// `matting:KEY`, `removal:KEY` or `KEY`.
+    pub name: String,
+    /// One JSON object per saved file.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_api_flag(value: &str) -> Result<retouch_api::v1::Api, String> {
+    crate::request::parse_api(value).ok_or_else(|| "expected matting or removal".to_owned())
+}
+
+fn parse_status_flag(value: &str) -> Result<retouch_api::v1::JobStatus, String> {
+    use retouch_api::v1::JobStatus;
+    match value.trim() {
+        "active" => Ok(JobStatus::Active),
+        "completed" | "done" => Ok(JobStatus::Completed),
+        "lost" => Ok(JobStatus::Lost),
+        "unknown" => Ok(JobStatus::SubmitOutcomeUnknown),
+        _ => Err("expected active, completed, lost or unknown".to_owned()),
+    }
 }
 
 /// Flags of `retouch submit`.
@@ -74,10 +163,16 @@ pub struct SubmitArgs {
     /// One job.
     #[command(subcommand)]
     pub job: Option<JobArgs>,
-    /// A file of jobs, one JSON object per line:
+    /// A file of tasks, one JSON object per line, submitted as one batch
+    /// (up to 1,000 lines; retouchd splits it into jobs of ten):
     /// {"api":"removal","image":"a.png","mask":"m.png","seed":1,"kernel_size":5}
     #[arg(long, value_name = "FILE")]
     pub batch: Option<PathBuf>,
+    /// With --batch: the batch's idempotency key. Sending the same file
+    /// again with it submits only the jobs that were not submitted; nothing
+    /// is billed twice. Without it a new key is made and printed.
+    #[arg(long, requires = "batch")]
+    pub request_id: Option<String>,
     /// Wait for every job to finish and report each task's outcome.
     #[arg(long, global = true)]
     pub wait: bool,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use retouch_api::v1 as pb;
+use retouch_api::v1::batches_client::BatchesClient;
 use retouch_api::v1::instance_matting_client::InstanceMattingClient;
 use retouch_api::v1::jobs_client::JobsClient;
 use retouch_api::v1::object_removal_client::ObjectRemovalClient;
@@ -233,6 +234,11 @@ impl Client {
         JobsClient::new(self.channel.clone())
     }
 
+    /// The Batches service.
+    pub fn batches(&self) -> BatchesClient<Channel> {
+        BatchesClient::new(self.channel.clone())
+    }
+
     /// Uploads a local file through `UploadImage`; returns its URL.
     pub async fn upload(&self, path: &Path) -> Result<String, ClientError> {
         let context = format!("upload {}", path.display());
@@ -306,6 +312,57 @@ impl Client {
         result.map(tonic::Response::into_inner).map_err(|s| {
             ClientError::from_status(format!("submit {}", crate::state::api_name(job.api)), &s)
         })
+    }
+
+    /// Uploads what needs uploading (each local file once, however many
+    /// jobs name it) and submits `jobs` as one batch; `request_id` makes a
+    /// retry of the same batch safe.
+    pub async fn submit_batch(
+        &self,
+        jobs: &[JobRequest],
+        request_id: &str,
+    ) -> Result<pb::Batch, ClientError> {
+        let mut uploaded: std::collections::HashMap<PathBuf, String> = Default::default();
+        let mut tasks = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut urls = Vec::with_capacity(2);
+            for input in [&job.image, &job.mask] {
+                let url = match input {
+                    Input::File(path) => match uploaded.get(path) {
+                        Some(url) => url.clone(),
+                        None => {
+                            let url = self.upload(path).await?;
+                            uploaded.insert(path.clone(), url.clone());
+                            url
+                        }
+                    },
+                    Input::Url(url) => url.clone(),
+                };
+                urls.push(url);
+            }
+            let (image_url, mask_url) = (urls[0].clone(), urls[1].clone());
+            let task = match job.api {
+                pb::Api::ObjectRemoval => pb::batch_task::Task::Removal(pb::RemovalTask {
+                    image_url,
+                    mask_url,
+                    seed: job.seed,
+                    kernel_size: job.kernel_size,
+                }),
+                _ => pb::batch_task::Task::Matting(pb::MattingTask {
+                    image_url,
+                    mask_url,
+                }),
+            };
+            tasks.push(pb::BatchTask { task: Some(task) });
+        }
+        self.batches()
+            .submit(self.request(pb::SubmitBatchRequest {
+                tasks,
+                request_id: request_id.to_owned(),
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| ClientError::from_status("submit batch", &s))
     }
 
     /// Looks one job up by name, the way a Watch naming it does: retouchd

@@ -5,7 +5,9 @@
 //! - [`view`]: renders state into ratatui widgets.
 //! - [`app`]: key handling and the draw loop, generic over the backend.
 //! - [`watch`]: the Watch stream with reconnect and resume.
-//! - [`submit`]: `retouch submit` for scripts; [`demo`]: `retouch demo`.
+//! - [`submit`]: `retouch submit` for scripts; [`verbs`]: `retouch jobs`,
+//!   `get`, `watch` and `download`, with the [`exit`] codes they share and
+//!   their [`json`] output; [`demo`]: `retouch demo`.
 
 pub mod actions;
 pub mod app;
@@ -14,8 +16,11 @@ pub mod client;
 pub mod dashboard;
 pub mod demo;
 pub mod event;
+pub mod exit;
+pub mod json;
 pub mod request;
 pub mod state;
 pub mod submit;
+pub mod verbs;
 pub mod view;
 pub mod watch;

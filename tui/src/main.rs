@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::Parser;
 use retouch_tui::cli::{Cli, Command, JobArgs, SubmitArgs};
 use retouch_tui::client::{Client, ServerAddress};
+use retouch_tui::exit::Exit;
 use retouch_tui::request::JobRequest;
-use retouch_tui::submit::{self, Exit, Options};
+use retouch_tui::submit::{self, Options};
+use retouch_tui::verbs;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,13 +26,43 @@ async fn main() -> ExitCode {
                 Ok(client) => client,
                 Err(e) => {
                     eprintln!("retouch: {e}");
-                    return ExitCode::from(Exit::SubmitFailed as u8);
+                    return ExitCode::from(Exit::CallFailed as u8);
                 }
             };
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
             ExitCode::from(run_submit(&client, args, &mut out, &mut err).await as u8)
         }
         Some(Command::Demo) => finish(demo(&cli).await),
+        Some(Command::Completions { shell }) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "retouch", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Jobs(ref args)) => {
+            run_verb(&address, args.json, async |client, output| {
+                verbs::list(client, args, output).await
+            })
+            .await
+        }
+        Some(Command::Get(ref args)) => {
+            run_verb(&address, args.json, async |client, output| {
+                verbs::get(client, args, output).await
+            })
+            .await
+        }
+        Some(Command::Watch(ref args)) => {
+            run_verb(&address, args.json, async |client, output| {
+                verbs::watch(client, args, output).await
+            })
+            .await
+        }
+        Some(Command::Download(ref args)) => {
+            let dir = cli.download_dir.clone();
+            run_verb(&address, args.json, async |client, output| {
+                verbs::download(client, args, &dir, output).await
+            })
+            .await
+        }
         None => {
             let mut watch = Vec::new();
             for text in &cli.watch {
@@ -66,6 +98,25 @@ async fn main() -> ExitCode {
             )
         }
     }
+}
+
+/// Connects and runs one verb, writing to standard output and error.
+async fn run_verb(
+    address: &ServerAddress,
+    json: bool,
+    verb: impl AsyncFnOnce(&Client, &mut verbs::Output<'_>) -> Exit,
+) -> ExitCode {
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let mut output = verbs::Output {
+        json,
+        out: &mut out,
+        err: &mut err,
+    };
+    let exit = match Client::new(address) {
+        Ok(client) => verb(&client, &mut output).await,
+        Err(error) => output.failed(&error),
+    };
+    exit.into()
 }
 
 async fn run_submit(
@@ -105,10 +156,26 @@ async fn run_submit(
                 }
             }
         }
-        (None, Some(path)) => match submit::load_batch(path) {
-            Ok(jobs) => jobs,
-            Err(problems) => return submit::invalid(&problems, options, out, err),
-        },
+        (None, Some(path)) => {
+            let lines = match submit::load_batch(path) {
+                Ok(lines) => lines,
+                Err(problems) => return submit::invalid(&problems, options, out, err),
+            };
+            if lines.len() > retouch_server::batches::MAX_BATCH_TASKS {
+                let problem = format!(
+                    "--batch {}: at most {} tasks per batch, got {}; split the file",
+                    path.display(),
+                    retouch_server::batches::MAX_BATCH_TASKS,
+                    lines.len()
+                );
+                return submit::invalid(&[problem], options, out, err);
+            }
+            let request_id = args
+                .request_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            return submit::submit_batch(client, lines, &request_id, options, out, err).await;
+        }
         _ => {
             let problem =
                 "give one job (`submit matting ...` / `submit removal ...`) or --batch FILE"

@@ -14,20 +14,7 @@ use crate::client::{Client, ClientError};
 use crate::request::{BatchLine, JobRequest};
 use crate::state::{Dashboard, JobKey, JobRow, api_name};
 
-/// How `retouch submit` ended; the process exit code is the number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Everything submitted (and with `--wait`, every task SUCCESS).
-    Success = 0,
-    /// With `--wait`: some task FAILED or a job was lost.
-    TaskFailed = 1,
-    /// Invalid input; nothing was submitted.
-    InvalidInput = 2,
-    /// Some submission failed (the others went through).
-    SubmitFailed = 3,
-    /// With `--wait`: the timeout passed before every job finished.
-    TimedOut = 4,
-}
+pub use crate::exit::Exit;
 
 /// Options of a submission run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -133,7 +120,7 @@ pub async fn submit(
     }
     if !options.wait || accepted.is_empty() {
         return if failed {
-            Exit::SubmitFailed
+            Exit::CallFailed
         } else {
             Exit::Success
         };
@@ -150,7 +137,154 @@ pub async fn submit(
         report_outcome(key, row, options, out);
     }
     if failed {
-        Exit::SubmitFailed
+        Exit::CallFailed
+    } else if timed_out {
+        Exit::TimedOut
+    } else if any_failed {
+        Exit::TaskFailed
+    } else {
+        Exit::Success
+    }
+}
+
+/// Submits the lines of a batch file as one batch (split by retouchd into
+/// jobs of ten, each billed once however often the batch is sent again
+/// with the same `request_id`), prints each line's outcome, and with
+/// `--wait` follows the jobs to the end.
+pub async fn submit_batch(
+    client: &Client,
+    lines: Vec<(usize, JobRequest)>,
+    request_id: &str,
+    options: Options,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Exit {
+    let (numbers, jobs): (Vec<usize>, Vec<JobRequest>) = lines.into_iter().unzip();
+    let batch = match client.submit_batch(&jobs, request_id).await {
+        Ok(batch) => batch,
+        Err(error) => {
+            report_error(
+                numbers.first().copied().unwrap_or(1),
+                &error,
+                options,
+                out,
+                err,
+            );
+            return Exit::CallFailed;
+        }
+    };
+    let line_of = |task: u32| numbers.get(task as usize).copied().unwrap_or(0);
+    let mut failed = false;
+    let mut accepted = Vec::new();
+    for job in &batch.jobs {
+        let state = job.state();
+        let api = api_name(job.api());
+        if state == pb::BatchJobState::Accepted {
+            accepted.push(JobKey::new(job.api(), &job.result_key));
+        } else {
+            failed = true;
+        }
+        let state_name = state.as_str_name().trim_start_matches("BATCH_JOB_STATE_");
+        let error = job.submit_error.clone().unwrap_or_default();
+        for (task_index, &task) in job.task_indices.iter().enumerate() {
+            let line = line_of(task);
+            if options.json {
+                let mut object = json!({"line": line, "batch_id": batch.batch_id, "job_index": job.index,
+                    "api": api, "result_key": job.result_key, "task_index": task_index,
+                    "status": state_name});
+                if state != pb::BatchJobState::Accepted {
+                    object["error"] = json!({"aliyun_code": (error.aliyun_code != 0).then_some(error.aliyun_code),
+                        "http_status": error.http_status, "message": error.message});
+                }
+                let _ = writeln!(out, "{object}");
+            }
+        }
+        if !options.json && state != pb::BatchJobState::Accepted {
+            let lines: Vec<String> = job
+                .task_indices
+                .iter()
+                .map(|&t| line_of(t).to_string())
+                .collect();
+            let code = if error.aliyun_code != 0 {
+                format!(" (Aliyun {})", error.aliyun_code)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                err,
+                "lines {}: {}: {}{code}",
+                lines.join(", "),
+                state_name.replace('_', " ").to_lowercase(),
+                error.message
+            );
+        }
+    }
+    if !options.json {
+        let _ = writeln!(
+            out,
+            "batch {}: {} tasks in {} jobs, {} submitted",
+            batch.batch_id,
+            batch.task_count,
+            batch.jobs.len(),
+            accepted.len()
+        );
+        if failed {
+            let _ = writeln!(
+                err,
+                "send the same file again with --request-id {request_id} to submit only what was not submitted"
+            );
+        }
+    }
+    if !options.wait || accepted.is_empty() {
+        return if failed {
+            Exit::CallFailed
+        } else {
+            Exit::Success
+        };
+    }
+    let (state, timed_out) = wait_for(client, &accepted, options.timeout).await;
+    let mut any_failed = false;
+    for job in batch
+        .jobs
+        .iter()
+        .filter(|j| j.state() == pb::BatchJobState::Accepted)
+    {
+        let key = JobKey::new(job.api(), &job.result_key);
+        let row = state.jobs.get(&key);
+        for (task_index, &task) in job.task_indices.iter().enumerate() {
+            let task_row = row.and_then(|r| r.tasks.get(task_index));
+            let status = task_row.map_or(pb::TaskStatus::Unspecified, |t| t.status);
+            any_failed |= status != pb::TaskStatus::Success;
+            let line = line_of(task);
+            let status_name = crate::view::task_status_name(status);
+            if options.json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({"line": line, "batch_id": batch.batch_id, "api": api_name(key.api),
+                           "result_key": key.result_key, "task_index": task_index, "status": status_name,
+                           "result_urls": task_row.map(|t| t.result_urls.clone()).unwrap_or_default(),
+                           "mirrored_urls": task_row.map(|t| t.mirrored_urls.clone()).unwrap_or_default(),
+                           "message": task_row.map(|t| t.message.clone()).unwrap_or_default()})
+                );
+            } else {
+                let detail = task_row.map_or_else(String::new, |t| {
+                    let (urls, _) = t.download_urls();
+                    if urls.is_empty() {
+                        t.message.clone()
+                    } else {
+                        urls.join(" ")
+                    }
+                });
+                let _ = writeln!(
+                    out,
+                    "line {line}: {key} task {task_index}: {status_name} {detail}"
+                );
+            }
+        }
+    }
+    if failed {
+        Exit::CallFailed
     } else if timed_out {
         Exit::TimedOut
     } else if any_failed {

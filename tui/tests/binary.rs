@@ -182,3 +182,203 @@ async fn watching_an_unknown_key_is_refused_before_the_dashboard_opens() {
         "{stderr}"
     );
 }
+
+/// A batch file of `lines` tasks on the bundled samples.
+fn batch_file(server: &RunningServer, dir: &std::path::Path, lines: usize) -> String {
+    let base = server.http_url();
+    let text: String = (0..lines)
+        .map(|n| {
+            if n % 4 == 3 {
+                format!(
+                    "{{\"api\":\"removal\",\"image\":\"{base}/samples/clutter.png\",\"mask\":\"{base}/samples/clutter-mask.png\",\"seed\":{n}}}\n"
+                )
+            } else {
+                format!(
+                    "{{\"api\":\"matting\",\"image\":\"{base}/samples/portrait.png\",\"mask\":\"{base}/samples/portrait-mask.png\"}}\n"
+                )
+            }
+        })
+        .collect();
+    let path = dir.join("batch.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_file_is_one_batch_and_sending_it_again_bills_nothing() {
+    let server = server(0.0).await;
+    let backend = server.local_backend.clone().unwrap();
+    let url = server.grpc_url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = batch_file(&server, dir.path(), 14);
+    let args = [
+        "--server",
+        &url,
+        "submit",
+        "--batch",
+        &file,
+        "--request-id",
+        "nightly-1",
+        "--wait",
+        "--json",
+    ];
+    let output = retouch(&args).await;
+    let lines = json_lines(&output);
+    assert_eq!(output.status.code(), Some(0), "{lines:?}");
+    // 14 accepted lines, then 14 outcomes, each naming its file line.
+    assert_eq!(lines.len(), 28, "{lines:?}");
+    let batch_id = lines[0]["batch_id"].as_str().unwrap().to_owned();
+    let mut numbers: Vec<u64> = lines[..14]
+        .iter()
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=14).collect::<Vec<_>>());
+    assert!(lines[..14].iter().all(|l| l["status"] == "ACCEPTED"));
+    assert!(
+        lines[14..].iter().all(|l| l["status"] == "SUCCESS"),
+        "{lines:?}"
+    );
+    // 11 matting + 3 removal tasks: two matting jobs and one removal job.
+    assert_eq!(backend.stats().submit_requests, 3);
+
+    let output = retouch(&args[..7]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "batch {batch_id}: 14 tasks in 3 jobs, 3 submitted"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(backend.stats().submit_requests, 3, "nothing billed twice");
+
+    // The batch as `get` shows it.
+    let output = retouch(&[
+        "--server",
+        &url,
+        "get",
+        &format!("batch:{batch_id}"),
+        "--json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0));
+    let batch = &json_lines(&output)[0];
+    assert_eq!(batch["counts"]["success"], 14);
+    assert_eq!(batch["finished"], true);
+    assert_eq!(batch["jobs"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verbs_list_get_watch_and_download_with_their_exit_codes() {
+    let server = server(0.0).await;
+    let url = server.grpc_url();
+    let inputs = sample_args(&server, "portrait");
+    let mut args = vec!["--server", &url, "submit", "matting"];
+    args.extend(inputs.iter().map(String::as_str));
+    args.extend(["--json"]);
+    let submitted = json_lines(&retouch(&args).await);
+    let key = submitted[0]["result_key"].as_str().unwrap().to_owned();
+    let name = format!("matting:{key}");
+
+    // watch: the job's stream until it finishes, as JSON lines.
+    let output = retouch(&[
+        "--server",
+        &url,
+        "watch",
+        &name,
+        "--json",
+        "--timeout",
+        "60s",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let messages = json_lines(&output);
+    assert_eq!(messages[0]["snapshot"]["result_key"], key.as_str());
+    assert!(messages.iter().any(|m| m.get("synced").is_some()));
+    let last = messages.last().unwrap();
+    assert_eq!(
+        last["event"]["job_status"], "JOB_STATUS_COMPLETED",
+        "{messages:?}"
+    );
+
+    // jobs: the list, newest first.
+    let output = retouch(&["--server", &url, "jobs", "--json", "--status", "completed"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let listed = json_lines(&output);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["result_key"], key.as_str());
+    assert_eq!(listed[0]["tasks"][0]["status"], "TASK_STATUS_SUCCESS");
+    let output = retouch(&["--server", &url, "jobs", "--status", "bogus"]).await;
+    assert_eq!(output.status.code(), Some(2), "clap refuses the value");
+
+    // get: by its bare key too; an unknown key exits 5.
+    let output = retouch(&["--server", &url, "get", &key]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with(&format!("matting:{key}  DONE")), "{text}");
+    assert!(text.contains("task 0: SUCCESS"), "{text}");
+    let output = retouch(&["--server", &url, "get", "matting:no-such-key", "--json"]).await;
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    assert_eq!(json_lines(&output)[0]["error"]["grpc_code"], "NOT_FOUND");
+
+    // download: the result, from retouchd's own copy.
+    let dir = tempfile::tempdir().unwrap();
+    let output = retouch(&[
+        "--server",
+        &url,
+        "--download-dir",
+        dir.path().to_str().unwrap(),
+        "download",
+        &name,
+        "--json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let saved = json_lines(&output);
+    let path = saved[0]["path"].as_str().unwrap();
+    let image = image::open(path).expect("a PNG");
+    assert!(image.color().has_alpha());
+    assert!(
+        saved[0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&server.http_url()),
+        "{saved:?}"
+    );
+
+    // completions for a shell.
+    let output = retouch(&["completions", "bash"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("_retouch()"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_a_job_whose_task_fails_exits_1_and_so_does_its_download() {
+    let server = server(1.0).await;
+    let url = server.grpc_url();
+    let inputs = sample_args(&server, "portrait");
+    let mut args = vec!["--server", &url, "submit", "matting"];
+    args.extend(inputs.iter().map(String::as_str));
+    args.extend(["--json"]);
+    let submitted = json_lines(&retouch(&args).await);
+    let name = format!("matting:{}", submitted[0]["result_key"].as_str().unwrap());
+    let output = retouch(&["--server", &url, "watch", &name]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("-> FAILED"), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    let output = retouch(&[
+        "--server",
+        &url,
+        "--download-dir",
+        dir.path().to_str().unwrap(),
+        "download",
+        &name,
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("task 0: FAILED, no result"), "{stderr}");
+}

@@ -87,7 +87,8 @@ pub struct TaskRow {
 }
 
 impl TaskRow {
-    fn from_pb(task: &pb::Task) -> Self {
+    /// The row of a task as retouchd sent it.
+    pub fn from_pb(task: &pb::Task) -> Self {
         let since = to_system_time(task.status_since.as_ref());
         TaskRow {
             image_url: task.image_url.clone(),
@@ -162,6 +163,8 @@ pub struct JobRow {
     pub last_seq: u64,
     /// Name of the token that submitted it (empty if none or unknown).
     pub submitted_by: String,
+    /// The batch it belongs to (empty if none).
+    pub batch_id: String,
 }
 
 impl JobRow {
@@ -180,6 +183,7 @@ impl JobRow {
             origin: job.origin(),
             last_seq: job.last_seq,
             submitted_by: job.submitted_by.clone(),
+            batch_id: job.batch_id.clone(),
         }
     }
 
@@ -327,6 +331,7 @@ impl Jobs {
                 origin: pb::JobOrigin::Unspecified,
                 last_seq: 0,
                 submitted_by: String::new(),
+                batch_id: String::new(),
             });
         }
         let row = &mut self.rows[self.index[&key]];

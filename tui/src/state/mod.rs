@@ -14,7 +14,10 @@ pub use errors::{ErrorEntry, ErrorKind, ErrorLog};
 pub use form::{FormField, SubmitForm};
 pub use jobs::{JobKey, JobRow, Jobs, TaskRow};
 pub use stats::Throughput;
-pub use table::{ApiFilter, Filter, Sort, SortKey, StatusFilter, TableLine, TableView, api_name};
+pub use table::{
+    ApiFilter, BatchGroup, Filter, RowKey, Sort, SortKey, StatusFilter, TableLine, TableView,
+    api_name,
+};
 
 use std::collections::HashSet;
 use std::time::SystemTime;

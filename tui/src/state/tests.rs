@@ -321,10 +321,77 @@ fn shown(table: &TableView, jobs: &Jobs, height: usize) -> Vec<String> {
         .visible(jobs, height)
         .iter()
         .map(|line| match line {
-            TableLine::Job(job) => job.key.result_key.clone(),
-            TableLine::Task { job, index } => format!("{}/{index}", job.key.result_key),
+            TableLine::Batch(group) => format!("batch {} ({})", group.id, group.len()),
+            TableLine::Job { job, in_batch } => {
+                format!(
+                    "{}{}",
+                    if *in_batch { "  " } else { "" },
+                    job.key.result_key
+                )
+            }
+            TableLine::Task { job, index, .. } => format!("{}/{index}", job.key.result_key),
         })
         .collect()
+}
+
+#[test]
+fn a_batch_is_one_row_that_opens_to_its_jobs() {
+    let mut state = Dashboard::default();
+    for (seq, (name, batch)) in (1..).zip([
+        ("solo1", ""),
+        ("b-a", "B"),
+        ("solo2", ""),
+        ("b-b", "B"),
+        ("b-c", "B"),
+    ]) {
+        let mut job = job(M, name, 2);
+        job.batch_id = batch.into();
+        state.apply(Update::Event(accepted(seq, job)), now());
+    }
+    let (table, jobs) = (&mut state.table, &state.jobs);
+    table.refresh(jobs);
+    // Newest first; the batch sits where its newest job (b-c) sorts.
+    assert_eq!(shown(table, jobs, 10), ["batch B (3)", "solo2", "solo1"]);
+    assert_eq!(table.len(), 3);
+    assert_eq!(table.selected_row(), Some(&RowKey::Batch("B".into())));
+    assert_eq!(table.selected(), None, "no job is selected");
+
+    table.expand_selected(jobs, true, 10);
+    assert!(table.selected_is_expanded());
+    assert_eq!(
+        shown(table, jobs, 10),
+        ["batch B (3)", "  b-c", "  b-b", "  b-a", "solo2", "solo1"]
+    );
+    // Into the batch, and open a job's tasks.
+    table.move_selection(jobs, 2, 10);
+    assert_eq!(table.selected(), Some(&key("b-b")));
+    table.expand_selected(jobs, true, 10);
+    assert_eq!(
+        shown(table, jobs, 4),
+        ["batch B (3)", "  b-c", "  b-b", "b-b/0"]
+    );
+    // Tasks summed over the batch's jobs.
+    let TableLine::Batch(group) = table.visible(jobs, 1)[0] else {
+        panic!("a batch row first")
+    };
+    assert_eq!(group.counts(jobs), [6, 0, 0, 0]);
+    assert_eq!(group.status(jobs), pb::JobStatus::Active);
+
+    // Collapsing a job of the batch hides its tasks; again, closes the
+    // batch and selects its row.
+    table.expand_selected(jobs, false, 10);
+    assert_eq!(table.selected(), Some(&key("b-b")));
+    table.expand_selected(jobs, false, 10);
+    assert_eq!(shown(table, jobs, 10), ["batch B (3)", "solo2", "solo1"]);
+    assert_eq!(table.selected_row(), Some(&RowKey::Batch("B".into())));
+
+    // The filter finds a batch by its id, and shows only matching jobs.
+    table.set_filter(Filter {
+        text: "b-a".into(),
+        ..Filter::default()
+    });
+    table.refresh(jobs);
+    assert_eq!(shown(table, jobs, 10), ["batch B (1)"]);
 }
 
 #[test]

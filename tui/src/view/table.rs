@@ -11,36 +11,47 @@ use retouch_api::v1 as pb;
 
 use super::format;
 use crate::app::App;
-use crate::state::{JobRow, TableLine, api_name};
+use crate::state::{BatchGroup, JobRow, Jobs, RowKey, TableLine, api_name};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let now = SystemTime::now();
     let state = &app.state;
     let table = &state.table;
-    let selected = table.selected();
+    let selected = table.selected_row();
     let lines = table.visible(&state.jobs, app.table_height);
-    let jobs_shown = lines
+    let rows_shown = lines
         .iter()
-        .filter(|line| matches!(line, TableLine::Job(_)))
+        .filter(|line| !matches!(line, TableLine::Task { .. }))
         .count();
+    let highlight = |row: Row<'static>, key: RowKey| {
+        if Some(&key) == selected {
+            row.style(Style::default().add_modifier(Modifier::REVERSED))
+        } else {
+            row
+        }
+    };
     let rows: Vec<Row> = lines
         .into_iter()
         .map(|line| match line {
-            TableLine::Job(job) => {
-                let row = row(job, table.is_expanded(&job.key), now);
-                if Some(&job.key) == selected {
-                    row.style(Style::default().add_modifier(Modifier::REVERSED))
-                } else {
-                    row
-                }
-            }
-            TableLine::Task { job, index } => task_row(job, index, now),
+            TableLine::Batch(group) => highlight(
+                batch_row(group, &state.jobs, table.is_open(&group.id), now),
+                RowKey::Batch(group.id.clone()),
+            ),
+            TableLine::Job { job, in_batch } => highlight(
+                row(job, table.is_expanded(&job.key), in_batch, now),
+                RowKey::Job(job.key.clone()),
+            ),
+            TableLine::Task {
+                job,
+                index,
+                in_batch,
+            } => task_row(job, index, in_batch, now),
         })
         .collect();
     let title = format!(
-        " jobs {}–{} of {} ",
+        " rows {}–{} of {} ",
         (table.offset() + 1).min(table.len()),
-        table.offset() + jobs_shown,
+        table.offset() + rows_shown,
         table.len()
     );
     let header = Row::new([
@@ -70,9 +81,9 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(widget, area);
 }
 
-fn row(job: &JobRow, expanded: bool, now: SystemTime) -> Row<'static> {
-    let [waiting, running, ok, failed] = job.counts();
-    let counts = Line::from(vec![
+/// Tasks per status, coloured: waiting, running, success, failed.
+fn counts_line([waiting, running, ok, failed]: [usize; 4]) -> Line<'static> {
+    Line::from(vec![
         Span::raw(format!("{waiting:>4} ")),
         Span::styled(
             format!("{running:>3} "),
@@ -90,15 +101,57 @@ fn row(job: &JobRow, expanded: bool, now: SystemTime) -> Row<'static> {
                 Style::default()
             },
         ),
-    ]);
-    let status_style = match job.status {
+    ])
+}
+
+fn status_style(status: pb::JobStatus, failed: usize) -> Style {
+    match status {
         pb::JobStatus::Lost | pb::JobStatus::SubmitOutcomeUnknown => {
             Style::default().fg(Color::Red)
         }
         pb::JobStatus::Completed if failed > 0 => Style::default().fg(Color::Red),
         pb::JobStatus::Completed => Style::default().fg(Color::Green),
         _ => Style::default().fg(Color::Yellow),
-    };
+    }
+}
+
+/// A batch: its jobs' tasks summed, the status that speaks for them, and
+/// how many of its jobs have an error.
+fn batch_row(group: &BatchGroup, jobs: &Jobs, open: bool, now: SystemTime) -> Row<'static> {
+    let counts = group.counts(jobs);
+    let status = group.status(jobs);
+    let first = group.jobs(jobs).next();
+    let accepted = group.jobs(jobs).filter_map(|j| j.accepted_at).min();
+    let changed = group.jobs(jobs).filter_map(JobRow::state_since).max();
+    let troubled = group.jobs(jobs).filter(|j| j.last_error.is_some()).count();
+    let short_id: String = group.id.chars().take(12).collect();
+    Row::new(vec![
+        Cell::from("batch"),
+        Cell::from(first.map(|j| j.submitted_by.clone()).unwrap_or_default()),
+        Cell::from(format!(
+            "{} {short_id} · {} job{}",
+            if open { "▾" } else { "▸" },
+            group.len(),
+            if group.len() == 1 { "" } else { "s" }
+        )),
+        Cell::from(counts_line(counts)),
+        Cell::from(format::job_status(status)).style(status_style(status, counts[3])),
+        Cell::from(format::since(accepted, now)),
+        Cell::from(format::since(changed, now)),
+        Cell::from(if troubled > 0 {
+            format!("{troubled} job(s) with errors")
+        } else {
+            String::new()
+        })
+        .style(Style::default().fg(Color::Red)),
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD))
+}
+
+fn row(job: &JobRow, expanded: bool, in_batch: bool, now: SystemTime) -> Row<'static> {
+    let counts = job.counts();
+    let failed = counts[3];
+    let status_style = status_style(job.status, failed);
     let last_error = job
         .last_error
         .as_ref()
@@ -112,8 +165,12 @@ fn row(job: &JobRow, expanded: bool, now: SystemTime) -> Row<'static> {
     Row::new(vec![
         Cell::from(api_name(job.key.api)),
         Cell::from(job.submitted_by.clone()),
-        Cell::from(format!("{marker}{}", job.key.result_key)),
-        Cell::from(counts),
+        Cell::from(format!(
+            "{}{marker}{}",
+            if in_batch { "  " } else { "" },
+            job.key.result_key
+        )),
+        Cell::from(counts_line(counts)),
         Cell::from(format::job_status(job.status)).style(status_style),
         Cell::from(format::since(job.accepted_at, now)),
         Cell::from(format::since(job.state_since(), now)),
@@ -122,13 +179,17 @@ fn row(job: &JobRow, expanded: bool, now: SystemTime) -> Row<'static> {
 }
 
 /// A task of an expanded job: its status, time in it, and its message.
-fn task_row(job: &JobRow, index: usize, now: SystemTime) -> Row<'static> {
+fn task_row(job: &JobRow, index: usize, in_batch: bool, now: SystemTime) -> Row<'static> {
     let task = &job.tasks[index];
     let last = index + 1 == job.tasks.len();
     Row::new(vec![
         Cell::from(""),
         Cell::from(""),
-        Cell::from(format!("  {} task {index}", if last { "└" } else { "├" })),
+        Cell::from(format!(
+            "{}  {} task {index}",
+            if in_batch { "  " } else { "" },
+            if last { "└" } else { "├" }
+        )),
         Cell::from(format::task_status(task.status)).style(format::task_style(task.status)),
         Cell::from(""),
         Cell::from(""),
