@@ -57,6 +57,20 @@ pub async fn run(
                     // would fail the whole call.
                     Err(error) => Update::from(error),
                 },
+                Action::LoadPreview(source) => {
+                    let image = match client.download(&source.url, source.ours).await {
+                        Ok(bytes) => tokio::task::spawn_blocking(move || {
+                            crate::preview::compose::prepare(&bytes, source.kind)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("decoding failed: {e}"))),
+                        Err(error) => Err(error),
+                    };
+                    Update::Preview {
+                        url: source.url,
+                        image,
+                    }
+                }
                 Action::Download { job, urls, dir } => {
                     match save_results(&client, &job, &urls, &dir).await {
                         Ok(saved) => Update::Notice(format!(

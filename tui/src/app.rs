@@ -9,12 +9,14 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyM
 use futures::{FutureExt, Stream, StreamExt};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
+use ratatui_image::picker::Picker;
 use retouch_api::v1 as pb;
 use tokio::sync::mpsc;
 
 use crate::event::Event;
+use crate::preview::Previews;
 use crate::request::JobRequest;
-use crate::state::{Dashboard, JobKey, Sort, SubmitForm};
+use crate::state::{Dashboard, JobKey, Sort, SubmitForm, Update};
 use crate::view;
 
 /// Frames are drawn at most this often, however fast events arrive.
@@ -44,6 +46,8 @@ pub enum Action {
     Submit(JobRequest),
     /// Watch one more job.
     Watch(pb::JobRef),
+    /// Fetch and decode a preview image (answered by `Update::Preview`).
+    LoadPreview(crate::preview::PreviewSource),
     /// Save these result URLs into `dir`, named after the job.
     Download {
         /// The job.
@@ -74,6 +78,10 @@ pub struct App {
     pub table_height: usize,
     /// First line shown of the detail view.
     pub detail_scroll: u16,
+    /// The task whose pictures the detail view shows.
+    pub preview_task: usize,
+    /// Preview pictures, loaded and loading.
+    pub previews: Previews,
     /// Set when the user quits or the dashboard must stop.
     pub quit: bool,
     /// Why the dashboard stopped, when it was not the user's choice.
@@ -94,6 +102,8 @@ impl App {
             download_dir,
             table_height: 20,
             detail_scroll: 0,
+            preview_task: 0,
+            previews: Previews::new(Picker::halfblocks(), crate::preview::DEFAULT_BUDGET),
             quit: false,
             failure: None,
             actions,
@@ -103,7 +113,10 @@ impl App {
     /// Reacts to one event at wall-clock time `now`.
     pub fn handle(&mut self, event: Event, now: SystemTime) {
         match event {
-            Event::Update(update) => self.state.apply(*update, now),
+            Event::Update(update) => match *update {
+                Update::Preview { url, image } => self.previews.loaded(url, image),
+                update => self.state.apply(update, now),
+            },
             Event::Tick => {}
             Event::Shutdown(reason) => {
                 self.quit = true;
@@ -113,6 +126,32 @@ impl App {
                 self.on_key(key)
             }
             Event::Terminal(_) => {}
+        }
+        self.request_previews();
+    }
+
+    /// In the detail view, asks for the pictures of the previewed task that
+    /// are neither loaded nor loading.
+    fn request_previews(&mut self) {
+        if self.mode != Mode::Detail {
+            return;
+        }
+        let Some(job) = self
+            .state
+            .table
+            .selected()
+            .and_then(|key| self.state.jobs.get(key))
+        else {
+            return;
+        };
+        self.preview_task = self.preview_task.min(job.tasks.len().saturating_sub(1));
+        let Some(task) = job.tasks.get(self.preview_task) else {
+            return;
+        };
+        for source in crate::preview::sources(task) {
+            if self.actions.is_some() && self.previews.wants(&source.url) {
+                self.send(Action::LoadPreview(source));
+            }
         }
     }
 
@@ -161,6 +200,8 @@ impl App {
             }
             KeyCode::Enter if self.mode == Mode::Table && table.selected().is_some() => {
                 self.detail_scroll = 0;
+                self.preview_task = 0;
+                self.previews.retry_failed();
                 self.mode = Mode::Detail
             }
             // A batch has no detail view of its own: Enter opens it.
@@ -240,6 +281,9 @@ impl App {
             KeyCode::Home | KeyCode::Char('g') => *scroll = 0,
             // The view clamps to the last line.
             KeyCode::End | KeyCode::Char('G') => *scroll = u16::MAX,
+            // Which task's pictures show (clamped to the job's tasks).
+            KeyCode::Char(']') => self.preview_task = self.preview_task.saturating_add(1),
+            KeyCode::Char('[') => self.preview_task = self.preview_task.saturating_sub(1),
             _ => return false,
         }
         true

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
+use ratatui_image::picker::Picker;
 use retouch_api::v1 as pb;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
@@ -13,6 +14,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::app::{Action, App};
 use crate::client::Client;
 use crate::event::Event;
+use crate::preview::Previews;
 use crate::request::JobRequest;
 use crate::state::{ErrorKind, Update};
 
@@ -70,6 +72,8 @@ pub async fn run(
     let panics = UnboundedReceiverStream::new(panics_rx)
         .map(|message| Event::Update(Box::new(Update::Panic(message))));
     let mut app = App::new(Some(actions_tx), download_dir);
+    // Asked before the event stream starts reading the terminal's input.
+    app.previews = Previews::new(graphics_picker(), crate::preview::DEFAULT_BUDGET);
     let events = futures::stream::select(
         crate::event::merged(updates_rx, TICK),
         futures::stream::select(stop, panics),
@@ -91,6 +95,17 @@ pub async fn run(
         Some(reason) => Err(std::io::Error::other(reason)),
         None => result,
     }
+}
+
+/// How previews are drawn: the terminal's graphics protocol (kitty, sixel,
+/// iTerm2) if it answers the query for one, Unicode half-blocks otherwise.
+/// Inside tmux always half-blocks: graphics must pass through tmux, which
+/// often drops or misplaces them.
+fn graphics_picker() -> Picker {
+    if std::env::var_os("TMUX").is_some() {
+        return Picker::halfblocks();
+    }
+    Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks())
 }
 
 /// Keeps the terminal-restoring panic hook for the dashboard's own thread

@@ -5,6 +5,8 @@
 //! - [`view`]: renders state into ratatui widgets.
 //! - [`app`]: key handling and the draw loop, generic over the backend.
 //! - [`watch`]: the Watch stream with reconnect and resume.
+//! - [`preview`]: image previews of the detail view, loaded in the
+//!   background and cached.
 //! - [`submit`]: `retouch submit` for scripts; [`verbs`]: `retouch jobs`,
 //!   `get`, `watch` and `download`, with the [`exit`] codes they share and
 //!   their [`json`] output; [`demo`]: `retouch demo`.
@@ -18,6 +20,7 @@ pub mod demo;
 pub mod event;
 pub mod exit;
 pub mod json;
+pub mod preview;
 pub mod request;
 pub mod state;
 pub mod submit;

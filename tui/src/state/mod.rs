@@ -58,6 +58,14 @@ pub enum Update {
     Notice(String),
     /// Another thread panicked, with this message.
     Panic(String),
+    /// A preview image was fetched and decoded (or failed to be); the
+    /// dashboard's preview cache takes it, the job state is untouched.
+    Preview {
+        /// The image's URL.
+        url: String,
+        /// The picture to show, or why there is none.
+        image: Result<image::DynamicImage, String>,
+    },
 }
 
 /// The connection to retouchd.
@@ -197,6 +205,7 @@ impl Dashboard {
                 message,
                 job: None,
             }),
+            Update::Preview { .. } => {}
         }
     }
 

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
@@ -13,20 +13,49 @@ use super::format;
 use crate::app::App;
 use crate::state::api_name;
 
+/// The preview strip shows when the view has at least this many rows.
+const PREVIEW_MIN_HEIGHT: u16 = 20;
+
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     let now = SystemTime::now();
     let bold = Style::default().add_modifier(Modifier::BOLD);
-    let Some(job) = app
-        .state
-        .table
-        .selected()
-        .and_then(|key| app.state.jobs.get(key))
-    else {
+    let App {
+        state,
+        previews,
+        preview_task,
+        detail_scroll,
+        ..
+    } = app;
+    let Some(job) = state.table.selected().and_then(|key| state.jobs.get(key)) else {
         frame.render_widget(
             Paragraph::new("no job selected").block(Block::default().borders(Borders::ALL)),
             area,
         );
         return;
+    };
+    let area = match job.tasks.get(*preview_task) {
+        Some(task) if area.height >= PREVIEW_MIN_HEIGHT => {
+            let strip = (area.height * 2 / 5).min(18);
+            let [top, rest] =
+                Layout::vertical([Constraint::Length(strip), Constraint::Min(0)]).areas(area);
+            let heading = if job.tasks.len() > 1 {
+                format!(
+                    "task {preview_task} of {} ([ ] other tasks)",
+                    job.tasks.len()
+                )
+            } else {
+                format!("task {preview_task}")
+            };
+            super::preview::draw(
+                frame,
+                top,
+                previews,
+                &crate::preview::sources(task),
+                &heading,
+            );
+            rest
+        }
+        _ => area,
     };
     let mut lines = vec![Line::from(vec![
         Span::styled("status ", bold),
@@ -112,11 +141,11 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     // wrapping, so a long wrapped URL can keep the very end out of reach.
     let inner = usize::from(area.height.saturating_sub(2));
     let last = u16::try_from(lines.len().saturating_sub(inner)).unwrap_or(u16::MAX);
-    app.detail_scroll = app.detail_scroll.min(last);
+    *detail_scroll = (*detail_scroll).min(last);
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
-            .scroll((app.detail_scroll, 0))
+            .scroll((*detail_scroll, 0))
             .block(Block::default().borders(Borders::ALL).title(title)),
         area,
     );

@@ -7,12 +7,13 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 /// Every key of the dashboard, as shown by `?`.
-pub const KEYS: [(&str, &str); 21] = [
+pub const KEYS: [(&str, &str); 22] = [
     ("↑ ↓  k j", "move the selection"),
     ("PgUp PgDn", "move a page"),
     ("g Home / G End", "first / last job"),
     ("Enter", "details of the selected job; opens a batch"),
     ("↑ ↓ PgUp PgDn g G", "detail: scroll"),
+    ("[ ]", "detail: pictures of the previous / next task"),
     ("Esc Backspace", "back to the table"),
     (
         "Space / → l / ← h",

@@ -8,6 +8,7 @@ mod form;
 mod format;
 mod header;
 mod help;
+mod preview;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -43,7 +44,7 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
     errors::draw(frame, errors_area, &app.state);
     draw_footer(frame, footer, app);
     match app.mode {
-        Mode::Help => help::draw(frame, centered(frame.area(), 80, 23)),
+        Mode::Help => help::draw(frame, centered(frame.area(), 80, 24)),
         Mode::Form => form::draw(frame, centered(frame.area(), 84, 14), &app.form),
         _ => {}
     }

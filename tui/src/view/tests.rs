@@ -243,17 +243,27 @@ fn the_detail_view_scrolls_through_a_job_of_ten_tasks() {
     key(&mut app, KeyCode::Enter);
     let screen = render(&mut app);
     assert!(
-        screen.contains("task 0 ") && !screen.contains("task 9 "),
+        screen.contains("task 0 WAITING") && !screen.contains("task 9 WAITING"),
         "{screen}"
     );
     key(&mut app, KeyCode::Char('G'));
     let screen = render(&mut app);
     assert!(
-        screen.contains("task 9 ") && !screen.contains("task 0 "),
+        screen.contains("task 9 WAITING") && !screen.contains("task 0 WAITING"),
         "{screen}"
     );
     key(&mut app, KeyCode::Char('g'));
-    assert!(render(&mut app).contains("task 0 "));
+    assert!(render(&mut app).contains("task 0 WAITING"));
+    // ] and [ pick the task whose pictures show, within the job.
+    assert!(render(&mut app).contains("task 0 of 10"));
+    key(&mut app, KeyCode::Char(']'));
+    assert!(render(&mut app).contains("task 1 of 10"));
+    for _ in 0..12 {
+        key(&mut app, KeyCode::Char(']'));
+    }
+    assert!(render(&mut app).contains("task 9 of 10"));
+    key(&mut app, KeyCode::Char('['));
+    assert!(render(&mut app).contains("task 8 of 10"));
     // j and k scroll here instead of changing the job.
     key(&mut app, KeyCode::Char('j'));
     assert_eq!(app.detail_scroll, 1);
@@ -272,4 +282,89 @@ fn a_panic_on_another_thread_is_shown_in_the_error_panel() {
     assert!(line_with(&screen, "boom").contains("panic"), "{screen}");
     assert!(line_with(&screen, "panic ×1").contains("│"), "{screen}");
     assert!(!app.quit, "the dashboard carries on");
+}
+
+/// A PNG of `width`×`height` coloured by `pixel(x, y)`.
+fn png(width: u32, height: u32, pixel: impl Fn(u32, u32) -> image::Rgba<u8>) -> Vec<u8> {
+    let image = image::RgbaImage::from_fn(width, height, pixel);
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgba8(image)
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .unwrap();
+    bytes.into_inner()
+}
+
+#[test]
+fn the_detail_view_shows_input_mask_and_result_in_half_blocks() {
+    use crate::preview::{PreviewKind, compose::prepare};
+    use ratatui::style::Color;
+
+    let mut app = scripted();
+    app.state.table.refresh(&app.state.jobs);
+    key(&mut app, KeyCode::End);
+    key(&mut app, KeyCode::Enter);
+    let screen = render(&mut app);
+    assert!(screen.contains("task 0 · input"), "{screen}");
+    assert!(screen.contains("loading…"), "{screen}");
+
+    const RED: image::Rgba<u8> = image::Rgba([255, 0, 0, 255]);
+    const BLUE: image::Rgba<u8> = image::Rgba([0, 0, 255, 255]);
+    // 40×80 pixels are 4×4 cells of 10×20: 8 rows of half-blocks.
+    let input = png(40, 80, |_, y| if y < 40 { RED } else { BLUE });
+    let mask = png(40, 80, |_, _| image::Rgba([255, 255, 255, 255]));
+    // A cut-out: transparent on the left, opaque green on the right.
+    let result = png(40, 80, |x, _| {
+        if x < 20 {
+            image::Rgba([0, 0, 0, 0])
+        } else {
+            image::Rgba([0, 255, 0, 255])
+        }
+    });
+    for (url, bytes, kind) in [
+        ("http://img/mat-001/0.png", input, PreviewKind::Input),
+        ("http://img/mat-001/0-mask.png", mask, PreviewKind::Mask),
+        ("http://results/mat-001/0.png", result, PreviewKind::Result),
+    ] {
+        let image = prepare(&bytes, kind);
+        app.handle(
+            Event::Update(Box::new(Update::Preview {
+                url: url.into(),
+                image,
+            })),
+            SystemTime::now(),
+        );
+    }
+    let mut terminal = Terminal::new(TestBackend::new(150, 40)).unwrap();
+    terminal.draw(|f| super::draw(f, &mut app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let cell = |x: u16, y: u16| &buffer[(x, y)];
+    // The body starts under the header line; each pane is 50 columns
+    // wide and its picture starts inside its border, at (x + 1, 2).
+    let top = cell(1, 2);
+    assert_eq!(
+        (top.symbol(), top.bg),
+        (" ", Color::Rgb(255, 0, 0)),
+        "all red"
+    );
+    let bottom = cell(1, 5);
+    assert_eq!((bottom.symbol(), bottom.bg), (" ", Color::Rgb(0, 0, 255)));
+    // Where red meets blue, one cell holds both: red above, a blend below.
+    let edge = cell(1, 3);
+    assert_eq!((edge.symbol(), edge.fg), ("▀", Color::Rgb(255, 0, 0)));
+    let Color::Rgb(r, g, b) = edge.bg else {
+        panic!("{edge:?}")
+    };
+    assert!(r > 0 && b > 0 && g == 0, "{edge:?}");
+    // The mask, white.
+    assert_eq!(cell(51, 2).bg, Color::Rgb(255, 255, 255));
+    // The matting result: green where opaque, the checkerboard's grey
+    // where transparent.
+    assert_eq!(cell(104, 2).bg, Color::Rgb(0, 255, 0));
+    let checker = cell(101, 2);
+    let Color::Rgb(r, g, b) = checker.fg else {
+        panic!("{checker:?}")
+    };
+    assert!(r == g && g == b && r > 100, "grey: {checker:?}");
+    // Nothing of the picture leaks past its 4 columns.
+    assert_eq!(cell(5, 2).bg, Color::Reset);
 }
