@@ -164,3 +164,42 @@ async fn a_submit_shows_its_job_at_once_and_watches_it() {
         other => panic!("expected the job to be watched, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn previews_are_fetched_decoded_and_a_bad_url_reports_why() {
+    use retouch_tui::preview::{PreviewKind, PreviewSource};
+    let server = server(test_config()).await;
+    let mut runner = start(server.grpc_url());
+    let (image, _) = sample_urls(&server, "portrait");
+    let load = |url: &str, kind| {
+        Action::LoadPreview(PreviewSource {
+            label: "input",
+            url: url.to_owned(),
+            ours: false,
+            kind,
+        })
+    };
+    runner
+        .actions
+        .send(load(&image, PreviewKind::Input))
+        .unwrap();
+    let Update::Preview { url, image: loaded } = runner.next_update().await else {
+        panic!("a preview")
+    };
+    assert_eq!(url, image);
+    let loaded = loaded.expect("the sample decodes");
+    assert!(loaded.width() <= retouch_tui::preview::compose::MAX_SIDE);
+    assert!(loaded.height() <= retouch_tui::preview::compose::MAX_SIDE);
+
+    let missing = format!("{}/samples/no-such.png", server.http_url());
+    runner
+        .actions
+        .send(load(&missing, PreviewKind::Mask))
+        .unwrap();
+    let Update::Preview { image: failed, .. } = runner.next_update().await else {
+        panic!("a preview")
+    };
+    let why = failed.unwrap_err();
+    assert!(why.contains("404"), "{why}");
+    server.shutdown().await;
+}
