@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use retouch_api::v1::JobRef;
+use retouch_api::v1::{self as pb, JobRef};
 use tokio::sync::mpsc;
 
 use crate::app::Action;
@@ -39,6 +39,31 @@ pub async fn run(
                             let _ = updates.send(Update::JobState(job)).await;
                             let _ = watch.send(WatchCommand::Add(reference));
                             Update::Notice(notice)
+                        }
+                        Err(error) => Update::from(error),
+                    }
+                }
+                Action::SubmitBatch { jobs, request_id } => {
+                    match client.submit_batch(&jobs, &request_id).await {
+                        Ok(batch) => {
+                            let submitted = batch
+                                .jobs
+                                .iter()
+                                .filter(|j| j.state() == pb::BatchJobState::Accepted)
+                                .count();
+                            for job in batch.jobs.iter().filter(|j| !j.result_key.is_empty()) {
+                                let _ = watch.send(WatchCommand::Add(JobRef {
+                                    api: job.api,
+                                    result_key: job.result_key.clone(),
+                                    ..Default::default()
+                                }));
+                            }
+                            Update::Notice(format!(
+                                "submitted batch {}: {} tasks, {submitted} of {} jobs",
+                                batch.batch_id,
+                                batch.task_count,
+                                batch.jobs.len()
+                            ))
                         }
                         Err(error) => Update::from(error),
                     }

@@ -44,6 +44,13 @@ pub enum Mode {
 pub enum Action {
     /// Upload what needs uploading and submit.
     Submit(JobRequest),
+    /// Upload what needs uploading and submit these jobs as one batch.
+    SubmitBatch {
+        /// One task each.
+        jobs: Vec<JobRequest>,
+        /// The batch's idempotency key.
+        request_id: String,
+    },
     /// Watch one more job.
     Watch(pb::JobRef),
     /// Fetch and decode a preview image (answered by `Update::Preview`).

@@ -15,21 +15,20 @@ use crate::app::{Action, App};
 use crate::client::Client;
 use crate::event::Event;
 use crate::preview::Previews;
-use crate::request::JobRequest;
 use crate::state::{ErrorKind, Update};
 
 /// Ticks keep ages and rates moving when nothing else happens.
 const TICK: Duration = Duration::from_millis(500);
 
 /// Runs the dashboard in the terminal until the user quits. `watch`: the
-/// jobs to follow (empty: all); `initial`: jobs to submit once it is up
-/// (the demo's batch). The terminal is restored on return, on error and on
+/// jobs to follow (empty: all); `initial`: actions to take once it is up
+/// (the demo's submissions). The terminal is restored on return, on error and on
 /// panic.
 pub async fn run(
     client: Client,
     watch: Vec<pb::JobRef>,
     download_dir: PathBuf,
-    initial: Vec<JobRequest>,
+    initial: Vec<Action>,
 ) -> std::io::Result<()> {
     let (updates_tx, updates_rx) = mpsc::channel(4096);
     let (watch_tx, watch_rx) = mpsc::unbounded_channel();
@@ -47,8 +46,8 @@ pub async fn run(
     let submitter = {
         let actions = actions_tx.clone();
         tokio::spawn(async move {
-            for job in initial {
-                if actions.send(Action::Submit(job)).is_err() {
+            for action in initial {
+                if actions.send(action).is_err() {
                     return;
                 }
                 // Spread out, so the jobs arrive one by one on screen.

@@ -8,6 +8,7 @@ use retouch_server::app::{RunningServer, ServerConfig, start};
 use retouch_server::local::{FaultConfig, LocalBackendConfig};
 use retouch_server::samples;
 
+use crate::app::Action;
 use crate::request::{Input, JobRequest};
 
 /// Starts retouchd on free loopback ports with a local backend that shows
@@ -31,7 +32,28 @@ pub async fn start_server() -> Result<RunningServer, String> {
         .map_err(|e| format!("cannot start the embedded retouchd: {e}"))
 }
 
-/// The demo batch: every bundled sample twice (removal with two seeds and
+/// What the demo does once the dashboard is up: the single jobs of
+/// [`jobs`], one by one, then a batch of every bundled sample four times
+/// over, which the dashboard shows as one row (Enter opens it; Enter on a
+/// job shows its pictures).
+pub fn actions(http_url: &str) -> Vec<Action> {
+    let singles = jobs(http_url);
+    let batch: Vec<JobRequest> = (0..4)
+        .flat_map(|_| singles.iter().filter(|j| is_sample(j)).cloned())
+        .collect();
+    let mut actions: Vec<Action> = singles.into_iter().map(Action::Submit).collect();
+    actions.push(Action::SubmitBatch {
+        jobs: batch,
+        request_id: uuid::Uuid::new_v4().to_string(),
+    });
+    actions
+}
+
+fn is_sample(job: &JobRequest) -> bool {
+    !matches!(&job.image, Input::Url(url) if url.ends_with("no-such-sample.png"))
+}
+
+/// The demo's single jobs: every bundled sample twice (removal with two seeds and
 /// kernel sizes), and one job whose image does not exist, which retouchd
 /// rejects with Aliyun code 23500006.
 pub fn jobs(http_url: &str) -> Vec<JobRequest> {

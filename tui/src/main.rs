@@ -188,7 +188,7 @@ async fn run_submit(
 
 async fn demo(cli: &Cli) -> Result<(), String> {
     let server = retouch_tui::demo::start_server().await?;
-    let jobs = retouch_tui::demo::jobs(&server.http_url());
+    let jobs = retouch_tui::demo::actions(&server.http_url());
     let address = ServerAddress {
         url: server.grpc_url(),
         token: None,

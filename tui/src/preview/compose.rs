@@ -8,8 +8,9 @@ use image::{DynamicImage, GenericImageView, Rgb, RgbImage, RgbaImage};
 /// Longest side of a prepared preview, in pixels.
 pub const MAX_SIDE: u32 = 512;
 
-/// Side of a checkerboard square, in pixels of the prepared preview.
-const SQUARE: u32 = 16;
+/// Checkerboard squares per longest side: a few cells each in a pane, so
+/// that the board reads as a board and not as noise.
+const SQUARES: u32 = 12;
 const LIGHT: Rgb<u8> = Rgb([204, 204, 204]);
 const DARK: Rgb<u8> = Rgb([153, 153, 153]);
 
@@ -44,8 +45,9 @@ pub fn prepare(bytes: &[u8], kind: PreviewKind) -> Result<DynamicImage, String> 
 
 /// `image` composited over a light and dark grey checkerboard.
 pub fn over_checkerboard(image: &RgbaImage) -> RgbImage {
+    let square = square_side(image.width(), image.height());
     RgbImage::from_fn(image.width(), image.height(), |x, y| {
-        let back = if (x / SQUARE + y / SQUARE).is_multiple_of(2) {
+        let back = if (x / square + y / square).is_multiple_of(2) {
             LIGHT
         } else {
             DARK
@@ -56,6 +58,11 @@ pub fn over_checkerboard(image: &RgbaImage) -> RgbImage {
             ((u32::from(pixel[c]) * alpha + u32::from(back[c]) * (255 - alpha) + 127) / 255) as u8
         }))
     })
+}
+
+/// Side of a checkerboard square for an image of this size, in pixels.
+fn square_side(width: u32, height: u32) -> u32 {
+    (width.max(height) / SQUARES).max(1)
 }
 
 #[cfg(test)]
@@ -77,10 +84,13 @@ mod tests {
         let shown = prepare(&png(DynamicImage::ImageRgba8(cutout)), PreviewKind::Result)
             .unwrap()
             .to_rgb8();
+        let square = square_side(64, 64);
+        assert_eq!(square, 5);
         assert_eq!(*shown.get_pixel(0, 0), LIGHT);
-        assert_eq!(*shown.get_pixel(SQUARE, 0), DARK);
+        assert_eq!(*shown.get_pixel(square, 0), DARK);
+        assert_eq!(*shown.get_pixel(square, square), LIGHT);
         assert_eq!(*shown.get_pixel(40, 8), Rgb([255, 0, 0]));
-        // Half red over light grey.
+        // Half red over light grey: (8, 8) is in square (1, 1), light as (0, 0).
         assert_eq!(*shown.get_pixel(8, 8), Rgb([230, 102, 102]));
     }
 
