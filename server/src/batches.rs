@@ -227,7 +227,9 @@ impl Retouch {
     ) -> Result<pb::Batch, ServiceError> {
         let tasks = validate_batch(tasks).map_err(ServiceError::Invalid)?;
         check_request_id(request_id)?;
-        self.readiness().map_err(|_| ServiceError::ShuttingDown)?;
+        if self.is_draining() {
+            return Err(ServiceError::ShuttingDown);
+        }
         let jobs = plan(tasks);
         let fingerprint = batch_fingerprint(&jobs);
         let id = uuid::Uuid::new_v4().simple().to_string();

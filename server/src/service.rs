@@ -78,6 +78,11 @@ impl Retouch {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Whether new submissions are refused because retouchd is stopping.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Whether new work can be taken now, or why not.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Acquire) {
