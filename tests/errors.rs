@@ -460,10 +460,22 @@ async fn each_documented_gateway_refusal_maps_to_its_code_and_retry_policy() {
         Endpoint::Submit,
         InjectedFault::Aliyun(AliyunCode::Throttled),
     );
-    client.submit(matting_request(&server)).await.unwrap();
+    let job = client
+        .submit(matting_request(&server))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
     let after = backend.stats();
     assert_eq!(after.jobs_created, before.jobs_created + 1, "one job");
     assert_eq!(after.submit_requests, before.submit_requests + 2);
+    // The refused attempt is reported on the job, as poll errors are.
+    assert_eq!(job.submit_retries.len(), 1, "{job:?}");
+    let refused = &job.submit_retries[0];
+    assert_eq!((refused.aliyun_code, refused.attempt), (23500004, 1));
+    assert!(refused.next_attempt_at.is_some());
+    assert!(job.last_error.is_none(), "the job itself is fine");
     for &(status, code, message, expected) in cases {
         let before = backend.stats();
         backend.inject_once(
@@ -478,7 +490,17 @@ async fn each_documented_gateway_refusal_maps_to_its_code_and_retry_policy() {
         let after = backend.stats();
         match expected {
             None => {
-                outcome.unwrap_or_else(|s| panic!("{message}: re-sent and accepted, got {s:?}"));
+                let job = outcome
+                    .unwrap_or_else(|s| panic!("{message}: re-sent and accepted, got {s:?}"))
+                    .into_inner()
+                    .job
+                    .unwrap();
+                let refused = &job.submit_retries[0];
+                assert_eq!(
+                    (refused.gateway_code.as_str(), refused.http_status),
+                    (code, u32::from(status)),
+                    "{message}"
+                );
                 assert_eq!(
                     after.jobs_created,
                     before.jobs_created + 1,

@@ -297,6 +297,12 @@ impl Retouch {
         let job = pb::Job {
             result_key: outcome.result_key.clone(),
             tasks,
+            submit_retries: outcome
+                .refused
+                .iter()
+                .zip(1..)
+                .map(|((err, next), attempt)| upstream_error_to_pb(err, Some(*next), attempt))
+                .collect(),
             ..draft
         };
         let tracked = if subscribe {

@@ -119,11 +119,7 @@ pub async fn submit(
         }
     }
     if !options.wait || accepted.is_empty() {
-        return if failed {
-            Exit::CallFailed
-        } else {
-            Exit::Success
-        };
+        return verdict(failed, false, false);
     }
     let (jobs, timed_out) = wait_for(client, &accepted, options.timeout).await;
     let mut any_failed = false;
@@ -136,15 +132,7 @@ pub async fn submit(
         any_failed |= !ok;
         report_outcome(key, row, options, out);
     }
-    if failed {
-        Exit::CallFailed
-    } else if timed_out {
-        Exit::TimedOut
-    } else if any_failed {
-        Exit::TaskFailed
-    } else {
-        Exit::Success
-    }
+    verdict(failed, timed_out, any_failed)
 }
 
 /// Submits the lines of a batch file as one batch (split by retouchd into
@@ -236,11 +224,7 @@ pub async fn submit_batch(
         }
     }
     if !options.wait || accepted.is_empty() {
-        return if failed {
-            Exit::CallFailed
-        } else {
-            Exit::Success
-        };
+        return verdict(failed, false, false);
     }
     let (state, timed_out) = wait_for(client, &accepted, options.timeout).await;
     let mut any_failed = false;
@@ -283,11 +267,17 @@ pub async fn submit_batch(
             }
         }
     }
-    if failed {
+    verdict(failed, timed_out, any_failed)
+}
+
+/// The exit code when several things may have gone wrong: a failed
+/// submission first, then the timeout, then a failed task.
+fn verdict(submit_failed: bool, timed_out: bool, task_failed: bool) -> Exit {
+    if submit_failed {
         Exit::CallFailed
     } else if timed_out {
         Exit::TimedOut
-    } else if any_failed {
+    } else if task_failed {
         Exit::TaskFailed
     } else {
         Exit::Success

@@ -183,6 +183,18 @@ async fn watching_an_unknown_key_is_refused_before_the_dashboard_opens() {
     );
 }
 
+/// Submits a matting job on the portrait sample with `retouch submit`;
+/// returns its result key.
+async fn submit_portrait(server: &RunningServer) -> String {
+    let url = server.grpc_url();
+    let inputs = sample_args(server, "portrait");
+    let mut args = vec!["--server", &url, "submit", "matting"];
+    args.extend(inputs.iter().map(String::as_str));
+    args.push("--json");
+    let submitted = json_lines(&retouch(&args).await);
+    submitted[0]["result_key"].as_str().unwrap().to_owned()
+}
+
 /// A batch file of `lines` tasks on the bundled samples.
 fn batch_file(server: &RunningServer, dir: &std::path::Path, lines: usize) -> String {
     let base = server.http_url();
@@ -273,12 +285,7 @@ async fn a_batch_file_is_one_batch_and_sending_it_again_bills_nothing() {
 async fn the_verbs_list_get_watch_and_download_with_their_exit_codes() {
     let server = server(0.0).await;
     let url = server.grpc_url();
-    let inputs = sample_args(&server, "portrait");
-    let mut args = vec!["--server", &url, "submit", "matting"];
-    args.extend(inputs.iter().map(String::as_str));
-    args.extend(["--json"]);
-    let submitted = json_lines(&retouch(&args).await);
-    let key = submitted[0]["result_key"].as_str().unwrap().to_owned();
+    let key = submit_portrait(&server).await;
     let name = format!("matting:{key}");
 
     // watch: the job's stream until it finishes, as JSON lines.
@@ -358,12 +365,7 @@ async fn the_verbs_list_get_watch_and_download_with_their_exit_codes() {
 async fn watching_a_job_whose_task_fails_exits_1_and_so_does_its_download() {
     let server = server(1.0).await;
     let url = server.grpc_url();
-    let inputs = sample_args(&server, "portrait");
-    let mut args = vec!["--server", &url, "submit", "matting"];
-    args.extend(inputs.iter().map(String::as_str));
-    args.extend(["--json"]);
-    let submitted = json_lines(&retouch(&args).await);
-    let name = format!("matting:{}", submitted[0]["result_key"].as_str().unwrap());
+    let name = format!("matting:{}", submit_portrait(&server).await);
     let output = retouch(&["--server", &url, "watch", &name]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");

@@ -106,6 +106,9 @@ pub struct SubmitOutcome {
     pub request_id: String,
     /// How many attempts it took (re-sent only when provably not received).
     pub attempts: u32,
+    /// The refusals of the attempts before the accepted one, each with the
+    /// time the next attempt was due.
+    pub refused: Vec<(UpstreamError, std::time::SystemTime)>,
 }
 
 /// What a successful query returned.
@@ -217,6 +220,7 @@ impl UpstreamClient {
         let started = std::time::Instant::now();
         let mut delays = self.inner.config.submit_retry.delays();
         let mut attempt = 1;
+        let mut refused = Vec::new();
         loop {
             match self
                 .call::<SubmitData>(api, "submit", None, path, &body)
@@ -228,6 +232,7 @@ impl UpstreamClient {
                         tasks: data.task_list,
                         request_id,
                         attempts: attempt,
+                        refused,
                     });
                 }
                 Err(err)
@@ -242,6 +247,7 @@ impl UpstreamClient {
                     metrics::counter!("retouch_submit_retries_total", "api" => api.as_str())
                         .increment(1);
                     tracing::warn!(%api, attempt, ?delay, error = %err, "submit did not reach the backend; sending it again");
+                    refused.push((err, std::time::SystemTime::now() + delay));
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }

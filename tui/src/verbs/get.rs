@@ -73,6 +73,12 @@ fn describe_job(job: &pb::Job) -> String {
             text.push_str(&format!("  {label}: {value}\n"));
         }
     }
+    for refused in &job.submit_retries {
+        text.push_str(&format!(
+            "  submit attempt {} refused, sent again: {} (Aliyun {}, HTTP {})\n",
+            refused.attempt, refused.message, refused.aliyun_code, refused.http_status
+        ));
+    }
     if let Some(error) = &job.last_error {
         text.push_str(&format!(
             "  last error: {} (Aliyun {}, HTTP {})\n",
