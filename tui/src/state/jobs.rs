@@ -340,6 +340,12 @@ impl Jobs {
         row.updated_at = time.or(row.updated_at);
         match event.kind {
             Some(pb::job_event::Kind::Transition(t)) => {
+                // A transition comes from a poll that succeeded, which
+                // clears the job's last error on the server (no event says
+                // so): keep GetJob's picture, except for a LOST job.
+                if row.status != pb::JobStatus::Lost {
+                    row.last_error = None;
+                }
                 let i = t.task_index as usize;
                 if row.tasks.len() <= i {
                     row.tasks.resize_with(i + 1, TaskRow::default);

@@ -526,3 +526,16 @@ fn results_come_from_retouchds_copies_once_it_has_them() {
         .expect("keyed by submission id");
     assert_eq!(row.status, pb::JobStatus::SubmitOutcomeUnknown);
 }
+
+#[test]
+fn a_transition_clears_the_last_error_as_the_server_does() {
+    let mut state = Dashboard::default();
+    state.apply(Update::Event(accepted(1, job(M, "a", 2))), now());
+    state.apply(Update::Event(upstream_error(2, M, "a", 23500004)), now());
+    assert!(state.jobs.get(&key("a")).unwrap().last_error.is_some());
+    state.apply(
+        Update::Event(transition(3, M, "a", 0, Waiting, Running, Active)),
+        now(),
+    );
+    assert!(state.jobs.get(&key("a")).unwrap().last_error.is_none());
+}
