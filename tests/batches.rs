@@ -112,6 +112,17 @@ async fn a_batch_of_95_is_ten_jobs_and_sending_it_again_bills_nothing_twice() {
         10,
         "ten requests, one refused"
     );
+    // Read later, the batch still says why.
+    let later = client
+        .get(pb::GetBatchRequest {
+            batch_id: first.batch_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refused_later = &later.jobs[refused[0].index as usize];
+    assert_eq!(refused_later.state(), pb::BatchJobState::NotSubmitted);
+    assert_eq!(refused_later.submit_error.as_ref(), Some(error));
 
     // Each accepted job is an ordinary job that knows its batch.
     let job = first

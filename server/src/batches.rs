@@ -4,7 +4,7 @@
 //! bills a job twice. The batch row holds only the plan; progress is read
 //! from the jobs' submissions and records whenever it is asked for.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -240,8 +240,9 @@ impl Retouch {
             request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
             fingerprint,
             created_at: now,
+            submit_errors: Default::default(),
         };
-        let record = match self.tracker().store().begin_batch(new.clone()).await? {
+        let mut record = match self.tracker().store().begin_batch(new.clone()).await? {
             BeganBatch::Recorded => new,
             BeganBatch::Existing(earlier) if earlier.fingerprint == fingerprint => {
                 tracing::info!(batch_id = %earlier.id, request_id, "repeated batch request id: submitting only what is not submitted");
@@ -260,17 +261,20 @@ impl Retouch {
         let errors = tokio::spawn(async move { this.submit_planned(&plan, jobs, &caller).await })
             .await
             .map_err(|e| ServiceError::Internal(format!("batch submit task failed: {e}")))?;
-        self.batch_progress(&record.plan, &errors).await
+        // This call's answers are the newest, recorded or not.
+        record.submit_errors.extend(errors);
+        self.batch_progress(&record).await
     }
 
     /// Submits each job of `plan` (the journal's plan, `jobs` its tasks),
-    /// a few at a time; returns the errors of those that failed, by job.
+    /// a few at a time; returns the errors of those that failed, by job,
+    /// and records them so that reading the batch later still says why.
     async fn submit_planned(
         &self,
         plan: &pb::Batch,
         jobs: Vec<PlannedJob>,
         caller: &Caller,
-    ) -> HashMap<u32, pb::UpstreamError> {
+    ) -> BTreeMap<u32, pb::UpstreamError> {
         let _in_flight = self.batches_in_flight().enter(&plan.batch_id);
         let batch_id = plan.batch_id.clone();
         let work: Vec<(u32, String, PlannedJob)> = plan
@@ -290,11 +294,20 @@ impl Retouch {
             }
         });
         let mut outcomes = futures::stream::iter(submits).buffer_unordered(CONCURRENT_SUBMITS);
-        let mut errors = HashMap::new();
+        let mut errors = BTreeMap::new();
         while let Some((index, submitted)) = outcomes.next().await {
             if let Err(error) = submitted {
                 tracing::warn!(%batch_id, job = index, %error, "a job of a batch was not submitted");
-                errors.insert(index, submit_error_to_pb(&error));
+                let error = submit_error_to_pb(&error);
+                if let Err(e) = self
+                    .tracker()
+                    .store()
+                    .record_batch_submit_error(&batch_id, index, &error)
+                    .await
+                {
+                    tracing::warn!(%batch_id, job = index, error = %e, "could not record why a job of a batch was not submitted");
+                }
+                errors.insert(index, error);
             }
         }
         errors
@@ -302,11 +315,11 @@ impl Retouch {
 
     /// A batch's progress now. NOT_FOUND if the journal has no such batch.
     pub async fn get_batch(&self, batch_id: &str) -> Result<pb::Batch, ServiceError> {
-        let plan = self.batch_plan(batch_id).await?;
-        self.batch_progress(&plan, &HashMap::new()).await
+        let record = self.batch_record(batch_id).await?;
+        self.batch_progress(&record).await
     }
 
-    async fn batch_plan(&self, batch_id: &str) -> Result<pb::Batch, ServiceError> {
+    async fn batch_record(&self, batch_id: &str) -> Result<BatchRecord, ServiceError> {
         if batch_id.is_empty() {
             return Err(ServiceError::Invalid(vec![Violation::new(
                 "batch_id",
@@ -317,7 +330,6 @@ impl Retouch {
             .store()
             .batch(batch_id)
             .await?
-            .map(|record| record.plan)
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("no batch {:?} is retained", excerpt(batch_id, 64)))
             })
@@ -333,7 +345,9 @@ impl Retouch {
         follow: bool,
     ) -> Result<impl Stream<Item = Result<pb::Batch, ServiceError>> + Send + 'static, ServiceError>
     {
-        let plan = self.batch_plan(batch_id).await?;
+        // Checked now, so that an unknown batch fails the call itself.
+        self.batch_record(batch_id).await?;
+        let batch_id = batch_id.to_owned();
         let this = self.clone();
         Ok(async_stream::try_stream! {
             let mut sent: Option<pb::Batch> = None;
@@ -342,7 +356,8 @@ impl Retouch {
             let mut recheck = tokio::time::interval(UNSETTLED_RECHECK);
             recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let batch = this.batch_progress(&plan, &HashMap::new()).await?;
+                let record = this.batch_record(&batch_id).await?;
+                let batch = this.batch_progress(&record).await?;
                 let keys: HashSet<String> = batch
                     .jobs
                     .iter()
@@ -390,14 +405,11 @@ impl Retouch {
         })
     }
 
-    /// Fills `plan` in with where each job stands: its submission's state,
-    /// its job's status and tasks. `submit_errors` are the errors of jobs
-    /// this call failed to submit.
-    async fn batch_progress(
-        &self,
-        plan: &pb::Batch,
-        submit_errors: &HashMap<u32, pb::UpstreamError>,
-    ) -> Result<pb::Batch, ServiceError> {
+    /// Fills the batch's plan in with where each job stands: its
+    /// submission's state, its job's status and tasks, and why it was not
+    /// submitted.
+    async fn batch_progress(&self, record: &BatchRecord) -> Result<pb::Batch, ServiceError> {
+        let (plan, submit_errors) = (&record.plan, &record.submit_errors);
         let store = self.tracker().store();
         let submissions = store
             .submissions_by_request_ids(plan.jobs.iter().map(|j| j.request_id.clone()).collect())

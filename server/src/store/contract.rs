@@ -463,6 +463,7 @@ fn batch(id: &str, request_id: Option<&str>, fingerprint: u8, age: Duration) -> 
                     .unwrap()
                     .as_millis() as u64,
             ),
+        submit_errors: Default::default(),
     }
 }
 
@@ -524,6 +525,31 @@ pub(crate) async fn batches_bind_their_request_ids_and_expire(store: &dyn Store)
         results_before: SystemTime::UNIX_EPOCH,
         uploads_before: SystemTime::UNIX_EPOCH,
     };
+    // Why a job was not submitted: the last word stays.
+    let refusal = |code| pb::UpstreamError {
+        aliyun_code: code,
+        message: format!("refused {code}"),
+        ..Default::default()
+    };
+    for code in [23500003, 23500004] {
+        store
+            .record_batch_submit_error("b1", 0, &refusal(code))
+            .await
+            .unwrap();
+    }
+    let read = store.batch("b1").await.unwrap().unwrap();
+    assert_eq!(read.submit_errors.len(), 1);
+    assert_eq!(read.submit_errors[&0], refusal(23500004));
+    assert!(
+        store
+            .batch("b3")
+            .await
+            .unwrap()
+            .unwrap()
+            .submit_errors
+            .is_empty()
+    );
+
     assert_eq!(store.compact(compact()).await.unwrap().batches, 0);
     assert!(store.batch("b1").await.unwrap().is_some(), "a job is left");
     store.abandon_submission("s1").await.unwrap();
@@ -540,5 +566,20 @@ pub(crate) async fn batches_bind_their_request_ids_and_expire(store: &dyn Store)
             .unwrap(),
         BeganBatch::Recorded,
         "the request id is free again"
+    );
+    // A batch recorded again under b1's id starts with no errors: they
+    // went with the batch.
+    store
+        .begin_batch(batch("b1", None, 6, Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .batch("b1")
+            .await
+            .unwrap()
+            .unwrap()
+            .submit_errors
+            .is_empty()
     );
 }

@@ -126,6 +126,9 @@ pub struct BatchRecord {
     pub plan: pb::Batch,
     /// When it was recorded; retention counts from here.
     pub created_at: SystemTime,
+    /// Why jobs were not submitted, by job index: the last refusal of each
+    /// that billed nothing (empty when recording a new batch).
+    pub submit_errors: std::collections::BTreeMap<u32, pb::UpstreamError>,
 }
 
 /// Answer of `begin_batch`.
@@ -429,8 +432,17 @@ pub trait Store: Send + Sync + 'static {
     /// constraint decides, as for submissions).
     async fn begin_batch(&self, new: BatchRecord) -> Result<BeganBatch, StoreError>;
 
-    /// The batch with this id.
+    /// The batch with this id, with its jobs' submit errors.
     async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError>;
+
+    /// Records why job `job_index` of batch `batch_id` was not submitted,
+    /// replacing what an earlier attempt recorded.
+    async fn record_batch_submit_error(
+        &self,
+        batch_id: &str,
+        job_index: u32,
+        error: &pb::UpstreamError,
+    ) -> Result<(), StoreError>;
 
     /// The job with this result key.
     async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError>;

@@ -119,9 +119,24 @@ impl BatchRow {
             plan: decode(&self.plan, "batch")?,
             request_id: self.request_id,
             created_at: from_millis(self.created_at_ms),
+            submit_errors: Default::default(),
             id,
         })
     }
+}
+
+/// Decodes the rows of `batch_submit_errors` (job index, error bytes).
+pub(super) fn batch_submit_errors(
+    rows: impl IntoIterator<Item = (i64, Vec<u8>)>,
+) -> Result<std::collections::BTreeMap<u32, retouch_api::v1::UpstreamError>, StoreError> {
+    rows.into_iter()
+        .map(|(index, bytes)| {
+            Ok((
+                index.clamp(0, i64::from(u32::MAX)) as u32,
+                decode(&bytes, "batch submit error")?,
+            ))
+        })
+        .collect()
 }
 
 /// The range of request ids the jobs of batch `id` are submitted under,

@@ -67,6 +67,16 @@ impl Store for FullDisk {
     async fn batch(&self, id: &str) -> Result<Option<crate::store::BatchRecord>, StoreError> {
         self.inner.batch(id).await
     }
+    async fn record_batch_submit_error(
+        &self,
+        batch_id: &str,
+        job_index: u32,
+        error: &pb::UpstreamError,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_batch_submit_error(batch_id, job_index, error)
+            .await
+    }
     async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
         self.inner.job_by_key(key).await
     }

@@ -315,6 +315,16 @@ impl Store for PostgresStore {
         sql::batch(&**client, id).await
     }
 
+    async fn record_batch_submit_error(
+        &self,
+        batch_id: &str,
+        job_index: u32,
+        error: &pb::UpstreamError,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        sql::record_batch_submit_error(&**client, batch_id, job_index, error).await
+    }
+
     async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {
         let client = self.client().await?;
         sql::job_where(&**client, "result_key", result_key).await

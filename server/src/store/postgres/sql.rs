@@ -10,8 +10,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::store::rows::{
-    BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow, decode,
-    from_millis, millis, mirror_failure_state, seq, settlement_row,
+    BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow,
+    batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq, settlement_row,
 };
 use crate::store::{
     BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
@@ -481,16 +481,53 @@ pub(super) async fn batch<C: GenericClient>(
     client: &C,
     id: &str,
 ) -> Result<Option<BatchRecord>, StoreError> {
-    client
+    let Some(row) = client
         .query_opt(
             "SELECT id, request_id, fingerprint, created_at_ms, plan FROM batches WHERE id = $1",
             &[&id],
         )
         .await
         .map_err(db_error)?
-        .as_ref()
-        .map(batch_record)
-        .transpose()
+    else {
+        return Ok(None);
+    };
+    let mut record = batch_record(&row)?;
+    let errors = client
+        .query(
+            "SELECT job_index, error FROM batch_submit_errors WHERE batch_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|r| (i64::from(r.get::<_, i32>(0)), r.get::<_, Vec<u8>>(1)))
+        .collect::<Vec<_>>();
+    record.submit_errors = batch_submit_errors(errors)?;
+    Ok(Some(record))
+}
+
+pub(super) async fn record_batch_submit_error<C: GenericClient>(
+    client: &C,
+    batch_id: &str,
+    job_index: u32,
+    error: &pb::UpstreamError,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO batch_submit_errors (batch_id, job_index, error, recorded_at_ms)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (batch_id, job_index)
+             DO UPDATE SET error = excluded.error, recorded_at_ms = excluded.recorded_at_ms",
+            &[
+                &batch_id,
+                &(job_index.min(i32::MAX as u32) as i32),
+                &error.encode_to_vec(),
+                &millis(SystemTime::now()),
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
 }
 
 pub(super) async fn abandon_submission<C: GenericClient>(
@@ -711,6 +748,20 @@ pub(super) async fn compact<C: GenericClient>(
         .execute(
             "DELETE FROM uploads WHERE created_at_ms < $1",
             &[&millis(compaction.uploads_before)],
+        )
+        .await
+        .map_err(db_error)?;
+    let gone_batches = "created_at_ms < $1 AND NOT EXISTS
+                 (SELECT 1 FROM submissions
+                  WHERE request_id >= 'batch-' || batches.id || '/'
+                    AND request_id < 'batch-' || batches.id || '0')";
+    client
+        .execute(
+            &format!(
+                "DELETE FROM batch_submit_errors WHERE batch_id IN
+                     (SELECT id FROM batches WHERE {gone_batches})"
+            ),
+            &[&jobs_cutoff],
         )
         .await
         .map_err(db_error)?;

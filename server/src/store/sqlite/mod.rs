@@ -361,6 +361,18 @@ impl Store for SqliteStore {
         self.readers.read(move |conn| sql::batch(conn, &id)).await
     }
 
+    async fn record_batch_submit_error(
+        &self,
+        batch_id: &str,
+        job_index: u32,
+        error: &pb::UpstreamError,
+    ) -> Result<(), StoreError> {
+        let (batch_id, error) = (batch_id.to_owned(), error.clone());
+        self.writer
+            .write(move |conn| sql::record_batch_submit_error(conn, &batch_id, job_index, &error))
+            .await
+    }
+
     async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {
         let key = result_key.to_owned();
         self.readers

@@ -9,7 +9,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
 use crate::store::rows::{
     BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow,
-    batch_request_id_range, decode, from_millis, millis, mirror_failure_state, seq, settlement_row,
+    batch_request_id_range, batch_submit_errors, decode, from_millis, millis, mirror_failure_state,
+    seq, settlement_row,
 };
 use crate::store::{
     BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
@@ -396,13 +397,44 @@ pub(super) fn begin_batch(conn: &Connection, new: &BatchRecord) -> Result<BeganB
 }
 
 pub(super) fn batch(conn: &Connection, id: &str) -> Result<Option<BatchRecord>, StoreError> {
-    conn.prepare_cached(
-        "SELECT id, request_id, fingerprint, created_at_ms, plan FROM batches WHERE id = ?1",
+    let Some(row) = conn
+        .prepare_cached(
+            "SELECT id, request_id, fingerprint, created_at_ms, plan FROM batches WHERE id = ?1",
+        )
+        .and_then(|mut s| s.query_row([id], batch_columns).optional())
+        .map_err(io_error)?
+    else {
+        return Ok(None);
+    };
+    let mut record = row.into_record()?;
+    let errors: Vec<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT job_index, error FROM batch_submit_errors WHERE batch_id = ?1")
+        .and_then(|mut s| s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(io_error)?;
+    record.submit_errors = batch_submit_errors(errors)?;
+    Ok(Some(record))
+}
+
+pub(super) fn record_batch_submit_error(
+    conn: &Connection,
+    batch_id: &str,
+    job_index: u32,
+    error: &pb::UpstreamError,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO batch_submit_errors (batch_id, job_index, error, recorded_at_ms)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (batch_id, job_index)
+         DO UPDATE SET error = excluded.error, recorded_at_ms = excluded.recorded_at_ms",
+        params![
+            batch_id,
+            job_index,
+            error.encode_to_vec(),
+            millis(SystemTime::now())
+        ],
     )
-    .and_then(|mut s| s.query_row([id], batch_columns).optional())
-    .map_err(io_error)?
-    .map(BatchRow::into_record)
-    .transpose()
+    .map_err(io_error)?;
+    Ok(())
 }
 
 pub(super) fn abandon_submission(conn: &Connection, id: &str) -> Result<(), StoreError> {
@@ -639,6 +671,8 @@ fn compact_batches(conn: &Connection, cutoff: i64) -> Result<u64, StoreError> {
             )
             .map_err(io_error)?;
         if !jobs_left {
+            conn.execute("DELETE FROM batch_submit_errors WHERE batch_id = ?1", [&id])
+                .map_err(io_error)?;
             removed += conn
                 .execute("DELETE FROM batches WHERE id = ?1", [&id])
                 .map_err(io_error)? as u64;

@@ -9,3 +9,14 @@ CREATE TABLE batches (
     plan BLOB NOT NULL
 );
 CREATE INDEX batches_by_age ON batches (created_at_ms);
+
+-- Why a job of a batch was not submitted (the last refusal that billed
+-- nothing), so that reading the batch later still says why. A later
+-- accepted submit of the job makes it moot; it goes with its batch.
+CREATE TABLE batch_submit_errors (
+    batch_id TEXT NOT NULL,
+    job_index INTEGER NOT NULL,
+    error BLOB NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, job_index)
+);
