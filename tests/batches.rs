@@ -169,6 +169,22 @@ async fn a_batch_of_95_is_ten_jobs_and_sending_it_again_bills_nothing_twice() {
         }
     }
 
+    // The calls and their jobs, counted.
+    let metrics = reqwest::get(format!("{}/metrics", server.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "retouch_batches_total{kind=\"new\"} 1",
+        "retouch_batches_total{kind=\"repeated\"} 2",
+        "retouch_batch_jobs_total{outcome=\"not_submitted\"} 1",
+        "retouch_batch_jobs_total{outcome=\"accepted\"} 29",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+
     // Other tasks under the same request id are refused, naming the field.
     let mut other = request.clone();
     other.tasks.pop();

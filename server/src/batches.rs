@@ -243,9 +243,13 @@ impl Retouch {
             submit_errors: Default::default(),
         };
         let mut record = match self.tracker().store().begin_batch(new.clone()).await? {
-            BeganBatch::Recorded => new,
+            BeganBatch::Recorded => {
+                metrics::counter!("retouch_batches_total", "kind" => "new").increment(1);
+                new
+            }
             BeganBatch::Existing(earlier) if earlier.fingerprint == fingerprint => {
                 tracing::info!(batch_id = %earlier.id, request_id, "repeated batch request id: submitting only what is not submitted");
+                metrics::counter!("retouch_batches_total", "kind" => "repeated").increment(1);
                 *earlier
             }
             BeganBatch::Existing(_) => {
@@ -296,6 +300,12 @@ impl Retouch {
         let mut outcomes = futures::stream::iter(submits).buffer_unordered(CONCURRENT_SUBMITS);
         let mut errors = BTreeMap::new();
         while let Some((index, submitted)) = outcomes.next().await {
+            let outcome = match &submitted {
+                Ok(_) => "accepted",
+                Err(ServiceError::SubmitOutcomeUnknown(_)) => "outcome_unknown",
+                Err(_) => "not_submitted",
+            };
+            metrics::counter!("retouch_batch_jobs_total", "outcome" => outcome).increment(1);
             if let Err(error) = submitted {
                 tracing::warn!(%batch_id, job = index, %error, "a job of a batch was not submitted");
                 let error = submit_error_to_pb(&error);

@@ -115,6 +115,18 @@ const METRICS: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
         "time requests waited for the shared upstream request budget",
     ),
     (
+        "retouch_batches_total",
+        Kind::Counter,
+        None,
+        "Batches.Submit calls by kind: a new batch, or one sent again under its request id",
+    ),
+    (
+        "retouch_batch_jobs_total",
+        Kind::Counter,
+        None,
+        "jobs of batches by the outcome of their submit in each Batches.Submit call (accepted, not_submitted, outcome_unknown); a batch sent again counts its jobs again",
+    ),
+    (
         "retouch_submit_retries_total",
         Kind::Counter,
         None,
