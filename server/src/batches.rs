@@ -308,12 +308,17 @@ impl Retouch {
             metrics::counter!("retouch_batch_jobs_total", "outcome" => outcome).increment(1);
             if let Err(error) = submitted {
                 tracing::warn!(%batch_id, job = index, %error, "a job of a batch was not submitted");
+                let unknown = matches!(error, ServiceError::SubmitOutcomeUnknown(_));
                 let error = submit_error_to_pb(&error);
-                if let Err(e) = self
-                    .tracker()
-                    .store()
-                    .record_batch_submit_error(&batch_id, index, &error)
-                    .await
+                // An unknown outcome keeps its cause on the job's own
+                // record; a later call's "bound to a submission whose
+                // outcome is unknown" must not hide it.
+                if !unknown
+                    && let Err(e) = self
+                        .tracker()
+                        .store()
+                        .record_batch_submit_error(&batch_id, index, &error)
+                        .await
                 {
                     tracing::warn!(%batch_id, job = index, error = %e, "could not record why a job of a batch was not submitted");
                 }
@@ -486,7 +491,7 @@ impl Retouch {
                         .job_by_submission(&submission.id)
                         .await?
                         .and_then(|r| r.job.last_error);
-                    job.submit_error = submit_errors.get(&job.index).cloned().or(recorded);
+                    job.submit_error = recorded.or_else(|| submit_errors.get(&job.index).cloned());
                     counts.unknown += size;
                     let error = job
                         .submit_error

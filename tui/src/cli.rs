@@ -170,7 +170,8 @@ pub struct SubmitArgs {
     pub batch: Option<PathBuf>,
     /// With --batch: the batch's idempotency key. Sending the same file
     /// again with it submits only the jobs that were not submitted; nothing
-    /// is billed twice. Without it a new key is made and printed.
+    /// is billed twice. Without it a new key is made and printed (on
+    /// standard error) before anything is sent.
     #[arg(long, requires = "batch")]
     pub request_id: Option<String>,
     /// Wait for every job to finish and report each task's outcome.

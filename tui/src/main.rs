@@ -170,11 +170,8 @@ async fn run_submit(
                 );
                 return submit::invalid(&[problem], options, out, err);
             }
-            let request_id = args
-                .request_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            return submit::submit_batch(client, lines, &request_id, options, out, err).await;
+            return submit::submit_batch(client, lines, args.request_id.clone(), options, out, err)
+                .await;
         }
         _ => {
             let problem =

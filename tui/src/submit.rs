@@ -139,25 +139,44 @@ pub async fn submit(
 /// jobs of ten, each billed once however often the batch is sent again
 /// with the same `request_id`), prints each line's outcome, and with
 /// `--wait` follows the jobs to the end.
+///
+/// Without `request_id` a new one is made, and said before anything is
+/// sent: a call cut short is resumed by sending the file again with it.
 pub async fn submit_batch(
     client: &Client,
     lines: Vec<(usize, JobRequest)>,
-    request_id: &str,
+    request_id: Option<String>,
     options: Options,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Exit {
+    let request_id = match request_id {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let _ = writeln!(
+                err,
+                "batch request id {id}: if this call is cut short, send the same file again with --request-id {id}; nothing is billed twice"
+            );
+            id
+        }
+    };
+    let request_id = request_id.as_str();
     let (numbers, jobs): (Vec<usize>, Vec<JobRequest>) = lines.into_iter().unzip();
     let batch = match client.submit_batch(&jobs, request_id).await {
         Ok(batch) => batch,
         Err(error) => {
-            report_error(
-                numbers.first().copied().unwrap_or(1),
-                &error,
-                options,
-                out,
-                err,
-            );
+            if options.json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({"request_id": request_id, "error": {
+                        "context": error.context, "grpc_code": error.grpc_code,
+                        "aliyun_code": error.aliyun_code, "message": error.message}})
+                );
+            } else {
+                let _ = writeln!(err, "{error} (batch request id {request_id})");
+            }
             return Exit::CallFailed;
         }
     };
@@ -177,7 +196,7 @@ pub async fn submit_batch(
         for (task_index, &task) in job.task_indices.iter().enumerate() {
             let line = line_of(task);
             if options.json {
-                let mut object = json!({"line": line, "batch_id": batch.batch_id, "job_index": job.index,
+                let mut object = json!({"line": line, "batch_id": batch.batch_id, "request_id": request_id, "job_index": job.index,
                     "api": api, "result_key": job.result_key, "task_index": task_index,
                     "status": state_name});
                 if state != pb::BatchJobState::Accepted {

@@ -265,6 +265,14 @@ async fn a_batch_file_is_one_batch_and_sending_it_again_bills_nothing() {
     );
     assert_eq!(backend.stats().submit_requests, 3, "nothing billed twice");
 
+    // Without --request-id one is made and said before anything is sent.
+    let output = retouch(&["--server", &url, "submit", "--batch", &file]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("batch request id "), "{stderr}");
+    assert!(stderr.contains("--request-id"), "{stderr}");
+    assert_eq!(backend.stats().submit_requests, 6, "a new batch");
+
     // The batch as `get` shows it.
     let output = retouch(&[
         "--server",

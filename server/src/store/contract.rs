@@ -583,3 +583,97 @@ pub(crate) async fn batches_bind_their_request_ids_and_expire(store: &dyn Store)
             .is_empty()
     );
 }
+
+/// Retention frees the request ids of a batch's jobs only together, with
+/// the batch: freed one by one, sending the batch again would bill the jobs
+/// already done a second time.
+pub(crate) async fn a_batch_keeps_its_jobs_request_ids_until_it_goes(store: &dyn Store) {
+    let long_ago = SystemTime::now() - Duration::from_secs(3600);
+    store
+        .begin_batch(batch("b6", Some("r6"), 6, Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    // Job 0 finished long ago; job 1 is still running.
+    for (index, key) in [(0, "k6"), (1, "k7")] {
+        store
+            .begin_submission(submission(
+                &format!("sub-{key}"),
+                Some(&format!("batch-b6/{index}")),
+                index,
+            ))
+            .await
+            .unwrap();
+    }
+    let record = |key: &str, accepted_seq: u64, last_seq: u64, finished: bool| JobRecord {
+        job: job(
+            key,
+            if finished {
+                pb::JobStatus::Completed
+            } else {
+                pb::JobStatus::Active
+            },
+            last_seq,
+        ),
+        accepted_seq,
+        finished_at: finished.then_some(long_ago),
+    };
+    store
+        .commit(StepWrites {
+            events: vec![event(1, "k6"), event(2, "k7")],
+            jobs: vec![record("k6", 1, 1, true), record("k7", 2, 2, false)],
+            settlements: ["k6", "k7"]
+                .map(|key| Settlement::Accepted {
+                    id: format!("sub-{key}"),
+                    result_key: key.into(),
+                })
+                .into(),
+            mirrors: Vec::new(),
+            claims: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let compact = || Compaction {
+        jobs_finished_before: SystemTime::now() - Duration::from_secs(60),
+        events_before: SystemTime::UNIX_EPOCH,
+        max_events: u64::MAX,
+        results_before: SystemTime::UNIX_EPOCH,
+        uploads_before: SystemTime::UNIX_EPOCH,
+    };
+    let done = store.compact(compact()).await.unwrap();
+    assert_eq!((done.jobs, done.submissions, done.batches), (1, 0, 0));
+    assert!(
+        store.job_by_key("k6").await.unwrap().is_none(),
+        "the job goes"
+    );
+    let bound = store
+        .submissions_by_request_ids(vec!["batch-b6/0".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        bound["batch-b6/0"].state,
+        SubmissionState::Accepted {
+            result_key: "k6".into()
+        },
+        "its request id stays bound while its batch is kept"
+    );
+
+    // Job 1 finishes long ago too: the batch goes, with both request ids.
+    store
+        .commit(StepWrites {
+            events: vec![event(3, "k7")],
+            jobs: vec![record("k7", 2, 3, true)],
+            ..StepWrites::default()
+        })
+        .await
+        .unwrap();
+    let done = store.compact(compact()).await.unwrap();
+    assert_eq!((done.jobs, done.submissions, done.batches), (1, 2, 1));
+    assert_eq!(store.batch("b6").await.unwrap(), None);
+    assert!(
+        store
+            .submissions_by_request_ids(vec!["batch-b6/0".into(), "batch-b6/1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -139,11 +139,13 @@ pub(super) fn batch_submit_errors(
         .collect()
 }
 
-/// The range of request ids the jobs of batch `id` are submitted under,
-/// `batch-<id>/…`, as bounds `[from, to)` a unique index can scan.
-pub(super) fn batch_request_id_range(id: &str) -> (String, String) {
-    // '0' is the character after '/'.
-    (format!("batch-{id}/"), format!("batch-{id}0"))
+/// The LIKE pattern of the request ids the jobs of batch `id` are
+/// submitted under, `batch-<id>/<index>`. Batch ids are retouchd's own hex
+/// UUIDs, free of LIKE's wildcards. (A pattern, not a range of the index:
+/// PostgreSQL orders text by the database's collation, which may skip
+/// punctuation.)
+pub(super) fn batch_request_ids(id: &str) -> String {
+    format!("batch-{id}/%")
 }
 
 /// A `mirrored_results` row's state columns as read.

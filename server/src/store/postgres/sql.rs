@@ -680,7 +680,10 @@ pub(super) async fn compact<C: GenericClient>(
         .execute(
             "DELETE FROM submissions WHERE state <> $1 AND id IN
                  (SELECT submission_id FROM jobs
-                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $2)",
+                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $2)
+               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
+                 (SELECT 1 FROM batches
+                  WHERE batches.id = split_part(substr(submissions.request_id, 7), '/', 1)), FALSE)",
             &[&STATE_PENDING, &jobs_cutoff],
         )
         .await
@@ -751,35 +754,36 @@ pub(super) async fn compact<C: GenericClient>(
         )
         .await
         .map_err(db_error)?;
-    let gone_batches = "created_at_ms < $1 AND NOT EXISTS
-                 (SELECT 1 FROM submissions
-                  WHERE request_id >= 'batch-' || batches.id || '/'
-                    AND request_id < 'batch-' || batches.id || '0')";
-    client
-        .execute(
-            &format!(
-                "DELETE FROM batch_submit_errors WHERE batch_id IN
-                     (SELECT id FROM batches WHERE {gone_batches})"
-            ),
-            &[&jobs_cutoff],
+    // One statement: every part sees the same batches gone.
+    let row = client
+        .query_one(
+            "WITH gone AS (
+                 SELECT b.id FROM batches b
+                 WHERE b.created_at_ms < $1 AND NOT EXISTS
+                     (SELECT 1 FROM submissions s
+                      WHERE s.request_id LIKE 'batch-' || b.id || '/%'
+                        AND (s.state = $2
+                             OR EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = s.id)))),
+             errors AS (
+                 DELETE FROM batch_submit_errors WHERE batch_id IN (SELECT id FROM gone)),
+             owned AS (
+                 DELETE FROM submissions
+                 WHERE state <> $2 AND request_id LIKE 'batch-%/%'
+                   AND split_part(substr(request_id, 7), '/', 1) IN (SELECT id FROM gone)
+                 RETURNING 1),
+             removed AS (
+                 DELETE FROM batches WHERE id IN (SELECT id FROM gone) RETURNING 1)
+             SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM owned)",
+            &[&jobs_cutoff, &STATE_PENDING],
         )
         .await
         .map_err(db_error)?;
-    let batches = client
-        .execute(
-            "DELETE FROM batches WHERE created_at_ms < $1 AND NOT EXISTS
-                 (SELECT 1 FROM submissions
-                  WHERE request_id >= 'batch-' || batches.id || '/'
-                    AND request_id < 'batch-' || batches.id || '0')",
-            &[&jobs_cutoff],
-        )
-        .await
-        .map_err(db_error)?;
+    let (batches, batch_submissions) = (seq(row.get(0)), seq(row.get(1)));
     Ok(Compacted {
         batches,
         jobs,
         events,
-        submissions,
+        submissions: submissions + batch_submissions,
         results,
         uploads,
         orphaned_objects,

@@ -44,6 +44,8 @@ async fn the_store_contract_holds() {
     contract::mirrored_results_move_through_their_states(&*connect("mirrors").await).await;
     contract::uploads_are_recorded_refreshed_and_expire(&*connect("uploads").await).await;
     contract::batches_bind_their_request_ids_and_expire(&*connect("batches").await).await;
+    contract::a_batch_keeps_its_jobs_request_ids_until_it_goes(&*connect("batch_retention").await)
+        .await;
     let url = cluster.database("retention").await;
     let store = PostgresStore::connect(&url, ReplicaOptions::default())
         .await

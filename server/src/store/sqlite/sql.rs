@@ -9,8 +9,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
 use crate::store::rows::{
     BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow,
-    batch_request_id_range, batch_submit_errors, decode, from_millis, millis, mirror_failure_state,
-    seq, settlement_row,
+    batch_request_ids, batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq,
+    settlement_row,
 };
 use crate::store::{
     BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
@@ -580,15 +580,21 @@ pub(super) fn compacted_through(conn: &Connection) -> Result<u64, StoreError> {
 }
 
 /// Deletes what retention no longer keeps, in one transaction: finished
-/// jobs with their submissions (freeing their request ids), then old
-/// events, recording the highest seq removed.
+/// jobs with their submissions (freeing their request ids; a batch's stay
+/// with their batch), then old events, recording the highest seq removed.
 pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Compacted, StoreError> {
     let jobs_cutoff = millis(compaction.jobs_finished_before);
+    // A job of a batch keeps its request id bound as long as its batch
+    // exists: were it freed alone, sending the batch again would bill the
+    // job a second time.
     let submissions = conn
         .execute(
             "DELETE FROM submissions WHERE state != ?1 AND id IN
                  (SELECT submission_id FROM jobs
-                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)",
+                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)
+               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
+                 (SELECT 1 FROM batches WHERE batches.id = substr(submissions.request_id, 7,
+                      instr(submissions.request_id, '/') - 7)), 0)",
             params![STATE_PENDING, jobs_cutoff],
         )
         .map_err(io_error)?;
@@ -641,44 +647,54 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
             [millis(compaction.uploads_before)],
         )
         .map_err(io_error)?;
-    let batches = compact_batches(conn, jobs_cutoff)?;
+    let (batches, batch_submissions) = compact_batches(conn, jobs_cutoff)?;
     Ok(Compacted {
         batches,
         jobs: jobs as u64,
         events: events as u64,
-        submissions: submissions as u64,
+        submissions: submissions as u64 + batch_submissions,
         results: results as u64,
         uploads: uploads as u64,
         orphaned_objects,
     })
 }
 
-/// Deletes batches recorded before `cutoff` none of whose jobs'
-/// submissions is left (those of finished jobs went with their jobs).
-fn compact_batches(conn: &Connection, cutoff: i64) -> Result<u64, StoreError> {
+/// Deletes the batches recorded before `cutoff` none of whose jobs is
+/// retained any more or being submitted, with their jobs' submissions (so
+/// their request ids are freed all at once) and their submit errors.
+/// Returns the batches and the submissions removed.
+fn compact_batches(conn: &Connection, cutoff: i64) -> Result<(u64, u64), StoreError> {
     let old: Vec<String> = conn
         .prepare_cached("SELECT id FROM batches WHERE created_at_ms < ?1")
         .and_then(|mut s| s.query_map([cutoff], |r| r.get(0))?.collect())
         .map_err(io_error)?;
-    let mut removed = 0;
+    let (mut batches, mut submissions) = (0, 0);
     for id in old {
-        let (from, to) = batch_request_id_range(&id);
+        let owned = batch_request_ids(&id);
         let jobs_left: bool = conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM submissions WHERE request_id >= ?1 AND request_id < ?2)",
-                [&from, &to],
+                "SELECT EXISTS (SELECT 1 FROM submissions s WHERE s.request_id LIKE ?1
+                     AND (s.state = ?2 OR EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = s.id)))",
+                params![owned, STATE_PENDING],
                 |r| r.get(0),
             )
             .map_err(io_error)?;
-        if !jobs_left {
-            conn.execute("DELETE FROM batch_submit_errors WHERE batch_id = ?1", [&id])
-                .map_err(io_error)?;
-            removed += conn
-                .execute("DELETE FROM batches WHERE id = ?1", [&id])
-                .map_err(io_error)? as u64;
+        if jobs_left {
+            continue;
         }
+        submissions += conn
+            .execute(
+                "DELETE FROM submissions WHERE request_id LIKE ?1 AND state != ?2",
+                params![owned, STATE_PENDING],
+            )
+            .map_err(io_error)? as u64;
+        conn.execute("DELETE FROM batch_submit_errors WHERE batch_id = ?1", [&id])
+            .map_err(io_error)?;
+        batches += conn
+            .execute("DELETE FROM batches WHERE id = ?1", [&id])
+            .map_err(io_error)? as u64;
     }
-    Ok(removed)
+    Ok((batches, submissions))
 }
 
 type JobColumns = (i64, Option<i64>, Vec<u8>);

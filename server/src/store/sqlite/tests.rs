@@ -36,6 +36,15 @@ async fn batches_bind_their_request_ids_and_expire() {
 }
 
 #[tokio::test]
+async fn a_batch_keeps_its_jobs_request_ids_until_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::a_batch_keeps_its_jobs_request_ids_until_it_goes(
+        &SqliteStore::open(dir.path()).unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_failed_write_leaves_nothing_behind_and_fails_only_its_caller() {
     let dir = tempfile::tempdir().unwrap();
     contract::a_failed_step_leaves_nothing(Arc::new(SqliteStore::open(dir.path()).unwrap())).await;
