@@ -447,3 +447,73 @@ async fn an_open_server_off_loopback_is_refused_with_the_fix() {
     assert!(error.contains("--tokens-file"), "{error}");
     assert!(error.contains("--insecure"), "{error}");
 }
+
+#[tokio::test]
+async fn a_batch_spends_the_hourly_task_cap_job_by_job_and_its_watch_counts_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = LimitSettings {
+        tasks_per_hour: Some(15),
+        jobs_per_watch: Some(2),
+        ..LimitSettings::default()
+    };
+    let (server, tokens) =
+        server_with_tokens(&[("capped", Role::Submit, capped)], dir.path()).await;
+    let mut batches = retouch_api::v1::batches_client::BatchesClient::new(channel(&server).await);
+    // 25 tasks: jobs of 10, 10 and 5; the cap admits 15 of them.
+    let tasks = (0..25)
+        .map(|_| pb::BatchTask {
+            task: Some(pb::batch_task::Task::Matting(matting_task(&server))),
+        })
+        .collect();
+    let batch = batches
+        .submit(with_token(
+            pb::SubmitBatchRequest {
+                tasks,
+                request_id: "capped-batch".into(),
+            },
+            &tokens[0],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let accepted: usize = batch
+        .jobs
+        .iter()
+        .filter(|j| j.state() == pb::BatchJobState::Accepted)
+        .map(|j| j.task_indices.len())
+        .sum();
+    assert_eq!(accepted, 15, "{batch:?}");
+    let refused: Vec<&pb::BatchJob> = batch
+        .jobs
+        .iter()
+        .filter(|j| j.state() == pb::BatchJobState::NotSubmitted)
+        .collect();
+    assert_eq!(refused.len(), 1, "{batch:?}");
+    let why = &refused[0].submit_error.as_ref().unwrap().message;
+    assert!(why.contains("tasks_per_hour"), "{why}");
+    assert_eq!(
+        server
+            .local_backend
+            .as_ref()
+            .unwrap()
+            .stats()
+            .submit_requests,
+        2,
+        "the refused job was never sent"
+    );
+
+    // Watching the batch follows its 3 jobs: over this token's 2.
+    let status = batches
+        .watch(with_token(
+            pb::WatchBatchRequest {
+                batch_id: batch.batch_id.clone(),
+                follow: false,
+            },
+            &tokens[0],
+        ))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(quota(&status).1.starts_with("jobs_per_watch"), "{status:?}");
+    server.shutdown().await;
+}

@@ -58,8 +58,12 @@ impl Batches for BatchesService {
         request: Request<pb::WatchBatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = Caller::of(&request)?;
-        let permits = caller.open_stream()?;
         let request = request.into_inner();
+        // A batch's Watch follows each of its jobs: it counts as a Watch
+        // naming them all.
+        let jobs = self.retouch.get_batch(&request.batch_id).await?.jobs.len();
+        caller.check_watch(jobs)?;
+        let permits = caller.open_stream()?;
         let stream = self
             .retouch
             .watch_batch(&request.batch_id, request.follow)
