@@ -439,6 +439,17 @@ pub(crate) async fn uploads_are_recorded_refreshed_and_expire(store: &dyn Store)
     assert!(store.upload(&upload.sha256).await.unwrap().is_none());
 }
 
+/// Retention of a minute for finished jobs (and batches), nothing else.
+fn jobs_only_retention() -> Compaction {
+    Compaction {
+        jobs_finished_before: SystemTime::now() - Duration::from_secs(60),
+        events_before: SystemTime::UNIX_EPOCH,
+        max_events: u64::MAX,
+        results_before: SystemTime::UNIX_EPOCH,
+        uploads_before: SystemTime::UNIX_EPOCH,
+    }
+}
+
 fn batch(id: &str, request_id: Option<&str>, fingerprint: u8, age: Duration) -> BatchRecord {
     BatchRecord {
         id: id.into(),
@@ -518,13 +529,6 @@ pub(crate) async fn batches_bind_their_request_ids_and_expire(store: &dyn Store)
     assert_eq!(found["batch-b1/1"].id, "s1");
     assert_eq!(found["batch-b1/1"].state, SubmissionState::Pending);
 
-    let compact = || Compaction {
-        jobs_finished_before: SystemTime::now() - Duration::from_secs(60),
-        events_before: SystemTime::UNIX_EPOCH,
-        max_events: u64::MAX,
-        results_before: SystemTime::UNIX_EPOCH,
-        uploads_before: SystemTime::UNIX_EPOCH,
-    };
     // Why a job was not submitted: the last word stays.
     let refusal = |code| pb::UpstreamError {
         aliyun_code: code,
@@ -550,10 +554,16 @@ pub(crate) async fn batches_bind_their_request_ids_and_expire(store: &dyn Store)
             .is_empty()
     );
 
-    assert_eq!(store.compact(compact()).await.unwrap().batches, 0);
+    assert_eq!(
+        store.compact(jobs_only_retention()).await.unwrap().batches,
+        0
+    );
     assert!(store.batch("b1").await.unwrap().is_some(), "a job is left");
     store.abandon_submission("s1").await.unwrap();
-    assert_eq!(store.compact(compact()).await.unwrap().batches, 1);
+    assert_eq!(
+        store.compact(jobs_only_retention()).await.unwrap().batches,
+        1
+    );
     assert_eq!(store.batch("b1").await.unwrap(), None);
     assert!(
         store.batch("b3").await.unwrap().is_some(),
@@ -632,14 +642,7 @@ pub(crate) async fn a_batch_keeps_its_jobs_request_ids_until_it_goes(store: &dyn
         })
         .await
         .unwrap();
-    let compact = || Compaction {
-        jobs_finished_before: SystemTime::now() - Duration::from_secs(60),
-        events_before: SystemTime::UNIX_EPOCH,
-        max_events: u64::MAX,
-        results_before: SystemTime::UNIX_EPOCH,
-        uploads_before: SystemTime::UNIX_EPOCH,
-    };
-    let done = store.compact(compact()).await.unwrap();
+    let done = store.compact(jobs_only_retention()).await.unwrap();
     assert_eq!((done.jobs, done.submissions, done.batches), (1, 0, 0));
     assert!(
         store.job_by_key("k6").await.unwrap().is_none(),
@@ -666,7 +669,7 @@ pub(crate) async fn a_batch_keeps_its_jobs_request_ids_until_it_goes(store: &dyn
         })
         .await
         .unwrap();
-    let done = store.compact(compact()).await.unwrap();
+    let done = store.compact(jobs_only_retention()).await.unwrap();
     assert_eq!((done.jobs, done.submissions, done.batches), (1, 2, 1));
     assert_eq!(store.batch("b6").await.unwrap(), None);
     assert!(
