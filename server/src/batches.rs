@@ -354,14 +354,20 @@ impl Retouch {
     /// has finished (or for ever with `follow`). Job events only wake it;
     /// what it sends is read from the journal, so it is never out of step
     /// with `get_batch`.
+    /// The batch's Watch follows each of its jobs, so it counts against
+    /// `caller`'s jobs-per-Watch limit as a Watch naming them all.
     pub async fn watch_batch(
         &self,
         batch_id: &str,
         follow: bool,
+        caller: &Caller,
     ) -> Result<impl Stream<Item = Result<pb::Batch, ServiceError>> + Send + 'static, ServiceError>
     {
-        // Checked now, so that an unknown batch fails the call itself.
-        self.batch_record(batch_id).await?;
+        // Read now, so that an unknown batch or a limit fails the call
+        // itself; the stream starts from this read.
+        let first = self.batch_record(batch_id).await?;
+        caller.check_watch(first.plan.jobs.len())?;
+        let mut first = Some(first);
         let batch_id = batch_id.to_owned();
         let this = self.clone();
         Ok(async_stream::try_stream! {
@@ -371,7 +377,10 @@ impl Retouch {
             let mut recheck = tokio::time::interval(UNSETTLED_RECHECK);
             recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let record = this.batch_record(&batch_id).await?;
+                let record = match first.take() {
+                    Some(record) => record,
+                    None => this.batch_record(&batch_id).await?,
+                };
                 let batch = this.batch_progress(&record).await?;
                 let keys: HashSet<String> = batch
                     .jobs

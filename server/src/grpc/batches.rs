@@ -59,15 +59,11 @@ impl Batches for BatchesService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
-        // A batch's Watch follows each of its jobs: it counts as a Watch
-        // naming them all.
-        let jobs = self.retouch.get_batch(&request.batch_id).await?.jobs.len();
-        caller.check_watch(jobs)?;
-        let permits = caller.open_stream()?;
         let stream = self
             .retouch
-            .watch_batch(&request.batch_id, request.follow)
+            .watch_batch(&request.batch_id, request.follow, &caller)
             .await?;
+        let permits = caller.open_stream()?;
         Ok(Response::new(Box::pin(
             caller.serve_stream(permits, stream),
         )))
