@@ -283,27 +283,19 @@ impl Client {
         let image_url = self.resolve(&job.image).await?;
         let mask_url = self.resolve(&job.mask).await?;
         let channel = self.channel.clone();
-        let result = match job.api {
-            pb::Api::ObjectRemoval => {
+        let result = match job.task(image_url, mask_url) {
+            pb::batch_task::Task::Removal(task) => {
                 ObjectRemovalClient::new(channel)
                     .submit(self.request(pb::SubmitRemovalRequest {
-                        tasks: vec![pb::RemovalTask {
-                            image_url,
-                            mask_url,
-                            seed: job.seed,
-                            kernel_size: job.kernel_size,
-                        }],
+                        tasks: vec![task],
                         request_id: request_id.to_owned(),
                     }))
                     .await
             }
-            _ => {
+            pb::batch_task::Task::Matting(task) => {
                 InstanceMattingClient::new(channel)
                     .submit(self.request(pb::SubmitMattingRequest {
-                        tasks: vec![pb::MattingTask {
-                            image_url,
-                            mask_url,
-                        }],
+                        tasks: vec![task],
                         request_id: request_id.to_owned(),
                     }))
                     .await
@@ -340,19 +332,7 @@ impl Client {
                 };
                 urls.push(url);
             }
-            let (image_url, mask_url) = (urls[0].clone(), urls[1].clone());
-            let task = match job.api {
-                pb::Api::ObjectRemoval => pb::batch_task::Task::Removal(pb::RemovalTask {
-                    image_url,
-                    mask_url,
-                    seed: job.seed,
-                    kernel_size: job.kernel_size,
-                }),
-                _ => pb::batch_task::Task::Matting(pb::MattingTask {
-                    image_url,
-                    mask_url,
-                }),
-            };
+            let task = job.task(urls[0].clone(), urls[1].clone());
             tasks.push(pb::BatchTask { task: Some(task) });
         }
         self.batches()

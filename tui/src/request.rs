@@ -155,6 +155,22 @@ impl JobRequest {
         })
     }
 
+    /// The task as sent, with its inputs at `image_url` and `mask_url`.
+    pub fn task(&self, image_url: String, mask_url: String) -> pb::batch_task::Task {
+        match self.api {
+            pb::Api::ObjectRemoval => pb::batch_task::Task::Removal(pb::RemovalTask {
+                image_url,
+                mask_url,
+                seed: self.seed,
+                kernel_size: self.kernel_size,
+            }),
+            _ => pb::batch_task::Task::Matting(pb::MattingTask {
+                image_url,
+                mask_url,
+            }),
+        }
+    }
+
     /// Validates a batch line.
     pub fn from_batch_line(line: &BatchLine) -> Result<Self, Vec<FieldError>> {
         let Some(api) = parse_api(&line.api) else {
