@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// How long a replica's leases last unless renewed (with a database
     /// URL).
     pub lease_ttl: Duration,
+    /// How long shutdown waits for the answers of submits already sent, so
+    /// that they are recorded rather than left as outcome unknown.
+    pub shutdown_grace: Duration,
     /// Upload directory (`None`: `uploads` in the data directory), unless
     /// `files_url` is set.
     pub upload_dir: Option<PathBuf>,
@@ -142,6 +145,7 @@ impl ServerConfig {
             data_dir: None,
             database_url: None,
             lease_ttl: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
             upload_dir: None,
             results_dir: None,
             files_url: None,
@@ -175,6 +179,7 @@ pub struct RunningServer {
     grpc_task: JoinHandle<()>,
     health: tonic_health::server::HealthReporter,
     draining: CancellationToken,
+    shutdown_grace: Duration,
     tasks: Vec<JoinHandle<()>>,
     _data_tempdir: Option<tempfile::TempDir>,
     reloadable: Reloadable,
@@ -350,6 +355,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         store.clone(),
     ));
     tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
+    tasks.push(tokio::spawn(export_billed_tasks(
+        store.clone(),
+        cancel.clone(),
+    )));
     let objects = stores.results;
     let access = Arc::new(
         crate::access::Access::new(config.token_source(), config.limits.clone())
@@ -486,6 +495,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         grpc_task,
         health,
         draining,
+        shutdown_grace: config.shutdown_grace,
         tasks,
         _data_tempdir: data_tempdir,
         reloadable: Reloadable {
@@ -534,9 +544,10 @@ impl RunningServer {
     }
 
     /// Graceful shutdown: health goes NOT_SERVING, new submissions are
-    /// refused before anything is billed, watch streams end with
-    /// UNAVAILABLE, the gRPC server finishes the calls in flight (submits
-    /// under way are still tracked), then HTTP and the tracker stop.
+    /// refused before anything is billed, the submits already sent are
+    /// waited for (up to the shutdown grace) so that their outcome is
+    /// recorded, watch streams end with UNAVAILABLE, the gRPC server
+    /// finishes the calls in flight, then HTTP and the tracker stop.
     pub async fn shutdown(self) {
         for name in [
             "retouch.v1.InstanceMatting",
@@ -550,6 +561,14 @@ impl RunningServer {
         }
         self.retouch.drain();
         self.draining.cancel();
+        let unanswered = self.retouch.wait_for_submits(self.shutdown_grace).await;
+        if unanswered > 0 {
+            tracing::warn!(
+                submits = unanswered,
+                grace = ?self.shutdown_grace,
+                "submits still unanswered after the shutdown grace; their outcome is unknown and they are never sent again"
+            );
+        }
         self.retouch.tracker().close_streams();
         self.grpc_cancel.cancel();
         if tokio::time::timeout(Duration::from_secs(30), self.grpc_task)
@@ -591,6 +610,36 @@ async fn sweep_uploads(uploads: Arc<UploadStore>, cancel: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Keeps `retouch_tasks_billed_window{token,window}` at what the journal
+/// counts for the spending caps, every 15 s until `cancel`. A token that
+/// stops charging drops to 0 rather than keeping its last value.
+async fn export_billed_tasks(store: Arc<dyn Store>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    let mut exported = std::collections::BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let billed = match store.billed_tasks(None, std::time::SystemTime::now()).await {
+            Ok(billed) => billed,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not count billed tasks for /metrics; will retry");
+                continue;
+            }
+        };
+        for token in exported.iter().chain(billed.keys()) {
+            let counts = billed.get(token).copied().unwrap_or_default();
+            for window in crate::store::CapWindow::ALL {
+                metrics::gauge!("retouch_tasks_billed_window",
+                    "token" => token.clone(), "window" => window.as_str())
+                .set(counts.of(window) as f64);
+            }
+        }
+        exported.extend(billed.into_keys());
     }
 }
 

@@ -262,7 +262,8 @@ impl Retouch {
         let this = self.clone();
         let caller = caller.clone();
         let plan = record.plan.clone();
-        let errors = tokio::spawn(async move { this.submit_planned(&plan, jobs, &caller).await })
+        let errors = self
+            .spawn_submit(async move { this.submit_planned(&plan, jobs, &caller).await })
             .await
             .map_err(|e| ServiceError::Internal(format!("batch submit task failed: {e}")))?;
         // This call's answers are the newest, recorded or not.

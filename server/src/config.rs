@@ -87,10 +87,15 @@ pub struct ServerLimitArgs {
     /// Bytes uploaded per minute.
     #[arg(long, env = "RETOUCH_LIMIT_UPLOAD_BYTES_PER_MINUTE")]
     pub limit_upload_bytes_per_minute: Option<u32>,
-    /// Tasks submitted (billed) per hour: the spending cap. Submits over it
-    /// fail before anything is sent.
+    /// Tasks submitted (billed) in any sliding hour, by all callers
+    /// together: a spending cap, counted in the journal, so it holds across
+    /// replicas and restarts. Submits over it fail before anything is sent.
     #[arg(long, env = "RETOUCH_LIMIT_TASKS_PER_HOUR")]
     pub limit_tasks_per_hour: Option<u32>,
+    /// Tasks submitted (billed) in any sliding 24 hours, by all callers
+    /// together (as `--limit-tasks-per-hour`).
+    #[arg(long, env = "RETOUCH_LIMIT_TASKS_PER_DAY")]
+    pub limit_tasks_per_day: Option<u32>,
 }
 
 impl ServerLimitArgs {
@@ -123,6 +128,10 @@ impl ServerLimitArgs {
         set(
             "tasks_per_hour",
             self.limit_tasks_per_hour.map(|v| v.to_string()),
+        )?;
+        set(
+            "tasks_per_day",
+            self.limit_tasks_per_day.map(|v| v.to_string()),
         )?;
         Ok(settings)
     }
@@ -353,6 +362,11 @@ pub struct ServeArgs {
     /// within about this long.
     #[arg(long, env = "RETOUCH_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// On SIGTERM, new submits are refused at once and those already sent
+    /// are waited for this long, so that their outcome is recorded; only
+    /// what is still unanswered then is left as outcome unknown.
+    #[arg(long, env = "RETOUCH_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     /// Upload directory (default: `uploads` in the data directory).
     /// Replicas that share one (a network file system) serve each other's
     /// uploads.
@@ -628,6 +642,7 @@ impl ServeArgs {
             }),
             database_url: self.database_url.clone(),
             lease_ttl: self.lease_ttl,
+            shutdown_grace: self.shutdown_grace,
             upload_dir: self.upload_dir.clone(),
             results_dir: self.results_dir.clone(),
             files_url: self.files_url.clone(),

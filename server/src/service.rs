@@ -16,7 +16,9 @@ use crate::aliyun::{AliyunCode, ApiKind, WireTask, WireTaskStatus};
 use crate::convert::{api_to_pb, task_to_pb, upstream_error_to_pb};
 use crate::error::ServiceError;
 use crate::idempotency::{Turns, check_request_id, fingerprint};
-use crate::store::{Began, JobRecord, ListPage, ListQuery, NewSubmission, SubmissionState};
+use crate::store::{
+    Began, CapWindow, JobRecord, ListPage, ListQuery, NewSubmission, SubmissionState,
+};
 use crate::tracker::{JobFilter, Subscription, Tracker};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use crate::validate::{Violation, check_result_key, excerpt, validate_submission};
@@ -58,6 +60,9 @@ pub struct Retouch {
     draining: Arc<AtomicBool>,
     turns: Arc<Turns>,
     batches_in_flight: Arc<crate::batches::BatchesInFlight>,
+    /// The submits under way (each on a task of its own), for shutdown to
+    /// wait for.
+    submits: tokio_util::task::TaskTracker,
 }
 
 impl Retouch {
@@ -69,7 +74,32 @@ impl Retouch {
             draining: Arc::default(),
             turns: Arc::default(),
             batches_in_flight: Arc::default(),
+            submits: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Waits up to `grace` for the submits under way (call [`drain`]
+    /// first) and returns how many are still unanswered. Those stay
+    /// recorded as intents, so a restart reports them as outcome unknown
+    /// and nothing sends them again.
+    ///
+    /// [`drain`]: Retouch::drain
+    pub async fn wait_for_submits(&self, grace: std::time::Duration) -> usize {
+        self.submits.close();
+        match tokio::time::timeout(grace, self.submits.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.submits.len(),
+        }
+    }
+
+    /// Runs `work` (a submit, or a batch's submits) on a task of its own,
+    /// among those shutdown waits for: it goes on if the caller hangs up.
+    pub(crate) fn spawn_submit<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.submits.spawn(work)
     }
 
     /// Refuses new submissions (before anything is billed) from now on.
@@ -165,7 +195,7 @@ impl Retouch {
         let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
         let caller = caller.clone();
         let batch_id = batch_id.unwrap_or_default().to_owned();
-        tokio::spawn(async move {
+        self.spawn_submit(async move {
             this.submit_in_turn(api, tasks, subscribe, request_id, caller, batch_id)
                 .await
         })
@@ -212,6 +242,7 @@ impl Retouch {
             fingerprint,
             draft: draft.clone(),
             created_at: now,
+            charge: caller.task_charge(tasks.len() as u32),
         };
         let waiting_since = Instant::now();
         loop {
@@ -242,13 +273,11 @@ impl Retouch {
                         .earlier_submission(*earlier, fingerprint, subscribe)
                         .await;
                 }
+                // Nothing was recorded: the request id stays free.
+                Began::OverCap(refused) => {
+                    return Err(caller.over_cap(&refused, tasks.len() as u32));
+                }
             }
-        }
-        // The spending cap is charged here, once the submit is certain to be
-        // sent: a repeated request id returned its job above, uncharged.
-        if let Err(refused) = caller.charge_tasks(tasks.len() as u32) {
-            self.forget_submission(&submission_id).await;
-            return Err(refused);
         }
         let outcome = match self.client.submit(api, tasks.clone()).await {
             Ok(outcome) if !outcome.result_key.is_empty() => outcome,
@@ -550,6 +579,31 @@ impl Retouch {
                 },
             ))),
         }
+    }
+
+    /// What `caller`'s token has been billed in each window, with the caps
+    /// that count it, from the journal.
+    pub async fn usage(&self, caller: &Caller) -> Result<pb::Usage, ServiceError> {
+        caller.require_submit("read its usage")?;
+        let billed = self
+            .tracker
+            .store()
+            .billed_tasks(Some(caller.name().to_owned()), SystemTime::now())
+            .await?
+            .remove(caller.name())
+            .unwrap_or_default();
+        Ok(pb::Usage {
+            token: caller.name().to_owned(),
+            windows: CapWindow::ALL
+                .into_iter()
+                .map(|window| pb::UsageWindow {
+                    window: window.as_str().to_owned(),
+                    billed_tasks: billed.of(window),
+                    limit: caller.own_task_cap(window),
+                    server_limit: caller.server_task_cap(window),
+                })
+                .collect(),
+        })
     }
 
     /// A page of journaled jobs.

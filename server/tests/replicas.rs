@@ -521,3 +521,134 @@ async fn two_replicas_bill_a_request_id_once_share_jobs_and_s3_files_and_survive
             .count()
     );
 }
+
+/// Submits job `n` (one task) to `url` as the holder of `token`.
+async fn submit_as(
+    url: &str,
+    token: &str,
+    upstream: &str,
+    n: usize,
+) -> Result<String, tonic::Status> {
+    let mut request = tonic::Request::new(pb::SubmitMattingRequest {
+        tasks: vec![task(upstream, n)],
+        request_id: format!("capped-{n}"),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let channel = channel(url).await.expect("the replica is up");
+    InstanceMattingClient::new(channel)
+        .submit(request)
+        .await
+        .map(|answer| answer.into_inner().job.unwrap().result_key)
+}
+
+/// Submits jobs `range` round-robin over `urls`, 8 at a time, as `token`;
+/// returns how many were accepted, after checking that every refusal names
+/// the token's hourly cap and says when to retry.
+async fn submit_capped(
+    urls: &[String],
+    token: &str,
+    upstream: &str,
+    range: std::ops::Range<usize>,
+) -> usize {
+    use tonic_types::StatusExt;
+    let outcomes: Vec<_> = futures::stream::iter(range)
+        .map(|n| submit_as(&urls[n % urls.len()], token, upstream, n))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut accepted = 0;
+    for outcome in outcomes {
+        match outcome {
+            Ok(_) => accepted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                let failure = status.get_details_quota_failure().expect("QuotaFailure");
+                assert_eq!(failure.violations[0].subject, "token capped");
+                assert!(
+                    failure.violations[0]
+                        .description
+                        .starts_with("tasks_per_hour"),
+                    "{failure:?}"
+                );
+                assert!(status.get_details_retry_info().is_some(), "{status:?}");
+            }
+        }
+    }
+    accepted
+}
+
+/// Waits until every log in `logs` says the tokens file was reloaded at
+/// least `times` times.
+async fn reloaded(logs: &[std::path::PathBuf], times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for log in logs {
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.matches("tokens file reloaded").count() >= times {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no reload in {}", log.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_hourly_cap_holds_across_three_replicas_their_restarts_and_reloads() {
+    use retouch_server::access::{LimitSettings, Role, generate};
+    let pg = TestCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = pg.database("caps").await;
+    let (_backend, upstream) = support::backend(dir.path(), "50ms").await;
+    let tokens = dir.path().join("tokens");
+    let limits = LimitSettings {
+        tasks_per_hour: Some(20),
+        ..LimitSettings::default()
+    };
+    let (token, line) = generate("capped", Role::Submit, &limits).unwrap();
+    std::fs::write(&tokens, format!("{line}\n")).unwrap();
+    let extra = ["--tokens-file", tokens.to_str().unwrap()];
+    let start = |first: usize| {
+        let (dir, database_url, upstream) = (dir.path(), &database_url, &upstream);
+        async move {
+            let mut replicas = Vec::new();
+            for n in first..first + 3 {
+                let (process, grpc, _) =
+                    replica_with(dir, database_url, upstream, n, &extra, &[]).await;
+                replicas.push((process, grpc));
+            }
+            replicas
+        }
+    };
+    let replicas = start(1).await;
+    let urls: Vec<String> = replicas.iter().map(|(_, url)| url.clone()).collect();
+
+    // Eight clients, three replicas, 60 one-task submits: exactly the cap's
+    // 20 are billed.
+    assert_eq!(submit_capped(&urls, &token, &upstream, 0..60).await, 20);
+    assert_eq!(backend_stats(&upstream).await.jobs_created, 20);
+
+    // Every replica restarted: the count is the journal's, so the cap is
+    // still spent.
+    drop(replicas);
+    let replicas = start(4).await;
+    let urls: Vec<String> = replicas.iter().map(|(_, url)| url.clone()).collect();
+    assert_eq!(submit_capped(&urls, &token, &upstream, 60..70).await, 0);
+
+    // Lowered to 10 on a reload, then raised to 25: exactly 5 more.
+    let logs: Vec<_> = (4..7)
+        .map(|n| dir.path().join(format!("replica-{n}.log")))
+        .collect();
+    let with_cap = |cap: u32| line.replace("tasks_per_hour=20", &format!("tasks_per_hour={cap}"));
+    std::fs::write(&tokens, format!("{}\n", with_cap(10))).unwrap();
+    reloaded(&logs, 1).await;
+    assert_eq!(submit_capped(&urls, &token, &upstream, 70..73).await, 0);
+    std::fs::write(&tokens, format!("{}\n# raised\n", with_cap(25))).unwrap();
+    reloaded(&logs, 2).await;
+    assert_eq!(submit_capped(&urls, &token, &upstream, 73..90).await, 5);
+    let stats = backend_stats(&upstream).await;
+    assert_eq!((stats.jobs_created, stats.duplicate_submits), (25, 0));
+    drop(replicas);
+}

@@ -70,6 +70,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// Save a job's results into --download-dir.
     Download(DownloadArgs),
+    /// Show what your token has been billed in the last hour and day,
+    /// against its spending caps and the server's.
+    Usage(UsageArgs),
     /// Print a shell completion script (e.g. `retouch completions bash >
     /// ~/.local/share/bash-completion/completions/retouch`).
     Completions {
@@ -127,6 +130,14 @@ pub struct WatchArgs {
     pub timeout: Option<Duration>,
     /// The stream's messages as JSON lines: `{"snapshot": job}`,
     /// `{"synced": …}`, `{"event": event}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `retouch usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The usage as one JSON object.
     #[arg(long)]
     pub json: bool,
 }

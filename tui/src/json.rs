@@ -50,6 +50,11 @@ pub fn batch(batch: &pb::Batch) -> Value {
     to_json(batch, "retouch.v1.Batch")
 }
 
+/// A token's usage.
+pub fn usage(usage: &pb::Usage) -> Value {
+    to_json(usage, "retouch.v1.Usage")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,12 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Some(Command::Usage(ref args)) => {
+            run_verb(&address, args.json, async |client, output| {
+                verbs::usage(client, args, output).await
+            })
+            .await
+        }
         Some(Command::Get(ref args)) => {
             run_verb(&address, args.json, async |client, output| {
                 verbs::get(client, args, output).await

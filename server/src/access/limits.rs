@@ -1,8 +1,10 @@
 //! Limits on what a caller may use, per token and for the whole server:
 //! submits per second (with a burst), concurrent streams, jobs per Watch,
-//! upload bytes per minute and tasks per hour (the spending cap). Rates are
-//! governor's GCRA limiters; streams are semaphore permits held by the
-//! stream.
+//! upload bytes per minute, and tasks per hour and per day (the spending
+//! caps). Rates are governor's GCRA limiters and streams are semaphore
+//! permits held by the stream, both in this process; the spending caps are
+//! only values here, counted in the journal (`store::charges`) so that
+//! they hold across replicas and restarts.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ServiceError;
+use crate::store::{CapRefusal, CapScope, CapWindow, TaskCap};
 
 /// Limit values; `None` is no limit.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,11 +32,10 @@ pub struct LimitSettings {
     /// Bytes uploaded per minute (an allowance refilled continuously, as
     /// `tasks_per_hour`).
     pub upload_bytes_per_minute: Option<u32>,
-    /// Tasks submitted upstream (billed) per hour: an allowance of this
-    /// many, refilled continuously at this many per hour (GCRA). A full
-    /// allowance spent at once and the refill after it can make up to
-    /// twice this within one clock hour; sustained, it is this per hour.
+    /// Tasks submitted upstream (billed) in any sliding hour.
     pub tasks_per_hour: Option<u32>,
+    /// Tasks submitted upstream (billed) in any sliding day (24 hours).
+    pub tasks_per_day: Option<u32>,
 }
 
 impl LimitSettings {
@@ -63,9 +65,10 @@ impl LimitSettings {
             "jobs_per_watch" => self.jobs_per_watch = positive(key, value)?,
             "upload_bytes_per_minute" => self.upload_bytes_per_minute = positive(key, value)?,
             "tasks_per_hour" => self.tasks_per_hour = positive(key, value)?,
+            "tasks_per_day" => self.tasks_per_day = positive(key, value)?,
             other => {
                 return Err(format!(
-                    "unknown limit {other:?} (known: submits_per_second, submit_burst, streams, jobs_per_watch, upload_bytes_per_minute, tasks_per_hour)"
+                    "unknown limit {other:?} (known: submits_per_second, submit_burst, streams, jobs_per_watch, upload_bytes_per_minute, tasks_per_hour, tasks_per_day)"
                 ));
             }
         }
@@ -92,7 +95,16 @@ impl LimitSettings {
             self.upload_bytes_per_minute.map(|v| v.to_string()),
         );
         push("tasks_per_hour", self.tasks_per_hour.map(|v| v.to_string()));
+        push("tasks_per_day", self.tasks_per_day.map(|v| v.to_string()));
         pairs
+    }
+
+    /// The spending cap set for `window`, if any.
+    pub fn task_cap(&self, window: CapWindow) -> Option<u32> {
+        match window {
+            CapWindow::Hour => self.tasks_per_hour,
+            CapWindow::Day => self.tasks_per_day,
+        }
     }
 }
 
@@ -119,7 +131,6 @@ pub struct Limiter {
     submits: Option<Direct>,
     streams: Option<Arc<Semaphore>>,
     uploads: Option<Direct>,
-    tasks: Option<Direct>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -157,7 +168,6 @@ impl Limiter {
                 .streams
                 .map(|n| Arc::new(Semaphore::new(n as usize))),
             uploads: per(settings.upload_bytes_per_minute, Quota::per_minute),
-            tasks: per(settings.tasks_per_hour, Quota::per_hour),
             subject,
             settings,
         }
@@ -177,12 +187,35 @@ impl Limiter {
         })
     }
 
-    /// `tasks` more tasks billed this hour, if the cap allows them.
-    pub fn charge_tasks(&self, tasks: u32) -> Result<(), ServiceError> {
-        let cap = self.settings.tasks_per_hour.unwrap_or_default();
-        self.charge(&self.tasks, tasks, "tasks_per_hour", || {
-            format!("at most {cap} tasks billed per hour; this submit has {tasks}")
+    /// The spending caps of this subject, counting `scope`'s tasks.
+    pub fn task_caps(&self, scope: CapScope) -> impl Iterator<Item = TaskCap> + '_ {
+        CapWindow::ALL.into_iter().filter_map(move |window| {
+            self.settings.task_cap(window).map(|limit| TaskCap {
+                scope,
+                window,
+                limit,
+            })
         })
+    }
+
+    /// The refusal of a submit whose tasks `refused.cap` has no room for.
+    pub fn over_cap(&self, refused: &CapRefusal, tasks: u32) -> ServiceError {
+        let cap = refused.cap;
+        let description = if refused.retry_after.is_none() {
+            format!(
+                "at most {} tasks billed per {}; this submit alone has {tasks}",
+                cap.limit,
+                cap.window.as_str()
+            )
+        } else {
+            format!(
+                "at most {} tasks billed in any {}; {} were billed in the last one and this submit has {tasks}",
+                cap.limit,
+                cap.window.as_str(),
+                refused.counted
+            )
+        };
+        self.exceeded(cap.window.limit_name(), description, refused.retry_after)
     }
 
     /// `bytes` more uploaded this minute, if the limit allows them.
@@ -298,6 +331,7 @@ mod tests {
                 jobs_per_watch: Some(3),
                 upload_bytes_per_minute: Some(1000),
                 tasks_per_hour: Some(15),
+                tasks_per_day: Some(100),
             },
         );
         limiter.admit_submit().unwrap();
@@ -309,12 +343,19 @@ mod tests {
         );
         assert!(retry.is_some_and(|d| d <= Duration::from_secs(1)));
 
-        limiter.charge_tasks(10).unwrap();
-        let (_, limit, retry) = quota_of(limiter.charge_tasks(10).unwrap_err());
+        let caps: Vec<TaskCap> = limiter.task_caps(CapScope::Token).collect();
+        assert_eq!(
+            caps.iter().map(|c| (c.window, c.limit)).collect::<Vec<_>>(),
+            vec![(CapWindow::Hour, 15), (CapWindow::Day, 100)]
+        );
+        let refused = CapRefusal {
+            cap: caps[0],
+            counted: 10,
+            retry_after: Some(Duration::from_secs(600)),
+        };
+        let (_, limit, retry) = quota_of(limiter.over_cap(&refused, 10));
         assert_eq!(limit, "tasks_per_hour");
-        assert!(retry.is_some_and(|d| d > Duration::from_secs(60)));
-        let (_, _, retry) = quota_of(limiter.charge_tasks(16).unwrap_err());
-        assert_eq!(retry, None, "more than the cap: waiting never helps");
+        assert_eq!(retry, Some(Duration::from_secs(600)));
         let mut tiny = LimitSettings::default();
         assert!(tiny.set("submits_per_second", "1e-30").is_err());
         assert!(tiny.set("submits_per_second", "0.000001").is_ok());
@@ -343,8 +384,8 @@ mod tests {
         let limiter = Limiter::new("server".into(), LimitSettings::default());
         for _ in 0..1000 {
             limiter.admit_submit().unwrap();
-            limiter.charge_tasks(10).unwrap();
         }
+        assert_eq!(limiter.task_caps(CapScope::Server).count(), 0);
         let _streams: Vec<_> = (0..1000).map(|_| limiter.open_stream().unwrap()).collect();
     }
 }

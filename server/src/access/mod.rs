@@ -21,6 +21,7 @@ pub use limits::{LimitSettings, Limiter, StreamPermit};
 pub use tokens::{Role, TokenEntry, TokenSet, check_name as check_token_name, generate};
 
 use crate::error::ServiceError;
+use crate::store::{CapRefusal, CapScope, TaskCharge};
 
 /// The name `--auth-token` goes by in jobs and quota errors.
 pub const SINGLE_TOKEN_NAME: &str = "default";
@@ -268,9 +269,36 @@ impl Caller {
         self.each().try_for_each(Limiter::admit_submit)
     }
 
-    /// `tasks` billed tasks, if the hourly caps allow them.
-    pub fn charge_tasks(&self, tasks: u32) -> Result<(), ServiceError> {
-        self.each().try_for_each(|l| l.charge_tasks(tasks))
+    /// What a submit of `tasks` tasks by this caller is billed, with the
+    /// spending caps in force for it now (the token's before the
+    /// server's), for the journal to check and record.
+    pub fn task_charge(&self, tasks: u32) -> TaskCharge {
+        let own = self.own.iter().flat_map(|l| l.task_caps(CapScope::Token));
+        TaskCharge {
+            token: self.name.to_string(),
+            tasks,
+            caps: own.chain(self.server.task_caps(CapScope::Server)).collect(),
+        }
+    }
+
+    /// The error of a submit the journal refused under `refused`'s cap.
+    pub fn over_cap(&self, refused: &CapRefusal, tasks: u32) -> ServiceError {
+        match (refused.cap.scope, &self.own) {
+            (CapScope::Token, Some(own)) => own.over_cap(refused, tasks),
+            _ => self.server.over_cap(refused, tasks),
+        }
+    }
+
+    /// This caller's own spending cap over `window`, if it has one.
+    pub fn own_task_cap(&self, window: crate::store::CapWindow) -> Option<u32> {
+        self.own
+            .as_ref()
+            .and_then(|l| l.settings().task_cap(window))
+    }
+
+    /// The server's spending cap over `window`, if it has one.
+    pub fn server_task_cap(&self, window: crate::store::CapWindow) -> Option<u32> {
+        self.server.settings().task_cap(window)
     }
 
     /// `bytes` uploaded, if the per-minute limits allow them.
@@ -474,6 +502,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
         let limits = LimitSettings {
+            submits_per_second: Some(0.001),
+            submit_burst: Some(1),
             tasks_per_hour: Some(10),
             ..LimitSettings::default()
         };
@@ -484,7 +514,7 @@ mod tests {
             Access::new(TokenSource::File(path.clone()), LimitSettings::default()).unwrap(),
         );
         let caller = call(&access, Some(&format!("Bearer {a}"))).unwrap();
-        caller.charge_tasks(10).unwrap();
+        caller.admit_submit().unwrap();
         assert!(call(&access, Some(&format!("Bearer {b}"))).is_err());
 
         std::fs::write(&path, format!("{line_a}\n{line_b}\n")).unwrap();
@@ -494,9 +524,20 @@ mod tests {
             watcher.require_submit("submit"),
             Err(ServiceError::PermissionDenied(_))
         ));
-        // a's cap was not reset by the reload.
+        // a's rate was not reset by the reload, and its cap goes to the
+        // journal with its charges.
         let again = call(&access, Some(&format!("Bearer {a}"))).unwrap();
-        assert!(again.charge_tasks(1).is_err());
+        assert!(again.admit_submit().is_err());
+        let charge = again.task_charge(3);
+        assert_eq!((charge.token.as_str(), charge.tasks), ("a", 3));
+        assert_eq!(
+            charge.caps,
+            vec![crate::store::TaskCap {
+                scope: CapScope::Token,
+                window: crate::store::CapWindow::Hour,
+                limit: 10
+            }]
+        );
 
         // A stream opened by b ends once b is revoked; a's carries on.
         let never = || futures::stream::pending::<Result<(), ServiceError>>();

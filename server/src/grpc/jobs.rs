@@ -1,4 +1,5 @@
-//! gRPC service `retouch.v1.Jobs`: Watch, GetJob, ListJobs, UploadImage.
+//! gRPC service `retouch.v1.Jobs`: Watch, GetJob, ListJobs, UploadImage,
+//! GetUsage.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,6 +93,14 @@ impl Jobs for JobsService {
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
         }))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::Usage>, Status> {
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.retouch.usage(&caller).await?))
     }
 
     async fn upload_image(

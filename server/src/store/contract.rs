@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 use retouch_api::v1 as pb;
 
 use super::{
-    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListQuery, MirrorRequest,
-    MirrorState, NewSubmission, Settlement, StepWrites, Store, SubmissionState,
+    BatchRecord, Began, BeganBatch, BilledTasks, CapScope, CapWindow, Compacted, Compaction,
+    JobRecord, ListQuery, MirrorRequest, MirrorState, NewSubmission, Settlement, StepWrites, Store,
+    SubmissionState, TaskCap, TaskCharge,
 };
 
 pub(crate) fn job(key: &str, status: pb::JobStatus, last_seq: u64) -> pb::Job {
@@ -51,6 +52,11 @@ pub(crate) fn submission(id: &str, request_id: Option<&str>, fingerprint: u8) ->
             ..Default::default()
         },
         created_at: SystemTime::now(),
+        charge: TaskCharge {
+            token: "contract".into(),
+            tasks: 1,
+            caps: Vec::new(),
+        },
     }
 }
 
@@ -309,6 +315,7 @@ pub(crate) async fn retention_removes_what_it_should(store: &dyn Store) {
             max_events: 2,
             results_before: SystemTime::now() - Duration::from_secs(60),
             uploads_before: SystemTime::UNIX_EPOCH,
+            charges_before: SystemTime::UNIX_EPOCH,
         })
         .await
         .unwrap();
@@ -382,6 +389,7 @@ pub(crate) async fn mirrored_results_move_through_their_states(store: &dyn Store
             max_events: u64::MAX / 2,
             results_before: SystemTime::now() + Duration::from_secs(1),
             uploads_before: SystemTime::UNIX_EPOCH,
+            charges_before: SystemTime::UNIX_EPOCH,
         })
         .await
         .unwrap();
@@ -417,6 +425,7 @@ pub(crate) async fn uploads_are_recorded_refreshed_and_expire(store: &dyn Store)
         max_events: u64::MAX / 2,
         results_before: SystemTime::UNIX_EPOCH,
         uploads_before,
+        charges_before: SystemTime::UNIX_EPOCH,
     };
     // Uploaded again: retention counts from the new upload.
     store
@@ -447,6 +456,7 @@ fn jobs_only_retention() -> Compaction {
         max_events: u64::MAX,
         results_before: SystemTime::UNIX_EPOCH,
         uploads_before: SystemTime::UNIX_EPOCH,
+        charges_before: SystemTime::UNIX_EPOCH,
     }
 }
 
@@ -679,4 +689,143 @@ pub(crate) async fn a_batch_keeps_its_jobs_request_ids_until_it_goes(store: &dyn
             .unwrap()
             .is_empty()
     );
+}
+
+fn charged(id: &str, token: &str, tasks: u32, caps: &[TaskCap], ago: Duration) -> NewSubmission {
+    NewSubmission {
+        created_at: SystemTime::now() - ago,
+        charge: TaskCharge {
+            token: token.into(),
+            tasks,
+            caps: caps.to_vec(),
+        },
+        ..submission(id, Some(id), 7)
+    }
+}
+
+const fn cap(scope: CapScope, window: CapWindow, limit: u32) -> TaskCap {
+    TaskCap {
+        scope,
+        window,
+        limit,
+    }
+}
+
+/// The caps count what the journal holds: per token and for everyone, over
+/// a sliding hour and day; a refusal records nothing and says when to come
+/// back; an abandoned submit gives its tasks back; a settled one does not.
+pub(crate) async fn caps_count_the_journal(store: &dyn Store) {
+    let hour_5 = cap(CapScope::Token, CapWindow::Hour, 5);
+    let day_8 = cap(CapScope::Server, CapWindow::Day, 8);
+    let caps = [hour_5, day_8];
+    let minute = Duration::from_secs(60);
+    // Two hours ago: outside the hour, inside the day.
+    let old = charged("old", "t", 2, &caps, 120 * minute);
+    assert_eq!(store.begin_submission(old).await.unwrap(), Began::Recorded);
+    for (id, tasks, ago) in [("t1", 3, 30 * minute), ("t2", 2, 10 * minute)] {
+        let new = charged(id, "t", tasks, &caps, ago);
+        assert_eq!(store.begin_submission(new).await.unwrap(), Began::Recorded);
+    }
+    let Began::OverCap(refused) = store
+        .begin_submission(charged("t3", "t", 1, &caps, Duration::ZERO))
+        .await
+        .unwrap()
+    else {
+        panic!("token t's hour is full");
+    };
+    assert_eq!((refused.cap, refused.counted), (hour_5, 5));
+    // t1 leaves the hour 30 minutes from now, freeing enough.
+    let wait = refused.retry_after.expect("waiting helps");
+    assert!(
+        wait > 29 * minute && wait <= 30 * minute + Duration::from_secs(1),
+        "{wait:?}"
+    );
+    let Began::OverCap(alone) = store
+        .begin_submission(charged("t4", "t", 6, &caps, Duration::ZERO))
+        .await
+        .unwrap()
+    else {
+        panic!("six tasks never fit under five");
+    };
+    assert_eq!(alone.retry_after, None);
+    // The refused id was not bound; without caps it records.
+    assert_eq!(
+        store
+            .begin_submission(charged("t3", "t", 1, &[], Duration::ZERO))
+            .await
+            .unwrap(),
+        Began::Recorded
+    );
+    // The server's day now holds 2 + 3 + 2 + 1 = 8: another token is
+    // refused by it, naming the server's cap.
+    let Began::OverCap(server) = store
+        .begin_submission(charged("u1", "u", 1, &caps, Duration::ZERO))
+        .await
+        .unwrap()
+    else {
+        panic!("the server's day is full");
+    };
+    assert_eq!((server.cap, server.counted), (day_8, 8));
+    let usage = store.billed_tasks(None, SystemTime::now()).await.unwrap();
+    assert_eq!(usage["t"], BilledTasks { hour: 6, day: 8 });
+    assert!(!usage.contains_key("u"));
+    // An abandoned (unsent) submit gives its tasks back; a settled one keeps
+    // them, since it may have been billed.
+    store.abandon_submission("t2").await.unwrap();
+    store
+        .commit(StepWrites {
+            settlements: vec![Settlement::OutcomeUnknown { id: "t1".into() }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.abandon_submission("t1").await.unwrap();
+    let only_t = store
+        .billed_tasks(Some("t".into()), SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(only_t["t"], BilledTasks { hour: 4, day: 6 });
+    assert_eq!(
+        store
+            .begin_submission(charged("u2", "u", 2, &caps, Duration::ZERO))
+            .await
+            .unwrap(),
+        Began::Recorded
+    );
+    // Retention drops charges that left the day, and only those.
+    store
+        .compact(Compaction {
+            charges_before: SystemTime::now() - 60 * minute,
+            ..jobs_only_retention()
+        })
+        .await
+        .unwrap();
+    let usage = store.billed_tasks(None, SystemTime::now()).await.unwrap();
+    assert_eq!(usage["t"], BilledTasks { hour: 4, day: 4 });
+    assert_eq!(usage["u"], BilledTasks { hour: 2, day: 2 });
+}
+
+/// Concurrent submits through several handles on one journal (replicas,
+/// on a shared one) never record more than a cap: exactly the cap's worth
+/// goes through.
+pub(crate) async fn a_cap_holds_under_concurrent_submits(stores: [Arc<dyn Store>; 2]) {
+    let caps = [cap(CapScope::Token, CapWindow::Hour, 7)];
+    let racers: Vec<_> = (0..24)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                let new = charged(&format!("race-{i}"), "racer", 1, &caps, Duration::ZERO);
+                store.begin_submission(new).await.unwrap()
+            })
+        })
+        .collect();
+    let mut recorded = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Began::Recorded => recorded += 1,
+            Began::OverCap(refused) => assert_eq!(refused.cap, caps[0]),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(recorded, 7);
 }

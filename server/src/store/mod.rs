@@ -14,7 +14,11 @@
 //!   become visible in commit order, with no gaps.
 //! - A submission row exists before its upstream call is made
 //!   (`begin_submission`), so a crash in between is found by `recover`.
+//! - The same transaction counts the tasks already billed in each capped
+//!   window and records the submit's charge (`charges`): a cap holds for
+//!   every replica sharing the journal, and across restarts.
 
+mod charges;
 #[cfg(test)]
 mod contract;
 mod postgres;
@@ -26,6 +30,7 @@ use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
 
+pub use charges::{BilledTasks, CapRefusal, CapScope, CapWindow, TaskCap, TaskCharge};
 pub use postgres::{DatabaseOpenError, PostgresStore, ReplicaOptions};
 pub use sqlite::{JOURNAL_FILE, SqliteStore, StoreOpenError, backup};
 
@@ -66,8 +71,10 @@ pub struct NewSubmission {
     pub fingerprint: [u8; 32],
     /// What is being submitted: the API, the tasks' inputs, the ids.
     pub draft: pb::Job,
-    /// When the intent was recorded.
+    /// When the intent was recorded (and the charge made).
     pub created_at: SystemTime,
+    /// What it will be billed, and the caps to check first.
+    pub charge: TaskCharge,
 }
 
 /// What became of a submission.
@@ -110,6 +117,9 @@ pub enum Began {
     /// The request id is bound to this earlier submission; nothing was
     /// recorded.
     Existing(Box<SubmissionRecord>),
+    /// A cap's window has no room for the submit's tasks; nothing was
+    /// recorded, so its request id stays free.
+    OverCap(CapRefusal),
 }
 
 /// A batch, recorded when it is first submitted.
@@ -367,6 +377,8 @@ pub struct Compaction {
     pub results_before: SystemTime,
     /// Uploads last stored before this go (their files are swept apart).
     pub uploads_before: SystemTime,
+    /// Charges made before this go: they have left every cap's window.
+    pub charges_before: SystemTime,
 }
 
 /// What a compaction removed.
@@ -418,8 +430,18 @@ pub trait Store: Send + Sync + 'static {
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError>;
 
     /// Forgets a submission that definitely billed nothing, freeing its
-    /// request id. A submission already settled is left alone.
+    /// request id and taking back its charge. A submission already settled
+    /// is left alone.
     async fn abandon_submission(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Tasks charged per token in the hour and the day before `now`, of
+    /// `token` only when it is given; tokens that charged nothing in the day
+    /// are left out.
+    async fn billed_tasks(
+        &self,
+        token: Option<String>,
+        now: SystemTime,
+    ) -> Result<std::collections::BTreeMap<String, BilledTasks>, StoreError>;
 
     /// Those of `request_ids` bound to a submission, by request id: where
     /// each job of a batch stands.

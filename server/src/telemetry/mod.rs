@@ -139,6 +139,24 @@ const METRICS: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
         "tasks of submits the upstream accepted, by API and token",
     ),
     (
+        "retouch_tasks_billed_window",
+        Kind::Gauge,
+        None,
+        "tasks charged to each token in the last hour and day (window), as the journal counts them for the spending caps: every replica's submits, refreshed every 15 s",
+    ),
+    (
+        "retouch_jobs_unpolled",
+        Kind::Gauge,
+        None,
+        "jobs this replica holds a lease on (or tracks) with no poller running, after a grace of one round; should always be 0",
+    ),
+    (
+        "retouch_pollers_restarted_total",
+        Kind::Counter,
+        None,
+        "pollers started again for held jobs that had none (each one a bug worked around; should stay 0)",
+    ),
+    (
         "retouch_quota_refusals_total",
         Kind::Counter,
         None,

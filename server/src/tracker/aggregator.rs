@@ -28,6 +28,9 @@ use crate::store::{JobRecord, StoreError, SubmissionRecord};
 
 /// Most commands applied in one step (and so in one journal commit).
 const MAX_STEP: usize = 1024;
+/// How often the jobs tracked and the leases held are checked against the
+/// running pollers.
+const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often the tasks in memory are counted by status for the metrics: a
 /// walk over every task, so not on every step.
 const TASK_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -171,12 +174,19 @@ pub(crate) async fn run(
     }
     let mut count_tasks = tokio::time::interval(TASK_COUNT_INTERVAL);
     count_tasks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unpolled = Unpolled::default();
     loop {
         let first = tokio::select! {
             _ = ctx.cancel.cancelled() => break,
             _ = count_tasks.tick() => {
                 publish_task_counts(&state);
                 publish_event_log_size(&ctx, state.head_seq());
+                continue;
+            }
+            _ = reconcile.tick() => {
+                unpolled.reconcile(&ctx, &mut state);
                 continue;
             }
             command = commands.recv() => match command {
@@ -287,21 +297,20 @@ pub(crate) async fn run(
             Err(e) => {
                 tracing::error!(error = %e, "a tracker step could not be journaled; reloading the journal's state");
                 // Nobody has seen the step: go back to what is durable. The
-                // pollers keep polling, so their news comes again.
-                let mut polled: HashSet<String> =
-                    state.active_keys(&JobFilter::All).into_iter().collect();
-                for (key, reply) in still_active {
+                // running pollers keep polling, so their news comes again;
+                // every other job reloaded gets one. (Deciding that from the
+                // state before the reload once left the jobs a failed step
+                // had adopted with a lease and no poller: their
+                // StartPoller effects are dropped below.)
+                for (_, reply) in still_active {
                     let _ = reply.send(true);
-                    polled.insert(key);
                 }
                 let Some(reloaded) = reload(&ctx).await else {
                     break;
                 };
                 state = reloaded;
                 for (_, job) in state.snapshot(&JobFilter::All) {
-                    if !polled.contains(&job.result_key) {
-                        start_poller(&ctx, &job);
-                    }
+                    start_poller(&ctx, &job);
                 }
             }
         }
@@ -314,7 +323,9 @@ pub(crate) async fn run(
                 }
                 Effect::Deliver(event) => fan_out(&mut watchers, &event),
                 Effect::Register(watcher) if durable.is_ok() => watchers.push(watcher),
-                Effect::StartPoller(job) if durable.is_ok() => start_poller(&ctx, &job),
+                Effect::StartPoller(job) if durable.is_ok() => {
+                    start_poller(&ctx, &job);
+                }
                 Effect::Reply(send) => send(durable.clone()),
                 _ => {}
             }
@@ -561,7 +572,11 @@ fn apply(
         Command::Adopt { records } => {
             for record in records {
                 let job = record.job.clone();
-                if job.status == pb::JobStatus::Active as i32 && state.adopt(record) {
+                if job.status == pb::JobStatus::Active as i32 {
+                    // The claim read the journal's record: it replaces
+                    // whatever memory had, and the job gets a poller unless
+                    // one runs already.
+                    state.adopt(record);
                     effects.push(Effect::StartPoller(Box::new(job)));
                 }
             }
@@ -599,10 +614,15 @@ fn in_memory(ctx: &PollerContext, state: &TrackerState, filter: &JobFilter) -> V
     }
 }
 
-fn start_poller(ctx: &PollerContext, job: &pb::Job) {
+/// Starts polling `job` unless a poller of it runs already; returns
+/// whether one was started.
+fn start_poller(ctx: &PollerContext, job: &pb::Job) -> bool {
     let Some(api) = api_from_pb(job.api) else {
         tracing::error!(result_key = %job.result_key, "job without an API cannot be polled");
-        return;
+        return false;
+    };
+    let Some(registration) = ctx.running.register(&job.result_key) else {
+        return false;
     };
     let last = job
         .tasks
@@ -621,7 +641,9 @@ fn start_poller(ctx: &PollerContext, job: &pb::Job) {
         job.result_key.clone(),
         last,
         age,
+        registration,
     ));
+    true
 }
 
 /// A watcher of `filter` from the current head: registered once the step
@@ -725,4 +747,61 @@ fn fan_out(watchers: &mut Vec<Watcher>, event: &Arc<pb::JobEvent>) {
             Err(TrySendError::Closed(_)) => false,
         }
     });
+}
+
+/// The jobs found without a poller at the last check: only those still
+/// without one at the next are repaired, so a job whose poller is about to
+/// start (its claim's `Adopt` still queued) is left alone.
+#[derive(Default)]
+struct Unpolled {
+    last: HashSet<String>,
+}
+
+impl Unpolled {
+    /// Checks every active job tracked here and every lease held against
+    /// the running pollers. A tracked job held (or on a journal of its own)
+    /// gets its poller again; one whose lease is not held is dropped from
+    /// memory (its holder polls it); a lease held on a job not tracked is
+    /// given up, so that a claim brings the job back with a poller.
+    fn reconcile(&mut self, ctx: &PollerContext, state: &mut TrackerState) {
+        let held_keys = ctx.leases.as_ref().map(|held| held.keys());
+        let mut now_unpolled: HashSet<String> = state
+            .active_keys(&JobFilter::All)
+            .into_iter()
+            .chain(held_keys.iter().flatten().cloned())
+            .filter(|key| !ctx.running.contains(key))
+            .collect();
+        let due: Vec<String> = now_unpolled.intersection(&self.last).cloned().collect();
+        metrics::gauge!("retouch_jobs_unpolled").set(due.len() as f64);
+        for key in due {
+            let held = ctx.leases.as_ref().map(|held| held.epoch(&key).is_some());
+            let job = state
+                .get(&key)
+                .filter(|job| job.status == pb::JobStatus::Active as i32)
+                .cloned();
+            match (job, held) {
+                (Some(job), None | Some(true)) => {
+                    tracing::error!(result_key = %key, "a tracked job had no poller; starting one");
+                    if start_poller(ctx, &job) {
+                        metrics::counter!("retouch_pollers_restarted_total").increment(1);
+                    }
+                    now_unpolled.remove(&key);
+                }
+                (Some(_), Some(false)) => {
+                    tracing::warn!(result_key = %key, "dropping a job from memory whose lease this replica does not hold");
+                    state.forget(&key);
+                    now_unpolled.remove(&key);
+                }
+                (None, _) => {
+                    tracing::error!(result_key = %key, "a lease was held on a job this replica does not track; giving it up for a claim to bring the job back");
+                    if let Some(held) = &ctx.leases {
+                        held.remove(&key);
+                    }
+                    metrics::counter!("retouch_pollers_restarted_total").increment(1);
+                    now_unpolled.remove(&key);
+                }
+            }
+        }
+        self.last = now_unpolled;
+    }
 }

@@ -85,6 +85,11 @@ impl HeldLeases {
             .collect()
     }
 
+    /// The jobs whose lease is held.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Every lease held, with its epoch.
     fn epochs(&self) -> Vec<(String, u64)> {
         self.lock()
@@ -144,6 +149,13 @@ pub(crate) async fn run(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if commands.is_closed() {
+            // The aggregator is gone, and with it every poller: renewing
+            // would keep these jobs from every other replica.
+            tracing::error!("the tracker stopped; giving back every lease");
+            let _ = cluster.release_leases(held.give_up_beyond(0)).await;
+            return;
         }
         // Membership every round: what each replica's share is, and who
         // holds the fewest, must be current for claims and hand-backs.

@@ -6,6 +6,7 @@ mod aggregator;
 mod durations;
 mod leases;
 mod poller;
+mod pollers;
 mod schedule;
 mod state;
 mod subscription;
@@ -237,6 +238,7 @@ impl Tracker {
             mirror,
             leases,
             journal_down: journal_down.clone(),
+            running: Arc::new(pollers::RunningPollers::default()),
         };
         let aggregator = tasks.spawn(aggregator::run(receiver, ctx, state));
         tokio::spawn(async move {
@@ -469,6 +471,7 @@ async fn sweep(
             max_events: config.event_log_capacity as u64,
             results_before: ago(config.result_retention),
             uploads_before: ago(config.upload_retention),
+            charges_before: ago(crate::store::CapWindow::Day.length()),
         };
         match store.compact(compaction).await {
             Ok(done) => {

@@ -40,16 +40,20 @@ pub(crate) struct PollerContext {
     /// Set while the aggregator waits for an unreachable journal: requests
     /// fail at once instead of queueing behind it.
     pub journal_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The jobs with a poller running.
+    pub running: std::sync::Arc<super::pollers::RunningPollers>,
 }
 
 /// Polls `key` until its tasks are all terminal, the error is one retrying
-/// cannot fix, or the tracker shuts down.
+/// cannot fix, or the tracker shuts down. `_registration` keeps the job
+/// among the running pollers until this returns (or is dropped).
 pub(crate) async fn run(
     ctx: PollerContext,
     api: ApiKind,
     key: String,
     mut last: Vec<Option<WireTaskStatus>>,
     age: Duration,
+    _registration: super::pollers::Registration,
 ) {
     let config = &ctx.config;
     // When the job was accepted, as this process's monotonic clock sees it.

@@ -113,15 +113,11 @@ impl TrackerState {
         self.next_seq = head_seq + 1;
     }
 
-    /// Starts polling a job another replica was polling (its lease was
-    /// claimed): no event, since nothing about the job changed. Returns
-    /// whether it was new here.
-    pub fn adopt(&mut self, record: JobRecord) -> bool {
-        if self.jobs.contains_key(&record.job.result_key) {
-            return false;
-        }
+    /// Tracks a job this replica just claimed the lease of, as the journal
+    /// has it (replacing what memory had): no event, since nothing about
+    /// the job changed.
+    pub fn adopt(&mut self, record: JobRecord) {
         self.insert(record);
-        true
     }
 
     /// Stops tracking a job without an event: its lease went to another

@@ -52,6 +52,13 @@ impl Store for FullDisk {
     async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
         self.inner.abandon_submission(id).await
     }
+    async fn billed_tasks(
+        &self,
+        token: Option<String>,
+        now: std::time::SystemTime,
+    ) -> Result<std::collections::BTreeMap<String, crate::store::BilledTasks>, StoreError> {
+        self.inner.billed_tasks(token, now).await
+    }
     async fn submissions_by_request_ids(
         &self,
         request_ids: Vec<String>,

@@ -1,4 +1,5 @@
-//! The script-facing verbs: `retouch jobs`, `get`, `watch` and `download`.
+//! The script-facing verbs: `retouch jobs`, `get`, `watch`, `download` and
+//! `usage`.
 //! Each prints text for people or, with `--json`, one JSON object per line
 //! on standard output; problems go to standard error (or, with `--json`,
 //! stay on standard output as `{"error": …}`); each ends with an [`Exit`].
@@ -6,6 +7,7 @@
 mod download;
 mod get;
 mod list;
+mod usage;
 mod watch;
 
 use std::io::Write;
@@ -16,6 +18,7 @@ use serde_json::json;
 pub use download::download;
 pub use get::get;
 pub use list::list;
+pub use usage::usage;
 pub use watch::watch;
 
 use crate::client::ClientError;

@@ -13,6 +13,7 @@
 //! `statement_timeout`. A lost connection surfaces as
 //! `StoreError::Unavailable` and the pool opens a new one on the next call.
 
+mod charges;
 mod cluster;
 mod listener;
 mod sql;
@@ -288,13 +289,37 @@ impl Store for PostgresStore {
     }
 
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
-        let client = self.client().await?;
-        sql::begin_submission(&**client, &new, &self.replica_id).await
+        let mut client = self.client().await?;
+        // One transaction makes the intent and its charge atomic, and holds
+        // the caps' locks from the count to the commit. Dropped without a
+        // commit, it rolls back: a refused submit leaves no row, so its
+        // request id stays free.
+        let tx = client.transaction().await.map_err(sql::db_error)?;
+        charges::lock(&*tx, &new.charge).await?;
+        match sql::begin_submission(&*tx, &new, &self.replica_id).await? {
+            Began::Recorded => {}
+            existing => return Ok(existing),
+        }
+        if let Some(refused) = charges::over_cap(&*tx, &new.charge, new.created_at).await? {
+            return Ok(Began::OverCap(refused));
+        }
+        charges::record(&*tx, &new.id, &new.charge, new.created_at).await?;
+        tx.commit().await.map_err(sql::db_error)?;
+        Ok(Began::Recorded)
     }
 
     async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         sql::abandon_submission(&**client, id).await
+    }
+
+    async fn billed_tasks(
+        &self,
+        token: Option<String>,
+        now: std::time::SystemTime,
+    ) -> Result<std::collections::BTreeMap<String, super::BilledTasks>, StoreError> {
+        let client = self.client().await?;
+        charges::billed(&**client, token.as_deref(), now).await
     }
 
     async fn submissions_by_request_ids(
@@ -433,6 +458,7 @@ impl Store for PostgresStore {
             return Ok(Compacted::default());
         }
         let compacted = sql::compact(&*tx, &compaction).await?;
+        charges::compact(&*tx, compaction.charges_before).await?;
         tx.commit().await.map_err(sql::db_error)?;
         Ok(compacted)
     }

@@ -534,9 +534,11 @@ pub(super) async fn abandon_submission<C: GenericClient>(
     client: &C,
     id: &str,
 ) -> Result<(), StoreError> {
+    // One statement: the charge goes exactly when the intent does.
     client
         .execute(
-            "DELETE FROM submissions WHERE id = $1 AND state = $2",
+            "WITH gone AS (DELETE FROM submissions WHERE id = $1 AND state = $2 RETURNING id)
+             DELETE FROM task_charges WHERE submission_id IN (SELECT id FROM gone)",
             &[&id, &STATE_PENDING],
         )
         .await

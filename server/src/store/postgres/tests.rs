@@ -27,6 +27,19 @@ async fn what_is_committed_survives_a_reconnect_with_the_same_identity() {
 }
 
 #[tokio::test]
+async fn a_cap_holds_across_replicas_charging_at_once() {
+    let cluster = TestCluster::start();
+    let url = cluster.database("cap_race").await;
+    let replica = || async {
+        let store = PostgresStore::connect(&url, ReplicaOptions::default())
+            .await
+            .unwrap();
+        Arc::new(store) as Arc<dyn Store>
+    };
+    contract::a_cap_holds_under_concurrent_submits([replica().await, replica().await]).await;
+}
+
+#[tokio::test]
 async fn the_store_contract_holds() {
     let cluster = TestCluster::start();
     let connect = |name: &'static str| {
@@ -40,6 +53,7 @@ async fn the_store_contract_holds() {
         }
     };
     contract::a_request_id_binds_one_submission(connect("request_ids").await).await;
+    contract::caps_count_the_journal(&*connect("caps").await).await;
     contract::a_failed_step_leaves_nothing(connect("failed_step").await).await;
     contract::mirrored_results_move_through_their_states(&*connect("mirrors").await).await;
     contract::uploads_are_recorded_refreshed_and_expire(&*connect("uploads").await).await;

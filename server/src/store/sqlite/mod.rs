@@ -3,24 +3,27 @@
 //! reader connections, and a lock file that keeps a second retouchd out of
 //! the same data directory.
 
+mod charges;
 mod sql;
 #[cfg(test)]
 mod tests;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use retouch_api::v1 as pb;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
 
 use super::{
-    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
-    MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep, StepTransaction,
-    StepWrites, Store, StoreError, SubmissionRecord, UploadRecord,
+    BatchRecord, Began, BeganBatch, BilledTasks, Compacted, Compaction, JobRecord, ListPage,
+    ListQuery, MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep,
+    StepTransaction, StepWrites, Store, StoreError, SubmissionRecord, UploadRecord,
 };
 use writer::Writer;
 
@@ -37,10 +40,11 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0003_uploads.sql")),
         M::up(include_str!("migrations/0004_submitted_by.sql")),
         M::up(include_str!("migrations/0005_batches.sql")),
+        M::up(include_str!("migrations/0006_task_charges.sql")),
     ])
 }
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Why the journal could not be opened. Nothing was changed on disk.
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +339,16 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.writer
             .write(move |conn| sql::abandon_submission(conn, &id))
+            .await
+    }
+
+    async fn billed_tasks(
+        &self,
+        token: Option<String>,
+        now: SystemTime,
+    ) -> Result<BTreeMap<String, BilledTasks>, StoreError> {
+        self.readers
+            .read(move |conn| charges::billed(conn, token.as_deref(), now))
             .await
     }
 

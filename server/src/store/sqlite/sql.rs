@@ -318,33 +318,45 @@ pub(super) fn begin_submission(
     conn: &Connection,
     new: &NewSubmission,
 ) -> Result<Began, StoreError> {
-    let inserted = conn
-        .execute(
-            "INSERT INTO submissions (id, request_id, fingerprint, state, created_at_ms, draft)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (request_id) DO NOTHING",
-            params![
-                new.id,
-                new.request_id,
-                &new.fingerprint[..],
-                STATE_PENDING,
-                millis(new.created_at),
-                new.draft.encode_to_vec()
-            ],
-        )
-        .map_err(io_error)?;
-    if inserted == 1 {
-        return Ok(Began::Recorded);
+    // A bound request id answers with its submission before any cap is
+    // counted: a retry of a submit already charged is never refused.
+    if new.request_id.is_some()
+        && let Some(existing) = submission_by_request_id(conn, new.request_id.as_deref())?
+    {
+        return Ok(Began::Existing(Box::new(existing)));
     }
-    let existing = conn
-        .query_row(
-            "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
-             FROM submissions WHERE request_id = ?1",
-            [&new.request_id],
-            submission_columns,
-        )
-        .map_err(io_error)?;
-    Ok(Began::Existing(Box::new(existing.into_record()?)))
+    if let Some(refused) = super::charges::over_cap(conn, &new.charge, new.created_at)? {
+        return Ok(Began::OverCap(refused));
+    }
+    conn.execute(
+        "INSERT INTO submissions (id, request_id, fingerprint, state, created_at_ms, draft)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            new.id,
+            new.request_id,
+            &new.fingerprint[..],
+            STATE_PENDING,
+            millis(new.created_at),
+            new.draft.encode_to_vec()
+        ],
+    )
+    .map_err(io_error)?;
+    super::charges::record(conn, &new.id, &new.charge, new.created_at)?;
+    Ok(Began::Recorded)
+}
+
+fn submission_by_request_id(
+    conn: &Connection,
+    request_id: Option<&str>,
+) -> Result<Option<SubmissionRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
+         FROM submissions WHERE request_id = ?1",
+    )
+    .and_then(|mut s| s.query_row([request_id], submission_columns).optional())
+    .map_err(io_error)?
+    .map(SubmissionRow::into_record)
+    .transpose()
 }
 
 pub(super) fn submissions_by_request_ids(
@@ -438,6 +450,7 @@ pub(super) fn record_batch_submit_error(
 }
 
 pub(super) fn abandon_submission(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    super::charges::take_back(conn, id, STATE_PENDING)?;
     conn.execute(
         "DELETE FROM submissions WHERE id = ?1 AND state = ?2",
         params![id, STATE_PENDING],
@@ -616,6 +629,7 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
         )
         .map_err(io_error)?;
     let through = by_count.max(by_time);
+    super::charges::compact(conn, compaction.charges_before)?;
     let events = conn
         .execute("DELETE FROM events WHERE seq <= ?1", [through])
         .map_err(io_error)?;

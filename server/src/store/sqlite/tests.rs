@@ -29,6 +29,19 @@ async fn a_request_id_binds_one_submission_until_it_is_abandoned() {
 }
 
 #[tokio::test]
+async fn caps_count_the_journal_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::caps_count_the_journal(&SqliteStore::open(dir.path()).unwrap()).await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let usage = store
+        .billed_tasks(None, std::time::SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(usage["t"].hour, 4, "the counts are the journal's");
+    contract::a_cap_holds_under_concurrent_submits([store.clone(), store]).await;
+}
+
+#[tokio::test]
 async fn batches_bind_their_request_ids_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     contract::batches_bind_their_request_ids_and_expire(&SqliteStore::open(dir.path()).unwrap())

@@ -1,0 +1,188 @@
+//! The spending caps, kept in the journal: every submit that may be billed
+//! records a charge (its token and task count) in the same transaction that
+//! records its intent, after counting the charges already in each capped
+//! window. On a journal shared by replicas the count and the insert are
+//! serialised by the database, so the cluster as a whole never bills past
+//! a cap, and a restart forgets nothing.
+
+use std::time::{Duration, SystemTime};
+
+/// A sliding window over which billed tasks are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CapWindow {
+    /// The last 3,600 seconds.
+    Hour,
+    /// The last 86,400 seconds.
+    Day,
+}
+
+impl CapWindow {
+    /// Every window, shortest first.
+    pub const ALL: [CapWindow; 2] = [CapWindow::Hour, CapWindow::Day];
+
+    /// How far back the window reaches.
+    pub fn length(self) -> Duration {
+        match self {
+            CapWindow::Hour => Duration::from_secs(3600),
+            CapWindow::Day => Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// The limit's name, as in the tokens file and in quota errors.
+    pub fn limit_name(self) -> &'static str {
+        match self {
+            CapWindow::Hour => "tasks_per_hour",
+            CapWindow::Day => "tasks_per_day",
+        }
+    }
+
+    /// `hour` or `day`: the metric label and the JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapWindow::Hour => "hour",
+            CapWindow::Day => "day",
+        }
+    }
+
+    /// When the window that ends at `now` begins (charges strictly after
+    /// it count).
+    pub fn start(self, now: SystemTime) -> SystemTime {
+        now.checked_sub(self.length())
+            .filter(|start| *start > SystemTime::UNIX_EPOCH)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// Whose billed tasks a cap counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CapScope {
+    /// The charging token's own.
+    Token,
+    /// Every token's together (`--limit-tasks-per-hour` and `-per-day`).
+    Server,
+}
+
+/// One cap a submit must fit under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskCap {
+    /// Whose tasks it counts.
+    pub scope: CapScope,
+    /// Over which window.
+    pub window: CapWindow,
+    /// At most this many tasks in the window.
+    pub limit: u32,
+}
+
+/// What a submit will be billed, recorded with its intent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskCharge {
+    /// The token's name (empty when retouchd requires no token).
+    pub token: String,
+    /// Tasks in the submit.
+    pub tasks: u32,
+    /// The caps in force for this caller now; empty: nothing is checked,
+    /// the charge is only recorded (for usage).
+    pub caps: Vec<TaskCap>,
+}
+
+/// A submit refused because a cap's window is full; nothing was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapRefusal {
+    /// The cap that is full.
+    pub cap: TaskCap,
+    /// Tasks already billed in its window.
+    pub counted: u64,
+    /// When enough counted tasks have left the window for this submit to
+    /// fit; `None` when it never fits (it alone is over the cap).
+    pub retry_after: Option<Duration>,
+}
+
+/// How many of the counted tasks must leave the window before `tasks` more
+/// fit (`None`: they never fit, being more than the cap).
+pub(crate) fn must_leave(cap: &TaskCap, counted: u64, tasks: u32) -> Option<u64> {
+    (tasks <= cap.limit).then(|| (counted + u64::from(tasks)).saturating_sub(u64::from(cap.limit)))
+}
+
+/// The refusal for `cap`, whose window holds `counted` tasks, given when
+/// the charge that frees enough of them was made (`freed_by`): it leaves
+/// the window one window length later.
+pub(crate) fn refusal(
+    cap: TaskCap,
+    counted: u64,
+    tasks: u32,
+    freed_by: Option<SystemTime>,
+    now: SystemTime,
+) -> CapRefusal {
+    let retry_after = (tasks <= cap.limit)
+        .then_some(freed_by)
+        .flatten()
+        .map(|at| {
+            (at + cap.window.length())
+                .duration_since(now)
+                .unwrap_or_default()
+                // Whole milliseconds are what the journal keeps; the next
+                // one is the first at which the charge has left.
+                + Duration::from_millis(1)
+        });
+    CapRefusal {
+        cap,
+        counted,
+        retry_after,
+    }
+}
+
+/// Tasks billed by one token within each window, counted from the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BilledTasks {
+    /// In the last hour.
+    pub hour: u64,
+    /// In the last day.
+    pub day: u64,
+}
+
+impl BilledTasks {
+    /// The count for `window`.
+    pub fn of(&self, window: CapWindow) -> u64 {
+        match window {
+            CapWindow::Hour => self.hour,
+            CapWindow::Day => self.day,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: TaskCap = TaskCap {
+        scope: CapScope::Token,
+        window: CapWindow::Hour,
+        limit: 10,
+    };
+
+    #[test]
+    fn room_is_what_the_window_has_left() {
+        assert_eq!(must_leave(&CAP, 0, 10), Some(0));
+        assert_eq!(must_leave(&CAP, 9, 1), Some(0));
+        assert_eq!(must_leave(&CAP, 9, 2), Some(1));
+        assert_eq!(must_leave(&CAP, 10, 10), Some(10));
+        assert_eq!(must_leave(&CAP, 0, 11), None);
+    }
+
+    #[test]
+    fn a_refusal_says_when_the_freeing_charge_leaves_the_window() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let charged = now - Duration::from_secs(600);
+        let refused = refusal(CAP, 10, 1, Some(charged), now);
+        assert_eq!(
+            refused.retry_after,
+            Some(Duration::from_secs(3000) + Duration::from_millis(1))
+        );
+        assert_eq!(refusal(CAP, 0, 11, Some(charged), now).retry_after, None);
+        assert_eq!(
+            CapWindow::Day.start(now),
+            SystemTime::UNIX_EPOCH,
+            "a window reaching before the epoch starts there"
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! The SQL of the spending caps on PostgreSQL. Replicas count and charge
+//! concurrently, so a count and the charge that follows it run under
+//! transaction-scoped advisory locks: one for the server's caps, one per
+//! capped token, always taken in that order. Two replicas can then never
+//! both see the last slot free.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use tokio_postgres::GenericClient;
+
+use super::sql::db_error;
+use crate::store::charges::{must_leave, refusal};
+use crate::store::rows::{from_millis, millis};
+use crate::store::{BilledTasks, CapRefusal, CapScope, CapWindow, StoreError, TaskCharge};
+
+/// Advisory lock key of the server-wide caps ("retouchd" in ASCII, plus
+/// three; beside the migration and compaction locks).
+const SERVER_CAPS_LOCK: i64 = super::MIGRATION_LOCK + 3;
+
+/// Takes the locks that serialise counting `charge`'s caps, until the
+/// transaction ends.
+pub(super) async fn lock<C: GenericClient>(tx: &C, charge: &TaskCharge) -> Result<(), StoreError> {
+    if charge.caps.iter().any(|c| c.scope == CapScope::Server) {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SERVER_CAPS_LOCK])
+            .await
+            .map_err(db_error)?;
+    }
+    if charge.caps.iter().any(|c| c.scope == CapScope::Token) {
+        let key = format!("retouchd task caps of token {}", charge.token);
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&key],
+        )
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// The first cap of `charge` whose window, ending at `now`, has no room
+/// for its tasks. Run under [`lock`].
+pub(super) async fn over_cap<C: GenericClient>(
+    tx: &C,
+    charge: &TaskCharge,
+    now: SystemTime,
+) -> Result<Option<CapRefusal>, StoreError> {
+    for cap in &charge.caps {
+        let start = millis(cap.window.start(now));
+        let token = (cap.scope == CapScope::Token).then_some(charge.token.as_str());
+        let counted: i64 = tx
+            .query_one(
+                "SELECT COALESCE(SUM(tasks), 0)::BIGINT FROM task_charges
+                 WHERE charged_at_ms > $1 AND ($2::TEXT IS NULL OR token = $2)",
+                &[&start, &token],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        let counted = counted.max(0) as u64;
+        let Some(need) = must_leave(cap, counted, charge.tasks) else {
+            return Ok(Some(refusal(*cap, counted, charge.tasks, None, now)));
+        };
+        if need == 0 {
+            continue;
+        }
+        let freed_by = tx
+            .query_opt(
+                "SELECT charged_at_ms FROM (
+                     SELECT charged_at_ms, SUM(tasks) OVER (
+                         ORDER BY charged_at_ms, submission_id ROWS UNBOUNDED PRECEDING) AS freed
+                     FROM task_charges
+                     WHERE charged_at_ms > $1 AND ($2::TEXT IS NULL OR token = $2)) AS running
+                 WHERE freed >= $3 ORDER BY charged_at_ms LIMIT 1",
+                &[&start, &token, &(need.min(i64::MAX as u64) as i64)],
+            )
+            .await
+            .map_err(db_error)?
+            .map(|row| from_millis(row.get(0)));
+        return Ok(Some(refusal(*cap, counted, charge.tasks, freed_by, now)));
+    }
+    Ok(None)
+}
+
+/// Records the charge of submission `submission_id`.
+pub(super) async fn record<C: GenericClient>(
+    tx: &C,
+    submission_id: &str,
+    charge: &TaskCharge,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO task_charges (submission_id, token, tasks, charged_at_ms)
+         VALUES ($1, $2, $3, $4)",
+        &[
+            &submission_id,
+            &charge.token,
+            &(charge.tasks.min(i32::MAX as u32) as i32),
+            &millis(at),
+        ],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Tasks charged per token in the hour and the day before `now`.
+pub(super) async fn billed<C: GenericClient>(
+    client: &C,
+    token: Option<&str>,
+    now: SystemTime,
+) -> Result<BTreeMap<String, BilledTasks>, StoreError> {
+    let hour = millis(CapWindow::Hour.start(now));
+    let day = millis(CapWindow::Day.start(now));
+    Ok(client
+        .query(
+            "SELECT token,
+                    COALESCE(SUM(tasks) FILTER (WHERE charged_at_ms > $1), 0)::BIGINT,
+                    COALESCE(SUM(tasks), 0)::BIGINT
+             FROM task_charges WHERE charged_at_ms > $2 AND ($3::TEXT IS NULL OR token = $3)
+             GROUP BY token",
+            &[&hour, &day, &token],
+        )
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| {
+            (
+                row.get::<_, String>(0),
+                BilledTasks {
+                    hour: row.get::<_, i64>(1).max(0) as u64,
+                    day: row.get::<_, i64>(2).max(0) as u64,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Removes charges made before `before`: they count in no window.
+pub(super) async fn compact<C: GenericClient>(
+    client: &C,
+    before: SystemTime,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "DELETE FROM task_charges WHERE charged_at_ms < $1",
+            &[&millis(before)],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}

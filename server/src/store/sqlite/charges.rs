@@ -1,0 +1,148 @@
+//! The SQL of the spending caps on SQLite. The writer thread runs every
+//! write of this journal, so a count and the charge that follows it in one
+//! write see no other charge in between.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::sql::io_error;
+use crate::store::charges::{must_leave, refusal};
+use crate::store::rows::{from_millis, millis};
+use crate::store::{BilledTasks, CapRefusal, CapScope, CapWindow, StoreError, TaskCharge};
+
+/// The first cap of `charge` whose window, ending at `now`, has no room
+/// for its tasks.
+pub(super) fn over_cap(
+    conn: &Connection,
+    charge: &TaskCharge,
+    now: SystemTime,
+) -> Result<Option<CapRefusal>, StoreError> {
+    for cap in &charge.caps {
+        let start = millis(cap.window.start(now));
+        let token = (cap.scope == CapScope::Token).then_some(charge.token.as_str());
+        let counted: i64 = conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(tasks), 0) FROM task_charges
+                 WHERE charged_at_ms > ?1 AND (?2 IS NULL OR token = ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![start, token], |r| r.get(0)))
+            .map_err(io_error)?;
+        let counted = counted.max(0) as u64;
+        let Some(need) = must_leave(cap, counted, charge.tasks) else {
+            return Ok(Some(refusal(*cap, counted, charge.tasks, None, now)));
+        };
+        if need == 0 {
+            continue;
+        }
+        let freed_by = freed_by(conn, token, start, need)?;
+        return Ok(Some(refusal(*cap, counted, charge.tasks, freed_by, now)));
+    }
+    Ok(None)
+}
+
+/// When the charge was made whose leaving the window (with all older ones)
+/// frees `need` tasks.
+fn freed_by(
+    conn: &Connection,
+    token: Option<&str>,
+    start: i64,
+    need: u64,
+) -> Result<Option<SystemTime>, StoreError> {
+    conn.prepare_cached(
+        "SELECT charged_at_ms FROM (
+             SELECT charged_at_ms, SUM(tasks) OVER (
+                 ORDER BY charged_at_ms, submission_id ROWS UNBOUNDED PRECEDING) AS freed
+             FROM task_charges WHERE charged_at_ms > ?1 AND (?2 IS NULL OR token = ?2))
+         WHERE freed >= ?3 ORDER BY charged_at_ms LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![start, token, need.min(i64::MAX as u64) as i64],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+    })
+    .map(|at| at.map(from_millis))
+    .map_err(io_error)
+}
+
+/// Records the charge of submission `submission_id`.
+pub(super) fn record(
+    conn: &Connection,
+    submission_id: &str,
+    charge: &TaskCharge,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO task_charges (submission_id, token, tasks, charged_at_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            submission_id,
+            charge.token,
+            charge.tasks,
+            millis(at)
+        ])
+    })
+    .map_err(io_error)?;
+    Ok(())
+}
+
+/// Takes back the charge of a submission that billed nothing (still
+/// pending: a settled one may have been billed).
+pub(super) fn take_back(
+    conn: &Connection,
+    submission_id: &str,
+    pending: i32,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM task_charges WHERE submission_id = ?1
+           AND EXISTS (SELECT 1 FROM submissions WHERE id = ?1 AND state = ?2)",
+        params![submission_id, pending],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+/// Tasks charged per token in the hour and the day before `now`.
+pub(super) fn billed(
+    conn: &Connection,
+    token: Option<&str>,
+    now: SystemTime,
+) -> Result<BTreeMap<String, BilledTasks>, StoreError> {
+    let hour = millis(CapWindow::Hour.start(now));
+    let day = millis(CapWindow::Day.start(now));
+    conn.prepare_cached(
+        "SELECT token,
+                COALESCE(SUM(CASE WHEN charged_at_ms > ?1 THEN tasks ELSE 0 END), 0),
+                COALESCE(SUM(tasks), 0)
+         FROM task_charges WHERE charged_at_ms > ?2 AND (?3 IS NULL OR token = ?3)
+         GROUP BY token",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![hour, day, token], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                BilledTasks {
+                    hour: r.get::<_, i64>(1)?.max(0) as u64,
+                    day: r.get::<_, i64>(2)?.max(0) as u64,
+                },
+            ))
+        })?
+        .collect()
+    })
+    .map_err(io_error)
+}
+
+/// Removes charges made before `before`: they count in no window.
+pub(super) fn compact(conn: &Connection, before: SystemTime) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM task_charges WHERE charged_at_ms < ?1",
+        [millis(before)],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
