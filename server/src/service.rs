@@ -19,7 +19,7 @@ use crate::idempotency::{Turns, check_request_id, fingerprint};
 use crate::store::{
     Began, CapWindow, JobRecord, ListPage, ListQuery, NewSubmission, SubmissionState,
 };
-use crate::tracker::{JobFilter, Subscription, Tracker};
+use crate::tracker::{JobFilter, Settles, Subscription, Tracker};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use crate::validate::{Violation, check_result_key, excerpt, validate_submission};
 
@@ -40,6 +40,13 @@ const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(100);
 const ADOPTION_RETRY: crate::upstream::RetryPolicy = crate::upstream::RetryPolicy {
     min_delay: std::time::Duration::from_millis(200),
     max_delay: std::time::Duration::from_secs(5),
+    factor: 2.0,
+};
+
+/// Backoff while recording an accepted job waits for the journal.
+const RECORD_RETRY: crate::upstream::RetryPolicy = crate::upstream::RetryPolicy {
+    min_delay: std::time::Duration::from_millis(100),
+    max_delay: std::time::Duration::from_secs(2),
     factor: 2.0,
 };
 
@@ -334,25 +341,62 @@ impl Retouch {
                 .collect(),
             ..draft
         };
-        let tracked = if subscribe {
-            self.tracker
-                .track_and_subscribe(job, Some(submission_id))
-                .await
-                .map(|(job, accepted_seq, s)| (Submitted { job, accepted_seq }, Some(s)))
-        } else {
-            self.tracker
-                .track(job, Some(submission_id))
-                .await
-                .map(|(job, accepted_seq)| (Submitted { job, accepted_seq }, None))
+        self.record_accepted(job, submission_id, subscribe).await
+    }
+
+    /// Records a job the upstream accepted, retrying while the journal
+    /// cannot take it (a database restarting): the job is billed, so its
+    /// key must end up journaled and polled, not only in an error. Gives up
+    /// only when the tracker stops; the intent then stays pending, and a
+    /// restart (or another replica) reports it as outcome unknown.
+    async fn record_accepted(
+        &self,
+        job: pb::Job,
+        submission_id: String,
+        subscribe: bool,
+    ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
+        let mut delays = RECORD_RETRY.delays();
+        let mut settles = Settles {
+            id: submission_id,
+            replaces: None,
         };
-        tracked.map_err(|e| {
+        loop {
+            let tracked = self
+                .tracker
+                .track_submission(job.clone(), Some(settles.clone()), subscribe)
+                .await;
+            let e = match tracked {
+                Ok((job, accepted_seq, subscription)) => {
+                    return Ok((Submitted { job, accepted_seq }, subscription));
+                }
+                Err(ServiceError::ShuttingDown) => ServiceError::ShuttingDown,
+                Err(e) => {
+                    // Another replica may have recorded this submit as
+                    // outcome unknown while its answer was on the way (this
+                    // replica's heartbeat lapsed): the job takes over that
+                    // record.
+                    if settles.replaces.is_none()
+                        && let Ok(Some(record)) =
+                            self.tracker.store().job_by_submission(&settles.id).await
+                        && record.job.status == pb::JobStatus::SubmitOutcomeUnknown as i32
+                    {
+                        tracing::warn!(result_key = %job.result_key, submission_id = %settles.id, "a submit recorded as outcome unknown by another replica was accepted after all; the job takes over its record");
+                        settles.replaces = Some(record.accepted_seq);
+                        continue;
+                    }
+                    let delay = delays.next().unwrap_or(RECORD_RETRY.max_delay);
+                    tracing::warn!(result_key = %job.result_key, submission_id = %settles.id, error = %e, retry_in = ?delay, "an accepted job could not be recorded yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
             // Billed, but not durable: say so, with the key, so the caller
             // can find the job (the intent shows as unknown after a restart).
-            ServiceError::Internal(format!(
+            return Err(ServiceError::Internal(format!(
                 "the upstream accepted the job under result key {:?}, but it could not be recorded: {e}",
-                outcome.result_key
-            ))
-        })
+                job.result_key
+            )));
+        }
     }
 
     /// Drops the record of a submit that was not sent (or provably not

@@ -652,3 +652,330 @@ async fn a_tokens_hourly_cap_holds_across_three_replicas_their_restarts_and_relo
     assert_eq!((stats.jobs_created, stats.duplicate_submits), (25, 0));
     drop(replicas);
 }
+
+/// What became of one submit under churn.
+#[derive(Debug, Clone, PartialEq)]
+enum ChurnOutcome {
+    /// A job under this result key.
+    Accepted(String),
+    /// Recorded as outcome unknown (its replica died holding it).
+    Unknown,
+}
+
+/// Submits job `n` with a request id to the replica in `slot`, retrying the
+/// same id on the next replica whenever a call fails for a reason a retry
+/// may cure (a replica killed mid-call, the database restarting), as a
+/// careful client does.
+async fn submit_through_churn(
+    urls: Arc<Mutex<Vec<String>>>,
+    slot: usize,
+    upstream: String,
+    n: usize,
+) -> ChurnOutcome {
+    use tonic_types::StatusExt;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for attempt in 0.. {
+        let url = {
+            let urls = urls.lock().unwrap();
+            urls[(slot + attempt) % urls.len()].clone()
+        };
+        if let Some(channel) = channel(&url).await {
+            let mut request = tonic::Request::new(pb::SubmitMattingRequest {
+                tasks: vec![task(&upstream, n)],
+                request_id: format!("churn-{n}"),
+            });
+            request.set_timeout(Duration::from_secs(20));
+            match InstanceMattingClient::new(channel).submit(request).await {
+                Ok(answer) => {
+                    return ChurnOutcome::Accepted(answer.into_inner().job.unwrap().result_key);
+                }
+                Err(status)
+                    if status
+                        .get_details_error_info()
+                        .is_some_and(|info| info.reason == "SUBMIT_OUTCOME_UNKNOWN") =>
+                {
+                    return ChurnOutcome::Unknown;
+                }
+                Err(status) => assert!(
+                    !matches!(
+                        status.code(),
+                        tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
+                    ) && Instant::now() < deadline,
+                    "job {n}: {status:?}"
+                ),
+            }
+        }
+        assert!(Instant::now() < deadline, "job {n}: no replica answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    unreachable!()
+}
+
+/// A metric's value in a Prometheus text page (0 when absent).
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The churn an operator found: two replicas with a short lease TTL, clients
+/// retrying with request ids, a random replica SIGKILLed and restarted every
+/// few seconds, and PostgreSQL restarted once. Once the faults stop every
+/// accepted job completes within a few lease TTLs, nothing is billed twice,
+/// and no replica ever holds a job it does not poll.
+///
+/// Seeded: `RETOUCH_CHURN_SEED` replays a run (the seed is printed);
+/// `RETOUCH_CHURN_JOBS` and `RETOUCH_CHURN_SECONDS` make it longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_churn_every_accepted_job_completes_and_nothing_is_billed_twice() {
+    use rand::{Rng, SeedableRng};
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let seed = env("RETOUCH_CHURN_SEED", rand::random::<u64>() % 1_000_000);
+    let jobs = env("RETOUCH_CHURN_JOBS", 60) as usize;
+    let span = Duration::from_secs(env("RETOUCH_CHURN_SECONDS", 20));
+    eprintln!(
+        "churn: seed {seed}, {jobs} jobs over {span:?} (RETOUCH_CHURN_SEED={seed} replays it)"
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let pg = Arc::new(TestCluster::start());
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = pg.url();
+    let (_backend, upstream) = backend_with_workers(dir.path(), "1s", 64).await;
+    let mut processes = Vec::new();
+    let mut http = Vec::new();
+    let mut started = 0;
+    for _ in 0..2 {
+        let (process, grpc, http_addr) =
+            replica_with(dir.path(), &database_url, &upstream, started, &[], &[]).await;
+        started += 1;
+        processes.push(process);
+        http.push((grpc, http_addr));
+    }
+    let urls = Arc::new(Mutex::new(
+        http.iter()
+            .map(|(grpc, _)| grpc.clone())
+            .collect::<Vec<_>>(),
+    ));
+
+    // Four clients, each submitting its share spread over the span.
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (urls, upstream) = (urls.clone(), upstream.clone());
+            let gap = span / (jobs as u32 / 4).max(1);
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for n in (client..jobs).step_by(4) {
+                    let outcome =
+                        submit_through_churn(urls.clone(), n % 2, upstream.clone(), n).await;
+                    outcomes.push((n, outcome));
+                    tokio::time::sleep(gap).await;
+                }
+                outcomes
+            })
+        })
+        .collect();
+
+    // The faults, until the clients are done.
+    let churn_started = Instant::now();
+    let mut database_restarted = false;
+    let mut kills = 0;
+    while !clients.iter().all(|c| c.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(3000..6000))).await;
+        if !database_restarted && churn_started.elapsed() > span / 3 {
+            let pg = pg.clone();
+            tokio::task::spawn_blocking(move || pg.restart())
+                .await
+                .unwrap();
+            database_restarted = true;
+            continue;
+        }
+        let slot = rng.random_range(0..2);
+        processes[slot].sigkill();
+        kills += 1;
+        let (process, grpc, http_addr) =
+            replica_with(dir.path(), &database_url, &upstream, started, &[], &[]).await;
+        started += 1;
+        processes[slot] = process;
+        urls.lock().unwrap()[slot] = grpc.clone();
+        http[slot] = (grpc, http_addr);
+    }
+    let mut outcomes = Vec::new();
+    for client in clients {
+        outcomes.extend(client.await.unwrap());
+    }
+    let accepted: HashSet<String> = outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            ChurnOutcome::Accepted(key) => Some(key.clone()),
+            ChurnOutcome::Unknown => None,
+        })
+        .collect();
+    let unknown = outcomes.len() - accepted.len();
+    eprintln!(
+        "churn: {kills} kills, database restarted: {database_restarted}; {} accepted, {unknown} unknown",
+        accepted.len()
+    );
+
+    // Faults over: every accepted job completes within a few TTLs and polls.
+    let url = urls.lock().unwrap()[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = list_all(&url).await;
+        let stuck: Vec<&pb::Job> = jobs
+            .iter()
+            .filter(|j| accepted.contains(&j.result_key))
+            .filter(|j| j.status != pb::JobStatus::Completed as i32)
+            .collect();
+        let listed = jobs
+            .iter()
+            .filter(|j| accepted.contains(&j.result_key))
+            .count();
+        if stuck.is_empty() && listed == accepted.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {} of {} accepted jobs not completed 30 s after the faults stopped: {:?}",
+            stuck.len() + accepted.len() - listed,
+            accepted.len(),
+            stuck.iter().map(|j| &j.result_key).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = backend_stats(&upstream).await;
+    assert_eq!(stats.duplicate_submits, 0, "seed {seed}: {stats:?}");
+    assert!(
+        stats.jobs_created as usize <= accepted.len() + unknown,
+        "seed {seed}: the backend made more jobs than were accepted or unknown: {stats:?}"
+    );
+    for (_, http_addr) in &http {
+        let page = reqwest::get(format!("http://{http_addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(metric(&page, "retouch_jobs_unpolled"), 0.0, "seed {seed}");
+        assert_eq!(
+            metric(&page, "retouch_pollers_restarted_total"),
+            0.0,
+            "seed {seed}: a replica had to restart pollers"
+        );
+    }
+}
+
+/// Sends `signal` (`STOP` or `CONT`) to `process`.
+fn signal(process: &Process, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A replica whose heartbeat lapses while its submit waits on a slow
+/// upstream: the other replica records the submit as outcome unknown. When
+/// the answer arrives after all, that record becomes the job (same
+/// submission, now with its result key), which is polled to completion; the
+/// upstream saw one submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_turns_the_outcome_unknown_record_into_the_job() {
+    let pg = TestCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = Process::spawn(
+        &[
+            "local-backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--appcode",
+            support::APPCODE,
+            "--fault-latency",
+            "5s",
+            "--allow-private-urls",
+        ],
+        dir.path().join("backend.log"),
+    );
+    let upstream = format!(
+        "http://{}",
+        backend.logged("local backend is running", "listen").await
+    );
+    let (stalled, stalled_url) = replica(dir.path(), &pg.url(), &upstream, 0).await;
+    let (_other, other_url) = replica(dir.path(), &pg.url(), &upstream, 1).await;
+
+    let submit = {
+        let (url, upstream) = (stalled_url.clone(), upstream.clone());
+        tokio::spawn(async move {
+            let mut request = tonic::Request::new(pb::SubmitMattingRequest {
+                tasks: vec![task(&upstream, 0)],
+                request_id: "late".into(),
+            });
+            request.set_timeout(Duration::from_secs(60));
+            InstanceMattingClient::new(channel(&url).await.unwrap())
+                .submit(request)
+                .await
+        })
+    };
+    // The submit is on its way; the replica stops (its heartbeat lapses)
+    // until well after the other has recorded the submit as unknown and the
+    // upstream has answered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&stalled, "STOP");
+    let other_log = dir.path().join("replica-1.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&other_log)
+        .unwrap()
+        .contains("recording them as outcome unknown")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the other replica took over nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unknown = list_all(&other_url).await;
+    assert_eq!(unknown.len(), 1);
+    assert_eq!(
+        unknown[0].status,
+        pb::JobStatus::SubmitOutcomeUnknown as i32
+    );
+    while backend_stats(&upstream).await.jobs_created == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&stalled, "CONT");
+
+    let answer = submit.await.unwrap().expect("the late answer is the job");
+    let job = answer.into_inner().job.unwrap();
+    assert!(!job.result_key.is_empty());
+    assert_eq!(job.submission_id, unknown[0].submission_id);
+    let jobs = all_completed(&other_url, 1).await;
+    assert_eq!(jobs[0].result_key, job.result_key);
+    assert_eq!(jobs[0].submission_id, unknown[0].submission_id);
+    // The request id now names the job.
+    let again = submit_as_anyone(&other_url, &upstream).await;
+    assert_eq!(again, job.result_key);
+    assert_eq!(backend_stats(&upstream).await.submits_received, 1);
+}
+
+/// Sends the late test's submit again, with its request id.
+async fn submit_as_anyone(url: &str, upstream: &str) -> String {
+    let request = pb::SubmitMattingRequest {
+        tasks: vec![task(upstream, 0)],
+        request_id: "late".into(),
+    };
+    InstanceMattingClient::new(channel(url).await.unwrap())
+        .submit(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap()
+        .result_key
+}

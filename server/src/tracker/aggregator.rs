@@ -48,7 +48,7 @@ type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 pub(crate) enum Command {
     Track {
         job: pb::Job,
-        settles: Option<String>,
+        settles: Option<super::Settles>,
         subscribe: bool,
         reply: Reply<Tracked>,
     },
@@ -433,8 +433,8 @@ fn apply(
                 Ok(Some((job, accepted_seq))) => {
                     // The upstream answered a submit with a key tracked
                     // already: the submission is settled all the same.
-                    if let Some(id) = settles {
-                        state.settle(id, key.clone());
+                    if let Some(settles) = settles {
+                        state.settle(settles.id, key.clone());
                     }
                     Ok((job, accepted_seq))
                 }

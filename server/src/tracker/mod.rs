@@ -75,6 +75,16 @@ pub struct TrackerConfig {
     pub upload_retention: Duration,
 }
 
+/// The submission a tracked job settles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settles {
+    /// The submission's id.
+    pub id: String,
+    /// The `accepted_seq` of the outcome-unknown record another replica
+    /// made of it (its answer came late): the job replaces that record.
+    pub replaces: Option<u64>,
+}
+
 /// What the tracker hands the result mirror.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MirrorWork {
@@ -303,15 +313,9 @@ impl Tracker {
         job: pb::Job,
         settles: Option<String>,
     ) -> Result<(pb::Job, u64), ServiceError> {
-        let tracked = self
-            .ask(|reply| Command::Track {
-                job,
-                settles,
-                subscribe: false,
-                reply,
-            })
-            .await??;
-        Ok((tracked.job, tracked.accepted_seq))
+        let settles = settles.map(|id| Settles { id, replaces: None });
+        let (job, seq, _) = self.track_submission(job, settles, false).await?;
+        Ok((job, seq))
     }
 
     /// Like [`Tracker::track`], and registers a watcher of the job in the
@@ -321,18 +325,33 @@ impl Tracker {
         job: pb::Job,
         settles: Option<String>,
     ) -> Result<(pb::Job, u64, Subscription), ServiceError> {
+        let settles = settles.map(|id| Settles { id, replaces: None });
+        let (job, seq, subscription) = self.track_submission(job, settles, true).await?;
+        let subscription = subscription
+            .ok_or_else(|| ServiceError::Internal("no subscription for a tracked job".into()))?;
+        Ok((job, seq, subscription))
+    }
+
+    /// [`Tracker::track`] (or, with `subscribe`,
+    /// [`Tracker::track_and_subscribe`]) of a submit's answer, settling the
+    /// submission `settles` names; when another replica recorded that
+    /// submission as outcome unknown meanwhile, the job takes its record's
+    /// place.
+    pub async fn track_submission(
+        &self,
+        job: pb::Job,
+        settles: Option<Settles>,
+        subscribe: bool,
+    ) -> Result<(pb::Job, u64, Option<Subscription>), ServiceError> {
         let tracked = self
             .ask(|reply| Command::Track {
                 job,
                 settles,
-                subscribe: true,
+                subscribe,
                 reply,
             })
             .await??;
-        let subscription = tracked
-            .subscription
-            .ok_or_else(|| ServiceError::Internal("no subscription for a tracked job".into()))?;
-        Ok((tracked.job, tracked.accepted_seq, subscription))
+        Ok((tracked.job, tracked.accepted_seq, tracked.subscription))
     }
 
     /// Registers a watcher.

@@ -172,7 +172,7 @@ impl TrackerState {
     pub fn accept(
         &mut self,
         mut job: pb::Job,
-        settles: Option<String>,
+        settles: Option<super::Settles>,
         now: SystemTime,
     ) -> (Arc<pb::JobEvent>, u64) {
         let key = job.result_key.clone();
@@ -182,9 +182,12 @@ impl TrackerState {
         let seq = self.next_seq;
         job.last_seq = seq;
         job.updated_at = Some(timestamp(now));
+        // A late answer takes the place (and the listing position) of the
+        // outcome-unknown record made of its submission.
+        let accepted_seq = settles.as_ref().and_then(|s| s.replaces).unwrap_or(seq);
         self.insert(JobRecord {
             job: job.clone(),
-            accepted_seq: seq,
+            accepted_seq,
             finished_at: finished.then_some(now),
         });
         let event = self.push_event(
@@ -197,13 +200,13 @@ impl TrackerState {
         if !finished {
             self.step.claims.push(key.clone());
         }
-        if let Some(id) = settles {
+        if let Some(settles) = settles {
             self.step.settlements.push(Settlement::Accepted {
-                id,
+                id: settles.id,
                 result_key: key,
             });
         }
-        (event, seq)
+        (event, accepted_seq)
     }
 
     /// Settles a submission whose job is tracked already.
@@ -542,7 +545,14 @@ mod tests {
     fn transitions_get_consecutive_seqs_and_complete_the_job() {
         let mut state = TrackerState::new(0, Vec::new(), None);
         let now = SystemTime::now();
-        let (accepted, seq) = state.accept(job("k", 2), Some("sub".into()), now);
+        let (accepted, seq) = state.accept(
+            job("k", 2),
+            Some(super::super::Settles {
+                id: "sub".into(),
+                replaces: None,
+            }),
+            now,
+        );
         assert_eq!((accepted.seq, seq), (1, 1));
         use WireTaskStatus::*;
         assert_eq!(state.observe("k", &wire(&[Waiting, Waiting]), now).len(), 0);
@@ -576,7 +586,14 @@ mod tests {
     fn a_step_writes_its_events_the_jobs_they_changed_and_settlements() {
         let mut state = TrackerState::new(41, Vec::new(), Some("http://r.example".into()));
         let now = SystemTime::now();
-        state.accept(job("k", 1), Some("sub".into()), now);
+        state.accept(
+            job("k", 1),
+            Some(super::super::Settles {
+                id: "sub".into(),
+                replaces: None,
+            }),
+            now,
+        );
         state.observe("k", &wire(&[WireTaskStatus::Success]), now);
         let writes = state.take_writes();
         assert_eq!(

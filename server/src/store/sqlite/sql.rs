@@ -141,6 +141,7 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
                                finished_at_ms, job, submitted_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (accepted_seq) DO UPDATE SET
+                 result_key = COALESCE(excluded.result_key, jobs.result_key),
                  status = excluded.status, last_seq = excluded.last_seq,
                  finished_at_ms = excluded.finished_at_ms, job = excluded.job",
         )
