@@ -517,3 +517,103 @@ async fn a_batch_spends_the_hourly_task_cap_job_by_job_and_its_watch_counts_its_
     assert!(quota(&status).1.starts_with("jobs_per_watch"), "{status:?}");
     server.shutdown().await;
 }
+
+/// A token's daily cap is counted in the journal: it holds across a restart
+/// on the same data directory, says when the oldest counted task leaves the
+/// window, and `GetUsage` reports it; a watch token sees no usage.
+#[tokio::test]
+async fn a_daily_cap_holds_across_a_restart_and_usage_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let daily = LimitSettings {
+        tasks_per_day: Some(5),
+        ..LimitSettings::default()
+    };
+    let tokens = [
+        ("daily", Role::Submit, daily),
+        ("reader", Role::Watch, LimitSettings::default()),
+    ];
+    let mut lines = String::new();
+    let mut secrets = Vec::new();
+    for (name, role, limits) in &tokens {
+        let (secret, line) = generate(name, *role, limits).unwrap();
+        lines.push_str(&format!("{line}\n"));
+        secrets.push(secret);
+    }
+    std::fs::write(dir.path().join("tokens"), lines).unwrap();
+    let config = || {
+        let mut config = test_config();
+        config.tokens_file = Some(dir.path().join("tokens"));
+        config.data_dir = Some(dir.path().join("data"));
+        config
+    };
+    let usage = async |channel: &Channel, token: &str| {
+        retouch_api::v1::jobs_client::JobsClient::new(channel.clone())
+            .get_usage(with_token(pb::GetUsageRequest {}, token))
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let daily = &secrets[0];
+
+    let first = server(config()).await;
+    let grpc = channel(&first).await;
+    let task = matting_task(&first);
+    submit(&grpc, daily, vec![task.clone(); 3], "a")
+        .await
+        .unwrap();
+    submit(&grpc, daily, vec![task.clone(); 2], "b")
+        .await
+        .unwrap();
+    let status = submit(&grpc, daily, vec![task.clone()], "c")
+        .await
+        .unwrap_err();
+    let (subject, description) = quota(&status);
+    assert_eq!(subject, "token daily");
+    assert!(description.starts_with("tasks_per_day"), "{description}");
+    let wait = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        wait > Duration::from_secs(23 * 3600) && wait <= Duration::from_secs(24 * 3600 + 1),
+        "the first counted task leaves the day in about 24 h, not {wait:?}"
+    );
+    let used = usage(&grpc, daily).await.unwrap();
+    assert_eq!(used.token, "daily");
+    let windows: Vec<_> = used
+        .windows
+        .iter()
+        .map(|w| (w.window.as_str(), w.billed_tasks, w.limit))
+        .collect();
+    assert_eq!(windows, [("hour", 5, None), ("day", 5, Some(5))]);
+    assert_eq!(
+        usage(&grpc, &secrets[1]).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let sent = first.local_backend.clone().unwrap().stats().submit_requests;
+    assert_eq!(sent, 2);
+    first.shutdown().await;
+
+    // Restarted on the same journal: the day is still spent, and the
+    // refused request id "c" was never bound.
+    let second = server(config()).await;
+    let grpc = channel(&second).await;
+    let status = submit(&grpc, daily, vec![task.clone()], "c")
+        .await
+        .unwrap_err();
+    assert!(quota(&status).1.starts_with("tasks_per_day"));
+    assert_eq!(
+        usage(&grpc, daily).await.unwrap().windows[1].billed_tasks,
+        5
+    );
+    assert_eq!(
+        second
+            .local_backend
+            .clone()
+            .unwrap()
+            .stats()
+            .submit_requests,
+        0,
+        "nothing was sent after the restart"
+    );
+    second.shutdown().await;
+}

@@ -561,6 +561,7 @@ impl RunningServer {
         }
         self.retouch.drain();
         self.draining.cancel();
+        let draining_since = std::time::Instant::now();
         let unanswered = self.retouch.wait_for_submits(self.shutdown_grace).await;
         if unanswered > 0 {
             tracing::warn!(
@@ -571,11 +572,18 @@ impl RunningServer {
         }
         self.retouch.tracker().close_streams();
         self.grpc_cancel.cancel();
-        if tokio::time::timeout(Duration::from_secs(30), self.grpc_task)
+        // Calls still in flight are mostly submits left after the grace:
+        // waiting longer for them would make the grace meaningless. Other
+        // calls get what is left of it, and at least a second.
+        let calls_grace = self
+            .shutdown_grace
+            .saturating_sub(draining_since.elapsed())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(calls_grace, self.grpc_task)
             .await
             .is_err()
         {
-            tracing::warn!("gRPC calls still in flight after 30 s; stopping anyway");
+            tracing::warn!(grace = ?calls_grace, "gRPC calls still in flight after the shutdown grace; stopping anyway");
         }
         // The local backend (HTTP) outlives gRPC: in-flight submits need it.
         self.cancel.cancel();

@@ -468,3 +468,97 @@ async fn a_second_retouchd_on_the_same_data_dir_is_refused_clearly() {
     assert!(stderr.contains("in use by another retouchd"), "{stderr}");
     assert!(stderr.contains("retouchd.lock"), "{stderr}");
 }
+
+/// `retouchd local-backend` that answers every request after `latency`.
+async fn slow_backend(dir: &Path, latency: &str) -> (Process, String) {
+    let mut process = Process::spawn(
+        &[
+            "local-backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--appcode",
+            support::APPCODE,
+            "--fault-latency",
+            latency,
+            "--allow-private-urls",
+        ],
+        dir.join(format!("backend-{}.log", dir.read_dir().unwrap().count())),
+    );
+    let addr = process.logged("local backend is running", "listen").await;
+    (process, format!("http://{addr}"))
+}
+
+/// Sends 10 one-task submits with request ids `term-0..10`; each call's
+/// outcome.
+fn ten_submits(
+    url: &str,
+    upstream: &str,
+) -> Vec<tokio::task::JoinHandle<Result<pb::SubmitResponse, tonic::Status>>> {
+    (0..10)
+        .map(|n| {
+            let (url, upstream) = (url.to_owned(), upstream.to_owned());
+            tokio::spawn(async move {
+                let request = pb::SubmitMattingRequest {
+                    tasks: vec![task(&upstream, n)],
+                    request_id: format!("term-{n}"),
+                };
+                InstanceMattingClient::new(channel(&url).await.unwrap())
+                    .submit(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+        })
+        .collect()
+}
+
+/// SIGTERM while 10 submits wait on a slow upstream: with a grace longer
+/// than the upstream's delay, shutdown waits for their answers and records
+/// them (10 jobs after a restart, none unknown); with a shorter one, the
+/// leftovers are outcome unknown and a retry never sends them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_submits_under_way_up_to_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    for (grace, recorded) in [("10s", true), ("300ms", false)] {
+        let (_backend, upstream) = slow_backend(dir.path(), "3s").await;
+        let data = dir.path().join(format!("data-{grace}"));
+        let extra = ["--shutdown-grace", grace];
+        let (process, url) = retouchd(&data, &upstream, 0, &extra).await;
+        let calls = ten_submits(&url, &upstream);
+        // Every submit is on its way to the upstream, then SIGTERM.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let status = Command::new("kill")
+            .args(["-TERM", &process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut answered = 0;
+        for call in calls {
+            if call.await.unwrap().is_ok() {
+                answered += 1;
+            }
+        }
+        drop(process);
+        let (_process, url) = retouchd(&data, &upstream, 1, &extra).await;
+        let jobs = list_all(&url).await;
+        let unknown = jobs
+            .iter()
+            .filter(|j| j.status == pb::JobStatus::SubmitOutcomeUnknown as i32)
+            .count();
+        if recorded {
+            assert_eq!(answered, 10, "grace {grace}: every caller got its job");
+            assert_eq!((jobs.len(), unknown), (10, 0), "grace {grace}");
+            assert_eq!(backend_stats(&upstream).await.submits_received, 10);
+        } else {
+            assert_eq!(answered, 0, "grace {grace}");
+            assert_eq!((jobs.len(), unknown), (10, 10), "grace {grace}");
+            let sent = backend_stats(&upstream).await.submits_received;
+            // Retrying the unknown ones sends nothing.
+            for call in ten_submits(&url, &upstream) {
+                let status = call.await.unwrap().unwrap_err();
+                assert_eq!(status.code(), tonic::Code::Unknown, "{status:?}");
+            }
+            assert_eq!(backend_stats(&upstream).await.submits_received, sent);
+            assert!(sent <= 10);
+        }
+    }
+}
