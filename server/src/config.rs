@@ -326,10 +326,18 @@ pub struct ServeArgs {
     /// A job whose polls keep failing this long is declared LOST.
     #[arg(long, env = "RETOUCH_GIVE_UP_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
-    /// How long finished jobs, their events and their request ids stay in
-    /// the journal.
+    /// How long finished jobs and their events stay in the journal.
     #[arg(long, env = "RETOUCH_RETENTION", default_value = "72h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+    /// How long a request id whose submit was sent (or may have been) stays
+    /// bound after its job is gone: a retry with it within this time is
+    /// never billed again. At least --retention.
+    #[arg(long, env = "RETOUCH_REQUEST_ID_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub request_id_retention: Duration,
+    /// How often retention removes what the retentions above no longer
+    /// keep.
+    #[arg(long, env = "RETOUCH_SWEEP_EVERY", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sweep_every: Duration,
     /// How long retouchd keeps its copies of results (served at
     /// /mirror/... on the HTTP listener).
     #[arg(long, env = "RETOUCH_RESULT_RETENTION", default_value = "72h", value_parser = humantime::parse_duration)]
@@ -622,9 +630,11 @@ impl ServeArgs {
                     .then_some(self.poll_target_delay),
                 give_up_after: self.give_up_after,
                 retention: self.retention,
+                request_id_retention: self.request_id_retention.max(self.retention),
                 event_log_capacity: self.event_log_capacity.max(1),
                 result_retention: self.result_retention,
                 watcher_buffer: self.watcher_buffer.max(1),
+                sweep_every: self.sweep_every,
                 error_retry: RetryPolicy {
                     min_delay: Duration::from_millis(500),
                     max_delay: self.poll_max.max(Duration::from_secs(30)),

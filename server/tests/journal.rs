@@ -364,7 +364,16 @@ async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_sec
     server.sigkill();
     assert!(pending.await.unwrap().is_err(), "the caller got no answer");
 
-    let (_server, url) = retouchd(&data_dir, &upstream, 1, &[]).await;
+    // Short job retention, long request-id retention.
+    let retention = [
+        "--retention",
+        "2s",
+        "--request-id-retention",
+        "1h",
+        "--sweep-every",
+        "200ms",
+    ];
+    let (_server, url) = retouchd(&data_dir, &upstream, 1, &retention).await;
     let jobs = list_all(&url).await;
     assert_eq!(jobs.len(), 1, "{jobs:#?}");
     let record = &jobs[0];
@@ -404,6 +413,28 @@ async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_sec
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unknown, "{status:?}");
     assert!(status.message().contains("crash-1"), "{}", status.message());
+    assert_eq!(submits.load(Ordering::SeqCst), 1, "billed at most once");
+
+    // Retention removes the record; the request id stays bound, so a retry
+    // is still refused and still sends nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !list_all(&url).await.is_empty() {
+        assert!(Instant::now() < deadline, "retention kept the record");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = InstanceMattingClient::new(channel(&url).await.unwrap())
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![task(&upstream, 0)],
+            request_id: "crash-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unknown, "{status:?}");
+    assert!(
+        status.message().contains("is not sent again"),
+        "{}",
+        status.message()
+    );
     assert_eq!(submits.load(Ordering::SeqCst), 1, "billed at most once");
 }
 

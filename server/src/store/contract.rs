@@ -311,6 +311,7 @@ pub(crate) async fn retention_removes_what_it_should(store: &dyn Store) {
     let done = store
         .compact(Compaction {
             jobs_finished_before: SystemTime::now() - Duration::from_secs(60),
+            request_ids_before: SystemTime::UNIX_EPOCH,
             events_before: SystemTime::now() - Duration::from_secs(60),
             max_events: 2,
             results_before: SystemTime::now() - Duration::from_secs(60),
@@ -324,20 +325,54 @@ pub(crate) async fn retention_removes_what_it_should(store: &dyn Store) {
         Compacted {
             jobs: 1,
             events: 3,
-            submissions: 1,
             ..Compacted::default()
         }
     );
     assert_eq!(store.compacted_through().await.unwrap(), 3);
     assert!(store.job_by_key("old").await.unwrap().is_none());
+    // Its request id stays bound, as a tombstone, past the job.
+    let Began::Existing(tombstone) = store
+        .begin_submission(submission("sub-new", Some("r-old"), 7))
+        .await
+        .unwrap()
+    else {
+        panic!("the request id outlives its job");
+    };
+    assert_eq!(
+        tombstone.state,
+        SubmissionState::Accepted {
+            result_key: "old".into()
+        }
+    );
+    let done = store
+        .compact(Compaction {
+            request_ids_before: SystemTime::now() + Duration::from_secs(1),
+            ..nothing_expires()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.submissions, 1);
     assert_eq!(
         store
             .begin_submission(submission("sub-new", Some("r-old"), 7))
             .await
             .unwrap(),
         Began::Recorded,
-        "the request id is free again"
+        "the request id is free once the request-id retention is over"
     );
+}
+
+/// Retention that removes nothing.
+fn nothing_expires() -> Compaction {
+    Compaction {
+        jobs_finished_before: SystemTime::UNIX_EPOCH,
+        request_ids_before: SystemTime::UNIX_EPOCH,
+        events_before: SystemTime::UNIX_EPOCH,
+        max_events: u64::MAX,
+        results_before: SystemTime::UNIX_EPOCH,
+        uploads_before: SystemTime::UNIX_EPOCH,
+        charges_before: SystemTime::UNIX_EPOCH,
+    }
 }
 
 /// Mirrored results go from pending to stored or given up, and expire;
@@ -385,6 +420,7 @@ pub(crate) async fn mirrored_results_move_through_their_states(store: &dyn Store
     let done = store
         .compact(Compaction {
             jobs_finished_before: SystemTime::UNIX_EPOCH,
+            request_ids_before: SystemTime::UNIX_EPOCH,
             events_before: SystemTime::UNIX_EPOCH,
             max_events: u64::MAX / 2,
             results_before: SystemTime::now() + Duration::from_secs(1),
@@ -421,6 +457,7 @@ pub(crate) async fn uploads_are_recorded_refreshed_and_expire(store: &dyn Store)
     );
     let expire = |uploads_before| Compaction {
         jobs_finished_before: SystemTime::UNIX_EPOCH,
+        request_ids_before: SystemTime::UNIX_EPOCH,
         events_before: SystemTime::UNIX_EPOCH,
         max_events: u64::MAX / 2,
         results_before: SystemTime::UNIX_EPOCH,
@@ -452,6 +489,7 @@ pub(crate) async fn uploads_are_recorded_refreshed_and_expire(store: &dyn Store)
 fn jobs_only_retention() -> Compaction {
     Compaction {
         jobs_finished_before: SystemTime::now() - Duration::from_secs(60),
+        request_ids_before: SystemTime::now() - Duration::from_secs(60),
         events_before: SystemTime::UNIX_EPOCH,
         max_events: u64::MAX,
         results_before: SystemTime::UNIX_EPOCH,

@@ -365,10 +365,13 @@ pub struct UploadRecord {
 /// What retention removes.
 #[derive(Debug, Clone)]
 pub struct Compaction {
-    /// Finished jobs (and their submissions) that finished before this go,
-    /// and so do batches recorded before it once none of their jobs'
-    /// submissions is left.
+    /// Finished jobs that finished before this go, and so do their
+    /// submissions without a request id; those with one stay, as
+    /// tombstones, until `request_ids_before`.
     pub jobs_finished_before: SystemTime,
+    /// Request ids bound before this are freed (their job gone), and
+    /// batches recorded before it go once none of their jobs is left.
+    pub request_ids_before: SystemTime,
     /// Events older than this go.
     pub events_before: SystemTime,
     /// At most this many events are kept (the oldest go first).

@@ -55,9 +55,12 @@ pub struct TrackerConfig {
     pub error_retry: RetryPolicy,
     /// A job whose polls fail (retryably) for this long is declared LOST.
     pub give_up_after: Duration,
-    /// How long finished jobs, their events and their request ids are kept
-    /// in the journal.
+    /// How long finished jobs and their events are kept in the journal.
     pub retention: Duration,
+    /// How long a request id whose submit was sent stays bound (as a
+    /// tombstone once its job is gone), so that a retry never bills again;
+    /// at least `retention`.
+    pub request_id_retention: Duration,
     /// Most events kept in the journal for `after_seq` resumption (the
     /// oldest go first).
     pub event_log_capacity: usize,
@@ -110,6 +113,7 @@ impl Default for TrackerConfig {
             },
             give_up_after: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(72 * 3600),
+            request_id_retention: Duration::from_secs(30 * 24 * 3600),
             event_log_capacity: 1_000_000,
             watcher_buffer: 1024,
             sweep_every: Duration::from_secs(60),
@@ -486,6 +490,7 @@ async fn sweep(
         let ago = |age| now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
         let compaction = Compaction {
             jobs_finished_before: ago(config.retention),
+            request_ids_before: ago(config.request_id_retention.max(config.retention)),
             events_before: ago(config.retention),
             max_events: config.event_log_capacity as u64,
             results_before: ago(config.result_retention),

@@ -679,14 +679,25 @@ pub(super) async fn compact<C: GenericClient>(
     compaction: &Compaction,
 ) -> Result<Compacted, StoreError> {
     let jobs_cutoff = millis(compaction.jobs_finished_before);
-    let submissions = client
+    let ids_cutoff = millis(compaction.request_ids_before);
+    // Submissions without a request id go with their job; those with one
+    // stay as tombstones (without their draft) that keep the id bound until
+    // the request-id retention, so that a late retry is never billed again.
+    let mut submissions = client
         .execute(
-            "DELETE FROM submissions WHERE state <> $1 AND id IN
+            "DELETE FROM submissions WHERE state <> $1 AND request_id IS NULL AND id IN
                  (SELECT submission_id FROM jobs
-                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $2)
-               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
-                 (SELECT 1 FROM batches
-                  WHERE batches.id = split_part(substr(submissions.request_id, 7), '/', 1)), FALSE)",
+                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $2)",
+            &[&STATE_PENDING, &jobs_cutoff],
+        )
+        .await
+        .map_err(db_error)?;
+    client
+        .execute(
+            "UPDATE submissions SET draft = ''::BYTEA WHERE state <> $1 AND request_id IS NOT NULL
+               AND octet_length(draft) > 0 AND id IN
+                 (SELECT submission_id FROM jobs
+                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $2)",
             &[&STATE_PENDING, &jobs_cutoff],
         )
         .await
@@ -695,6 +706,21 @@ pub(super) async fn compact<C: GenericClient>(
         .execute(
             "DELETE FROM jobs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
             &[&jobs_cutoff],
+        )
+        .await
+        .map_err(db_error)?;
+    // A job of a batch keeps its request id bound as long as its batch
+    // exists: were it freed alone, sending the batch again would bill the
+    // job a second time.
+    submissions += client
+        .execute(
+            "DELETE FROM submissions WHERE state <> $1 AND request_id IS NOT NULL
+               AND created_at_ms < $2
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.submission_id = submissions.id)
+               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
+                 (SELECT 1 FROM batches
+                  WHERE batches.id = split_part(substr(submissions.request_id, 7), '/', 1)), FALSE)",
+            &[&STATE_PENDING, &ids_cutoff],
         )
         .await
         .map_err(db_error)?;
@@ -777,7 +803,7 @@ pub(super) async fn compact<C: GenericClient>(
              removed AS (
                  DELETE FROM batches WHERE id IN (SELECT id FROM gone) RETURNING 1)
              SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM owned)",
-            &[&jobs_cutoff, &STATE_PENDING],
+            &[&ids_cutoff, &STATE_PENDING],
         )
         .await
         .map_err(db_error)?;

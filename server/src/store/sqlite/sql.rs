@@ -594,28 +594,48 @@ pub(super) fn compacted_through(conn: &Connection) -> Result<u64, StoreError> {
 }
 
 /// Deletes what retention no longer keeps, in one transaction: finished
-/// jobs with their submissions (freeing their request ids; a batch's stay
-/// with their batch), then old events, recording the highest seq removed.
+/// jobs with the submissions that had no request id; those with one stay
+/// as tombstones (without their draft) that keep the id bound until the
+/// request-id retention, so that a late retry is never billed again (a
+/// batch's stay with their batch); then old events, recording the highest
+/// seq removed.
 pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Compacted, StoreError> {
     let jobs_cutoff = millis(compaction.jobs_finished_before);
-    // A job of a batch keeps its request id bound as long as its batch
-    // exists: were it freed alone, sending the batch again would bill the
-    // job a second time.
-    let submissions = conn
+    let ids_cutoff = millis(compaction.request_ids_before);
+    let mut submissions = conn
         .execute(
-            "DELETE FROM submissions WHERE state != ?1 AND id IN
+            "DELETE FROM submissions WHERE state != ?1 AND request_id IS NULL AND id IN
                  (SELECT submission_id FROM jobs
-                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)
-               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
-                 (SELECT 1 FROM batches WHERE batches.id = substr(submissions.request_id, 7,
-                      instr(submissions.request_id, '/') - 7)), 0)",
+                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)",
             params![STATE_PENDING, jobs_cutoff],
         )
         .map_err(io_error)?;
+    conn.execute(
+        "UPDATE submissions SET draft = x'' WHERE state != ?1 AND request_id IS NOT NULL
+           AND length(draft) > 0 AND id IN
+             (SELECT submission_id FROM jobs
+              WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)",
+        params![STATE_PENDING, jobs_cutoff],
+    )
+    .map_err(io_error)?;
     let jobs = conn
         .execute(
             "DELETE FROM jobs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
             [jobs_cutoff],
+        )
+        .map_err(io_error)?;
+    // A job of a batch keeps its request id bound as long as its batch
+    // exists: were it freed alone, sending the batch again would bill the
+    // job a second time.
+    submissions += conn
+        .execute(
+            "DELETE FROM submissions WHERE state != ?1 AND request_id IS NOT NULL
+               AND created_at_ms < ?2
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.submission_id = submissions.id)
+               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
+                 (SELECT 1 FROM batches WHERE batches.id = substr(submissions.request_id, 7,
+                      instr(submissions.request_id, '/') - 7)), 0)",
+            params![STATE_PENDING, ids_cutoff],
         )
         .map_err(io_error)?;
     let head: i64 = conn
@@ -662,7 +682,7 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
             [millis(compaction.uploads_before)],
         )
         .map_err(io_error)?;
-    let (batches, batch_submissions) = compact_batches(conn, jobs_cutoff)?;
+    let (batches, batch_submissions) = compact_batches(conn, ids_cutoff)?;
     Ok(Compacted {
         batches,
         jobs: jobs as u64,
