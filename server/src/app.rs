@@ -423,6 +423,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let tracker = Tracker::start(client.clone(), tracker_config, store, cluster)
         .await
         .map_err(StartError::Recover)?;
+    tasks.push(tokio::spawn(share_limits(
+        access.clone(),
+        tracker.live_replicas(),
+        cancel.clone(),
+    )));
     if let Some(work) = tracker.take_mirror_work() {
         tasks.push(tokio::spawn(crate::mirror::run(
             crate::mirror::MirrorConfig {
@@ -617,6 +622,23 @@ async fn sweep_uploads(uploads: Arc<UploadStore>, cancel: CancellationToken) {
                     tracing::info!(removed, "deleted expired uploads");
                 }
             }
+        }
+    }
+}
+
+/// Divides the per-process limits among the live replicas whenever their
+/// number changes, until `cancel`.
+async fn share_limits(
+    access: Arc<crate::access::Access>,
+    mut replicas: tokio::sync::watch::Receiver<u64>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let live = *replicas.borrow_and_update();
+        access.share_among(live);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = replicas.changed() => if changed.is_err() { return },
         }
     }
 }

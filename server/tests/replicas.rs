@@ -57,7 +57,14 @@ async fn replica_with(
         "--lease-ttl",
         LEASE_TTL,
     ];
-    args.extend(upstream_args(upstream));
+    let defaults = upstream_args(upstream);
+    // A budget in `extra` replaces the default of none.
+    let budgeted = extra.contains(&"--upstream-qps");
+    for pair in defaults.chunks(2) {
+        if !(budgeted && pair[0] == "--upstream-qps") {
+            args.extend_from_slice(pair);
+        }
+    }
     args.extend_from_slice(extra);
     let mut process = Process::spawn_with_env(&args, env, dir.join(format!("replica-{n}.log")));
     let grpc = process.logged("retouchd is running", "grpc").await;
@@ -978,4 +985,56 @@ async fn submit_as_anyone(url: &str, upstream: &str) -> String {
         .job
         .unwrap()
         .result_key
+}
+
+/// The upstream request budget is split among the live replicas: three of
+/// them, each polling far more jobs than its share allows, together stay
+/// within `--upstream-qps` plus its burst, as the backend measures it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_together_keep_to_the_upstream_budget() {
+    const QPS: u64 = 12;
+    let pg = TestCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_backend, upstream) = backend_with_workers(dir.path(), "3s", 64).await;
+    let extra = ["--upstream-qps", "12"];
+    let mut replicas = Vec::new();
+    let mut urls = Vec::new();
+    for n in 0..3 {
+        let (process, url, _) =
+            replica_with(dir.path(), &pg.url(), &upstream, n, &extra, &[]).await;
+        replicas.push(process);
+        urls.push(url);
+    }
+    // Every replica knows there are three before the load starts.
+    for n in 0..3 {
+        let log = dir.path().join(format!("replica-{n}.log"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .any(|line| line.contains("live replicas changed") && line.contains("\"replicas\":3"))
+        {
+            assert!(Instant::now() < deadline, "replica {n} never saw three");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // 45 jobs polled every 100 ms want about 450 requests a second.
+    submit_all(&urls, &upstream, 0..45).await;
+    let jobs = all_completed(&urls[0], 45).await;
+    assert_eq!(jobs.len(), 45);
+    let stats = backend_stats(&upstream).await;
+    // Each replica's limiter allows a burst of one second of its share; one
+    // request per replica more for jitter between admission and arrival.
+    // Unsplit, each replica alone would be allowed 2 × 12.
+    let allowed = QPS + QPS + 3;
+    eprintln!(
+        "peak upstream rate of three replicas: {} requests in one second (budget {QPS}/s, burst {QPS})",
+        stats.peak_requests_per_second
+    );
+    assert!(
+        stats.peak_requests_per_second <= allowed,
+        "{} requests in one second, above {allowed}",
+        stats.peak_requests_per_second
+    );
+    assert!(stats.peak_requests_per_second >= QPS / 2, "{stats:?}");
 }

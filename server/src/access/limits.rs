@@ -99,6 +99,31 @@ impl LimitSettings {
         pairs
     }
 
+    /// One replica's share of these limits when `replicas` live replicas
+    /// enforce them each in its own process: the rates and the streams
+    /// divided among them (rounded up, at least 1), so that the cluster as
+    /// a whole grants what the operator wrote. Jobs per Watch (per call)
+    /// and the spending caps (counted in the journal) are not divided.
+    pub fn share(&self, replicas: u64) -> LimitSettings {
+        let n = replicas.max(1);
+        let divide = |value: Option<u32>| {
+            value.map(|v| {
+                u32::try_from(u64::from(v).div_ceil(n))
+                    .unwrap_or(u32::MAX)
+                    .max(1)
+            })
+        };
+        LimitSettings {
+            submits_per_second: self
+                .submits_per_second
+                .map(|rate| (rate / n as f64).max(1e-6)),
+            submit_burst: divide(self.submit_burst),
+            streams: divide(self.streams),
+            upload_bytes_per_minute: divide(self.upload_bytes_per_minute),
+            ..self.clone()
+        }
+    }
+
     /// The spending cap set for `window`, if any.
     pub fn task_cap(&self, window: CapWindow) -> Option<u32> {
         match window {
@@ -127,7 +152,10 @@ type Direct = RateLimiter<
 pub struct Limiter {
     /// `token <name>` or `server`: the QuotaFailure subject.
     subject: String,
+    /// The limits as configured, for the whole cluster.
     settings: LimitSettings,
+    /// The live replicas the rates and streams are divided among.
+    replicas: u64,
     submits: Option<Direct>,
     streams: Option<Arc<Semaphore>>,
     uploads: Option<Direct>,
@@ -147,10 +175,19 @@ impl std::fmt::Debug for Limiter {
 pub struct StreamPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl Limiter {
-    /// Limiters for `subject` with `settings`.
+    /// Limiters for `subject` with `settings`, on a server with no other
+    /// replica.
     pub fn new(subject: String, settings: LimitSettings) -> Limiter {
-        let submits = settings.submits_per_second.map(|rate| {
-            let burst = burst_of(&settings);
+        Limiter::shared(subject, settings, 1)
+    }
+
+    /// Limiters for `subject` enforcing this replica's share of `settings`
+    /// among `replicas` live replicas (see [`LimitSettings::share`]).
+    pub fn shared(subject: String, settings: LimitSettings, replicas: u64) -> Limiter {
+        let replicas = replicas.max(1);
+        let share = settings.share(replicas);
+        let submits = share.submits_per_second.map(|rate| {
+            let burst = burst_of(&share);
             let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
             let quota = Quota::with_period(period)
                 .expect("a positive period")
@@ -164,18 +201,34 @@ impl Limiter {
         };
         Limiter {
             submits,
-            streams: settings
-                .streams
-                .map(|n| Arc::new(Semaphore::new(n as usize))),
-            uploads: per(settings.upload_bytes_per_minute, Quota::per_minute),
+            streams: share.streams.map(|n| Arc::new(Semaphore::new(n as usize))),
+            uploads: per(share.upload_bytes_per_minute, Quota::per_minute),
             subject,
             settings,
+            replicas,
         }
     }
 
-    /// The settings the limiters were made from.
+    /// The settings the limiters were made from (the cluster's).
     pub fn settings(&self) -> &LimitSettings {
         &self.settings
+    }
+
+    /// The live replicas this one shares the rates and streams with.
+    pub fn replicas(&self) -> u64 {
+        self.replicas
+    }
+
+    /// How a limit's description ends on a replica sharing it.
+    fn shared_note(&self) -> String {
+        if self.replicas > 1 {
+            format!(
+                " across {} replicas (this one allows its share)",
+                self.replicas
+            )
+        } else {
+            String::new()
+        }
     }
 
     /// One submit, if the rate allows it now.
@@ -183,7 +236,10 @@ impl Limiter {
         let rate = self.settings.submits_per_second.unwrap_or_default();
         let burst = burst_of(&self.settings);
         self.charge(&self.submits, 1, "submits_per_second", || {
-            format!("at most {rate} submits per second (burst {burst})")
+            format!(
+                "at most {rate} submits per second (burst {burst}){}",
+                self.shared_note()
+            )
         })
     }
 
@@ -223,7 +279,10 @@ impl Limiter {
         let limit = self.settings.upload_bytes_per_minute.unwrap_or_default();
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
         self.charge(&self.uploads, bytes, "upload_bytes_per_minute", || {
-            format!("at most {limit} bytes uploaded per minute")
+            format!(
+                "at most {limit} bytes uploaded per minute{}",
+                self.shared_note()
+            )
         })
     }
 
@@ -262,8 +321,9 @@ impl Limiter {
                 self.exceeded(
                     "streams",
                     format!(
-                        "at most {} streams open at once",
-                        self.settings.streams.unwrap_or_default()
+                        "at most {} streams open at once{}",
+                        self.settings.streams.unwrap_or_default(),
+                        self.shared_note()
                     ),
                     None,
                 )
@@ -376,6 +436,49 @@ mod tests {
         assert_eq!(
             quota_of(limiter.charge_upload(800).unwrap_err()).1,
             "upload_bytes_per_minute"
+        );
+    }
+
+    #[test]
+    fn replicas_divide_the_rates_and_streams_but_not_the_caps() {
+        let settings = LimitSettings {
+            submits_per_second: Some(9.0),
+            submit_burst: Some(9),
+            streams: Some(10),
+            jobs_per_watch: Some(50),
+            upload_bytes_per_minute: Some(1000),
+            tasks_per_hour: Some(20),
+            tasks_per_day: Some(100),
+        };
+        let share = settings.share(3);
+        assert_eq!(share.submits_per_second, Some(3.0));
+        assert_eq!(share.submit_burst, Some(3));
+        assert_eq!(share.streams, Some(4), "rounded up");
+        assert_eq!(share.upload_bytes_per_minute, Some(334));
+        assert_eq!(
+            (
+                share.jobs_per_watch,
+                share.tasks_per_hour,
+                share.tasks_per_day
+            ),
+            (Some(50), Some(20), Some(100))
+        );
+        assert_eq!(settings.share(1), settings);
+        let limiter = Limiter::shared("token t".into(), settings.clone(), 3);
+        let _held: Vec<_> = (0..4).map(|_| limiter.open_stream().unwrap()).collect();
+        let refused = limiter.open_stream().unwrap_err();
+        assert!(
+            refused.to_string().contains("across 3 replicas"),
+            "{refused}"
+        );
+        for _ in 0..3 {
+            limiter.admit_submit().unwrap();
+        }
+        assert!(limiter.admit_submit().is_err(), "a burst of a third");
+        assert_eq!(
+            limiter.settings(),
+            &settings,
+            "the cluster's settings are kept"
         );
     }
 

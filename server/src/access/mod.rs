@@ -37,17 +37,21 @@ pub enum TokenSource {
     File(PathBuf),
 }
 
-/// The tokens in force and the limiters of each.
+/// The tokens in force and the limiters of each, and of the server.
 struct Tokens {
     set: TokenSet,
     limiters: HashMap<String, Arc<Limiter>>,
+    server: Arc<Limiter>,
 }
 
 /// Authentication and limits, shared by every request.
 pub struct Access {
     source: TokenSource,
     tokens: RwLock<Arc<Tokens>>,
-    server: Arc<Limiter>,
+    /// The server's limits as configured (for the whole cluster).
+    server_settings: LimitSettings,
+    /// The live replicas the per-process limits are divided among.
+    replicas: std::sync::atomic::AtomicU64,
     /// Bumped whenever the tokens change, so open streams re-check theirs.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -56,7 +60,7 @@ impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access")
             .field("tokens", &self.current().set.entries().len())
-            .field("server", &self.server)
+            .field("server", &self.current().server)
             .finish_non_exhaustive()
     }
 }
@@ -70,8 +74,10 @@ impl Access {
             tokens: RwLock::new(Arc::new(Tokens {
                 set: TokenSet::default(),
                 limiters: HashMap::new(),
+                server: Arc::new(Limiter::new("server".into(), server.clone())),
             })),
-            server: Arc::new(Limiter::new("server".into(), server)),
+            server_settings: server,
+            replicas: std::sync::atomic::AtomicU64::new(1),
             generation: tokio::sync::watch::Sender::new(0),
         };
         access.install(set);
@@ -96,24 +102,54 @@ impl Access {
         Ok(count)
     }
 
+    /// Divides the per-process limits (rates and streams, of every token
+    /// and of the server) among `replicas` live replicas, so that the
+    /// cluster grants what the operator wrote; their state starts afresh.
+    pub fn share_among(&self, replicas: u64) {
+        let replicas = replicas.max(1);
+        let before = self
+            .replicas
+            .swap(replicas, std::sync::atomic::Ordering::AcqRel);
+        if before != replicas {
+            self.install(self.current().set.clone());
+        }
+    }
+
     fn install(&self, set: TokenSet) {
         let old = self.current();
+        let replicas = self.replicas.load(std::sync::atomic::Ordering::Acquire);
+        let keep = |kept: &Arc<Limiter>, settings: &LimitSettings| {
+            *kept.settings() == *settings && kept.replicas() == replicas
+        };
         let limiters = set
             .entries()
             .iter()
             .map(|entry| {
                 let limiter = match old.limiters.get(&entry.name) {
-                    Some(kept) if *kept.settings() == entry.limits => kept.clone(),
-                    _ => Arc::new(Limiter::new(
+                    Some(kept) if keep(kept, &entry.limits) => kept.clone(),
+                    _ => Arc::new(Limiter::shared(
                         format!("token {}", entry.name),
                         entry.limits.clone(),
+                        replicas,
                     )),
                 };
                 (entry.name.clone(), limiter)
             })
             .collect();
-        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(Tokens { set, limiters });
+        let server = if keep(&old.server, &self.server_settings) {
+            old.server.clone()
+        } else {
+            Arc::new(Limiter::shared(
+                "server".into(),
+                self.server_settings.clone(),
+                replicas,
+            ))
+        };
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Tokens {
+            set,
+            limiters,
+            server,
+        });
         self.generation.send_modify(|g| *g += 1);
     }
 
@@ -133,7 +169,7 @@ impl Access {
                 name: Arc::from(""),
                 role: Role::Submit,
                 own: None,
-                server: self.server.clone(),
+                server: self.current().server.clone(),
                 token: None,
             });
         }
@@ -147,7 +183,7 @@ impl Access {
             name: Arc::from(entry.name.as_str()),
             role: entry.role,
             own: tokens.limiters.get(&entry.name).cloned(),
-            server: self.server.clone(),
+            server: tokens.server.clone(),
             token: Some(TokenCheck {
                 sha256: entry.sha256,
                 access: self.clone(),

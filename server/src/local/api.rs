@@ -38,6 +38,9 @@ pub(super) async fn dispatch(
         Some(Endpoint::Query) => shared.stats.bump(Counter::QueryRequests),
         None => {}
     }
+    if call.is_some() {
+        shared.stats.count_request();
+    }
     let request = gateway::Request {
         method: &method,
         uri: &uri,

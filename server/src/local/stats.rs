@@ -53,6 +53,9 @@ pub struct BackendStats {
     pub auth_rejected: u64,
     /// Requests rejected for a missing or reused nonce.
     pub nonce_rejected: u64,
+    /// The most API requests (submits and queries) that arrived within any
+    /// one second: the rate all clients together made at their peak.
+    pub peak_requests_per_second: u64,
 }
 
 /// A counter of [`BackendStats`] that is a plain number.
@@ -77,6 +80,15 @@ pub(super) struct Counters {
     pollers_by_key: Mutex<HashMap<String, Pollers>>,
     interleaved_pollers: AtomicU64,
     task_lists: Mutex<SeenTaskLists>,
+    recent_requests: Mutex<RecentRequests>,
+}
+
+/// When the API requests of the last second arrived, and the most there
+/// ever were in one second.
+#[derive(Debug, Default)]
+struct RecentRequests {
+    arrivals: VecDeque<Instant>,
+    peak: u64,
 }
 
 /// Who has queried one key: the latest caller, and when each caller last
@@ -97,6 +109,21 @@ impl Counters {
     /// Adds one to `counter`.
     pub fn bump(&self, counter: Counter) {
         self.plain[counter as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an API request (a submit or a query) towards the peak rate.
+    pub fn count_request(&self) {
+        let now = Instant::now();
+        let mut recent = self.recent_requests.lock().expect("stats lock");
+        while recent
+            .arrivals
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(1))
+        {
+            recent.arrivals.pop_front();
+        }
+        recent.arrivals.push_back(now);
+        recent.peak = recent.peak.max(recent.arrivals.len() as u64);
     }
 
     /// Counts a query for `key` from `caller` that reached the backend.
@@ -168,6 +195,7 @@ impl Counters {
             injected_errors: get(Counter::InjectedErrors),
             auth_rejected: get(Counter::AuthRejected),
             nonce_rejected: get(Counter::NonceRejected),
+            peak_requests_per_second: self.recent_requests.lock().expect("stats lock").peak,
         }
     }
 }
@@ -187,7 +215,11 @@ mod tests {
         c.bump(Counter::NonceRejected);
         c.count_query("k", "a");
         c.count_query("k", "a");
+        for _ in 0..3 {
+            c.count_request();
+        }
         let s = c.snapshot();
+        assert_eq!(s.peak_requests_per_second, 3);
         assert_eq!(s.duplicate_submits, 1);
         assert_eq!(s.nonce_rejected, 2);
         assert_eq!(s.queries_by_key["k"], 2);

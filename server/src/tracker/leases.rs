@@ -133,6 +133,7 @@ pub(crate) async fn run(
     cluster: Arc<dyn Cluster>,
     held: Arc<HeldLeases>,
     client: UpstreamClient,
+    replicas_seen: tokio::sync::watch::Sender<u64>,
     commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
 ) {
@@ -165,9 +166,10 @@ pub(crate) async fn run(
                 if live != live_replicas {
                     tracing::info!(
                         replicas = live,
-                        "live replicas changed; sharing the upstream request budget among them"
+                        "live replicas changed; sharing the upstream request budget and the per-process limits among them"
                     );
                     client.share_budget(live);
+                    replicas_seen.send_replace(live);
                 }
                 live_replicas = live;
                 active_jobs = membership.active_jobs;

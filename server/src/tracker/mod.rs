@@ -136,6 +136,7 @@ pub struct Tracker {
     mirror_work: Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<MirrorWork>>>>,
     cluster: Option<Arc<dyn Cluster>>,
     journal_down: Arc<std::sync::atomic::AtomicBool>,
+    live_replicas: tokio::sync::watch::Sender<u64>,
 }
 
 /// Message of the records made for submits a crash left unsettled.
@@ -218,12 +219,14 @@ impl Tracker {
         let leases = cluster
             .as_ref()
             .map(|_| Arc::new(leases::HeldLeases::default()));
+        let live_replicas = tokio::sync::watch::Sender::new(1);
         if let (Some(cluster), Some(held)) = (&cluster, &leases) {
             tracing::info!(replica_id = cluster.replica_id(), lease_ttl = ?cluster.lease_ttl(), "joining the replicas sharing the journal");
             tasks.spawn(leases::run(
                 cluster.clone(),
                 held.clone(),
                 client.clone(),
+                live_replicas.clone(),
                 commands.clone(),
                 cancel.clone(),
             ));
@@ -271,7 +274,15 @@ impl Tracker {
             mirror_work: Arc::new(std::sync::Mutex::new(Some(mirror_rx))),
             cluster,
             journal_down,
+            live_replicas,
         })
+    }
+
+    /// How many replicas share the journal, this one included (1 on a
+    /// journal of its own), as the last heartbeat found: the per-process
+    /// limits are divided among them.
+    pub fn live_replicas(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.live_replicas.subscribe()
     }
 
     /// The journal.

@@ -231,6 +231,7 @@ pub struct BackendStats {
     pub submits_received: u64,
     pub duplicate_submits: u64,
     pub interleaved_pollers: u64,
+    pub peak_requests_per_second: u64,
 }
 
 pub async fn backend_stats(upstream: &str) -> BackendStats {
