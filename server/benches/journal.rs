@@ -11,6 +11,8 @@
 //! 5. Submit latency through gRPC with the journal on disk, against the
 //!    same retouchd with its journal on tmpfs (`/dev/shm`), where an fsync
 //!    costs nothing: the difference is what durability adds.
+//! 6. What the spending caps' window check adds to recording a submit's
+//!    intent, against no caps, alternating in the same run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ use retouch_server::upstream::{UpstreamClient, UpstreamConfig};
 use rusqlite::Connection;
 use secrecy::SecretString;
 
+#[path = "support/cap_latency.rs"]
+mod cap_latency;
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 #[path = "support/instant_upstream.rs"]
@@ -56,6 +60,10 @@ fn main() {
         );
         retained_memory().await;
         submit_latency(commit_p99).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let measured = cap_latency::measure(store).await;
+        println!("6. {}", cap_latency::report("SQLite", &measured));
     });
 }
 

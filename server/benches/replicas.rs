@@ -11,6 +11,10 @@
 //!    the commit) to its delivery to that watcher, p50 and p99: with two or
 //!    more replicas most events were committed by another one.
 //!
+//! 4. What the spending caps' window check (advisory locks and window
+//!    sums) adds to recording a submit's intent, against no caps,
+//!    alternating in the same run on one database.
+//!
 //! Takeover after SIGKILL is measured by the `replicas` integration test,
 //! which runs replicas as processes (it prints the figure).
 
@@ -26,6 +30,8 @@ use retouch_server::tracker::TrackerConfig;
 use secrecy::SecretString;
 use tonic::transport::Channel;
 
+#[path = "support/cap_latency.rs"]
+mod cap_latency;
 #[path = "support/instant_upstream.rs"]
 mod instant_upstream;
 #[allow(dead_code)] // the store's tests use the rest
@@ -78,6 +84,12 @@ fn main() {
                 baseline = Some(m);
             }
         }
+        let url = cluster.database("caps").await;
+        let store = retouch_server::store::PostgresStore::connect(&url, Default::default())
+            .await
+            .unwrap();
+        let measured = cap_latency::measure(Arc::new(store)).await;
+        println!("{}", cap_latency::report("PostgreSQL", &measured));
     });
 }
 
