@@ -224,6 +224,10 @@ impl Retouch {
             Some(id) => Some(self.turns.take(id).await),
             None => None,
         };
+        // Shutdown may have begun while this call waited for its turn.
+        if self.is_draining() {
+            return Err(ServiceError::ShuttingDown);
+        }
         let now = SystemTime::now();
         let submission_id = uuid::Uuid::new_v4().simple().to_string();
         let draft = pb::Job {
@@ -286,6 +290,7 @@ impl Retouch {
                 }
             }
         }
+        let sent_at = Instant::now();
         let outcome = match self.client.submit(api, tasks.clone()).await {
             Ok(outcome) if !outcome.result_key.is_empty() => outcome,
             Ok(outcome) => {
@@ -341,7 +346,30 @@ impl Retouch {
                 .collect(),
             ..draft
         };
-        self.record_accepted(job, submission_id, subscribe).await
+        // Another replica records a submit as outcome unknown only once this
+        // replica's heartbeat has lapsed, which takes a lease TTL: an answer
+        // that took that long is checked against the journal first, so that
+        // it takes over such a record instead of failing a tracker step.
+        let replaces = match self.tracker.lease_ttl() {
+            Some(ttl) if sent_at.elapsed() >= ttl / 2 => {
+                self.unknown_record_of(&submission_id).await
+            }
+            _ => None,
+        };
+        self.record_accepted(job, submission_id, replaces, subscribe)
+            .await
+    }
+
+    /// The `accepted_seq` of the outcome-unknown record another replica
+    /// made of submission `id`, if there is one.
+    async fn unknown_record_of(&self, id: &str) -> Option<u64> {
+        match self.tracker.store().job_by_submission(id).await {
+            Ok(Some(record)) if record.job.status == pb::JobStatus::SubmitOutcomeUnknown as i32 => {
+                tracing::warn!(result_key = %record.job.result_key, submission_id = %id, "a submit recorded as outcome unknown by another replica was accepted after all; the job takes over its record");
+                Some(record.accepted_seq)
+            }
+            _ => None,
+        }
     }
 
     /// Records a job the upstream accepted, retrying while the journal
@@ -353,12 +381,13 @@ impl Retouch {
         &self,
         job: pb::Job,
         submission_id: String,
+        replaces: Option<u64>,
         subscribe: bool,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         let mut delays = RECORD_RETRY.delays();
         let mut settles = Settles {
             id: submission_id,
-            replaces: None,
+            replaces,
         };
         loop {
             let tracked = self
@@ -376,12 +405,9 @@ impl Retouch {
                     // replica's heartbeat lapsed): the job takes over that
                     // record.
                     if settles.replaces.is_none()
-                        && let Ok(Some(record)) =
-                            self.tracker.store().job_by_submission(&settles.id).await
-                        && record.job.status == pb::JobStatus::SubmitOutcomeUnknown as i32
+                        && let Some(seq) = self.unknown_record_of(&settles.id).await
                     {
-                        tracing::warn!(result_key = %job.result_key, submission_id = %settles.id, "a submit recorded as outcome unknown by another replica was accepted after all; the job takes over its record");
-                        settles.replaces = Some(record.accepted_seq);
+                        settles.replaces = Some(seq);
                         continue;
                     }
                     let delay = delays.next().unwrap_or(RECORD_RETRY.max_delay);

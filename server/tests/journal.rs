@@ -364,16 +364,7 @@ async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_sec
     server.sigkill();
     assert!(pending.await.unwrap().is_err(), "the caller got no answer");
 
-    // Short job retention, long request-id retention.
-    let retention = [
-        "--retention",
-        "2s",
-        "--request-id-retention",
-        "1h",
-        "--sweep-every",
-        "200ms",
-    ];
-    let (_server, url) = retouchd(&data_dir, &upstream, 1, &retention).await;
+    let (mut server, url) = retouchd(&data_dir, &upstream, 1, &[]).await;
     let jobs = list_all(&url).await;
     assert_eq!(jobs.len(), 1, "{jobs:#?}");
     let record = &jobs[0];
@@ -415,8 +406,19 @@ async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_sec
     assert!(status.message().contains("crash-1"), "{}", status.message());
     assert_eq!(submits.load(Ordering::SeqCst), 1, "billed at most once");
 
-    // Retention removes the record; the request id stays bound, so a retry
+    // Restarted with a short job retention and a long request-id one:
+    // retention removes the record; the request id stays bound, so a retry
     // is still refused and still sends nothing.
+    server.sigkill();
+    let retention = [
+        "--retention",
+        "1s",
+        "--request-id-retention",
+        "1h",
+        "--sweep-every",
+        "200ms",
+    ];
+    let (_server, url) = retouchd(&data_dir, &upstream, 2, &retention).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !list_all(&url).await.is_empty() {
         assert!(Instant::now() < deadline, "retention kept the record");
@@ -555,8 +557,12 @@ async fn sigterm_waits_for_submits_under_way_up_to_the_grace() {
         let extra = ["--shutdown-grace", grace];
         let (process, url) = retouchd(&data, &upstream, 0, &extra).await;
         let calls = ten_submits(&url, &upstream);
-        // Every submit is on its way to the upstream, then SIGTERM.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Every submit has reached the (slow) upstream, then SIGTERM.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while backend_stats(&upstream).await.submit_requests < 10 {
+            assert!(Instant::now() < deadline, "the submits never arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let status = Command::new("kill")
             .args(["-TERM", &process.id().to_string()])
             .status()

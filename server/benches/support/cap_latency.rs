@@ -46,7 +46,10 @@ pub async fn measure(store: Arc<dyn Store>) -> CapLatency {
     // Spread over the last 23 hours: in the day window, some in the hour.
     for n in 0..PREFILLED {
         let at = now - Duration::from_secs((n as u64 * 23 * 3600) / PREFILLED as u64);
-        store.begin_submission(intent(n, Vec::new(), at)).await.unwrap();
+        store
+            .begin_submission(intent(n, Vec::new(), at))
+            .await
+            .unwrap();
     }
     let caps: Vec<TaskCap> = [CapScope::Token, CapScope::Server]
         .into_iter()

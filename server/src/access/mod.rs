@@ -52,6 +52,9 @@ pub struct Access {
     server_settings: LimitSettings,
     /// The live replicas the per-process limits are divided among.
     replicas: std::sync::atomic::AtomicU64,
+    /// Held while installing limiters: a re-split and a reload must not
+    /// interleave, or the older token set could be put back.
+    installing: std::sync::Mutex<()>,
     /// Bumped whenever the tokens change, so open streams re-check theirs.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -78,6 +81,7 @@ impl Access {
             })),
             server_settings: server,
             replicas: std::sync::atomic::AtomicU64::new(1),
+            installing: std::sync::Mutex::new(()),
             generation: tokio::sync::watch::Sender::new(0),
         };
         access.install(set);
@@ -98,6 +102,7 @@ impl Access {
         }
         let set = load(&self.source)?;
         let count = set.entries().len();
+        let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
         self.install(set);
         Ok(count)
     }
@@ -111,6 +116,7 @@ impl Access {
             .replicas
             .swap(replicas, std::sync::atomic::Ordering::AcqRel);
         if before != replicas {
+            let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
             self.install(self.current().set.clone());
         }
     }

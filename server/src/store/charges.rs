@@ -103,6 +103,46 @@ pub(crate) fn must_leave(cap: &TaskCap, counted: u64, tasks: u32) -> Option<u64>
     (tasks <= cap.limit).then(|| (counted + u64::from(tasks)).saturating_sub(u64::from(cap.limit)))
 }
 
+/// A cap whose window has no room for a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FullCap {
+    /// The cap.
+    pub cap: TaskCap,
+    /// Tasks its window holds.
+    pub counted: u64,
+    /// How many of them must leave before the charge fits (`None`: never).
+    pub must_leave: Option<u64>,
+}
+
+/// Which windows a store must count for `charge`: the token's, the
+/// server's (each only when one of its caps is set).
+pub(crate) fn scopes_to_count(charge: &TaskCharge) -> (bool, bool) {
+    let has = |scope| charge.caps.iter().any(|c| c.scope == scope);
+    (has(CapScope::Token), has(CapScope::Server))
+}
+
+/// The first cap of `charge` with no room, given what the store counted
+/// for the token and for the server (as [`scopes_to_count`] asked).
+pub(crate) fn first_full(
+    charge: &TaskCharge,
+    token: Option<BilledTasks>,
+    server: Option<BilledTasks>,
+) -> Option<FullCap> {
+    charge.caps.iter().find_map(|cap| {
+        let counts = match cap.scope {
+            CapScope::Token => token,
+            CapScope::Server => server,
+        }?;
+        let counted = counts.of(cap.window);
+        let must_leave = must_leave(cap, counted, charge.tasks);
+        (must_leave != Some(0)).then_some(FullCap {
+            cap: *cap,
+            counted,
+            must_leave,
+        })
+    })
+}
+
 /// The refusal for `cap`, whose window holds `counted` tasks, given when
 /// the charge that frees enough of them was made (`freed_by`): it leaves
 /// the window one window length later.
@@ -167,6 +207,35 @@ mod tests {
         assert_eq!(must_leave(&CAP, 9, 2), Some(1));
         assert_eq!(must_leave(&CAP, 10, 10), Some(10));
         assert_eq!(must_leave(&CAP, 0, 11), None);
+    }
+
+    #[test]
+    fn the_first_full_cap_is_found_from_the_counts() {
+        let day = TaskCap {
+            scope: CapScope::Server,
+            window: CapWindow::Day,
+            limit: 100,
+        };
+        let charge = TaskCharge {
+            token: "t".into(),
+            tasks: 2,
+            caps: vec![CAP, day],
+        };
+        assert_eq!(scopes_to_count(&charge), (true, true));
+        let counts = |hour, day| Some(BilledTasks { hour, day });
+        assert_eq!(first_full(&charge, counts(8, 8), counts(8, 98)), None);
+        assert_eq!(
+            first_full(&charge, counts(9, 9), counts(9, 98)),
+            Some(FullCap {
+                cap: CAP,
+                counted: 9,
+                must_leave: Some(1)
+            })
+        );
+        assert_eq!(
+            first_full(&charge, counts(0, 0), counts(0, 99)).map(|f| f.cap),
+            Some(day)
+        );
     }
 
     #[test]

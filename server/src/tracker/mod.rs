@@ -455,8 +455,13 @@ impl Tracker {
         self.tasks.wait().await;
     }
 
-    /// Whether the journal could not be reached on the last attempt (calls
-    /// then fail fast with UNAVAILABLE until it can).
+    /// How long a replica's leases and heartbeat last, on a journal shared
+    /// by replicas (`None` on a journal of its own).
+    pub fn lease_ttl(&self) -> Option<Duration> {
+        self.cluster.as_ref().map(|c| c.lease_ttl())
+    }
+
+    /// Whether requests fail at once because the journal is unreachable.
     pub fn journal_is_down(&self) -> bool {
         self.journal_down.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -506,7 +511,8 @@ async fn sweep(
             max_events: config.event_log_capacity as u64,
             results_before: ago(config.result_retention),
             uploads_before: ago(config.upload_retention),
-            charges_before: ago(crate::store::CapWindow::Day.length()),
+            // An hour beyond the day: replicas' clocks may disagree a little.
+            charges_before: ago(crate::store::CapWindow::Day.length() + Duration::from_secs(3600)),
         };
         match store.compact(compaction).await {
             Ok(done) => {

@@ -227,6 +227,7 @@ pub async fn list_all(url: &str) -> Vec<pb::Job> {
 
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct BackendStats {
+    pub submit_requests: u64,
     pub jobs_created: u64,
     pub submits_received: u64,
     pub duplicate_submits: u64,

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use tokio_postgres::GenericClient;
 
 use super::sql::db_error;
-use crate::store::charges::{must_leave, refusal};
+use crate::store::charges::{first_full, refusal, scopes_to_count};
 use crate::store::rows::{from_millis, millis};
 use crate::store::{BilledTasks, CapRefusal, CapScope, CapWindow, StoreError, TaskCharge};
 
@@ -45,41 +45,88 @@ pub(super) async fn over_cap<C: GenericClient>(
     charge: &TaskCharge,
     now: SystemTime,
 ) -> Result<Option<CapRefusal>, StoreError> {
-    for cap in &charge.caps {
-        let start = millis(cap.window.start(now));
-        let token = (cap.scope == CapScope::Token).then_some(charge.token.as_str());
-        let counted: i64 = tx
-            .query_one(
-                "SELECT COALESCE(SUM(tasks), 0)::BIGINT FROM task_charges
-                 WHERE charged_at_ms > $1 AND ($2::TEXT IS NULL OR token = $2)",
-                &[&start, &token],
+    let (token, server) = scopes_to_count(charge);
+    let token_counts = match token {
+        true => Some(count(tx, Some(&charge.token), now).await?),
+        false => None,
+    };
+    let server_counts = match server {
+        true => Some(count(tx, None, now).await?),
+        false => None,
+    };
+    let Some(full) = first_full(charge, token_counts, server_counts) else {
+        return Ok(None);
+    };
+    let Some(need) = full.must_leave else {
+        return Ok(Some(refusal(
+            full.cap,
+            full.counted,
+            charge.tasks,
+            None,
+            now,
+        )));
+    };
+    let token = (full.cap.scope == CapScope::Token).then_some(charge.token.as_str());
+    let freed_by = tx
+        .query_opt(
+            "SELECT charged_at_ms FROM (
+                 SELECT charged_at_ms, SUM(tasks) OVER (
+                     ORDER BY charged_at_ms, submission_id ROWS UNBOUNDED PRECEDING) AS freed
+                 FROM task_charges
+                 WHERE charged_at_ms > $1 AND ($2::TEXT IS NULL OR token = $2)) AS running
+             WHERE freed >= $3 ORDER BY charged_at_ms LIMIT 1",
+            &[
+                &millis(full.cap.window.start(now)),
+                &token,
+                &(need.min(i64::MAX as u64) as i64),
+            ],
+        )
+        .await
+        .map_err(db_error)?
+        .map(|row| from_millis(row.get(0)));
+    Ok(Some(refusal(
+        full.cap,
+        full.counted,
+        charge.tasks,
+        freed_by,
+        now,
+    )))
+}
+
+/// Tasks charged in the hour and the day before `now`, to `token` or (with
+/// `None`) to anyone. One statement per scope, so each uses its index.
+async fn count<C: GenericClient>(
+    tx: &C,
+    token: Option<&str>,
+    now: SystemTime,
+) -> Result<BilledTasks, StoreError> {
+    let hour = millis(CapWindow::Hour.start(now));
+    let day = millis(CapWindow::Day.start(now));
+    let row = match token {
+        Some(token) => {
+            tx.query_one(
+                "SELECT COALESCE(SUM(tasks) FILTER (WHERE charged_at_ms > $1), 0)::BIGINT,
+                        COALESCE(SUM(tasks), 0)::BIGINT
+                 FROM task_charges WHERE token = $3 AND charged_at_ms > $2",
+                &[&hour, &day, &token],
             )
             .await
-            .map_err(db_error)?
-            .get(0);
-        let counted = counted.max(0) as u64;
-        let Some(need) = must_leave(cap, counted, charge.tasks) else {
-            return Ok(Some(refusal(*cap, counted, charge.tasks, None, now)));
-        };
-        if need == 0 {
-            continue;
         }
-        let freed_by = tx
-            .query_opt(
-                "SELECT charged_at_ms FROM (
-                     SELECT charged_at_ms, SUM(tasks) OVER (
-                         ORDER BY charged_at_ms, submission_id ROWS UNBOUNDED PRECEDING) AS freed
-                     FROM task_charges
-                     WHERE charged_at_ms > $1 AND ($2::TEXT IS NULL OR token = $2)) AS running
-                 WHERE freed >= $3 ORDER BY charged_at_ms LIMIT 1",
-                &[&start, &token, &(need.min(i64::MAX as u64) as i64)],
+        None => {
+            tx.query_one(
+                "SELECT COALESCE(SUM(tasks) FILTER (WHERE charged_at_ms > $1), 0)::BIGINT,
+                        COALESCE(SUM(tasks), 0)::BIGINT
+                 FROM task_charges WHERE charged_at_ms > $2",
+                &[&hour, &day],
             )
             .await
-            .map_err(db_error)?
-            .map(|row| from_millis(row.get(0)));
-        return Ok(Some(refusal(*cap, counted, charge.tasks, freed_by, now)));
+        }
     }
-    Ok(None)
+    .map_err(db_error)?;
+    Ok(BilledTasks {
+        hour: row.get::<_, i64>(0).max(0) as u64,
+        day: row.get::<_, i64>(1).max(0) as u64,
+    })
 }
 
 /// Records the charge of submission `submission_id`.

@@ -93,6 +93,8 @@ pub struct PostgresStore {
     commits: Arc<tokio::sync::Notify>,
     /// Stops the listener when the store is dropped.
     _listener: tokio_util::sync::DropGuard,
+    /// Places for capped submits, which may wait on a cap's lock.
+    capped_submits: tokio::sync::Semaphore,
 }
 
 impl PostgresStore {
@@ -170,6 +172,7 @@ impl PostgresStore {
             lease_ttl: options.lease_ttl,
             commits,
             _listener: listener.drop_guard(),
+            capped_submits: tokio::sync::Semaphore::new(POOL_SIZE / 2),
         })
     }
 
@@ -289,6 +292,18 @@ impl Store for PostgresStore {
     }
 
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
+        // A capped submit may wait for another's cap lock holding a pooled
+        // connection: only some may wait at once, so heartbeats, leases
+        // and steps always find a connection.
+        let _slot = match new.charge.caps.is_empty() {
+            true => None,
+            false => Some(
+                self.capped_submits
+                    .acquire()
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the journal is closing".into()))?,
+            ),
+        };
         let mut client = self.client().await?;
         // One transaction makes the intent and its charge atomic, and holds
         // the caps' locks from the count to the commit. Dropped without a

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sql::io_error;
-use crate::store::charges::{must_leave, refusal};
+use crate::store::charges::{first_full, refusal, scopes_to_count};
 use crate::store::rows::{from_millis, millis};
 use crate::store::{BilledTasks, CapRefusal, CapScope, CapWindow, StoreError, TaskCharge};
 
@@ -19,27 +19,62 @@ pub(super) fn over_cap(
     charge: &TaskCharge,
     now: SystemTime,
 ) -> Result<Option<CapRefusal>, StoreError> {
-    for cap in &charge.caps {
-        let start = millis(cap.window.start(now));
-        let token = (cap.scope == CapScope::Token).then_some(charge.token.as_str());
-        let counted: i64 = conn
-            .prepare_cached(
-                "SELECT COALESCE(SUM(tasks), 0) FROM task_charges
-                 WHERE charged_at_ms > ?1 AND (?2 IS NULL OR token = ?2)",
-            )
-            .and_then(|mut s| s.query_row(params![start, token], |r| r.get(0)))
-            .map_err(io_error)?;
-        let counted = counted.max(0) as u64;
-        let Some(need) = must_leave(cap, counted, charge.tasks) else {
-            return Ok(Some(refusal(*cap, counted, charge.tasks, None, now)));
-        };
-        if need == 0 {
-            continue;
+    let (token, server) = scopes_to_count(charge);
+    let token_counts = token
+        .then(|| count(conn, Some(&charge.token), now))
+        .transpose()?;
+    let server_counts = server.then(|| count(conn, None, now)).transpose()?;
+    let Some(full) = first_full(charge, token_counts, server_counts) else {
+        return Ok(None);
+    };
+    let freed_by = match full.must_leave {
+        Some(need) => {
+            let token = (full.cap.scope == CapScope::Token).then_some(charge.token.as_str());
+            freed_by(conn, token, millis(full.cap.window.start(now)), need)?
         }
-        let freed_by = freed_by(conn, token, start, need)?;
-        return Ok(Some(refusal(*cap, counted, charge.tasks, freed_by, now)));
+        None => None,
+    };
+    Ok(Some(refusal(
+        full.cap,
+        full.counted,
+        charge.tasks,
+        freed_by,
+        now,
+    )))
+}
+
+/// Tasks charged in the hour and the day before `now`, to `token` or (with
+/// `None`) to anyone. One statement per scope, so each uses its index.
+fn count(
+    conn: &Connection,
+    token: Option<&str>,
+    now: SystemTime,
+) -> Result<BilledTasks, StoreError> {
+    let hour = millis(CapWindow::Hour.start(now));
+    let day = millis(CapWindow::Day.start(now));
+    let columns = |r: &rusqlite::Row<'_>| {
+        Ok(BilledTasks {
+            hour: r.get::<_, i64>(0)?.max(0) as u64,
+            day: r.get::<_, i64>(1)?.max(0) as u64,
+        })
+    };
+    match token {
+        Some(token) => conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(CASE WHEN charged_at_ms > ?1 THEN tasks ELSE 0 END), 0),
+                        COALESCE(SUM(tasks), 0)
+                 FROM task_charges WHERE token = ?3 AND charged_at_ms > ?2",
+            )
+            .and_then(|mut s| s.query_row(params![hour, day, token], columns)),
+        None => conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(CASE WHEN charged_at_ms > ?1 THEN tasks ELSE 0 END), 0),
+                        COALESCE(SUM(tasks), 0)
+                 FROM task_charges WHERE charged_at_ms > ?2",
+            )
+            .and_then(|mut s| s.query_row(params![hour, day], columns)),
     }
-    Ok(None)
+    .map_err(io_error)
 }
 
 /// When the charge was made whose leaving the window (with all older ones)

@@ -11,3 +11,8 @@ CREATE TABLE task_charges (
 );
 CREATE INDEX task_charges_by_token ON task_charges (token, charged_at_ms, tasks);
 CREATE INDEX task_charges_by_age ON task_charges (charged_at_ms, tasks);
+
+-- Request-id tombstones (submissions with an id whose job is gone) are
+-- swept by age.
+CREATE INDEX submissions_with_ids_by_age ON submissions (created_at_ms)
+    WHERE request_id IS NOT NULL;
