@@ -4,6 +4,13 @@
 //! window. On a journal shared by replicas the count and the insert are
 //! serialised by the database, so the cluster as a whole never bills past
 //! a cap, and a restart forgets nothing.
+//!
+//! Each charge is also added to its token's bucket of the minute and of the
+//! hour it was made in. A window's count is then the charges of its first,
+//! partial minute, the minute buckets up to the next whole hour, and the
+//! hour buckets after that ([`window_parts`]): at most one minute of
+//! charges and about 85 buckets, however many charges the window holds,
+//! and still exact to the millisecond.
 
 use std::time::{Duration, SystemTime};
 
@@ -171,6 +178,46 @@ pub(crate) fn refusal(
     }
 }
 
+/// A minute, the narrower bucket width, in milliseconds.
+pub(crate) const MINUTE_MS: i64 = 60_000;
+/// An hour, the wider bucket width, in milliseconds.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+/// How to count a window that holds the charges made after `start` (ms):
+/// the charges made before `minutes_from`, the minute buckets that start
+/// from there up to `hours_from`, and the hour buckets that start there or
+/// later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowParts {
+    /// Charges made after this count (exclusive).
+    pub start: i64,
+    /// The first minute bucket wholly inside the window.
+    pub minutes_from: i64,
+    /// The first hour bucket counted whole (a multiple of an hour).
+    pub hours_from: i64,
+}
+
+/// The parts of the window that holds the charges made after `start`.
+pub(crate) fn window_parts(start: i64) -> WindowParts {
+    // A bucket starting at `start` itself holds charges made at `start`,
+    // which the window does not: the first whole one starts after it.
+    let minutes_from = start.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS;
+    let hours_from = (minutes_from + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    WindowParts {
+        start,
+        minutes_from,
+        hours_from,
+    }
+}
+
+/// The buckets (width and start, in ms) a charge made at `at` is added to.
+pub(crate) fn buckets_of(at: i64) -> [(i64, i64); 2] {
+    [
+        (MINUTE_MS, at.div_euclid(MINUTE_MS) * MINUTE_MS),
+        (HOUR_MS, at.div_euclid(HOUR_MS) * HOUR_MS),
+    ]
+}
+
 /// Tasks billed by one token within each window, counted from the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BilledTasks {
@@ -207,6 +254,67 @@ mod tests {
         assert_eq!(must_leave(&CAP, 9, 2), Some(1));
         assert_eq!(must_leave(&CAP, 10, 10), Some(10));
         assert_eq!(must_leave(&CAP, 0, 11), None);
+    }
+
+    #[test]
+    fn buckets_count_a_window_exactly() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let now = 1_800_000_000_000_i64;
+        let charges: Vec<(i64, i64)> = (0..3000)
+            .map(|_| {
+                (
+                    now - rng.random_range(0..2 * 24 * HOUR_MS),
+                    rng.random_range(1..=10),
+                )
+            })
+            .collect();
+        let mut buckets = std::collections::HashMap::<(i64, i64), i64>::new();
+        for (at, tasks) in &charges {
+            for bucket in buckets_of(*at) {
+                *buckets.entry(bucket).or_default() += tasks;
+            }
+        }
+        let mut starts: Vec<i64> = (0..200)
+            .map(|_| now - rng.random_range(0..2 * 24 * HOUR_MS))
+            .collect();
+        // Boundaries, and charges' own times, are where mistakes hide.
+        starts.extend([
+            now - 24 * HOUR_MS,
+            now - HOUR_MS,
+            charges[0].0,
+            charges[1].0 - 1,
+        ]);
+        starts.push((now - HOUR_MS).div_euclid(HOUR_MS) * HOUR_MS);
+        starts.push((now - HOUR_MS).div_euclid(MINUTE_MS) * MINUTE_MS);
+        for start in starts {
+            let parts = window_parts(start);
+            let exact: i64 = charges
+                .iter()
+                .filter(|(at, _)| *at > start)
+                .map(|(_, t)| t)
+                .sum();
+            let raw: i64 = charges
+                .iter()
+                .filter(|(at, _)| *at > start && *at < parts.minutes_from)
+                .map(|(_, t)| t)
+                .sum();
+            let minutes: i64 = buckets
+                .iter()
+                .filter(|((w, b), _)| {
+                    *w == MINUTE_MS && *b >= parts.minutes_from && *b < parts.hours_from
+                })
+                .map(|(_, t)| t)
+                .sum();
+            let hours: i64 = buckets
+                .iter()
+                .filter(|((w, b), _)| *w == HOUR_MS && *b >= parts.hours_from)
+                .map(|(_, t)| t)
+                .sum();
+            assert_eq!(raw + minutes + hours, exact, "start {start}");
+            assert!(parts.minutes_from - start <= MINUTE_MS);
+            assert!(parts.hours_from - parts.minutes_from < HOUR_MS);
+        }
     }
 
     #[test]

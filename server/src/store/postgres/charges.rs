@@ -10,7 +10,9 @@ use std::time::SystemTime;
 use tokio_postgres::GenericClient;
 
 use super::sql::db_error;
-use crate::store::charges::{first_full, refusal, scopes_to_count};
+use crate::store::charges::{
+    HOUR_MS, MINUTE_MS, buckets_of, first_full, refusal, scopes_to_count, window_parts,
+};
 use crate::store::rows::{from_millis, millis};
 use crate::store::{BilledTasks, CapRefusal, CapScope, CapWindow, StoreError, TaskCharge};
 
@@ -94,42 +96,62 @@ pub(super) async fn over_cap<C: GenericClient>(
 }
 
 /// Tasks charged in the hour and the day before `now`, to `token` or (with
-/// `None`) to anyone. One statement per scope, so each uses its index.
+/// `None`) to anyone, from the buckets and the charges of each window's
+/// first minute.
 async fn count<C: GenericClient>(
     tx: &C,
     token: Option<&str>,
     now: SystemTime,
 ) -> Result<BilledTasks, StoreError> {
-    let hour = millis(CapWindow::Hour.start(now));
-    let day = millis(CapWindow::Day.start(now));
-    let row = match token {
-        Some(token) => {
-            tx.query_one(
-                "SELECT COALESCE(SUM(tasks) FILTER (WHERE charged_at_ms > $1), 0)::BIGINT,
-                        COALESCE(SUM(tasks), 0)::BIGINT
-                 FROM task_charges WHERE token = $3 AND charged_at_ms > $2",
-                &[&hour, &day, &token],
-            )
-            .await
+    // One statement per scope, so that each uses its index.
+    let sql = match token {
+        Some(_) => {
+            "SELECT (
+                 (SELECT COALESCE(SUM(tasks), 0) FROM task_charges
+                  WHERE token = $1 AND charged_at_ms > $2 AND charged_at_ms < $3)
+               + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
+                  WHERE token = $1 AND width_ms = $5 AND start_ms >= $3 AND start_ms < $4)
+               + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
+                  WHERE token = $1 AND width_ms = $6 AND start_ms >= $4))::BIGINT"
         }
         None => {
-            tx.query_one(
-                "SELECT COALESCE(SUM(tasks) FILTER (WHERE charged_at_ms > $1), 0)::BIGINT,
-                        COALESCE(SUM(tasks), 0)::BIGINT
-                 FROM task_charges WHERE charged_at_ms > $2",
-                &[&hour, &day],
+            "SELECT (
+                 (SELECT COALESCE(SUM(tasks), 0) FROM task_charges
+                  WHERE $1::TEXT IS NULL AND charged_at_ms > $2 AND charged_at_ms < $3)
+               + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
+                  WHERE width_ms = $5 AND start_ms >= $3 AND start_ms < $4)
+               + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
+                  WHERE width_ms = $6 AND start_ms >= $4))::BIGINT"
+        }
+    };
+    let mut counts = [0u64; 2];
+    for (count, window) in counts.iter_mut().zip(CapWindow::ALL) {
+        let parts = window_parts(millis(window.start(now)));
+        let counted: i64 = tx
+            .query_one(
+                sql,
+                &[
+                    &token,
+                    &parts.start,
+                    &parts.minutes_from,
+                    &parts.hours_from,
+                    &MINUTE_MS,
+                    &HOUR_MS,
+                ],
             )
             .await
-        }
+            .map_err(db_error)?
+            .get(0);
+        *count = counted.max(0) as u64;
     }
-    .map_err(db_error)?;
     Ok(BilledTasks {
-        hour: row.get::<_, i64>(0).max(0) as u64,
-        day: row.get::<_, i64>(1).max(0) as u64,
+        hour: counts[0],
+        day: counts[1],
     })
 }
 
-/// Records the charge of submission `submission_id`.
+/// Records the charge of submission `submission_id`, and adds it to its
+/// token's buckets.
 pub(super) async fn record<C: GenericClient>(
     tx: &C,
     submission_id: &str,
@@ -144,6 +166,23 @@ pub(super) async fn record<C: GenericClient>(
             &charge.token,
             &(charge.tasks.min(i32::MAX as u32) as i32),
             &millis(at),
+        ],
+    )
+    .await
+    .map_err(db_error)?;
+    let [(minute_width, minute), (hour_width, hour)] = buckets_of(millis(at));
+    tx.execute(
+        "INSERT INTO task_charge_buckets (token, width_ms, start_ms, tasks)
+         VALUES ($1, $2, $3, $6), ($1, $4, $5, $6)
+         ON CONFLICT (token, width_ms, start_ms)
+         DO UPDATE SET tasks = task_charge_buckets.tasks + excluded.tasks",
+        &[
+            &charge.token,
+            &minute_width,
+            &minute,
+            &hour_width,
+            &hour,
+            &i64::from(charge.tasks),
         ],
     )
     .await
@@ -183,7 +222,8 @@ pub(super) async fn billed<C: GenericClient>(
         .collect())
 }
 
-/// Removes charges made before `before`: they count in no window.
+/// Removes charges made before `before`, and buckets that ended by then:
+/// they count in no window.
 pub(super) async fn compact<C: GenericClient>(
     client: &C,
     before: SystemTime,
@@ -191,6 +231,13 @@ pub(super) async fn compact<C: GenericClient>(
     client
         .execute(
             "DELETE FROM task_charges WHERE charged_at_ms < $1",
+            &[&millis(before)],
+        )
+        .await
+        .map_err(db_error)?;
+    client
+        .execute(
+            "DELETE FROM task_charge_buckets WHERE start_ms + width_ms <= $1",
             &[&millis(before)],
         )
         .await

@@ -535,12 +535,30 @@ pub(super) async fn abandon_submission<C: GenericClient>(
     client: &C,
     id: &str,
 ) -> Result<(), StoreError> {
-    // One statement: the charge goes exactly when the intent does.
+    // One statement: the charge, and its share of its buckets, go exactly
+    // when the intent does.
     client
         .execute(
-            "WITH gone AS (DELETE FROM submissions WHERE id = $1 AND state = $2 RETURNING id)
-             DELETE FROM task_charges WHERE submission_id IN (SELECT id FROM gone)",
-            &[&id, &STATE_PENDING],
+            "WITH gone AS (DELETE FROM submissions WHERE id = $1 AND state = $2 RETURNING id),
+                  charge AS (DELETE FROM task_charges
+                             WHERE submission_id IN (SELECT id FROM gone)
+                             RETURNING token, tasks, charged_at_ms),
+                  shares AS (
+                      SELECT token, tasks, $3::BIGINT AS width_ms,
+                             charged_at_ms - charged_at_ms % $3 AS start_ms FROM charge
+                      UNION ALL
+                      SELECT token, tasks, $4::BIGINT, charged_at_ms - charged_at_ms % $4
+                      FROM charge)
+             UPDATE task_charge_buckets b SET tasks = b.tasks - shares.tasks
+             FROM shares
+             WHERE b.token = shares.token AND b.width_ms = shares.width_ms
+               AND b.start_ms = shares.start_ms",
+            &[
+                &id,
+                &STATE_PENDING,
+                &crate::store::charges::MINUTE_MS,
+                &crate::store::charges::HOUR_MS,
+            ],
         )
         .await
         .map_err(db_error)?;

@@ -12,6 +12,18 @@ CREATE TABLE task_charges (
 CREATE INDEX task_charges_by_token ON task_charges (token, charged_at_ms, tasks);
 CREATE INDEX task_charges_by_age ON task_charges (charged_at_ms, tasks);
 
+-- Each charge summed into its token's bucket of the minute and of the hour
+-- it was made in (in the same transaction; taken back with it), so that a
+-- window is counted from at most a minute of charges and about 85 buckets.
+CREATE TABLE task_charge_buckets (
+    token TEXT NOT NULL,
+    width_ms INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    tasks INTEGER NOT NULL,
+    PRIMARY KEY (token, width_ms, start_ms)
+);
+CREATE INDEX task_charge_buckets_by_start ON task_charge_buckets (width_ms, start_ms);
+
 -- Request-id tombstones (submissions with an id whose job is gone) are
 -- swept by age.
 CREATE INDEX submissions_with_ids_by_age ON submissions (created_at_ms)
