@@ -21,22 +21,22 @@ use crate::store::{BilledTasks, CapRefusal, CapScope, CapWindow, StoreError, Tas
 const SERVER_CAPS_LOCK: i64 = super::MIGRATION_LOCK + 3;
 
 /// Takes the locks that serialise counting `charge`'s caps, until the
-/// transaction ends.
+/// transaction ends: in one statement (a round trip saved), the server's
+/// lock first, then the token's, always in that order.
 pub(super) async fn lock<C: GenericClient>(tx: &C, charge: &TaskCharge) -> Result<(), StoreError> {
-    if charge.caps.iter().any(|c| c.scope == CapScope::Server) {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SERVER_CAPS_LOCK])
-            .await
-            .map_err(db_error)?;
-    }
-    if charge.caps.iter().any(|c| c.scope == CapScope::Token) {
-        let key = format!("retouchd task caps of token {}", charge.token);
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&key],
-        )
+    let (token, server) = scopes_to_count(charge);
+    let key = format!("retouchd task caps of token {}", charge.token);
+    let sql = match (server, token) {
+        (true, true) => {
+            "SELECT pg_advisory_xact_lock($1), pg_advisory_xact_lock(hashtextextended($2, 0))"
+        }
+        (true, false) => "SELECT pg_advisory_xact_lock($1), $2::TEXT",
+        (false, true) => "SELECT $1::BIGINT, pg_advisory_xact_lock(hashtextextended($2, 0))",
+        (false, false) => return Ok(()),
+    };
+    tx.execute(sql, &[&SERVER_CAPS_LOCK, &key])
         .await
         .map_err(db_error)?;
-    }
     Ok(())
 }
 
@@ -48,14 +48,8 @@ pub(super) async fn over_cap<C: GenericClient>(
     now: SystemTime,
 ) -> Result<Option<CapRefusal>, StoreError> {
     let (token, server) = scopes_to_count(charge);
-    let token_counts = match token {
-        true => Some(count(tx, Some(&charge.token), now).await?),
-        false => None,
-    };
-    let server_counts = match server {
-        true => Some(count(tx, None, now).await?),
-        false => None,
-    };
+    let (token_counts, server_counts) =
+        count(tx, token.then_some(&charge.token), server, now).await?;
     let Some(full) = first_full(charge, token_counts, server_counts) else {
         return Ok(None);
     };
@@ -95,58 +89,71 @@ pub(super) async fn over_cap<C: GenericClient>(
     )))
 }
 
-/// Tasks charged in the hour and the day before `now`, to `token` or (with
-/// `None`) to anyone, from the buckets and the charges of each window's
-/// first minute.
+/// Tasks charged in the hour and the day before `now` to `token` (when
+/// given) and to anyone (when `server`), in one statement: for each, the
+/// charges of the window's first minute and its minute and hour buckets.
 async fn count<C: GenericClient>(
     tx: &C,
-    token: Option<&str>,
+    token: Option<&String>,
+    server: bool,
     now: SystemTime,
-) -> Result<BilledTasks, StoreError> {
-    // One statement per scope, so that each uses its index.
-    let sql = match token {
-        Some(_) => {
-            "SELECT (
-                 (SELECT COALESCE(SUM(tasks), 0) FROM task_charges
-                  WHERE token = $1 AND charged_at_ms > $2 AND charged_at_ms < $3)
-               + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
-                  WHERE token = $1 AND width_ms = $5 AND start_ms >= $3 AND start_ms < $4)
-               + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
-                  WHERE token = $1 AND width_ms = $6 AND start_ms >= $4))::BIGINT"
-        }
-        None => {
-            "SELECT (
-                 (SELECT COALESCE(SUM(tasks), 0) FROM task_charges
-                  WHERE $1::TEXT IS NULL AND charged_at_ms > $2 AND charged_at_ms < $3)
-               + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
-                  WHERE width_ms = $5 AND start_ms >= $3 AND start_ms < $4)
-               + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
-                  WHERE width_ms = $6 AND start_ms >= $4))::BIGINT"
-        }
+) -> Result<(Option<BilledTasks>, Option<BilledTasks>), StoreError> {
+    // $1 the token, $2..$7 each window's parts, $8 and $9 the widths.
+    let sum = |scope: &str, start: usize| {
+        let token = match scope {
+            "token" => "token = $1 AND",
+            _ => "",
+        };
+        let (from, minutes, hours) = (start, start + 1, start + 2);
+        format!(
+            "((SELECT COALESCE(SUM(tasks), 0) FROM task_charges
+               WHERE {token} charged_at_ms > ${from} AND charged_at_ms < ${minutes})
+            + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
+               WHERE {token} width_ms = $8 AND start_ms >= ${minutes} AND start_ms < ${hours})
+            + (SELECT COALESCE(SUM(tasks), 0) FROM task_charge_buckets
+               WHERE {token} width_ms = $9 AND start_ms >= ${hours}))::BIGINT"
+        )
     };
-    let mut counts = [0u64; 2];
-    for (count, window) in counts.iter_mut().zip(CapWindow::ALL) {
-        let parts = window_parts(millis(window.start(now)));
-        let counted: i64 = tx
-            .query_one(
-                sql,
-                &[
-                    &token,
-                    &parts.start,
-                    &parts.minutes_from,
-                    &parts.hours_from,
-                    &MINUTE_MS,
-                    &HOUR_MS,
-                ],
-            )
-            .await
-            .map_err(db_error)?
-            .get(0);
-        *count = counted.max(0) as u64;
+    let mut columns = Vec::new();
+    for scope in [token.map(|_| "token"), server.then_some("server")]
+        .into_iter()
+        .flatten()
+    {
+        columns.push(sum(scope, 2));
+        columns.push(sum(scope, 5));
     }
-    Ok(BilledTasks {
-        hour: counts[0],
-        day: counts[1],
+    if columns.is_empty() {
+        return Ok((None, None));
+    }
+    let sql = format!("SELECT $1::TEXT IS NULL, {}", columns.join(", "));
+    let [hour, day] = CapWindow::ALL.map(|window| window_parts(millis(window.start(now))));
+    let row = tx
+        .query_one(
+            &sql,
+            &[
+                &token,
+                &hour.start,
+                &hour.minutes_from,
+                &hour.hours_from,
+                &day.start,
+                &day.minutes_from,
+                &day.hours_from,
+                &MINUTE_MS,
+                &HOUR_MS,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    let at = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+    let pair = |first: usize| BilledTasks {
+        hour: at(first),
+        day: at(first + 1),
+    };
+    Ok(match (token.is_some(), server) {
+        (true, true) => (Some(pair(1)), Some(pair(3))),
+        (true, false) => (Some(pair(1)), None),
+        (false, true) => (None, Some(pair(1))),
+        (false, false) => (None, None),
     })
 }
 
