@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use deadpool_postgres::Transaction;
 use tokio_postgres::GenericClient;
 
 use super::sql::db_error;
@@ -23,7 +24,7 @@ const SERVER_CAPS_LOCK: i64 = super::MIGRATION_LOCK + 3;
 /// Takes the locks that serialise counting `charge`'s caps, until the
 /// transaction ends: in one statement (a round trip saved), the server's
 /// lock first, then the token's, always in that order.
-pub(super) async fn lock<C: GenericClient>(tx: &C, charge: &TaskCharge) -> Result<(), StoreError> {
+pub(super) async fn lock(tx: &Transaction<'_>, charge: &TaskCharge) -> Result<(), StoreError> {
     let (token, server) = scopes_to_count(charge);
     let key = format!("retouchd task caps of token {}", charge.token);
     let sql = match (server, token) {
@@ -34,7 +35,8 @@ pub(super) async fn lock<C: GenericClient>(tx: &C, charge: &TaskCharge) -> Resul
         (false, true) => "SELECT $1::BIGINT, pg_advisory_xact_lock(hashtextextended($2, 0))",
         (false, false) => return Ok(()),
     };
-    tx.execute(sql, &[&SERVER_CAPS_LOCK, &key])
+    let statement = tx.prepare_cached(sql).await.map_err(db_error)?;
+    tx.execute(&statement, &[&SERVER_CAPS_LOCK, &key])
         .await
         .map_err(db_error)?;
     Ok(())
@@ -42,8 +44,8 @@ pub(super) async fn lock<C: GenericClient>(tx: &C, charge: &TaskCharge) -> Resul
 
 /// The first cap of `charge` whose window, ending at `now`, has no room
 /// for its tasks. Run under [`lock`].
-pub(super) async fn over_cap<C: GenericClient>(
-    tx: &C,
+pub(super) async fn over_cap(
+    tx: &Transaction<'_>,
     charge: &TaskCharge,
     now: SystemTime,
 ) -> Result<Option<CapRefusal>, StoreError> {
@@ -92,8 +94,8 @@ pub(super) async fn over_cap<C: GenericClient>(
 /// Tasks charged in the hour and the day before `now` to `token` (when
 /// given) and to anyone (when `server`), in one statement: for each, the
 /// charges of the window's first minute and its minute and hour buckets.
-async fn count<C: GenericClient>(
-    tx: &C,
+async fn count(
+    tx: &Transaction<'_>,
     token: Option<&String>,
     server: bool,
     now: SystemTime,
@@ -127,9 +129,12 @@ async fn count<C: GenericClient>(
     }
     let sql = format!("SELECT $1::TEXT IS NULL, {}", columns.join(", "));
     let [hour, day] = CapWindow::ALL.map(|window| window_parts(millis(window.start(now))));
+    // Prepared once per connection: planning a dozen subqueries costs more
+    // than running them.
+    let statement = tx.prepare_cached(&sql).await.map_err(db_error)?;
     let row = tx
         .query_one(
-            &sql,
+            &statement,
             &[
                 &token,
                 &hour.start,

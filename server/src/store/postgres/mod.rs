@@ -310,12 +310,12 @@ impl Store for PostgresStore {
         // commit, it rolls back: a refused submit leaves no row, so its
         // request id stays free.
         let tx = client.transaction().await.map_err(sql::db_error)?;
-        charges::lock(&*tx, &new.charge).await?;
+        charges::lock(&tx, &new.charge).await?;
         match sql::begin_submission(&*tx, &new, &self.replica_id).await? {
             Began::Recorded => {}
             existing => return Ok(existing),
         }
-        if let Some(refused) = charges::over_cap(&*tx, &new.charge, new.created_at).await? {
+        if let Some(refused) = charges::over_cap(&tx, &new.charge, new.created_at).await? {
             return Ok(Began::OverCap(refused));
         }
         charges::record(&*tx, &new.id, &new.charge, new.created_at).await?;
