@@ -502,25 +502,6 @@ async fn a_second_retouchd_on_the_same_data_dir_is_refused_clearly() {
     assert!(stderr.contains("retouchd.lock"), "{stderr}");
 }
 
-/// `retouchd local-backend` that answers every request after `latency`.
-async fn slow_backend(dir: &Path, latency: &str) -> (Process, String) {
-    let mut process = Process::spawn(
-        &[
-            "local-backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--appcode",
-            support::APPCODE,
-            "--fault-latency",
-            latency,
-            "--allow-private-urls",
-        ],
-        dir.join(format!("backend-{}.log", dir.read_dir().unwrap().count())),
-    );
-    let addr = process.logged("local backend is running", "listen").await;
-    (process, format!("http://{addr}"))
-}
-
 /// Sends 10 one-task submits with request ids `term-0..10`; each call's
 /// outcome.
 fn ten_submits(
@@ -552,7 +533,7 @@ fn ten_submits(
 async fn sigterm_waits_for_submits_under_way_up_to_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     for (grace, recorded) in [("10s", true), ("300ms", false)] {
-        let (_backend, upstream) = slow_backend(dir.path(), "3s").await;
+        let (_backend, upstream) = support::slow_backend(dir.path(), "3s").await;
         let data = dir.path().join(format!("data-{grace}"));
         let extra = ["--shutdown-grace", grace];
         let (process, url) = retouchd(&data, &upstream, 0, &extra).await;

@@ -897,23 +897,7 @@ fn signal(process: &Process, signal: &str) {
 async fn a_late_answer_turns_the_outcome_unknown_record_into_the_job() {
     let pg = TestCluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut backend = Process::spawn(
-        &[
-            "local-backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--appcode",
-            support::APPCODE,
-            "--fault-latency",
-            "5s",
-            "--allow-private-urls",
-        ],
-        dir.path().join("backend.log"),
-    );
-    let upstream = format!(
-        "http://{}",
-        backend.logged("local backend is running", "listen").await
-    );
+    let (_backend, upstream) = support::slow_backend(dir.path(), "5s").await;
     let (stalled, stalled_url) = replica(dir.path(), &pg.url(), &upstream, 0).await;
     let (_other, other_url) = replica(dir.path(), &pg.url(), &upstream, 1).await;
 

@@ -147,6 +147,30 @@ pub async fn backend_with_workers(
     (process, format!("http://{addr}"))
 }
 
+/// `retouchd local-backend` that answers every request after `latency`
+/// (a slow upstream), with a log of its own in `dir`.
+pub async fn slow_backend(dir: &Path, latency: &str) -> (Process, String) {
+    let log = dir.join(format!(
+        "slow-backend-{}.log",
+        dir.read_dir().unwrap().count()
+    ));
+    let mut process = Process::spawn(
+        &[
+            "local-backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--appcode",
+            APPCODE,
+            "--fault-latency",
+            latency,
+            "--allow-private-urls",
+        ],
+        log,
+    );
+    let addr = process.logged("local backend is running", "listen").await;
+    (process, format!("http://{addr}"))
+}
+
 /// `retouchd serve` against `upstream` with its journal in `data_dir`, on
 /// free loopback ports, with no request budget and no polls for 10 minutes
 /// (the benches measure submits and fan-out), plus `extra` flags. The
