@@ -209,6 +209,43 @@ impl Limiter {
         }
     }
 
+    /// These limiters re-split among `replicas` live replicas. The streams
+    /// keep their semaphore, resized to the new share, so that streams open
+    /// now still count; the rates start with their burst spent, so that a
+    /// change in the number of replicas never hands out a fresh one. (A
+    /// smaller share can only take back permits nobody holds: the streams
+    /// open above it end by themselves.)
+    pub fn resplit(&self, replicas: u64) -> Limiter {
+        let mut next = Limiter::shared(self.subject.clone(), self.settings.clone(), replicas);
+        let size = |replicas| {
+            self.settings
+                .share(replicas)
+                .streams
+                .map_or(0, |n| n as usize)
+        };
+        if let (Some(streams), Some(_)) = (&self.streams, &next.streams) {
+            let (was, now) = (size(self.replicas), size(next.replicas));
+            if now > was {
+                streams.add_permits(now - was);
+            } else {
+                streams.forget_permits(was - now);
+            }
+            next.streams = Some(streams.clone());
+        }
+        let share = next.settings.share(next.replicas);
+        if let Some(submits) = &next.submits {
+            let burst = NonZeroU32::new(burst_of(&share)).expect("at least 1");
+            let _ = submits.check_n(burst);
+        }
+        if let (Some(uploads), Some(allowance)) = (
+            &next.uploads,
+            share.upload_bytes_per_minute.and_then(NonZeroU32::new),
+        ) {
+            let _ = uploads.check_n(allowance);
+        }
+        next
+    }
+
     /// The settings the limiters were made from (the cluster's).
     pub fn settings(&self) -> &LimitSettings {
         &self.settings

@@ -133,6 +133,10 @@ impl Access {
             .map(|entry| {
                 let limiter = match old.limiters.get(&entry.name) {
                     Some(kept) if keep(kept, &entry.limits) => kept.clone(),
+                    // Same limits, another number of replicas: re-split.
+                    Some(kept) if *kept.settings() == entry.limits => {
+                        Arc::new(kept.resplit(replicas))
+                    }
                     _ => Arc::new(Limiter::shared(
                         format!("token {}", entry.name),
                         entry.limits.clone(),
@@ -144,6 +148,8 @@ impl Access {
             .collect();
         let server = if keep(&old.server, &self.server_settings) {
             old.server.clone()
+        } else if *old.server.settings() == self.server_settings {
+            Arc::new(old.server.resplit(replicas))
         } else {
             Arc::new(Limiter::shared(
                 "server".into(),
