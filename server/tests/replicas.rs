@@ -935,7 +935,19 @@ async fn a_late_answer_turns_the_outcome_unknown_record_into_the_job() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let unknown = list_all(&other_url).await;
+    // The log line comes as the takeover is handed to the tracker; the
+    // record is journaled a step later.
+    let unknown = loop {
+        let jobs = list_all(&other_url).await;
+        if !jobs.is_empty() {
+            break jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record of the unknown outcome"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(unknown.len(), 1);
     assert_eq!(
         unknown[0].status,
