@@ -390,38 +390,37 @@ impl Retouch {
             replaces,
         };
         loop {
-            let tracked = self
+            let e = match self
                 .tracker
                 .track_submission(job.clone(), Some(settles.clone()), subscribe)
-                .await;
-            let e = match tracked {
+                .await
+            {
                 Ok((job, accepted_seq, subscription)) => {
                     return Ok((Submitted { job, accepted_seq }, subscription));
                 }
-                Err(ServiceError::ShuttingDown) => ServiceError::ShuttingDown,
-                Err(e) => {
-                    // Another replica may have recorded this submit as
-                    // outcome unknown while its answer was on the way (this
-                    // replica's heartbeat lapsed): the job takes over that
-                    // record.
-                    if settles.replaces.is_none()
-                        && let Some(seq) = self.unknown_record_of(&settles.id).await
-                    {
-                        settles.replaces = Some(seq);
-                        continue;
-                    }
-                    let delay = delays.next().unwrap_or(RECORD_RETRY.max_delay);
-                    tracing::warn!(result_key = %job.result_key, submission_id = %settles.id, error = %e, retry_in = ?delay, "an accepted job could not be recorded yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
+                Err(e) => e,
             };
-            // Billed, but not durable: say so, with the key, so the caller
-            // can find the job (the intent shows as unknown after a restart).
-            return Err(ServiceError::Internal(format!(
-                "the upstream accepted the job under result key {:?}, but it could not be recorded: {e}",
-                job.result_key
-            )));
+            if matches!(e, ServiceError::ShuttingDown) {
+                // Billed, but not durable: say so, with the key, so the
+                // caller can find the job (the intent shows as unknown after
+                // a restart).
+                return Err(ServiceError::Internal(format!(
+                    "the upstream accepted the job under result key {:?}, but it could not be recorded: {e}",
+                    job.result_key
+                )));
+            }
+            // Another replica may have recorded this submit as outcome
+            // unknown while its answer was on the way (this replica's
+            // heartbeat lapsed): the job takes over that record.
+            if settles.replaces.is_none()
+                && let Some(seq) = self.unknown_record_of(&settles.id).await
+            {
+                settles.replaces = Some(seq);
+                continue;
+            }
+            let delay = delays.next().unwrap_or(RECORD_RETRY.max_delay);
+            tracing::warn!(result_key = %job.result_key, submission_id = %settles.id, error = %e, retry_in = ?delay, "an accepted job could not be recorded yet; retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 

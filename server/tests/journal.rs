@@ -343,6 +343,17 @@ async fn silent_upstream() -> (String, Arc<AtomicUsize>) {
     (format!("http://{addr}"), submits)
 }
 
+/// The crash test's submit sent again with its request id, which must fail.
+async fn retry_crash_1(url: &str, upstream: &str) -> tonic::Status {
+    InstanceMattingClient::new(channel(url).await.unwrap())
+        .submit(pb::SubmitMattingRequest {
+            tasks: vec![task(upstream, 0)],
+            request_id: "crash-1".into(),
+        })
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_second_bill() {
     let dir = tempfile::tempdir().unwrap();
@@ -395,13 +406,7 @@ async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_sec
     assert_eq!(&got, record);
 
     // A retry with the same id is answered UNKNOWN and sends nothing.
-    let status = InstanceMattingClient::new(channel(&url).await.unwrap())
-        .submit(pb::SubmitMattingRequest {
-            tasks: vec![task(&upstream, 0)],
-            request_id: "crash-1".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = retry_crash_1(&url, &upstream).await;
     assert_eq!(status.code(), tonic::Code::Unknown, "{status:?}");
     assert!(status.message().contains("crash-1"), "{}", status.message());
     assert_eq!(submits.load(Ordering::SeqCst), 1, "billed at most once");
@@ -424,13 +429,7 @@ async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_sec
         assert!(Instant::now() < deadline, "retention kept the record");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = InstanceMattingClient::new(channel(&url).await.unwrap())
-        .submit(pb::SubmitMattingRequest {
-            tasks: vec![task(&upstream, 0)],
-            request_id: "crash-1".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = retry_crash_1(&url, &upstream).await;
     assert_eq!(status.code(), tonic::Code::Unknown, "{status:?}");
     assert!(
         status.message().contains("is not sent again"),

@@ -109,7 +109,7 @@ impl Access {
 
     /// Divides the per-process limits (rates and streams, of every token
     /// and of the server) among `replicas` live replicas, so that the
-    /// cluster grants what the operator wrote; their state starts afresh.
+    /// cluster grants what the operator wrote (see [`Limiter::resplit`]).
     pub fn share_among(&self, replicas: u64) {
         let replicas = replicas.max(1);
         let before = self
@@ -124,39 +124,25 @@ impl Access {
     fn install(&self, set: TokenSet) {
         let old = self.current();
         let replicas = self.replicas.load(std::sync::atomic::Ordering::Acquire);
-        let keep = |kept: &Arc<Limiter>, settings: &LimitSettings| {
-            *kept.settings() == *settings && kept.replicas() == replicas
-        };
         let limiters = set
             .entries()
             .iter()
             .map(|entry| {
-                let limiter = match old.limiters.get(&entry.name) {
-                    Some(kept) if keep(kept, &entry.limits) => kept.clone(),
-                    // Same limits, another number of replicas: re-split.
-                    Some(kept) if *kept.settings() == entry.limits => {
-                        Arc::new(kept.resplit(replicas))
-                    }
-                    _ => Arc::new(Limiter::shared(
-                        format!("token {}", entry.name),
-                        entry.limits.clone(),
-                        replicas,
-                    )),
-                };
+                let limiter = limiter_for(
+                    old.limiters.get(&entry.name),
+                    format!("token {}", entry.name),
+                    &entry.limits,
+                    replicas,
+                );
                 (entry.name.clone(), limiter)
             })
             .collect();
-        let server = if keep(&old.server, &self.server_settings) {
-            old.server.clone()
-        } else if *old.server.settings() == self.server_settings {
-            Arc::new(old.server.resplit(replicas))
-        } else {
-            Arc::new(Limiter::shared(
-                "server".into(),
-                self.server_settings.clone(),
-                replicas,
-            ))
-        };
+        let server = limiter_for(
+            Some(&old.server),
+            "server".into(),
+            &self.server_settings,
+            replicas,
+        );
         *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Tokens {
             set,
             limiters,
@@ -201,6 +187,22 @@ impl Access {
                 access: self.clone(),
             }),
         })
+    }
+}
+
+/// The limiter of `subject` with `settings` among `replicas` replicas: the
+/// one in force if nothing changed, the one in force re-split if only the
+/// number of replicas did, a new one otherwise.
+fn limiter_for(
+    in_force: Option<&Arc<Limiter>>,
+    subject: String,
+    settings: &LimitSettings,
+    replicas: u64,
+) -> Arc<Limiter> {
+    match in_force {
+        Some(kept) if kept.settings() == settings && kept.replicas() == replicas => kept.clone(),
+        Some(kept) if kept.settings() == settings => Arc::new(kept.resplit(replicas)),
+        _ => Arc::new(Limiter::shared(subject, settings.clone(), replicas)),
     }
 }
 

@@ -333,25 +333,11 @@ impl Tracker {
         Ok((job, seq))
     }
 
-    /// Like [`Tracker::track`], and registers a watcher of the job in the
-    /// same step, replaying it from its `accepted` event.
-    pub async fn track_and_subscribe(
-        &self,
-        job: pb::Job,
-        settles: Option<String>,
-    ) -> Result<(pb::Job, u64, Subscription), ServiceError> {
-        let settles = settles.map(|id| Settles { id, replaces: None });
-        let (job, seq, subscription) = self.track_submission(job, settles, true).await?;
-        let subscription = subscription
-            .ok_or_else(|| ServiceError::Internal("no subscription for a tracked job".into()))?;
-        Ok((job, seq, subscription))
-    }
-
-    /// [`Tracker::track`] (or, with `subscribe`,
-    /// [`Tracker::track_and_subscribe`]) of a submit's answer, settling the
-    /// submission `settles` names; when another replica recorded that
-    /// submission as outcome unknown meanwhile, the job takes its record's
-    /// place.
+    /// [`Tracker::track`] of a submit's answer, settling the submission
+    /// `settles` names; when another replica recorded that submission as
+    /// outcome unknown meanwhile, the job takes its record's place. With
+    /// `subscribe`, also registers a watcher of the job in the same step,
+    /// replaying it from its `accepted` event.
     pub async fn track_submission(
         &self,
         job: pb::Job,

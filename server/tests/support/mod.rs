@@ -127,24 +127,13 @@ pub async fn backend_with_workers(
     workers: usize,
 ) -> (Process, String) {
     let workers = workers.to_string();
-    let mut process = Process::spawn(
-        &[
-            "local-backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--appcode",
-            APPCODE,
-            "--fault-task-duration",
-            task_duration,
-            "--local-workers",
-            &workers,
-            // It downloads uploads from retouchd replicas on loopback.
-            "--allow-private-urls",
-        ],
-        dir.join("backend.log"),
-    );
-    let addr = process.logged("local backend is running", "listen").await;
-    (process, format!("http://{addr}"))
+    let faults = [
+        "--fault-task-duration",
+        task_duration,
+        "--local-workers",
+        &workers,
+    ];
+    local_backend(&faults, dir.join("backend.log")).await
 }
 
 /// `retouchd local-backend` that answers every request after `latency`
@@ -154,19 +143,23 @@ pub async fn slow_backend(dir: &Path, latency: &str) -> (Process, String) {
         "slow-backend-{}.log",
         dir.read_dir().unwrap().count()
     ));
-    let mut process = Process::spawn(
-        &[
-            "local-backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--appcode",
-            APPCODE,
-            "--fault-latency",
-            latency,
-            "--allow-private-urls",
-        ],
-        log,
-    );
+    local_backend(&["--fault-latency", latency], log).await
+}
+
+/// `retouchd local-backend` on a free loopback port with `extra` flags,
+/// logging to `log`: the process and its URL.
+async fn local_backend(extra: &[&str], log: PathBuf) -> (Process, String) {
+    let mut args = vec![
+        "local-backend",
+        "--listen",
+        "127.0.0.1:0",
+        "--appcode",
+        APPCODE,
+    ];
+    args.extend_from_slice(extra);
+    // It downloads uploads from retouchd replicas on loopback.
+    args.push("--allow-private-urls");
+    let mut process = Process::spawn(&args, log);
     let addr = process.logged("local backend is running", "listen").await;
     (process, format!("http://{addr}"))
 }
