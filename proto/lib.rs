@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod frames;
+pub mod limits;
 
 /// Package `retouch.v1`.
 pub mod v1 {

@@ -4,10 +4,10 @@
 //! enough for each to take seconds; `cargo bench -p retouch-server --bench
 //! engines` times similar cases and reports peak memory.
 
-use retouch_server::engine::{ClassicEngine, Engine, RemovalParams};
-use retouch_server::synthetic::{
+use retouch_engine::synthetic::{
     Backdrop, HoleShape, MattingStyle, coarsen_mask, matting_scene, quality, removal_scene,
 };
+use retouch_engine::{ClassicEngine, Engine, RemovalParams};
 
 /// A 5% hole grown by the largest kernel.
 #[test]

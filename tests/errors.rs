@@ -218,7 +218,7 @@ async fn a_wrong_appcode_is_unauthenticated_and_never_echoed() {
     // A standalone local backend that expects another AppCode.
     let backend = LocalBackend::new(
         local_config(FaultConfig::default()),
-        std::sync::Arc::new(retouch_server::engine::ClassicEngine::default()),
+        std::sync::Arc::new(retouch_engine::ClassicEngine::default()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -32,7 +32,7 @@ async fn signing_backend() -> (LocalBackend, String) {
     config.outbound.allow_private = true;
     let backend = LocalBackend::new(
         config,
-        std::sync::Arc::new(retouch_server::engine::ClassicEngine::default()),
+        std::sync::Arc::new(retouch_engine::ClassicEngine::default()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

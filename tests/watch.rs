@@ -252,8 +252,7 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     upstream.qps = 0.0;
     let client = UpstreamClient::new(upstream).unwrap();
     let journal = tempfile::tempdir().unwrap();
-    let store =
-        std::sync::Arc::new(retouch_server::store::SqliteStore::open(journal.path()).unwrap());
+    let store = std::sync::Arc::new(retouch_journal::SqliteStore::open(journal.path()).unwrap());
     let tracker = Tracker::start(
         client,
         TrackerConfig {

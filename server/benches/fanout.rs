@@ -137,7 +137,7 @@ async fn dead_upstream_tracker(buffer: usize) -> Tracker {
     // The journal lives in a directory the process leaves behind on exit:
     // the bench measures fan-out, not clean-up.
     let dir = tempfile::tempdir().unwrap().keep();
-    let store = std::sync::Arc::new(retouch_server::store::SqliteStore::open(&dir).unwrap());
+    let store = std::sync::Arc::new(retouch_journal::SqliteStore::open(&dir).unwrap());
     Tracker::start(
         client,
         TrackerConfig {

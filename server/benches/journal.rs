@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use retouch_api::v1 as pb;
-use retouch_server::store::{JOURNAL_FILE, SqliteStore, Store};
+use retouch_journal::{JOURNAL_FILE, SqliteStore, Store};
 use retouch_server::tracker::{Tracker, TrackerConfig};
 use retouch_server::upstream::{UpstreamClient, UpstreamConfig};
 use rusqlite::Connection;

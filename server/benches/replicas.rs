@@ -35,7 +35,7 @@ mod cap_latency;
 #[path = "support/instant_upstream.rs"]
 mod instant_upstream;
 #[allow(dead_code)] // the store's tests use the rest
-#[path = "../src/store/postgres/test_cluster.rs"]
+#[path = "../journal/src/postgres/test_cluster.rs"]
 mod test_cluster;
 
 use instant_upstream::{instant_upstream, percentile};
@@ -85,7 +85,7 @@ fn main() {
             }
         }
         let url = cluster.database("caps").await;
-        let store = retouch_server::store::PostgresStore::connect(&url, Default::default())
+        let store = retouch_journal::PostgresStore::connect(&url, Default::default())
             .await
             .unwrap();
         let measured = cap_latency::measure(Arc::new(store)).await;

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use image::imageops::{self, FilterType};
 use image::{GrayImage, Rgb, RgbImage, Rgba, RgbaImage};
-use retouch_server::aliyun::ApiKind;
-use retouch_server::engine::{ClassicEngine, Engine, RemovalParams};
-use retouch_server::samples;
-use retouch_server::synthetic::{
+use retouch_engine::synthetic::{
     Cutout, MattingStyle, blocky_mask, brush_mask, load_colour_photos, load_silhouette,
     object_hole, photo_matting_scene,
 };
+use retouch_engine::{ClassicEngine, Engine, RemovalParams};
+use retouch_server::aliyun::ApiKind;
+use retouch_server::samples;
 
 /// Width of each of the three panels.
 const PANEL_WIDTH: u32 = 320;
@@ -56,7 +56,7 @@ fn main() {
 /// truth: matting of a cut-out over another photo with a blocky and an
 /// exact mask, and removal of brush strokes and of an object-shaped hole.
 fn photo_sheets(engine: &ClassicEngine, dir: &Path) {
-    let photos_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/photos");
+    let photos_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/testdata/photos");
     let photos = load_colour_photos(&photos_dir).expect("bundled photos");
     let horse = load_silhouette(&photos_dir.join("horse-silhouette.png")).expect("silhouette");
     let by_name = |name: &str| {

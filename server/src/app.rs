@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::TokenSource;
 use crate::aliyun::signing::Credentials;
-use crate::engine::ClassicEngine;
 use crate::local::{LocalBackend, LocalBackendConfig};
 use crate::service::Retouch;
-use crate::store::{Cluster, PostgresStore, ReplicaOptions, SqliteStore, Store};
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::uploads::{UploadConfig, UploadStore};
 use crate::upstream::{ApiPaths, UpstreamClient, UpstreamConfig};
+use retouch_engine::ClassicEngine;
+use retouch_journal::{Cluster, PostgresStore, ReplicaOptions, SqliteStore, Store};
 
 /// Which upstream retouchd talks to.
 #[derive(Debug, Clone)]
@@ -204,13 +204,13 @@ pub enum StartError {
     },
     /// The journal could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreOpenError),
+    Store(#[from] retouch_journal::StoreOpenError),
     /// The PostgreSQL journal could not be used.
     #[error(transparent)]
-    Database(#[from] crate::store::DatabaseOpenError),
+    Database(#[from] retouch_journal::DatabaseOpenError),
     /// The journal could not be read to resume from it.
     #[error("cannot resume from the journal: {0}")]
-    Recover(crate::store::StoreError),
+    Recover(retouch_journal::StoreError),
     /// Anything else that is wrong with the configuration.
     #[error("{0}")]
     Config(String),
@@ -663,7 +663,7 @@ async fn export_billed_tasks(store: Arc<dyn Store>, cancel: CancellationToken) {
         };
         for token in exported.iter().chain(billed.keys()) {
             let counts = billed.get(token).copied().unwrap_or_default();
-            for window in crate::store::CapWindow::ALL {
+            for window in retouch_journal::CapWindow::ALL {
                 metrics::gauge!("retouch_tasks_billed_window",
                     "token" => token.clone(), "window" => window.as_str())
                 .set(counts.of(window) as f64);

@@ -64,7 +64,7 @@ pub enum ServiceError {
     /// The journal could not be read or written: nothing was done that a
     /// client could have been told about.
     #[error("{0}")]
-    Store(crate::store::StoreError),
+    Store(retouch_journal::StoreError),
     /// The server is shutting down.
     #[error("retouchd is shutting down")]
     ShuttingDown,
@@ -81,8 +81,8 @@ fn describe_violations(violations: &[Violation]) -> String {
         .join("; ")
 }
 
-impl From<crate::store::StoreError> for ServiceError {
-    fn from(err: crate::store::StoreError) -> Self {
+impl From<retouch_journal::StoreError> for ServiceError {
+    fn from(err: retouch_journal::StoreError) -> Self {
         ServiceError::Store(err)
     }
 }

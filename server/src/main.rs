@@ -3,16 +3,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use retouch_engine::RemovalParams;
 use retouch_server::config::{Cli, Command, LogFormat, PairArgs};
-use retouch_server::engine::RemovalParams;
 use retouch_server::oneshot::Job;
 use tracing_subscriber::EnvFilter;
 
 // jemalloc: it returns freed memory to the system (glibc's malloc kept
 // what 10,000 closed streams had used), and reports the heap for /metrics.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+#[cfg(feature = "jemalloc")]
 fn heap_figures() -> Option<retouch_server::telemetry::HeapFigures> {
     use tikv_jemalloc_ctl::{epoch, stats};
     // The statistics are cached until the epoch advances.
@@ -28,8 +30,11 @@ async fn main() -> ExitCode {
     // Purge unused pages from a background thread, so that memory goes
     // back to the system while the process is idle too. (An error means the
     // platform has no such threads; purging then happens as it allocates.)
-    let _ = tikv_jemalloc_ctl::background_thread::write(true);
-    retouch_server::telemetry::set_heap_probe(heap_figures);
+    #[cfg(feature = "jemalloc")]
+    {
+        let _ = tikv_jemalloc_ctl::background_thread::write(true);
+        retouch_server::telemetry::set_heap_probe(heap_figures);
+    }
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.command {
@@ -45,7 +50,7 @@ async fn main() -> ExitCode {
             );
         }),
         Some(Command::Backup(args)) => {
-            retouch_server::store::backup(&args.data_dir, &args.to).map_err(|e| e.to_string())
+            retouch_journal::backup(&args.data_dir, &args.to).map_err(|e| e.to_string())
         }
         Some(Command::Remove(args)) => {
             let params = RemovalParams {
@@ -88,7 +93,7 @@ async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result
         .map(|(key, secret)| retouch_server::aliyun::signing::AppKeyPair { key, secret });
     let backend = retouch_server::local::LocalBackend::new(
         config,
-        std::sync::Arc::new(retouch_server::engine::ClassicEngine::default()),
+        std::sync::Arc::new(retouch_engine::ClassicEngine::default()),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use image::{DynamicImage, GenericImageView, ImageFormat, ImageReader};
 
 use crate::aliyun::{KERNEL_SIZE_RANGE, MAX_SIDE, MIN_SIDE};
-use crate::engine::{ClassicEngine, Engine, RemovalParams};
+use retouch_engine::{ClassicEngine, Engine, RemovalParams};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ fn load(flag: &str, path: &Path) -> Result<DynamicImage, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{Backdrop, HoleShape, removal_scene};
+    use retouch_engine::synthetic::{Backdrop, HoleShape, removal_scene};
 
     #[test]
     fn removes_an_object_from_files_and_names_bad_flags() {

@@ -1,13 +1,13 @@
 //! Bundled sample image/mask pairs for demos, the README and tests, so
 //! nothing has to be fetched. They are synthetic scenes (see
-//! [`crate::synthetic`]) computed from fixed formulas and seeds, the same
+//! [`retouch_engine::synthetic`]) computed from fixed formulas and seeds, the same
 //! on every run.
 
 use image::{GrayImage, RgbImage};
 
 use crate::aliyun::ApiKind;
-use crate::local::encode_png;
-use crate::synthetic::{
+use retouch_engine::png::encode_png;
+use retouch_engine::synthetic::{
     Backdrop, HoleShape, MattingStyle, coarsen_mask, matting_scene, removal_scene,
 };
 

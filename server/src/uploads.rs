@@ -84,7 +84,7 @@ pub const MAX_CONCURRENT_UPLOADS: usize = 8;
 pub struct UploadStore {
     config: UploadConfig,
     objects: Arc<dyn ObjectStore>,
-    journal: Arc<dyn crate::store::Store>,
+    journal: Arc<dyn retouch_journal::Store>,
     in_progress: Arc<tokio::sync::Semaphore>,
 }
 
@@ -102,7 +102,7 @@ impl UploadStore {
     pub fn new(
         config: UploadConfig,
         objects: Arc<dyn ObjectStore>,
-        journal: Arc<dyn crate::store::Store>,
+        journal: Arc<dyn retouch_journal::Store>,
     ) -> Self {
         UploadStore {
             config,
@@ -137,7 +137,7 @@ impl UploadStore {
             checked.width,
             checked.height,
         );
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = hex::encode(Sha256::digest(&bytes));
         let name = format!("{sha256}.{ext}");
         let size_bytes = bytes.len() as u64;
         // A put is atomic: a concurrent download never sees half a file.
@@ -147,7 +147,7 @@ impl UploadStore {
             .map_err(|e| ServiceError::Internal(format!("cannot store the upload: {e}")))?;
         // Durable before the caller is told the upload exists.
         self.journal
-            .record_upload(crate::store::UploadRecord {
+            .record_upload(retouch_journal::UploadRecord {
                 sha256: sha256.clone(),
                 format: format_name.to_owned(),
                 size_bytes,
@@ -249,9 +249,4 @@ async fn serve_upload(
             ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
         }
     }
-}
-
-/// Lower-case hex of `bytes` (file names of content-addressed files).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -15,7 +15,7 @@ use retouch_api::v1::jobs_client::JobsClient;
 
 mod support;
 #[allow(dead_code)] // the store's own tests use the rest
-#[path = "../src/store/postgres/test_cluster.rs"]
+#[path = "../journal/src/postgres/test_cluster.rs"]
 mod test_cluster;
 
 use support::s3::{S3Server, SECRET_ACCESS_KEY};

@@ -167,11 +167,11 @@ async fn run_submit(
                 Ok(lines) => lines,
                 Err(problems) => return submit::invalid(&problems, options, out, err),
             };
-            if lines.len() > retouch_server::batches::MAX_BATCH_TASKS {
+            if lines.len() > retouch_api::limits::MAX_BATCH_TASKS {
                 let problem = format!(
                     "--batch {}: at most {} tasks per batch, got {}; split the file",
                     path.display(),
-                    retouch_server::batches::MAX_BATCH_TASKS,
+                    retouch_api::limits::MAX_BATCH_TASKS,
                     lines.len()
                 );
                 return submit::invalid(&[problem], options, out, err);

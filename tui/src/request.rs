@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use retouch_api::limits::KERNEL_SIZE_RANGE;
 use retouch_api::v1 as pb;
-use retouch_server::aliyun::KERNEL_SIZE_RANGE;
 use serde::Deserialize;
 
 /// Where an input image comes from.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use retouch_api::v1 as pb;
-use retouch_server::store::{CapScope, CapWindow, NewSubmission, Store, TaskCap, TaskCharge};
+use retouch_journal::{CapScope, CapWindow, NewSubmission, Store, TaskCap, TaskCharge};
 
 /// Charges already in the windows when measuring: a busy token's day.
 pub const PREFILLED: usize = 5_000;

@@ -15,7 +15,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ServiceError;
-use crate::store::{CapRefusal, CapScope, CapWindow, TaskCap};
+use retouch_journal::{CapRefusal, CapScope, CapWindow, TaskCap};
 
 /// Limit values; `None` is no limit.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -21,7 +21,7 @@ pub use limits::{LimitSettings, Limiter, StreamPermit};
 pub use tokens::{Role, TokenEntry, TokenSet, check_name as check_token_name, generate};
 
 use crate::error::ServiceError;
-use crate::store::{CapRefusal, CapScope, TaskCharge};
+use retouch_journal::{CapRefusal, CapScope, TaskCharge};
 
 /// The name `--auth-token` goes by in jobs and quota errors.
 pub const SINGLE_TOKEN_NAME: &str = "default";
@@ -340,14 +340,14 @@ impl Caller {
     }
 
     /// This caller's own spending cap over `window`, if it has one.
-    pub fn own_task_cap(&self, window: crate::store::CapWindow) -> Option<u32> {
+    pub fn own_task_cap(&self, window: retouch_journal::CapWindow) -> Option<u32> {
         self.own
             .as_ref()
             .and_then(|l| l.settings().task_cap(window))
     }
 
     /// The server's spending cap over `window`, if it has one.
-    pub fn server_task_cap(&self, window: crate::store::CapWindow) -> Option<u32> {
+    pub fn server_task_cap(&self, window: retouch_journal::CapWindow) -> Option<u32> {
         self.server.settings().task_cap(window)
     }
 
@@ -582,9 +582,9 @@ mod tests {
         assert_eq!((charge.token.as_str(), charge.tasks), ("a", 3));
         assert_eq!(
             charge.caps,
-            vec![crate::store::TaskCap {
+            vec![retouch_journal::TaskCap {
                 scope: CapScope::Token,
-                window: crate::store::CapWindow::Hour,
+                window: retouch_journal::CapWindow::Hour,
                 limit: 10
             }]
         );

@@ -123,10 +123,10 @@ fn parse_line(line: &str) -> Result<TokenEntry, String> {
     };
     check_name(name)?;
     let role = Role::parse(role)?;
-    let hex = hash
-        .strip_prefix("sha256:")
+    let mut bytes = [0u8; 32];
+    hash.strip_prefix("sha256:")
+        .and_then(|digits| hex::decode_to_slice(digits, &mut bytes).ok())
         .ok_or("the hash must be written sha256:<64 hex digits>")?;
-    let bytes = decode_hex(hex).ok_or("the hash must be written sha256:<64 hex digits>")?;
     let mut limits = LimitSettings::default();
     for option in fields {
         let (key, value) = option
@@ -157,17 +157,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn decode_hex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// SHA-256 of a token.
 pub fn sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -187,7 +176,7 @@ pub fn generate(
         "{TOKEN_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
     );
-    let hash = crate::uploads::hex(&sha256(&token));
+    let hash = hex::encode(sha256(&token));
     let mut line = format!("{name} {} sha256:{hash}", role.as_str());
     for (key, value) in limits.pairs() {
         line.push_str(&format!(" {key}={value}"));

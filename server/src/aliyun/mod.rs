@@ -76,8 +76,7 @@ pub fn decode_limits() -> image::Limits {
     limits.max_alloc = Some(256 * 1024 * 1024);
     limits
 }
-/// Allowed `kernel_size` range (odd values only).
-pub const KERNEL_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=59;
+pub use retouch_api::limits::KERNEL_SIZE_RANGE;
 
 /// Request header carrying the AppCode: `Authorization: APPCODE <code>`.
 pub const AUTHORIZATION_PREFIX: &str = "APPCODE ";

@@ -13,9 +13,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::access::Caller;
 use crate::error::ServiceError;
 use crate::service::Retouch;
-use crate::store::ListQuery;
 use crate::uploads::UploadStore;
 use crate::validate::{Violation, check_filename};
+use retouch_journal::ListQuery;
 
 /// Default and largest `ListJobs` page sizes.
 const DEFAULT_PAGE_SIZE: u32 = 100;

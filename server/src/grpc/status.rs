@@ -77,10 +77,12 @@ impl From<ServiceError> for Status {
                 );
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
-            ServiceError::Store(crate::store::StoreError::Unavailable(_)) => {
+            ServiceError::Store(retouch_journal::StoreError::Unavailable(_)) => {
                 Status::unavailable(message)
             }
-            ServiceError::Store(crate::store::StoreError::Corrupt(_)) => Status::internal(message),
+            ServiceError::Store(retouch_journal::StoreError::Corrupt(_)) => {
+                Status::internal(message)
+            }
             ServiceError::ShuttingDown => Status::unavailable(message),
             ServiceError::Internal(_) => Status::internal(message),
         }

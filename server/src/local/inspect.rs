@@ -72,8 +72,8 @@ fn reader(bytes: &[u8]) -> image::ImageResult<ImageReader<Cursor<&[u8]>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::encode_png;
     use image::{GrayImage, RgbImage};
+    use retouch_engine::png::encode_png;
 
     fn png_rgb(w: u32, h: u32) -> Vec<u8> {
         encode_png(&RgbImage::new(w, h)).unwrap()

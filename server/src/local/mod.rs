@@ -36,7 +36,6 @@ mod inspect;
 mod jobs;
 mod nonce;
 mod parse;
-mod png;
 mod query;
 mod reply;
 mod stats;
@@ -56,7 +55,6 @@ use tokio::sync::{OnceCell, Semaphore};
 
 pub use config::{DEFAULT_APPCODE, FaultConfig, LocalBackendConfig};
 pub use faults::{Endpoint, InjectedFault};
-pub(crate) use png::encode_png;
 pub use stats::BackendStats;
 
 /// The backend's check of a downloaded image and mask (sizes from headers,
@@ -84,11 +82,11 @@ pub fn parse_request(
 }
 
 use crate::aliyun::AliyunCode;
-use crate::engine::Engine;
 use credits::Credits;
 use faults::{Dice, Scripted};
 use jobs::JobStore;
 use nonce::{NONCE_CAPACITY, NONCE_WINDOW, NonceLedger};
+use retouch_engine::Engine;
 use stats::{Counter, Counters};
 
 /// The local backend. Cheap to clone; clones share all state.

@@ -5,11 +5,11 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 use super::Shared;
-use super::encode_png;
 use super::inspect::decode;
 use super::jobs::{Job, TaskState};
 use crate::aliyun::{AliyunCode, ApiKind};
-use crate::engine::{Engine, RemovalParams};
+use retouch_engine::png::encode_png;
+use retouch_engine::{Engine, RemovalParams};
 
 /// Starts processing every task of `job`; `inputs[i]` holds the image and
 /// mask bytes of task `i`. Each task waits for a worker permit, so at most

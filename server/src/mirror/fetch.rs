@@ -95,7 +95,7 @@ pub async fn fetch(
             ),
         )
     })?;
-    let sha256 = crate::uploads::hex(&Sha256::digest(&body));
+    let sha256 = hex::encode(Sha256::digest(&body));
     Ok(Fetched {
         bytes: body.into(),
         sha256,

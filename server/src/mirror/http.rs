@@ -14,7 +14,7 @@ use object_store::ObjectStore;
 
 use super::object_path;
 use crate::access::HttpGate;
-use crate::store::{MirrorState, Store};
+use retouch_journal::{MirrorState, Store};
 
 /// What the route reads from.
 #[derive(Clone)]

@@ -27,9 +27,9 @@ pub use http::{MirrorRoutes, router};
 
 use crate::convert::timestamp;
 use crate::idempotency::Turns;
-use crate::store::{MirrorRequest, Store};
 use crate::tracker::{MirrorWork, Tracker};
 use crate::upstream::RetryPolicy;
+use retouch_journal::{MirrorRequest, Store};
 
 /// How results are copied.
 #[derive(Debug, Clone)]
@@ -70,14 +70,6 @@ impl Default for MirrorConfig {
 /// Where a stored result lives in the object store.
 pub fn object_path(sha256: &str) -> ObjectPath {
     ObjectPath::from(format!("sha256/{sha256}"))
-}
-
-/// The mirrored URL of a task's result, under retouchd's public base URL.
-pub fn mirrored_url(base: &str, result_key: &str, task_index: u32, result_index: u32) -> String {
-    format!(
-        "{}/mirror/{result_key}/{task_index}/{result_index}",
-        base.trim_end_matches('/')
-    )
 }
 
 /// Everything a copy needs.

@@ -9,7 +9,6 @@
 mod rpc;
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -247,11 +246,6 @@ fn describe() {
             (Kind::Histogram, None) => metrics::describe_histogram!(name, help),
         }
     }
-}
-
-/// Seconds of `elapsed`, for histograms.
-pub fn seconds(elapsed: Duration) -> f64 {
-    elapsed.as_secs_f64()
 }
 
 /// `GET /metrics`: the metrics, to whoever `gate` admits (anyone when

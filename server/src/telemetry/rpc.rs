@@ -99,7 +99,7 @@ impl Call {
         metrics::counter!("retouch_rpc_requests_total", "method" => self.method, "code" => code)
             .increment(1);
         metrics::histogram!("retouch_rpc_duration_seconds", "method" => self.method)
-            .record(super::seconds(self.started.elapsed()));
+            .record(self.started.elapsed().as_secs_f64());
     }
 }
 

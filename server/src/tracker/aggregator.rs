@@ -18,13 +18,14 @@ use retouch_api::v1 as pb;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::poller::{self, PollerContext};
+use super::command::{Command, Reply, Tracked};
+use super::context::TrackerContext;
+use super::poller;
 use super::state::{JobFilter, TrackerState};
 use super::subscription::{LagFlag, Pending, Start, Subscription};
-use crate::aliyun::WireTask;
 use crate::convert::{api_from_pb, status_from_pb};
 use crate::error::ServiceError;
-use crate::store::{JobRecord, StoreError, SubmissionRecord};
+use retouch_journal::{JobRecord, StoreError};
 
 /// Most commands applied in one step (and so in one journal commit).
 const MAX_STEP: usize = 1024;
@@ -34,98 +35,6 @@ const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2
 /// How often the tasks in memory are counted by status for the metrics: a
 /// walk over every task, so not on every step.
 const TASK_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Answer to `Command::Track`.
-pub(crate) struct Tracked {
-    pub job: pb::Job,
-    pub accepted_seq: u64,
-    pub subscription: Option<Subscription>,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
-
-/// What the aggregator is asked to do.
-pub(crate) enum Command {
-    Track {
-        job: pb::Job,
-        settles: Option<super::Settles>,
-        subscribe: bool,
-        reply: Reply<Tracked>,
-    },
-    OutcomeUnknown {
-        draft: pb::Job,
-        reply: Reply<pb::Job>,
-    },
-    PollSucceeded {
-        key: String,
-        tasks: Vec<WireTask>,
-        still_active: oneshot::Sender<bool>,
-    },
-    PollFailed {
-        key: String,
-        error: pb::UpstreamError,
-    },
-    Subscribe {
-        filter: JobFilter,
-        after_seq: Option<u64>,
-        reply: Reply<Subscription>,
-    },
-    SubscribeToJob {
-        key: String,
-        accepted_seq: u64,
-        reply: Reply<Subscription>,
-    },
-    Revive {
-        record: JobRecord,
-        tasks: Vec<pb::Task>,
-        reply: Reply<pb::Job>,
-    },
-    MirrorFailed {
-        key: String,
-        task_index: u32,
-        result_index: u32,
-        error: pb::UpstreamError,
-        reply: Reply<()>,
-    },
-    /// Events committed to the shared journal (by any replica), in seq
-    /// order: for the watchers.
-    Tailed { events: Vec<Arc<pb::JobEvent>> },
-    /// Jobs this replica just leased: poll them.
-    Adopt { records: Vec<JobRecord> },
-    /// Jobs this replica no longer holds a lease on (lost to another
-    /// replica, or handed back): stop tracking them.
-    LeasesLost { keys: Vec<String> },
-    /// Submits a stopped replica left without an outcome.
-    Orphaned { submissions: Vec<SubmissionRecord> },
-}
-
-impl Command {
-    /// Whether applying it may write to the journal.
-    fn writes(&self) -> bool {
-        match self {
-            Command::Track { .. }
-            | Command::OutcomeUnknown { .. }
-            | Command::PollSucceeded { .. }
-            | Command::PollFailed { .. }
-            | Command::Revive { .. }
-            | Command::MirrorFailed { .. }
-            | Command::Orphaned { .. } => true,
-            Command::Subscribe { .. }
-            | Command::SubscribeToJob { .. }
-            | Command::Tailed { .. }
-            | Command::Adopt { .. }
-            | Command::LeasesLost { .. } => false,
-        }
-    }
-
-    /// The leased job whose news it carries, if any.
-    fn polled_key(&self) -> Option<&str> {
-        match self {
-            Command::PollSucceeded { key, .. } | Command::PollFailed { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-}
 
 pub(crate) struct Watcher {
     filter: JobFilter,
@@ -161,7 +70,7 @@ fn reply<T: Send + 'static>(
 /// the watchers on exit ends their streams.
 pub(crate) async fn run(
     mut commands: mpsc::Receiver<Command>,
-    ctx: PollerContext,
+    ctx: TrackerContext,
     mut state: TrackerState,
 ) {
     let mut watchers: Vec<Watcher> = Vec::new();
@@ -255,7 +164,7 @@ pub(crate) async fn run(
             Some(tx) if durable.is_ok() => match tx.commit(writes).await {
                 Ok(committed) => {
                     metrics::histogram!("retouch_journal_commit_duration_seconds")
-                        .record(crate::telemetry::seconds(committing.elapsed()));
+                        .record(committing.elapsed().as_secs_f64());
                     metrics::counter!("retouch_events_total").increment(events);
                     if let Some(held) = &ctx.leases {
                         for lease in committed.leases {
@@ -341,7 +250,7 @@ pub(crate) async fn run(
 
 /// The leased jobs whose news the step carries, with their epochs. A job
 /// whose lease is not held any more is forgotten here.
-fn leased(ctx: &PollerContext, state: &mut TrackerState, step: &[Command]) -> Vec<(String, u64)> {
+fn leased(ctx: &TrackerContext, state: &mut TrackerState, step: &[Command]) -> Vec<(String, u64)> {
     let Some(held) = &ctx.leases else {
         return Vec::new();
     };
@@ -358,7 +267,7 @@ fn leased(ctx: &PollerContext, state: &mut TrackerState, step: &[Command]) -> Ve
 }
 
 /// Stops tracking a job whose lease is gone.
-fn forget(ctx: &PollerContext, state: &mut TrackerState, key: &str) {
+fn forget(ctx: &TrackerContext, state: &mut TrackerState, key: &str) {
     if let Some(held) = &ctx.leases {
         held.remove(key);
     }
@@ -369,7 +278,7 @@ fn forget(ctx: &PollerContext, state: &mut TrackerState, key: &str) {
 /// own, the leased ones on a shared journal. While the journal cannot be
 /// read (a database restarting), tries again with backoff; `None` only if
 /// the tracker is shut down meanwhile.
-async fn reload(ctx: &PollerContext) -> Option<TrackerState> {
+async fn reload(ctx: &TrackerContext) -> Option<TrackerState> {
     let mut delays = ctx.config.error_retry.delays();
     loop {
         let recovered = ctx.store.recover().await;
@@ -404,7 +313,7 @@ async fn reload(ctx: &PollerContext) -> Option<TrackerState> {
 }
 
 fn apply(
-    ctx: &PollerContext,
+    ctx: &TrackerContext,
     state: &mut TrackerState,
     command: Command,
     journaled: &Result<HashMap<String, JobRecord>, StoreError>,
@@ -597,7 +506,7 @@ fn apply(
 
 /// The seq a watcher registered now starts live after: the last one its
 /// feed has passed on.
-fn registration_head(ctx: &PollerContext, state: &TrackerState, feed_head: u64) -> u64 {
+fn registration_head(ctx: &TrackerContext, state: &TrackerState, feed_head: u64) -> u64 {
     match ctx.leases {
         None => state.head_seq(),
         Some(_) => feed_head,
@@ -607,7 +516,11 @@ fn registration_head(ctx: &PollerContext, state: &TrackerState, feed_head: u64) 
 /// The jobs a snapshot takes from memory, as they are at the head: on a
 /// shared journal none (this replica polls only some jobs, and the
 /// journal is current for all of them).
-fn in_memory(ctx: &PollerContext, state: &TrackerState, filter: &JobFilter) -> Vec<(u64, pb::Job)> {
+fn in_memory(
+    ctx: &TrackerContext,
+    state: &TrackerState,
+    filter: &JobFilter,
+) -> Vec<(u64, pb::Job)> {
     match ctx.leases {
         None => state.snapshot(filter),
         Some(_) => Vec::new(),
@@ -616,7 +529,7 @@ fn in_memory(ctx: &PollerContext, state: &TrackerState, filter: &JobFilter) -> V
 
 /// Starts polling `job` unless a poller of it runs already; returns
 /// whether one was started.
-fn start_poller(ctx: &PollerContext, job: &pb::Job) -> bool {
+fn start_poller(ctx: &TrackerContext, job: &pb::Job) -> bool {
     let Some(api) = api_from_pb(job.api) else {
         tracing::error!(result_key = %job.result_key, "job without an API cannot be polled");
         return false;
@@ -649,7 +562,7 @@ fn start_poller(ctx: &PollerContext, job: &pb::Job) -> bool {
 /// A watcher of `filter` from the current head: registered once the step
 /// is durable, so it gets every later event and none before.
 fn subscribe(
-    ctx: &PollerContext,
+    ctx: &TrackerContext,
     state: &TrackerState,
     head_seq: u64,
     effects: &mut Vec<Effect>,
@@ -686,7 +599,7 @@ fn subscribe(
 /// A watcher of one job, replaying it from its `accepted` event (or, if
 /// retention removed that, from a snapshot of it as it is at the head).
 fn subscribe_to_job(
-    ctx: &PollerContext,
+    ctx: &TrackerContext,
     state: &TrackerState,
     feed_head: u64,
     effects: &mut Vec<Effect>,
@@ -716,7 +629,7 @@ fn publish_task_counts(state: &TrackerState) {
 /// Sets `retouch_event_log_events`: the seqs retained for `after_seq`
 /// resumption, from retention's mark to the head. Read off the aggregator's
 /// loop, which never waits on it.
-fn publish_event_log_size(ctx: &PollerContext, head_seq: u64) {
+fn publish_event_log_size(ctx: &TrackerContext, head_seq: u64) {
     let store = ctx.store.clone();
     tokio::spawn(async move {
         if let Ok(compacted) = store.compacted_through().await {
@@ -763,7 +676,7 @@ impl Unpolled {
     /// gets its poller again; one whose lease is not held is dropped from
     /// memory (its holder polls it); a lease held on a job not tracked is
     /// given up, so that a claim brings the job back with a poller.
-    fn reconcile(&mut self, ctx: &PollerContext, state: &mut TrackerState) {
+    fn reconcile(&mut self, ctx: &TrackerContext, state: &mut TrackerState) {
         let held_keys = ctx.leases.as_ref().map(|held| held.keys());
         let mut now_unpolled: HashSet<String> = state
             .active_keys(&JobFilter::All)

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::aggregator::Command;
-use crate::store::{Cluster, Lease};
+use super::command::Command;
 use crate::upstream::UpstreamClient;
+use retouch_journal::{Cluster, Lease};
 
 /// Longest pause between two rounds of claiming: takeover of a dead
 /// replica's jobs comes at most this long after its leases expire.

@@ -3,6 +3,8 @@
 //! number of watchers. It resumes from the journal after a restart.
 
 mod aggregator;
+mod command;
+mod context;
 mod durations;
 mod leases;
 mod poller;
@@ -28,11 +30,11 @@ pub use subscription::Subscription;
 pub(crate) use subscription::gone;
 
 use crate::error::ServiceError;
-use crate::store::{
+use crate::upstream::{RetryPolicy, UpstreamClient};
+use command::Command;
+use retouch_journal::{
     Cluster, Compaction, JobRecord, MirrorRequest, Store, StoreError, SubmissionRecord,
 };
-use crate::upstream::{RetryPolicy, UpstreamClient};
-use aggregator::Command;
 
 /// How the tracker polls and what it retains.
 #[derive(Debug, Clone)]
@@ -242,7 +244,7 @@ impl Tracker {
         let learned = config
             .poll_target_delay
             .map(|target| Arc::new(LearnedSchedules::new(target)));
-        let ctx = poller::PollerContext {
+        let ctx = context::TrackerContext {
             learned,
             server_id: server_id.clone(),
             store: store.clone(),
@@ -498,7 +500,9 @@ async fn sweep(
             results_before: ago(config.result_retention),
             uploads_before: ago(config.upload_retention),
             // An hour beyond the day: replicas' clocks may disagree a little.
-            charges_before: ago(crate::store::CapWindow::Day.length() + Duration::from_secs(3600)),
+            charges_before: ago(
+                retouch_journal::CapWindow::Day.length() + Duration::from_secs(3600)
+            ),
         };
         match store.compact(compaction).await {
             Ok(done) => {

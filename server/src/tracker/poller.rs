@@ -5,50 +5,20 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
-use super::TrackerConfig;
-use super::aggregator::Command;
+use super::command::Command;
+use super::context::TrackerContext;
 use super::leases::LeaseStatus;
 use super::schedule::PollSchedule;
 use crate::aliyun::{ApiKind, WireTaskStatus};
 use crate::convert::upstream_error_to_pb;
-use crate::upstream::UpstreamClient;
-
-/// Everything a poller needs.
-#[derive(Clone)]
-pub(crate) struct PollerContext {
-    /// Schedules learned from job durations, when enabled.
-    pub learned: Option<std::sync::Arc<super::LearnedSchedules>>,
-    /// The journal's id (sent in `Synced`).
-    pub server_id: std::sync::Arc<str>,
-    /// The journal.
-    pub store: std::sync::Arc<dyn crate::store::Store>,
-    pub client: UpstreamClient,
-    pub config: TrackerConfig,
-    pub commands: mpsc::Sender<Command>,
-    pub cancel: CancellationToken,
-    /// Ends every watch stream (shutdown), while tracking goes on.
-    pub close_streams: CancellationToken,
-    /// Every task of the tracker, so that shutdown can wait for them.
-    pub tasks: tokio_util::task::TaskTracker,
-    /// Where results to mirror go, when they are mirrored.
-    pub mirror: Option<mpsc::UnboundedSender<super::MirrorWork>>,
-    /// On a journal shared by replicas: the leases this replica holds.
-    pub leases: Option<std::sync::Arc<super::leases::HeldLeases>>,
-    /// Set while the aggregator waits for an unreachable journal: requests
-    /// fail at once instead of queueing behind it.
-    pub journal_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// The jobs with a poller running.
-    pub running: std::sync::Arc<super::pollers::RunningPollers>,
-}
 
 /// Polls `key` until its tasks are all terminal, the error is one retrying
 /// cannot fix, or the tracker shuts down. `_registration` keeps the job
 /// among the running pollers until this returns (or is dropped).
 pub(crate) async fn run(
-    ctx: PollerContext,
+    ctx: TrackerContext,
     api: ApiKind,
     key: String,
     mut last: Vec<Option<WireTaskStatus>>,
@@ -109,7 +79,7 @@ pub(crate) async fn run(
                     // The job ended somewhere in the last wait.
                     let took = accepted.elapsed().saturating_sub(wait / 2);
                     metrics::histogram!("retouch_job_duration_seconds", "api" => api.as_str())
-                        .record(crate::telemetry::seconds(took));
+                        .record(took.as_secs_f64());
                     if let Some(learned) = &ctx.learned {
                         learned.record(api, took);
                     }

@@ -12,7 +12,7 @@ use retouch_api::v1::job_event::Kind;
 
 use crate::aliyun::WireTask;
 use crate::convert::{self, is_terminal, status_to_pb, timestamp};
-use crate::store::{JobRecord, MirrorRequest, Settlement, StepWrites};
+use retouch_journal::{JobRecord, MirrorRequest, Settlement, StepWrites};
 
 /// Which jobs a watcher wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,7 +296,7 @@ impl TrackerState {
                 && let Some(base) = &self.mirror_base
             {
                 task.mirrored_urls = (0..wire.results.len() as u32)
-                    .map(|r| crate::mirror::mirrored_url(base, key, index as u32, r))
+                    .map(|r| mirrored_url(base, key, index as u32, r))
                     .collect();
                 self.step
                     .mirrors
@@ -504,6 +504,21 @@ fn job_status_of(job: &pb::Job) -> pb::JobStatus {
     } else {
         pb::JobStatus::Active
     }
+}
+
+/// The mirrored URL of a task's result, under retouchd's public base URL:
+/// the route `mirror::http` serves. The tracker names it when a task
+/// succeeds, before the copy exists, so a client has it at once.
+pub(crate) fn mirrored_url(
+    base: &str,
+    result_key: &str,
+    task_index: u32,
+    result_index: u32,
+) -> String {
+    format!(
+        "{}/mirror/{result_key}/{task_index}/{result_index}",
+        base.trim_end_matches('/')
+    )
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::state::JobFilter;
 use crate::error::ServiceError;
-use crate::store::Store;
+use retouch_journal::Store;
 
 /// Events and jobs read from the journal per query.
 const PAGE: usize = 1000;

@@ -10,8 +10,8 @@ use retouch_api::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::aggregator::Command;
-use crate::store::{Cluster, Store};
+use super::command::Command;
+use retouch_journal::{Cluster, Store};
 
 /// How often the journal is read when no commit notification comes.
 const FALLBACK_POLL: Duration = Duration::from_millis(200);

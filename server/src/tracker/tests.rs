@@ -12,12 +12,12 @@ use retouch_api::v1::watch_response::Kind as WatchKind;
 use secrecy::SecretString;
 
 use super::*;
-use crate::store::UploadRecord;
-use crate::store::{
+use crate::upstream::UpstreamConfig;
+use retouch_journal::UploadRecord;
+use retouch_journal::{
     Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep,
     SqliteStore, StepTransaction, StepWrites,
 };
-use crate::upstream::UpstreamConfig;
 
 /// The real SQLite journal, whose commits fail while `full` is set, as on
 /// a full disk.
@@ -56,22 +56,22 @@ impl Store for FullDisk {
         &self,
         token: Option<String>,
         now: std::time::SystemTime,
-    ) -> Result<std::collections::BTreeMap<String, crate::store::BilledTasks>, StoreError> {
+    ) -> Result<std::collections::BTreeMap<String, retouch_journal::BilledTasks>, StoreError> {
         self.inner.billed_tasks(token, now).await
     }
     async fn submissions_by_request_ids(
         &self,
         request_ids: Vec<String>,
-    ) -> Result<HashMap<String, crate::store::SubmissionRecord>, StoreError> {
+    ) -> Result<HashMap<String, retouch_journal::SubmissionRecord>, StoreError> {
         self.inner.submissions_by_request_ids(request_ids).await
     }
     async fn begin_batch(
         &self,
-        new: crate::store::BatchRecord,
-    ) -> Result<crate::store::BeganBatch, StoreError> {
+        new: retouch_journal::BatchRecord,
+    ) -> Result<retouch_journal::BeganBatch, StoreError> {
         self.inner.begin_batch(new).await
     }
-    async fn batch(&self, id: &str) -> Result<Option<crate::store::BatchRecord>, StoreError> {
+    async fn batch(&self, id: &str) -> Result<Option<retouch_journal::BatchRecord>, StoreError> {
         self.inner.batch(id).await
     }
     async fn record_batch_submit_error(
@@ -98,8 +98,8 @@ impl Store for FullDisk {
     }
     async fn list_jobs(
         &self,
-        query: &crate::store::ListQuery,
-    ) -> Result<crate::store::ListPage, StoreError> {
+        query: &retouch_journal::ListQuery,
+    ) -> Result<retouch_journal::ListPage, StoreError> {
         self.inner.list_jobs(query).await
     }
     async fn jobs_after(

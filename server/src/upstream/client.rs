@@ -339,7 +339,7 @@ impl UpstreamClient {
             };
             budget.until_ready(priority).await;
             metrics::histogram!("retouch_upstream_budget_wait_seconds")
-                .record(crate::telemetry::seconds(waiting.elapsed()));
+                .record(waiting.elapsed().as_secs_f64());
         }
         let started = std::time::Instant::now();
         let result = self.send::<T>(path, body).await;
@@ -366,7 +366,7 @@ impl UpstreamClient {
         .increment(1);
         metrics::histogram!("retouch_upstream_request_duration_seconds",
             "api" => api, "endpoint" => endpoint)
-        .record(crate::telemetry::seconds(started.elapsed()));
+        .record(started.elapsed().as_secs_f64());
         result
     }
 

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use super::{LocalBackend, LocalBackendConfig};
 use crate::aliyun::{AliyunCode, ApiKind};
-use crate::engine::ClassicEngine;
-use crate::local::encode_png;
+use retouch_engine::ClassicEngine;
+use retouch_engine::png::encode_png;
 
 /// The AppCode of test backends.
 const APPCODE: &str = "test-appcode-0815";

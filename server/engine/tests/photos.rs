@@ -1,0 +1,186 @@
+//! The engine held to its promises on real photographs (the bundled
+//! `testdata/photos`): a cut-out is never worse than the mask it was given,
+//! an exact mask is refined rather than degraded, and what lies under a
+//! removal mask has no influence on the result.
+
+use std::path::PathBuf;
+
+use image::{GrayImage, RgbImage};
+use retouch_engine::synthetic::quality::alpha_sad;
+use retouch_engine::synthetic::{
+    Cutout, MattingStyle, Photo, blocky_mask, brush_mask, load_colour_photos, load_silhouette,
+    object_hole, offset_mask, photo_matting_scene,
+};
+use retouch_engine::{ClassicEngine, Engine, RemovalParams};
+
+fn photos_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/photos")
+}
+
+fn photos() -> Vec<Photo> {
+    let photos = load_colour_photos(&photos_dir()).expect("bundled photos");
+    assert!(photos.len() >= 7, "only {} photos found", photos.len());
+    photos
+}
+
+fn horse() -> GrayImage {
+    load_silhouette(&photos_dir().join("horse-silhouette.png")).expect("silhouette")
+}
+
+/// (our SAD, the mask's own SAD) against the truth.
+fn sads(image: &RgbImage, mask: &GrayImage, truth: &[f32]) -> (f64, f64) {
+    let out = ClassicEngine::default().matte(image, mask).expect("matte");
+    let alpha: Vec<f32> = out.pixels().map(|p| f32::from(p.0[3]) / 255.0).collect();
+    let as_alpha: Vec<f32> = mask
+        .as_raw()
+        .iter()
+        .map(|&m| f32::from(m) / 255.0)
+        .collect();
+    (
+        alpha_sad(&alpha, truth, |_| true),
+        alpha_sad(&as_alpha, truth, |_| true),
+    )
+}
+
+#[test]
+fn a_cut_out_is_never_worse_than_the_mask_it_was_given() {
+    let photos = photos();
+    let horse = horse();
+    let cutouts = [
+        Cutout::Style(MattingStyle::Strands),
+        Cutout::Style(MattingStyle::Soft),
+        Cutout::Style(MattingStyle::Mesh),
+        Cutout::Silhouette(&horse),
+    ];
+    let (w, h) = (480, 360);
+    let mut exact = (0.0, 0.0);
+    let mut failures = Vec::new();
+    for (k, cutout) in cutouts.into_iter().enumerate() {
+        let (front, back) = (&photos[k], &photos[(k + 3) % photos.len()]);
+        let scene = photo_matting_scene(&front.image, &back.image, cutout, w, h, k as u64);
+        for (kind, mask) in [
+            ("blocky 8 px", blocky_mask(&scene.alpha, w, h, 8)),
+            ("exact", offset_mask(&scene.alpha, w, h, 0.0)),
+            ("dilated 5 px", offset_mask(&scene.alpha, w, h, 5.0)),
+            ("eroded 5 px", offset_mask(&scene.alpha, w, h, -5.0)),
+        ] {
+            let (ours, given) = sads(&scene.image, &mask, &scene.alpha);
+            if kind == "exact" {
+                exact.0 += ours;
+                exact.1 += given;
+            }
+            // The bound: never worse than the mask by more than 5%.
+            if ours > 1.05 * given {
+                failures.push(format!(
+                    "{} over {} ({cutout:?}), {kind} mask: SAD {ours:.2} vs the mask's {given:.2}",
+                    front.name, back.name
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // Refine an exact mask, never degrade it: at most 0.8 of its SAD.
+    assert!(
+        exact.0 <= 0.8 * exact.1,
+        "exact masks: SAD {:.2} vs the masks' {:.2}",
+        exact.0,
+        exact.1
+    );
+}
+
+#[test]
+fn a_mesh_keeps_its_holes_and_a_horse_its_legs() {
+    let photos = photos();
+    let horse = horse();
+    let (w, h) = (480, 360);
+    for cutout in [
+        Cutout::Style(MattingStyle::Mesh),
+        Cutout::Silhouette(&horse),
+    ] {
+        let scene = photo_matting_scene(&photos[1].image, &photos[4].image, cutout, w, h, 2);
+        let mask = offset_mask(&scene.alpha, w, h, 0.0);
+        let out = ClassicEngine::default().matte(&scene.image, &mask).unwrap();
+        // Pixels at least 2 px from the true edge: background seen through
+        // a hole or between legs stays clear, the object's own body opaque.
+        let near_edge = |i: usize| {
+            let (x, y) = ((i % w as usize) as i64, (i / w as usize) as i64);
+            let side = scene.alpha[i] >= 0.5;
+            (-2..=2).any(|dy| {
+                (-2..=2).any(|dx| {
+                    let (nx, ny) = (x + dx, y + dy);
+                    (0..i64::from(w)).contains(&nx)
+                        && (0..i64::from(h)).contains(&ny)
+                        && (scene.alpha[(ny * i64::from(w) + nx) as usize] >= 0.5) != side
+                })
+            })
+        };
+        let (mut wrong, mut counted) = (0usize, 0usize);
+        for (i, p) in out.pixels().enumerate() {
+            let truth = scene.alpha[i];
+            if near_edge(i) || (0.02..0.98).contains(&truth) {
+                continue;
+            }
+            counted += 1;
+            let a = f32::from(p.0[3]) / 255.0;
+            if (a - truth).abs() > 0.1 {
+                wrong += 1;
+            }
+        }
+        assert!(
+            (wrong as f64) < 0.002 * counted as f64,
+            "{cutout:?}: {wrong} of {counted} clear-cut pixels off by more than 0.1"
+        );
+    }
+}
+
+/// Fills `mask` with noise from `seed` in a copy of `image`.
+fn noise_under(image: &RgbImage, mask: &GrayImage, seed: u32) -> RgbImage {
+    let mut noisy = image.clone();
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    for (x, y, p) in noisy.enumerate_pixels_mut() {
+        if mask.get_pixel(x, y).0[0] != 0 {
+            for c in &mut p.0 {
+                // xorshift32: cheap, deterministic noise.
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                *c = state as u8;
+            }
+        }
+    }
+    noisy
+}
+
+#[test]
+fn content_under_the_removal_mask_has_no_influence() {
+    let photos = photos();
+    let horse = horse();
+    let engine = ClassicEngine::default();
+    for (k, photo) in photos.iter().take(3).enumerate() {
+        let (w, h) = photo.image.dimensions();
+        for (mask, kernel_size) in [
+            (brush_mask(w, h, 0.25, k as u64), 1),
+            (object_hole(&horse, w, h, 0.08, 4.0, k as u64), 1),
+            (object_hole(&horse, w, h, 0.05, 0.0, k as u64 + 9), 7),
+            // So large that coarse levels of the fill see no known patch.
+            (brush_mask(w, h, 0.5, k as u64 + 5), 1),
+            (object_hole(&horse, w, h, 0.45, 2.0, k as u64), 1),
+        ] {
+            let params = RemovalParams {
+                seed: 3,
+                kernel_size,
+            };
+            let plain = engine.remove(&photo.image, &mask, &params).unwrap();
+            for noise_seed in [1, 2] {
+                let noisy = noise_under(&photo.image, &mask, noise_seed);
+                assert_ne!(noisy.as_raw(), photo.image.as_raw());
+                let out = engine.remove(&noisy, &mask, &params).unwrap();
+                assert!(
+                    out.as_raw() == plain.as_raw(),
+                    "{}: noise under the mask (kernel {kernel_size}) changed the output",
+                    photo.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,749 @@
+//! The SQL of the SQLite store: one function per statement group, each
+//! taking the connection (or savepoint) it runs on.
+
+use std::time::SystemTime;
+
+use prost::Message;
+use retouch_api::v1 as pb;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::errors::io_error;
+
+use crate::rows::{
+    BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow,
+    batch_request_ids, batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq,
+    settlement_row,
+};
+use crate::{
+    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
+    MirrorRequest, MirrorState, NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord,
+    UploadRecord,
+};
+
+/// Keys as a JSON array, for `IN (SELECT value FROM json_each(?))`: one
+/// parameter for any number of keys. (rusqlite's `rarray` binding leaked
+/// its array on every call of a cached statement, about 80 bytes a call.)
+fn json_array(keys: &[String]) -> String {
+    serde_json::to_string(keys).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The store's id, created with the store on first use.
+pub(super) fn ensure_identity(conn: &Connection, new_id: &str) -> rusqlite::Result<String> {
+    conn.execute(
+        "INSERT INTO store_meta (id, store_id, created_at_ms) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO NOTHING",
+        params![new_id, millis(SystemTime::now())],
+    )?;
+    conn.query_row("SELECT store_id FROM store_meta WHERE id = 1", [], |r| {
+        r.get(0)
+    })
+}
+
+pub(super) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
+    let head: Option<i64> = conn
+        .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+        .map_err(io_error)?;
+    let jobs_head: Option<i64> = conn
+        .query_row("SELECT MAX(last_seq) FROM jobs", [], |r| r.get(0))
+        .map_err(io_error)?;
+    let head_seq = seq(head.unwrap_or(0).max(jobs_head.unwrap_or(0))).max(compacted_through(conn)?);
+    let mut active = conn
+        .prepare(
+            "SELECT accepted_seq, finished_at_ms, job FROM jobs WHERE status = ?1
+             ORDER BY accepted_seq",
+        )
+        .map_err(io_error)?;
+    let active_jobs = active
+        .query_map([pb::JobStatus::Active as i32], job_columns)
+        .map_err(io_error)?
+        .map(|row| row.map_err(io_error).and_then(job_record))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut pending = conn
+        .prepare(
+            "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
+             FROM submissions WHERE state = ?1 ORDER BY created_at_ms",
+        )
+        .map_err(io_error)?;
+    let unsettled = pending
+        .query_map([STATE_PENDING], submission_columns)
+        .map_err(io_error)?
+        .map(|row| row.map_err(io_error).and_then(SubmissionRow::into_record))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut mirrors = conn
+        .prepare(
+            "SELECT result_key, task_index, result_index, upstream_url FROM mirrored_results
+             WHERE state = ?1 ORDER BY created_at_ms",
+        )
+        .map_err(io_error)?;
+    let pending_mirrors = mirrors
+        .query_map([MIRROR_PENDING], |r| {
+            Ok(MirrorRequest {
+                result_key: r.get(0)?,
+                task_index: r.get(1)?,
+                result_index: r.get(2)?,
+                upstream_url: r.get(3)?,
+            })
+        })
+        .map_err(io_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_error)?;
+    Ok(Recovered {
+        head_seq,
+        active_jobs,
+        unsettled,
+        pending_mirrors,
+    })
+}
+
+pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), StoreError> {
+    let mut insert_event = conn
+        .prepare_cached(
+            "INSERT INTO events (seq, time_ms, result_key, event) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(io_error)?;
+    for event in &writes.events {
+        let time = event
+            .time
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .unwrap_or_else(SystemTime::now);
+        insert_event
+            .execute(params![
+                event.seq as i64,
+                millis(time),
+                event.result_key,
+                event.encode_to_vec()
+            ])
+            .map_err(io_error)?;
+    }
+    let mut upsert_job = conn
+        .prepare_cached(
+            "INSERT INTO jobs (accepted_seq, result_key, submission_id, api, status, last_seq,
+                               finished_at_ms, job, submitted_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (accepted_seq) DO UPDATE SET
+                 result_key = COALESCE(excluded.result_key, jobs.result_key),
+                 status = excluded.status, last_seq = excluded.last_seq,
+                 finished_at_ms = excluded.finished_at_ms, job = excluded.job",
+        )
+        .map_err(io_error)?;
+    for record in &writes.jobs {
+        let job = &record.job;
+        upsert_job
+            .execute(params![
+                record.accepted_seq as i64,
+                (!job.result_key.is_empty()).then_some(&job.result_key),
+                (!job.submission_id.is_empty()).then_some(&job.submission_id),
+                job.api,
+                job.status,
+                job.last_seq as i64,
+                record.finished_at.map(millis),
+                job.encode_to_vec(),
+                (!job.submitted_by.is_empty()).then_some(&job.submitted_by)
+            ])
+            .map_err(io_error)?;
+    }
+    for settlement in &writes.settlements {
+        let (id, state, key) = settlement_row(settlement);
+        conn.prepare_cached("UPDATE submissions SET state = ?2, result_key = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, state, key]))
+            .map_err(io_error)?;
+    }
+    let now = millis(SystemTime::now());
+    for mirror in &writes.mirrors {
+        conn.prepare_cached(
+            "INSERT INTO mirrored_results
+                 (result_key, task_index, result_index, upstream_url, state, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (result_key, task_index, result_index) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                mirror.result_key,
+                mirror.task_index,
+                mirror.result_index,
+                mirror.upstream_url,
+                MIRROR_PENDING,
+                now
+            ])
+        })
+        .map_err(io_error)?;
+    }
+    Ok(())
+}
+
+pub(super) fn record_upload(conn: &Connection, upload: &UploadRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO uploads (sha256, format, size_bytes, width, height, filename, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (sha256) DO UPDATE SET
+             filename = excluded.filename, created_at_ms = excluded.created_at_ms",
+        params![
+            upload.sha256,
+            upload.format,
+            upload.size_bytes as i64,
+            upload.width,
+            upload.height,
+            upload.filename,
+            millis(upload.created_at)
+        ],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn upload(conn: &Connection, sha256: &str) -> Result<Option<UploadRecord>, StoreError> {
+    conn.query_row(
+        "SELECT sha256, format, size_bytes, width, height, filename, created_at_ms
+         FROM uploads WHERE sha256 = ?1",
+        [sha256],
+        |r| {
+            Ok(UploadRecord {
+                sha256: r.get(0)?,
+                format: r.get(1)?,
+                size_bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                width: r.get(3)?,
+                height: r.get(4)?,
+                filename: r.get(5)?,
+                created_at: from_millis(r.get(6)?),
+            })
+        },
+    )
+    .optional()
+    .map_err(io_error)
+}
+
+pub(super) fn mirror_references(conn: &Connection, sha256: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM mirrored_results WHERE sha256 = ?1)",
+        [sha256],
+        |r| r.get(0),
+    )
+    .map_err(io_error)
+}
+
+pub(super) fn mirror_stored(
+    conn: &Connection,
+    request: &MirrorRequest,
+    sha256: &str,
+    content_type: &str,
+    size_bytes: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE mirrored_results SET state = ?4, sha256 = ?5, content_type = ?6,
+             size_bytes = ?7, attempts = attempts + 1, error = NULL
+         WHERE result_key = ?1 AND task_index = ?2 AND result_index = ?3",
+        params![
+            request.result_key,
+            request.task_index,
+            request.result_index,
+            MIRROR_STORED,
+            sha256,
+            content_type,
+            size_bytes as i64
+        ],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn mirror_failed(
+    conn: &Connection,
+    request: &MirrorRequest,
+    error: &str,
+    give_up: bool,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE mirrored_results SET state = ?4, attempts = attempts + 1, error = ?5
+         WHERE result_key = ?1 AND task_index = ?2 AND result_index = ?3 AND state = ?6",
+        params![
+            request.result_key,
+            request.task_index,
+            request.result_index,
+            mirror_failure_state(give_up),
+            error,
+            MIRROR_PENDING
+        ],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn mirror_state(
+    conn: &Connection,
+    result_key: &str,
+    task_index: u32,
+    result_index: u32,
+) -> Result<Option<MirrorState>, StoreError> {
+    conn.prepare_cached(
+        "SELECT state, sha256, content_type, size_bytes, attempts, error
+         FROM mirrored_results WHERE result_key = ?1 AND task_index = ?2 AND result_index = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![result_key, task_index, result_index], |r| {
+            Ok(MirrorRow {
+                state: r.get(0)?,
+                sha256: r.get(1)?,
+                content_type: r.get(2)?,
+                size_bytes: r.get(3)?,
+                attempts: r.get(4)?,
+                error: r.get(5)?,
+            })
+        })
+        .optional()
+    })
+    .map(|row| row.map(MirrorRow::into_state))
+    .map_err(io_error)
+}
+
+pub(super) fn begin_submission(
+    conn: &Connection,
+    new: &NewSubmission,
+) -> Result<Began, StoreError> {
+    // A bound request id answers with its submission before any cap is
+    // counted: a retry of a submit already charged is never refused.
+    if new.request_id.is_some()
+        && let Some(existing) = submission_by_request_id(conn, new.request_id.as_deref())?
+    {
+        return Ok(Began::Existing(Box::new(existing)));
+    }
+    if let Some(refused) = super::charges::over_cap(conn, &new.charge, new.created_at)? {
+        return Ok(Began::OverCap(refused));
+    }
+    conn.execute(
+        "INSERT INTO submissions (id, request_id, fingerprint, state, created_at_ms, draft)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            new.id,
+            new.request_id,
+            &new.fingerprint[..],
+            STATE_PENDING,
+            millis(new.created_at),
+            new.draft.encode_to_vec()
+        ],
+    )
+    .map_err(io_error)?;
+    super::charges::record(conn, &new.id, &new.charge, new.created_at)?;
+    Ok(Began::Recorded)
+}
+
+fn submission_by_request_id(
+    conn: &Connection,
+    request_id: Option<&str>,
+) -> Result<Option<SubmissionRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
+         FROM submissions WHERE request_id = ?1",
+    )
+    .and_then(|mut s| s.query_row([request_id], submission_columns).optional())
+    .map_err(io_error)?
+    .map(SubmissionRow::into_record)
+    .transpose()
+}
+
+pub(super) fn submissions_by_request_ids(
+    conn: &Connection,
+    request_ids: Vec<String>,
+) -> Result<std::collections::HashMap<String, SubmissionRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, request_id, fingerprint, state, result_key, created_at_ms, draft
+         FROM submissions WHERE request_id IN (SELECT value FROM json_each(?1))",
+    )
+    .map_err(io_error)?
+    .query_map([json_array(&request_ids)], submission_columns)
+    .map_err(io_error)?
+    .map(|row| {
+        let record = row.map_err(io_error)?.into_record()?;
+        Ok((record.request_id.clone().unwrap_or_default(), record))
+    })
+    .collect()
+}
+
+/// Records a batch unless its request id is bound (the unique constraint
+/// decides, as for submissions).
+pub(super) fn begin_batch(conn: &Connection, new: &BatchRecord) -> Result<BeganBatch, StoreError> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO batches (id, request_id, fingerprint, created_at_ms, plan)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (request_id) DO NOTHING",
+            params![
+                new.id,
+                new.request_id,
+                &new.fingerprint[..],
+                millis(new.created_at),
+                new.plan.encode_to_vec()
+            ],
+        )
+        .map_err(io_error)?;
+    if inserted == 1 {
+        return Ok(BeganBatch::Recorded);
+    }
+    let existing = conn
+        .query_row(
+            "SELECT id, request_id, fingerprint, created_at_ms, plan
+             FROM batches WHERE request_id = ?1",
+            [&new.request_id],
+            batch_columns,
+        )
+        .map_err(io_error)?;
+    Ok(BeganBatch::Existing(Box::new(existing.into_record()?)))
+}
+
+pub(super) fn batch(conn: &Connection, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+    let Some(row) = conn
+        .prepare_cached(
+            "SELECT id, request_id, fingerprint, created_at_ms, plan FROM batches WHERE id = ?1",
+        )
+        .and_then(|mut s| s.query_row([id], batch_columns).optional())
+        .map_err(io_error)?
+    else {
+        return Ok(None);
+    };
+    let mut record = row.into_record()?;
+    let errors: Vec<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT job_index, error FROM batch_submit_errors WHERE batch_id = ?1")
+        .and_then(|mut s| s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(io_error)?;
+    record.submit_errors = batch_submit_errors(errors)?;
+    Ok(Some(record))
+}
+
+pub(super) fn record_batch_submit_error(
+    conn: &Connection,
+    batch_id: &str,
+    job_index: u32,
+    error: &pb::UpstreamError,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO batch_submit_errors (batch_id, job_index, error, recorded_at_ms)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (batch_id, job_index)
+         DO UPDATE SET error = excluded.error, recorded_at_ms = excluded.recorded_at_ms",
+        params![
+            batch_id,
+            job_index,
+            error.encode_to_vec(),
+            millis(SystemTime::now())
+        ],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn abandon_submission(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    super::charges::take_back(conn, id, STATE_PENDING)?;
+    conn.execute(
+        "DELETE FROM submissions WHERE id = ?1 AND state = ?2",
+        params![id, STATE_PENDING],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+pub(super) fn job_where(
+    conn: &Connection,
+    column: &str,
+    value: &str,
+) -> Result<Option<JobRecord>, StoreError> {
+    // `column` is one of our own names, never client input.
+    let sql = format!("SELECT accepted_seq, finished_at_ms, job FROM jobs WHERE {column} = ?1");
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([value], job_columns).optional())
+        .map_err(io_error)?
+        .map(job_record)
+        .transpose()
+}
+
+pub(super) fn jobs_by_keys(
+    conn: &Connection,
+    keys: Vec<String>,
+) -> Result<std::collections::HashMap<String, JobRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT accepted_seq, finished_at_ms, job FROM jobs
+         WHERE result_key IN (SELECT value FROM json_each(?1))",
+    )
+    .map_err(io_error)?
+    .query_map([json_array(&keys)], job_columns)
+    .map_err(io_error)?
+    .map(|row| {
+        row.map_err(io_error)
+            .and_then(job_record)
+            .map(|r| (r.job.result_key.clone(), r))
+    })
+    .collect()
+}
+
+pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage, StoreError> {
+    let before = query
+        .before_seq
+        .map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT accepted_seq, finished_at_ms, job FROM jobs
+             WHERE accepted_seq < ?1 AND (?2 IS NULL OR api = ?2) AND (?3 IS NULL OR status = ?3)
+               AND (?5 IS NULL OR submitted_by = ?5)
+             ORDER BY accepted_seq DESC LIMIT ?4",
+        )
+        .map_err(io_error)?;
+    let records = statement
+        .query_map(
+            params![
+                before,
+                query.api.map(|a| a as i32),
+                query.status.map(|s| s as i32),
+                query.page_size as i64 + 1,
+                query.submitted_by.as_deref()
+            ],
+            job_columns,
+        )
+        .map_err(io_error)?
+        .map(|row| row.map_err(io_error).and_then(job_record))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ListPage::of(records, query))
+}
+
+pub(super) fn jobs_after(
+    conn: &Connection,
+    after_accepted_seq: u64,
+    max_accepted_seq: u64,
+    limit: usize,
+) -> Result<Vec<JobRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT accepted_seq, finished_at_ms, job FROM jobs
+         WHERE accepted_seq > ?1 AND accepted_seq <= ?2 ORDER BY accepted_seq LIMIT ?3",
+    )
+    .map_err(io_error)?
+    .query_map(
+        params![
+            after_accepted_seq.min(i64::MAX as u64) as i64,
+            max_accepted_seq.min(i64::MAX as u64) as i64,
+            limit as i64
+        ],
+        job_columns,
+    )
+    .map_err(io_error)?
+    .map(|row| row.map_err(io_error).and_then(job_record))
+    .collect()
+}
+
+pub(super) fn events(
+    conn: &Connection,
+    after: u64,
+    upto: u64,
+    keys: Option<Vec<String>>,
+    limit: usize,
+) -> Result<Vec<pb::JobEvent>, StoreError> {
+    let after = after.min(i64::MAX as u64) as i64;
+    let upto = upto.min(i64::MAX as u64) as i64;
+    let rows: Vec<Vec<u8>> = match keys {
+        None => conn
+            .prepare_cached(
+                "SELECT event FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(io_error)?
+            .query_map(params![after, upto, limit as i64], |r| r.get(0))
+            .map_err(io_error)?
+            .collect::<Result<_, _>>()
+            .map_err(io_error)?,
+        Some(keys) => {
+            let keys = json_array(&keys);
+            conn.prepare_cached(
+                "SELECT event FROM events
+                 WHERE seq > ?1 AND seq <= ?2
+                   AND result_key IN (SELECT value FROM json_each(?3))
+                 ORDER BY seq LIMIT ?4",
+            )
+            .map_err(io_error)?
+            .query_map(params![after, upto, keys, limit as i64], |r| r.get(0))
+            .map_err(io_error)?
+            .collect::<Result<_, _>>()
+            .map_err(io_error)?
+        }
+    };
+    rows.iter().map(|bytes| decode(bytes, "event")).collect()
+}
+
+pub(super) fn compacted_through(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row(
+        "SELECT compacted_through FROM store_meta WHERE id = 1",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(seq)
+    .map_err(io_error)
+}
+
+/// Deletes what retention no longer keeps, in one transaction: finished
+/// jobs with the submissions that had no request id; those with one stay
+/// as tombstones (without their draft) that keep the id bound until the
+/// request-id retention, so that a late retry is never billed again (a
+/// batch's stay with their batch); then old events, recording the highest
+/// seq removed.
+pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Compacted, StoreError> {
+    let jobs_cutoff = millis(compaction.jobs_finished_before);
+    let ids_cutoff = millis(compaction.request_ids_before);
+    let mut submissions = conn
+        .execute(
+            "DELETE FROM submissions WHERE state != ?1 AND request_id IS NULL AND id IN
+                 (SELECT submission_id FROM jobs
+                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)",
+            params![STATE_PENDING, jobs_cutoff],
+        )
+        .map_err(io_error)?;
+    conn.execute(
+        "UPDATE submissions SET draft = x'' WHERE state != ?1 AND request_id IS NOT NULL
+           AND length(draft) > 0 AND id IN
+             (SELECT submission_id FROM jobs
+              WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)",
+        params![STATE_PENDING, jobs_cutoff],
+    )
+    .map_err(io_error)?;
+    let jobs = conn
+        .execute(
+            "DELETE FROM jobs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
+            [jobs_cutoff],
+        )
+        .map_err(io_error)?;
+    // A job of a batch keeps its request id bound as long as its batch
+    // exists: were it freed alone, sending the batch again would bill the
+    // job a second time.
+    submissions += conn
+        .execute(
+            "DELETE FROM submissions WHERE state != ?1 AND request_id IS NOT NULL
+               AND created_at_ms < ?2
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.submission_id = submissions.id)
+               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
+                 (SELECT 1 FROM batches WHERE batches.id = substr(submissions.request_id, 7,
+                      instr(submissions.request_id, '/') - 7)), 0)",
+            params![STATE_PENDING, ids_cutoff],
+        )
+        .map_err(io_error)?;
+    let head: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        .map_err(io_error)?;
+    let by_count = head.saturating_sub(compaction.max_events.min(i64::MAX as u64) as i64);
+    let by_time: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE time_ms < ?1",
+            [millis(compaction.events_before)],
+            |r| r.get(0),
+        )
+        .map_err(io_error)?;
+    let through = by_count.max(by_time);
+    super::charges::compact(conn, compaction.charges_before)?;
+    let events = conn
+        .execute("DELETE FROM events WHERE seq <= ?1", [through])
+        .map_err(io_error)?;
+    conn.execute(
+        "UPDATE store_meta SET compacted_through = MAX(compacted_through, ?1) WHERE id = 1",
+        [through],
+    )
+    .map_err(io_error)?;
+    let results_cutoff = millis(compaction.results_before);
+    let candidates: Vec<String> = conn
+        .prepare("SELECT DISTINCT sha256 FROM mirrored_results WHERE created_at_ms < ?1 AND sha256 IS NOT NULL")
+        .and_then(|mut s| s.query_map([results_cutoff], |r| r.get(0))?.collect())
+        .map_err(io_error)?;
+    let results = conn
+        .execute(
+            "DELETE FROM mirrored_results WHERE created_at_ms < ?1",
+            [results_cutoff],
+        )
+        .map_err(io_error)?;
+    let mut orphaned_objects = Vec::new();
+    for sha256 in candidates {
+        if !mirror_references(conn, &sha256)? {
+            orphaned_objects.push(sha256);
+        }
+    }
+    let uploads = conn
+        .execute(
+            "DELETE FROM uploads WHERE created_at_ms < ?1",
+            [millis(compaction.uploads_before)],
+        )
+        .map_err(io_error)?;
+    let (batches, batch_submissions) = compact_batches(conn, ids_cutoff)?;
+    Ok(Compacted {
+        batches,
+        jobs: jobs as u64,
+        events: events as u64,
+        submissions: submissions as u64 + batch_submissions,
+        results: results as u64,
+        uploads: uploads as u64,
+        orphaned_objects,
+    })
+}
+
+/// Deletes the batches recorded before `cutoff` none of whose jobs is
+/// retained any more or being submitted, with their jobs' submissions (so
+/// their request ids are freed all at once) and their submit errors.
+/// Returns the batches and the submissions removed.
+fn compact_batches(conn: &Connection, cutoff: i64) -> Result<(u64, u64), StoreError> {
+    let old: Vec<String> = conn
+        .prepare_cached("SELECT id FROM batches WHERE created_at_ms < ?1")
+        .and_then(|mut s| s.query_map([cutoff], |r| r.get(0))?.collect())
+        .map_err(io_error)?;
+    let (mut batches, mut submissions) = (0, 0);
+    for id in old {
+        let owned = batch_request_ids(&id);
+        let jobs_left: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM submissions s WHERE s.request_id LIKE ?1
+                     AND (s.state = ?2 OR EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = s.id)))",
+                params![owned, STATE_PENDING],
+                |r| r.get(0),
+            )
+            .map_err(io_error)?;
+        if jobs_left {
+            continue;
+        }
+        submissions += conn
+            .execute(
+                "DELETE FROM submissions WHERE request_id LIKE ?1 AND state != ?2",
+                params![owned, STATE_PENDING],
+            )
+            .map_err(io_error)? as u64;
+        conn.execute("DELETE FROM batch_submit_errors WHERE batch_id = ?1", [&id])
+            .map_err(io_error)?;
+        batches += conn
+            .execute("DELETE FROM batches WHERE id = ?1", [&id])
+            .map_err(io_error)? as u64;
+    }
+    Ok((batches, submissions))
+}
+
+type JobColumns = (i64, Option<i64>, Vec<u8>);
+
+fn job_columns(row: &Row<'_>) -> rusqlite::Result<JobColumns> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn job_record((accepted_seq, finished_at, job): JobColumns) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
+        job: decode(&job, "job")?,
+        accepted_seq: seq(accepted_seq),
+        finished_at: finished_at.map(from_millis),
+    })
+}
+
+fn submission_columns(row: &Row<'_>) -> rusqlite::Result<SubmissionRow> {
+    Ok(SubmissionRow {
+        id: row.get(0)?,
+        request_id: row.get(1)?,
+        fingerprint: row.get(2)?,
+        state: row.get(3)?,
+        result_key: row.get(4)?,
+        created_at_ms: row.get(5)?,
+        draft: row.get(6)?,
+    })
+}
+
+fn batch_columns(row: &Row<'_>) -> rusqlite::Result<BatchRow> {
+    Ok(BatchRow {
+        id: row.get(0)?,
+        request_id: row.get(1)?,
+        fingerprint: row.get(2)?,
+        created_at_ms: row.get(3)?,
+        plan: row.get(4)?,
+    })
+}
