@@ -16,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 use crate::access::TokenSource;
 use crate::aliyun::signing::Credentials;
 use crate::local::{LocalBackend, LocalBackendConfig};
+use crate::outbound::OutboundPolicy;
 use crate::service::Retouch;
+use crate::tls::ReloadableTls;
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::uploads::{UploadConfig, UploadStore};
 use crate::upstream::{ApiPaths, UpstreamClient, UpstreamConfig};
 use retouch_engine::ClassicEngine;
-use retouch_journal::{Cluster, PostgresStore, ReplicaOptions, SqliteStore, Store};
+use retouch_journal::{Cluster, PostgresStore, ReplicaOptions, SqliteStore, Store, Submissions};
 
 /// Which upstream retouchd talks to.
 #[derive(Debug, Clone)]
@@ -223,19 +225,184 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     if crate::telemetry::handle().is_none() {
         tracing::warn!("another metrics recorder is installed: /metrics stays empty");
     }
-    let (data_dir, data_tempdir) = match &config.data_dir {
-        Some(dir) => (dir.clone(), None),
+    let (data_dir, data_tempdir) = data_directory(&config)?;
+    // Opened first: a journal that is locked, damaged or too new stops
+    // retouchd before it listens anywhere.
+    let (store, cluster) = open_journal(&config, &data_dir).await?;
+    let http_listener = bind(config.http_listen).await?;
+    let grpc_listener = bind(config.grpc_listen).await?;
+    let http_addr = local_addr(&http_listener)?;
+    let grpc_addr = local_addr(&grpc_listener)?;
+    let tls = load_tls(&config)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http_base = format!("{scheme}://{}", reachable(http_addr));
+    let public_base = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| http_base.clone());
+    let own = OwnOrigins {
+        http_base: http_base.clone(),
+        public_base: public_base.clone(),
+        tls: tls.is_some(),
+    };
+    let (local_backend, base_url, credentials) = upstream_target(&config, &own, &http_base)?;
+
+    let cancel = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let files = open_files(&config, &data_dir).await?;
+    let uploads = Arc::new(UploadStore::new(
+        UploadConfig {
+            public_base_url: format!("{}/uploads", public_base.trim_end_matches('/')),
+            max_bytes: config.upload_max_bytes,
+            retention: config.upload_retention,
+        },
+        files.uploads,
+        store.clone(),
+    ));
+    tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
+    tasks.push(tokio::spawn(export_billed_tasks(
+        store.clone(),
+        cancel.clone(),
+    )));
+    let objects = files.results;
+    let access = Arc::new(
+        crate::access::Access::new(config.token_source(), config.limits.clone())
+            .map_err(StartError::Config)?,
+    );
+    if let TokenSource::File(path) = config.token_source() {
+        tasks.push(tokio::spawn(reload_tokens_on_change(
+            access.clone(),
+            path,
+            cancel.clone(),
+        )));
+    }
+    let gate = crate::access::HttpGate::new(
+        access.clone(),
+        config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+    );
+    let mut http_router =
+        uploads
+            .router()
+            .merge(crate::mirror::router(crate::mirror::MirrorRoutes {
+                objects: objects.clone(),
+                store: store.clone(),
+                gate: gate.clone(),
+            }));
+    if let Some(backend) = &local_backend {
+        http_router = http_router.merge(backend.router());
+    }
+    let started = crate::probes::Started::default();
+    http_router = http_router
+        .merge(crate::probes::router(started.clone()))
+        .merge(crate::telemetry::router(gate));
+    tasks.push(spawn_http(
+        http_listener,
+        http_addr,
+        tls.as_ref().map(|tls| tls.http.clone()),
+        http_router,
+        cancel.clone(),
+    ));
+
+    let upstream = upstream_config(
+        &config,
+        base_url.clone(),
+        credentials,
+        local_backend.is_some() && tls.is_some(),
+    );
+    let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
+    let mut tracker_config = config.tracker.clone();
+    tracker_config.upload_retention = config.upload_retention;
+    if config.mirror_results {
+        tracker_config.mirror_base_url = Some(public_base.trim_end_matches('/').to_owned());
+    }
+    let tracker = Tracker::start(client.clone(), tracker_config, store.clone(), cluster)
+        .await
+        .map_err(StartError::Recover)?;
+    tasks.push(tokio::spawn(share_limits(
+        access.clone(),
+        tracker.live_replicas(),
+        cancel.clone(),
+    )));
+    if let Some(work) = tracker.take_mirror_work() {
+        tasks.push(tokio::spawn(crate::mirror::run(
+            crate::mirror::MirrorConfig {
+                // The upstream names result URLs on its own host (the local
+                // backend's do): the operator configured that one.
+                outbound: own
+                    .allow(config.outbound.clone())
+                    .allowing(origin_of(base_url.as_str())),
+                ..config.mirror.clone()
+            },
+            objects,
+            tracker.clone(),
+            work,
+            cancel.clone(),
+        )));
+    }
+    let retouch = Retouch::new(client, tracker, store.clone(), store.clone());
+    let _ = started.set(retouch.clone());
+
+    // Cancelled when shutdown starts: health watches end, and the listener
+    // closes so that new connections are refused rather than left hanging.
+    let draining = CancellationToken::new();
+    let auth = crate::access::Authenticator(access.clone());
+    let (routes, health) = crate::grpc::routes(retouch.clone(), uploads, auth, draining.clone())
+        .await
+        .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
+    let grpc_cancel = CancellationToken::new();
+    let grpc_task = spawn_grpc(
+        grpc_listener,
+        tls.as_ref().map(|tls| tls.grpc.clone()),
+        routes,
+        draining.clone(),
+        grpc_cancel.clone(),
+    );
+    log_running(grpc_addr, http_addr, local_backend.is_some(), &base_url);
+
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        local_backend,
+        retouch,
+        cancel,
+        grpc_cancel,
+        grpc_task,
+        health,
+        draining,
+        shutdown_grace: config.shutdown_grace,
+        tasks,
+        _data_tempdir: data_tempdir,
+        reloadable: Reloadable {
+            access,
+            tls: tls.map(|tls| vec![tls.grpc, tls.http]).unwrap_or_default(),
+        },
+    })
+}
+
+/// The data directory: the configured one, or a temporary one removed
+/// when retouchd stops.
+fn data_directory(
+    config: &ServerConfig,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), StartError> {
+    match &config.data_dir {
+        Some(dir) => Ok((dir.clone(), None)),
         None => {
             let tmp = tempfile::Builder::new()
                 .prefix("retouchd-data-")
                 .tempdir()
                 .map_err(|e| StartError::Config(format!("cannot create a data directory: {e}")))?;
-            (tmp.path().to_owned(), Some(tmp))
+            Ok((tmp.path().to_owned(), Some(tmp)))
         }
-    };
-    // Opened first: a journal that is locked, damaged or too new stops
-    // retouchd before it listens anywhere.
-    let (store, cluster): (Arc<dyn Store>, Option<Arc<dyn Cluster>>) = match &config.database_url {
+    }
+}
+
+/// The journal: PostgreSQL, shared by replicas, when a database URL is
+/// given; SQLite in the data directory otherwise.
+async fn open_journal(
+    config: &ServerConfig,
+    data_dir: &std::path::Path,
+) -> Result<(Arc<dyn Store>, Option<Arc<dyn Cluster>>), StartError> {
+    Ok(match &config.database_url {
         Some(url) => {
             let options = ReplicaOptions {
                 lease_ttl: config.lease_ttl,
@@ -243,90 +410,115 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             let shared = Arc::new(PostgresStore::connect(url.expose_secret(), options).await?);
             (shared.clone(), Some(shared))
         }
-        None => (Arc::new(SqliteStore::open(&data_dir)?), None),
-    };
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
-    };
-    let http_listener = bind(config.http_listen).await?;
-    let grpc_listener = bind(config.grpc_listen).await?;
-    let http_addr = local_addr(&http_listener)?;
-    let grpc_addr = local_addr(&grpc_listener)?;
-    // One certificate for both listeners: gRPC offers only HTTP/2, the HTTP
-    // listener (axum, HTTP/1.1) only HTTP/1.1.
-    let tls = match &config.tls {
-        Some(files) => {
-            let load = |alpn: &[&[u8]]| {
-                crate::tls::ReloadableTls::load(files.clone(), alpn)
-                    .map(Arc::new)
-                    .map_err(StartError::Config)
-            };
-            // Client certificates are asked for on gRPC only: the HTTP
-            // listener serves uploads to the upstream, which has none
-            // (its mirrored results need a token instead).
-            let http_files = crate::tls::TlsFiles {
-                client_ca: None,
-                ..files.clone()
-            };
-            let http = crate::tls::ReloadableTls::load(http_files, &[b"http/1.1"])
-                .map(Arc::new)
-                .map_err(StartError::Config)?;
-            Some((load(&[b"h2"])?, http))
-        }
-        None => None,
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let http_base = format!("{scheme}://{}", reachable(http_addr));
-    let public_base = config
-        .public_base_url
-        .clone()
-        .unwrap_or_else(|| http_base.clone());
-    let origin_of = |url: &str| {
-        reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| crate::outbound::Origin::of(&u))
-    };
-    let own_origins = |policy: crate::outbound::OutboundPolicy| crate::outbound::OutboundPolicy {
-        own_tls_origin: tls.is_some().then(|| origin_of(&http_base)).flatten(),
-        ..policy
-            .allowing(origin_of(&http_base))
-            .allowing(origin_of(&public_base))
-    };
+        None => (Arc::new(SqliteStore::open(data_dir)?), None),
+    })
+}
 
-    let (local_backend, base_url, credentials) = match &config.target {
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The listeners' TLS, from one certificate.
+struct ListenerTls {
+    /// gRPC's: HTTP/2 only, asking for client certificates when configured.
+    grpc: Arc<ReloadableTls>,
+    /// The HTTP listener's (axum): HTTP/1.1 only.
+    http: Arc<ReloadableTls>,
+}
+
+fn load_tls(config: &ServerConfig) -> Result<Option<ListenerTls>, StartError> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let load = |files: crate::tls::TlsFiles, alpn: &[&[u8]]| {
+        ReloadableTls::load(files, alpn)
+            .map(Arc::new)
+            .map_err(StartError::Config)
+    };
+    // Client certificates are asked for on gRPC only: the HTTP listener
+    // serves uploads to the upstream, which has none (its mirrored results
+    // need a token instead).
+    let http_files = crate::tls::TlsFiles {
+        client_ca: None,
+        ..files.clone()
+    };
+    Ok(Some(ListenerTls {
+        grpc: load(files.clone(), &[b"h2"])?,
+        http: load(http_files, &[b"http/1.1"])?,
+    }))
+}
+
+fn origin_of(url: &str) -> Option<crate::outbound::Origin> {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| crate::outbound::Origin::of(&u))
+}
+
+/// retouchd's own HTTP origins, which its outbound guard lets through by
+/// name: the local backend downloads samples and uploads from there.
+struct OwnOrigins {
+    http_base: String,
+    public_base: String,
+    tls: bool,
+}
+
+impl OwnOrigins {
+    /// `policy`, also allowing retouchd's own listener and public URL.
+    fn allow(&self, policy: OutboundPolicy) -> OutboundPolicy {
+        OutboundPolicy {
+            own_tls_origin: self.tls.then(|| origin_of(&self.http_base)).flatten(),
+            ..policy
+                .allowing(origin_of(&self.http_base))
+                .allowing(origin_of(&self.public_base))
+        }
+    }
+}
+
+/// Where jobs go: Aliyun, or the embedded local backend (created here,
+/// served on retouchd's own HTTP listener at `http_base`).
+fn upstream_target(
+    config: &ServerConfig,
+    own: &OwnOrigins,
+    http_base: &str,
+) -> Result<(Option<LocalBackend>, reqwest::Url, Credentials), StartError> {
+    match &config.target {
         UpstreamTarget::Remote {
             base_url,
             credentials,
         } => {
             if config.public_base_url.is_none() {
                 tracing::warn!(
-                    "uploads will be served at {public_base}/uploads, which Aliyun cannot download from; set --public-base-url"
+                    "uploads will be served at {}/uploads, which Aliyun cannot download from; set --public-base-url",
+                    own.public_base
                 );
             }
-            (None, base_url.clone(), credentials.clone())
+            Ok((None, base_url.clone(), credentials.clone()))
         }
         UpstreamTarget::Local(local) => {
             // The samples and uploads it downloads are on our own listener.
             let local = LocalBackendConfig {
-                outbound: own_origins(config.outbound.clone()),
+                outbound: own.allow(config.outbound.clone()),
                 ..local.clone()
             };
             let backend = LocalBackend::new(local.clone(), Arc::new(ClassicEngine::default()));
             let base =
-                reqwest::Url::parse(&http_base).map_err(|e| StartError::Config(e.to_string()))?;
-            (
+                reqwest::Url::parse(http_base).map_err(|e| StartError::Config(e.to_string()))?;
+            Ok((
                 Some(backend),
                 base,
                 Credentials::AppCode(local.appcode.clone()),
-            )
+            ))
         }
-    };
+    }
+}
 
-    let cancel = CancellationToken::new();
-    let mut tasks = Vec::new();
-
+/// Where uploads and mirrored results are kept: S3, or directories.
+async fn open_files(
+    config: &ServerConfig,
+    data_dir: &std::path::Path,
+) -> Result<crate::files::FileStores, StartError> {
     let files = match &config.files_url {
         Some(url) => crate::files::FileLocation::S3(url.clone()),
         None => crate::files::FileLocation::Directories {
@@ -345,67 +537,38 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .await
         .map_err(|e| StartError::Config(format!("cannot keep uploads and results there: {e}")))?;
     tracing::info!(files = %files.describe(), "uploads and mirrored results");
-    let uploads = Arc::new(UploadStore::new(
-        UploadConfig {
-            public_base_url: format!("{}/uploads", public_base.trim_end_matches('/')),
-            max_bytes: config.upload_max_bytes,
-            retention: config.upload_retention,
-        },
-        stores.uploads,
-        store.clone(),
-    ));
-    tasks.push(tokio::spawn(sweep_uploads(uploads.clone(), cancel.clone())));
-    tasks.push(tokio::spawn(export_billed_tasks(
-        store.clone(),
-        cancel.clone(),
-    )));
-    let objects = stores.results;
-    let access = Arc::new(
-        crate::access::Access::new(config.token_source(), config.limits.clone())
-            .map_err(StartError::Config)?,
-    );
-    if let TokenSource::File(path) = config.token_source() {
-        tasks.push(tokio::spawn(reload_tokens_on_change(
-            access.clone(),
-            path,
-            cancel.clone(),
-        )));
-    }
-    let auth = crate::access::Authenticator(access.clone());
-    let gate = crate::access::HttpGate::new(
-        access.clone(),
-        config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
-    );
-    let reload_access = access.clone();
-    let mut http_router =
-        uploads
-            .router()
-            .merge(crate::mirror::router(crate::mirror::MirrorRoutes {
-                objects: objects.clone(),
-                store: store.clone(),
-                gate: gate.clone(),
-            }));
-    if let Some(backend) = &local_backend {
-        http_router = http_router.merge(backend.router());
-    }
-    let started = crate::probes::Started::default();
-    http_router = http_router
-        .merge(crate::probes::router(started.clone()))
-        .merge(crate::telemetry::router(gate));
-    let http_cancel = cancel.clone();
-    let http_tls = tls.as_ref().map(|(_, http)| http.clone());
-    tasks.push(tokio::spawn(async move {
-        let connections = crate::listen::accept(http_listener, http_tls, http_cancel.clone());
-        let listener = crate::listen::AcceptedListener::new(connections, http_addr);
-        let served = axum::serve(listener, http_router)
-            .with_graceful_shutdown(http_cancel.cancelled_owned())
+    Ok(stores)
+}
+
+/// Serves the HTTP listener (uploads, mirror, local backend, probes,
+/// metrics) until `cancel`.
+fn spawn_http(
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<Arc<ReloadableTls>>,
+    router: axum::Router,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let connections = crate::listen::accept(listener, tls, cancel.clone());
+        let listener = crate::listen::AcceptedListener::new(connections, addr);
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(cancel.cancelled_owned())
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }
-    }));
+    })
+}
 
-    let mut upstream = UpstreamConfig::new(base_url.clone(), credentials);
+/// The upstream client's settings.
+fn upstream_config(
+    config: &ServerConfig,
+    base_url: reqwest::Url,
+    credentials: Credentials,
+    own_tls_listener: bool,
+) -> UpstreamConfig {
+    let mut upstream = UpstreamConfig::new(base_url, credentials);
     upstream.matting_paths = config.matting_paths.clone();
     upstream.removal_paths = config.removal_paths.clone();
     upstream.request_timeout = config.request_timeout;
@@ -413,50 +576,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     upstream.qps = config.upstream_qps;
     upstream.submit_attempts = config.submit_attempts;
     upstream.submit_retry_for = config.submit_retry_for;
-    upstream.own_tls_listener = local_backend.is_some() && tls.is_some();
-    let client = UpstreamClient::new(upstream).map_err(StartError::Config)?;
-    let mut tracker_config = config.tracker.clone();
-    tracker_config.upload_retention = config.upload_retention;
-    if config.mirror_results {
-        tracker_config.mirror_base_url = Some(public_base.trim_end_matches('/').to_owned());
-    }
-    let tracker = Tracker::start(client.clone(), tracker_config, store, cluster)
-        .await
-        .map_err(StartError::Recover)?;
-    tasks.push(tokio::spawn(share_limits(
-        access.clone(),
-        tracker.live_replicas(),
-        cancel.clone(),
-    )));
-    if let Some(work) = tracker.take_mirror_work() {
-        tasks.push(tokio::spawn(crate::mirror::run(
-            crate::mirror::MirrorConfig {
-                // The upstream names result URLs on its own host (the local
-                // backend's do): the operator configured that one.
-                outbound: own_origins(config.outbound.clone())
-                    .allowing(origin_of(base_url.as_str())),
-                ..config.mirror.clone()
-            },
-            objects,
-            tracker.clone(),
-            work,
-            cancel.clone(),
-        )));
-    }
-    let retouch = Retouch::new(client, tracker);
-    let _ = started.set(retouch.clone());
+    upstream.own_tls_listener = own_tls_listener;
+    upstream
+}
 
-    // Cancelled when shutdown starts: health watches end, and the listener
-    // closes so that new connections are refused rather than left hanging.
-    let draining = CancellationToken::new();
-    let (routes, health) = crate::grpc::routes(retouch.clone(), uploads, auth, draining.clone())
-        .await
-        .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
-    let grpc_cancel = CancellationToken::new();
-    let grpc_stop = grpc_cancel.clone();
-    let incoming_closed = draining.clone();
-    let grpc_tls = tls.as_ref().map(|(grpc, _)| grpc.clone());
-    let grpc_task = tokio::spawn(async move {
+/// Serves gRPC until `stop`; `draining` closes the listener first, so new
+/// connections are refused while open streams end.
+fn spawn_grpc(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadableTls>>,
+    routes: tonic::service::Routes,
+    draining: CancellationToken,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         // TCP_NODELAY is set on each accepted socket by `listen::accept`:
         // the builder's setting does not reach sockets it did not accept.
         let served = tonic::transport::Server::builder()
@@ -467,47 +600,27 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::ReceiverStream::new(crate::listen::accept(
-                    grpc_listener,
-                    grpc_tls,
-                    incoming_closed,
+                    listener, tls, draining,
                 ))
                 .map(|(conn, _)| Ok::<_, std::io::Error>(conn)),
-                grpc_cancel.cancelled_owned(),
+                stop.cancelled_owned(),
             )
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "gRPC server failed");
         }
-    });
-
-    match &local_backend {
-        Some(_) => tracing::info!(
-            grpc = %grpc_addr, http = %http_addr,
-            "retouchd is running on the embedded LOCAL backend (no Aliyun account needed; set ALIYUN_APPCODE and ALIYUN_BASE_URL to use Aliyun)"
-        ),
-        None => {
-            tracing::info!(grpc = %grpc_addr, http = %http_addr, upstream = %base_url, "retouchd is running against Aliyun")
-        }
-    }
-
-    Ok(RunningServer {
-        grpc_addr,
-        http_addr,
-        local_backend,
-        retouch,
-        cancel,
-        grpc_cancel: grpc_stop,
-        grpc_task,
-        health,
-        draining,
-        shutdown_grace: config.shutdown_grace,
-        tasks,
-        _data_tempdir: data_tempdir,
-        reloadable: Reloadable {
-            access: reload_access,
-            tls: tls.map(|(grpc, http)| vec![grpc, http]).unwrap_or_default(),
-        },
     })
+}
+
+fn log_running(grpc: SocketAddr, http: SocketAddr, local: bool, base_url: &reqwest::Url) {
+    if local {
+        tracing::info!(
+            %grpc, %http,
+            "retouchd is running on the embedded LOCAL backend (no Aliyun account needed; set ALIYUN_APPCODE and ALIYUN_BASE_URL to use Aliyun)"
+        );
+    } else {
+        tracing::info!(%grpc, %http, upstream = %base_url, "retouchd is running against Aliyun");
+    }
 }
 
 impl RunningServer {
@@ -646,7 +759,7 @@ async fn share_limits(
 /// Keeps `retouch_tasks_billed_window{token,window}` at what the journal
 /// counts for the spending caps, every 15 s until `cancel`. A token that
 /// stops charging drops to 0 rather than keeping its last value.
-async fn export_billed_tasks(store: Arc<dyn Store>, cancel: CancellationToken) {
+async fn export_billed_tasks(store: Arc<dyn Submissions>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     let mut exported = std::collections::BTreeSet::new();
     loop {

@@ -84,7 +84,7 @@ pub const MAX_CONCURRENT_UPLOADS: usize = 8;
 pub struct UploadStore {
     config: UploadConfig,
     objects: Arc<dyn ObjectStore>,
-    journal: Arc<dyn retouch_journal::Store>,
+    journal: Arc<dyn retouch_journal::UploadRecords>,
     in_progress: Arc<tokio::sync::Semaphore>,
 }
 
@@ -102,7 +102,7 @@ impl UploadStore {
     pub fn new(
         config: UploadConfig,
         objects: Arc<dyn ObjectStore>,
-        journal: Arc<dyn retouch_journal::Store>,
+        journal: Arc<dyn retouch_journal::UploadRecords>,
     ) -> Self {
         UploadStore {
             config,

@@ -93,9 +93,7 @@ fn run(jobs: usize) -> Figures {
         }
         applying += started.elapsed();
         let started = Instant::now();
-        terminal
-            .draw(|frame| retouch_tui::view::draw(frame, &mut app))
-            .expect("draw");
+        terminal.draw(|frame| app.draw(frame)).expect("draw");
         frames.push(started.elapsed());
     }
     let heap_bytes = LIVE.load(Ordering::Relaxed).saturating_sub(before);

@@ -16,28 +16,11 @@ use tokio::sync::mpsc;
 use crate::event::Event;
 use crate::preview::Previews;
 use crate::request::JobRequest;
-use crate::state::{Dashboard, JobKey, Sort, SubmitForm, Update};
+use crate::state::{Dashboard, JobKey, Mode, Screen, Sort, SubmitForm, Update};
 use crate::view;
 
 /// Frames are drawn at most this often, however fast events arrive.
 pub const FRAME_BUDGET: Duration = Duration::from_millis(33);
-
-/// What the dashboard shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The jobs table.
-    Table,
-    /// One job in detail.
-    Detail,
-    /// The key list.
-    Help,
-    /// The submit form.
-    Form,
-    /// Typing a filter.
-    FilterInput,
-    /// Typing a job to watch (`api:result_key`).
-    WatchInput,
-}
 
 /// Something the dashboard asks the outside world to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,22 +54,10 @@ pub enum Action {
 pub struct App {
     /// Jobs, errors, rates, connection.
     pub state: Dashboard,
-    /// Current screen.
-    pub mode: Mode,
-    /// Screen to return to from help and inputs.
-    previous: Mode,
-    /// The submit form.
-    pub form: SubmitForm,
-    /// Text being typed in an input line.
-    pub input: String,
+    /// What the user is doing: screen, input, form, scroll positions.
+    pub screen: Screen,
     /// Where downloads go.
     pub download_dir: PathBuf,
-    /// Rows of the table area at the last draw (for paging).
-    pub table_height: usize,
-    /// First line shown of the detail view.
-    pub detail_scroll: u16,
-    /// The task whose pictures the detail view shows.
-    pub preview_task: usize,
     /// Preview pictures, loaded and loading.
     pub previews: Previews,
     /// Set when the user quits or the dashboard must stop.
@@ -102,18 +73,26 @@ impl App {
     pub fn new(actions: Option<mpsc::UnboundedSender<Action>>, download_dir: PathBuf) -> Self {
         App {
             state: Dashboard::default(),
-            mode: Mode::Table,
-            previous: Mode::Table,
-            form: SubmitForm::default(),
-            input: String::new(),
+            screen: Screen::default(),
             download_dir,
-            table_height: 20,
-            detail_scroll: 0,
-            preview_task: 0,
             previews: Previews::new(Picker::halfblocks(), crate::preview::DEFAULT_BUDGET),
             quit: false,
             failure: None,
             actions,
+        }
+    }
+
+    /// Draws one frame. The views read the state; what only drawing can
+    /// tell (rows that fit, how far the detail scrolls) is kept here for
+    /// the next key.
+    pub fn draw(&mut self, frame: &mut ratatui::Frame) {
+        self.state.table.refresh(&self.state.jobs);
+        let drawn = view::draw(frame, &self.state, &self.screen, &mut self.previews);
+        if let Some(rows) = drawn.table_rows {
+            self.screen.table_height = rows;
+        }
+        if let Some(last) = drawn.detail_last_line {
+            self.screen.detail_scroll = self.screen.detail_scroll.min(last);
         }
     }
 
@@ -140,7 +119,7 @@ impl App {
     /// In the detail view, asks for the pictures of the previewed task that
     /// are neither loaded nor loading.
     fn request_previews(&mut self) {
-        if self.mode != Mode::Detail {
+        if self.screen.mode != Mode::Detail {
             return;
         }
         let Some(job) = self
@@ -151,8 +130,11 @@ impl App {
         else {
             return;
         };
-        self.preview_task = self.preview_task.min(job.tasks.len().saturating_sub(1));
-        let Some(task) = job.tasks.get(self.preview_task) else {
+        self.screen.preview_task = self
+            .screen
+            .preview_task
+            .min(job.tasks.len().saturating_sub(1));
+        let Some(task) = job.tasks.get(self.screen.preview_task) else {
             return;
         };
         for source in crate::preview::sources(task) {
@@ -167,12 +149,12 @@ impl App {
             self.quit = true;
             return;
         }
-        match self.mode {
+        match self.screen.mode {
             Mode::Form => self.on_form_key(key),
             Mode::FilterInput | Mode::WatchInput => self.on_input_key(key),
             Mode::Help => {
                 if matches!(key.code, KeyCode::Esc | KeyCode::Char('?' | 'q')) {
-                    self.mode = self.previous;
+                    self.screen.mode = self.screen.previous;
                 }
             }
             Mode::Detail => {
@@ -185,44 +167,48 @@ impl App {
     }
 
     fn on_view_key(&mut self, key: KeyEvent) {
-        let page = self.table_height.max(1) as isize;
+        let page = self.screen.table_height.max(1) as isize;
         let jobs = &self.state.jobs;
         let table = &mut self.state.table;
         table.refresh(jobs);
         match key.code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') => {
-                self.previous = self.mode;
-                self.mode = Mode::Help;
+                self.screen.previous = self.screen.mode;
+                self.screen.mode = Mode::Help;
             }
-            KeyCode::Down | KeyCode::Char('j') => table.move_selection(jobs, 1, self.table_height),
-            KeyCode::Up | KeyCode::Char('k') => table.move_selection(jobs, -1, self.table_height),
-            KeyCode::PageDown => table.move_selection(jobs, page, self.table_height),
-            KeyCode::PageUp => table.move_selection(jobs, -page, self.table_height),
+            KeyCode::Down | KeyCode::Char('j') => {
+                table.move_selection(jobs, 1, self.screen.table_height)
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                table.move_selection(jobs, -1, self.screen.table_height)
+            }
+            KeyCode::PageDown => table.move_selection(jobs, page, self.screen.table_height),
+            KeyCode::PageUp => table.move_selection(jobs, -page, self.screen.table_height),
             KeyCode::Home | KeyCode::Char('g') => {
-                table.move_selection(jobs, isize::MIN / 2, self.table_height)
+                table.move_selection(jobs, isize::MIN / 2, self.screen.table_height)
             }
             KeyCode::End | KeyCode::Char('G') => {
-                table.move_selection(jobs, isize::MAX / 2, self.table_height)
+                table.move_selection(jobs, isize::MAX / 2, self.screen.table_height)
             }
-            KeyCode::Enter if self.mode == Mode::Table && table.selected().is_some() => {
-                self.detail_scroll = 0;
-                self.preview_task = 0;
+            KeyCode::Enter if self.screen.mode == Mode::Table && table.selected().is_some() => {
+                self.screen.detail_scroll = 0;
+                self.screen.preview_task = 0;
                 self.previews.retry_failed();
-                self.mode = Mode::Detail
+                self.screen.mode = Mode::Detail
             }
             // A batch has no detail view of its own: Enter opens it.
-            KeyCode::Enter if self.mode == Mode::Table => {
+            KeyCode::Enter if self.screen.mode == Mode::Table => {
                 let open = table.selected_is_expanded();
-                table.expand_selected(jobs, !open, self.table_height)
+                table.expand_selected(jobs, !open, self.screen.table_height)
             }
-            KeyCode::Esc | KeyCode::Backspace if self.mode == Mode::Detail => {
-                self.mode = Mode::Table
+            KeyCode::Esc | KeyCode::Backspace if self.screen.mode == Mode::Detail => {
+                self.screen.mode = Mode::Table
             }
             KeyCode::Char('/') => {
-                self.previous = self.mode;
-                self.input = table.filter().text.clone();
-                self.mode = Mode::FilterInput;
+                self.screen.previous = self.screen.mode;
+                self.screen.input = table.filter().text.clone();
+                self.screen.mode = Mode::FilterInput;
             }
             KeyCode::Char('a') => {
                 let mut filter = table.filter().clone();
@@ -249,26 +235,26 @@ impl App {
                 });
             }
             KeyCode::Char('n') => {
-                self.previous = self.mode;
-                self.mode = Mode::Form;
+                self.screen.previous = self.screen.mode;
+                self.screen.mode = Mode::Form;
             }
             KeyCode::Char('w') => {
-                self.previous = self.mode;
-                self.input.clear();
-                self.mode = Mode::WatchInput;
+                self.screen.previous = self.screen.mode;
+                self.screen.input.clear();
+                self.screen.mode = Mode::WatchInput;
             }
-            KeyCode::Char(' ') if self.mode == Mode::Table => {
+            KeyCode::Char(' ') if self.screen.mode == Mode::Table => {
                 let expanded = table.selected_is_expanded();
-                table.expand_selected(jobs, !expanded, self.table_height)
+                table.expand_selected(jobs, !expanded, self.screen.table_height)
             }
-            KeyCode::Right | KeyCode::Char('l') if self.mode == Mode::Table => {
-                table.expand_selected(jobs, true, self.table_height)
+            KeyCode::Right | KeyCode::Char('l') if self.screen.mode == Mode::Table => {
+                table.expand_selected(jobs, true, self.screen.table_height)
             }
-            KeyCode::Left | KeyCode::Char('h') if self.mode == Mode::Table => {
-                table.expand_selected(jobs, false, self.table_height)
+            KeyCode::Left | KeyCode::Char('h') if self.screen.mode == Mode::Table => {
+                table.expand_selected(jobs, false, self.screen.table_height)
             }
-            KeyCode::Char('e') if self.mode == Mode::Table => {
-                table.toggle_all(jobs, self.table_height)
+            KeyCode::Char('e') if self.screen.mode == Mode::Table => {
+                table.toggle_all(jobs, self.screen.table_height)
             }
             KeyCode::Char('d') => self.download_selected(),
             _ => {}
@@ -278,8 +264,8 @@ impl App {
     /// Scrolling keys of the detail view; `false` for the keys it shares
     /// with the table.
     fn on_detail_key(&mut self, key: KeyEvent) -> bool {
-        let page = u16::try_from(self.table_height.max(1)).unwrap_or(u16::MAX);
-        let scroll = &mut self.detail_scroll;
+        let page = u16::try_from(self.screen.table_height.max(1)).unwrap_or(u16::MAX);
+        let scroll = &mut self.screen.detail_scroll;
         match key.code {
             KeyCode::Down | KeyCode::Char('j') => *scroll = scroll.saturating_add(1),
             KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),
@@ -289,8 +275,12 @@ impl App {
             // The view clamps to the last line.
             KeyCode::End | KeyCode::Char('G') => *scroll = u16::MAX,
             // Which task's pictures show (clamped to the job's tasks).
-            KeyCode::Char(']') => self.preview_task = self.preview_task.saturating_add(1),
-            KeyCode::Char('[') => self.preview_task = self.preview_task.saturating_sub(1),
+            KeyCode::Char(']') => {
+                self.screen.preview_task = self.screen.preview_task.saturating_add(1)
+            }
+            KeyCode::Char('[') => {
+                self.screen.preview_task = self.screen.preview_task.saturating_sub(1)
+            }
             _ => return false,
         }
         true
@@ -299,16 +289,16 @@ impl App {
     fn on_input_key(&mut self, key: KeyEvent) {
         match key.code {
             KeyCode::Esc => {
-                if self.mode == Mode::FilterInput {
+                if self.screen.mode == Mode::FilterInput {
                     let mut filter = self.state.table.filter().clone();
                     filter.text.clear();
                     self.state.table.set_filter(filter);
                 }
-                self.mode = self.previous;
+                self.screen.mode = self.screen.previous;
             }
             KeyCode::Enter => {
-                let text = self.input.trim().to_owned();
-                if self.mode == Mode::FilterInput {
+                let text = self.screen.input.trim().to_owned();
+                if self.screen.mode == Mode::FilterInput {
                     let mut filter = self.state.table.filter().clone();
                     filter.text = text;
                     self.state.table.set_filter(filter);
@@ -325,14 +315,14 @@ impl App {
                         }
                     }
                 }
-                self.mode = self.previous;
+                self.screen.mode = self.screen.previous;
             }
             KeyCode::Backspace => {
-                self.input.pop();
+                self.screen.input.pop();
                 self.filter_as_typed();
             }
             KeyCode::Char(c) => {
-                self.input.push(c);
+                self.screen.input.push(c);
                 self.filter_as_typed();
             }
             _ => {}
@@ -341,34 +331,36 @@ impl App {
 
     /// While typing a filter, the table follows every keystroke.
     fn filter_as_typed(&mut self) {
-        if self.mode == Mode::FilterInput {
+        if self.screen.mode == Mode::FilterInput {
             let mut filter = self.state.table.filter().clone();
-            filter.text = self.input.clone();
+            filter.text = self.screen.input.clone();
             self.state.table.set_filter(filter);
         }
     }
 
     fn on_form_key(&mut self, key: KeyEvent) {
         match key.code {
-            KeyCode::Esc => self.mode = self.previous,
-            KeyCode::Tab | KeyCode::Down => self.form.cycle_focus(true),
-            KeyCode::BackTab | KeyCode::Up => self.form.cycle_focus(false),
-            KeyCode::Left | KeyCode::Right if self.form.focus == crate::state::FormField::Api => {
-                self.form.toggle_api()
+            KeyCode::Esc => self.screen.mode = self.screen.previous,
+            KeyCode::Tab | KeyCode::Down => self.screen.form.cycle_focus(true),
+            KeyCode::BackTab | KeyCode::Up => self.screen.form.cycle_focus(false),
+            KeyCode::Left | KeyCode::Right
+                if self.screen.form.focus == crate::state::FormField::Api =>
+            {
+                self.screen.form.toggle_api()
             }
-            KeyCode::Backspace => self.form.backspace(),
+            KeyCode::Backspace => self.screen.form.backspace(),
             KeyCode::Enter => {
-                if let Some(request) = self.form.validate() {
+                if let Some(request) = self.screen.form.validate() {
                     self.send(Action::Submit(request));
                     self.state.notice = Some("submitting...".into());
-                    self.form = SubmitForm {
-                        api: self.form.api,
+                    self.screen.form = SubmitForm {
+                        api: self.screen.form.api,
                         ..SubmitForm::default()
                     };
-                    self.mode = self.previous;
+                    self.screen.mode = self.screen.previous;
                 }
             }
-            KeyCode::Char(c) => self.form.type_char(c),
+            KeyCode::Char(c) => self.screen.form.type_char(c),
             _ => {}
         }
     }
@@ -435,7 +427,7 @@ pub async fn run<B: Backend>(
     let mut next_frame = Instant::now();
     loop {
         if dirty && Instant::now() >= next_frame {
-            terminal.draw(|frame| view::draw(frame, app))?;
+            terminal.draw(|frame| app.draw(frame))?;
             dirty = false;
             next_frame = Instant::now() + FRAME_BUDGET;
         }

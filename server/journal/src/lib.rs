@@ -403,10 +403,10 @@ pub struct Compacted {
     pub orphaned_objects: Vec<String>,
 }
 
-/// The journal. One implementation per database; every method is one
-/// atomic, durable operation.
+/// The event journal and the jobs it folds into: what the tracker's steps
+/// write, and every read of jobs and events.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait JobJournal: Send + Sync + 'static {
     /// The journal's id, fixed when it was created: sequence numbers are
     /// only meaningful together with it (`Synced.server_id`).
     fn store_id(&self) -> &str;
@@ -416,7 +416,7 @@ pub trait Store: Send + Sync + 'static {
     async fn recover(&self) -> Result<Recovered, StoreError>;
 
     /// Makes one step durable: all of it or none of it. The caller numbers
-    /// its events; with one writer only (see [`Store::begin_step`]).
+    /// its events; with one writer only (see [`JobJournal::begin_step`]).
     async fn commit(&self, writes: StepWrites) -> Result<(), StoreError>;
 
     /// Begins a step. `leased` names the jobs (with their lease epochs)
@@ -428,6 +428,50 @@ pub trait Store: Send + Sync + 'static {
         leased: Vec<(String, u64)>,
     ) -> Result<Box<dyn StepTransaction + '_>, StoreError>;
 
+    /// The job with this result key.
+    async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Those of `result_keys` the journal has, by key: one read for many.
+    async fn jobs_by_keys(
+        &self,
+        result_keys: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, JobRecord>, StoreError>;
+
+    /// The job (or unknown-outcome record) a submission created.
+    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+
+    /// A page of jobs, newest first.
+    async fn list_jobs(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+
+    /// Jobs recorded after `after_accepted_seq` and at most at
+    /// `max_accepted_seq`, oldest first, at most `limit`: pages of a
+    /// snapshot.
+    async fn jobs_after(
+        &self,
+        after_accepted_seq: u64,
+        max_accepted_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Events with `after < seq <= upto`, of the given jobs only when `keys`
+    /// is set, in seq order, at most `limit`.
+    async fn events(
+        &self,
+        after: u64,
+        upto: u64,
+        keys: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<Vec<pb::JobEvent>, StoreError>;
+
+    /// The highest seq removed by retention (0 if none): resuming after an
+    /// older seq would miss events.
+    async fn compacted_through(&self) -> Result<u64, StoreError>;
+}
+
+/// Submit intents with their idempotency keys and charges, and batches:
+/// what the submit path records before it sends anything.
+#[async_trait::async_trait]
+pub trait Submissions: Send + Sync + 'static {
     /// Records a submit intent, unless its request id is bound already (a
     /// unique constraint decides, not a read before the write).
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError>;
@@ -468,42 +512,11 @@ pub trait Store: Send + Sync + 'static {
         job_index: u32,
         error: &pb::UpstreamError,
     ) -> Result<(), StoreError>;
+}
 
-    /// The job with this result key.
-    async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError>;
-
-    /// Those of `result_keys` the journal has, by key: one read for many.
-    async fn jobs_by_keys(
-        &self,
-        result_keys: Vec<String>,
-    ) -> Result<std::collections::HashMap<String, JobRecord>, StoreError>;
-
-    /// The job (or unknown-outcome record) a submission created.
-    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
-
-    /// A page of jobs, newest first.
-    async fn list_jobs(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
-
-    /// Jobs recorded after `after_accepted_seq` and at most at
-    /// `max_accepted_seq`, oldest first, at most `limit`: pages of a
-    /// snapshot.
-    async fn jobs_after(
-        &self,
-        after_accepted_seq: u64,
-        max_accepted_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>, StoreError>;
-
-    /// Events with `after < seq <= upto`, of the given jobs only when `keys`
-    /// is set, in seq order, at most `limit`.
-    async fn events(
-        &self,
-        after: u64,
-        upto: u64,
-        keys: Option<Vec<String>>,
-        limit: usize,
-    ) -> Result<Vec<pb::JobEvent>, StoreError>;
-
+/// Where the copy of each result into the object store stands.
+#[async_trait::async_trait]
+pub trait MirrorRecords: Send + Sync + 'static {
     /// Records a copied result.
     async fn mirror_stored(
         &self,
@@ -531,31 +544,45 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether any mirrored result refers to this stored content.
     async fn mirror_references(&self, sha256: &str) -> Result<bool, StoreError>;
+}
 
+/// The files clients uploaded for the upstream to download.
+#[async_trait::async_trait]
+pub trait UploadRecords: Send + Sync + 'static {
     /// Records an upload (again: a repeated upload of the same content
     /// refreshes it).
     async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError>;
 
     /// What is known of an upload.
     async fn upload(&self, sha256: &str) -> Result<Option<UploadRecord>, StoreError>;
+}
 
-    /// The highest seq removed by retention (0 if none): resuming after an
-    /// older seq would miss events.
-    async fn compacted_through(&self) -> Result<u64, StoreError>;
-
+/// Removing what retention no longer keeps.
+#[async_trait::async_trait]
+pub trait Retention: Send + Sync + 'static {
     /// Removes what retention no longer keeps.
     async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError>;
 }
 
+/// The whole journal, one implementation per database; every method is
+/// one atomic, durable operation. Callers hold the role they need
+/// (`Arc<dyn Submissions>`, ...); what owns the journal holds all of it.
+pub trait Store: JobJournal + Submissions + MirrorRecords + UploadRecords + Retention {}
+
+impl<T> Store for T where
+    T: JobJournal + Submissions + MirrorRecords + UploadRecords + Retention + ?Sized
+{
+}
+
 /// The step of a journal with one writer: nothing to lock and nothing
-/// fenced; committing is [`Store::commit`].
-pub struct SoleWriterStep<'a, S: Store + ?Sized> {
+/// fenced; committing is [`JobJournal::commit`].
+pub struct SoleWriterStep<'a, S: JobJournal + ?Sized> {
     /// The journal it commits to.
     pub store: &'a S,
 }
 
 #[async_trait::async_trait]
-impl<S: Store + ?Sized> StepTransaction for SoleWriterStep<'_, S> {
+impl<S: JobJournal + ?Sized> StepTransaction for SoleWriterStep<'_, S> {
     fn head_seq(&self) -> Option<u64> {
         None
     }

@@ -139,15 +139,6 @@ pub(super) fn batch_submit_errors(
         .collect()
 }
 
-/// The LIKE pattern of the request ids the jobs of batch `id` are
-/// submitted under, `batch-<id>/<index>`. Batch ids are retouchd's own hex
-/// UUIDs, free of LIKE's wildcards. (A pattern, not a range of the index:
-/// PostgreSQL orders text by the database's collation, which may skip
-/// punctuation.)
-pub(super) fn batch_request_ids(id: &str) -> String {
-    format!("batch-{id}/%")
-}
-
 /// A `mirrored_results` row's state columns as read.
 pub(super) struct MirrorRow {
     pub state: i32,

@@ -14,7 +14,7 @@ use object_store::ObjectStore;
 
 use super::object_path;
 use crate::access::HttpGate;
-use retouch_journal::{MirrorState, Store};
+use retouch_journal::{MirrorRecords, MirrorState};
 
 /// What the route reads from.
 #[derive(Clone)]
@@ -22,7 +22,7 @@ pub struct MirrorRoutes {
     /// Where the copies are.
     pub objects: Arc<dyn ObjectStore>,
     /// Where their state is.
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn MirrorRecords>,
     /// Who may read them.
     pub gate: HttpGate,
 }

@@ -29,7 +29,7 @@ use crate::convert::timestamp;
 use crate::idempotency::Turns;
 use crate::tracker::{MirrorWork, Tracker};
 use crate::upstream::RetryPolicy;
-use retouch_journal::{MirrorRequest, Store};
+use retouch_journal::{MirrorRecords, MirrorRequest};
 
 /// How results are copied.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ struct Copier {
     config: MirrorConfig,
     client: crate::outbound::GuardedClient,
     objects: Arc<dyn ObjectStore>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn MirrorRecords>,
     tracker: Tracker,
     cancel: CancellationToken,
     /// One turn per content hash: storing a copy and deleting content that

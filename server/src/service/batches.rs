@@ -241,7 +241,7 @@ impl Retouch {
             created_at: now,
             submit_errors: Default::default(),
         };
-        let mut record = match self.tracker().store().begin_batch(new.clone()).await? {
+        let mut record = match self.submissions.begin_batch(new.clone()).await? {
             BeganBatch::Recorded => {
                 metrics::counter!("retouch_batches_total", "kind" => "new").increment(1);
                 new
@@ -341,13 +341,9 @@ impl Retouch {
                 "is required",
             )]));
         }
-        self.tracker()
-            .store()
-            .batch(batch_id)
-            .await?
-            .ok_or_else(|| {
-                ServiceError::NotFound(format!("no batch {:?} is retained", excerpt(batch_id, 64)))
-            })
+        self.submissions.batch(batch_id).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no batch {:?} is retained", excerpt(batch_id, 64)))
+        })
     }
 
     /// Streams a batch's progress: now, then after every change, until it
@@ -434,8 +430,8 @@ impl Retouch {
     /// submitted.
     async fn batch_progress(&self, record: &BatchRecord) -> Result<pb::Batch, ServiceError> {
         let (plan, submit_errors) = (&record.plan, &record.submit_errors);
-        let store = self.tracker().store();
-        let submissions = store
+        let submissions = self
+            .submissions
             .submissions_by_request_ids(plan.jobs.iter().map(|j| j.request_id.clone()).collect())
             .await?;
         let keys = submissions
@@ -445,7 +441,7 @@ impl Retouch {
                 _ => None,
             })
             .collect();
-        let records = store.jobs_by_keys(keys).await?;
+        let records = self.jobs.jobs_by_keys(keys).await?;
         let in_flight = self.batches_in_flight().contains(&plan.batch_id);
         let mut batch = plan.clone();
         let mut counts = pb::BatchTaskCounts::default();
@@ -496,7 +492,8 @@ impl Retouch {
                 SubmissionState::OutcomeUnknown => {
                     job.state = pb::BatchJobState::OutcomeUnknown as i32;
                     job.job_status = pb::JobStatus::SubmitOutcomeUnknown as i32;
-                    let recorded = store
+                    let recorded = self
+                        .jobs
                         .job_by_submission(&submission.id)
                         .await?
                         .and_then(|r| r.job.last_error);

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use retouch_api::v1 as pb;
 
+use retouch_journal::{JobJournal, Submissions};
+
 use crate::idempotency::Turns;
 use crate::tracker::Tracker;
 use crate::upstream::UpstreamClient;
@@ -34,6 +36,10 @@ pub struct Submitted {
 pub struct Retouch {
     client: UpstreamClient,
     tracker: Tracker,
+    /// The journal's jobs and events, for the read side.
+    jobs: Arc<dyn JobJournal>,
+    /// Submit intents and batches, for the submit path.
+    submissions: Arc<dyn Submissions>,
     draining: Arc<AtomicBool>,
     turns: Arc<Turns>,
     batches_in_flight: Arc<batches::BatchesInFlight>,
@@ -43,11 +49,20 @@ pub struct Retouch {
 }
 
 impl Retouch {
-    /// A service over `client`, tracking and journaling jobs in `tracker`.
-    pub fn new(client: UpstreamClient, tracker: Tracker) -> Self {
+    /// A service over `client`, tracking jobs in `tracker`, reading jobs
+    /// from `jobs` and recording submits in `submissions` (the tracker's
+    /// journal, in its two roles).
+    pub fn new(
+        client: UpstreamClient,
+        tracker: Tracker,
+        jobs: Arc<dyn JobJournal>,
+        submissions: Arc<dyn Submissions>,
+    ) -> Self {
         Retouch {
             client,
             tracker,
+            jobs,
+            submissions,
             draining: Arc::default(),
             turns: Arc::default(),
             batches_in_flight: Arc::default(),

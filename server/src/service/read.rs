@@ -74,7 +74,7 @@ impl Retouch {
                     self.tracker.server_id()
                 )));
             }
-            let compacted = self.tracker.store().compacted_through().await?;
+            let compacted = self.jobs.compacted_through().await?;
             if compacted > after_seq {
                 return Err(crate::tracker::gone(after_seq, compacted));
             }
@@ -86,7 +86,7 @@ impl Retouch {
     /// The current state of a journaled job, by result key or by
     /// submission id.
     pub async fn get(&self, job: pb::JobRef) -> Result<pb::Job, ServiceError> {
-        let store = self.tracker.store();
+        let store = &self.jobs;
         if !job.submission_id.is_empty() && job.result_key.is_empty() {
             return store
                 .job_by_submission(&job.submission_id)
@@ -147,7 +147,7 @@ impl Retouch {
 
     /// A page of journaled jobs.
     pub async fn list(&self, query: ListQuery) -> Result<ListPage, ServiceError> {
-        Ok(self.tracker.store().list_jobs(&query).await?)
+        Ok(self.jobs.list_jobs(&query).await?)
     }
 
     /// A LOST job named again by a client gets another chance: if the
@@ -204,7 +204,7 @@ impl Retouch {
     /// Fails with NOT_FOUND unless the journal knows `key` (no upstream
     /// query).
     async fn require_tracked(&self, key: &str) -> Result<(), ServiceError> {
-        match self.tracker.store().job_by_key(key).await? {
+        match self.jobs.job_by_key(key).await? {
             Some(_) => Ok(()),
             None => Err(ServiceError::NotFound(format!(
                 "retouchd does not track a job with result key {:?}; only a token with the submit role may make it look a key up upstream and start tracking it",
@@ -220,7 +220,7 @@ impl Retouch {
         api: Option<ApiKind>,
         key: &str,
     ) -> Result<pb::Job, ServiceError> {
-        if let Some(record) = self.tracker.store().job_by_key(key).await? {
+        if let Some(record) = self.jobs.job_by_key(key).await? {
             return self.revive_if_lost(record).await;
         }
         let candidates: Vec<ApiKind> = match api {

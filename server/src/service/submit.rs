@@ -259,7 +259,7 @@ impl Retouch {
     /// The `accepted_seq` of the outcome-unknown record another replica
     /// made of submission `id`, if there is one.
     async fn unknown_record_of(&self, id: &str) -> Option<u64> {
-        match self.tracker.store().job_by_submission(id).await {
+        match self.jobs.job_by_submission(id).await {
             Ok(Some(record)) if record.job.status == pb::JobStatus::SubmitOutcomeUnknown as i32 => {
                 tracing::warn!(result_key = %record.job.result_key, submission_id = %id, "a submit recorded as outcome unknown by another replica was accepted after all; the job takes over its record");
                 Some(record.accepted_seq)
@@ -323,7 +323,7 @@ impl Retouch {
     /// Drops the record of a submit that was not sent (or provably not
     /// accepted), freeing its request id for a retry.
     async fn forget_submission(&self, submission_id: &str) {
-        if let Err(e) = self.tracker.store().abandon_submission(submission_id).await {
+        if let Err(e) = self.submissions.abandon_submission(submission_id).await {
             tracing::warn!(%submission_id, error = %e, "could not forget a submit that billed nothing; its request id stays bound");
         }
     }

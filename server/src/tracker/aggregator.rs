@@ -25,7 +25,7 @@ use super::state::{JobFilter, TrackerState};
 use super::subscription::{LagFlag, Pending, Start, Subscription};
 use crate::convert::{api_from_pb, status_from_pb};
 use crate::error::ServiceError;
-use retouch_journal::{JobRecord, StoreError};
+use retouch_journal::{JobRecord, MirrorRequest, StepTransaction, StepWrites, StoreError};
 
 /// Most commands applied in one step (and so in one journal commit).
 const MAX_STEP: usize = 1024;
@@ -103,149 +103,207 @@ pub(crate) async fn run(
                 None => break,
             },
         };
-        let mut step = vec![first];
-        while step.len() < MAX_STEP {
-            let Ok(command) = commands.try_recv() else {
-                break;
-            };
-            step.push(command);
-        }
+        let step = gather_step(first, &mut commands);
         // One journal read for every key the step asks to track that is not
         // being polled: was it tracked before?
-        let unpolled: Vec<String> = step
-            .iter()
-            .filter_map(|c| match c {
-                Command::Track { job, .. } if state.accepted_seq(&job.result_key).is_none() => {
-                    Some(job.result_key.clone())
-                }
-                Command::MirrorFailed { key, .. } if state.accepted_seq(key).is_none() => {
-                    Some(key.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        let journaled = ctx.store.jobs_by_keys(unpolled).await;
-        let mut effects = Vec::new();
-        let mut still_active = Vec::new();
-        let mut durable: Result<(), ServiceError> = Ok(());
-        let mut transaction = None;
-        if step.iter().any(Command::writes) {
-            let leased = leased(&ctx, &mut state, &step);
-            match ctx.store.begin_step(leased).await {
-                Ok(tx) => {
-                    if let Some(head) = tx.head_seq() {
-                        state.continue_from(head);
-                    }
-                    for key in tx.fenced() {
-                        tracing::warn!(result_key = %key, "lease lost to another replica; dropping this replica's news of the job");
-                        forget(&ctx, &mut state, key);
-                    }
-                    transaction = Some(tx);
-                }
-                Err(e) => durable = Err(e.into()),
-            }
-        }
+        let journaled = ctx.store.jobs_by_keys(untracked_keys(&state, &step)).await;
+        let (transaction, mut durable) = begin_step(&ctx, &mut state, &step).await;
+        let mut out = StepOutput::default();
+        let input = StepInput {
+            ctx: &ctx,
+            journaled: &journaled,
+            now: SystemTime::now(),
+        };
         for command in step {
-            apply(
-                &ctx,
-                &mut state,
-                command,
-                &journaled,
-                &mut feed_head,
-                &mut effects,
-                &mut still_active,
-            );
+            apply(&input, &mut state, &mut feed_head, &mut out, command);
         }
         let writes = state.take_writes();
         let mirrors = writes.mirrors.clone();
-        let events = writes.events.len() as u64;
-        let committing = std::time::Instant::now();
-        match transaction {
-            Some(tx) if durable.is_ok() => match tx.commit(writes).await {
-                Ok(committed) => {
-                    metrics::histogram!("retouch_journal_commit_duration_seconds")
-                        .record(committing.elapsed().as_secs_f64());
-                    metrics::counter!("retouch_events_total").increment(events);
-                    if let Some(held) = &ctx.leases {
-                        for lease in committed.leases {
-                            held.insert(lease);
-                        }
-                    }
-                }
-                Err(e) => durable = Err(e.into()),
-            },
-            _ if !writes.is_empty() && durable.is_ok() => {
-                durable = Err(ServiceError::Internal(
-                    "a tracker step wrote without a journal transaction".into(),
-                ));
-            }
-            _ => {}
+        if durable.is_ok() {
+            durable = commit_step(&ctx, transaction, writes).await;
         }
         match &durable {
-            Ok(()) => {
-                let finished = state.evict_finished();
-                metrics::gauge!("retouch_jobs_in_memory").set(state.len() as f64);
-                if let Some(held) = &ctx.leases {
-                    // The step cleared their leases in the journal.
-                    for key in &finished {
-                        held.remove(key);
-                    }
-                }
-                if let Some(mirror) = &ctx.mirror {
-                    for request in mirrors {
-                        let _ = mirror.send(super::MirrorWork::Copy(request));
-                    }
-                }
-                for (key, reply) in still_active {
-                    let active = state
-                        .get(&key)
-                        .is_some_and(|job| job.status == pb::JobStatus::Active as i32);
-                    let _ = reply.send(active);
-                }
-            }
+            Ok(()) => after_commit(&ctx, &mut state, mirrors, out.still_active),
             Err(e) => {
                 tracing::error!(error = %e, "a tracker step could not be journaled; reloading the journal's state");
-                // Nobody has seen the step: go back to what is durable. The
-                // running pollers keep polling, so their news comes again;
-                // every other job reloaded gets one. (Deciding that from the
-                // state before the reload once left the jobs a failed step
-                // had adopted with a lease and no poller: their
-                // StartPoller effects are dropped below.)
-                for (_, reply) in still_active {
-                    let _ = reply.send(true);
-                }
-                let Some(reloaded) = reload(&ctx).await else {
+                let Some(reloaded) = after_failure(&ctx, out.still_active).await else {
                     break;
                 };
                 state = reloaded;
-                for (_, job) in state.snapshot(&JobFilter::All) {
-                    start_poller(&ctx, &job);
-                }
             }
         }
-        for effect in effects {
-            match effect {
-                // On a shared journal this step's events come back through
-                // the tailer, in order with every other replica's.
-                Effect::FanOut(event) if durable.is_ok() && ctx.leases.is_none() => {
-                    fan_out(&mut watchers, &event)
-                }
-                Effect::Deliver(event) => fan_out(&mut watchers, &event),
-                Effect::Register(watcher) if durable.is_ok() => watchers.push(watcher),
-                Effect::StartPoller(job) if durable.is_ok() => {
-                    start_poller(&ctx, &job);
-                }
-                Effect::Reply(send) => send(durable.clone()),
-                _ => {}
-            }
-        }
-        watchers.retain(|w| !w.events.is_closed());
+        let_out(&ctx, &mut watchers, out.effects, &durable);
     }
     tracing::debug!(
         watchers = watchers.len(),
         jobs = state.len(),
         "tracker stopped"
     );
+}
+
+/// `first` and every command already waiting behind it, up to a step's
+/// worth.
+fn gather_step(first: Command, commands: &mut mpsc::Receiver<Command>) -> Vec<Command> {
+    let mut step = vec![first];
+    while step.len() < MAX_STEP {
+        let Ok(command) = commands.try_recv() else {
+            break;
+        };
+        step.push(command);
+    }
+    step
+}
+
+/// The keys the step asks about that are not in memory: the journal may
+/// know them.
+fn untracked_keys(state: &TrackerState, step: &[Command]) -> Vec<String> {
+    step.iter()
+        .filter_map(|c| match c {
+            Command::Track { job, .. } if state.accepted_seq(&job.result_key).is_none() => {
+                Some(job.result_key.clone())
+            }
+            Command::MirrorFailed { key, .. } if state.accepted_seq(key).is_none() => {
+                Some(key.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Opens the step's journal transaction when it may write: the state then
+/// numbers its events from the journal's head, and forgets the jobs whose
+/// lease another replica took.
+async fn begin_step<'a>(
+    ctx: &'a TrackerContext,
+    state: &mut TrackerState,
+    step: &[Command],
+) -> (
+    Option<Box<dyn StepTransaction + 'a>>,
+    Result<(), ServiceError>,
+) {
+    if !step.iter().any(Command::writes) {
+        return (None, Ok(()));
+    }
+    let leased = leased(ctx, state, step);
+    match ctx.store.begin_step(leased).await {
+        Ok(tx) => {
+            if let Some(head) = tx.head_seq() {
+                state.continue_from(head);
+            }
+            for key in tx.fenced() {
+                tracing::warn!(result_key = %key, "lease lost to another replica; dropping this replica's news of the job");
+                forget(ctx, state, key);
+            }
+            (Some(tx), Ok(()))
+        }
+        Err(e) => (None, Err(e.into())),
+    }
+}
+
+/// Makes the step's writes durable; the leases the commit renewed are
+/// held from then on.
+async fn commit_step(
+    ctx: &TrackerContext,
+    transaction: Option<Box<dyn StepTransaction + '_>>,
+    writes: StepWrites,
+) -> Result<(), ServiceError> {
+    let events = writes.events.len() as u64;
+    let committing = std::time::Instant::now();
+    match transaction {
+        Some(tx) => {
+            let committed = tx.commit(writes).await?;
+            metrics::histogram!("retouch_journal_commit_duration_seconds")
+                .record(committing.elapsed().as_secs_f64());
+            metrics::counter!("retouch_events_total").increment(events);
+            if let Some(held) = &ctx.leases {
+                for lease in committed.leases {
+                    held.insert(lease);
+                }
+            }
+            Ok(())
+        }
+        None if !writes.is_empty() => Err(ServiceError::Internal(
+            "a tracker step wrote without a journal transaction".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Once a step is durable: finished jobs leave memory (and their leases),
+/// results go to the mirror, and pollers learn whether to go on.
+fn after_commit(
+    ctx: &TrackerContext,
+    state: &mut TrackerState,
+    mirrors: Vec<MirrorRequest>,
+    still_active: Vec<(String, oneshot::Sender<bool>)>,
+) {
+    let finished = state.evict_finished();
+    metrics::gauge!("retouch_jobs_in_memory").set(state.len() as f64);
+    if let Some(held) = &ctx.leases {
+        // The step cleared their leases in the journal.
+        for key in &finished {
+            held.remove(key);
+        }
+    }
+    if let Some(mirror) = &ctx.mirror {
+        for request in mirrors {
+            let _ = mirror.send(super::MirrorWork::Copy(request));
+        }
+    }
+    for (key, reply) in still_active {
+        let active = state
+            .get(&key)
+            .is_some_and(|job| job.status == pb::JobStatus::Active as i32);
+        let _ = reply.send(active);
+    }
+}
+
+/// After a step that could not be journaled: nobody has seen it, so go
+/// back to what is durable. The running pollers keep polling, so their
+/// news comes again; every other job reloaded gets one. (Deciding that
+/// from the state before the reload once left the jobs a failed step had
+/// adopted with a lease and no poller: their StartPoller effects are
+/// dropped.) `None` when the tracker stopped while waiting for the journal.
+async fn after_failure(
+    ctx: &TrackerContext,
+    still_active: Vec<(String, oneshot::Sender<bool>)>,
+) -> Option<TrackerState> {
+    for (_, reply) in still_active {
+        let _ = reply.send(true);
+    }
+    let state = reload(ctx).await?;
+    for (_, job) in state.snapshot(&JobFilter::All) {
+        start_poller(ctx, &job);
+    }
+    Some(state)
+}
+
+/// Lets the step's effects out, in the order its commands were applied;
+/// only replies (with the step's outcome) and the tailer's deliveries when
+/// the step was not durable.
+fn let_out(
+    ctx: &TrackerContext,
+    watchers: &mut Vec<Watcher>,
+    effects: Vec<Effect>,
+    durable: &Result<(), ServiceError>,
+) {
+    for effect in effects {
+        match effect {
+            // On a shared journal this step's events come back through
+            // the tailer, in order with every other replica's.
+            Effect::FanOut(event) if durable.is_ok() && ctx.leases.is_none() => {
+                fan_out(watchers, &event)
+            }
+            Effect::Deliver(event) => fan_out(watchers, &event),
+            Effect::Register(watcher) if durable.is_ok() => watchers.push(watcher),
+            Effect::StartPoller(job) if durable.is_ok() => {
+                start_poller(ctx, &job);
+            }
+            Effect::Reply(send) => send(durable.clone()),
+            _ => {}
+        }
+    }
+    watchers.retain(|w| !w.events.is_closed());
 }
 
 /// The leased jobs whose news the step carries, with their epochs. A job
@@ -312,181 +370,153 @@ async fn reload(ctx: &TrackerContext) -> Option<TrackerState> {
     }
 }
 
+/// What every command of a step is applied with.
+struct StepInput<'a> {
+    ctx: &'a TrackerContext,
+    /// The journal's records of the keys the step asks about that were not
+    /// in memory.
+    journaled: &'a Result<HashMap<String, JobRecord>, StoreError>,
+    now: SystemTime,
+}
+
+/// What applying a step's commands leaves for after its commit.
+#[derive(Default)]
+struct StepOutput {
+    effects: Vec<Effect>,
+    /// Pollers waiting to learn whether their job is still active.
+    still_active: Vec<(String, oneshot::Sender<bool>)>,
+}
+
+impl StepOutput {
+    fn reply<T: Send + 'static>(&mut self, to: Reply<T>, answer: Result<T, ServiceError>) {
+        reply(&mut self.effects, to, answer);
+    }
+
+    fn fan_out(&mut self, event: Arc<pb::JobEvent>) {
+        self.effects.push(Effect::FanOut(event));
+    }
+
+    /// A poller for `job` once the step is durable, if it is active.
+    fn poll_if_active(&mut self, job: &pb::Job) {
+        if job.status == pb::JobStatus::Active as i32 {
+            self.effects
+                .push(Effect::StartPoller(Box::new(job.clone())));
+        }
+    }
+}
+
+/// Applies one command to the state; what it lets out waits in `out` for
+/// the step's commit.
 fn apply(
-    ctx: &TrackerContext,
+    input: &StepInput,
     state: &mut TrackerState,
-    command: Command,
-    journaled: &Result<HashMap<String, JobRecord>, StoreError>,
     feed_head: &mut u64,
-    effects: &mut Vec<Effect>,
-    still_active: &mut Vec<(String, oneshot::Sender<bool>)>,
+    out: &mut StepOutput,
+    command: Command,
 ) {
-    let now = SystemTime::now();
+    let now = input.now;
     match command {
         Command::Track {
             job,
             settles,
-            subscribe: with_subscription,
-            reply: to,
+            subscribe,
+            reply,
         } => {
-            let key = job.result_key.clone();
-            let known = match state.accepted_seq(&key) {
-                Some(seq) => Ok(state.get(&key).cloned().map(|job| (job, seq))),
-                None => match journaled {
-                    Ok(found) => Ok(found.get(&key).map(|r| (r.job.clone(), r.accepted_seq))),
-                    Err(e) => Err(ServiceError::from(e.clone())),
-                },
-            };
-            let tracked = match known {
-                Err(e) => Err(e),
-                Ok(Some((job, accepted_seq))) => {
-                    // The upstream answered a submit with a key tracked
-                    // already: the submission is settled all the same.
-                    if let Some(settles) = settles {
-                        state.settle(settles.id, key.clone());
-                    }
-                    Ok((job, accepted_seq))
-                }
-                Ok(None) => {
-                    let (event, seq) = state.accept(job, settles, now);
-                    let job = state.get(&key).cloned().expect("just accepted");
-                    if job.status == pb::JobStatus::Active as i32 {
-                        effects.push(Effect::StartPoller(Box::new(job.clone())));
-                    }
-                    effects.push(Effect::FanOut(event));
-                    Ok((job, seq))
-                }
-            };
-            let answer = tracked.map(|(job, accepted_seq)| {
-                // Registered in the same step as the accept, so the watcher
-                // replays the job from its `accepted` event: nothing can be
-                // missed in between.
-                let subscription = with_subscription.then(|| {
-                    subscribe_to_job(ctx, state, *feed_head, effects, key.clone(), accepted_seq)
-                });
-                Tracked {
-                    job,
-                    accepted_seq,
-                    subscription,
-                }
-            });
-            reply(effects, to, answer);
+            let answer = track(input, state, *feed_head, out, job, settles, subscribe);
+            out.reply(reply, answer);
         }
-        Command::OutcomeUnknown { draft, reply: to } => {
+        Command::OutcomeUnknown { draft, reply } => {
             let (event, record) = state.outcome_unknown(draft, now);
-            effects.push(Effect::FanOut(event));
-            reply(effects, to, Ok(record));
+            out.fan_out(event);
+            out.reply(reply, Ok(record));
         }
         Command::PollSucceeded {
             key,
             tasks,
-            still_active: answer,
+            still_active,
         } => {
             for event in state.observe(&key, &tasks, now) {
-                effects.push(Effect::FanOut(event));
+                out.fan_out(event);
             }
-            still_active.push((key, answer));
+            out.still_active.push((key, still_active));
         }
         Command::PollFailed { key, error } => {
             if let Some(event) = state.poll_failed(&key, error, now) {
-                effects.push(Effect::FanOut(event));
+                out.fan_out(event);
             }
         }
         Command::Subscribe {
             filter,
             after_seq,
-            reply: to,
+            reply,
         } => {
-            let head = registration_head(ctx, state, *feed_head);
-            let answer = match after_seq {
-                // On a shared journal the tracker checked the seq against
-                // the journal's head already: this replica's watchers may
-                // simply not have been fed up to it yet.
-                Some(after_seq) if after_seq > head && ctx.leases.is_none() => {
-                    Err(ServiceError::OutOfRange(format!(
-                        "events after seq {after_seq} are not available: this server retains seqs up to {head} (a seq from the future: was the data directory replaced?)"
-                    )))
-                }
-                Some(after_seq) => Ok(subscribe(
-                    ctx,
-                    state,
-                    head,
-                    effects,
-                    filter,
-                    Start::Replay {
-                        after_seq,
-                        or_snapshot: None,
-                    },
-                )),
-                None => {
-                    let start = Start::Snapshot {
-                        in_memory: in_memory(ctx, state, &filter),
-                    };
-                    Ok(subscribe(ctx, state, head, effects, filter, start))
-                }
-            };
-            reply(effects, to, answer);
+            let answer = subscribe_from(input.ctx, state, *feed_head, out, filter, after_seq);
+            out.reply(reply, answer);
         }
         Command::SubscribeToJob {
             key,
             accepted_seq,
-            reply: to,
+            reply,
         } => {
-            let subscription = subscribe_to_job(ctx, state, *feed_head, effects, key, accepted_seq);
-            reply(effects, to, Ok(subscription));
+            let subscription = subscribe_to_job(
+                input.ctx,
+                state,
+                *feed_head,
+                &mut out.effects,
+                key,
+                accepted_seq,
+            );
+            out.reply(reply, Ok(subscription));
         }
         Command::MirrorFailed {
             key,
             task_index,
             result_index,
             error,
-            reply: to,
+            reply,
         } => {
-            let record = journaled
+            let record = input
+                .journaled
                 .as_ref()
                 .ok()
                 .and_then(|found| found.get(&key).cloned());
             if let Some(event) =
                 state.mirror_failed(&key, record, task_index, result_index, error, now)
             {
-                effects.push(Effect::FanOut(event));
+                out.fan_out(event);
             }
-            reply(effects, to, Ok(()));
+            out.reply(reply, Ok(()));
         }
         Command::Revive {
             record,
             tasks,
-            reply: to,
+            reply,
         } => {
             let key = record.job.result_key.clone();
             let fallback = record.job.clone();
             if let Some(event) = state.revive(record, tasks, now) {
-                let job = state.get(&key).expect("just revived");
-                if job.status == pb::JobStatus::Active as i32 {
-                    effects.push(Effect::StartPoller(Box::new(job.clone())));
-                }
-                effects.push(Effect::FanOut(event));
+                out.poll_if_active(state.get(&key).expect("just revived"));
+                out.fan_out(event);
             }
             let job = state.get(&key).cloned().unwrap_or(fallback);
-            reply(effects, to, Ok(job));
+            out.reply(reply, Ok(job));
         }
         Command::Tailed { events } => {
             for event in events {
                 if event.seq > *feed_head {
                     *feed_head = event.seq;
-                    effects.push(Effect::Deliver(event));
+                    out.effects.push(Effect::Deliver(event));
                 }
             }
         }
         Command::Adopt { records } => {
             for record in records {
-                let job = record.job.clone();
-                if job.status == pb::JobStatus::Active as i32 {
+                if record.job.status == pb::JobStatus::Active as i32 {
                     // The claim read the journal's record: it replaces
                     // whatever memory had, and the job gets a poller unless
                     // one runs already.
+                    out.poll_if_active(&record.job);
                     state.adopt(record);
-                    effects.push(Effect::StartPoller(Box::new(job)));
                 }
             }
         }
@@ -498,10 +528,95 @@ fn apply(
         Command::Orphaned { submissions } => {
             for submission in submissions {
                 let (event, _) = state.outcome_unknown(super::unsettled_draft(submission), now);
-                effects.push(Effect::FanOut(event));
+                out.fan_out(event);
             }
         }
     }
+}
+
+/// `Command::Track`: accepts the job unless memory or the journal knows
+/// it already (a submit answered with a tracked key is settled all the
+/// same), and subscribes to it in the same step when asked.
+fn track(
+    input: &StepInput,
+    state: &mut TrackerState,
+    feed_head: u64,
+    out: &mut StepOutput,
+    job: pb::Job,
+    settles: Option<super::Settles>,
+    with_subscription: bool,
+) -> Result<Tracked, ServiceError> {
+    let key = job.result_key.clone();
+    let known = match state.accepted_seq(&key) {
+        Some(seq) => state.get(&key).cloned().map(|job| (job, seq)),
+        None => match input.journaled {
+            Ok(found) => found.get(&key).map(|r| (r.job.clone(), r.accepted_seq)),
+            Err(e) => return Err(ServiceError::from(e.clone())),
+        },
+    };
+    let (job, accepted_seq) = match known {
+        Some(known) => {
+            if let Some(settles) = settles {
+                state.settle(settles.id, key.clone());
+            }
+            known
+        }
+        None => {
+            let (event, seq) = state.accept(job, settles, input.now);
+            let job = state.get(&key).cloned().expect("just accepted");
+            out.poll_if_active(&job);
+            out.fan_out(event);
+            (job, seq)
+        }
+    };
+    // Registered in the same step as the accept, so the watcher replays
+    // the job from its `accepted` event: nothing can be missed in between.
+    let subscription = with_subscription.then(|| {
+        subscribe_to_job(
+            input.ctx,
+            state,
+            feed_head,
+            &mut out.effects,
+            key,
+            accepted_seq,
+        )
+    });
+    Ok(Tracked {
+        job,
+        accepted_seq,
+        subscription,
+    })
+}
+
+/// `Command::Subscribe`: a watcher of `filter`, from a snapshot of memory
+/// or replaying the journal after `after_seq`.
+fn subscribe_from(
+    ctx: &TrackerContext,
+    state: &mut TrackerState,
+    feed_head: u64,
+    out: &mut StepOutput,
+    filter: JobFilter,
+    after_seq: Option<u64>,
+) -> Result<Subscription, ServiceError> {
+    let head = registration_head(ctx, state, feed_head);
+    let start = match after_seq {
+        // On a shared journal the tracker checked the seq against the
+        // journal's head already: this replica's watchers may simply not
+        // have been fed up to it yet.
+        Some(after_seq) if after_seq > head && ctx.leases.is_none() => {
+            return Err(ServiceError::OutOfRange(format!(
+                "events after seq {after_seq} are not available: this server retains seqs up to {head} (a seq from the future: was the data directory replaced?)"
+            )));
+        }
+        Some(after_seq) => Start::Replay {
+            after_seq,
+            or_snapshot: None,
+        },
+        None => Start::Snapshot {
+            in_memory: in_memory(ctx, state, &filter),
+        },
+    };
+    Ok(subscribe(ctx, state, head, &mut out.effects, filter, start))
 }
 
 /// The seq a watcher registered now starts live after: the last one its

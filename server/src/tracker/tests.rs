@@ -18,6 +18,7 @@ use retouch_journal::{
     Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep,
     SqliteStore, StepTransaction, StepWrites,
 };
+use retouch_journal::{JobJournal, MirrorRecords, Retention, Submissions, UploadRecords};
 
 /// The real SQLite journal, whose commits fail while `full` is set, as on
 /// a full disk.
@@ -27,31 +28,85 @@ struct FullDisk {
 }
 
 #[async_trait::async_trait]
-impl Store for FullDisk {
+impl JobJournal for FullDisk {
     fn store_id(&self) -> &str {
         self.inner.store_id()
     }
+
     async fn recover(&self) -> Result<Recovered, StoreError> {
         self.inner.recover().await
     }
+
     async fn commit(&self, writes: StepWrites) -> Result<(), StoreError> {
         if self.full.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("database or disk is full".into()));
         }
         self.inner.commit(writes).await
     }
+
     async fn begin_step(
         &self,
         _leased: Vec<(String, u64)>,
     ) -> Result<Box<dyn StepTransaction + '_>, StoreError> {
         Ok(Box::new(SoleWriterStep { store: self }))
     }
+
+    async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.inner.job_by_key(key).await
+    }
+
+    async fn jobs_by_keys(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, JobRecord>, StoreError> {
+        self.inner.jobs_by_keys(keys).await
+    }
+
+    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.inner.job_by_submission(id).await
+    }
+
+    async fn list_jobs(
+        &self,
+        query: &retouch_journal::ListQuery,
+    ) -> Result<retouch_journal::ListPage, StoreError> {
+        self.inner.list_jobs(query).await
+    }
+
+    async fn jobs_after(
+        &self,
+        after: u64,
+        max_accepted_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.jobs_after(after, max_accepted_seq, limit).await
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        upto: u64,
+        keys: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<Vec<pb::JobEvent>, StoreError> {
+        self.inner.events(after, upto, keys, limit).await
+    }
+
+    async fn compacted_through(&self) -> Result<u64, StoreError> {
+        self.inner.compacted_through().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Submissions for FullDisk {
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
         self.inner.begin_submission(new).await
     }
+
     async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
         self.inner.abandon_submission(id).await
     }
+
     async fn billed_tasks(
         &self,
         token: Option<String>,
@@ -59,21 +114,25 @@ impl Store for FullDisk {
     ) -> Result<std::collections::BTreeMap<String, retouch_journal::BilledTasks>, StoreError> {
         self.inner.billed_tasks(token, now).await
     }
+
     async fn submissions_by_request_ids(
         &self,
         request_ids: Vec<String>,
     ) -> Result<HashMap<String, retouch_journal::SubmissionRecord>, StoreError> {
         self.inner.submissions_by_request_ids(request_ids).await
     }
+
     async fn begin_batch(
         &self,
         new: retouch_journal::BatchRecord,
     ) -> Result<retouch_journal::BeganBatch, StoreError> {
         self.inner.begin_batch(new).await
     }
+
     async fn batch(&self, id: &str) -> Result<Option<retouch_journal::BatchRecord>, StoreError> {
         self.inner.batch(id).await
     }
+
     async fn record_batch_submit_error(
         &self,
         batch_id: &str,
@@ -84,41 +143,10 @@ impl Store for FullDisk {
             .record_batch_submit_error(batch_id, job_index, error)
             .await
     }
-    async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
-        self.inner.job_by_key(key).await
-    }
-    async fn jobs_by_keys(
-        &self,
-        keys: Vec<String>,
-    ) -> Result<HashMap<String, JobRecord>, StoreError> {
-        self.inner.jobs_by_keys(keys).await
-    }
-    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        self.inner.job_by_submission(id).await
-    }
-    async fn list_jobs(
-        &self,
-        query: &retouch_journal::ListQuery,
-    ) -> Result<retouch_journal::ListPage, StoreError> {
-        self.inner.list_jobs(query).await
-    }
-    async fn jobs_after(
-        &self,
-        after: u64,
-        max_accepted_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>, StoreError> {
-        self.inner.jobs_after(after, max_accepted_seq, limit).await
-    }
-    async fn events(
-        &self,
-        after: u64,
-        upto: u64,
-        keys: Option<Vec<String>>,
-        limit: usize,
-    ) -> Result<Vec<pb::JobEvent>, StoreError> {
-        self.inner.events(after, upto, keys, limit).await
-    }
+}
+
+#[async_trait::async_trait]
+impl MirrorRecords for FullDisk {
     async fn mirror_stored(
         &self,
         request: &MirrorRequest,
@@ -130,6 +158,7 @@ impl Store for FullDisk {
             .mirror_stored(request, sha256, content_type, size_bytes)
             .await
     }
+
     async fn mirror_failed(
         &self,
         request: &MirrorRequest,
@@ -138,6 +167,7 @@ impl Store for FullDisk {
     ) -> Result<(), StoreError> {
         self.inner.mirror_failed(request, error, give_up).await
     }
+
     async fn mirror_state(
         &self,
         key: &str,
@@ -146,18 +176,25 @@ impl Store for FullDisk {
     ) -> Result<Option<MirrorState>, StoreError> {
         self.inner.mirror_state(key, task, result).await
     }
+
     async fn mirror_references(&self, sha256: &str) -> Result<bool, StoreError> {
         self.inner.mirror_references(sha256).await
     }
+}
+
+#[async_trait::async_trait]
+impl UploadRecords for FullDisk {
     async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError> {
         self.inner.record_upload(upload).await
     }
+
     async fn upload(&self, sha256: &str) -> Result<Option<UploadRecord>, StoreError> {
         self.inner.upload(sha256).await
     }
-    async fn compacted_through(&self) -> Result<u64, StoreError> {
-        self.inner.compacted_through().await
-    }
+}
+
+#[async_trait::async_trait]
+impl Retention for FullDisk {
     async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError> {
         self.inner.compact(compaction).await
     }

@@ -5,6 +5,7 @@
 mod errors;
 mod form;
 mod jobs;
+mod screen;
 mod stats;
 mod table;
 #[cfg(test)]
@@ -13,6 +14,7 @@ pub(crate) mod tests;
 pub use errors::{ErrorEntry, ErrorKind, ErrorLog};
 pub use form::{FormField, SubmitForm};
 pub use jobs::{JobKey, JobRow, Jobs, TaskRow};
+pub use screen::{Drawn, Mode, Screen};
 pub use stats::Throughput;
 pub use table::{
     ApiFilter, BatchGroup, Filter, RowKey, Sort, SortKey, StatusFilter, TableLine, TableView,

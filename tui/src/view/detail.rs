@@ -10,28 +10,30 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use super::format;
-use crate::app::App;
-use crate::state::api_name;
+use crate::preview::Previews;
+use crate::state::{Dashboard, Screen, api_name};
 
 /// The preview strip shows when the view has at least this many rows.
 const PREVIEW_MIN_HEIGHT: u16 = 20;
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
+/// Draws the selected job; returns the furthest it can scroll (none when
+/// no job is selected).
+pub(super) fn draw(
+    frame: &mut Frame,
+    area: Rect,
+    state: &Dashboard,
+    screen: &Screen,
+    previews: &mut Previews,
+) -> Option<u16> {
     let now = SystemTime::now();
     let bold = Style::default().add_modifier(Modifier::BOLD);
-    let App {
-        state,
-        previews,
-        preview_task,
-        detail_scroll,
-        ..
-    } = app;
+    let preview_task = &screen.preview_task;
     let Some(job) = state.table.selected().and_then(|key| state.jobs.get(key)) else {
         frame.render_widget(
             Paragraph::new("no job selected").block(Block::default().borders(Borders::ALL)),
             area,
         );
-        return;
+        return None;
     };
     let area = match job.tasks.get(*preview_task) {
         Some(task) if area.height >= PREVIEW_MIN_HEIGHT => {
@@ -141,12 +143,12 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &mut App) {
     // wrapping, so a long wrapped URL can keep the very end out of reach.
     let inner = usize::from(area.height.saturating_sub(2));
     let last = u16::try_from(lines.len().saturating_sub(inner)).unwrap_or(u16::MAX);
-    *detail_scroll = (*detail_scroll).min(last);
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
-            .scroll((*detail_scroll, 0))
+            .scroll((screen.detail_scroll.min(last), 0))
             .block(Block::default().borders(Borders::ALL).title(title)),
         area,
     );
+    Some(last)
 }

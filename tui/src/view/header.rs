@@ -9,12 +9,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::format;
-use crate::app::App;
-use crate::state::{ApiFilter, Connection, StatusFilter};
+use crate::state::{ApiFilter, Connection, Dashboard, StatusFilter};
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
+pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
     let now = SystemTime::now();
-    let state = &app.state;
     let (connection, colour) = match &state.connection {
         Connection::Connecting { attempt } => {
             (format!("connecting (try {attempt})"), Color::Yellow)

@@ -1,6 +1,6 @@
-//! Rendering: turns the dashboard's state into widgets. Nothing here
-//! changes state except refreshing the table's cached row order and
-//! recording how many rows fit.
+//! Rendering: turns the dashboard's state into widgets. Views only read
+//! the state; what a frame finds out (rows that fit, how far the detail
+//! scrolls) is returned as [`Drawn`] for the app to keep.
 
 mod detail;
 mod errors;
@@ -19,10 +19,17 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 
-use crate::app::{App, Mode};
+use crate::preview::Previews;
+use crate::state::{Dashboard, Drawn, Mode, Screen};
 
-/// Draws the whole screen.
-pub fn draw(frame: &mut Frame, app: &mut App) {
+/// Draws the whole screen. `previews` renders the detail view's pictures
+/// (an image protocol keeps its encoding between frames).
+pub fn draw(
+    frame: &mut Frame,
+    state: &Dashboard,
+    screen: &Screen,
+    previews: &mut Previews,
+) -> Drawn {
     let [header_area, body, errors_area, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(5),
@@ -31,37 +38,41 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
     ])
     .areas(frame.area());
 
-    app.state.table.refresh(&app.state.jobs);
-    header::draw(frame, header_area, app);
-    match app.mode {
-        Mode::Detail => detail::draw(frame, body, app),
+    let mut drawn = Drawn::default();
+    header::draw(frame, header_area, state);
+    match screen.mode {
+        Mode::Detail => {
+            drawn.detail_last_line = detail::draw(frame, body, state, screen, previews);
+        }
         _ => {
             // Header row and borders take three lines.
-            app.table_height = usize::from(body.height.saturating_sub(3));
-            table::draw(frame, body, app);
+            let rows = usize::from(body.height.saturating_sub(3));
+            table::draw(frame, body, state, rows);
+            drawn.table_rows = Some(rows);
         }
     }
-    errors::draw(frame, errors_area, &app.state);
-    draw_footer(frame, footer, app);
-    match app.mode {
+    errors::draw(frame, errors_area, state);
+    draw_footer(frame, footer, state, screen);
+    match screen.mode {
         Mode::Help => help::draw(frame, centered(frame.area(), 80, 24)),
-        Mode::Form => form::draw(frame, centered(frame.area(), 84, 14), &app.form),
+        Mode::Form => form::draw(frame, centered(frame.area(), 84, 14), &screen.form),
         _ => {}
     }
+    drawn
 }
 
-fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
+fn draw_footer(frame: &mut Frame, area: Rect, state: &Dashboard, screen: &Screen) {
     let key = Style::default().add_modifier(Modifier::BOLD);
-    let line = match app.mode {
+    let line = match screen.mode {
         Mode::FilterInput => Line::from(vec![
             Span::styled("filter: ", key),
-            Span::raw(app.input.as_str()),
+            Span::raw(screen.input.as_str()),
             Span::styled("▏", Style::default().fg(Color::Yellow)),
             Span::raw("   Enter keep · Esc clear"),
         ]),
         Mode::WatchInput => Line::from(vec![
             Span::styled("watch (matting:<key> or removal:<key>): ", key),
-            Span::raw(app.input.as_str()),
+            Span::raw(screen.input.as_str()),
             Span::styled("▏", Style::default().fg(Color::Yellow)),
         ]),
         _ => {
@@ -78,7 +89,7 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
                 spans.push(Span::styled(k, key));
                 spans.push(Span::raw(format!(" {what}  ")));
             }
-            if let Some(notice) = &app.state.notice {
+            if let Some(notice) = &state.notice {
                 spans.push(Span::styled(
                     format!("│ {notice}"),
                     Style::default().fg(Color::Cyan),

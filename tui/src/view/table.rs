@@ -10,15 +10,14 @@ use ratatui::widgets::{Block, Borders, Cell, Row, Table};
 use retouch_api::v1 as pb;
 
 use super::format;
-use crate::app::App;
-use crate::state::{BatchGroup, JobRow, Jobs, RowKey, TableLine, api_name};
+use crate::state::{BatchGroup, Dashboard, JobRow, Jobs, RowKey, TableLine, api_name};
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
+/// Draws the table's rows that fit in `rows`.
+pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard, rows: usize) {
     let now = SystemTime::now();
-    let state = &app.state;
     let table = &state.table;
     let selected = table.selected_row();
-    let lines = table.visible(&state.jobs, app.table_height);
+    let lines = table.visible(&state.jobs, rows);
     let rows_shown = lines
         .iter()
         .filter(|line| !matches!(line, TableLine::Task { .. }))

@@ -8,8 +8,9 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use retouch_api::v1 as pb;
 
-use crate::app::{App, Mode};
+use crate::app::App;
 use crate::event::Event;
+use crate::state::Mode;
 use crate::state::Update;
 use crate::state::tests::build::*;
 
@@ -60,7 +61,7 @@ fn type_text(app: &mut App, text: &str) {
 
 fn render(app: &mut App) -> String {
     let mut terminal = Terminal::new(TestBackend::new(150, 40)).unwrap();
-    terminal.draw(|f| super::draw(f, app)).unwrap();
+    terminal.draw(|f| app.draw(f)).unwrap();
     let buffer = terminal.backend().buffer();
     let width = buffer.area.width as usize;
     buffer
@@ -135,7 +136,7 @@ fn detail_view_shows_each_task_with_history_and_results() {
     // Sorted newest first: mat-003, rem-002, mat-001. Select mat-001.
     key(&mut app, KeyCode::End);
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.mode, Mode::Detail);
+    assert_eq!(app.screen.mode, Mode::Detail);
     let screen = render(&mut app);
     assert!(screen.contains("matting mat-001"), "{screen}");
     let history = line_with(&screen, "history");
@@ -148,7 +149,7 @@ fn detail_view_shows_each_task_with_history_and_results() {
     assert!(screen.contains("result http://results/mat-001/0.png"));
     assert!(screen.contains("image  http://img/mat-001/0.png"));
     key(&mut app, KeyCode::Esc);
-    assert_eq!(app.mode, Mode::Table);
+    assert_eq!(app.screen.mode, Mode::Table);
 }
 
 #[test]
@@ -184,12 +185,12 @@ fn help_lists_every_key_and_the_form_reports_invalid_fields() {
     }
     key(&mut app, KeyCode::Esc);
     key(&mut app, KeyCode::Char('n'));
-    assert_eq!(app.mode, Mode::Form);
+    assert_eq!(app.screen.mode, Mode::Form);
     key(&mut app, KeyCode::Enter);
     let screen = render(&mut app);
     assert!(screen.contains("image: must be a URL"), "{screen}");
     assert!(screen.contains("mask: must be a URL"), "{screen}");
-    assert_eq!(app.mode, Mode::Form, "an invalid form stays open");
+    assert_eq!(app.screen.mode, Mode::Form, "an invalid form stays open");
 }
 
 #[test]
@@ -276,8 +277,8 @@ fn the_detail_view_scrolls_through_a_job_of_ten_tasks() {
     assert!(render(&mut app).contains("task 8 of 10"));
     // j and k scroll here instead of changing the job.
     key(&mut app, KeyCode::Char('j'));
-    assert_eq!(app.detail_scroll, 1);
-    assert_eq!(app.mode, Mode::Detail);
+    assert_eq!(app.screen.detail_scroll, 1);
+    assert_eq!(app.screen.mode, Mode::Detail);
 }
 
 #[test]
@@ -345,7 +346,7 @@ fn the_detail_view_shows_input_mask_and_result_in_half_blocks() {
         );
     }
     let mut terminal = Terminal::new(TestBackend::new(150, 40)).unwrap();
-    terminal.draw(|f| super::draw(f, &mut app)).unwrap();
+    terminal.draw(|f| app.draw(f)).unwrap();
     let buffer = terminal.backend().buffer();
     let cell = |x: u16, y: u16| &buffer[(x, y)];
     // The body starts under the header line; each pane is 50 columns

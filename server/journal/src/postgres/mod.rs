@@ -31,9 +31,10 @@ use retouch_api::v1 as pb;
 use tokio_postgres::NoTls;
 
 use super::{
-    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
-    MirrorRequest, MirrorState, NewSubmission, Recovered, StepTransaction, StepWrites, Store,
-    StoreError, SubmissionRecord, UploadRecord,
+    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobJournal, JobRecord, ListPage,
+    ListQuery, MirrorRecords, MirrorRequest, MirrorState, NewSubmission, Recovered, Retention,
+    StepTransaction, StepWrites, StoreError, SubmissionRecord, Submissions, UploadRecord,
+    UploadRecords,
 };
 
 mod embedded {
@@ -261,7 +262,7 @@ fn describe(config: &tokio_postgres::Config) -> String {
 }
 
 #[async_trait::async_trait]
-impl Store for PostgresStore {
+impl JobJournal for PostgresStore {
     fn store_id(&self) -> &str {
         &self.id
     }
@@ -291,6 +292,58 @@ impl Store for PostgresStore {
         Ok(Box::new(step))
     }
 
+    async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::job_where(&**client, "result_key", result_key).await
+    }
+
+    async fn jobs_by_keys(
+        &self,
+        result_keys: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, JobRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::jobs_by_keys(&**client, result_keys).await
+    }
+
+    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::job_where(&**client, "submission_id", id).await
+    }
+
+    async fn list_jobs(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let client = self.client().await?;
+        sql::list_jobs(&**client, query).await
+    }
+
+    async fn jobs_after(
+        &self,
+        after_accepted_seq: u64,
+        max_accepted_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::jobs_after(&**client, after_accepted_seq, max_accepted_seq, limit).await
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        upto: u64,
+        keys: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<Vec<pb::JobEvent>, StoreError> {
+        let client = self.client().await?;
+        sql::events(&**client, after, upto, keys, limit).await
+    }
+
+    async fn compacted_through(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        sql::compacted_through(&**client).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Submissions for PostgresStore {
     async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
         // A capped submit may wait for another's cap lock holding a pooled
         // connection: only some may wait at once, so heartbeats, leases
@@ -364,51 +417,10 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         sql::record_batch_submit_error(&**client, batch_id, job_index, error).await
     }
+}
 
-    async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {
-        let client = self.client().await?;
-        sql::job_where(&**client, "result_key", result_key).await
-    }
-
-    async fn jobs_by_keys(
-        &self,
-        result_keys: Vec<String>,
-    ) -> Result<std::collections::HashMap<String, JobRecord>, StoreError> {
-        let client = self.client().await?;
-        sql::jobs_by_keys(&**client, result_keys).await
-    }
-
-    async fn job_by_submission(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let client = self.client().await?;
-        sql::job_where(&**client, "submission_id", id).await
-    }
-
-    async fn list_jobs(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
-        let client = self.client().await?;
-        sql::list_jobs(&**client, query).await
-    }
-
-    async fn jobs_after(
-        &self,
-        after_accepted_seq: u64,
-        max_accepted_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>, StoreError> {
-        let client = self.client().await?;
-        sql::jobs_after(&**client, after_accepted_seq, max_accepted_seq, limit).await
-    }
-
-    async fn events(
-        &self,
-        after: u64,
-        upto: u64,
-        keys: Option<Vec<String>>,
-        limit: usize,
-    ) -> Result<Vec<pb::JobEvent>, StoreError> {
-        let client = self.client().await?;
-        sql::events(&**client, after, upto, keys, limit).await
-    }
-
+#[async_trait::async_trait]
+impl MirrorRecords for PostgresStore {
     async fn mirror_stored(
         &self,
         request: &MirrorRequest,
@@ -444,7 +456,10 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         sql::mirror_references(&**client, sha256).await
     }
+}
 
+#[async_trait::async_trait]
+impl UploadRecords for PostgresStore {
     async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError> {
         let client = self.client().await?;
         sql::record_upload(&**client, &upload).await
@@ -454,12 +469,10 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         sql::upload(&**client, sha256).await
     }
+}
 
-    async fn compacted_through(&self) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        sql::compacted_through(&**client).await
-    }
-
+#[async_trait::async_trait]
+impl Retention for PostgresStore {
     async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(sql::db_error)?;

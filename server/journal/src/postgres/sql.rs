@@ -735,9 +735,7 @@ pub(super) async fn compact<C: GenericClient>(
             "DELETE FROM submissions WHERE state <> $1 AND request_id IS NOT NULL
                AND created_at_ms < $2
                AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.submission_id = submissions.id)
-               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
-                 (SELECT 1 FROM batches
-                  WHERE batches.id = split_part(substr(submissions.request_id, 7), '/', 1)), FALSE)",
+               AND NOT EXISTS (SELECT 1 FROM batches WHERE batches.id = submissions.batch_id)",
             &[&STATE_PENDING, &ids_cutoff],
         )
         .await
@@ -808,15 +806,14 @@ pub(super) async fn compact<C: GenericClient>(
                  SELECT b.id FROM batches b
                  WHERE b.created_at_ms < $1 AND NOT EXISTS
                      (SELECT 1 FROM submissions s
-                      WHERE s.request_id LIKE 'batch-' || b.id || '/%'
+                      WHERE s.batch_id = b.id
                         AND (s.state = $2
                              OR EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = s.id)))),
              errors AS (
                  DELETE FROM batch_submit_errors WHERE batch_id IN (SELECT id FROM gone)),
              owned AS (
                  DELETE FROM submissions
-                 WHERE state <> $2 AND request_id LIKE 'batch-%/%'
-                   AND split_part(substr(request_id, 7), '/', 1) IN (SELECT id FROM gone)
+                 WHERE state <> $2 AND batch_id IN (SELECT id FROM gone)
                  RETURNING 1),
              removed AS (
                  DELETE FROM batches WHERE id IN (SELECT id FROM gone) RETURNING 1)

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::test_cluster::TestCluster;
 use super::*;
-use crate::Cluster;
 use crate::contract;
+use crate::{Cluster, Store};
 
 #[tokio::test]
 async fn what_is_committed_survives_a_reconnect_with_the_same_identity() {

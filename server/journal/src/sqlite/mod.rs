@@ -22,9 +22,10 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
 
 use super::{
-    BatchRecord, Began, BeganBatch, BilledTasks, Compacted, Compaction, JobRecord, ListPage,
-    ListQuery, MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep,
-    StepTransaction, StepWrites, Store, StoreError, SubmissionRecord, UploadRecord,
+    BatchRecord, Began, BeganBatch, BilledTasks, Compacted, Compaction, JobJournal, JobRecord,
+    ListPage, ListQuery, MirrorRecords, MirrorRequest, MirrorState, NewSubmission, Recovered,
+    Retention, SoleWriterStep, StepTransaction, StepWrites, StoreError, SubmissionRecord,
+    Submissions, UploadRecord, UploadRecords,
 };
 use writer::Writer;
 
@@ -34,18 +35,23 @@ pub const JOURNAL_FILE: &str = "journal.db";
 pub const LOCK_FILE: &str = "retouchd.lock";
 
 /// The schema, one migration per version; never edit a released one.
-fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![
-        M::up(include_str!("migrations/0001_journal.sql")),
-        M::up(include_str!("migrations/0002_mirrored_results.sql")),
-        M::up(include_str!("migrations/0003_uploads.sql")),
-        M::up(include_str!("migrations/0004_submitted_by.sql")),
-        M::up(include_str!("migrations/0005_batches.sql")),
-        M::up(include_str!("migrations/0006_task_charges.sql")),
-    ])
-}
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_journal.sql"),
+    include_str!("migrations/0002_mirrored_results.sql"),
+    include_str!("migrations/0003_uploads.sql"),
+    include_str!("migrations/0004_submitted_by.sql"),
+    include_str!("migrations/0005_batches.sql"),
+    include_str!("migrations/0006_task_charges.sql"),
+    include_str!("migrations/0007_submission_batch_id.sql"),
+];
 
-const SCHEMA_VERSION: i64 = 6;
+/// The newest schema this build knows: a journal past it was written by a
+/// newer retouchd, and is left alone.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
+}
 
 /// Why the journal could not be opened. Nothing was changed on disk.
 #[derive(Debug, thiserror::Error)]
@@ -304,7 +310,7 @@ impl Readers {
 }
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
+impl JobJournal for SqliteStore {
     fn store_id(&self) -> &str {
         &self.id
     }
@@ -328,64 +334,6 @@ impl Store for SqliteStore {
     ) -> Result<Box<dyn StepTransaction + '_>, StoreError> {
         // The lock file makes this process the journal's only writer.
         Ok(Box::new(SoleWriterStep { store: self }))
-    }
-
-    async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
-        self.writer
-            .write(move |conn| sql::begin_submission(conn, &new))
-            .await
-    }
-
-    async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.writer
-            .write(move |conn| sql::abandon_submission(conn, &id))
-            .await
-    }
-
-    async fn billed_tasks(
-        &self,
-        token: Option<String>,
-        now: SystemTime,
-    ) -> Result<BTreeMap<String, BilledTasks>, StoreError> {
-        self.readers
-            .read(move |conn| charges::billed(conn, token.as_deref(), now))
-            .await
-    }
-
-    async fn submissions_by_request_ids(
-        &self,
-        request_ids: Vec<String>,
-    ) -> Result<std::collections::HashMap<String, SubmissionRecord>, StoreError> {
-        if request_ids.is_empty() {
-            return Ok(Default::default());
-        }
-        self.readers
-            .read(move |conn| sql::submissions_by_request_ids(conn, request_ids))
-            .await
-    }
-
-    async fn begin_batch(&self, new: BatchRecord) -> Result<BeganBatch, StoreError> {
-        self.writer
-            .write(move |conn| sql::begin_batch(conn, &new))
-            .await
-    }
-
-    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
-        let id = id.to_owned();
-        self.readers.read(move |conn| sql::batch(conn, &id)).await
-    }
-
-    async fn record_batch_submit_error(
-        &self,
-        batch_id: &str,
-        job_index: u32,
-        error: &pb::UpstreamError,
-    ) -> Result<(), StoreError> {
-        let (batch_id, error) = (batch_id.to_owned(), error.clone());
-        self.writer
-            .write(move |conn| sql::record_batch_submit_error(conn, &batch_id, job_index, &error))
-            .await
     }
 
     async fn job_by_key(&self, result_key: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -444,6 +392,74 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn compacted_through(&self) -> Result<u64, StoreError> {
+        self.readers.read(sql::compacted_through).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Submissions for SqliteStore {
+    async fn begin_submission(&self, new: NewSubmission) -> Result<Began, StoreError> {
+        self.writer
+            .write(move |conn| sql::begin_submission(conn, &new))
+            .await
+    }
+
+    async fn abandon_submission(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| sql::abandon_submission(conn, &id))
+            .await
+    }
+
+    async fn billed_tasks(
+        &self,
+        token: Option<String>,
+        now: SystemTime,
+    ) -> Result<BTreeMap<String, BilledTasks>, StoreError> {
+        self.readers
+            .read(move |conn| charges::billed(conn, token.as_deref(), now))
+            .await
+    }
+
+    async fn submissions_by_request_ids(
+        &self,
+        request_ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, SubmissionRecord>, StoreError> {
+        if request_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        self.readers
+            .read(move |conn| sql::submissions_by_request_ids(conn, request_ids))
+            .await
+    }
+
+    async fn begin_batch(&self, new: BatchRecord) -> Result<BeganBatch, StoreError> {
+        self.writer
+            .write(move |conn| sql::begin_batch(conn, &new))
+            .await
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let id = id.to_owned();
+        self.readers.read(move |conn| sql::batch(conn, &id)).await
+    }
+
+    async fn record_batch_submit_error(
+        &self,
+        batch_id: &str,
+        job_index: u32,
+        error: &pb::UpstreamError,
+    ) -> Result<(), StoreError> {
+        let (batch_id, error) = (batch_id.to_owned(), error.clone());
+        self.writer
+            .write(move |conn| sql::record_batch_submit_error(conn, &batch_id, job_index, &error))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl MirrorRecords for SqliteStore {
     async fn mirror_stored(
         &self,
         request: &MirrorRequest,
@@ -490,7 +506,10 @@ impl Store for SqliteStore {
             .read(move |conn| sql::mirror_references(conn, &sha256))
             .await
     }
+}
 
+#[async_trait::async_trait]
+impl UploadRecords for SqliteStore {
     async fn record_upload(&self, upload: UploadRecord) -> Result<(), StoreError> {
         self.writer
             .write(move |conn| sql::record_upload(conn, &upload))
@@ -503,11 +522,10 @@ impl Store for SqliteStore {
             .read(move |conn| sql::upload(conn, &sha256))
             .await
     }
+}
 
-    async fn compacted_through(&self) -> Result<u64, StoreError> {
-        self.readers.read(sql::compacted_through).await
-    }
-
+#[async_trait::async_trait]
+impl Retention for SqliteStore {
     async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError> {
         self.writer
             .write(move |conn| sql::compact(conn, &compaction))

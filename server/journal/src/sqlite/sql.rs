@@ -11,8 +11,7 @@ use super::errors::io_error;
 
 use crate::rows::{
     BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow,
-    batch_request_ids, batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq,
-    settlement_row,
+    batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq, settlement_row,
 };
 use crate::{
     BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
@@ -612,9 +611,7 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
             "DELETE FROM submissions WHERE state != ?1 AND request_id IS NOT NULL
                AND created_at_ms < ?2
                AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.submission_id = submissions.id)
-               AND NOT COALESCE(submissions.request_id LIKE 'batch-%/%' AND EXISTS
-                 (SELECT 1 FROM batches WHERE batches.id = substr(submissions.request_id, 7,
-                      instr(submissions.request_id, '/') - 7)), 0)",
+               AND NOT EXISTS (SELECT 1 FROM batches WHERE batches.id = submissions.batch_id)",
             params![STATE_PENDING, ids_cutoff],
         )
         .map_err(io_error)?;
@@ -685,12 +682,11 @@ fn compact_batches(conn: &Connection, cutoff: i64) -> Result<(u64, u64), StoreEr
         .map_err(io_error)?;
     let (mut batches, mut submissions) = (0, 0);
     for id in old {
-        let owned = batch_request_ids(&id);
         let jobs_left: bool = conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM submissions s WHERE s.request_id LIKE ?1
+                "SELECT EXISTS (SELECT 1 FROM submissions s WHERE s.batch_id = ?1
                      AND (s.state = ?2 OR EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = s.id)))",
-                params![owned, STATE_PENDING],
+                params![id, STATE_PENDING],
                 |r| r.get(0),
             )
             .map_err(io_error)?;
@@ -699,8 +695,8 @@ fn compact_batches(conn: &Connection, cutoff: i64) -> Result<(u64, u64), StoreEr
         }
         submissions += conn
             .execute(
-                "DELETE FROM submissions WHERE request_id LIKE ?1 AND state != ?2",
-                params![owned, STATE_PENDING],
+                "DELETE FROM submissions WHERE batch_id = ?1 AND state != ?2",
+                params![id, STATE_PENDING],
             )
             .map_err(io_error)? as u64;
         conn.execute("DELETE FROM batch_submit_errors WHERE batch_id = ?1", [&id])

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::StepWrites;
 use crate::contract::{self, event};
+use crate::{StepWrites, Store};
 
 #[tokio::test]
 async fn what_is_committed_survives_a_reopen_with_the_same_identity() {
