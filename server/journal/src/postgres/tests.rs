@@ -282,3 +282,56 @@ async fn calls_fail_cleanly_while_the_server_restarts_and_work_again_after() {
     assert!(failures <= POOL_SIZE, "{failures} failed calls");
     contract::step_reads_back(&store).await;
 }
+
+#[tokio::test]
+async fn a_schema_5_journal_gains_the_batch_ids_of_its_rows() {
+    let cluster = TestCluster::start();
+    let url = cluster.database("from_v5").await;
+    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The schema as the last release left it, with rows it wrote.
+    super::embedded::migrations::runner()
+        .set_target(refinery::Target::Version(5))
+        .run_async(&mut client)
+        .await
+        .unwrap();
+    for (id, request_id) in [
+        ("s1", Some("batch-0a1b/0")),
+        ("s2", Some("batch-0a1b/12")),
+        ("s3", Some("plain-request")),
+        ("s4", None),
+    ] {
+        client
+            .execute(
+                "INSERT INTO submissions (id, request_id, fingerprint, state, created_at_ms, draft)
+                 VALUES ($1, $2, '\\x00', 2, 0, '\\x')",
+                &[&id, &request_id],
+            )
+            .await
+            .unwrap();
+    }
+
+    let store = PostgresStore::connect(&url, ReplicaOptions::default())
+        .await
+        .expect("a journal of schema 5 is migrated");
+    let batch_ids: Vec<(String, Option<String>)> = client
+        .query("SELECT id, batch_id FROM submissions ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = |id: &str, batch: Option<&str>| (id.to_owned(), batch.map(str::to_owned));
+    assert_eq!(
+        batch_ids,
+        [
+            expected("s1", Some("0a1b")),
+            expected("s2", Some("0a1b")),
+            expected("s3", None),
+            expected("s4", None),
+        ]
+    );
+    drop(store);
+}
