@@ -18,6 +18,7 @@ pub mod oneshot;
 pub mod outbound;
 pub mod parsers;
 pub mod probes;
+pub mod program;
 pub mod samples;
 pub mod service;
 pub mod telemetry;

@@ -2,12 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use retouch_engine::RemovalParams;
-use retouch_server::config::{Cli, Command, LogFormat, PairArgs};
-use retouch_server::oneshot::Job;
-use tracing_subscriber::EnvFilter;
-
 // jemalloc: it returns freed memory to the system (glibc's malloc kept
 // what 10,000 closed streams had used), and reports the heap for /metrics.
 #[cfg(feature = "jemalloc")]
@@ -25,8 +19,7 @@ fn heap_figures() -> Option<retouch_server::telemetry::HeapFigures> {
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // Purge unused pages from a background thread, so that memory goes
     // back to the system while the process is idle too. (An error means the
     // platform has no such threads; purging then happens as it allocates.)
@@ -35,160 +28,5 @@ async fn main() -> ExitCode {
         let _ = tikv_jemalloc_ctl::background_thread::write(true);
         retouch_server::telemetry::set_heap_probe(heap_figures);
     }
-    let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    let result = match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(*args).await,
-        Some(Command::LocalBackend(args)) => local_backend(args).await,
-        Some(Command::Matte(pair)) => one_pair(Job::Matte, pair).await,
-        Some(Command::Token(args)) => args.generate().map(|(token, line)| {
-            println!("{line}");
-            eprintln!(
-                "token for {:?} (give it to the client; only its hash is in the line above): {token}",
-                args.name
-            );
-        }),
-        Some(Command::Backup(args)) => {
-            retouch_journal::backup(&args.data_dir, &args.to).map_err(|e| e.to_string())
-        }
-        Some(Command::Remove(args)) => {
-            let params = RemovalParams {
-                seed: args.seed,
-                kernel_size: args.kernel_size,
-            };
-            one_pair(Job::Remove(params), args.pair).await
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("retouchd: {message}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve(args: retouch_server::config::ServeArgs) -> Result<(), String> {
-    let config = args.to_config()?;
-    let server = retouch_server::app::start(config)
-        .await
-        .map_err(|e| e.to_string())?;
-    reload_on_sighup(&server).await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
-    Ok(())
-}
-
-async fn local_backend(args: retouch_server::config::LocalBackendArgs) -> Result<(), String> {
-    let mut config = args
-        .local
-        .to_config(args.appcode.clone(), args.public_base_url.clone())?;
-    config.outbound = args.outbound.to_policy();
-    config.app_key_pair = args
-        .app_key
-        .clone()
-        .zip(args.app_secret.clone())
-        .map(|(key, secret)| retouch_server::aliyun::signing::AppKeyPair { key, secret });
-    let backend = retouch_server::local::LocalBackend::new(
-        config,
-        std::sync::Arc::new(retouch_engine::ClassicEngine::default()),
-    );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    tracing::info!(listen = %bound, "Aliyun-compatible local backend is running");
-    axum::serve(listener, backend.router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("HTTP server failed: {e}"))
-}
-
-async fn one_pair(job: Job, pair: PairArgs) -> Result<(), String> {
-    let out = pair.out.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        retouch_server::oneshot::run(&job, &pair.image, &pair.mask, &pair.out)
-    })
-    .await
-    .map_err(|e| format!("engine task failed: {e}"))??;
-    println!(
-        "wrote {} ({}x{}) in {:.2} s",
-        out.display(),
-        outcome.dimensions.0,
-        outcome.dimensions.1,
-        outcome.elapsed.as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-}
-
-/// Serves until a shutdown signal, re-reading certificates and tokens on
-/// each SIGHUP.
-async fn reload_on_sighup(server: &retouch_server::app::RunningServer) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return shutdown_signal().await;
-        };
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = hangups.recv() => {
-                    let errors = server.reload();
-                    if errors.is_empty() {
-                        tracing::info!("SIGHUP: certificates and tokens reloaded");
-                    }
-                    for error in errors {
-                        tracing::error!(%error, "SIGHUP: not reloaded; what was in force stays");
-                    }
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    shutdown_signal().await
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal: in files and log
-    // collectors they are noise (and `NO_COLOR` is honoured).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    retouch_server::program::main()
 }

@@ -21,6 +21,7 @@ pub mod event;
 pub mod exit;
 pub mod json;
 pub mod preview;
+pub mod program;
 pub mod request;
 pub mod state;
 pub mod submit;

@@ -22,6 +22,7 @@ mod charges;
 #[cfg(test)]
 mod contract;
 mod postgres;
+mod retention;
 mod rows;
 mod sqlite;
 

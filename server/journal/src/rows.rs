@@ -6,7 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
-use super::{BatchRecord, MirrorState, Settlement, StoreError, SubmissionRecord, SubmissionState};
+use retouch_api::v1 as pb;
+
+use super::{
+    BatchRecord, JobRecord, MirrorState, Settlement, StoreError, SubmissionRecord, SubmissionState,
+};
 
 /// Milliseconds since the Unix epoch (0 before it).
 pub(super) fn millis(time: SystemTime) -> i64 {
@@ -28,6 +32,67 @@ pub(super) fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M
 /// A stored (signed) sequence number.
 pub(super) fn seq(value: i64) -> u64 {
     value.max(0) as u64
+}
+
+/// A sequence number (or count) as stored: signed, saturating.
+pub(super) fn bound(value: u64) -> i64 {
+    value.min(i64::MAX as u64) as i64
+}
+
+/// An `events` row as a step writes it, in either dialect.
+pub(super) struct EventRow<'a> {
+    pub seq: i64,
+    /// The event's own time (now, if it has none that converts).
+    pub time_ms: i64,
+    pub result_key: &'a str,
+    pub event: Vec<u8>,
+}
+
+impl<'a> EventRow<'a> {
+    pub(super) fn of(event: &'a pb::JobEvent) -> Self {
+        let time = event
+            .time
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .unwrap_or_else(SystemTime::now);
+        EventRow {
+            seq: bound(event.seq),
+            time_ms: millis(time),
+            result_key: &event.result_key,
+            event: event.encode_to_vec(),
+        }
+    }
+}
+
+/// A `jobs` row as a step writes it, in either dialect: empty strings are
+/// stored as NULL.
+pub(super) struct JobWriteRow<'a> {
+    pub accepted_seq: i64,
+    pub result_key: Option<&'a str>,
+    pub submission_id: Option<&'a str>,
+    pub api: i32,
+    pub status: i32,
+    pub last_seq: i64,
+    pub finished_at_ms: Option<i64>,
+    pub job: Vec<u8>,
+    pub submitted_by: Option<&'a str>,
+}
+
+impl<'a> JobWriteRow<'a> {
+    pub(super) fn of(record: &'a JobRecord) -> Self {
+        let job = &record.job;
+        let non_empty = |s: &'a String| (!s.is_empty()).then_some(s.as_str());
+        JobWriteRow {
+            accepted_seq: bound(record.accepted_seq),
+            result_key: non_empty(&job.result_key),
+            submission_id: non_empty(&job.submission_id),
+            api: job.api,
+            status: job.status,
+            last_seq: bound(job.last_seq),
+            finished_at_ms: record.finished_at.map(millis),
+            job: job.encode_to_vec(),
+            submitted_by: non_empty(&job.submitted_by),
+        }
+    }
 }
 
 /// Submission states as stored.

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::PostgresStore;
-use super::sql::{self, bound, db_error, job_record, submission_record};
+use super::sql::{self, db_error, job_record, submission_record};
 use super::step::{key_and_epoch_arrays, leases_from, ttl_millis};
+use crate::rows::bound;
 use crate::rows::{STATE_PENDING, seq};
 use crate::{Claim, Cluster, Lease, Membership, StoreError, SubmissionRecord};
 

@@ -16,6 +16,7 @@
 mod charges;
 mod cluster;
 mod listener;
+mod retention;
 mod sql;
 mod step;
 #[cfg(test)]
@@ -485,8 +486,7 @@ impl Retention for PostgresStore {
         if !ours {
             return Ok(Compacted::default());
         }
-        let compacted = sql::compact(&*tx, &compaction).await?;
-        charges::compact(&*tx, compaction.charges_before).await?;
+        let compacted = retention::compact(&*tx, &compaction).await?;
         tx.commit().await.map_err(sql::db_error)?;
         Ok(compacted)
     }

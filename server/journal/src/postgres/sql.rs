@@ -10,13 +10,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::rows::{
-    BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow,
-    batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq, settlement_row,
+    BatchRow, EventRow, JobWriteRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING,
+    SubmissionRow, batch_submit_errors, bound, decode, from_millis, millis, mirror_failure_state,
+    seq, settlement_row,
 };
 use crate::{
-    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
-    MirrorRequest, MirrorState, NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord,
-    UploadRecord,
+    BatchRecord, Began, BeganBatch, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
+    NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord, UploadRecord,
 };
 
 /// A driver error as a store error: lost connections, resource shortages,
@@ -52,10 +52,6 @@ pub(super) fn message(e: &tokio_postgres::Error) -> String {
             None => e.to_string(),
         },
     }
-}
-
-pub(super) fn bound(value: u64) -> i64 {
-    value.min(i64::MAX as u64) as i64
 }
 
 /// The store's id, created with the store on first use.
@@ -148,20 +144,11 @@ pub(super) async fn commit_step<C: GenericClient>(
         .prepare("INSERT INTO events (seq, time_ms, result_key, event) VALUES ($1, $2, $3, $4)")
         .await
         .map_err(db_error)?;
-    for event in &writes.events {
-        let time = event
-            .time
-            .and_then(|t| SystemTime::try_from(t).ok())
-            .unwrap_or_else(SystemTime::now);
+    for row in writes.events.iter().map(|event| EventRow::of(event)) {
         client
             .execute(
                 &insert_event,
-                &[
-                    &bound(event.seq),
-                    &millis(time),
-                    &event.result_key,
-                    &event.encode_to_vec(),
-                ],
+                &[&row.seq, &row.time_ms, &row.result_key, &row.event],
             )
             .await
             .map_err(db_error)?;
@@ -180,21 +167,20 @@ pub(super) async fn commit_step<C: GenericClient>(
         )
         .await
         .map_err(db_error)?;
-    for record in &writes.jobs {
-        let job = &record.job;
+    for row in writes.jobs.iter().map(JobWriteRow::of) {
         client
             .execute(
                 &upsert_job,
                 &[
-                    &bound(record.accepted_seq),
-                    &(!job.result_key.is_empty()).then_some(&job.result_key),
-                    &(!job.submission_id.is_empty()).then_some(&job.submission_id),
-                    &job.api,
-                    &job.status,
-                    &bound(job.last_seq),
-                    &record.finished_at.map(millis),
-                    &job.encode_to_vec(),
-                    &(!job.submitted_by.is_empty()).then_some(&job.submitted_by),
+                    &row.accepted_seq,
+                    &row.result_key,
+                    &row.submission_id,
+                    &row.api,
+                    &row.status,
+                    &row.last_seq,
+                    &row.finished_at_ms,
+                    &row.job,
+                    &row.submitted_by,
                 ],
             )
             .await
@@ -686,152 +672,6 @@ pub(super) async fn compacted_through<C: GenericClient>(client: &C) -> Result<u6
         .await
         .map_err(db_error)?;
     Ok(seq(row.get(0)))
-}
-
-/// Deletes what retention no longer keeps. The caller runs it in one
-/// transaction: finished jobs with their submissions (freeing their request
-/// ids), old events with the record of the highest seq removed, expired
-/// mirrored results and uploads.
-pub(super) async fn compact<C: GenericClient>(
-    client: &C,
-    compaction: &Compaction,
-) -> Result<Compacted, StoreError> {
-    let jobs_cutoff = millis(compaction.jobs_finished_before);
-    let ids_cutoff = millis(compaction.request_ids_before);
-    // Submissions without a request id go with their job; those with one
-    // stay as tombstones (without their draft) that keep the id bound until
-    // the request-id retention, so that a late retry is never billed again.
-    let mut submissions = client
-        .execute(
-            "DELETE FROM submissions WHERE state <> $1 AND request_id IS NULL AND id IN
-                 (SELECT submission_id FROM jobs
-                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $2)",
-            &[&STATE_PENDING, &jobs_cutoff],
-        )
-        .await
-        .map_err(db_error)?;
-    client
-        .execute(
-            "UPDATE submissions SET draft = ''::BYTEA WHERE state <> $1 AND request_id IS NOT NULL
-               AND octet_length(draft) > 0 AND id IN
-                 (SELECT submission_id FROM jobs
-                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $2)",
-            &[&STATE_PENDING, &jobs_cutoff],
-        )
-        .await
-        .map_err(db_error)?;
-    let jobs = client
-        .execute(
-            "DELETE FROM jobs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
-            &[&jobs_cutoff],
-        )
-        .await
-        .map_err(db_error)?;
-    // A job of a batch keeps its request id bound as long as its batch
-    // exists: were it freed alone, sending the batch again would bill the
-    // job a second time.
-    submissions += client
-        .execute(
-            "DELETE FROM submissions WHERE state <> $1 AND request_id IS NOT NULL
-               AND created_at_ms < $2
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.submission_id = submissions.id)
-               AND NOT EXISTS (SELECT 1 FROM batches WHERE batches.id = submissions.batch_id)",
-            &[&STATE_PENDING, &ids_cutoff],
-        )
-        .await
-        .map_err(db_error)?;
-    let head: i64 = client
-        .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
-        .await
-        .map_err(db_error)?
-        .get(0);
-    let by_count = head.saturating_sub(bound(compaction.max_events));
-    let by_time: i64 = client
-        .query_one(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE time_ms < $1",
-            &[&millis(compaction.events_before)],
-        )
-        .await
-        .map_err(db_error)?
-        .get(0);
-    let through = by_count.max(by_time);
-    let events = client
-        .execute("DELETE FROM events WHERE seq <= $1", &[&through])
-        .await
-        .map_err(db_error)?;
-    client
-        .execute(
-            "UPDATE store_meta SET compacted_through = GREATEST(compacted_through, $1)
-             WHERE id = 1",
-            &[&through],
-        )
-        .await
-        .map_err(db_error)?;
-    let results_cutoff = millis(compaction.results_before);
-    let candidates: Vec<String> = client
-        .query(
-            "SELECT DISTINCT sha256 FROM mirrored_results
-             WHERE created_at_ms < $1 AND sha256 IS NOT NULL",
-            &[&results_cutoff],
-        )
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let results = client
-        .execute(
-            "DELETE FROM mirrored_results WHERE created_at_ms < $1",
-            &[&results_cutoff],
-        )
-        .await
-        .map_err(db_error)?;
-    let mut orphaned_objects = Vec::new();
-    for sha256 in candidates {
-        if !mirror_references(client, &sha256).await? {
-            orphaned_objects.push(sha256);
-        }
-    }
-    let uploads = client
-        .execute(
-            "DELETE FROM uploads WHERE created_at_ms < $1",
-            &[&millis(compaction.uploads_before)],
-        )
-        .await
-        .map_err(db_error)?;
-    // One statement: every part sees the same batches gone.
-    let row = client
-        .query_one(
-            "WITH gone AS (
-                 SELECT b.id FROM batches b
-                 WHERE b.created_at_ms < $1 AND NOT EXISTS
-                     (SELECT 1 FROM submissions s
-                      WHERE s.batch_id = b.id
-                        AND (s.state = $2
-                             OR EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = s.id)))),
-             errors AS (
-                 DELETE FROM batch_submit_errors WHERE batch_id IN (SELECT id FROM gone)),
-             owned AS (
-                 DELETE FROM submissions
-                 WHERE state <> $2 AND batch_id IN (SELECT id FROM gone)
-                 RETURNING 1),
-             removed AS (
-                 DELETE FROM batches WHERE id IN (SELECT id FROM gone) RETURNING 1)
-             SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM owned)",
-            &[&ids_cutoff, &STATE_PENDING],
-        )
-        .await
-        .map_err(db_error)?;
-    let (batches, batch_submissions) = (seq(row.get(0)), seq(row.get(1)));
-    Ok(Compacted {
-        batches,
-        jobs,
-        events,
-        submissions: submissions + batch_submissions,
-        results,
-        uploads,
-        orphaned_objects,
-    })
 }
 
 pub(super) fn job_record(row: &Row) -> Result<JobRecord, StoreError> {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
 
-use super::sql::{self, bound, db_error};
+use super::sql::{self, db_error};
+use crate::rows::bound;
 use crate::rows::seq;
 use crate::{Committed, Lease, StepTransaction, StepWrites, StoreError};
 

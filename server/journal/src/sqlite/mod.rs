@@ -5,6 +5,7 @@
 
 mod charges;
 mod errors;
+mod retention;
 mod sql;
 #[cfg(test)]
 mod tests;
@@ -528,7 +529,7 @@ impl UploadRecords for SqliteStore {
 impl Retention for SqliteStore {
     async fn compact(&self, compaction: Compaction) -> Result<Compacted, StoreError> {
         self.writer
-            .write(move |conn| sql::compact(conn, &compaction))
+            .write(move |conn| retention::compact(conn, &compaction))
             .await
     }
 }

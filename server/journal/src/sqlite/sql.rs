@@ -10,13 +10,13 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::errors::io_error;
 
 use crate::rows::{
-    BatchRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING, SubmissionRow,
-    batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq, settlement_row,
+    BatchRow, EventRow, JobWriteRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING,
+    SubmissionRow, batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq,
+    settlement_row,
 };
 use crate::{
-    BatchRecord, Began, BeganBatch, Compacted, Compaction, JobRecord, ListPage, ListQuery,
-    MirrorRequest, MirrorState, NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord,
-    UploadRecord,
+    BatchRecord, Began, BeganBatch, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
+    NewSubmission, Recovered, StepWrites, StoreError, SubmissionRecord, UploadRecord,
 };
 
 /// Keys as a JSON array, for `IN (SELECT value FROM json_each(?))`: one
@@ -100,18 +100,9 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
             "INSERT INTO events (seq, time_ms, result_key, event) VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(io_error)?;
-    for event in &writes.events {
-        let time = event
-            .time
-            .and_then(|t| SystemTime::try_from(t).ok())
-            .unwrap_or_else(SystemTime::now);
+    for row in writes.events.iter().map(|event| EventRow::of(event)) {
         insert_event
-            .execute(params![
-                event.seq as i64,
-                millis(time),
-                event.result_key,
-                event.encode_to_vec()
-            ])
+            .execute(params![row.seq, row.time_ms, row.result_key, row.event])
             .map_err(io_error)?;
     }
     let mut upsert_job = conn
@@ -125,19 +116,18 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
                  finished_at_ms = excluded.finished_at_ms, job = excluded.job",
         )
         .map_err(io_error)?;
-    for record in &writes.jobs {
-        let job = &record.job;
+    for row in writes.jobs.iter().map(JobWriteRow::of) {
         upsert_job
             .execute(params![
-                record.accepted_seq as i64,
-                (!job.result_key.is_empty()).then_some(&job.result_key),
-                (!job.submission_id.is_empty()).then_some(&job.submission_id),
-                job.api,
-                job.status,
-                job.last_seq as i64,
-                record.finished_at.map(millis),
-                job.encode_to_vec(),
-                (!job.submitted_by.is_empty()).then_some(&job.submitted_by)
+                row.accepted_seq,
+                row.result_key,
+                row.submission_id,
+                row.api,
+                row.status,
+                row.last_seq,
+                row.finished_at_ms,
+                row.job,
+                row.submitted_by
             ])
             .map_err(io_error)?;
     }
@@ -578,136 +568,6 @@ pub(super) fn compacted_through(conn: &Connection) -> Result<u64, StoreError> {
 /// request-id retention, so that a late retry is never billed again (a
 /// batch's stay with their batch); then old events, recording the highest
 /// seq removed.
-pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Compacted, StoreError> {
-    let jobs_cutoff = millis(compaction.jobs_finished_before);
-    let ids_cutoff = millis(compaction.request_ids_before);
-    let mut submissions = conn
-        .execute(
-            "DELETE FROM submissions WHERE state != ?1 AND request_id IS NULL AND id IN
-                 (SELECT submission_id FROM jobs
-                  WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)",
-            params![STATE_PENDING, jobs_cutoff],
-        )
-        .map_err(io_error)?;
-    conn.execute(
-        "UPDATE submissions SET draft = x'' WHERE state != ?1 AND request_id IS NOT NULL
-           AND length(draft) > 0 AND id IN
-             (SELECT submission_id FROM jobs
-              WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?2)",
-        params![STATE_PENDING, jobs_cutoff],
-    )
-    .map_err(io_error)?;
-    let jobs = conn
-        .execute(
-            "DELETE FROM jobs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
-            [jobs_cutoff],
-        )
-        .map_err(io_error)?;
-    // A job of a batch keeps its request id bound as long as its batch
-    // exists: were it freed alone, sending the batch again would bill the
-    // job a second time.
-    submissions += conn
-        .execute(
-            "DELETE FROM submissions WHERE state != ?1 AND request_id IS NOT NULL
-               AND created_at_ms < ?2
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.submission_id = submissions.id)
-               AND NOT EXISTS (SELECT 1 FROM batches WHERE batches.id = submissions.batch_id)",
-            params![STATE_PENDING, ids_cutoff],
-        )
-        .map_err(io_error)?;
-    let head: i64 = conn
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
-        .map_err(io_error)?;
-    let by_count = head.saturating_sub(compaction.max_events.min(i64::MAX as u64) as i64);
-    let by_time: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE time_ms < ?1",
-            [millis(compaction.events_before)],
-            |r| r.get(0),
-        )
-        .map_err(io_error)?;
-    let through = by_count.max(by_time);
-    super::charges::compact(conn, compaction.charges_before)?;
-    let events = conn
-        .execute("DELETE FROM events WHERE seq <= ?1", [through])
-        .map_err(io_error)?;
-    conn.execute(
-        "UPDATE store_meta SET compacted_through = MAX(compacted_through, ?1) WHERE id = 1",
-        [through],
-    )
-    .map_err(io_error)?;
-    let results_cutoff = millis(compaction.results_before);
-    let candidates: Vec<String> = conn
-        .prepare("SELECT DISTINCT sha256 FROM mirrored_results WHERE created_at_ms < ?1 AND sha256 IS NOT NULL")
-        .and_then(|mut s| s.query_map([results_cutoff], |r| r.get(0))?.collect())
-        .map_err(io_error)?;
-    let results = conn
-        .execute(
-            "DELETE FROM mirrored_results WHERE created_at_ms < ?1",
-            [results_cutoff],
-        )
-        .map_err(io_error)?;
-    let mut orphaned_objects = Vec::new();
-    for sha256 in candidates {
-        if !mirror_references(conn, &sha256)? {
-            orphaned_objects.push(sha256);
-        }
-    }
-    let uploads = conn
-        .execute(
-            "DELETE FROM uploads WHERE created_at_ms < ?1",
-            [millis(compaction.uploads_before)],
-        )
-        .map_err(io_error)?;
-    let (batches, batch_submissions) = compact_batches(conn, ids_cutoff)?;
-    Ok(Compacted {
-        batches,
-        jobs: jobs as u64,
-        events: events as u64,
-        submissions: submissions as u64 + batch_submissions,
-        results: results as u64,
-        uploads: uploads as u64,
-        orphaned_objects,
-    })
-}
-
-/// Deletes the batches recorded before `cutoff` none of whose jobs is
-/// retained any more or being submitted, with their jobs' submissions (so
-/// their request ids are freed all at once) and their submit errors.
-/// Returns the batches and the submissions removed.
-fn compact_batches(conn: &Connection, cutoff: i64) -> Result<(u64, u64), StoreError> {
-    let old: Vec<String> = conn
-        .prepare_cached("SELECT id FROM batches WHERE created_at_ms < ?1")
-        .and_then(|mut s| s.query_map([cutoff], |r| r.get(0))?.collect())
-        .map_err(io_error)?;
-    let (mut batches, mut submissions) = (0, 0);
-    for id in old {
-        let jobs_left: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM submissions s WHERE s.batch_id = ?1
-                     AND (s.state = ?2 OR EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = s.id)))",
-                params![id, STATE_PENDING],
-                |r| r.get(0),
-            )
-            .map_err(io_error)?;
-        if jobs_left {
-            continue;
-        }
-        submissions += conn
-            .execute(
-                "DELETE FROM submissions WHERE batch_id = ?1 AND state != ?2",
-                params![id, STATE_PENDING],
-            )
-            .map_err(io_error)? as u64;
-        conn.execute("DELETE FROM batch_submit_errors WHERE batch_id = ?1", [&id])
-            .map_err(io_error)?;
-        batches += conn
-            .execute("DELETE FROM batches WHERE id = ?1", [&id])
-            .map_err(io_error)? as u64;
-    }
-    Ok((batches, submissions))
-}
-
 type JobColumns = (i64, Option<i64>, Vec<u8>);
 
 fn job_columns(row: &Row<'_>) -> rusqlite::Result<JobColumns> {

@@ -1,0 +1,186 @@
+//! The `retouchd` program: parses the command line and runs the server,
+//! the standalone local backend or a one-shot command, on a runtime of its
+//! own. It lives in the library, not in `main.rs`, so that its async code
+//! is compiled once, here: an `async fn main` in a binary has the compiler
+//! generate the code of every future it awaits again in that binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use retouch_engine::RemovalParams;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Command, LogFormat, PairArgs};
+use crate::oneshot::Job;
+
+/// Runs `retouchd` with the process's command line; returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("retouchd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(*args).await,
+        Some(Command::LocalBackend(args)) => local_backend(args).await,
+        Some(Command::Matte(pair)) => one_pair(Job::Matte, pair).await,
+        Some(Command::Token(args)) => args.generate().map(|(token, line)| {
+            println!("{line}");
+            eprintln!(
+                "token for {:?} (give it to the client; only its hash is in the line above): {token}",
+                args.name
+            );
+        }),
+        Some(Command::Backup(args)) => {
+            retouch_journal::backup(&args.data_dir, &args.to).map_err(|e| e.to_string())
+        }
+        Some(Command::Remove(args)) => {
+            let params = RemovalParams {
+                seed: args.seed,
+                kernel_size: args.kernel_size,
+            };
+            one_pair(Job::Remove(params), args.pair).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("retouchd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: crate::config::ServeArgs) -> Result<(), String> {
+    let config = args.to_config()?;
+    let server = crate::app::start(config).await.map_err(|e| e.to_string())?;
+    reload_on_sighup(&server).await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn local_backend(args: crate::config::LocalBackendArgs) -> Result<(), String> {
+    let mut config = args
+        .local
+        .to_config(args.appcode.clone(), args.public_base_url.clone())?;
+    config.outbound = args.outbound.to_policy();
+    config.app_key_pair = args
+        .app_key
+        .clone()
+        .zip(args.app_secret.clone())
+        .map(|(key, secret)| crate::aliyun::signing::AppKeyPair { key, secret });
+    let backend = crate::local::LocalBackend::new(
+        config,
+        std::sync::Arc::new(retouch_engine::ClassicEngine::default()),
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    tracing::info!(listen = %bound, "Aliyun-compatible local backend is running");
+    axum::serve(listener, backend.router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))
+}
+
+async fn one_pair(job: Job, pair: PairArgs) -> Result<(), String> {
+    let out = pair.out.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::oneshot::run(&job, &pair.image, &pair.mask, &pair.out)
+    })
+    .await
+    .map_err(|e| format!("engine task failed: {e}"))??;
+    println!(
+        "wrote {} ({}x{}) in {:.2} s",
+        out.display(),
+        outcome.dimensions.0,
+        outcome.dimensions.1,
+        outcome.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// Serves until a shutdown signal, re-reading certificates and tokens on
+/// each SIGHUP.
+async fn reload_on_sighup(server: &crate::app::RunningServer) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return shutdown_signal().await;
+        };
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = hangups.recv() => {
+                    let errors = server.reload();
+                    if errors.is_empty() {
+                        tracing::info!("SIGHUP: certificates and tokens reloaded");
+                    }
+                    for error in errors {
+                        tracing::error!(%error, "SIGHUP: not reloaded; what was in force stays");
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    shutdown_signal().await
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: in files and log
+    // collectors they are noise (and `NO_COLOR` is honoured).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
