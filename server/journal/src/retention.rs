@@ -48,6 +48,6 @@ pub(crate) const RETENTION_ORDER: [RetentionStep; 8] = [
 /// none older than the age limit (`through_by_time`, the newest seq that
 /// is too old).
 pub(crate) fn events_through(head: i64, max_events: u64, through_by_time: i64) -> i64 {
-    head.saturating_sub(max_events.min(i64::MAX as u64) as i64)
+    head.saturating_sub(crate::rows::bound(max_events))
         .max(through_by_time)
 }

@@ -56,16 +56,6 @@ enum Effect {
     Reply(Box<dyn FnOnce(Result<(), ServiceError>) + Send>),
 }
 
-fn reply<T: Send + 'static>(
-    effects: &mut Vec<Effect>,
-    to: Reply<T>,
-    answer: Result<T, ServiceError>,
-) {
-    effects.push(Effect::Reply(Box::new(move |durable| {
-        let _ = to.send(durable.and(answer));
-    })));
-}
-
 /// Runs until the tracker is cancelled or every handle is dropped. Dropping
 /// the watchers on exit ends their streams.
 pub(crate) async fn run(
@@ -107,7 +97,7 @@ pub(crate) async fn run(
         // One journal read for every key the step asks to track that is not
         // being polled: was it tracked before?
         let journaled = ctx.store.jobs_by_keys(untracked_keys(&state, &step)).await;
-        let (transaction, mut durable) = begin_step(&ctx, &mut state, &step).await;
+        let begun = begin_step(&ctx, &mut state, &step).await;
         let mut out = StepOutput::default();
         let input = StepInput {
             ctx: &ctx,
@@ -119,9 +109,10 @@ pub(crate) async fn run(
         }
         let writes = state.take_writes();
         let mirrors = writes.mirrors.clone();
-        if durable.is_ok() {
-            durable = commit_step(&ctx, transaction, writes).await;
-        }
+        let durable = match begun {
+            Ok(transaction) => commit_step(&ctx, transaction, writes).await,
+            Err(e) => Err(e),
+        };
         match &durable {
             Ok(()) => after_commit(&ctx, &mut state, mirrors, out.still_active),
             Err(e) => {
@@ -177,27 +168,20 @@ async fn begin_step<'a>(
     ctx: &'a TrackerContext,
     state: &mut TrackerState,
     step: &[Command],
-) -> (
-    Option<Box<dyn StepTransaction + 'a>>,
-    Result<(), ServiceError>,
-) {
+) -> Result<Option<Box<dyn StepTransaction + 'a>>, ServiceError> {
     if !step.iter().any(Command::writes) {
-        return (None, Ok(()));
+        return Ok(None);
     }
     let leased = leased(ctx, state, step);
-    match ctx.store.begin_step(leased).await {
-        Ok(tx) => {
-            if let Some(head) = tx.head_seq() {
-                state.continue_from(head);
-            }
-            for key in tx.fenced() {
-                tracing::warn!(result_key = %key, "lease lost to another replica; dropping this replica's news of the job");
-                forget(ctx, state, key);
-            }
-            (Some(tx), Ok(()))
-        }
-        Err(e) => (None, Err(e.into())),
+    let tx = ctx.store.begin_step(leased).await?;
+    if let Some(head) = tx.head_seq() {
+        state.continue_from(head);
     }
+    for key in tx.fenced() {
+        tracing::warn!(result_key = %key, "lease lost to another replica; dropping this replica's news of the job");
+        forget(ctx, state, key);
+    }
+    Ok(Some(tx))
 }
 
 /// Makes the step's writes durable; the leases the commit renewed are
@@ -388,19 +372,28 @@ struct StepOutput {
 }
 
 impl StepOutput {
+    /// Answers `to` once the step's outcome is known: a durable step's
+    /// answer, or the journal's error.
     fn reply<T: Send + 'static>(&mut self, to: Reply<T>, answer: Result<T, ServiceError>) {
-        reply(&mut self.effects, to, answer);
+        self.effects.push(Effect::Reply(Box::new(move |durable| {
+            let _ = to.send(durable.and(answer));
+        })));
     }
 
     fn fan_out(&mut self, event: Arc<pb::JobEvent>) {
         self.effects.push(Effect::FanOut(event));
     }
 
+    /// A poller for `job` once the step is durable.
+    fn poll(&mut self, job: &pb::Job) {
+        self.effects
+            .push(Effect::StartPoller(Box::new(job.clone())));
+    }
+
     /// A poller for `job` once the step is durable, if it is active.
     fn poll_if_active(&mut self, job: &pb::Job) {
         if job.status == pb::JobStatus::Active as i32 {
-            self.effects
-                .push(Effect::StartPoller(Box::new(job.clone())));
+            self.poll(job);
         }
     }
 }
@@ -515,7 +508,7 @@ fn apply(
                     // The claim read the journal's record: it replaces
                     // whatever memory had, and the job gets a poller unless
                     // one runs already.
-                    out.poll_if_active(&record.job);
+                    out.poll(&record.job);
                     state.adopt(record);
                 }
             }
@@ -592,7 +585,7 @@ fn track(
 /// or replaying the journal after `after_seq`.
 fn subscribe_from(
     ctx: &TrackerContext,
-    state: &mut TrackerState,
+    state: &TrackerState,
     feed_head: u64,
     out: &mut StepOutput,
     filter: JobFilter,

@@ -14,7 +14,7 @@ use super::sql::db_error;
 use crate::charges::{
     HOUR_MS, MINUTE_MS, buckets_of, first_full, refusal, scopes_to_count, window_parts,
 };
-use crate::rows::{from_millis, millis};
+use crate::rows::{bound, from_millis, millis};
 use crate::{BilledTasks, CapRefusal, CapScope, CapWindow, StoreError, TaskCharge};
 
 /// Advisory lock key of the server-wide caps ("retouchd" in ASCII, plus
@@ -73,11 +73,7 @@ pub(super) async fn over_cap(
                  FROM task_charges
                  WHERE charged_at_ms > $1 AND ($2::TEXT IS NULL OR token = $2)) AS running
              WHERE freed >= $3 ORDER BY charged_at_ms LIMIT 1",
-            &[
-                &millis(full.cap.window.start(now)),
-                &token,
-                &(need.min(i64::MAX as u64) as i64),
-            ],
+            &[&millis(full.cap.window.start(now)), &token, &bound(need)],
         )
         .await
         .map_err(db_error)?

@@ -11,7 +11,7 @@ use super::errors::io_error;
 use crate::charges::{
     HOUR_MS, MINUTE_MS, buckets_of, first_full, refusal, scopes_to_count, window_parts,
 };
-use crate::rows::{from_millis, millis};
+use crate::rows::{bound, from_millis, millis};
 use crate::{BilledTasks, CapRefusal, CapScope, CapWindow, StoreError, TaskCharge};
 
 /// The first cap of `charge` whose window, ending at `now`, has no room
@@ -116,11 +116,8 @@ fn freed_by(
          WHERE freed >= ?3 ORDER BY charged_at_ms LIMIT 1",
     )
     .and_then(|mut s| {
-        s.query_row(
-            params![start, token, need.min(i64::MAX as u64) as i64],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()
+        s.query_row(params![start, token, bound(need)], |r| r.get::<_, i64>(0))
+            .optional()
     })
     .map(|at| at.map(from_millis))
     .map_err(io_error)

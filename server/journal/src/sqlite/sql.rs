@@ -11,8 +11,8 @@ use super::errors::io_error;
 
 use crate::rows::{
     BatchRow, EventRow, JobWriteRow, MIRROR_PENDING, MIRROR_STORED, MirrorRow, STATE_PENDING,
-    SubmissionRow, batch_submit_errors, decode, from_millis, millis, mirror_failure_state, seq,
-    settlement_row,
+    SubmissionRow, batch_submit_errors, bound, decode, from_millis, millis, mirror_failure_state,
+    seq, settlement_row,
 };
 use crate::{
     BatchRecord, Began, BeganBatch, JobRecord, ListPage, ListQuery, MirrorRequest, MirrorState,
@@ -463,9 +463,7 @@ pub(super) fn jobs_by_keys(
 }
 
 pub(super) fn list_jobs(conn: &Connection, query: &ListQuery) -> Result<ListPage, StoreError> {
-    let before = query
-        .before_seq
-        .map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+    let before = query.before_seq.map_or(i64::MAX, bound);
     let mut statement = conn
         .prepare_cached(
             "SELECT accepted_seq, finished_at_ms, job FROM jobs
@@ -504,8 +502,8 @@ pub(super) fn jobs_after(
     .map_err(io_error)?
     .query_map(
         params![
-            after_accepted_seq.min(i64::MAX as u64) as i64,
-            max_accepted_seq.min(i64::MAX as u64) as i64,
+            bound(after_accepted_seq),
+            bound(max_accepted_seq),
             limit as i64
         ],
         job_columns,
@@ -522,8 +520,8 @@ pub(super) fn events(
     keys: Option<Vec<String>>,
     limit: usize,
 ) -> Result<Vec<pb::JobEvent>, StoreError> {
-    let after = after.min(i64::MAX as u64) as i64;
-    let upto = upto.min(i64::MAX as u64) as i64;
+    let after = bound(after);
+    let upto = bound(upto);
     let rows: Vec<Vec<u8>> = match keys {
         None => conn
             .prepare_cached(
