@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/retouch/v1/jobs.proto",
         "proto/retouch/v1/matting.proto",
         "proto/retouch/v1/removal.proto",
+        "proto/retouch/v1/webhooks.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

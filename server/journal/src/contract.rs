@@ -363,7 +363,7 @@ pub(crate) async fn retention_removes_what_it_should(store: &dyn Store) {
 }
 
 /// Retention that removes nothing.
-fn nothing_expires() -> Compaction {
+pub(crate) fn nothing_expires() -> Compaction {
     Compaction {
         jobs_finished_before: SystemTime::UNIX_EPOCH,
         request_ids_before: SystemTime::UNIX_EPOCH,

@@ -21,10 +21,13 @@
 mod charges;
 #[cfg(test)]
 mod contract;
+#[cfg(test)]
+mod outbox_contract;
 mod postgres;
 mod retention;
 mod rows;
 mod sqlite;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -34,6 +37,10 @@ use retouch_api::v1 as pb;
 pub use charges::{BilledTasks, CapRefusal, CapScope, CapWindow, TaskCap, TaskCharge};
 pub use postgres::{DatabaseOpenError, PostgresStore, ReplicaOptions};
 pub use sqlite::{JOURNAL_FILE, SqliteStore, StoreOpenError, backup};
+pub use webhooks::{
+    Attempt, AttemptOutcome, DeliveryKey, DeliveryQuery, DeliveryRecord, DeliveryState,
+    DueDelivery, EndpointChange, EndpointRecord, OutboxCounts, WebhookEventType, WebhookOutbox,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -400,6 +407,8 @@ pub struct Compacted {
     pub uploads: u64,
     /// Batch rows removed (their jobs were removed before them).
     pub batches: u64,
+    /// Webhook deliveries removed (sent or failed ones only).
+    pub webhook_deliveries: u64,
     /// SHA-256 of stored objects no remaining row refers to: delete them.
     pub orphaned_objects: Vec<String>,
 }
@@ -568,10 +577,19 @@ pub trait Retention: Send + Sync + 'static {
 /// The whole journal, one implementation per database; every method is
 /// one atomic, durable operation. Callers hold the role they need
 /// (`Arc<dyn Submissions>`, ...); what owns the journal holds all of it.
-pub trait Store: JobJournal + Submissions + MirrorRecords + UploadRecords + Retention {}
+pub trait Store:
+    JobJournal + Submissions + MirrorRecords + UploadRecords + Retention + WebhookOutbox
+{
+}
 
 impl<T> Store for T where
-    T: JobJournal + Submissions + MirrorRecords + UploadRecords + Retention + ?Sized
+    T: JobJournal
+        + Submissions
+        + MirrorRecords
+        + UploadRecords
+        + Retention
+        + WebhookOutbox
+        + ?Sized
 {
 }
 

@@ -27,13 +27,19 @@ pub(crate) enum RetentionStep {
     Uploads,
     /// Batches past the request-id retention none of whose jobs is left or
     /// being submitted, with their jobs' submissions and submit errors, so
-    /// that the batch's request ids are freed all at once. Last: the steps
-    /// before may have removed the last of a batch's jobs.
+    /// that the batch's request ids are freed all at once. After the
+    /// steps that may remove the last of a batch's jobs.
     Batches,
+    /// Webhook deliveries sent or failed before the event retention, the
+    /// payloads no delivery refers to any more, and the endpoints named by
+    /// submissions that are gone with their jobs. Pending deliveries stay
+    /// whatever their age: they are what the outbox promises. Last: the
+    /// steps before remove the submissions and jobs it looks for.
+    Webhooks,
 }
 
 /// The order every dialect compacts in.
-pub(crate) const RETENTION_ORDER: [RetentionStep; 8] = [
+pub(crate) const RETENTION_ORDER: [RetentionStep; 9] = [
     RetentionStep::FinishedSubmissions,
     RetentionStep::FinishedJobs,
     RetentionStep::RequestIds,
@@ -42,6 +48,7 @@ pub(crate) const RETENTION_ORDER: [RetentionStep; 8] = [
     RetentionStep::MirroredResults,
     RetentionStep::Uploads,
     RetentionStep::Batches,
+    RetentionStep::Webhooks,
 ];
 
 /// The last seq compaction removes: as many as `max_events` are kept, and

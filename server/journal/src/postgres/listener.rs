@@ -19,10 +19,11 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// Listens until `stop` is cancelled, reconnecting whenever the connection
 /// is lost; every notification (and every reconnection, which may have
-/// missed some) wakes `commits`.
+/// missed some) wakes each of `commits` (one per kind of waiter: the event
+/// tailer, the webhook outbox).
 pub(super) async fn listen(
     config: tokio_postgres::Config,
-    commits: Arc<Notify>,
+    commits: Vec<Arc<Notify>>,
     stop: CancellationToken,
 ) {
     loop {
@@ -40,7 +41,8 @@ pub(super) async fn listen(
 }
 
 /// One connection's life: returns why it ended.
-async fn listen_once(config: &tokio_postgres::Config, commits: &Notify) -> String {
+async fn listen_once(config: &tokio_postgres::Config, commits: &[Arc<Notify>]) -> String {
+    let wake = || commits.iter().for_each(|c| c.notify_one());
     let (client, mut connection) = match config.connect(NoTls).await {
         Ok(pair) => pair,
         Err(e) => return sql::message(&e),
@@ -54,7 +56,7 @@ async fn listen_once(config: &tokio_postgres::Config, commits: &Notify) -> Strin
         tokio::select! {
             done = &mut listen => match done {
                 Ok(()) => {
-                    commits.notify_one();
+                    wake();
                     break;
                 }
                 Err(e) => return sql::message(&e),
@@ -70,7 +72,7 @@ async fn listen_once(config: &tokio_postgres::Config, commits: &Notify) -> Strin
         match messages.next().await {
             None => return "the server closed the connection".into(),
             Some(Err(e)) => return sql::message(&e),
-            Some(Ok(AsyncMessage::Notification(_))) => commits.notify_one(),
+            Some(Ok(AsyncMessage::Notification(_))) => wake(),
             Some(Ok(_)) => {}
         }
     }

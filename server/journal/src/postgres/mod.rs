@@ -23,6 +23,7 @@ mod step;
 mod test_cluster;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,10 @@ use super::{
     ListQuery, MirrorRecords, MirrorRequest, MirrorState, NewSubmission, Recovered, Retention,
     StepTransaction, StepWrites, StoreError, SubmissionRecord, Submissions, UploadRecord,
     UploadRecords,
+};
+use crate::webhooks::{
+    Attempt, DeliveryKey, DeliveryQuery, DeliveryRecord, DueDelivery, EndpointChange,
+    EndpointRecord, OutboxCounts, WebhookOutbox,
 };
 
 mod embedded {
@@ -93,6 +98,9 @@ pub struct PostgresStore {
     lease_ttl: Duration,
     /// Woken by the listener on other replicas' commits.
     commits: Arc<tokio::sync::Notify>,
+    /// Woken by the listener on commits, and by this replica's writes that
+    /// may make deliveries due.
+    outbox: Arc<tokio::sync::Notify>,
     /// Stops the listener when the store is dropped.
     _listener: tokio_util::sync::DropGuard,
     /// Places for capped submits, which may wait on a cap's lock.
@@ -146,10 +154,11 @@ impl PostgresStore {
         connection.abort();
 
         let commits = Arc::new(tokio::sync::Notify::new());
+        let outbox = Arc::new(tokio::sync::Notify::new());
         let listener = tokio_util::sync::CancellationToken::new();
         tokio::spawn(listener::listen(
             config.clone(),
-            commits.clone(),
+            vec![commits.clone(), outbox.clone()],
             listener.clone(),
         ));
         let manager = Manager::from_config(
@@ -173,6 +182,7 @@ impl PostgresStore {
             replica_id: uuid::Uuid::new_v4().to_string().into(),
             lease_ttl: options.lease_ttl,
             commits,
+            outbox,
             _listener: listener.drop_guard(),
             capped_submits: tokio::sync::Semaphore::new(POOL_SIZE / 2),
         })
@@ -373,6 +383,7 @@ impl Submissions for PostgresStore {
             return Ok(Began::OverCap(refused));
         }
         charges::record(&*tx, &new.id, &new.charge, new.created_at).await?;
+        webhooks::subscribe(&*tx, &new.id, &new.draft.webhook_endpoint_ids).await?;
         tx.commit().await.map_err(sql::db_error)?;
         Ok(Began::Recorded)
     }
@@ -489,5 +500,89 @@ impl Retention for PostgresStore {
         let compacted = retention::compact(&*tx, &compaction).await?;
         tx.commit().await.map_err(sql::db_error)?;
         Ok(compacted)
+    }
+}
+
+#[async_trait::async_trait]
+impl WebhookOutbox for PostgresStore {
+    async fn create_endpoint(&self, endpoint: EndpointRecord) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        webhooks::create_endpoint(&**client, &endpoint).await
+    }
+
+    async fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        let client = self.client().await?;
+        webhooks::endpoint(&**client, id).await
+    }
+
+    async fn endpoints(&self, owner: Option<String>) -> Result<Vec<EndpointRecord>, StoreError> {
+        let client = self.client().await?;
+        webhooks::endpoints(&**client, owner.as_deref()).await
+    }
+
+    async fn update_endpoint(
+        &self,
+        id: &str,
+        change: EndpointChange,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let client = self.client().await?;
+        let updated = webhooks::update_endpoint(&**client, id, &change).await?;
+        if change.enable {
+            self.outbox.notify_one();
+        }
+        Ok(updated)
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let client = self.client().await?;
+        webhooks::delete_endpoint(&**client, id).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        max: usize,
+        skip_endpoints: Vec<String>,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let client = self.client().await?;
+        webhooks::claim(&**client, &self.replica_id, max, &skip_endpoints, now).await
+    }
+
+    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        // The delivery and its endpoint's failure state change together.
+        let tx = client.transaction().await.map_err(sql::db_error)?;
+        webhooks::record_attempt(&*tx, &attempt).await?;
+        tx.commit().await.map_err(sql::db_error)
+    }
+
+    async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let client = self.client().await?;
+        webhooks::deliveries(&**client, &query).await
+    }
+
+    async fn delivery(&self, key: &DeliveryKey) -> Result<Option<DeliveryRecord>, StoreError> {
+        let client = self.client().await?;
+        webhooks::delivery(&**client, key).await
+    }
+
+    async fn redeliver(
+        &self,
+        key: &DeliveryKey,
+        now: std::time::SystemTime,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let found = webhooks::redeliver(&**client, key, now).await?;
+        self.outbox.notify_one();
+        Ok(found)
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let client = self.client().await?;
+        webhooks::counts(&**client).await
+    }
+
+    async fn wait_for_deliveries(&self, fallback: Duration) {
+        let _ = tokio::time::timeout(fallback, self.outbox.notified()).await;
     }
 }

@@ -36,6 +36,10 @@ pub(super) async fn compact<C: GenericClient>(
                 removed.batches = batches;
                 removed.submissions += submissions;
             }
+            RetentionStep::Webhooks => {
+                removed.webhook_deliveries =
+                    super::webhooks::compact(client, millis(compaction.events_before)).await?
+            }
         }
     }
     Ok(removed)

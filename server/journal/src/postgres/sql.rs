@@ -225,7 +225,7 @@ pub(super) async fn commit_step<C: GenericClient>(
             .await
             .map_err(db_error)?;
     }
-    Ok(())
+    super::webhooks::write_deliveries(client, writes).await
 }
 
 pub(super) async fn record_upload<C: GenericClient>(
@@ -526,6 +526,8 @@ pub(super) async fn abandon_submission<C: GenericClient>(
     client
         .execute(
             "WITH gone AS (DELETE FROM submissions WHERE id = $1 AND state = $2 RETURNING id),
+                  unsubscribed AS (DELETE FROM webhook_subscriptions
+                                   WHERE submission_id IN (SELECT id FROM gone)),
                   charge AS (DELETE FROM task_charges
                              WHERE submission_id IN (SELECT id FROM gone)
                              RETURNING token, tasks, charged_at_ms),

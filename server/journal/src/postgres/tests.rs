@@ -60,6 +60,8 @@ async fn the_store_contract_holds() {
     contract::batches_bind_their_request_ids_and_expire(&*connect("batches").await).await;
     contract::a_batch_keeps_its_jobs_request_ids_until_it_goes(&*connect("batch_retention").await)
         .await;
+    crate::outbox_contract::a_step_writes_the_deliveries_of_its_events(&*connect("outbox").await)
+        .await;
     let url = cluster.database("retention").await;
     let store = PostgresStore::connect(&url, ReplicaOptions::default())
         .await
@@ -334,4 +336,38 @@ async fn a_schema_5_journal_gains_the_batch_ids_of_its_rows() {
         ]
     );
     drop(store);
+}
+
+#[tokio::test]
+async fn deliveries_held_by_a_live_replica_pass_to_another_once_it_is_gone() {
+    let cluster = TestCluster::start();
+    let url = cluster.database("outbox_failover").await;
+    let options = ReplicaOptions {
+        lease_ttl: Duration::from_millis(500),
+    };
+    let old = Arc::new(PostgresStore::connect(&url, options.clone()).await.unwrap());
+    old.heartbeat().await.unwrap();
+    let other = PostgresStore::connect(&url, options.clone()).await.unwrap();
+    let url_for_fresh = url.clone();
+    let alive = old.clone();
+    crate::outbox_contract::claims_outlive_only_their_process(old, async move || {
+        // While the claimer heartbeats, nobody else takes its deliveries.
+        alive.heartbeat().await.unwrap();
+        assert!(
+            other
+                .claim_deliveries(10, Vec::new(), std::time::SystemTime::now())
+                .await
+                .unwrap()
+                .is_empty(),
+            "a live replica's deliveries are its own"
+        );
+        drop(alive);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        Arc::new(
+            PostgresStore::connect(&url_for_fresh, options)
+                .await
+                .unwrap(),
+        ) as Arc<dyn Store>
+    })
+    .await;
 }

@@ -9,6 +9,7 @@ mod retention;
 mod sql;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,10 @@ use super::{
     Retention, SoleWriterStep, StepTransaction, StepWrites, StoreError, SubmissionRecord,
     Submissions, UploadRecord, UploadRecords,
 };
+use crate::webhooks::{
+    Attempt, DeliveryKey, DeliveryQuery, DeliveryRecord, DueDelivery, EndpointChange,
+    EndpointRecord, OutboxCounts, WebhookOutbox,
+};
 use writer::Writer;
 
 /// Name of the journal file inside the data directory.
@@ -44,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_batches.sql"),
     include_str!("migrations/0006_task_charges.sql"),
     include_str!("migrations/0007_submission_batch_id.sql"),
+    include_str!("migrations/0008_webhooks.sql"),
 ];
 
 /// The newest schema this build knows: a journal past it was written by a
@@ -67,6 +73,11 @@ pub struct StoreOpenError {
 /// The SQLite journal in one data directory.
 pub struct SqliteStore {
     id: String,
+    /// This process's name on the deliveries it is sending: new at every
+    /// open, so a crashed process's leases hold nothing.
+    process_id: String,
+    /// Woken by writes that may have made deliveries due.
+    outbox: Arc<tokio::sync::Notify>,
     writer: Writer,
     readers: Arc<Readers>,
     path: PathBuf,
@@ -152,6 +163,8 @@ impl SqliteStore {
             .map_err(|e| fail(&path, format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             id,
+            process_id: uuid::Uuid::new_v4().simple().to_string(),
+            outbox: Arc::new(tokio::sync::Notify::new()),
             writer,
             readers: Arc::new(Readers {
                 path: path.clone(),
@@ -324,9 +337,14 @@ impl JobJournal for SqliteStore {
         if writes.is_empty() {
             return Ok(());
         }
+        let events = !writes.events.is_empty();
         self.writer
             .write(move |conn| sql::commit_step(conn, &writes))
-            .await
+            .await?;
+        if events {
+            self.outbox.notify_one();
+        }
+        Ok(())
     }
 
     async fn begin_step(
@@ -531,5 +549,100 @@ impl Retention for SqliteStore {
         self.writer
             .write(move |conn| retention::compact(conn, &compaction))
             .await
+    }
+}
+
+#[async_trait::async_trait]
+impl WebhookOutbox for SqliteStore {
+    async fn create_endpoint(&self, endpoint: EndpointRecord) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| webhooks::create_endpoint(conn, &endpoint))
+            .await
+    }
+
+    async fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| webhooks::endpoint(conn, &id))
+            .await
+    }
+
+    async fn endpoints(&self, owner: Option<String>) -> Result<Vec<EndpointRecord>, StoreError> {
+        self.readers
+            .read(move |conn| webhooks::endpoints(conn, owner.as_deref()))
+            .await
+    }
+
+    async fn update_endpoint(
+        &self,
+        id: &str,
+        change: EndpointChange,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let id = id.to_owned();
+        let enabled = change.enable;
+        let updated = self
+            .writer
+            .write(move |conn| webhooks::update_endpoint(conn, &id, &change))
+            .await?;
+        if enabled {
+            self.outbox.notify_one();
+        }
+        Ok(updated)
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| webhooks::delete_endpoint(conn, &id))
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        max: usize,
+        skip_endpoints: Vec<String>,
+        now: SystemTime,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let me = self.process_id.clone();
+        self.writer
+            .write(move |conn| webhooks::claim(conn, &me, max, &skip_endpoints, now))
+            .await
+    }
+
+    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| webhooks::record_attempt(conn, &attempt))
+            .await
+    }
+
+    async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.readers
+            .read(move |conn| webhooks::deliveries(conn, &query))
+            .await
+    }
+
+    async fn delivery(&self, key: &DeliveryKey) -> Result<Option<DeliveryRecord>, StoreError> {
+        let key = key.clone();
+        self.readers
+            .read(move |conn| webhooks::delivery(conn, &key))
+            .await
+    }
+
+    async fn redeliver(&self, key: &DeliveryKey, now: SystemTime) -> Result<bool, StoreError> {
+        let key = key.clone();
+        let found = self
+            .writer
+            .write(move |conn| webhooks::redeliver(conn, &key, now))
+            .await?;
+        self.outbox.notify_one();
+        Ok(found)
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.readers.read(webhooks::counts).await
+    }
+
+    async fn wait_for_deliveries(&self, fallback: std::time::Duration) {
+        let _ = tokio::time::timeout(fallback, self.outbox.notified()).await;
     }
 }

@@ -30,6 +30,7 @@ pub(super) fn compact(conn: &Connection, compaction: &Compaction) -> Result<Comp
                 removed.batches = batches;
                 removed.submissions += submissions;
             }
+            RetentionStep::Webhooks => removed.webhook_deliveries = webhooks(conn, compaction)?,
         }
     }
     Ok(removed)
@@ -168,4 +169,22 @@ fn batches(conn: &Connection, compaction: &Compaction) -> Result<(u64, u64), Sto
             .map_err(io_error)? as u64;
     }
     Ok((batches, submissions))
+}
+
+fn webhooks(conn: &Connection, compaction: &Compaction) -> Result<u64, StoreError> {
+    let deliveries = conn
+        .execute(
+            "DELETE FROM webhook_deliveries WHERE state != 1 AND created_at_ms < ?1",
+            [millis(compaction.events_before)],
+        )
+        .map_err(io_error)?;
+    super::webhooks::delete_orphaned_messages(conn)?;
+    conn.execute(
+        "DELETE FROM webhook_subscriptions WHERE
+             NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.submission_id = webhook_subscriptions.submission_id)
+             AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.id = webhook_subscriptions.submission_id)",
+        [],
+    )
+    .map_err(io_error)?;
+    Ok(deliveries as u64)
 }

@@ -157,7 +157,7 @@ pub(super) fn commit_step(conn: &Connection, writes: &StepWrites) -> Result<(), 
         })
         .map_err(io_error)?;
     }
-    Ok(())
+    super::webhooks::write_deliveries(conn, writes)
 }
 
 pub(super) fn record_upload(conn: &Connection, upload: &UploadRecord) -> Result<(), StoreError> {
@@ -312,6 +312,7 @@ pub(super) fn begin_submission(
     )
     .map_err(io_error)?;
     super::charges::record(conn, &new.id, &new.charge, new.created_at)?;
+    super::webhooks::subscribe(conn, &new.id, &new.draft.webhook_endpoint_ids)?;
     Ok(Began::Recorded)
 }
 
@@ -421,11 +422,19 @@ pub(super) fn record_batch_submit_error(
 
 pub(super) fn abandon_submission(conn: &Connection, id: &str) -> Result<(), StoreError> {
     super::charges::take_back(conn, id, STATE_PENDING)?;
-    conn.execute(
-        "DELETE FROM submissions WHERE id = ?1 AND state = ?2",
-        params![id, STATE_PENDING],
-    )
-    .map_err(io_error)?;
+    let deleted = conn
+        .execute(
+            "DELETE FROM submissions WHERE id = ?1 AND state = ?2",
+            params![id, STATE_PENDING],
+        )
+        .map_err(io_error)?;
+    if deleted > 0 {
+        conn.execute(
+            "DELETE FROM webhook_subscriptions WHERE submission_id = ?1",
+            [id],
+        )
+        .map_err(io_error)?;
+    }
     Ok(())
 }
 

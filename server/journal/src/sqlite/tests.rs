@@ -179,3 +179,19 @@ async fn the_wal_is_folded_into_the_journal_in_the_background() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_webhook_outbox_contract_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::outbox_contract::a_step_writes_the_deliveries_of_its_events(
+        &SqliteStore::open(dir.path()).unwrap(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    crate::outbox_contract::claims_outlive_only_their_process(
+        Arc::new(SqliteStore::open(&path).unwrap()),
+        async || Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn crate::Store>,
+    )
+    .await;
+}

@@ -1,0 +1,530 @@
+//! The SQL of webhook endpoints and their outbox on PostgreSQL.
+
+use std::time::SystemTime;
+
+use tokio_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::sql::db_error;
+use crate::rows::{bound, decode, from_millis, millis, seq};
+use crate::webhooks::{
+    Attempt, AttemptOutcome, DELIVERY_PENDING, DeliveryKey, DeliveryQuery, DeliveryRecord,
+    DueDelivery, EndpointChange, EndpointRecord, OutboxCounts, attempt_row,
+    fan_outs, state_code, state_of,
+};
+use crate::{StepWrites, StoreError};
+
+/// The endpoint columns every read selects, in [`endpoint_at`]'s order.
+const ENDPOINT_COLUMNS: &str = "e.id, e.owner, e.url, e.description, e.event_mask, e.all_jobs,
+     e.sealed_secret, e.previous_secret, e.previous_until_ms, e.created_at_ms,
+     e.disabled_reason, e.failing_since_ms,
+     (SELECT count(*) FROM webhook_deliveries p WHERE p.endpoint_id = e.id AND p.state = 1)";
+
+/// The delivery columns every read selects, in [`delivery_at`]'s order.
+const DELIVERY_COLUMNS: &str = "d.endpoint_id, d.seq, d.type_mask, d.result_key, d.state,
+     d.attempts, d.next_attempt_ms, d.last_status, d.last_error, d.created_at_ms,
+     d.last_attempt_ms";
+
+/// An endpoint from 13 columns starting at `at`.
+fn endpoint_at(row: &Row, at: usize) -> EndpointRecord {
+    let previous: Option<Vec<u8>> = row.get(at + 7);
+    let previous_until: Option<i64> = row.get(at + 8);
+    EndpointRecord {
+        id: row.get(at),
+        owner: row.get(at + 1),
+        url: row.get(at + 2),
+        description: row.get(at + 3),
+        event_mask: row.get::<_, i32>(at + 4) as u32,
+        all_jobs: row.get(at + 5),
+        sealed_secret: row.get(at + 6),
+        previous_secret: previous.zip(previous_until.map(from_millis)),
+        created_at: from_millis(row.get(at + 9)),
+        disabled_reason: row.get(at + 10),
+        failing_since: row.get::<_, Option<i64>>(at + 11).map(from_millis),
+        pending_deliveries: seq(row.get(at + 12)),
+    }
+}
+
+/// A delivery from 11 columns starting at `at`.
+fn delivery_at(row: &Row, at: usize) -> Result<DeliveryRecord, StoreError> {
+    Ok(DeliveryRecord {
+        key: DeliveryKey {
+            endpoint_id: row.get(at),
+            seq: seq(row.get(at + 1)),
+        },
+        type_mask: row.get::<_, i32>(at + 2) as u32,
+        result_key: row.get(at + 3),
+        state: state_of(row.get(at + 4))?,
+        attempts: row.get::<_, i32>(at + 5).max(0) as u32,
+        next_attempt_at: row.get::<_, Option<i64>>(at + 6).map(from_millis),
+        last_status: row
+            .get::<_, Option<i32>>(at + 7)
+            .map(|s| s.clamp(0, u16::MAX as i32) as u16),
+        last_error: row.get(at + 8),
+        created_at: from_millis(row.get(at + 9)),
+        last_attempt_at: row.get::<_, Option<i64>>(at + 10).map(from_millis),
+    })
+}
+
+/// Writes the deliveries of a step's events, after its jobs (as
+/// SQLite's `write_deliveries`).
+pub(super) async fn write_deliveries<C: GenericClient>(
+    client: &C,
+    writes: &StepWrites,
+) -> Result<(), StoreError> {
+    let now = millis(SystemTime::now());
+    for fan_out in fan_outs(writes) {
+        let written = client
+            .execute(
+                "INSERT INTO webhook_deliveries
+                     (endpoint_id, seq, type_mask, result_key, state, next_attempt_ms, created_at_ms)
+                 SELECT e.id, $1, e.event_mask & $2, $3, 1, $4, $4
+                 FROM webhook_endpoints e
+                 WHERE e.event_mask & $2 != 0
+                   AND ((e.all_jobs AND e.owner = $5)
+                        OR e.id IN (SELECT endpoint_id FROM webhook_subscriptions
+                                    WHERE submission_id = $6))
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &fan_out.seq,
+                    &(fan_out.mask as i32),
+                    &fan_out.result_key,
+                    &now,
+                    &fan_out.owner,
+                    &fan_out.submission_id,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        if written > 0 {
+            let event = writes
+                .events
+                .iter()
+                .find(|e| bound(e.seq) == fan_out.seq)
+                .map(|e| prost::Message::encode_to_vec(&**e))
+                .unwrap_or_default();
+            client
+                .execute(
+                    "INSERT INTO webhook_messages (seq, event, job) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    &[&fan_out.seq, &event, &fan_out.job],
+                )
+                .await
+                .map_err(db_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the endpoints a submission names, in its transaction.
+pub(super) async fn subscribe<C: GenericClient>(
+    client: &C,
+    submission_id: &str,
+    endpoint_ids: &[String],
+) -> Result<(), StoreError> {
+    if endpoint_ids.is_empty() {
+        return Ok(());
+    }
+    client
+        .execute(
+            "INSERT INTO webhook_subscriptions (submission_id, endpoint_id)
+             SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            &[&submission_id, &endpoint_ids],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+pub(super) async fn create_endpoint<C: GenericClient>(
+    client: &C,
+    e: &EndpointRecord,
+) -> Result<(), StoreError> {
+    let (previous, previous_until) = match &e.previous_secret {
+        Some((secret, until)) => (Some(secret.as_slice()), Some(millis(*until))),
+        None => (None, None),
+    };
+    client
+        .execute(
+            "INSERT INTO webhook_endpoints
+                 (id, owner, url, description, event_mask, all_jobs, sealed_secret,
+                  previous_secret, previous_until_ms, created_at_ms, disabled_reason,
+                  failing_since_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &e.id,
+                &e.owner,
+                &e.url,
+                &e.description,
+                &(e.event_mask as i32),
+                &e.all_jobs,
+                &e.sealed_secret,
+                &previous,
+                &previous_until,
+                &millis(e.created_at),
+                &e.disabled_reason,
+                &e.failing_since.map(millis),
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+pub(super) async fn endpoint<C: GenericClient>(
+    client: &C,
+    id: &str,
+) -> Result<Option<EndpointRecord>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints e WHERE e.id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(row.map(|r| endpoint_at(&r, 0)))
+}
+
+pub(super) async fn endpoints<C: GenericClient>(
+    client: &C,
+    owner: Option<&str>,
+) -> Result<Vec<EndpointRecord>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints e
+                 WHERE $1::text IS NULL OR e.owner = $1 ORDER BY e.created_at_ms, e.id"
+            ),
+            &[&owner],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(rows.iter().map(|r| endpoint_at(r, 0)).collect())
+}
+
+pub(super) async fn update_endpoint<C: GenericClient>(
+    client: &C,
+    id: &str,
+    change: &EndpointChange,
+) -> Result<Option<EndpointRecord>, StoreError> {
+    let (rotated, previous_until) = match &change.rotate {
+        Some((secret, until)) => (Some(secret.as_slice()), Some(millis(*until))),
+        None => (None, None),
+    };
+    let changed = client
+        .execute(
+            "UPDATE webhook_endpoints SET
+                 url = COALESCE($2, url),
+                 event_mask = COALESCE($3, event_mask),
+                 all_jobs = COALESCE($4, all_jobs),
+                 description = COALESCE($5, description),
+                 disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END,
+                 failing_since_ms = CASE WHEN $6 THEN NULL ELSE failing_since_ms END,
+                 previous_secret = CASE WHEN $7::bytea IS NULL THEN previous_secret
+                                        ELSE sealed_secret END,
+                 previous_until_ms = COALESCE($8, previous_until_ms),
+                 sealed_secret = COALESCE($7, sealed_secret)
+             WHERE id = $1",
+            &[
+                &id,
+                &change.url,
+                &change.event_mask.map(|m| m as i32),
+                &change.all_jobs,
+                &change.description,
+                &change.enable,
+                &rotated,
+                &previous_until,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    endpoint(client, id).await
+}
+
+pub(super) async fn delete_endpoint<C: GenericClient>(
+    client: &C,
+    id: &str,
+) -> Result<Option<u64>, StoreError> {
+    let row = client
+        .query_one(
+            "WITH gone AS (DELETE FROM webhook_endpoints WHERE id = $1 RETURNING id),
+                  deliveries AS (DELETE FROM webhook_deliveries
+                                 WHERE endpoint_id IN (SELECT id FROM gone)
+                                 RETURNING state, seq),
+                  subscriptions AS (DELETE FROM webhook_subscriptions
+                                    WHERE endpoint_id IN (SELECT id FROM gone)),
+                  messages AS (DELETE FROM webhook_messages m
+                               WHERE m.seq IN (SELECT seq FROM deliveries)
+                                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                                                 WHERE d.seq = m.seq AND d.endpoint_id != $1))
+             SELECT (SELECT count(*) FROM gone),
+                    (SELECT count(*) FROM deliveries WHERE state = $2)",
+            &[&id, &DELIVERY_PENDING],
+        )
+        .await
+        .map_err(db_error)?;
+    let gone: i64 = row.get(0);
+    Ok((gone > 0).then(|| seq(row.get(1))))
+}
+
+/// Payloads no delivery refers to any more.
+pub(super) async fn delete_orphaned_messages<C: GenericClient>(
+    client: &C,
+) -> Result<u64, StoreError> {
+    client
+        .execute(
+            "DELETE FROM webhook_messages m WHERE NOT EXISTS
+                 (SELECT 1 FROM webhook_deliveries d WHERE d.seq = m.seq)",
+            &[],
+        )
+        .await
+        .map_err(db_error)
+}
+
+/// Leases due deliveries to `replica_id`: those no live replica holds
+/// (locked rows are skipped, so two replicas claiming at once never take
+/// the same one).
+pub(super) async fn claim<C: GenericClient>(
+    client: &C,
+    replica_id: &str,
+    max: usize,
+    skip_endpoints: &[String],
+    now: SystemTime,
+) -> Result<Vec<DueDelivery>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "WITH due AS (
+                     SELECT d.endpoint_id, d.seq FROM webhook_deliveries d
+                     JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                     WHERE d.state = 1 AND d.next_attempt_ms <= $1 AND e.disabled_reason IS NULL
+                       AND d.endpoint_id != ALL($3::text[])
+                       AND (d.lease_owner IS NULL OR (d.lease_owner != $2 AND NOT EXISTS (
+                           SELECT 1 FROM replicas r
+                           WHERE r.id = d.lease_owner AND r.expires_at > clock_timestamp())))
+                     ORDER BY d.seq, d.endpoint_id LIMIT $4
+                     FOR UPDATE OF d SKIP LOCKED),
+                 leased AS (
+                     UPDATE webhook_deliveries d SET lease_owner = $2 FROM due
+                     WHERE d.endpoint_id = due.endpoint_id AND d.seq = due.seq
+                     RETURNING d.*)
+                 SELECT {DELIVERY_COLUMNS}, {ENDPOINT_COLUMNS}, m.event, m.job
+                 FROM leased d
+                 JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                 JOIN webhook_messages m ON m.seq = d.seq
+                 ORDER BY d.seq, d.endpoint_id"
+            ),
+            &[&millis(now), &replica_id, &skip_endpoints, &(max as i64)],
+        )
+        .await
+        .map_err(db_error)?;
+    rows.iter()
+        .map(|r| {
+            Ok(DueDelivery {
+                record: delivery_at(r, 0)?,
+                endpoint: endpoint_at(r, 11),
+                event: decode(r.get(24), "webhook event")?,
+                job: decode(r.get(25), "webhook job")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn record_attempt<C: GenericClient>(
+    client: &C,
+    attempt: &Attempt,
+) -> Result<(), StoreError> {
+    let (state, next, status, error) = attempt_row(&attempt.outcome);
+    let at = millis(attempt.at);
+    client
+        .execute(
+            "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1,
+                 next_attempt_ms = $4, last_status = $5, last_error = $6, last_attempt_ms = $7,
+                 lease_owner = NULL
+             WHERE endpoint_id = $1 AND seq = $2",
+            &[
+                &attempt.key.endpoint_id,
+                &bound(attempt.key.seq),
+                &state,
+                &next.map(millis),
+                &status.map(i32::from),
+                &error,
+                &at,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    let endpoint_id = &attempt.key.endpoint_id;
+    match &attempt.outcome {
+        AttemptOutcome::Delivered { .. } => {
+            client
+                .execute(
+                    "UPDATE webhook_endpoints SET failing_since_ms = NULL
+                     WHERE id = $1 AND failing_since_ms IS NOT NULL",
+                    &[endpoint_id],
+                )
+                .await
+        }
+        AttemptOutcome::EndpointGone { reason, .. } => {
+            client
+                .execute(
+                    "UPDATE webhook_endpoints SET disabled_reason = $2
+                     WHERE id = $1 AND disabled_reason IS NULL",
+                    &[endpoint_id, reason],
+                )
+                .await
+        }
+        AttemptOutcome::Retry { .. } | AttemptOutcome::Failed { .. } => {
+            client
+                .execute(
+                    "UPDATE webhook_endpoints SET
+                         failing_since_ms = COALESCE(failing_since_ms, $2),
+                         disabled_reason = CASE
+                             WHEN disabled_reason IS NULL AND failing_since_ms < $3
+                             THEN 'every delivery has failed since ' ||
+                                  to_char(to_timestamp(failing_since_ms / 1000.0) AT TIME ZONE 'UTC',
+                                          'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                             ELSE disabled_reason END
+                     WHERE id = $1",
+                    &[endpoint_id, &at, &millis(attempt.disable_failing_since_before)],
+                )
+                .await
+        }
+    }
+    .map_err(db_error)?;
+    Ok(())
+}
+
+pub(super) async fn deliveries<C: GenericClient>(
+    client: &C,
+    query: &DeliveryQuery,
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let state = query.state.map(state_code);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+                 WHERE d.seq < $1
+                   AND ($2::text[] IS NULL OR d.endpoint_id = ANY($2))
+                   AND ($3::int4 IS NULL OR d.state = $3)
+                   AND ($4::text IS NULL OR d.result_key = $4)
+                 ORDER BY d.seq DESC, d.endpoint_id LIMIT $5"
+            ),
+            &[
+                &query.before_seq.map_or(i64::MAX, bound),
+                &query.endpoint_ids,
+                &state,
+                &query.result_key,
+                &(query.page_size as i64),
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    let mut records = rows
+        .iter()
+        .map(|r| delivery_at(r, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    // A page ends on a whole event: the rest of its last seq's deliveries.
+    if records.len() == query.page_size
+        && let Some(last) = records.last().map(|r| r.key.clone())
+    {
+        let rest = client
+            .query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+                     WHERE d.seq = $1 AND d.endpoint_id > $2
+                       AND ($3::text[] IS NULL OR d.endpoint_id = ANY($3))
+                       AND ($4::int4 IS NULL OR d.state = $4)
+                     ORDER BY d.endpoint_id"
+                ),
+                &[&bound(last.seq), &last.endpoint_id, &query.endpoint_ids, &state],
+            )
+            .await
+            .map_err(db_error)?;
+        for row in &rest {
+            records.push(delivery_at(row, 0)?);
+        }
+    }
+    Ok(records)
+}
+
+pub(super) async fn delivery<C: GenericClient>(
+    client: &C,
+    key: &DeliveryKey,
+) -> Result<Option<DeliveryRecord>, StoreError> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+                 WHERE d.endpoint_id = $1 AND d.seq = $2"
+            ),
+            &[&key.endpoint_id, &bound(key.seq)],
+        )
+        .await
+        .map_err(db_error)?
+        .map(|r| delivery_at(&r, 0))
+        .transpose()
+}
+
+pub(super) async fn redeliver<C: GenericClient>(
+    client: &C,
+    key: &DeliveryKey,
+    now: SystemTime,
+) -> Result<bool, StoreError> {
+    // A pending delivery keeps its lease: it may be in flight right now.
+    let changed = client
+        .execute(
+            "UPDATE webhook_deliveries SET next_attempt_ms = $3,
+                 lease_owner = CASE WHEN state = 1 THEN lease_owner END, state = 1
+             WHERE endpoint_id = $1 AND seq = $2",
+            &[&key.endpoint_id, &bound(key.seq), &millis(now)],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(changed > 0)
+}
+
+pub(super) async fn counts<C: GenericClient>(client: &C) -> Result<OutboxCounts, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE state = 1),
+                    (SELECT count(*) FROM webhook_endpoints WHERE disabled_reason IS NOT NULL)",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(OutboxCounts {
+        pending: seq(row.get(0)),
+        disabled_endpoints: seq(row.get(1)),
+    })
+}
+
+/// Removes sent and failed deliveries recorded before `before_ms`, the
+/// payloads left without a delivery, and the subscriptions of submissions
+/// gone with their jobs.
+pub(super) async fn compact<C: GenericClient>(
+    client: &C,
+    before_ms: i64,
+) -> Result<u64, StoreError> {
+    let deliveries = client
+        .execute(
+            "DELETE FROM webhook_deliveries WHERE state != 1 AND created_at_ms < $1",
+            &[&before_ms],
+        )
+        .await
+        .map_err(db_error)?;
+    delete_orphaned_messages(client).await?;
+    client
+        .execute(
+            "DELETE FROM webhook_subscriptions w WHERE
+                 NOT EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = w.submission_id)
+                 AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.id = w.submission_id)",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(deliveries)
+}
