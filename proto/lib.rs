@@ -4,6 +4,8 @@
 
 pub mod codec;
 pub mod frames;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod limits;
 
 /// Package `retouch.v1`.

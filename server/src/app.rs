@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// How long shutdown waits for the answers of submits already sent, so
     /// that they are recorded rather than left as outcome unknown.
     pub shutdown_grace: Duration,
+    /// The key webhook secrets are sealed with (`None`: `webhook.key` in
+    /// the data directory, made if missing; with a database URL, no
+    /// webhooks).
+    pub webhook_key_file: Option<PathBuf>,
     /// Upload directory (`None`: `uploads` in the data directory), unless
     /// `files_url` is set.
     pub upload_dir: Option<PathBuf>,
@@ -148,6 +152,7 @@ impl ServerConfig {
             database_url: None,
             lease_ttl: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            webhook_key_file: None,
             upload_dir: None,
             results_dir: None,
             files_url: None,
@@ -339,15 +344,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             cancel.clone(),
         )));
     }
-    let retouch = Retouch::new(client, tracker, store.clone(), store.clone());
+    let (webhooks, dispatcher) = webhooks(&config, &data_dir, store.clone())?;
+    if let Some(dispatcher) = dispatcher {
+        tasks.push(tokio::spawn(dispatcher.run(cancel.clone())));
+    }
+    let retouch = Retouch::new(
+        client,
+        tracker,
+        store.clone(),
+        store.clone(),
+        webhooks.clone(),
+    );
     let _ = started.set(retouch.clone());
 
     // Cancelled when shutdown starts: health watches end, and the listener
     // closes so that new connections are refused rather than left hanging.
     let draining = CancellationToken::new();
     let auth = crate::access::Authenticator(access.clone());
-    let (routes, health) = crate::grpc::routes(retouch.clone(), uploads, auth, draining.clone())
-        .await
+    let (routes, health) =
+        crate::grpc::routes(retouch.clone(), uploads, webhooks, auth, draining.clone())
+            .await
         .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
     let grpc_cancel = CancellationToken::new();
     let grpc_task = spawn_grpc(
@@ -412,6 +428,66 @@ async fn open_journal(
         }
         None => (Arc::new(SqliteStore::open(data_dir)?), None),
     })
+}
+
+/// The webhooks API, and the sender of deliveries when this retouchd can
+/// open endpoint secrets: with `--webhook-key-file`, or the data
+/// directory's key on a journal of its own.
+fn webhooks(
+    config: &ServerConfig,
+    data_dir: &std::path::Path,
+    store: Arc<dyn Store>,
+) -> Result<
+    (
+        Arc<crate::webhooks::WebhookEndpoints>,
+        Option<Arc<crate::webhooks::Dispatcher>>,
+    ),
+    StartError,
+> {
+    use crate::webhooks::{Dispatcher, SecretSealer, UrlRules, WebhookEndpoints};
+    let sealer = match (&config.webhook_key_file, &config.database_url) {
+        (Some(path), _) => Some(SecretSealer::from_key_file(path, false)),
+        (None, None) => Some(SecretSealer::from_key_file(
+            &data_dir.join(crate::webhooks::secret::KEY_FILE),
+            true,
+        )),
+        (None, Some(_)) => {
+            tracing::warn!("webhooks are off: replicas sharing --database-url need the same --webhook-key-file");
+            None
+        }
+    }
+    .transpose()
+    .map_err(StartError::Config)?
+    .map(Arc::new);
+    let resolver: Arc<dyn reqwest::dns::Resolve> = Arc::new(crate::outbound::SystemResolver);
+    let rules = UrlRules {
+        policy: config.outbound.clone(),
+        insecure: config.insecure,
+        resolver: resolver.clone(),
+    };
+    let outbox: Arc<dyn retouch_journal::WebhookOutbox> = store;
+    let endpoints = Arc::new(WebhookEndpoints::new(outbox.clone(), sealer.clone(), rules));
+    let dispatcher = match sealer {
+        Some(sealer) => {
+            let client = crate::outbound::GuardedClient::without_redirects(
+                config.outbound.clone(),
+                &crate::outbound::ClientLimits {
+                    timeout: crate::webhooks::attempt::ATTEMPT_TIMEOUT,
+                    connect_timeout: Duration::from_secs(5),
+                    user_agent: format!("retouchd-webhooks/{}", env!("CARGO_PKG_VERSION")),
+                },
+                resolver,
+            )
+            .map_err(StartError::Config)?;
+            Some(Arc::new(Dispatcher {
+                outbox,
+                sealer,
+                client,
+            }))
+        }
+        None => None,
+    };
+    Ok((endpoints, dispatcher))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -671,6 +747,8 @@ impl RunningServer {
             "retouch.v1.InstanceMatting",
             "retouch.v1.ObjectRemoval",
             "retouch.v1.Jobs",
+            "retouch.v1.Batches",
+            "retouch.v1.Webhooks",
             "",
         ] {
             self.health

@@ -65,6 +65,18 @@ pub enum Command {
     /// stdout, and the token itself (for the client; it is kept nowhere) on
     /// stderr.
     Token(TokenArgs),
+    /// Make the key webhook secrets are sealed with (--webhook-key-file):
+    /// one file for every replica sharing a --database-url.
+    WebhookKey(WebhookKeyArgs),
+}
+
+/// Flags of `retouchd webhook-key`.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookKeyArgs {
+    /// The key file to write (must not exist; made readable by this user
+    /// only).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Limits on all callers together (each token's own are in the tokens
@@ -144,9 +156,10 @@ pub struct TokenArgs {
     /// errors.
     #[arg(long)]
     pub name: String,
-    /// `submit` (everything) or `watch` (Watch, GetJob, ListJobs and
-    /// downloads only).
-    #[arg(long, value_parser = ["submit", "watch"])]
+    /// `submit` (everything), `watch` (Watch, GetJob, ListJobs and
+    /// downloads only) or `admin` (what `submit` may, and every token's
+    /// webhook endpoints).
+    #[arg(long, value_parser = ["submit", "watch", "admin"])]
     pub role: String,
     /// This token's own limits, as in the tokens file, e.g.
     /// `--limit tasks_per_hour=500 --limit streams=20`.
@@ -157,10 +170,7 @@ pub struct TokenArgs {
 impl TokenArgs {
     /// The new token and its tokens-file line.
     pub fn generate(&self) -> Result<(String, String), String> {
-        let role = match self.role.as_str() {
-            "watch" => crate::access::Role::Watch,
-            _ => crate::access::Role::Submit,
-        };
+        let role = crate::access::Role::parse(&self.role)?;
         let mut limits = crate::access::LimitSettings::default();
         for pair in &self.limits {
             let (key, value) = pair
@@ -375,6 +385,13 @@ pub struct ServeArgs {
     /// what is still unanswered then is left as outcome unknown.
     #[arg(long, env = "RETOUCH_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// The key webhook endpoints' secrets are sealed with in the journal
+    /// (base64 of 32 bytes; make one with `retouchd webhook-key --out
+    /// FILE`). Default: `webhook.key` in the data directory, made on first
+    /// start. Replicas sharing --database-url must all be given the same
+    /// file; without one they serve no webhooks.
+    #[arg(long, env = "RETOUCH_WEBHOOK_KEY_FILE")]
+    pub webhook_key_file: Option<PathBuf>,
     /// Upload directory (default: `uploads` in the data directory).
     /// Replicas that share one (a network file system) serve each other's
     /// uploads.
@@ -653,6 +670,7 @@ impl ServeArgs {
             database_url: self.database_url.clone(),
             lease_ttl: self.lease_ttl,
             shutdown_grace: self.shutdown_grace,
+            webhook_key_file: self.webhook_key_file.clone(),
             upload_dir: self.upload_dir.clone(),
             results_dir: self.results_dir.clone(),
             files_url: self.files_url.clone(),

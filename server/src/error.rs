@@ -65,6 +65,10 @@ pub enum ServiceError {
     /// client could have been told about.
     #[error("{0}")]
     Store(retouch_journal::StoreError),
+    /// The request cannot be served in the server's or the caller's
+    /// present state (a missing key, a limit on how many it may own).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The server is shutting down.
     #[error("retouchd is shutting down")]
     ShuttingDown,

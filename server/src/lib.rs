@@ -27,3 +27,4 @@ pub mod tracker;
 pub mod uploads;
 pub mod upstream;
 pub mod validate;
+pub mod webhooks;

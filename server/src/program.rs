@@ -43,6 +43,14 @@ async fn run(cli: Cli) -> ExitCode {
                 args.name
             );
         }),
+        Some(Command::WebhookKey(args)) => {
+            crate::webhooks::SecretSealer::create_key_file(&args.out).map(|()| {
+                eprintln!(
+                    "wrote a webhook key to {}; give every replica --webhook-key-file {0}",
+                    args.out.display()
+                );
+            })
+        }
         Some(Command::Backup(args)) => {
             retouch_journal::backup(&args.data_dir, &args.to).map_err(|e| e.to_string())
         }

@@ -138,6 +138,13 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
         "claimed deliveries are held by this process"
     );
     assert_eq!(store.outbox_counts().await.unwrap().pending, 5);
+    // Released, a claimed delivery is due again.
+    store.release_deliveries(vec![key("d", 2)]).await.unwrap();
+    let again = store.claim_deliveries(100, Vec::new(), now).await.unwrap();
+    assert_eq!(
+        again.iter().map(|d| d.record.key.clone()).collect::<Vec<_>>(),
+        [key("d", 2)]
+    );
 
     // Attempts: a's first delivered, a's second to retry in an hour, d's
     // first failed for good, b gone.

@@ -349,6 +349,11 @@ pub trait WebhookOutbox: Send + Sync + 'static {
         now: SystemTime,
     ) -> Result<Vec<DueDelivery>, StoreError>;
 
+    /// Lets go of deliveries this process claimed and will not attempt
+    /// (it is stopping, or their endpoint went away meanwhile): they are
+    /// due again for anyone.
+    async fn release_deliveries(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError>;
+
     /// Records an attempt and lets go of the delivery's lease; disables the
     /// endpoint on 410, and after failing since before the attempt's limit.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;

@@ -296,13 +296,18 @@ impl Caller {
     /// Whether the caller's role allows submitting (and what costs upstream
     /// requests, such as adopting a job by its key).
     pub fn may_submit(&self) -> bool {
-        self.role == Role::Submit
+        matches!(self.role, Role::Submit | Role::Admin)
+    }
+
+    /// Whether the caller sees every token's webhook endpoints.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
     }
 
     /// Fails unless the caller's role allows `what` (a submit or upload).
     pub fn require_submit(&self, what: &str) -> Result<(), ServiceError> {
         match self.role {
-            Role::Submit => Ok(()),
+            Role::Submit | Role::Admin => Ok(()),
             Role::Watch => Err(ServiceError::PermissionDenied(format!(
                 "token {:?} has the watch role, which may not {what}; use a token with the submit role",
                 &*self.name

@@ -16,10 +16,14 @@ use super::limits::LimitSettings;
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Everything: submit, upload, watch, read.
+    /// Everything: submit, upload, watch, read, and its own webhook
+    /// endpoints.
     Submit,
     /// Watch, GetJob, ListJobs and downloads of mirrored results only.
     Watch,
+    /// What `submit` may, and every token's webhook endpoints and
+    /// deliveries besides its own.
+    Admin,
 }
 
 impl Role {
@@ -28,14 +32,19 @@ impl Role {
         match self {
             Role::Submit => "submit",
             Role::Watch => "watch",
+            Role::Admin => "admin",
         }
     }
 
-    fn parse(value: &str) -> Result<Role, String> {
+    /// The role named `value` in a tokens file or on the command line.
+    pub fn parse(value: &str) -> Result<Role, String> {
         match value {
             "submit" => Ok(Role::Submit),
             "watch" => Ok(Role::Watch),
-            other => Err(format!("role must be submit or watch, got {other:?}")),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "role must be submit, watch or admin, got {other:?}"
+            )),
         }
     }
 }

@@ -8,7 +8,7 @@ use retouch_api::v1::batches_server::Batches;
 use tonic::{Request, Response, Status};
 
 use crate::access::Caller;
-use crate::service::Retouch;
+use crate::service::{Retouch, SubmitOptions};
 
 /// Stream sent by `Batches.Watch`.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::Batch, Status>> + Send>>;
@@ -36,9 +36,13 @@ impl Batches for BatchesService {
         caller.require_submit("submit batches")?;
         caller.admit_submit()?;
         let request = request.into_inner();
+        let options = SubmitOptions {
+            request_id: request.request_id,
+            webhook_endpoint_ids: request.webhook_endpoint_ids,
+        };
         let batch = self
             .retouch
-            .submit_batch(request.tasks, &request.request_id, &caller)
+            .submit_batch(request.tasks, &options, &caller)
             .await?;
         Ok(Response::new(batch))
     }

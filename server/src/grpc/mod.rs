@@ -6,6 +6,7 @@ mod health;
 mod jobs;
 pub mod status;
 mod submission;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use tonic::service::interceptor::InterceptedService;
 pub use batches::BatchesService;
 pub use jobs::JobsService;
 pub use submission::{InstanceMattingService, ObjectRemovalService};
+pub use webhooks::WebhooksService;
 
 use crate::service::Retouch;
 use crate::uploads::UploadStore;
@@ -32,6 +34,7 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub async fn routes(
     retouch: Retouch,
     uploads: Arc<UploadStore>,
+    webhooks: Arc<crate::webhooks::WebhookEndpoints>,
     auth: crate::access::Authenticator,
     closed: tokio_util::sync::CancellationToken,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
@@ -48,6 +51,9 @@ pub async fn routes(
         .await;
     health
         .set_serving::<pb::batches_server::BatchesServer<BatchesService>>()
+        .await;
+    health
+        .set_serving::<pb::webhooks_server::WebhooksServer<WebhooksService>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -70,6 +76,9 @@ pub async fn routes(
     let batches = pb::batches_server::BatchesServer::new(BatchesService::new(retouch.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let webhooks = pb::webhooks_server::WebhooksServer::new(WebhooksService::new(webhooks))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let jobs = pb::jobs_server::JobsServer::new(JobsService::new(retouch, uploads))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -77,6 +86,7 @@ pub async fn routes(
         .add_service(InterceptedService::new(matting, auth.clone()))
         .add_service(InterceptedService::new(removal, auth.clone()))
         .add_service(InterceptedService::new(batches, auth.clone()))
+        .add_service(InterceptedService::new(webhooks, auth.clone()))
         .add_service(InterceptedService::new(jobs, auth))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -83,6 +83,7 @@ impl From<ServiceError> for Status {
             ServiceError::Store(retouch_journal::StoreError::Corrupt(_)) => {
                 Status::internal(message)
             }
+            ServiceError::FailedPrecondition(_) => Status::failed_precondition(message),
             ServiceError::ShuttingDown => Status::unavailable(message),
             ServiceError::Internal(_) => Status::internal(message),
         }

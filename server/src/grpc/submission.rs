@@ -14,7 +14,7 @@ use crate::access::Caller;
 use crate::aliyun::{ApiKind, WireTask};
 use crate::convert::{matting_tasks, removal_tasks};
 use crate::error::ServiceError;
-use crate::service::Retouch;
+use crate::service::{Retouch, SubmitOptions};
 
 /// Stream of job events sent by `Run`.
 pub type JobEventStream = Pin<Box<dyn Stream<Item = Result<EventFrame, Status>> + Send>>;
@@ -47,19 +47,27 @@ impl ObjectRemovalService {
 
 /// A submission request of either API, taken apart.
 trait SubmissionRequest {
-    /// The upstream tasks and the idempotency key.
-    fn into_parts(self) -> (Vec<WireTask>, String);
+    /// The upstream tasks, and what the submit asks besides.
+    fn into_parts(self) -> (Vec<WireTask>, SubmitOptions);
 }
 
 impl SubmissionRequest for pb::SubmitMattingRequest {
-    fn into_parts(self) -> (Vec<WireTask>, String) {
-        (matting_tasks(self.tasks), self.request_id)
+    fn into_parts(self) -> (Vec<WireTask>, SubmitOptions) {
+        let options = SubmitOptions {
+            request_id: self.request_id,
+            webhook_endpoint_ids: self.webhook_endpoint_ids,
+        };
+        (matting_tasks(self.tasks), options)
     }
 }
 
 impl SubmissionRequest for pb::SubmitRemovalRequest {
-    fn into_parts(self) -> (Vec<WireTask>, String) {
-        (removal_tasks(self.tasks), self.request_id)
+    fn into_parts(self) -> (Vec<WireTask>, SubmitOptions) {
+        let options = SubmitOptions {
+            request_id: self.request_id,
+            webhook_endpoint_ids: self.webhook_endpoint_ids,
+        };
+        (removal_tasks(self.tasks), options)
     }
 }
 
@@ -69,8 +77,8 @@ async fn submit(
     request: Request<impl SubmissionRequest>,
 ) -> Result<Response<pb::SubmitResponse>, Status> {
     let caller = admitted_submitter(&request)?;
-    let (tasks, request_id) = request.into_inner().into_parts();
-    let submitted = retouch.submit(api, tasks, &request_id, &caller).await?;
+    let (tasks, options) = request.into_inner().into_parts();
+    let submitted = retouch.submit(api, tasks, &options, &caller).await?;
     Ok(Response::new(pb::SubmitResponse {
         job: Some(submitted.job),
         accepted_seq: submitted.accepted_seq,
@@ -84,8 +92,8 @@ async fn run(
 ) -> Result<Response<JobEventStream>, Status> {
     let caller = admitted_submitter(&request)?;
     let permits = caller.open_stream()?;
-    let (tasks, request_id) = request.into_inner().into_parts();
-    let events = retouch.run(api, tasks, &request_id, &caller).await?;
+    let (tasks, options) = request.into_inner().into_parts();
+    let events = retouch.run(api, tasks, &options, &caller).await?;
     Ok(Response::new(Box::pin(
         caller.serve_stream(permits, events),
     )))

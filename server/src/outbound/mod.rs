@@ -34,6 +34,15 @@ pub struct GuardedClient {
     guarded: reqwest::Client,
 }
 
+/// Whether a [`GuardedClient`] follows redirects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redirects {
+    /// Each redirect is judged like the first URL, up to a limit.
+    Judged,
+    /// None is followed.
+    Never,
+}
+
 /// Limits and identity of a [`GuardedClient`].
 #[derive(Debug, Clone)]
 pub struct ClientLimits {
@@ -71,6 +80,26 @@ impl GuardedClient {
         limits: &ClientLimits,
         resolver: Arc<dyn reqwest::dns::Resolve>,
     ) -> Result<Self, String> {
+        Self::build(policy, limits, resolver, Redirects::Judged)
+    }
+
+    /// A client that never follows a redirect (a 3xx is the answer), for
+    /// webhook deliveries: a receiver's redirect must not send a signed
+    /// payload somewhere else.
+    pub fn without_redirects(
+        policy: OutboundPolicy,
+        limits: &ClientLimits,
+        resolver: Arc<dyn reqwest::dns::Resolve>,
+    ) -> Result<Self, String> {
+        Self::build(policy, limits, resolver, Redirects::Never)
+    }
+
+    fn build(
+        policy: OutboundPolicy,
+        limits: &ClientLimits,
+        resolver: Arc<dyn reqwest::dns::Resolve>,
+        redirects: Redirects,
+    ) -> Result<Self, String> {
         let base = || {
             reqwest::Client::builder()
                 .timeout(limits.timeout)
@@ -78,14 +107,17 @@ impl GuardedClient {
                 .user_agent(limits.user_agent.clone())
                 .no_proxy()
         };
-        let redirect_policy = |from: Route| {
-            let policy = policy.clone();
-            reqwest::redirect::Policy::custom(move |attempt| {
-                match judge_redirect(&policy, from, attempt.url(), attempt.previous().len()) {
-                    Ok(()) => attempt.follow(),
-                    Err(refusal) => attempt.error(refusal),
-                }
-            })
+        let redirect_policy = |from: Route| match redirects {
+            Redirects::Never => reqwest::redirect::Policy::none(),
+            Redirects::Judged => {
+                let policy = policy.clone();
+                reqwest::redirect::Policy::custom(move |attempt| {
+                    match judge_redirect(&policy, from, attempt.url(), attempt.previous().len()) {
+                        Ok(()) => attempt.follow(),
+                        Err(refusal) => attempt.error(refusal),
+                    }
+                })
+            }
         };
         let guarded = base()
             .dns_resolver(Arc::new(GuardedResolver::new(
@@ -122,6 +154,17 @@ impl GuardedClient {
 
     /// Sends `GET url` if the policy allows it.
     pub async fn get(&self, url: &str) -> Result<reqwest::Response, FetchError> {
+        self.send(reqwest::Method::GET, url, |request| request).await
+    }
+
+    /// Sends a request of `method` to `url`, as `build` completes it, if
+    /// the policy allows the destination.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, FetchError> {
         let url = reqwest::Url::parse(url)
             .map_err(|e| FetchError::Refused(Refusal(format!("not a URL: {e}"))))?;
         let client = match self.policy.route(&url).map_err(FetchError::Refused)? {
@@ -129,8 +172,7 @@ impl GuardedClient {
             Route::Trusted => &self.trusted,
             Route::Guarded => &self.guarded,
         };
-        client
-            .get(url)
+        build(client.request(method, url))
             .send()
             .await
             .map_err(|e| match refusal_in(&e) {

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use retouch_api::v1 as pb;
 use sha2::{Digest, Sha256};
 
-use super::Retouch;
+use super::{Retouch, SubmitOptions};
 use crate::access::Caller;
 use crate::aliyun::{ApiKind, MAX_TASKS, WireTask};
 use crate::convert::{api_to_pb, matting_tasks, removal_tasks, upstream_error_to_pb};
@@ -221,11 +221,16 @@ impl Retouch {
     pub async fn submit_batch(
         &self,
         tasks: Vec<pb::BatchTask>,
-        request_id: &str,
+        options: &SubmitOptions,
         caller: &Caller,
     ) -> Result<pb::Batch, ServiceError> {
         let tasks = validate_batch(tasks).map_err(ServiceError::Invalid)?;
+        let request_id = options.request_id.as_str();
         check_request_id(request_id)?;
+        let webhooks = self
+            .webhooks
+            .check_targets(caller, &options.webhook_endpoint_ids)
+            .await?;
         if self.is_draining() {
             return Err(ServiceError::ShuttingDown);
         }
@@ -262,7 +267,7 @@ impl Retouch {
         let caller = caller.clone();
         let plan = record.plan.clone();
         let errors = self
-            .spawn_submit(async move { this.submit_planned(&plan, jobs, &caller).await })
+            .spawn_submit(async move { this.submit_planned(&plan, jobs, &webhooks, &caller).await })
             .await
             .map_err(|e| ServiceError::Internal(format!("batch submit task failed: {e}")))?;
         // This call's answers are the newest, recorded or not.
@@ -277,6 +282,7 @@ impl Retouch {
         &self,
         plan: &pb::Batch,
         jobs: Vec<PlannedJob>,
+        webhooks: &[String],
         caller: &Caller,
     ) -> BTreeMap<u32, pb::UpstreamError> {
         let _in_flight = self.batches_in_flight().enter(&plan.batch_id);
@@ -290,9 +296,13 @@ impl Retouch {
             .collect();
         let submits = work.into_iter().map(|(index, request_id, planned)| {
             let (this, caller, batch_id) = (self.clone(), caller.clone(), batch_id.clone());
+            let options = SubmitOptions {
+                request_id,
+                webhook_endpoint_ids: webhooks.to_vec(),
+            };
             async move {
                 let submitted = this
-                    .submit_batch_job(planned.api, planned.tasks, &request_id, &caller, &batch_id)
+                    .submit_batch_job(planned.api, planned.tasks, &options, &caller, &batch_id)
                     .await;
                 (index, submitted)
             }

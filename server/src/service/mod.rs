@@ -19,6 +19,7 @@ use retouch_journal::{JobJournal, Submissions};
 use crate::idempotency::Turns;
 use crate::tracker::Tracker;
 use crate::upstream::UpstreamClient;
+use crate::webhooks::WebhookEndpoints;
 
 pub use read::{ADOPTION_PATIENCE, MAX_WATCHED_JOBS};
 
@@ -31,11 +32,22 @@ pub struct Submitted {
     pub accepted_seq: u64,
 }
 
+/// What a submit asks for besides its tasks.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// The client's idempotency key (empty: none).
+    pub request_id: String,
+    /// Webhook endpoints that receive the job's events.
+    pub webhook_endpoint_ids: Vec<String>,
+}
+
 /// The domain service behind every RPC.
 #[derive(Clone)]
 pub struct Retouch {
     client: UpstreamClient,
     tracker: Tracker,
+    /// Webhook endpoints, which submits may name.
+    webhooks: Arc<WebhookEndpoints>,
     /// The journal's jobs and events, for the read side.
     jobs: Arc<dyn JobJournal>,
     /// Submit intents and batches, for the submit path.
@@ -51,16 +63,18 @@ pub struct Retouch {
 impl Retouch {
     /// A service over `client`, tracking jobs in `tracker`, reading jobs
     /// from `jobs` and recording submits in `submissions` (the tracker's
-    /// journal, in its two roles).
+    /// journal, in its two roles), whose submits may name `webhooks`.
     pub fn new(
         client: UpstreamClient,
         tracker: Tracker,
         jobs: Arc<dyn JobJournal>,
         submissions: Arc<dyn Submissions>,
+        webhooks: Arc<WebhookEndpoints>,
     ) -> Self {
         Retouch {
             client,
             tracker,
+            webhooks,
             jobs,
             submissions,
             draining: Arc::default(),

@@ -20,7 +20,17 @@ use crate::upstream::UpstreamError;
 use crate::validate::{Violation, excerpt, validate_submission};
 use retouch_journal::{Began, NewSubmission, SubmissionState};
 
-use super::{Retouch, Submitted};
+use super::{Retouch, SubmitOptions, Submitted};
+
+/// What a job is recorded under besides its tasks.
+struct JobLabels {
+    /// The client's idempotency key.
+    request_id: Option<String>,
+    /// The batch it belongs to ('' for none).
+    batch_id: String,
+    /// Endpoints that receive its events (checked).
+    webhook_endpoint_ids: Vec<String>,
+}
 
 /// Longest a submit waits for another replica's answer to a submit with
 /// the same request id (or, if that replica died, for the takeover that
@@ -46,12 +56,12 @@ impl Retouch {
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
-        request_id: &str,
+        options: &SubmitOptions,
         caller: &Caller,
     ) -> Result<Submitted, ServiceError> {
         Ok(self
-            .submit_once(api, tasks, false, request_id, caller, None)
-            .instrument(submit_span(api, request_id))
+            .submit_once(api, tasks, false, options, caller, None)
+            .instrument(submit_span(api, &options.request_id))
             .await?
             .0)
     }
@@ -62,13 +72,13 @@ impl Retouch {
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
-        request_id: &str,
+        options: &SubmitOptions,
         caller: &Caller,
         batch_id: &str,
     ) -> Result<Submitted, ServiceError> {
         Ok(self
-            .submit_once(api, tasks, false, request_id, caller, Some(batch_id))
-            .instrument(submit_span(api, request_id))
+            .submit_once(api, tasks, false, options, caller, Some(batch_id))
+            .instrument(submit_span(api, &options.request_id))
             .await?
             .0)
     }
@@ -83,23 +93,31 @@ impl Retouch {
         api: ApiKind,
         tasks: Vec<WireTask>,
         subscribe: bool,
-        request_id: &str,
+        options: &SubmitOptions,
         caller: &Caller,
         batch_id: Option<&str>,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
         // From here on only the canonical form exists: it is what the
         // fingerprint covers, what is journaled and what is sent.
         let tasks = validate_submission(api, tasks).map_err(ServiceError::Invalid)?;
-        check_request_id(request_id)?;
+        check_request_id(&options.request_id)?;
+        let webhook_endpoint_ids = self
+            .webhooks
+            .check_targets(caller, &options.webhook_endpoint_ids)
+            .await?;
         if self.draining.load(Ordering::Acquire) {
             return Err(ServiceError::ShuttingDown);
         }
         let this = self.clone();
-        let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
+        let request_id = &options.request_id;
+        let labels = JobLabels {
+            request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
+            batch_id: batch_id.unwrap_or_default().to_owned(),
+            webhook_endpoint_ids,
+        };
         let caller = caller.clone();
-        let batch_id = batch_id.unwrap_or_default().to_owned();
         self.spawn_submit(async move {
-            this.submit_in_turn(api, tasks, subscribe, request_id, caller, batch_id)
+            this.submit_in_turn(api, tasks, subscribe, labels, caller)
                 .await
         })
         .await
@@ -111,10 +129,14 @@ impl Retouch {
         api: ApiKind,
         tasks: Vec<WireTask>,
         subscribe: bool,
-        request_id: Option<String>,
+        labels: JobLabels,
         caller: Caller,
-        batch_id: String,
     ) -> Result<(Submitted, Option<Subscription>), ServiceError> {
+        let JobLabels {
+            request_id,
+            batch_id,
+            webhook_endpoint_ids,
+        } = labels;
         // Concurrent calls with one id wait for the first to settle it.
         let _turn = match &request_id {
             Some(id) => Some(self.turns.take(id).await),
@@ -138,6 +160,7 @@ impl Retouch {
             request_id: request_id.clone().unwrap_or_default(),
             submitted_by: caller.name().to_owned(),
             batch_id,
+            webhook_endpoint_ids,
             ..Default::default()
         };
         let fingerprint = fingerprint(api, &tasks);
@@ -414,13 +437,13 @@ impl Retouch {
         &self,
         api: ApiKind,
         tasks: Vec<WireTask>,
-        request_id: &str,
+        options: &SubmitOptions,
         caller: &Caller,
     ) -> Result<impl Stream<Item = Result<EventFrame, ServiceError>> + Send + 'static, ServiceError>
     {
         let (_, subscription) = self
-            .submit_once(api, tasks, true, request_id, caller, None)
-            .instrument(submit_span(api, request_id))
+            .submit_once(api, tasks, true, options, caller, None)
+            .instrument(submit_span(api, &options.request_id))
             .await?;
         let subscription =
             subscription.ok_or_else(|| ServiceError::Internal("Run got no subscription".into()))?;

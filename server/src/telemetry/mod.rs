@@ -233,6 +233,36 @@ const METRICS: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
         None,
         "watchers disconnected for falling behind their buffer",
     ),
+    (
+        "retouch_webhook_deliveries_total",
+        Kind::Counter,
+        None,
+        "webhook delivery attempts by this process, by outcome (delivered, retrying, failed, endpoint_gone)",
+    ),
+    (
+        "retouch_webhook_attempt_duration_seconds",
+        Kind::Histogram,
+        Some(metrics::Unit::Seconds),
+        "time from sending a webhook delivery to its answer (or its failure)",
+    ),
+    (
+        "retouch_webhook_delivery_delay_seconds",
+        Kind::Histogram,
+        Some(metrics::Unit::Seconds),
+        "time from an event's commit to the answer of its delivery's first attempt",
+    ),
+    (
+        "retouch_webhook_deliveries_pending",
+        Kind::Gauge,
+        None,
+        "webhook deliveries not sent yet or waiting for a retry, in the whole journal (every 15 s)",
+    ),
+    (
+        "retouch_webhook_endpoints_disabled",
+        Kind::Gauge,
+        None,
+        "webhook endpoints disabled (410 Gone, or failing for 5 days), in the whole journal (every 15 s)",
+    ),
 ];
 
 fn describe() {

@@ -18,6 +18,10 @@ use retouch_journal::{
     Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep,
     SqliteStore, StepTransaction, StepWrites,
 };
+use retouch_journal::{
+    Attempt, DeliveryKey, DeliveryQuery, DeliveryRecord, DueDelivery, EndpointChange,
+    EndpointRecord, OutboxCounts, WebhookOutbox,
+};
 use retouch_journal::{JobJournal, MirrorRecords, Retention, Submissions, UploadRecords};
 
 /// The real SQLite journal, whose commits fail while `full` is set, as on
@@ -190,6 +194,76 @@ impl UploadRecords for FullDisk {
 
     async fn upload(&self, sha256: &str) -> Result<Option<UploadRecord>, StoreError> {
         self.inner.upload(sha256).await
+    }
+}
+
+/// The outbox is the inner journal's, unchanged: these tests fail
+/// commits only.
+#[async_trait::async_trait]
+impl WebhookOutbox for FullDisk {
+    async fn create_endpoint(&self, endpoint: EndpointRecord) -> Result<(), StoreError> {
+        self.inner.create_endpoint(endpoint).await
+    }
+
+    async fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        self.inner.endpoint(id).await
+    }
+
+    async fn endpoints(&self, owner: Option<String>) -> Result<Vec<EndpointRecord>, StoreError> {
+        self.inner.endpoints(owner).await
+    }
+
+    async fn update_endpoint(
+        &self,
+        id: &str,
+        change: EndpointChange,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        self.inner.update_endpoint(id, change).await
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.delete_endpoint(id).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        max: usize,
+        skip_endpoints: Vec<String>,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.inner.claim_deliveries(max, skip_endpoints, now).await
+    }
+
+    async fn release_deliveries(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError> {
+        self.inner.release_deliveries(keys).await
+    }
+
+    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+        self.inner.record_attempt(attempt).await
+    }
+
+    async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.inner.deliveries(query).await
+    }
+
+    async fn delivery(&self, key: &DeliveryKey) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.inner.delivery(key).await
+    }
+
+    async fn redeliver(
+        &self,
+        key: &DeliveryKey,
+        now: std::time::SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.redeliver(key, now).await
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.inner.outbox_counts().await
+    }
+
+    async fn wait_for_deliveries(&self, fallback: Duration) {
+        self.inner.wait_for_deliveries(fallback).await
     }
 }
 

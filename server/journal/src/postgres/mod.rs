@@ -548,6 +548,14 @@ impl WebhookOutbox for PostgresStore {
         webhooks::claim(&**client, &self.replica_id, max, &skip_endpoints, now).await
     }
 
+    async fn release_deliveries(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        webhooks::release(&**client, &self.replica_id, &keys).await
+    }
+
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         // The delivery and its endpoint's failure state change together.

@@ -333,6 +333,27 @@ pub(super) async fn claim<C: GenericClient>(
         .collect()
 }
 
+pub(super) async fn release<C: GenericClient>(
+    client: &C,
+    replica_id: &str,
+    keys: &[DeliveryKey],
+) -> Result<(), StoreError> {
+    let (endpoints, seqs): (Vec<&str>, Vec<i64>) = keys
+        .iter()
+        .map(|k| (k.endpoint_id.as_str(), bound(k.seq)))
+        .unzip();
+    client
+        .execute(
+            "UPDATE webhook_deliveries d SET lease_owner = NULL
+             FROM unnest($1::text[], $2::int8[]) AS k(endpoint_id, seq)
+             WHERE d.endpoint_id = k.endpoint_id AND d.seq = k.seq AND d.lease_owner = $3",
+            &[&endpoints, &seqs, &replica_id],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 pub(super) async fn record_attempt<C: GenericClient>(
     client: &C,
     attempt: &Attempt,

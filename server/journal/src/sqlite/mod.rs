@@ -609,6 +609,16 @@ impl WebhookOutbox for SqliteStore {
             .await
     }
 
+    async fn release_deliveries(&self, keys: Vec<DeliveryKey>) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let me = self.process_id.clone();
+        self.writer
+            .write(move |conn| webhooks::release(conn, &me, &keys))
+            .await
+    }
+
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
         self.writer
             .write(move |conn| webhooks::record_attempt(conn, &attempt))

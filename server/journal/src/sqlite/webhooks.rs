@@ -303,6 +303,18 @@ pub(super) fn claim(
     Ok(due)
 }
 
+pub(super) fn release(conn: &Connection, me: &str, keys: &[DeliveryKey]) -> Result<(), StoreError> {
+    for key in keys {
+        conn.prepare_cached(
+            "UPDATE webhook_deliveries SET lease_owner = NULL
+             WHERE endpoint_id = ?1 AND seq = ?2 AND lease_owner = ?3",
+        )
+        .and_then(|mut s| s.execute(params![key.endpoint_id, bound(key.seq), me]))
+        .map_err(io_error)?;
+    }
+    Ok(())
+}
+
 pub(super) fn record_attempt(conn: &Connection, attempt: &Attempt) -> Result<(), StoreError> {
     let (state, next, status, error) = attempt_row(&attempt.outcome);
     let at = millis(attempt.at);

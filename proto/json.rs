@@ -1,4 +1,5 @@
-//! retouch.v1 messages as JSON for `--json` output: the canonical proto3
+//! retouch.v1 messages as JSON, for `--json` output and webhook payloads:
+//! the canonical proto3
 //! JSON mapping (enums by name, timestamps in RFC 3339), read from the API's
 //! own descriptors, with the `.proto` files' field names and every field
 //! present so that scripts never miss a key.
@@ -7,8 +8,9 @@ use std::sync::OnceLock;
 
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
-use retouch_api::v1 as pb;
 use serde_json::Value;
+
+use crate::v1 as pb;
 
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
@@ -19,7 +21,7 @@ fn pool() -> &'static DescriptorPool {
 }
 
 /// `message` (of protobuf type `full_name`) as JSON.
-fn to_json(message: &impl Message, full_name: &str) -> Value {
+pub fn to_json(message: &impl Message, full_name: &str) -> Value {
     let descriptor = pool()
         .get_message_by_name(full_name)
         .unwrap_or_else(|| panic!("{full_name} is a message of the API"));
@@ -53,6 +55,21 @@ pub fn batch(batch: &pb::Batch) -> Value {
 /// A token's usage.
 pub fn usage(usage: &pb::Usage) -> Value {
     to_json(usage, "retouch.v1.Usage")
+}
+
+/// An event of a job.
+pub fn job_event(event: &pb::JobEvent) -> Value {
+    to_json(event, "retouch.v1.JobEvent")
+}
+
+/// A webhook endpoint.
+pub fn endpoint(endpoint: &pb::Endpoint) -> Value {
+    to_json(endpoint, "retouch.v1.Endpoint")
+}
+
+/// A webhook delivery.
+pub fn delivery(delivery: &pb::Delivery) -> Value {
+    to_json(delivery, "retouch.v1.Delivery")
 }
 
 #[cfg(test)]

@@ -1,0 +1,310 @@
+//! The sender of the outbox: claims due deliveries from the journal and
+//! hands each to its endpoint's queue. Every endpoint has its own queue and
+//! its own few connections, so one slow or dead endpoint never delays
+//! another; within an endpoint, attempts start in the order of their
+//! events.
+//!
+//! A claim is a lease on the delivery held by this process: on a journal
+//! shared by replicas exactly one live replica sends a given delivery, and
+//! a dead replica's claims pass to the others. Delivery is at least once:
+//! a process that dies between sending and recording an attempt sends
+//! it again after the restart (or another replica does), under the same
+//! `webhook-id`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use retouch_journal::{
+    Attempt, AttemptOutcome, DueDelivery, StoreError, WebhookOutbox,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{self, Answer, FAILING_LIMIT, SignedMessage};
+use super::payload;
+use super::secret::{SecretBytes, SecretSealer};
+use super::signature::signature_header;
+use crate::outbound::GuardedClient;
+
+/// Most deliveries claimed at once.
+const CLAIM_BATCH: usize = 512;
+/// Deliveries queued for one endpoint beyond which none more are claimed
+/// for it until it catches up.
+const MAX_QUEUED_PER_ENDPOINT: usize = 256;
+/// Attempts in flight to one endpoint at once.
+pub const CONCURRENCY_PER_ENDPOINT: usize = 8;
+/// How often the journal is looked at when no commit wakes the sender
+/// (retries that came due, other replicas' redeliveries).
+const POLL_FALLBACK: Duration = Duration::from_secs(1);
+/// An endpoint's queue with nothing to do for this long goes away.
+const IDLE_QUEUE: Duration = Duration::from_secs(60);
+/// How often the outbox gauges are refreshed.
+const COUNTS_EVERY: Duration = Duration::from_secs(15);
+/// Tries at recording an attempt before giving up (the delivery is then
+/// sent again by whoever claims it next).
+const RECORD_TRIES: u32 = 5;
+
+/// What every attempt needs.
+pub struct Dispatcher {
+    /// The journal's outbox.
+    pub outbox: Arc<dyn WebhookOutbox>,
+    /// Opens the endpoints' secrets.
+    pub sealer: Arc<SecretSealer>,
+    /// Sends through the outbound guard, following no redirect.
+    pub client: GuardedClient,
+}
+
+/// One endpoint's queue, as the claiming loop sees it.
+struct EndpointQueue {
+    sender: mpsc::UnboundedSender<DueDelivery>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Dispatcher {
+    /// Sends deliveries until `stop` is cancelled; then lets go of those
+    /// not started and waits for the attempts in flight.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut queues: HashMap<String, EndpointQueue> = HashMap::new();
+        let mut workers = JoinSet::new();
+        let mut counted = Instant::now() - COUNTS_EVERY;
+        while !stop.is_cancelled() {
+            queues.retain(|_, q| !q.sender.is_closed());
+            while workers.try_join_next().is_some() {}
+            let full: Vec<String> = queues
+                .iter()
+                .filter(|(_, q)| q.queued.load(Ordering::Acquire) >= MAX_QUEUED_PER_ENDPOINT)
+                .map(|(id, _)| id.clone())
+                .collect();
+            match self
+                .outbox
+                .claim_deliveries(CLAIM_BATCH, full, SystemTime::now())
+                .await
+            {
+                Ok(due) => {
+                    let more = due.len() == CLAIM_BATCH;
+                    for delivery in due {
+                        self.enqueue(&mut queues, &mut workers, delivery, &stop);
+                    }
+                    if more {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries; will retry"),
+            }
+            if counted.elapsed() >= COUNTS_EVERY {
+                counted = Instant::now();
+                self.refresh_counts().await;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = self.outbox.wait_for_deliveries(POLL_FALLBACK) => {}
+            }
+        }
+        drop(queues);
+        while workers.join_next().await.is_some() {}
+    }
+
+    fn enqueue(
+        self: &Arc<Self>,
+        queues: &mut HashMap<String, EndpointQueue>,
+        workers: &mut JoinSet<()>,
+        delivery: DueDelivery,
+        stop: &CancellationToken,
+    ) {
+        let endpoint_id = delivery.record.key.endpoint_id.clone();
+        let queue = queues.entry(endpoint_id.clone()).or_insert_with(|| {
+            self.start_queue(workers, stop)
+        });
+        queue.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(returned) = queue.sender.send(delivery) {
+            // The queue went idle and stopped just now: start another.
+            let queue = self.start_queue(workers, stop);
+            queue.queued.fetch_add(1, Ordering::AcqRel);
+            let _ = queue.sender.send(returned.0);
+            queues.insert(endpoint_id, queue);
+        }
+    }
+
+    fn start_queue(
+        self: &Arc<Self>,
+        workers: &mut JoinSet<()>,
+        stop: &CancellationToken,
+    ) -> EndpointQueue {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        workers.spawn(self.clone().serve_endpoint(receiver, queued.clone(), stop.clone()));
+        EndpointQueue { sender, queued }
+    }
+
+    /// One endpoint's queue: starts attempts in order, a few at a time.
+    async fn serve_endpoint(
+        self: Arc<Self>,
+        mut receiver: mpsc::UnboundedReceiver<DueDelivery>,
+        queued: Arc<AtomicUsize>,
+        stop: CancellationToken,
+    ) {
+        let permits = Arc::new(Semaphore::new(CONCURRENCY_PER_ENDPOINT));
+        let gone = Arc::new(AtomicBool::new(false));
+        let mut attempts = JoinSet::new();
+        let mut not_sent = Vec::new();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                next = tokio::time::timeout(IDLE_QUEUE, receiver.recv()) => match next {
+                    Ok(next) => next,
+                    Err(_idle) => {
+                        while attempts.try_join_next().is_some() {}
+                        if !attempts.is_empty() {
+                            continue;
+                        }
+                        None
+                    }
+                },
+            };
+            let Some(due) = next else { break };
+            queued.fetch_sub(1, Ordering::AcqRel);
+            while attempts.try_join_next().is_some() {}
+            if gone.load(Ordering::Acquire) {
+                not_sent.push(due.record.key);
+                continue;
+            }
+            let permit = tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    not_sent.push(due.record.key);
+                    break;
+                }
+                permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+            };
+            let (this, gone) = (self.clone(), gone.clone());
+            attempts.spawn(async move {
+                this.attempt(due, &gone).await;
+                drop(permit);
+            });
+        }
+        receiver.close();
+        while let Ok(due) = receiver.try_recv() {
+            not_sent.push(due.record.key);
+        }
+        if let Err(e) = self.outbox.release_deliveries(not_sent).await {
+            tracing::warn!(error = %e, "cannot release webhook deliveries not sent; they wait for this process's lease to lapse");
+        }
+        while attempts.join_next().await.is_some() {}
+    }
+
+    /// Makes one attempt and records it.
+    async fn attempt(&self, due: DueDelivery, gone: &AtomicBool) {
+        let message = payload::message(&due);
+        let answer = match self.secrets(&due) {
+            Ok(secrets) => {
+                let timestamp = unix_seconds(SystemTime::now());
+                let signature = signature_header(&secrets, &message.id, timestamp, &message.body);
+                let started = Instant::now();
+                let answer = attempt::send(
+                    &self.client,
+                    &due.endpoint.url,
+                    SignedMessage {
+                        id: &message.id,
+                        timestamp,
+                        signature: &signature,
+                        body: &message.body,
+                    },
+                )
+                .await;
+                metrics::histogram!("retouch_webhook_attempt_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                answer
+            }
+            Err(error) => Answer::None { error },
+        };
+        let now = SystemTime::now();
+        if due.record.attempts == 0
+            && let Ok(delay) = now.duration_since(due.record.created_at)
+        {
+            metrics::histogram!("retouch_webhook_delivery_delay_seconds")
+                .record(delay.as_secs_f64());
+        }
+        let outcome = attempt::outcome(&answer, due.record.attempts, now, rand::random_range(0.8..1.2));
+        let label = match &outcome {
+            AttemptOutcome::Delivered { .. } => "delivered",
+            AttemptOutcome::Retry { .. } => "retrying",
+            AttemptOutcome::Failed { .. } => "failed",
+            AttemptOutcome::EndpointGone { .. } => "endpoint_gone",
+        };
+        metrics::counter!("retouch_webhook_deliveries_total", "outcome" => label).increment(1);
+        match &outcome {
+            AttemptOutcome::Delivered { .. } => {}
+            AttemptOutcome::EndpointGone { reason, .. } => {
+                gone.store(true, Ordering::Release);
+                tracing::warn!(endpoint = %due.endpoint.id, %reason, "webhook endpoint disabled");
+            }
+            AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed { error, .. } => {
+                tracing::info!(
+                    endpoint = %due.endpoint.id,
+                    webhook_id = %message.id,
+                    attempt = due.record.attempts + 1,
+                    outcome = label,
+                    %error,
+                    "webhook delivery failed"
+                );
+            }
+        }
+        self.record(Attempt {
+            key: due.record.key,
+            at: now,
+            outcome,
+            disable_failing_since_before: now - FAILING_LIMIT,
+        })
+        .await;
+    }
+
+    /// The endpoint's secrets in force: the current one, and the previous
+    /// one until its rotation grace ends.
+    fn secrets(&self, due: &DueDelivery) -> Result<Vec<SecretBytes>, String> {
+        let endpoint = &due.endpoint;
+        let mut secrets = vec![self.sealer.open(&endpoint.id, &endpoint.sealed_secret)?];
+        if let Some((previous, until)) = &endpoint.previous_secret
+            && *until > SystemTime::now()
+        {
+            secrets.push(self.sealer.open(&endpoint.id, previous)?);
+        }
+        Ok(secrets)
+    }
+
+    async fn record(&self, attempt: Attempt) {
+        let mut wait = Duration::from_millis(100);
+        for tries in 1..=RECORD_TRIES {
+            match self.outbox.record_attempt(attempt.clone()).await {
+                Ok(()) => return,
+                Err(e) if tries == RECORD_TRIES => {
+                    tracing::error!(error = %e, webhook_id = %payload::webhook_id(&attempt.key), "cannot record a webhook attempt; the delivery will be sent again");
+                }
+                Err(StoreError::Unavailable(_) | StoreError::Corrupt(_)) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+    }
+
+    async fn refresh_counts(&self) {
+        match self.outbox.outbox_counts().await {
+            Ok(counts) => {
+                metrics::gauge!("retouch_webhook_deliveries_pending").set(counts.pending as f64);
+                metrics::gauge!("retouch_webhook_endpoints_disabled")
+                    .set(counts.disabled_endpoints as f64);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot count webhook deliveries"),
+        }
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
