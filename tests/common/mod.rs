@@ -2,6 +2,8 @@
 //! embedded local backend on 127.0.0.1:0, and gRPC clients for it.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::time::Duration;
 
 use futures::StreamExt;

@@ -289,6 +289,7 @@ impl Client {
                     .submit(self.request(pb::SubmitRemovalRequest {
                         tasks: vec![task],
                         request_id: request_id.to_owned(),
+                        ..Default::default()
                     }))
                     .await
             }
@@ -297,6 +298,7 @@ impl Client {
                     .submit(self.request(pb::SubmitMattingRequest {
                         tasks: vec![task],
                         request_id: request_id.to_owned(),
+                        ..Default::default()
                     }))
                     .await
             }
@@ -339,6 +341,7 @@ impl Client {
             .submit(self.request(pb::SubmitBatchRequest {
                 tasks,
                 request_id: request_id.to_owned(),
+                ..Default::default()
             }))
             .await
             .map(tonic::Response::into_inner)

@@ -169,8 +169,10 @@ impl Dispatcher {
             queued.fetch_sub(1, Ordering::AcqRel);
             while attempts.try_join_next().is_some() {}
             if gone.load(Ordering::Acquire) {
+                // The endpoint is disabled: what is queued waits for it to
+                // be enabled, and a new queue serves it then.
                 not_sent.push(due.record.key);
-                continue;
+                break;
             }
             let permit = tokio::select! {
                 biased;

@@ -1,0 +1,528 @@
+//! Webhooks end to end: a real retouchd on loopback delivers job events to
+//! a real HTTP receiver in the test, and every delivery's signature is
+//! verified with the `standardwebhooks` crate.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::receiver::{Answer, Receiver};
+use common::*;
+use retouch_api::v1 as pb;
+use retouch_api::v1::webhooks_client::WebhooksClient;
+use retouch_server::access::{LimitSettings, Role, generate};
+use retouch_server::app::{RunningServer, ServerConfig};
+use retouch_server::outbound::Origin;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Test defaults, with the receiver's origin allowed (it is on loopback).
+fn config_for(receiver: &Receiver) -> ServerConfig {
+    let mut config = test_config();
+    config
+        .outbound
+        .allowed_origins
+        .push(Origin::parse(&receiver.origin).unwrap());
+    config
+}
+
+async fn webhooks(server: &RunningServer) -> WebhooksClient<Channel> {
+    WebhooksClient::new(channel(server).await)
+}
+
+async fn create(
+    client: &mut WebhooksClient<Channel>,
+    url: String,
+    all_jobs: bool,
+    event_types: &[&str],
+) -> pb::Endpoint {
+    client
+        .create_endpoint(pb::CreateEndpointRequest {
+            url,
+            all_jobs,
+            event_types: event_types.iter().map(|t| t.to_string()).collect(),
+            description: "test".into(),
+        })
+        .await
+        .expect("endpoint created")
+        .into_inner()
+}
+
+/// The events of `result_key` as a Watch from the start gives them.
+async fn events_of_job(server: &RunningServer, result_key: &str) -> Vec<pb::JobEvent> {
+    let items = watch_until_done(
+        server,
+        vec![pb::JobRef {
+            result_key: result_key.into(),
+            ..Default::default()
+        }],
+        0,
+        Duration::from_secs(60),
+    )
+    .await;
+    events_of(items)
+        .into_iter()
+        .filter(|e| e.result_key == result_key)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified() {
+    let receiver = Receiver::start().await;
+    let server = server(config_for(&receiver)).await;
+    let mut hooks = webhooks(&server).await;
+    let every_job = create(&mut hooks, receiver.url("/all"), true, &[]).await;
+    assert!(every_job.secret.starts_with("whsec_"), "{every_job:?}");
+    assert!(every_job.id.starts_with("ep_"));
+    let completions = create(&mut hooks, receiver.url("/done"), false, &["job.completed"]).await;
+
+    // Submit naming the second endpoint, then hang up: no stream is held.
+    let mut request = matting_request(&server);
+    request.webhook_endpoint_ids = vec![completions.id.clone()];
+    let submitted = matting(&server)
+        .await
+        .submit(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let job = submitted.job.unwrap();
+    assert_eq!(job.webhook_endpoint_ids, [completions.id.clone()]);
+    let key = job.result_key.clone();
+
+    let all = receiver
+        .wait_for("/all", Duration::from_secs(60), |got| {
+            got.iter().any(|r| r.verified(&every_job.secret)["type"] == "job.completed")
+        })
+        .await;
+    let events = events_of_job(&server, &key).await;
+    let bodies: Vec<serde_json::Value> = all.iter().map(|r| r.verified(&every_job.secret)).collect();
+    // Each event of the job exactly once (no failure, so no repeat). They
+    // are sent in seq order, but may overtake each other on the way.
+    let mut seqs: Vec<u64> = bodies.iter().map(|b| b["data"]["seq"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    let expected: Vec<u64> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                Some(pb::job_event::Kind::Accepted(_) | pb::job_event::Kind::Transition(_))
+            )
+        })
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, expected, "every event of the job, once each");
+    let ids: BTreeSet<String> = all.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), all.len(), "one webhook-id per event");
+    for (received, body) in all.iter().zip(&bodies) {
+        assert_eq!(
+            received.header("webhook-id"),
+            format!("msg_{}_{}", body["data"]["seq"], every_job.id)
+        );
+        assert_eq!(received.header("content-type"), "application/json");
+        assert_eq!(body["data"]["result_key"], key.as_str());
+        assert_eq!(body["data"]["job"]["result_key"], key.as_str(), "the job's state travels along");
+        assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+    let by_seq = |seq: u64| {
+        bodies
+            .iter()
+            .find(|b| b["data"]["seq"] == seq)
+            .expect("delivered")
+    };
+    assert_eq!(by_seq(seqs[0])["type"], "job.accepted");
+    let last = by_seq(*seqs.last().unwrap());
+    assert_eq!(last["type"], "job.completed");
+    assert_eq!(last["data"]["job"]["status"], "JOB_STATUS_COMPLETED");
+    let mirrored = last["data"]["transition"]["mirrored_urls"][0].as_str().unwrap();
+    assert!(mirrored.contains("/mirror/"), "{mirrored}");
+    assert_eq!(
+        last["data"]["transition"]["result_urls"],
+        serde_json::json!([]),
+        "the upstream's expiring URLs are left out"
+    );
+
+    // The filtered endpoint got the completion only.
+    let done = receiver
+        .wait_for("/done", Duration::from_secs(10), |got| !got.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done_again = receiver.received("/done");
+    assert_eq!(done_again.len(), 1, "{:?}", done_again.iter().map(|r| r.header("webhook-id")).collect::<Vec<_>>());
+    assert_eq!(done[0].verified(&completions.secret)["type"], "job.completed");
+    // Signed with its own secret, not the other endpoint's.
+    assert!(
+        std::panic::catch_unwind(|| done[0].verified(&every_job.secret)).is_err(),
+        "each endpoint has its own secret"
+    );
+
+    // The API tells the same story, without secrets.
+    let page = hooks
+        .list_deliveries(pb::ListDeliveriesRequest {
+            endpoint_id: every_job.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.deliveries.len(), all.len());
+    for delivery in &page.deliveries {
+        assert_eq!(delivery.status, pb::DeliveryStatus::Delivered as i32, "{delivery:?}");
+        assert_eq!((delivery.attempts, delivery.last_http_status), (1, 200));
+        assert_eq!(delivery.result_key, key);
+    }
+    let listed = hooks
+        .list_endpoints(pb::ListEndpointsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoints;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|e| e.secret.is_empty()), "secrets are returned once");
+    assert_eq!(listed[1].event_types, ["job.completed"]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
+    let receiver = Receiver::start().await;
+    let server = server(config_for(&receiver)).await;
+    let mut hooks = webhooks(&server).await;
+    // Throttled, asked to come back in 7 s (later than the schedule's
+    // 5 s with any jitter), then accepted.
+    receiver.queue("/busy", [Answer::status(503).with("retry-after", "7")]);
+    let busy = create(&mut hooks, receiver.url("/busy"), true, &["job.accepted"]).await;
+    receiver.always(
+        "/moved",
+        Answer::status(307).with("location", receiver.url("/elsewhere")),
+    );
+    let moved = create(&mut hooks, receiver.url("/moved"), true, &["job.accepted"]).await;
+    receiver.always("/gone", Answer::status(410));
+    let gone = create(&mut hooks, receiver.url("/gone"), true, &[]).await;
+
+    let submitted = submit_matting_sample(&server).await;
+    let key = submitted.job.unwrap().result_key;
+    // The busy endpoint: two attempts of one delivery, the same id, each
+    // signed anew, as far apart as Retry-After asked.
+    let tries = receiver
+        .wait_for("/busy", Duration::from_secs(40), |got| got.len() >= 2)
+        .await;
+    let ids: BTreeSet<String> = tries.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 1, "a retry keeps its webhook-id");
+    for attempt in &tries {
+        assert_eq!(attempt.verified(&busy.secret)["type"], "job.accepted");
+    }
+    let gap = tries[1].at - tries[0].at;
+    assert!(gap >= Duration::from_millis(6900), "Retry-After honoured: {gap:?}");
+    let busy_delivery = wait_delivered(&mut hooks, &busy.id).await;
+    assert_eq!((busy_delivery.attempts, busy_delivery.last_http_status), (2, 200));
+
+    // The redirect was an answer, never followed.
+    let moved_delivery = wait_for_delivery(&mut hooks, &moved.id, |d| d.attempts >= 1).await;
+    assert_eq!(moved_delivery.last_http_status, 307);
+    assert_eq!(moved_delivery.status, pb::DeliveryStatus::Pending as i32);
+    assert!(moved_delivery.next_attempt_at.is_some());
+    assert!(
+        moved_delivery.last_error.contains("not followed"),
+        "{moved_delivery:?}"
+    );
+    assert!(receiver.received("/elsewhere").is_empty(), "nothing follows a redirect");
+
+    // 410 disabled the endpoint after one request; its deliveries wait.
+    let gone_now = wait_for_endpoint(&mut hooks, &gone.id, |e| !e.disabled_reason.is_empty()).await;
+    assert!(gone_now.disabled_reason.contains("410"), "{gone_now:?}");
+    watch_until_done(
+        &server,
+        vec![pb::JobRef {
+            result_key: key,
+            ..Default::default()
+        }],
+        0,
+        Duration::from_secs(60),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received("/gone").len(), 1, "a disabled endpoint gets nothing more");
+    let gone_now = hooks
+        .get_endpoint(pb::GetEndpointRequest { id: gone.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(gone_now.pending_deliveries >= 2, "{gone_now:?}");
+
+    // Re-enabled (the receiver is back), everything waiting is sent, and
+    // a redelivery sends one again under the same id.
+    receiver.always("/gone", Answer::status(200));
+    hooks
+        .update_endpoint(pb::UpdateEndpointRequest {
+            id: gone.id.clone(),
+            enable: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let expected = 1 + gone_now.pending_deliveries as usize;
+    let after = receiver
+        .wait_for("/gone", Duration::from_secs(20), |got| got.len() >= expected)
+        .await;
+    let first = after[0].header("webhook-id");
+    let again = hooks
+        .redeliver(pb::RedeliverRequest {
+            delivery_id: first.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.delivery_id, first);
+    let resent = receiver
+        .wait_for("/gone", Duration::from_secs(10), |got| got.len() > expected)
+        .await;
+    assert_eq!(resent.last().unwrap().header("webhook-id"), first);
+    server.shutdown().await;
+}
+
+async fn wait_for_delivery(
+    hooks: &mut WebhooksClient<Channel>,
+    endpoint_id: &str,
+    done: impl Fn(&pb::Delivery) -> bool,
+) -> pb::Delivery {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let page = hooks
+            .list_deliveries(pb::ListDeliveriesRequest {
+                endpoint_id: endpoint_id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(d) = page.deliveries.iter().find(|d| done(d)) {
+            return d.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{page:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_delivered(hooks: &mut WebhooksClient<Channel>, endpoint_id: &str) -> pb::Delivery {
+    wait_for_delivery(hooks, endpoint_id, |d| {
+        d.status == pb::DeliveryStatus::Delivered as i32
+    })
+    .await
+}
+
+async fn wait_for_endpoint(
+    hooks: &mut WebhooksClient<Channel>,
+    id: &str,
+    done: impl Fn(&pb::Endpoint) -> bool,
+) -> pb::Endpoint {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let endpoint = hooks
+            .get_endpoint(pb::GetEndpointRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if done(&endpoint) {
+            return endpoint;
+        }
+        assert!(std::time::Instant::now() < deadline, "{endpoint:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_belong_to_their_token_and_refused_urls_get_nothing() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    let mut tokens = Vec::new();
+    for (name, role) in [
+        ("alice", Role::Submit),
+        ("bob", Role::Submit),
+        ("viewer", Role::Watch),
+        ("ops", Role::Admin),
+    ] {
+        let (secret, line) = generate(name, role, &LimitSettings::default()).unwrap();
+        lines.push_str(&line);
+        lines.push('\n');
+        tokens.push(secret);
+    }
+    let [alice, bob, viewer, ops] = <[String; 4]>::try_from(tokens).unwrap();
+    std::fs::write(dir.path().join("tokens"), lines).unwrap();
+    let mut config = config_for(&receiver);
+    config.tokens_file = Some(dir.path().join("tokens"));
+    let server = server(config).await;
+    let mut hooks = webhooks(&server).await;
+    let create_as = |token: &str, url: String| {
+        with_token(
+            pb::CreateEndpointRequest {
+                url,
+                all_jobs: true,
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let alices = hooks
+        .create_endpoint(create_as(&alice, receiver.url("/alice")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(alices.owner, "alice");
+    let bobs = hooks
+        .create_endpoint(create_as(&bob, receiver.url("/bob")))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A watch token cannot make one.
+    let refused = hooks
+        .create_endpoint(create_as(&viewer, receiver.url("/viewer")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // Bob sees, changes, deletes and attaches only his own.
+    for status in [
+        hooks
+            .get_endpoint(with_token(pb::GetEndpointRequest { id: alices.id.clone() }, &bob))
+            .await
+            .unwrap_err(),
+        hooks
+            .delete_endpoint(with_token(pb::DeleteEndpointRequest { id: alices.id.clone() }, &bob))
+            .await
+            .unwrap_err(),
+        hooks
+            .rotate_secret(with_token(pb::RotateSecretRequest { id: alices.id.clone() }, &bob))
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+    let listed = hooks
+        .list_endpoints(with_token(pb::ListEndpointsRequest {}, &bob))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoints;
+    assert_eq!(listed.iter().map(|e| &e.id).collect::<Vec<_>>(), [&bobs.id]);
+    let mut request = matting_request(&server);
+    request.webhook_endpoint_ids = vec![alices.id.clone()];
+    let refused = matting(&server)
+        .await
+        .submit(with_token(request, &bob))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("webhook_endpoint_ids[0]"), "{refused:?}");
+    // The admin sees both.
+    let all = hooks
+        .list_endpoints(with_token(pb::ListEndpointsRequest {}, &ops))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoints;
+    assert_eq!(all.len(), 2);
+
+    // Private and metadata addresses are refused, naming the field.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.7/hook",
+        "https://[::1]:9/hook",
+        "http://127.0.0.1:9/not-allowed",
+    ] {
+        let refused = hooks
+            .create_endpoint(create_as(&alice, url.to_owned()))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{url}: {refused:?}");
+        assert!(refused.message().contains("url"), "{refused:?}");
+    }
+
+    // Alice's job goes to Alice's endpoint only; Bob's to Bob's.
+    let submitted = matting(&server)
+        .await
+        .submit(with_token(matting_request(&server), &alice))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = submitted.job.unwrap().result_key;
+    let got = receiver
+        .wait_for("/alice", Duration::from_secs(60), |got| {
+            got.iter().any(|r| r.verified(&alices.secret)["type"] == "job.completed")
+        })
+        .await;
+    assert!(got.iter().all(|r| r.verified(&alices.secret)["data"]["result_key"] == key.as_str()));
+    assert!(receiver.received("/bob").is_empty(), "another token's job");
+
+    // Rotation: the new and the old secret both sign for a day.
+    let rotated = hooks
+        .rotate_secret(with_token(pb::RotateSecretRequest { id: alices.id.clone() }, &alice))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(rotated.secret, alices.secret);
+    assert!(rotated.previous_secret_expires_at.is_some());
+    let before = receiver.received("/alice").len();
+    let first = got[0].header("webhook-id");
+    hooks
+        .redeliver(with_token(pb::RedeliverRequest { delivery_id: first }, &alice))
+        .await
+        .unwrap();
+    let after = receiver
+        .wait_for("/alice", Duration::from_secs(10), |got| got.len() > before)
+        .await;
+    let resent = after.last().unwrap();
+    assert_eq!(resent.header("webhook-signature").split(' ').count(), 2);
+    resent.verified(&rotated.secret);
+    resent.verified(&alices.secret);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_pending_when_retouchd_stops_are_sent_after_it_restarts() {
+    let receiver = Receiver::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config_for(&receiver);
+    config.data_dir = Some(data.path().to_owned());
+    let first = server(config.clone()).await;
+    let mut hooks = webhooks(&first).await;
+    // The receiver is down for now: every attempt fails.
+    receiver.always("/later", Answer::status(503));
+    let endpoint = create(&mut hooks, receiver.url("/later"), true, &[]).await;
+    let submitted = submit_matting_sample(&first).await;
+    let key = submitted.job.unwrap().result_key;
+    events_of_job(&first, &key).await;
+    wait_for_delivery(&mut hooks, &endpoint.id, |d| {
+        d.attempts >= 1 && d.event_type == "job.completed"
+    })
+    .await;
+    first.shutdown().await;
+    let before = receiver.received("/later").len();
+
+    // Back up, on the same data directory (and key): what was pending is
+    // sent, signed with the same secret.
+    receiver.always("/later", Answer::status(204));
+    let second = server(config).await;
+    let mut hooks = webhooks(&second).await;
+    let completed = wait_for_delivery(&mut hooks, &endpoint.id, |d| {
+        d.event_type == "job.completed" && d.status == pb::DeliveryStatus::Delivered as i32
+    })
+    .await;
+    assert!(completed.attempts >= 2, "{completed:?}");
+    assert_eq!(completed.last_http_status, 204);
+    let got = receiver.received("/later");
+    assert!(got.len() > before);
+    for request in &got {
+        request.verified(&endpoint.secret);
+    }
+    second.shutdown().await;
+}
