@@ -63,6 +63,7 @@ async fn submit(
             pb::SubmitMattingRequest {
                 tasks,
                 request_id: request_id.into(),
+                ..Default::default()
             },
             token,
         ))
@@ -470,6 +471,7 @@ async fn a_batch_spends_the_hourly_task_cap_job_by_job_and_its_watch_counts_its_
             pb::SubmitBatchRequest {
                 tasks,
                 request_id: "capped-batch".into(),
+                ..Default::default()
             },
             &tokens[0],
         ))

@@ -52,6 +52,7 @@ async fn a_batch_of_95_is_ten_jobs_and_sending_it_again_bills_nothing_twice() {
     let request = pb::SubmitBatchRequest {
         tasks: ninety_five(&server),
         request_id: "photos-2026-11-30".into(),
+        ..Default::default()
     };
     // One job's submit is refused for good (nothing billed): the batch
     // reports it, and the rest goes through.
@@ -243,6 +244,7 @@ async fn a_bad_batch_sends_nothing_and_names_each_task() {
         .submit(pb::SubmitBatchRequest {
             tasks,
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -390,6 +390,7 @@ async fn a_repeated_request_id_returns_the_first_job_without_billing_again() {
     let request = pb::SubmitMattingRequest {
         tasks: vec![matting_task(&server)],
         request_id: "retry-me-1".into(),
+        ..Default::default()
     };
     // Concurrent and later retries all get the first job.
     let (mut c1, mut c2) = (client.clone(), client.clone());

@@ -155,6 +155,7 @@ async fn keys_and_ids_are_bounded_and_never_echoed() {
         .submit(pb::SubmitMattingRequest {
             tasks: vec![matting_task(&server)],
             request_id: huge,
+            ..Default::default()
         })
         .await
         .unwrap_err();

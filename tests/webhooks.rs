@@ -87,19 +87,27 @@ async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified
         .unwrap()
         .into_inner();
     let job = submitted.job.unwrap();
-    assert_eq!(job.webhook_endpoint_ids, [completions.id.clone()]);
+    assert_eq!(
+        job.webhook_endpoint_ids,
+        std::slice::from_ref(&completions.id)
+    );
     let key = job.result_key.clone();
 
     let all = receiver
         .wait_for("/all", Duration::from_secs(60), |got| {
-            got.iter().any(|r| r.verified(&every_job.secret)["type"] == "job.completed")
+            got.iter()
+                .any(|r| r.verified(&every_job.secret)["type"] == "job.completed")
         })
         .await;
     let events = events_of_job(&server, &key).await;
-    let bodies: Vec<serde_json::Value> = all.iter().map(|r| r.verified(&every_job.secret)).collect();
+    let bodies: Vec<serde_json::Value> =
+        all.iter().map(|r| r.verified(&every_job.secret)).collect();
     // Each event of the job exactly once (no failure, so no repeat). They
     // are sent in seq order, but may overtake each other on the way.
-    let mut seqs: Vec<u64> = bodies.iter().map(|b| b["data"]["seq"].as_u64().unwrap()).collect();
+    let mut seqs: Vec<u64> = bodies
+        .iter()
+        .map(|b| b["data"]["seq"].as_u64().unwrap())
+        .collect();
     seqs.sort_unstable();
     let expected: Vec<u64> = events
         .iter()
@@ -121,7 +129,11 @@ async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified
         );
         assert_eq!(received.header("content-type"), "application/json");
         assert_eq!(body["data"]["result_key"], key.as_str());
-        assert_eq!(body["data"]["job"]["result_key"], key.as_str(), "the job's state travels along");
+        assert_eq!(
+            body["data"]["job"]["result_key"],
+            key.as_str(),
+            "the job's state travels along"
+        );
         assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
     }
     let by_seq = |seq: u64| {
@@ -134,7 +146,9 @@ async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified
     let last = by_seq(*seqs.last().unwrap());
     assert_eq!(last["type"], "job.completed");
     assert_eq!(last["data"]["job"]["status"], "JOB_STATUS_COMPLETED");
-    let mirrored = last["data"]["transition"]["mirrored_urls"][0].as_str().unwrap();
+    let mirrored = last["data"]["transition"]["mirrored_urls"][0]
+        .as_str()
+        .unwrap();
     assert!(mirrored.contains("/mirror/"), "{mirrored}");
     assert_eq!(
         last["data"]["transition"]["result_urls"],
@@ -148,8 +162,19 @@ async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let done_again = receiver.received("/done");
-    assert_eq!(done_again.len(), 1, "{:?}", done_again.iter().map(|r| r.header("webhook-id")).collect::<Vec<_>>());
-    assert_eq!(done[0].verified(&completions.secret)["type"], "job.completed");
+    assert_eq!(
+        done_again.len(),
+        1,
+        "{:?}",
+        done_again
+            .iter()
+            .map(|r| r.header("webhook-id"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        done[0].verified(&completions.secret)["type"],
+        "job.completed"
+    );
     // Signed with its own secret, not the other endpoint's.
     assert!(
         std::panic::catch_unwind(|| done[0].verified(&every_job.secret)).is_err(),
@@ -167,7 +192,11 @@ async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified
         .into_inner();
     assert_eq!(page.deliveries.len(), all.len());
     for delivery in &page.deliveries {
-        assert_eq!(delivery.status, pb::DeliveryStatus::Delivered as i32, "{delivery:?}");
+        assert_eq!(
+            delivery.status,
+            pb::DeliveryStatus::Delivered as i32,
+            "{delivery:?}"
+        );
         assert_eq!((delivery.attempts, delivery.last_http_status), (1, 200));
         assert_eq!(delivery.result_key, key);
     }
@@ -178,7 +207,10 @@ async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified
         .into_inner()
         .endpoints;
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|e| e.secret.is_empty()), "secrets are returned once");
+    assert!(
+        listed.iter().all(|e| e.secret.is_empty()),
+        "secrets are returned once"
+    );
     assert_eq!(listed[1].event_types, ["job.completed"]);
     server.shutdown().await;
 }
@@ -213,9 +245,15 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
         assert_eq!(attempt.verified(&busy.secret)["type"], "job.accepted");
     }
     let gap = tries[1].at - tries[0].at;
-    assert!(gap >= Duration::from_millis(6900), "Retry-After honoured: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(6900),
+        "Retry-After honoured: {gap:?}"
+    );
     let busy_delivery = wait_delivered(&mut hooks, &busy.id).await;
-    assert_eq!((busy_delivery.attempts, busy_delivery.last_http_status), (2, 200));
+    assert_eq!(
+        (busy_delivery.attempts, busy_delivery.last_http_status),
+        (2, 200)
+    );
 
     // The redirect was an answer, never followed.
     let moved_delivery = wait_for_delivery(&mut hooks, &moved.id, |d| d.attempts >= 1).await;
@@ -226,7 +264,10 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
         moved_delivery.last_error.contains("not followed"),
         "{moved_delivery:?}"
     );
-    assert!(receiver.received("/elsewhere").is_empty(), "nothing follows a redirect");
+    assert!(
+        receiver.received("/elsewhere").is_empty(),
+        "nothing follows a redirect"
+    );
 
     // 410 disabled the endpoint after one request; its deliveries wait.
     let gone_now = wait_for_endpoint(&mut hooks, &gone.id, |e| !e.disabled_reason.is_empty()).await;
@@ -242,9 +283,15 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.received("/gone").len(), 1, "a disabled endpoint gets nothing more");
+    assert_eq!(
+        receiver.received("/gone").len(),
+        1,
+        "a disabled endpoint gets nothing more"
+    );
     let gone_now = hooks
-        .get_endpoint(pb::GetEndpointRequest { id: gone.id.clone() })
+        .get_endpoint(pb::GetEndpointRequest {
+            id: gone.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -263,7 +310,9 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
         .unwrap();
     let expected = 1 + gone_now.pending_deliveries as usize;
     let after = receiver
-        .wait_for("/gone", Duration::from_secs(20), |got| got.len() >= expected)
+        .wait_for("/gone", Duration::from_secs(20), |got| {
+            got.len() >= expected
+        })
         .await;
     let first = after[0].header("webhook-id");
     let again = hooks
@@ -393,15 +442,30 @@ async fn endpoints_belong_to_their_token_and_refused_urls_get_nothing() {
     // Bob sees, changes, deletes and attaches only his own.
     for status in [
         hooks
-            .get_endpoint(with_token(pb::GetEndpointRequest { id: alices.id.clone() }, &bob))
+            .get_endpoint(with_token(
+                pb::GetEndpointRequest {
+                    id: alices.id.clone(),
+                },
+                &bob,
+            ))
             .await
             .unwrap_err(),
         hooks
-            .delete_endpoint(with_token(pb::DeleteEndpointRequest { id: alices.id.clone() }, &bob))
+            .delete_endpoint(with_token(
+                pb::DeleteEndpointRequest {
+                    id: alices.id.clone(),
+                },
+                &bob,
+            ))
             .await
             .unwrap_err(),
         hooks
-            .rotate_secret(with_token(pb::RotateSecretRequest { id: alices.id.clone() }, &bob))
+            .rotate_secret(with_token(
+                pb::RotateSecretRequest {
+                    id: alices.id.clone(),
+                },
+                &bob,
+            ))
             .await
             .unwrap_err(),
     ] {
@@ -422,7 +486,10 @@ async fn endpoints_belong_to_their_token_and_refused_urls_get_nothing() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
-    assert!(refused.message().contains("webhook_endpoint_ids[0]"), "{refused:?}");
+    assert!(
+        refused.message().contains("webhook_endpoint_ids[0]"),
+        "{refused:?}"
+    );
     // The admin sees both.
     let all = hooks
         .list_endpoints(with_token(pb::ListEndpointsRequest {}, &ops))
@@ -457,15 +524,24 @@ async fn endpoints_belong_to_their_token_and_refused_urls_get_nothing() {
     let key = submitted.job.unwrap().result_key;
     let got = receiver
         .wait_for("/alice", Duration::from_secs(60), |got| {
-            got.iter().any(|r| r.verified(&alices.secret)["type"] == "job.completed")
+            got.iter()
+                .any(|r| r.verified(&alices.secret)["type"] == "job.completed")
         })
         .await;
-    assert!(got.iter().all(|r| r.verified(&alices.secret)["data"]["result_key"] == key.as_str()));
+    assert!(
+        got.iter()
+            .all(|r| r.verified(&alices.secret)["data"]["result_key"] == key.as_str())
+    );
     assert!(receiver.received("/bob").is_empty(), "another token's job");
 
     // Rotation: the new and the old secret both sign for a day.
     let rotated = hooks
-        .rotate_secret(with_token(pb::RotateSecretRequest { id: alices.id.clone() }, &alice))
+        .rotate_secret(with_token(
+            pb::RotateSecretRequest {
+                id: alices.id.clone(),
+            },
+            &alice,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -474,7 +550,10 @@ async fn endpoints_belong_to_their_token_and_refused_urls_get_nothing() {
     let before = receiver.received("/alice").len();
     let first = got[0].header("webhook-id");
     hooks
-        .redeliver(with_token(pb::RedeliverRequest { delivery_id: first }, &alice))
+        .redeliver(with_token(
+            pb::RedeliverRequest { delivery_id: first },
+            &alice,
+        ))
         .await
         .unwrap();
     let after = receiver

@@ -94,6 +94,7 @@ async fn submit_latencies(
             mask_url: format!("https://images.example.com/{i}-mask.png"),
         }],
         request_id: format!("bench-{i}"),
+        ..Default::default()
     };
     for i in 0..20 {
         client

@@ -85,6 +85,7 @@ impl Paths {
             .submit(pb::SubmitMattingRequest {
                 tasks,
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .expect("the relayed submit succeeds");

@@ -179,6 +179,7 @@ async fn measure(database_url: &str, upstream: &str, replicas: usize) -> Measure
                             mask_url: format!("https://images.example.com/{n}-mask.png"),
                         }],
                         request_id: format!("bench-{n}"),
+                        ..Default::default()
                     };
                     let start = Instant::now();
                     client.submit(request).await.unwrap();

@@ -386,6 +386,7 @@ async fn submit(client: &mut InstanceMattingClient<Channel>, inputs: &(String, S
         .submit(pb::SubmitMattingRequest {
             tasks,
             request_id: format!("scale-{n}"),
+            ..Default::default()
         })
         .await
         .expect("submit succeeds");

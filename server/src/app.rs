@@ -364,7 +364,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let (routes, health) =
         crate::grpc::routes(retouch.clone(), uploads, webhooks, auth, draining.clone())
             .await
-        .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
+            .map_err(|e| StartError::Config(format!("cannot build reflection: {e}")))?;
     let grpc_cancel = CancellationToken::new();
     let grpc_task = spawn_grpc(
         grpc_listener,
@@ -452,7 +452,9 @@ fn webhooks(
             true,
         )),
         (None, Some(_)) => {
-            tracing::warn!("webhooks are off: replicas sharing --database-url need the same --webhook-key-file");
+            tracing::warn!(
+                "webhooks are off: replicas sharing --database-url need the same --webhook-key-file"
+            );
             None
         }
     }

@@ -165,6 +165,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_bills_nothing_twice() {
                     } else {
                         String::new()
                     },
+                    ..Default::default()
                 };
                 loop {
                     let url = servers.borrow().clone();
@@ -349,6 +350,7 @@ async fn retry_crash_1(url: &str, upstream: &str) -> tonic::Status {
         .submit(pb::SubmitMattingRequest {
             tasks: vec![task(upstream, 0)],
             request_id: "crash-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err()
@@ -363,6 +365,7 @@ async fn a_crash_between_submit_and_answer_leaves_an_unknown_outcome_never_a_sec
     let request = pb::SubmitMattingRequest {
         tasks: vec![task(&upstream, 0)],
         request_id: "crash-1".into(),
+        ..Default::default()
     };
     let mut client = InstanceMattingClient::new(channel(&url).await.unwrap());
     let pending = tokio::spawn(async move { client.submit(request).await });
@@ -449,6 +452,7 @@ async fn a_lost_answer_binds_the_request_id_and_a_definite_failure_frees_it() {
     let request = pb::SubmitMattingRequest {
         tasks: vec![task(&upstream, 0)],
         request_id: "slow-1".into(),
+        ..Default::default()
     };
     let first = client.submit(request.clone()).await.unwrap_err();
     assert_eq!(first.code(), tonic::Code::Unknown, "{first:?}");
@@ -471,6 +475,7 @@ async fn a_lost_answer_binds_the_request_id_and_a_definite_failure_frees_it() {
     let request = pb::SubmitMattingRequest {
         tasks: vec![task(&nowhere, 0)],
         request_id: "refused-1".into(),
+        ..Default::default()
     };
     let status = other.submit(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
@@ -514,6 +519,7 @@ fn ten_submits(
                 let request = pb::SubmitMattingRequest {
                     tasks: vec![task(&upstream, n)],
                     request_id: format!("term-{n}"),
+                    ..Default::default()
                 };
                 InstanceMattingClient::new(channel(&url).await.unwrap())
                     .submit(request)

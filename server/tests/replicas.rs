@@ -153,6 +153,7 @@ async fn submit(urls: &[String], first: usize, upstream: &str, n: usize) -> Stri
     let request = pb::SubmitMattingRequest {
         tasks: vec![task(upstream, n)],
         request_id: format!("job-{n}"),
+        ..Default::default()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     for attempt in 0.. {
@@ -539,6 +540,7 @@ async fn submit_as(
     let mut request = tonic::Request::new(pb::SubmitMattingRequest {
         tasks: vec![task(upstream, n)],
         request_id: format!("capped-{n}"),
+        ..Default::default()
     });
     request
         .metadata_mut()
@@ -690,6 +692,7 @@ async fn submit_through_churn(
             let mut request = tonic::Request::new(pb::SubmitMattingRequest {
                 tasks: vec![task(&upstream, n)],
                 request_id: format!("churn-{n}"),
+                ..Default::default()
             });
             request.set_timeout(Duration::from_secs(20));
             match InstanceMattingClient::new(channel).submit(request).await {
@@ -907,6 +910,7 @@ async fn a_late_answer_turns_the_outcome_unknown_record_into_the_job() {
             let mut request = tonic::Request::new(pb::SubmitMattingRequest {
                 tasks: vec![task(&upstream, 0)],
                 request_id: "late".into(),
+                ..Default::default()
             });
             request.set_timeout(Duration::from_secs(60));
             InstanceMattingClient::new(channel(&url).await.unwrap())
@@ -978,6 +982,7 @@ async fn submit_as_anyone(url: &str, upstream: &str) -> String {
     let request = pb::SubmitMattingRequest {
         tasks: vec![task(upstream, 0)],
         request_id: "late".into(),
+        ..Default::default()
     };
     InstanceMattingClient::new(channel(url).await.unwrap())
         .submit(request)

@@ -42,9 +42,12 @@ impl Received {
         for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
             headers.insert(name, self.header(name).parse().unwrap());
         }
-        verifier
-            .verify(&self.body, &headers)
-            .unwrap_or_else(|e| panic!("delivery {} does not verify: {e}", self.header("webhook-id")));
+        verifier.verify(&self.body, &headers).unwrap_or_else(|e| {
+            panic!(
+                "delivery {} does not verify: {e}",
+                self.header("webhook-id")
+            )
+        });
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
@@ -171,7 +174,9 @@ impl Receiver {
                 Instant::now() < deadline,
                 "{path} got {} requests in {limit:?}, not what the test waits for: {:?}",
                 got.len(),
-                got.iter().map(|r| r.header("webhook-id")).collect::<Vec<_>>()
+                got.iter()
+                    .map(|r| r.header("webhook-id"))
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -199,13 +204,9 @@ async fn answer(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: By
             .unwrap_or_else(|| Answer::status(200))
     };
     tokio::time::sleep(answer.delay).await;
-    let mut response = StatusCode::from_u16(answer.status)
-        .unwrap()
-        .into_response();
+    let mut response = StatusCode::from_u16(answer.status).unwrap().into_response();
     for (name, value) in answer.headers {
-        response
-            .headers_mut()
-            .insert(name, value.parse().unwrap());
+        response.headers_mut().insert(name, value.parse().unwrap());
     }
     response
 }

@@ -8,8 +8,8 @@ use retouch_api::v1 as pb;
 
 use crate::contract::{job, submission};
 use crate::{
-    Attempt, AttemptOutcome, Compaction, DeliveryKey, DeliveryQuery, DeliveryState,
-    EndpointChange, EndpointRecord, JobRecord, StepWrites, Store, WebhookEventType,
+    Attempt, AttemptOutcome, Compaction, DeliveryKey, DeliveryQuery, DeliveryState, EndpointChange,
+    EndpointRecord, JobRecord, StepWrites, Store, WebhookEventType,
 };
 
 fn endpoint(id: &str, owner: &str, all_jobs: bool, event_mask: u32) -> EndpointRecord {
@@ -98,11 +98,23 @@ fn job_x_step(first_seq: u64) -> StepWrites {
 /// type filtered, and nothing for the transient error.
 pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store) {
     let all = WebhookEventType::ALL_MASK;
-    store.create_endpoint(endpoint("a", "t1", true, all)).await.unwrap();
+    store
+        .create_endpoint(endpoint("a", "t1", true, all))
+        .await
+        .unwrap();
     let completed = WebhookEventType::JobCompleted.bit();
-    store.create_endpoint(endpoint("b", "t1", false, completed)).await.unwrap();
-    store.create_endpoint(endpoint("c", "t2", true, all)).await.unwrap();
-    store.create_endpoint(endpoint("d", "t1", false, all)).await.unwrap();
+    store
+        .create_endpoint(endpoint("b", "t1", false, completed))
+        .await
+        .unwrap();
+    store
+        .create_endpoint(endpoint("c", "t2", true, all))
+        .await
+        .unwrap();
+    store
+        .create_endpoint(endpoint("d", "t1", false, all))
+        .await
+        .unwrap();
     let mut sub = submission("sub-x", None, 9);
     sub.draft.webhook_endpoint_ids = vec!["b".into(), "d".into()];
     store.begin_submission(sub).await.unwrap();
@@ -142,7 +154,10 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
     store.release_deliveries(vec![key("d", 2)]).await.unwrap();
     let again = store.claim_deliveries(100, Vec::new(), now).await.unwrap();
     assert_eq!(
-        again.iter().map(|d| d.record.key.clone()).collect::<Vec<_>>(),
+        again
+            .iter()
+            .map(|d| d.record.key.clone())
+            .collect::<Vec<_>>(),
         [key("d", 2)]
     );
 
@@ -210,7 +225,10 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
     // Two hours on: a's retry is due; b's endpoint is disabled; d's second
     // is still held.
     let later = now + Duration::from_secs(7200);
-    let due = store.claim_deliveries(100, Vec::new(), later).await.unwrap();
+    let due = store
+        .claim_deliveries(100, Vec::new(), later)
+        .await
+        .unwrap();
     assert_eq!(
         due.iter().map(|d| d.record.key.clone()).collect::<Vec<_>>(),
         [key("a", 2)]
@@ -237,7 +255,10 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
         .unwrap()
         .unwrap();
     assert_eq!(enabled.disabled_reason, None);
-    let due = store.claim_deliveries(100, Vec::new(), later).await.unwrap();
+    let due = store
+        .claim_deliveries(100, Vec::new(), later)
+        .await
+        .unwrap();
     assert_eq!(
         due.iter().map(|d| d.record.key.clone()).collect::<Vec<_>>(),
         [key("d", 1), key("b", 2)]

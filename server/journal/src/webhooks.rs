@@ -405,19 +405,29 @@ pub(crate) fn state_of(code: i32) -> Result<DeliveryState, StoreError> {
 
 /// What an attempt writes to its delivery row: state, next attempt, last
 /// status, last error.
-pub(crate) fn attempt_row(outcome: &AttemptOutcome) -> (i32, Option<SystemTime>, Option<u16>, Option<&str>) {
+pub(crate) fn attempt_row(
+    outcome: &AttemptOutcome,
+) -> (i32, Option<SystemTime>, Option<u16>, Option<&str>) {
     match outcome {
         AttemptOutcome::Delivered { status } => (DELIVERY_DELIVERED, None, Some(*status), None),
         AttemptOutcome::Retry {
             status,
             error,
             next_attempt_at,
-        } => (DELIVERY_PENDING, Some(*next_attempt_at), *status, Some(error)),
+        } => (
+            DELIVERY_PENDING,
+            Some(*next_attempt_at),
+            *status,
+            Some(error),
+        ),
         AttemptOutcome::Failed { status, error } => (DELIVERY_FAILED, None, *status, Some(error)),
         // Due as soon as the endpoint is enabled again.
-        AttemptOutcome::EndpointGone { status, reason } => {
-            (DELIVERY_PENDING, Some(SystemTime::UNIX_EPOCH), Some(*status), Some(reason))
-        }
+        AttemptOutcome::EndpointGone { status, reason } => (
+            DELIVERY_PENDING,
+            Some(SystemTime::UNIX_EPOCH),
+            Some(*status),
+            Some(reason),
+        ),
     }
 }
 

@@ -65,8 +65,13 @@ impl Webhooks for WebhooksService {
         request: Request<pb::DeleteEndpointRequest>,
     ) -> Result<Response<pb::DeleteEndpointResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let dropped_deliveries = self.endpoints.delete(&caller, &request.get_ref().id).await?;
-        Ok(Response::new(pb::DeleteEndpointResponse { dropped_deliveries }))
+        let dropped_deliveries = self
+            .endpoints
+            .delete(&caller, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(pb::DeleteEndpointResponse {
+            dropped_deliveries,
+        }))
     }
 
     async fn rotate_secret(
@@ -74,7 +79,10 @@ impl Webhooks for WebhooksService {
         request: Request<pb::RotateSecretRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
         let caller = Caller::of(&request)?;
-        let endpoint = self.endpoints.rotate(&caller, &request.get_ref().id).await?;
+        let endpoint = self
+            .endpoints
+            .rotate(&caller, &request.get_ref().id)
+            .await?;
         Ok(Response::new(endpoint))
     }
 

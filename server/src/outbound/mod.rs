@@ -154,7 +154,8 @@ impl GuardedClient {
 
     /// Sends `GET url` if the policy allows it.
     pub async fn get(&self, url: &str) -> Result<reqwest::Response, FetchError> {
-        self.send(reqwest::Method::GET, url, |request| request).await
+        self.send(reqwest::Method::GET, url, |request| request)
+            .await
     }
 
     /// Sends a request of `method` to `url`, as `build` completes it, if

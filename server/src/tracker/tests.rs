@@ -15,12 +15,12 @@ use super::*;
 use crate::upstream::UpstreamConfig;
 use retouch_journal::UploadRecord;
 use retouch_journal::{
-    Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep,
-    SqliteStore, StepTransaction, StepWrites,
-};
-use retouch_journal::{
     Attempt, DeliveryKey, DeliveryQuery, DeliveryRecord, DueDelivery, EndpointChange,
     EndpointRecord, OutboxCounts, WebhookOutbox,
+};
+use retouch_journal::{
+    Began, Compacted, MirrorRequest, MirrorState, NewSubmission, Recovered, SoleWriterStep,
+    SqliteStore, StepTransaction, StepWrites,
 };
 use retouch_journal::{JobJournal, MirrorRecords, Retention, Submissions, UploadRecords};
 

@@ -152,7 +152,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// A `Retry-After` of seconds or an HTTP date, as a wait from `now`.
 fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let wait = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
         Err(_) => httpdate::parse_http_date(value)
@@ -166,7 +170,12 @@ fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
 /// What `answer` to the attempt after `attempts_before` earlier ones,
 /// made at `now`, means for the delivery. `jitter` (0.8 to 1.2) spreads
 /// retries out so that a recovering receiver is not hit all at once.
-pub fn outcome(answer: &Answer, attempts_before: u32, now: SystemTime, jitter: f64) -> AttemptOutcome {
+pub fn outcome(
+    answer: &Answer,
+    attempts_before: u32,
+    now: SystemTime,
+    jitter: f64,
+) -> AttemptOutcome {
     let (status, error, asked_wait) = match answer {
         Answer::Status { status, .. } if (200..300).contains(status) => {
             return AttemptOutcome::Delivered { status: *status };
@@ -198,7 +207,9 @@ pub fn outcome(answer: &Answer, attempts_before: u32, now: SystemTime, jitter: f
     let Some(wait) = RETRY_SCHEDULE.get(made - 1) else {
         return AttemptOutcome::Failed { status, error };
     };
-    let wait = wait.mul_f64(jitter.clamp(0.8, 1.2)).max(asked_wait.unwrap_or_default());
+    let wait = wait
+        .mul_f64(jitter.clamp(0.8, 1.2))
+        .max(asked_wait.unwrap_or_default());
     AttemptOutcome::Retry {
         status,
         error,
@@ -247,16 +258,20 @@ mod tests {
         assert!(error.contains("not followed"), "{error}");
         assert_eq!(next_attempt_at, now + Duration::from_secs(5));
         // The schedule, with jitter bounded.
-        let at = |attempts_before, jitter| match outcome(&status_500(), attempts_before, now, jitter)
-        {
-            AttemptOutcome::Retry {
-                next_attempt_at, ..
-            } => next_attempt_at.duration_since(now).unwrap(),
-            other => panic!("{other:?}"),
-        };
+        let at =
+            |attempts_before, jitter| match outcome(&status_500(), attempts_before, now, jitter) {
+                AttemptOutcome::Retry {
+                    next_attempt_at, ..
+                } => next_attempt_at.duration_since(now).unwrap(),
+                other => panic!("{other:?}"),
+            };
         assert_eq!(at(1, 1.0), Duration::from_secs(300));
         assert_eq!(at(8, 1.0), Duration::from_secs(24 * 3600));
-        assert_eq!(at(1, 5.0), Duration::from_secs(360), "jitter is at most 20%");
+        assert_eq!(
+            at(1, 5.0),
+            Duration::from_secs(360),
+            "jitter is at most 20%"
+        );
         // The tenth attempt is the last.
         assert_eq!(
             outcome(&status_500(), 9, now, 1.0),

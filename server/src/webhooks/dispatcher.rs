@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use retouch_journal::{
-    Attempt, AttemptOutcome, DueDelivery, StoreError, WebhookOutbox,
-};
+use retouch_journal::{Attempt, AttemptOutcome, DueDelivery, StoreError, WebhookOutbox};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -115,9 +113,9 @@ impl Dispatcher {
         stop: &CancellationToken,
     ) {
         let endpoint_id = delivery.record.key.endpoint_id.clone();
-        let queue = queues.entry(endpoint_id.clone()).or_insert_with(|| {
-            self.start_queue(workers, stop)
-        });
+        let queue = queues
+            .entry(endpoint_id.clone())
+            .or_insert_with(|| self.start_queue(workers, stop));
         queue.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(returned) = queue.sender.send(delivery) {
             // The queue went idle and stopped just now: start another.
@@ -135,7 +133,10 @@ impl Dispatcher {
     ) -> EndpointQueue {
         let (sender, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        workers.spawn(self.clone().serve_endpoint(receiver, queued.clone(), stop.clone()));
+        workers.spawn(
+            self.clone()
+                .serve_endpoint(receiver, queued.clone(), stop.clone()),
+        );
         EndpointQueue { sender, queued }
     }
 
@@ -230,7 +231,12 @@ impl Dispatcher {
             metrics::histogram!("retouch_webhook_delivery_delay_seconds")
                 .record(delay.as_secs_f64());
         }
-        let outcome = attempt::outcome(&answer, due.record.attempts, now, rand::random_range(0.8..1.2));
+        let outcome = attempt::outcome(
+            &answer,
+            due.record.attempts,
+            now,
+            rand::random_range(0.8..1.2),
+        );
         let label = match &outcome {
             AttemptOutcome::Delivered { .. } => "delivered",
             AttemptOutcome::Retry { .. } => "retrying",
@@ -310,3 +316,128 @@ fn unix_seconds(time: SystemTime) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::{ClientLimits, OutboundPolicy};
+    use retouch_api::v1 as pb;
+    use retouch_journal::{
+        DeliveryKey, DeliveryState, EndpointRecord, JobJournal, JobRecord, SqliteStore, StepWrites,
+        WebhookEventType,
+    };
+
+    /// Resolves every name to loopback, as a name whose DNS record was
+    /// changed after its endpoint was registered.
+    struct Rebound;
+
+    impl reqwest::dns::Resolve for Rebound {
+        fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+            let addrs = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+            Box::pin(async move { Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_inward_at_delivery_time_is_sent_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let sealer = Arc::new(
+            SecretSealer::from_key_file(&dir.path().join(super::super::secret::KEY_FILE), true)
+                .unwrap(),
+        );
+        // Something listens where the name now points: it must see nothing.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let secret = sealer.new_secret().unwrap();
+        store
+            .create_endpoint(EndpointRecord {
+                id: "ep_x".into(),
+                owner: String::new(),
+                url: format!("http://hooks.example.com:{port}/hook"),
+                description: String::new(),
+                event_mask: WebhookEventType::ALL_MASK,
+                all_jobs: true,
+                sealed_secret: sealer.seal("ep_x", &secret.bytes).unwrap(),
+                previous_secret: None,
+                created_at: SystemTime::now(),
+                disabled_reason: None,
+                failing_since: None,
+                pending_deliveries: 0,
+            })
+            .await
+            .unwrap();
+        let job = pb::Job {
+            result_key: "k".into(),
+            status: pb::JobStatus::Active as i32,
+            last_seq: 1,
+            ..Default::default()
+        };
+        store
+            .commit(StepWrites {
+                events: vec![Arc::new(pb::JobEvent {
+                    seq: 1,
+                    result_key: "k".into(),
+                    job_status: pb::JobStatus::Active as i32,
+                    kind: Some(pb::job_event::Kind::Accepted(pb::JobAccepted {
+                        job: Some(job.clone()),
+                    })),
+                    ..Default::default()
+                })],
+                jobs: vec![JobRecord {
+                    job,
+                    accepted_seq: 1,
+                    finished_at: None,
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let client = GuardedClient::without_redirects(
+            OutboundPolicy::default(),
+            &ClientLimits {
+                timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(5),
+                user_agent: "test".into(),
+            },
+            Arc::new(Rebound),
+        )
+        .unwrap();
+        let dispatcher = Arc::new(Dispatcher {
+            outbox: store.clone(),
+            sealer,
+            client,
+        });
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(dispatcher.run(stop.clone()));
+        let key = DeliveryKey {
+            endpoint_id: "ep_x".into(),
+            seq: 1,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let delivery = loop {
+            let delivery = store.delivery(&key).await.unwrap().unwrap();
+            if delivery.attempts > 0 {
+                break delivery;
+            }
+            assert!(Instant::now() < deadline, "no attempt was made");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        stop.cancel();
+        running.await.unwrap();
+        assert_eq!(delivery.state, DeliveryState::Pending, "retried later");
+        assert_eq!(delivery.last_status, None);
+        let error = delivery.last_error.unwrap();
+        assert!(
+            error.starts_with("not sent") && error.contains("loopback"),
+            "{error}"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
+    }
+}

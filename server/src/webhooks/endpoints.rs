@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use retouch_api::v1 as pb;
 use retouch_journal::{
-    DeliveryQuery, DeliveryRecord, DeliveryState, EndpointChange, EndpointRecord,
-    WebhookEventType, WebhookOutbox,
+    DeliveryQuery, DeliveryRecord, DeliveryState, EndpointChange, EndpointRecord, WebhookEventType,
+    WebhookOutbox,
 };
 use secrecy::ExposeSecret;
 
@@ -196,7 +196,9 @@ impl WebhookEndpoints {
         let sealer = self.sealer()?;
         self.visible(caller, id).await?;
         let secret = sealer.new_secret().map_err(ServiceError::Internal)?;
-        let sealed = sealer.seal(id, &secret.bytes).map_err(ServiceError::Internal)?;
+        let sealed = sealer
+            .seal(id, &secret.bytes)
+            .map_err(ServiceError::Internal)?;
         let change = EndpointChange {
             rotate: Some((sealed, SystemTime::now() + ROTATION_GRACE)),
             ..Default::default()
@@ -277,7 +279,9 @@ impl WebhookEndpoints {
         let key = parse_webhook_id(delivery_id).ok_or_else(|| {
             ServiceError::Invalid(vec![Violation::new(
                 "delivery_id",
-                format!("must be a delivery's webhook-id (msg_<seq>_<endpoint id>), got {delivery_id:?}"),
+                format!(
+                    "must be a delivery's webhook-id (msg_<seq>_<endpoint id>), got {delivery_id:?}"
+                ),
             )])
         })?;
         self.visible(caller, &key.endpoint_id).await?;

@@ -181,7 +181,10 @@ mod tests {
         );
         let opened = sealer.open("ep_a", &sealed).unwrap();
         assert_eq!(opened.expose_secret(), secret.bytes.expose_secret());
-        assert!(sealer.open("ep_b", &sealed).is_err(), "bound to its endpoint");
+        assert!(
+            sealer.open("ep_b", &sealed).is_err(),
+            "bound to its endpoint"
+        );
         // The same file gives the same key; another file does not open it.
         let again = SecretSealer::from_key_file(&path, false).unwrap();
         assert!(again.open("ep_a", &sealed).is_ok());

@@ -78,10 +78,9 @@ mod tests {
                 .is_err(),
             "another id does not verify"
         );
-        let stranger = standardwebhooks::Webhook::new(&whsec(&SecretBox::new(Box::new(
-            vec![1u8; 32],
-        ))))
-        .unwrap();
+        let stranger =
+            standardwebhooks::Webhook::new(&whsec(&SecretBox::new(Box::new(vec![1u8; 32]))))
+                .unwrap();
         assert!(
             stranger
                 .verify(body, &headers("msg_7_ep_x", now, &header))

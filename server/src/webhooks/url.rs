@@ -148,7 +148,10 @@ mod tests {
             .check("url", "https://hooks.example.com/x")
             .await
             .unwrap_err();
-        assert!(refusal.description.contains("169.254.169.254"), "{refusal:?}");
+        assert!(
+            refusal.description.contains("169.254.169.254"),
+            "{refusal:?}"
+        );
         // An allowed origin on loopback, over http.
         assert!(public.check("url", "http://127.0.0.1:9000/h").await.is_ok());
     }
@@ -173,6 +176,11 @@ mod tests {
             insecure: true,
             ..rules.clone()
         };
-        assert!(insecure.check("url", "http://hooks.example.com/").await.is_ok());
+        assert!(
+            insecure
+                .check("url", "http://hooks.example.com/")
+                .await
+                .is_ok()
+        );
     }
 }

@@ -9,8 +9,8 @@ use super::sql::db_error;
 use crate::rows::{bound, decode, from_millis, millis, seq};
 use crate::webhooks::{
     Attempt, AttemptOutcome, DELIVERY_PENDING, DeliveryKey, DeliveryQuery, DeliveryRecord,
-    DueDelivery, EndpointChange, EndpointRecord, OutboxCounts, attempt_row,
-    fan_outs, state_code, state_of,
+    DueDelivery, EndpointChange, EndpointRecord, OutboxCounts, attempt_row, fan_outs, state_code,
+    state_of,
 };
 use crate::{StepWrites, StoreError};
 
@@ -461,7 +461,12 @@ pub(super) async fn deliveries<C: GenericClient>(
                        AND ($4::int4 IS NULL OR d.state = $4)
                      ORDER BY d.endpoint_id"
                 ),
-                &[&bound(last.seq), &last.endpoint_id, &query.endpoint_ids, &state],
+                &[
+                    &bound(last.seq),
+                    &last.endpoint_id,
+                    &query.endpoint_ids,
+                    &state,
+                ],
             )
             .await
             .map_err(db_error)?;

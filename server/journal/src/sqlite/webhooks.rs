@@ -234,9 +234,17 @@ pub(super) fn delete_endpoint(conn: &Connection, id: &str) -> Result<Option<u64>
             params![id, DELIVERY_PENDING],
         )
         .map_err(io_error)?;
-    conn.execute("DELETE FROM webhook_deliveries WHERE endpoint_id = ?1", [id])
-        .and_then(|_| conn.execute("DELETE FROM webhook_subscriptions WHERE endpoint_id = ?1", [id]))
-        .map_err(io_error)?;
+    conn.execute(
+        "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1",
+        [id],
+    )
+    .and_then(|_| {
+        conn.execute(
+            "DELETE FROM webhook_subscriptions WHERE endpoint_id = ?1",
+            [id],
+        )
+    })
+    .map_err(io_error)?;
     delete_orphaned_messages(conn)?;
     let deleted = conn
         .execute("DELETE FROM webhook_endpoints WHERE id = ?1", [id])
@@ -445,8 +453,10 @@ pub(super) fn delivery(
          WHERE d.endpoint_id = ?1 AND d.seq = ?2"
     ))
     .and_then(|mut s| {
-        s.query_row(params![key.endpoint_id, bound(key.seq)], |r| delivery_at(r, 0))
-            .optional()
+        s.query_row(params![key.endpoint_id, bound(key.seq)], |r| {
+            delivery_at(r, 0)
+        })
+        .optional()
     })
     .map_err(io_error)?
     .map(with_state)
