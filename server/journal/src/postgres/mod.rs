@@ -290,6 +290,7 @@ impl JobJournal for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(sql::db_error)?;
         sql::commit_step(&*tx, &writes).await?;
+        webhooks::write_deliveries(&*tx, &writes).await?;
         tx.commit().await.map_err(sql::db_error)
     }
 

@@ -134,8 +134,10 @@ pub(super) async fn committed_head<C: GenericClient>(client: &C) -> Result<u64, 
     Ok(seq(row.get(0)))
 }
 
-/// Writes one step's changes. Moves the event counter up to its last
-/// event (a step begun with `begin_step` holds the counter's row already).
+/// Writes one step's changes but its webhook deliveries (`webhooks`
+/// writes those, in the same transaction). Moves the event counter up to
+/// its last event (a step begun with `begin_step` holds the counter's row
+/// already).
 pub(super) async fn commit_step<C: GenericClient>(
     client: &C,
     writes: &StepWrites,
@@ -225,7 +227,7 @@ pub(super) async fn commit_step<C: GenericClient>(
             .await
             .map_err(db_error)?;
     }
-    super::webhooks::write_deliveries(client, writes).await
+    Ok(())
 }
 
 pub(super) async fn record_upload<C: GenericClient>(

@@ -92,6 +92,7 @@ impl StepTransaction for PgStep {
     async fn commit(mut self: Box<Self>, writes: StepWrites) -> Result<Committed, StoreError> {
         let client: &tokio_postgres::Client = self.client.as_ref().expect("a step commits once");
         sql::commit_step(client, &writes).await?;
+        super::webhooks::write_deliveries(client, &writes).await?;
         let mut leases = Vec::new();
         if !writes.claims.is_empty() {
             leases = take_leases(client, &writes.claims, &self.replica_id, self.lease_ttl).await?;
