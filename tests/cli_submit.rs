@@ -34,6 +34,7 @@ const WAIT_JSON: Options = Options {
     wait: true,
     json: true,
     timeout: Some(Duration::from_secs(60)),
+    webhooks: Vec::new(),
 };
 
 #[tokio::test]
@@ -101,7 +102,7 @@ async fn invalid_batch_lines_are_all_reported_and_nothing_is_submitted() {
         "{problems:?}"
     );
     let mut out = Vec::new();
-    let exit = submit::invalid(&problems, WAIT_JSON, &mut out, &mut std::io::sink());
+    let exit = submit::invalid(&problems, &WAIT_JSON, &mut out, &mut std::io::sink());
     assert_eq!(exit, Exit::InvalidInput);
     assert_eq!(json_lines(&out)[0]["error"], "invalid_input");
 }

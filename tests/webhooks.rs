@@ -605,3 +605,130 @@ async fn deliveries_pending_when_retouchd_stops_are_sent_after_it_restarts() {
     }
     second.shutdown().await;
 }
+
+/// Runs a `retouch` verb's command line against `server`; returns its exit
+/// code and standard output.
+async fn cli(server: &RunningServer, args: &[&str]) -> (retouch_tui::exit::Exit, String) {
+    use clap::Parser;
+    use retouch_tui::cli::{Cli, Command};
+    let url = server.grpc_url();
+    let mut argv = vec!["retouch", "--server", url.as_str()];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("the command line parses");
+    let client = tui_client(url.clone());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut output = retouch_tui::verbs::Output {
+        json: args.contains(&"--json"),
+        out: &mut out,
+        err: &mut err,
+    };
+    let exit = match cli.command {
+        Some(Command::Endpoints(args)) => {
+            retouch_tui::verbs::endpoints(&client, &args, &mut output).await
+        }
+        Some(Command::Deliveries(args)) => {
+            retouch_tui::verbs::deliveries(&client, &args, &mut output).await
+        }
+        Some(Command::Redeliver(args)) => {
+            retouch_tui::verbs::redeliver(&client, &args, &mut output).await
+        }
+        other => panic!("not a webhooks verb: {other:?}"),
+    };
+    (exit, String::from_utf8(out).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_registers_an_endpoint_submits_to_it_and_lists_and_redelivers() {
+    use retouch_tui::exit::Exit;
+    let receiver = Receiver::start().await;
+    let server = server(config_for(&receiver)).await;
+    let url = receiver.url("/cli");
+    let (exit, out) = cli(
+        &server,
+        &[
+            "endpoints",
+            "create",
+            "--url",
+            &url,
+            "--event",
+            "job.completed",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success);
+    let endpoint: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = endpoint["id"].as_str().unwrap().to_owned();
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        endpoint["event_types"],
+        serde_json::json!(["job.completed"])
+    );
+    let (exit, out) = cli(&server, &["endpoints"]).await;
+    assert_eq!(exit, Exit::Success);
+    assert!(
+        out.contains(&id) && out.contains(&url) && !out.contains(&secret),
+        "{out}"
+    );
+    let (exit, out) = cli(
+        &server,
+        &[
+            "endpoints",
+            "create",
+            "--url",
+            "https://169.254.169.254/",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(exit, Exit::CallFailed);
+    assert!(out.contains("INVALID_ARGUMENT"), "{out}");
+
+    // `retouch submit --webhook ID` names the endpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let sample = retouch_server::samples::matting_sample();
+    let (image, mask) = (dir.path().join("i.png"), dir.path().join("m.png"));
+    std::fs::write(&image, &sample.image_png).unwrap();
+    std::fs::write(&mask, &sample.mask_png).unwrap();
+    let job = retouch_tui::request::JobRequest::new(
+        pb::Api::InstanceMatting,
+        image.to_str().unwrap(),
+        mask.to_str().unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    let options = retouch_tui::submit::Options {
+        json: true,
+        webhooks: vec![id.clone()],
+        ..Default::default()
+    };
+    let exit = retouch_tui::submit::submit(
+        &tui_client(server.grpc_url()),
+        vec![(1, job)],
+        options,
+        &mut std::io::sink(),
+        &mut std::io::sink(),
+    )
+    .await;
+    assert_eq!(exit, Exit::Success);
+    let got = receiver
+        .wait_for("/cli", Duration::from_secs(60), |got| !got.is_empty())
+        .await;
+    assert_eq!(got[0].verified(&secret)["type"], "job.completed");
+    let delivery_id = got[0].header("webhook-id");
+
+    let (exit, out) = cli(&server, &["deliveries", "--endpoint", &id, "--json"]).await;
+    assert_eq!(exit, Exit::Success);
+    let listed: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(listed["delivery_id"], delivery_id.as_str());
+    assert_eq!(listed["status"], "DELIVERY_STATUS_DELIVERED");
+    let (exit, out) = cli(&server, &["redeliver", &delivery_id]).await;
+    assert_eq!(exit, Exit::Success, "{out}");
+    receiver
+        .wait_for("/cli", Duration::from_secs(10), |got| got.len() == 2)
+        .await;
+    let (exit, _) = cli(&server, &["redeliver", "msg_1_ep_nope"]).await;
+    assert_eq!(exit, Exit::NotFound);
+    server.shutdown().await;
+}

@@ -25,7 +25,7 @@ pub async fn run(
             let update = match action {
                 Action::Submit(request) => {
                     let request_id = uuid::Uuid::new_v4().to_string();
-                    match client.submit(&request, &request_id).await {
+                    match client.submit(&request, &request_id, &[]).await {
                         Ok(response) => {
                             let job = response.job.unwrap_or_default();
                             let reference = JobRef {
@@ -44,7 +44,7 @@ pub async fn run(
                     }
                 }
                 Action::SubmitBatch { jobs, request_id } => {
-                    match client.submit_batch(&jobs, &request_id).await {
+                    match client.submit_batch(&jobs, &request_id, &[]).await {
                         Ok(batch) => {
                             let submitted = batch
                                 .jobs

@@ -73,6 +73,15 @@ pub enum Command {
     /// Show what your token has been billed in the last hour and day,
     /// against its spending caps and the server's.
     Usage(UsageArgs),
+    /// List your webhook endpoints, or create, delete or rotate one.
+    Endpoints(EndpointsArgs),
+    /// List webhook deliveries: what was sent where, and what failed.
+    Deliveries(DeliveriesArgs),
+    /// Send a webhook delivery again now, under the same webhook-id.
+    Redeliver(RedeliverArgs),
+    /// Run a small receiver that verifies each delivery's signature and
+    /// prints it: for trying webhooks out.
+    WebhookListen(ListenArgs),
     /// Print a shell completion script (e.g. `retouch completions bash >
     /// ~/.local/share/bash-completion/completions/retouch`).
     Completions {
@@ -142,6 +151,115 @@ pub struct UsageArgs {
     pub json: bool,
 }
 
+/// Flags of `retouch endpoints`.
+#[derive(Debug, Args)]
+pub struct EndpointsArgs {
+    /// What to do (none: list them).
+    #[command(subcommand)]
+    pub action: Option<EndpointAction>,
+    /// JSON lines: one endpoint per line.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What `retouch endpoints` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum EndpointAction {
+    /// Register an endpoint; prints it with its secret (shown only now).
+    Create {
+        /// Where deliveries are POSTed (https, or http on loopback).
+        #[arg(long)]
+        url: String,
+        /// Receive every job your token submits, not only those that name
+        /// it with `submit --webhook`.
+        #[arg(long)]
+        all_jobs: bool,
+        /// Only these event types (repeatable; none: all): job.accepted,
+        /// task.transition, task.succeeded, task.failed, job.completed,
+        /// job.lost, job.submit_outcome_unknown.
+        #[arg(long = "event", value_name = "TYPE")]
+        events: Vec<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Remove an endpoint and its deliveries not sent yet.
+    Delete {
+        /// Its id.
+        id: String,
+    },
+    /// Give an endpoint a new secret (the old one keeps signing beside it
+    /// for 24 hours).
+    Rotate {
+        /// Its id.
+        id: String,
+    },
+    /// Re-enable an endpoint that was disabled (410 Gone, or failing for
+    /// days): its waiting deliveries are sent.
+    Enable {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// Flags of `retouch deliveries`.
+#[derive(Debug, Args)]
+pub struct DeliveriesArgs {
+    /// Only this endpoint's.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Only deliveries in this state: pending, delivered or failed.
+    #[arg(long, value_parser = parse_delivery_status)]
+    pub status: Option<retouch_api::v1::DeliveryStatus>,
+    /// Only this job's.
+    #[arg(long, value_name = "RESULT_KEY")]
+    pub job: Option<String>,
+    /// At most this many (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// JSON lines: one delivery per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `retouch redeliver`.
+#[derive(Debug, Args)]
+pub struct RedeliverArgs {
+    /// The delivery's id (its webhook-id, `msg_<seq>_<endpoint id>`).
+    pub id: String,
+    /// The delivery as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `retouch webhook-listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The endpoint's secret (`whsec_...`), as CreateEndpoint returned it.
+    #[arg(long, env = "RETOUCH_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub secret: SecretString,
+    /// Port to listen on.
+    #[arg(long)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Print each verified delivery as one JSON line (the body, with its
+    /// webhook-id) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_delivery_status(value: &str) -> Result<retouch_api::v1::DeliveryStatus, String> {
+    use retouch_api::v1::DeliveryStatus;
+    match value.trim() {
+        "pending" => Ok(DeliveryStatus::Pending),
+        "delivered" => Ok(DeliveryStatus::Delivered),
+        "failed" => Ok(DeliveryStatus::Failed),
+        _ => Err("expected pending, delivered or failed".to_owned()),
+    }
+}
+
 /// Flags of `retouch download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
@@ -194,6 +312,10 @@ pub struct SubmitArgs {
     /// With --wait: give up after this long (e.g. 90s, 10m).
     #[arg(long, value_parser = humantime::parse_duration, global = true)]
     pub timeout: Option<Duration>,
+    /// A webhook endpoint (its id, from `retouch endpoints`) that receives
+    /// the jobs' events; repeatable.
+    #[arg(long = "webhook", value_name = "ENDPOINT_ID", global = true)]
+    pub webhooks: Vec<String>,
 }
 
 /// One job on the command line.

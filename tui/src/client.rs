@@ -239,6 +239,11 @@ impl Client {
         BatchesClient::new(self.channel.clone())
     }
 
+    /// The Webhooks service.
+    pub fn webhooks(&self) -> retouch_api::v1::webhooks_client::WebhooksClient<Channel> {
+        retouch_api::v1::webhooks_client::WebhooksClient::new(self.channel.clone())
+    }
+
     /// Uploads a local file through `UploadImage`; returns its URL.
     pub async fn upload(&self, path: &Path) -> Result<String, ClientError> {
         let context = format!("upload {}", path.display());
@@ -274,11 +279,13 @@ impl Client {
     }
 
     /// Uploads what needs uploading and submits the job; `request_id`
-    /// makes a retry of the same submission safe.
+    /// makes a retry of the same submission safe, and `webhooks` name the
+    /// endpoints that receive its events.
     pub async fn submit(
         &self,
         job: &JobRequest,
         request_id: &str,
+        webhooks: &[String],
     ) -> Result<pb::SubmitResponse, ClientError> {
         let image_url = self.resolve(&job.image).await?;
         let mask_url = self.resolve(&job.mask).await?;
@@ -289,7 +296,7 @@ impl Client {
                     .submit(self.request(pb::SubmitRemovalRequest {
                         tasks: vec![task],
                         request_id: request_id.to_owned(),
-                        ..Default::default()
+                        webhook_endpoint_ids: webhooks.to_vec(),
                     }))
                     .await
             }
@@ -298,7 +305,7 @@ impl Client {
                     .submit(self.request(pb::SubmitMattingRequest {
                         tasks: vec![task],
                         request_id: request_id.to_owned(),
-                        ..Default::default()
+                        webhook_endpoint_ids: webhooks.to_vec(),
                     }))
                     .await
             }
@@ -315,6 +322,7 @@ impl Client {
         &self,
         jobs: &[JobRequest],
         request_id: &str,
+        webhooks: &[String],
     ) -> Result<pb::Batch, ClientError> {
         let mut uploaded: std::collections::HashMap<PathBuf, String> = Default::default();
         let mut tasks = Vec::with_capacity(jobs.len());
@@ -341,7 +349,7 @@ impl Client {
             .submit(self.request(pb::SubmitBatchRequest {
                 tasks,
                 request_id: request_id.to_owned(),
-                ..Default::default()
+                webhook_endpoint_ids: webhooks.to_vec(),
             }))
             .await
             .map(tonic::Response::into_inner)

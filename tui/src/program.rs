@@ -81,6 +81,25 @@ async fn run(cli: Cli) -> ExitCode {
             })
             .await
         }
+        Some(Command::Endpoints(ref args)) => {
+            run_verb(&address, args.json, async |client, output| {
+                verbs::endpoints(client, args, output).await
+            })
+            .await
+        }
+        Some(Command::Deliveries(ref args)) => {
+            run_verb(&address, args.json, async |client, output| {
+                verbs::deliveries(client, args, output).await
+            })
+            .await
+        }
+        Some(Command::Redeliver(ref args)) => {
+            run_verb(&address, args.json, async |client, output| {
+                verbs::redeliver(client, args, output).await
+            })
+            .await
+        }
+        Some(Command::WebhookListen(ref args)) => finish(crate::listen::run(args).await),
         Some(Command::Download(ref args)) => {
             let dir = cli.download_dir.clone();
             run_verb(&address, args.json, async |client, output| {
@@ -154,6 +173,7 @@ async fn run_submit(
         wait: args.wait,
         json: args.json,
         timeout: args.timeout,
+        webhooks: args.webhooks.clone(),
     };
     let jobs = match (&args.job, &args.batch) {
         (Some(job), None) => {
@@ -177,14 +197,14 @@ async fn run_submit(
                 Ok(job) => vec![(1, job)],
                 Err(errors) => {
                     let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    return submit::invalid(&problems, options, out, err);
+                    return submit::invalid(&problems, &options, out, err);
                 }
             }
         }
         (None, Some(path)) => {
             let lines = match submit::load_batch(path) {
                 Ok(lines) => lines,
-                Err(problems) => return submit::invalid(&problems, options, out, err),
+                Err(problems) => return submit::invalid(&problems, &options, out, err),
             };
             if lines.len() > retouch_api::limits::MAX_BATCH_TASKS {
                 let problem = format!(
@@ -193,7 +213,7 @@ async fn run_submit(
                     retouch_api::limits::MAX_BATCH_TASKS,
                     lines.len()
                 );
-                return submit::invalid(&[problem], options, out, err);
+                return submit::invalid(&[problem], &options, out, err);
             }
             return submit::submit_batch(client, lines, args.request_id.clone(), options, out, err)
                 .await;
@@ -202,7 +222,7 @@ async fn run_submit(
             let problem =
                 "give one job (`submit matting ...` / `submit removal ...`) or --batch FILE"
                     .to_owned();
-            return submit::invalid(&[problem], options, out, err);
+            return submit::invalid(&[problem], &options, out, err);
         }
     };
     submit::submit(client, jobs, options, out, err).await

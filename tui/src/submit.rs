@@ -17,7 +17,7 @@ use crate::state::{Dashboard, JobKey, JobRow, api_name};
 pub use crate::exit::Exit;
 
 /// Options of a submission run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Wait until every job has finished and report the outcome.
     pub wait: bool,
@@ -25,6 +25,8 @@ pub struct Options {
     pub json: bool,
     /// Give up waiting after this long.
     pub timeout: Option<Duration>,
+    /// Webhook endpoints that receive the jobs' events.
+    pub webhooks: Vec<String>,
 }
 
 /// Reads a batch file: one JSON object per line (see [`BatchLine`]); blank
@@ -65,7 +67,7 @@ pub fn load_batch(path: &Path) -> Result<Vec<(usize, JobRequest)>, Vec<String>> 
 /// object on `out` with `--json`, else a line per problem on `err`.
 pub fn invalid(
     problems: &[String],
-    options: Options,
+    options: &Options,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Exit {
@@ -97,7 +99,7 @@ pub async fn submit(
     let mut failed = false;
     for (line, job) in jobs {
         let request_id = uuid::Uuid::new_v4().to_string();
-        match client.submit(&job, &request_id).await {
+        match client.submit(&job, &request_id, &options.webhooks).await {
             Ok(response) => {
                 let submitted = response.job.unwrap_or_default();
                 let key = JobKey::of(&submitted);
@@ -114,7 +116,7 @@ pub async fn submit(
             }
             Err(error) => {
                 failed = true;
-                report_error(line, &error, options, out, err);
+                report_error(line, &error, &options, out, err);
             }
         }
     }
@@ -130,7 +132,7 @@ pub async fn submit(
                 && r.tasks.iter().all(|t| t.status == pb::TaskStatus::Success)
         });
         any_failed |= !ok;
-        report_outcome(key, row, options, out);
+        report_outcome(key, row, &options, out);
     }
     verdict(failed, timed_out, any_failed)
 }
@@ -163,7 +165,10 @@ pub async fn submit_batch(
     };
     let request_id = request_id.as_str();
     let (numbers, jobs): (Vec<usize>, Vec<JobRequest>) = lines.into_iter().unzip();
-    let batch = match client.submit_batch(&jobs, request_id).await {
+    let batch = match client
+        .submit_batch(&jobs, request_id, &options.webhooks)
+        .await
+    {
         Ok(batch) => batch,
         Err(error) => {
             if options.json {
@@ -349,7 +354,7 @@ async fn wait_for(
 fn report_error(
     line: usize,
     error: &ClientError,
-    options: Options,
+    options: &Options,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) {
@@ -366,7 +371,7 @@ fn report_error(
     }
 }
 
-fn report_outcome(key: &JobKey, row: Option<&JobRow>, options: Options, out: &mut dyn Write) {
+fn report_outcome(key: &JobKey, row: Option<&JobRow>, options: &Options, out: &mut dyn Write) {
     let name = key.to_string();
     let Some(row) = row else {
         if options.json {

@@ -1,5 +1,5 @@
-//! The script-facing verbs: `retouch jobs`, `get`, `watch`, `download` and
-//! `usage`.
+//! The script-facing verbs: `retouch jobs`, `get`, `watch`, `download`,
+//! `usage`, and the webhooks' `endpoints`, `deliveries` and `redeliver`.
 //! Each prints text for people or, with `--json`, one JSON object per line
 //! on standard output; problems go to standard error (or, with `--json`,
 //! stay on standard output as `{"error": …}`); each ends with an [`Exit`].
@@ -9,6 +9,7 @@ mod get;
 mod list;
 mod usage;
 mod watch;
+mod webhooks;
 
 use std::io::Write;
 
@@ -20,6 +21,7 @@ pub use get::get;
 pub use list::list;
 pub use usage::usage;
 pub use watch::watch;
+pub use webhooks::{deliveries, endpoints, redeliver};
 
 use crate::client::ClientError;
 use crate::exit::Exit;
