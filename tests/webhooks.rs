@@ -212,6 +212,23 @@ async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified
         "secrets are returned once"
     );
     assert_eq!(listed[1].event_types, ["job.completed"]);
+
+    // And /metrics counts them.
+    let metrics = reqwest::get(format!("{}/metrics", server.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let delivered: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("retouch_webhook_deliveries_total{outcome=\"delivered\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no delivered count in:\n{metrics}"));
+    assert!(delivered >= (all.len() + 1) as f64, "{delivered}");
+    assert!(metrics.contains("retouch_webhook_attempt_duration_seconds_bucket"));
+    assert!(metrics.contains("retouch_webhook_delivery_delay_seconds_bucket"));
+    assert!(metrics.contains("retouch_webhook_deliveries_pending "), "the gauge is exported");
     server.shutdown().await;
 }
 
