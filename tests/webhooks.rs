@@ -228,7 +228,10 @@ async fn a_service_registers_submits_goes_away_and_learns_every_outcome_verified
     assert!(delivered >= (all.len() + 1) as f64, "{delivered}");
     assert!(metrics.contains("retouch_webhook_attempt_duration_seconds_bucket"));
     assert!(metrics.contains("retouch_webhook_delivery_delay_seconds_bucket"));
-    assert!(metrics.contains("retouch_webhook_deliveries_pending "), "the gauge is exported");
+    assert!(
+        metrics.contains("retouch_webhook_deliveries_pending "),
+        "the gauge is exported"
+    );
     server.shutdown().await;
 }
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use retouch_journal::{Attempt, AttemptOutcome, DueDelivery, StoreError, WebhookOutbox};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,10 @@ pub struct Dispatcher {
     pub client: GuardedClient,
 }
 
+/// Wakes the claiming loop when a full queue has room again.
+#[derive(Default)]
+struct Room(tokio::sync::Notify);
+
 /// One endpoint's queue, as the claiming loop sees it.
 struct EndpointQueue {
     sender: mpsc::UnboundedSender<DueDelivery>,
@@ -67,6 +71,7 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut queues: HashMap<String, EndpointQueue> = HashMap::new();
         let mut workers = JoinSet::new();
+        let room = Arc::new(Room::default());
         let mut counted = Instant::now() - COUNTS_EVERY;
         while !stop.is_cancelled() {
             queues.retain(|_, q| !q.sender.is_closed());
@@ -84,7 +89,7 @@ impl Dispatcher {
                 Ok(due) => {
                     let more = due.len() == CLAIM_BATCH;
                     for delivery in due {
-                        self.enqueue(&mut queues, &mut workers, delivery, &stop);
+                        self.enqueue(&mut queues, &mut workers, delivery, &stop, &room);
                     }
                     if more {
                         continue;
@@ -98,6 +103,7 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = stop.cancelled() => {}
+                _ = room.0.notified() => {}
                 _ = self.outbox.wait_for_deliveries(POLL_FALLBACK) => {}
             }
         }
@@ -111,15 +117,16 @@ impl Dispatcher {
         workers: &mut JoinSet<()>,
         delivery: DueDelivery,
         stop: &CancellationToken,
+        room: &Arc<Room>,
     ) {
         let endpoint_id = delivery.record.key.endpoint_id.clone();
         let queue = queues
             .entry(endpoint_id.clone())
-            .or_insert_with(|| self.start_queue(workers, stop));
+            .or_insert_with(|| self.start_queue(workers, stop, room));
         queue.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(returned) = queue.sender.send(delivery) {
             // The queue went idle and stopped just now: start another.
-            let queue = self.start_queue(workers, stop);
+            let queue = self.start_queue(workers, stop, room);
             queue.queued.fetch_add(1, Ordering::AcqRel);
             let _ = queue.sender.send(returned.0);
             queues.insert(endpoint_id, queue);
@@ -130,13 +137,16 @@ impl Dispatcher {
         self: &Arc<Self>,
         workers: &mut JoinSet<()>,
         stop: &CancellationToken,
+        room: &Arc<Room>,
     ) -> EndpointQueue {
         let (sender, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        workers.spawn(
-            self.clone()
-                .serve_endpoint(receiver, queued.clone(), stop.clone()),
-        );
+        workers.spawn(self.clone().serve_endpoint(
+            receiver,
+            queued.clone(),
+            stop.clone(),
+            room.clone(),
+        ));
         EndpointQueue { sender, queued }
     }
 
@@ -146,6 +156,7 @@ impl Dispatcher {
         mut receiver: mpsc::UnboundedReceiver<DueDelivery>,
         queued: Arc<AtomicUsize>,
         stop: CancellationToken,
+        room: Arc<Room>,
     ) {
         let permits = Arc::new(Semaphore::new(CONCURRENCY_PER_ENDPOINT));
         let gone = Arc::new(AtomicBool::new(false));
@@ -167,7 +178,11 @@ impl Dispatcher {
                 },
             };
             let Some(due) = next else { break };
-            queued.fetch_sub(1, Ordering::AcqRel);
+            // Half empty again: the claiming loop may have skipped this
+            // endpoint while it was full.
+            if queued.fetch_sub(1, Ordering::AcqRel) == MAX_QUEUED_PER_ENDPOINT / 2 + 1 {
+                room.0.notify_one();
+            }
             while attempts.try_join_next().is_some() {}
             if gone.load(Ordering::Acquire) {
                 // The endpoint is disabled: what is queued waits for it to
@@ -184,10 +199,7 @@ impl Dispatcher {
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
             let (this, gone) = (self.clone(), gone.clone());
-            attempts.spawn(async move {
-                this.attempt(due, &gone).await;
-                drop(permit);
-            });
+            attempts.spawn(async move { this.attempt(due, &gone, permit).await });
         }
         receiver.close();
         while let Ok(due) = receiver.try_recv() {
@@ -199,8 +211,11 @@ impl Dispatcher {
         while attempts.join_next().await.is_some() {}
     }
 
-    /// Makes one attempt and records it.
-    async fn attempt(&self, due: DueDelivery, gone: &AtomicBool) {
+    /// Makes one attempt and records it. `permit` is the attempt's place
+    /// among its endpoint's connections: given back once the answer is in,
+    /// before recording, so that the journal's commits (which group the
+    /// records of many attempts) never hold up the sending.
+    async fn attempt(&self, due: DueDelivery, gone: &AtomicBool, permit: OwnedSemaphorePermit) {
         let message = payload::message(&due);
         let answer = match self.secrets(&due) {
             Ok(secrets) => {
@@ -224,6 +239,7 @@ impl Dispatcher {
             }
             Err(error) => Answer::None { error },
         };
+        drop(permit);
         let now = SystemTime::now();
         if due.record.attempts == 0
             && let Ok(delay) = now.duration_since(due.record.created_at)
