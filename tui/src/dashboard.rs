@@ -40,6 +40,7 @@ pub async fn run(
         updates_tx.clone(),
         watch_rx,
     ));
+    let failing = tokio::spawn(crate::failing::poll(client.clone(), updates_tx.clone()));
     let runner = tokio::spawn(crate::actions::run(
         client, actions_rx, updates_tx, watch_tx,
     ));
@@ -57,6 +58,7 @@ pub async fn run(
     };
 
     let aborts = [
+        failing.abort_handle(),
         submitter.abort_handle(),
         runner.abort_handle(),
         watcher.abort_handle(),

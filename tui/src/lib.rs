@@ -19,6 +19,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod event;
 pub mod exit;
+pub mod failing;
 pub mod listen;
 pub use retouch_api::json;
 pub mod preview;

@@ -2,6 +2,7 @@
 //! errors, throughput, the connection, and what the user is looking at.
 //! No ratatui types here; `view` turns this into widgets.
 
+mod deliveries;
 mod errors;
 mod form;
 mod jobs;
@@ -11,6 +12,7 @@ mod table;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use deliveries::{FailingDeliveries, is_failing};
 pub use errors::{ErrorEntry, ErrorKind, ErrorLog};
 pub use form::{FormField, SubmitForm};
 pub use jobs::{JobKey, JobRow, Jobs, TaskRow};
@@ -60,6 +62,9 @@ pub enum Update {
     Notice(String),
     /// Another thread panicked, with this message.
     Panic(String),
+    /// The webhook deliveries of the caller's endpoints that are failing,
+    /// as last polled (all of them: it replaces the previous poll's).
+    FailingDeliveries(Vec<pb::Delivery>),
     /// A preview image was fetched and decoded (or failed to be); the
     /// dashboard's preview cache takes it, the job state is untouched.
     Preview {
@@ -115,6 +120,8 @@ pub struct Dashboard {
     pub table: TableView,
     /// The last notice for the status line.
     pub notice: Option<String>,
+    /// Webhook deliveries being retried or failed.
+    pub failing_deliveries: FailingDeliveries,
     /// Jobs in the snapshot being received (until `Synced`).
     snapshot_keys: HashSet<JobKey>,
 }
@@ -130,6 +137,7 @@ impl Default for Dashboard {
             server_id: String::new(),
             table: TableView::default(),
             notice: None,
+            failing_deliveries: FailingDeliveries::default(),
             snapshot_keys: HashSet::new(),
         }
     }
@@ -208,6 +216,7 @@ impl Dashboard {
                 job: None,
             }),
             Update::Preview { .. } => {}
+            Update::FailingDeliveries(deliveries) => self.failing_deliveries.replace(deliveries),
         }
     }
 

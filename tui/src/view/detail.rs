@@ -78,6 +78,19 @@ pub(super) fn draw(
             ),
         ]));
     }
+    let failing = state.failing_deliveries.of_job(&job.key.result_key);
+    if !failing.is_empty() {
+        lines.push(Line::from(Span::styled(
+            format!("webhook deliveries failing ({})", failing.len()),
+            bold,
+        )));
+        for delivery in failing {
+            lines.push(Line::styled(
+                format!("  {}", format::failing_delivery(delivery, now)),
+                Style::default().fg(Color::Red),
+            ));
+        }
+    }
     for (i, task) in job.tasks.iter().enumerate() {
         lines.push(Line::raw(""));
         lines.push(Line::from(vec![

@@ -62,3 +62,23 @@ pub fn task_style(s: pb::TaskStatus) -> Style {
         pb::TaskStatus::Unspecified => Color::DarkGray,
     })
 }
+
+/// One failing webhook delivery: what it is, how it failed, and what
+/// happens next.
+pub fn failing_delivery(delivery: &pb::Delivery, now: SystemTime) -> String {
+    let what = match (delivery.last_error.as_str(), delivery.last_http_status) {
+        ("", 0) => "no answer".to_owned(),
+        ("", status) => format!("HTTP {status}"),
+        (error, _) => error.to_owned(),
+    };
+    let next = match crate::state::to_system_time(delivery.next_attempt_at.as_ref()) {
+        Some(at) if delivery.status() == pb::DeliveryStatus::Pending => {
+            format!("; next try in {}", duration(at.duration_since(now).ok()))
+        }
+        _ => "; no more tries (retouch redeliver ID)".to_owned(),
+    };
+    format!(
+        "{} {} after {} tries: {what}{next}",
+        delivery.delivery_id, delivery.event_type, delivery.attempts
+    )
+}

@@ -53,6 +53,13 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, state: &Dashboard) {
             if sort.reversed { " ↑" } else { " ↓" },
         )),
     ];
+    let failing = state.failing_deliveries.total();
+    if failing > 0 {
+        spans.push(Span::styled(
+            format!(" │ webhooks failing {failing}"),
+            Style::default().fg(Color::Red),
+        ));
+    }
     let mut filters = Vec::new();
     if filter.api != ApiFilter::All {
         filters.push(format!("{:?}", filter.api).to_lowercase());

@@ -379,3 +379,61 @@ fn the_detail_view_shows_input_mask_and_result_in_half_blocks() {
     // Nothing of the picture leaks past its 4 columns.
     assert_eq!(cell(5, 2).bg, Color::Reset);
 }
+
+#[test]
+fn failing_webhook_deliveries_are_counted_in_the_header_and_listed_in_the_detail() {
+    let mut app = scripted();
+    let failing = pb::Delivery {
+        delivery_id: "msg_5_ep_hooks".into(),
+        endpoint_id: "ep_hooks".into(),
+        event_type: "job.completed".into(),
+        seq: 5,
+        result_key: "mat-001".into(),
+        status: pb::DeliveryStatus::Pending as i32,
+        attempts: 3,
+        last_http_status: 503,
+        last_error: "HTTP 503: busy".into(),
+        next_attempt_at: Some((SystemTime::now() + std::time::Duration::from_secs(1800)).into()),
+        ..Default::default()
+    };
+    let delivered = pb::Delivery {
+        delivery_id: "msg_1_ep_hooks".into(),
+        result_key: "mat-001".into(),
+        status: pb::DeliveryStatus::Delivered as i32,
+        attempts: 1,
+        ..Default::default()
+    };
+    app.handle(
+        Event::Update(Box::new(Update::FailingDeliveries(vec![
+            failing, delivered,
+        ]))),
+        SystemTime::now(),
+    );
+    let screen = render(&mut app);
+    assert!(
+        screen
+            .lines()
+            .next()
+            .unwrap()
+            .contains("webhooks failing 1"),
+        "{screen}"
+    );
+    app.state.table.refresh(&app.state.jobs);
+    key(&mut app, KeyCode::End);
+    key(&mut app, KeyCode::Enter);
+    let screen = render(&mut app);
+    assert!(
+        screen.contains("webhook deliveries failing (1)"),
+        "{screen}"
+    );
+    let line = line_with(&screen, "msg_5_ep_hooks");
+    assert!(
+        line.contains("job.completed after 3 tries: HTTP 503: busy; next try in 29m")
+            || line.contains("job.completed after 3 tries: HTTP 503: busy; next try in 30m"),
+        "{line}"
+    );
+    assert!(
+        !screen.contains("msg_1_ep_hooks"),
+        "delivered ones are not failing"
+    );
+}
