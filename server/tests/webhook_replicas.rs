@@ -204,23 +204,30 @@ async fn two_replicas_deliver_every_event_to_every_endpoint_through_a_sigkill() 
     }
     let total = receiver.received("/all").len() + receiver.received("/done").len();
     let repeats: usize = repeated.iter().map(|(_, (_, n))| n - 1).sum();
+    // Each attempt's record follows its answer: wait for the last ones.
     let mut hooks = WebhooksClient::new(channel(&urls[1]).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
     for endpoint in [&all, &done] {
-        let page = hooks
-            .list_deliveries(pb::ListDeliveriesRequest {
-                endpoint_id: endpoint.id.clone(),
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            page.deliveries
+        loop {
+            let page = hooks
+                .list_deliveries(pb::ListDeliveriesRequest {
+                    endpoint_id: endpoint.id.clone(),
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let recorded = page
+                .deliveries
                 .iter()
-                .all(|d| d.status == pb::DeliveryStatus::Delivered as i32),
-            "{page:?}"
-        );
+                .all(|d| d.status == pb::DeliveryStatus::Delivered as i32);
+            if recorded {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{page:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     eprintln!(
         "{JOBS} jobs, 2 replicas, one killed: {} deliveries to 2 endpoints, {total} requests ({repeats} repeats), all in {:.1} s after the kill",

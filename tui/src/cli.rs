@@ -73,7 +73,8 @@ pub enum Command {
     /// Show what your token has been billed in the last hour and day,
     /// against its spending caps and the server's.
     Usage(UsageArgs),
-    /// List your webhook endpoints, or create, delete or rotate one.
+    /// List your webhook endpoints, or create, delete, rotate or enable
+    /// one.
     Endpoints(EndpointsArgs),
     /// List webhook deliveries: what was sent where, and what failed.
     Deliveries(DeliveriesArgs),

@@ -30,9 +30,11 @@ pub(crate) enum RetentionStep {
     /// that the batch's request ids are freed all at once. After the
     /// steps that may remove the last of a batch's jobs.
     Batches,
-    /// Webhook deliveries sent or failed before the event retention, the
-    /// payloads no delivery refers to any more, and the endpoints named by
-    /// submissions that are gone with their jobs. Pending deliveries stay
+    /// Webhook deliveries sent or failed whose last attempt is older than
+    /// the event retention (from the last attempt: one that failed after
+    /// three days of retries stays listed, for a redelivery, as long as an
+    /// event would); then the payloads no delivery refers to any more, and
+    /// the endpoints named by submissions that are gone with their jobs. Pending deliveries stay
     /// whatever their age: they are what the outbox promises. Last: the
     /// steps before remove the submissions and jobs it looks for.
     Webhooks,

@@ -221,7 +221,10 @@ mod tests {
         let hash = format!("sha256:{}", "ab".repeat(32));
         for (text, rule) in [
             ("a submit".to_owned(), "line 1: expected"),
-            (format!("a owner {hash}"), "role must be submit, watch or admin"),
+            (
+                format!("a owner {hash}"),
+                "role must be submit, watch or admin",
+            ),
             (format!("a submit {}", "ab".repeat(32)), "sha256:<64 hex"),
             (
                 format!("a submit sha256:{}", "zz".repeat(32)),

@@ -544,7 +544,8 @@ pub(super) async fn compact<C: GenericClient>(
 ) -> Result<u64, StoreError> {
     let deliveries = client
         .execute(
-            "DELETE FROM webhook_deliveries WHERE state != 1 AND created_at_ms < $1",
+            "DELETE FROM webhook_deliveries
+             WHERE state != 1 AND COALESCE(last_attempt_ms, created_at_ms) < $1",
             &[&before_ms],
         )
         .await

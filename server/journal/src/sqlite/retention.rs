@@ -174,7 +174,8 @@ fn batches(conn: &Connection, compaction: &Compaction) -> Result<(u64, u64), Sto
 fn webhooks(conn: &Connection, compaction: &Compaction) -> Result<u64, StoreError> {
     let deliveries = conn
         .execute(
-            "DELETE FROM webhook_deliveries WHERE state != 1 AND created_at_ms < ?1",
+            "DELETE FROM webhook_deliveries
+             WHERE state != 1 AND COALESCE(last_attempt_ms, created_at_ms) < ?1",
             [millis(compaction.events_before)],
         )
         .map_err(io_error)?;
