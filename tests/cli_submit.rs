@@ -35,6 +35,7 @@ const WAIT_JSON: Options = Options {
     json: true,
     timeout: Some(Duration::from_secs(60)),
     webhooks: Vec::new(),
+    request_id: None,
 };
 
 #[tokio::test]

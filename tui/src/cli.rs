@@ -286,9 +286,10 @@ fn parse_status_flag(value: &str) -> Result<retouch_api::v1::JobStatus, String> 
     }
 }
 
-/// Flags of `retouch submit`.
+/// Flags of `retouch submit`. They go on either side of the job's
+/// subcommand (`submit --wait matting ...` and `submit matting ... --wait`
+/// alike); a job and --batch together are refused when the command runs.
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct SubmitArgs {
     /// One job.
     #[command(subcommand)]
@@ -298,11 +299,12 @@ pub struct SubmitArgs {
     /// {"api":"removal","image":"a.png","mask":"m.png","seed":1,"kernel_size":5}
     #[arg(long, value_name = "FILE")]
     pub batch: Option<PathBuf>,
-    /// With --batch: the batch's idempotency key. Sending the same file
-    /// again with it submits only the jobs that were not submitted; nothing
-    /// is billed twice. Without it a new key is made and printed (on
-    /// standard error) before anything is sent.
-    #[arg(long, requires = "batch")]
+    /// The idempotency key: submitting again with it returns the first
+    /// submit's job (or, with --batch, submits only the batch's jobs that
+    /// were not submitted); nothing is billed twice. Without it a new key
+    /// is made (with --batch, printed on standard error before anything is
+    /// sent).
+    #[arg(long, global = true)]
     pub request_id: Option<String>,
     /// Wait for every job to finish and report each task's outcome.
     #[arg(long, global = true)]
@@ -359,4 +361,73 @@ fn parse_secret(value: &str) -> Result<SecretString, String> {
         return Err("must not be empty".into());
     }
     Ok(SecretString::from(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit_args(argv: &[&str]) -> SubmitArgs {
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Some(Command::Submit(args))) => args,
+            other => panic!("{argv:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn submit_flags_go_on_either_side_of_the_job() {
+        for argv in [
+            &[
+                "retouch",
+                "submit",
+                "--wait",
+                "--request-id",
+                "r1",
+                "matting",
+                "--image",
+                "a.png",
+                "--mask",
+                "m.png",
+            ][..],
+            &[
+                "retouch",
+                "submit",
+                "matting",
+                "--image",
+                "a.png",
+                "--mask",
+                "m.png",
+                "--wait",
+                "--request-id",
+                "r1",
+            ],
+            &[
+                "retouch",
+                "submit",
+                "--wait",
+                "matting",
+                "--request-id",
+                "r1",
+                "--image",
+                "a.png",
+                "--mask",
+                "m.png",
+            ],
+        ] {
+            let args = submit_args(argv);
+            assert!(args.wait, "{argv:?}");
+            assert_eq!(args.request_id.as_deref(), Some("r1"), "{argv:?}");
+            let Some(JobArgs::Matting(inputs)) = args.job else {
+                panic!("{argv:?}: no matting job");
+            };
+            assert_eq!(
+                (inputs.image.as_str(), inputs.mask.as_str()),
+                ("a.png", "m.png")
+            );
+        }
+        let batch = submit_args(&[
+            "retouch", "submit", "--json", "--batch", "b.jsonl", "--wait",
+        ]);
+        assert!(batch.wait && batch.json && batch.batch.is_some() && batch.job.is_none());
+    }
 }

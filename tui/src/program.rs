@@ -174,6 +174,7 @@ async fn run_submit(
         json: args.json,
         timeout: args.timeout,
         webhooks: args.webhooks.clone(),
+        request_id: args.request_id.clone(),
     };
     let jobs = match (&args.job, &args.batch) {
         (Some(job), None) => {

@@ -27,6 +27,9 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Webhook endpoints that receive the jobs' events.
     pub webhooks: Vec<String>,
+    /// The idempotency key of a single job (with several, job `n` gets
+    /// `<key>-<n>`); none: a new one per job.
+    pub request_id: Option<String>,
 }
 
 /// Reads a batch file: one JSON object per line (see [`BatchLine`]); blank
@@ -97,8 +100,13 @@ pub async fn submit(
 ) -> Exit {
     let mut accepted = Vec::new();
     let mut failed = false;
+    let single = jobs.len() == 1;
     for (line, job) in jobs {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = match &options.request_id {
+            Some(id) if single => id.clone(),
+            Some(id) => format!("{id}-{line}"),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         match client.submit(&job, &request_id, &options.webhooks).await {
             Ok(response) => {
                 let submitted = response.job.unwrap_or_default();

@@ -86,20 +86,29 @@ fn describe_job(job: &pb::Job) -> String {
         ));
     }
     for task in &job.tasks {
-        let results = if task.mirrored_urls.is_empty() {
-            &task.result_urls
-        } else {
-            &task.mirrored_urls
-        };
-        text.push_str(&format!(
-            "  task {}: {} {}{}\n",
-            task.index,
-            task_status_name(task.status()),
-            results.join(" "),
-            task.message
-        ));
+        text.push_str(&describe_task(task));
+        text.push('\n');
     }
     text.trim_end().to_owned()
+}
+
+/// One task: its status, its result URLs (retouchd's copies when it has
+/// them), and the upstream's message, each apart.
+fn describe_task(task: &pb::Task) -> String {
+    let results = if task.mirrored_urls.is_empty() {
+        &task.result_urls
+    } else {
+        &task.mirrored_urls
+    };
+    let mut line = format!("  task {}: {}", task.index, task_status_name(task.status()));
+    for url in results {
+        line.push(' ');
+        line.push_str(url);
+    }
+    if !task.message.is_empty() {
+        line.push_str(&format!(" ({})", task.message));
+    }
+    line
 }
 
 fn describe_batch(batch: &pb::Batch) -> String {
@@ -145,4 +154,41 @@ fn describe_batch(batch: &pb::Batch) -> String {
         ));
     }
     text.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tasks_message_is_apart_from_its_urls() {
+        let task = pb::Task {
+            index: 0,
+            status: pb::TaskStatus::Success as i32,
+            result_urls: vec!["https://upstream.example/r.png".into()],
+            mirrored_urls: vec!["http://127.0.0.1:50052/mirror/k/0/0".into()],
+            message: "success".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            describe_task(&task),
+            "  task 0: SUCCESS http://127.0.0.1:50052/mirror/k/0/0 (success)"
+        );
+        let failed = pb::Task {
+            index: 1,
+            status: pb::TaskStatus::Failed as i32,
+            message: "Job execution failed".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            describe_task(&failed),
+            "  task 1: FAILED (Job execution failed)"
+        );
+        let quiet = pb::Task {
+            index: 2,
+            status: pb::TaskStatus::Running as i32,
+            ..Default::default()
+        };
+        assert_eq!(describe_task(&quiet), "  task 2: RUNNING");
+    }
 }
