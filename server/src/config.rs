@@ -494,12 +494,14 @@ pub struct LocalBackendArgs {
     /// HTTP listen address.
     #[arg(long, env = "RETOUCH_LOCAL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The AppCode clients must send (`Authorization: APPCODE <code>`).
+    /// The AppCode clients may send (`Authorization: APPCODE <code>`).
+    /// Give it, or --app-key with --app-secret, or both: as the real
+    /// gateway, the backend takes either kind of credential.
     #[arg(long, env = "RETOUCH_LOCAL_APPCODE", hide_env_values = true, value_parser = parse_secret)]
-    pub appcode: SecretString,
-    /// Also accept requests signed with this AppKey (and --app-secret), as
-    /// the gateway checks them: signature, Content-MD5, timestamp within
-    /// 15 minutes, nonce never seen.
+    pub appcode: Option<SecretString>,
+    /// Accept requests signed with this AppKey (and --app-secret), as the
+    /// gateway checks them: signature, Content-MD5, timestamp within 15
+    /// minutes, nonce never seen.
     #[arg(long, env = "RETOUCH_LOCAL_APP_KEY", requires = "app_secret")]
     pub app_key: Option<String>,
     /// The AppKey's AppSecret.
@@ -514,6 +516,47 @@ pub struct LocalBackendArgs {
     /// Backend settings.
     #[command(flatten)]
     pub local: LocalArgs,
+}
+
+impl LocalBackendArgs {
+    /// The backend these flags describe, serving on `own` (the origins of
+    /// its listener): its own `/samples/...` URLs are downloadable by it,
+    /// as retouchd's are by the backend it embeds.
+    pub fn to_config(
+        &self,
+        own: impl IntoIterator<Item = crate::outbound::Origin>,
+    ) -> Result<LocalBackendConfig, String> {
+        if self.appcode.is_none() && self.app_key.is_none() {
+            return Err(
+                "local-backend needs a credential to accept: --appcode, or --app-key with --app-secret (or both)".into(),
+            );
+        }
+        // An empty AppCode matches no request (see `local::gateway`).
+        let appcode = self
+            .appcode
+            .clone()
+            .unwrap_or_else(|| SecretString::from(""));
+        let mut config = self
+            .local
+            .to_config(appcode, self.public_base_url.clone())?;
+        config.outbound = own
+            .into_iter()
+            .chain(
+                self.public_base_url
+                    .as_deref()
+                    .and_then(|url| reqwest::Url::parse(url).ok())
+                    .and_then(|url| crate::outbound::Origin::of(&url)),
+            )
+            .fold(self.outbound.to_policy(), |policy, origin| {
+                policy.allowing(Some(origin))
+            });
+        config.app_key_pair = self
+            .app_key
+            .clone()
+            .zip(self.app_secret.clone())
+            .map(|(key, secret)| crate::aliyun::signing::AppKeyPair { key, secret });
+        Ok(config)
+    }
 }
 
 /// Secrets go straight into a `SecretString`, trimmed, so no `Debug` of the
@@ -702,6 +745,71 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
+
+    fn local_backend_args(argv: &[&str]) -> Result<LocalBackendArgs, String> {
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Some(Command::LocalBackend(args)) => Ok(args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_local_backend_takes_either_kind_of_credential_and_its_own_origin() {
+        let own = || [crate::outbound::Origin::parse("http://127.0.0.1:8080").unwrap()];
+        let signed = local_backend_args(&[
+            "retouchd",
+            "local-backend",
+            "--app-key",
+            "K",
+            "--app-secret",
+            "S",
+        ])
+        .unwrap()
+        .to_config(own())
+        .unwrap();
+        assert!(signed.app_key_pair.is_some());
+        assert_eq!(signed.appcode.expose_secret(), "", "no AppCode is accepted");
+        assert!(
+            signed
+                .outbound
+                .route(
+                    &"http://127.0.0.1:8080/samples/portrait.png"
+                        .parse()
+                        .unwrap()
+                )
+                .is_ok(),
+            "its own samples can be downloaded"
+        );
+        assert!(
+            signed
+                .outbound
+                .route(&"http://127.0.0.1:8081/x.png".parse().unwrap())
+                .is_err(),
+            "other loopback ports stay refused"
+        );
+        let coded = local_backend_args(&["retouchd", "local-backend", "--appcode", "C"])
+            .unwrap()
+            .to_config(own())
+            .unwrap();
+        assert_eq!(coded.appcode.expose_secret(), "C");
+        assert!(coded.app_key_pair.is_none());
+        let none = local_backend_args(&["retouchd", "local-backend"])
+            .unwrap()
+            .to_config(own())
+            .unwrap_err();
+        assert!(
+            none.contains("--appcode, or --app-key with --app-secret"),
+            "{none}"
+        );
+        assert!(
+            local_backend_args(&["retouchd", "local-backend", "--app-key", "K"]).is_err(),
+            "a key needs its secret"
+        );
+    }
 
     #[test]
     fn no_appcode_means_local_and_appcode_needs_a_base_url() {

@@ -82,25 +82,22 @@ async fn serve(args: crate::config::ServeArgs) -> Result<(), String> {
 }
 
 async fn local_backend(args: crate::config::LocalBackendArgs) -> Result<(), String> {
-    let mut config = args
-        .local
-        .to_config(args.appcode.clone(), args.public_base_url.clone())?;
-    config.outbound = args.outbound.to_policy();
-    config.app_key_pair = args
-        .app_key
-        .clone()
-        .zip(args.app_secret.clone())
-        .map(|(key, secret)| crate::aliyun::signing::AppKeyPair { key, secret });
-    let backend = crate::local::LocalBackend::new(
-        config,
-        std::sync::Arc::new(retouch_engine::ClassicEngine::default()),
-    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let bound = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let own = ["127.0.0.1", "localhost"]
+        .iter()
+        .map(|host| format!("http://{host}:{}", bound.port()))
+        .chain([format!("http://{bound}")])
+        .filter_map(|origin| crate::outbound::Origin::parse(&origin).ok());
+    let config = args.to_config(own)?;
+    let backend = crate::local::LocalBackend::new(
+        config,
+        std::sync::Arc::new(retouch_engine::ClassicEngine::default()),
+    );
     tracing::info!(listen = %bound, "Aliyun-compatible local backend is running");
     axum::serve(listener, backend.router())
         .with_graceful_shutdown(shutdown_signal())

@@ -10,7 +10,8 @@ pub const DEFAULT_APPCODE: &str = "local-dev-appcode";
 /// Settings of a [`LocalBackend`](super::LocalBackend).
 #[derive(Debug, Clone)]
 pub struct LocalBackendConfig {
-    /// The only accepted AppCode (`Authorization: APPCODE <appcode>`).
+    /// The only accepted AppCode (`Authorization: APPCODE <appcode>`);
+    /// empty: none is (requests must be signed with `app_key_pair`).
     pub appcode: SecretString,
     /// Also accepted: requests signed with this AppKey and AppSecret.
     pub app_key_pair: Option<crate::aliyun::signing::AppKeyPair>,
