@@ -619,3 +619,53 @@ async fn a_daily_cap_holds_across_a_restart_and_usage_reports_it() {
     );
     second.shutdown().await;
 }
+
+/// Looking up keys retouchd does not track spends the upstream budget
+/// everyone's polls need: each lookup counts against the caller's submit
+/// rate, so a Watch naming many unknown keys gets only the caller's burst
+/// of lookups, and then the limit's name.
+#[tokio::test]
+async fn lookups_of_unknown_keys_count_against_the_callers_submit_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = LimitSettings {
+        submits_per_second: Some(0.01),
+        submit_burst: Some(3),
+        ..LimitSettings::default()
+    };
+    let (server, tokens) =
+        server_with_tokens(&[("prober", Role::Submit, limits)], dir.path()).await;
+    let backend = server.local_backend.clone().unwrap();
+    let before = backend.stats().query_requests;
+    let refs = (0..10)
+        .map(|n| pb::JobRef {
+            api: pb::Api::InstanceMatting as i32,
+            result_key: format!("unknown-{n}"),
+            ..Default::default()
+        })
+        .collect();
+    let status = jobs(&server)
+        .await
+        .watch(with_token(
+            pb::WatchRequest {
+                jobs: refs,
+                ..Default::default()
+            },
+            &tokens[0],
+        ))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("submits_per_second")
+            && status.message().contains("lookup of a result key"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        backend.stats().query_requests - before,
+        3,
+        "the burst of lookups, and no more"
+    );
+    server.shutdown().await;
+}

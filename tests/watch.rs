@@ -390,3 +390,47 @@ async fn a_watch_naming_many_keys_rides_out_throttled_and_failing_lookups() {
     other.shutdown().await;
     origin.shutdown().await;
 }
+
+/// A Watch naming 50 keys nobody knows, with no API given, on an upstream
+/// that throttles a third of its requests: each key is asked of each API
+/// until that API answers for good, so the upstream sees exactly two
+/// queries per key plus one per throttled answer, and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_keys_are_looked_up_once_per_api_and_only_throttling_is_asked_again() {
+    let mut config = retouch_server::app::ServerConfig::local(local_config(
+        retouch_server::local::FaultConfig {
+            throttle_rate: 0.3,
+            ..Default::default()
+        },
+    ));
+    config.tracker = fast_tracker();
+    config.upstream_qps = 0.0;
+    let server = server(config).await;
+    let backend = server.local_backend.clone().unwrap();
+    let before = backend.stats();
+    let refs: Vec<pb::JobRef> = (0..50)
+        .map(|n| pb::JobRef {
+            result_key: format!("{n:032x}"),
+            ..Default::default()
+        })
+        .collect();
+    let refused = jobs(&server)
+        .await
+        .watch(pb::WatchRequest {
+            jobs: refs,
+            ..Default::default()
+        })
+        .await
+        .expect_err("nobody knows these keys");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    let after = backend.stats();
+    let queries = after.query_requests - before.query_requests;
+    let throttled = after.gateway_throttled - before.gateway_throttled;
+    assert!(throttled > 0, "the upstream throttled some lookups");
+    assert_eq!(
+        queries,
+        100 + throttled,
+        "two APIs per key, and a retry only for each throttled answer"
+    );
+    server.shutdown().await;
+}

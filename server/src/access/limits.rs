@@ -280,6 +280,20 @@ impl Limiter {
         })
     }
 
+    /// One upstream lookup of a key retouchd does not track (a Watch
+    /// naming it), if the submit rate allows it now: lookups spend the
+    /// shared upstream budget as submits do, so they count as submits.
+    pub fn admit_lookup(&self) -> Result<(), ServiceError> {
+        let rate = self.settings.submits_per_second.unwrap_or_default();
+        let burst = burst_of(&self.settings);
+        self.charge(&self.submits, 1, "submits_per_second", || {
+            format!(
+                "at most {rate} submits per second (burst {burst}){}, and each upstream lookup of a result key retouchd does not track counts as one",
+                self.shared_note()
+            )
+        })
+    }
+
     /// The spending caps of this subject, counting `scope`'s tasks.
     pub fn task_caps(&self, scope: CapScope) -> impl Iterator<Item = TaskCap> + '_ {
         CapWindow::ALL.into_iter().filter_map(move |window| {

@@ -324,6 +324,12 @@ impl Caller {
         self.each().try_for_each(Limiter::admit_submit)
     }
 
+    /// One upstream lookup of an untracked key, if the caller's and the
+    /// server's submit rates allow it now (see [`Limiter::admit_lookup`]).
+    pub fn admit_lookup(&self) -> Result<(), ServiceError> {
+        self.each().try_for_each(Limiter::admit_lookup)
+    }
+
     /// What a submit of `tasks` tasks by this caller is billed, with the
     /// spending caps in force for it now (the token's before the
     /// server's), for the journal to check and record.

@@ -60,7 +60,7 @@ impl Jobs for JobsService {
                 request.after_seq,
                 &request.server_id,
                 request.follow,
-                caller.may_submit(),
+                caller.may_submit().then_some(&caller),
             )
             .await?;
         Ok(Response::new(Box::pin(

@@ -31,18 +31,19 @@ const ADOPTION_RETRY: crate::upstream::RetryPolicy = crate::upstream::RetryPolic
 };
 
 impl Retouch {
-    /// Streams the named jobs, or every job. With `may_adopt`, keys not
-    /// tracked yet are looked up upstream and adopted (and LOST ones
-    /// revived); without it (watch-role tokens), they are NOT_FOUND: a
-    /// watcher must not spend the upstream budget. `server_id` (may be
-    /// empty) guards `after_seq` against restarts.
+    /// Streams the named jobs, or every job. With an `adopter`, keys not
+    /// tracked yet are looked up upstream (each lookup counted against the
+    /// adopter's submit rate) and adopted, and LOST ones revived; without
+    /// one (watch-role tokens), they are NOT_FOUND: a watcher must not
+    /// spend the upstream budget. `server_id` (may be empty) guards
+    /// `after_seq` against restarts.
     pub async fn watch(
         &self,
         jobs: Vec<pb::JobRef>,
         after_seq: Option<u64>,
         server_id: &str,
         follow: bool,
-        may_adopt: bool,
+        adopter: Option<&Caller>,
     ) -> Result<impl Stream<Item = Result<WatchFrame, ServiceError>> + Send + 'static, ServiceError>
     {
         let filter = if jobs.is_empty() {
@@ -52,16 +53,33 @@ impl Retouch {
             // Every key is looked up at once, each retrying on its own, so
             // one throttled lookup neither delays nor sinks the others.
             let lookups = jobs.iter().map(|job| async move {
-                if may_adopt {
-                    self.adopt_patiently(crate::convert::api_from_pb(job.api), &job.result_key)
+                match adopter {
+                    Some(caller) => self
+                        .adopt_patiently(
+                            crate::convert::api_from_pb(job.api),
+                            &job.result_key,
+                            caller,
+                        )
                         .await
-                        .map(drop)
-                } else {
-                    self.require_tracked(&job.result_key).await
+                        .map(drop),
+                    None => self.require_tracked(&job.result_key).await,
                 }
             });
-            for outcome in futures::future::join_all(lookups).await {
-                outcome?;
+            let mut failed: Vec<ServiceError> = futures::future::join_all(lookups)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            // A limit's refusal first: it says what to change, where the
+            // keys' NOT_FOUND would only say they are unknown.
+            if let Some(quota) = failed
+                .iter()
+                .position(|e| matches!(e, ServiceError::QuotaExceeded { .. }))
+            {
+                return Err(failed.swap_remove(quota));
+            }
+            if !failed.is_empty() {
+                return Err(failed.swap_remove(0));
             }
             JobFilter::Keys(jobs.into_iter().map(|job| job.result_key).collect())
         };
@@ -176,29 +194,94 @@ impl Retouch {
         }
     }
 
-    /// [`Retouch::ensure_tracked`], retried like a poll while the upstream's
-    /// answer is one that waiting can fix (throttling, 5xx, no connection),
-    /// for up to [`ADOPTION_PATIENCE`] or until the caller's deadline ends
-    /// the call.
+    /// Makes sure `key` is tracked, adopting a job submitted elsewhere:
+    /// with no API given, asks each API in turn which one knows the key.
+    /// Each API is asked until it answers for good (the job, or 23500008),
+    /// at most once when it does at once: only answers that waiting can
+    /// fix (throttling, 5xx, no connection) are asked again, for up to
+    /// [`ADOPTION_PATIENCE`] or until the caller's deadline ends the call.
+    /// Every lookup counts against `caller`'s submit rate, so that one
+    /// caller naming many unknown keys cannot take the upstream budget
+    /// the polls of everyone's jobs need.
     async fn adopt_patiently(
         &self,
         api: Option<ApiKind>,
         key: &str,
+        caller: &Caller,
     ) -> Result<pb::Job, ServiceError> {
+        if let Some(record) = self.jobs.job_by_key(key).await? {
+            return self.revive_if_lost(record).await;
+        }
         let started = std::time::Instant::now();
+        let patient = |wait: std::time::Duration| started.elapsed() + wait < ADOPTION_PATIENCE;
         let mut delays = ADOPTION_RETRY.delays();
-        loop {
-            match self.ensure_tracked(api, key).await {
-                Err(ServiceError::Upstream(err))
-                    if err.is_retryable() && started.elapsed() < ADOPTION_PATIENCE =>
-                {
+        let mut candidates: std::collections::VecDeque<ApiKind> = match api {
+            Some(api) => [api].into(),
+            None => ApiKind::ALL.into(),
+        };
+        let mut unknown = None;
+        while let Some(&candidate) = candidates.front() {
+            if let Err(refused) = caller.admit_lookup() {
+                match &refused {
+                    ServiceError::QuotaExceeded {
+                        retry_after: Some(wait),
+                        ..
+                    } if patient(*wait) => {
+                        tokio::time::sleep(*wait).await;
+                        continue;
+                    }
+                    _ => return Err(refused),
+                }
+            }
+            match self.client.query(candidate, key).await {
+                Ok(outcome) => return self.adopt(candidate, key, outcome).await,
+                Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) => {
+                    // With no API named, the key may belong to the next one.
+                    // The last 23500008 is what the caller gets, code and
+                    // message intact (NOT_FOUND with ErrorInfo).
+                    candidates.pop_front();
+                    unknown = Some(err);
+                }
+                Err(err) if err.is_retryable() => {
                     let delay = delays.next().unwrap_or(ADOPTION_RETRY.max_delay);
-                    tracing::debug!(result_key = %key, error = %err, ?delay, "looking a watched key up failed; retrying");
+                    if !patient(delay) {
+                        return Err(ServiceError::Upstream(err));
+                    }
+                    tracing::debug!(result_key = %key, api = %candidate, error = %err, ?delay, "looking a watched key up failed; asking again");
                     tokio::time::sleep(delay).await;
                 }
-                outcome => return outcome,
+                Err(err) => return Err(ServiceError::Upstream(err)),
             }
         }
+        Err(match unknown {
+            Some(err) => ServiceError::Upstream(err),
+            None => ServiceError::Internal(format!("no API to look result key {key:?} up in")),
+        })
+    }
+
+    /// Starts tracking the job `candidate`'s upstream answered `outcome`
+    /// for.
+    async fn adopt(
+        &self,
+        candidate: ApiKind,
+        key: &str,
+        outcome: crate::upstream::QueryOutcome,
+    ) -> Result<pb::Job, ServiceError> {
+        let now = SystemTime::now();
+        let job = pb::Job {
+            api: api_to_pb(candidate) as i32,
+            result_key: key.to_owned(),
+            tasks: outcome
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| task_to_pb(i, t, now))
+                .collect(),
+            origin: pb::JobOrigin::Adopted as i32,
+            ..Default::default()
+        };
+        tracing::info!(api = %candidate, result_key = %key, "adopted a job submitted elsewhere");
+        Ok(self.tracker.track(job, None).await?.0)
     }
 
     /// Fails with NOT_FOUND unless the journal knows `key` (no upstream
@@ -211,55 +294,6 @@ impl Retouch {
                 excerpt(key, 64)
             ))),
         }
-    }
-
-    /// Makes sure `key` is tracked, adopting a job submitted elsewhere. With
-    /// no API given, asks each API in turn which one knows the key.
-    async fn ensure_tracked(
-        &self,
-        api: Option<ApiKind>,
-        key: &str,
-    ) -> Result<pb::Job, ServiceError> {
-        if let Some(record) = self.jobs.job_by_key(key).await? {
-            return self.revive_if_lost(record).await;
-        }
-        let candidates: Vec<ApiKind> = match api {
-            Some(api) => vec![api],
-            None => ApiKind::ALL.to_vec(),
-        };
-        let mut unknown = None;
-        for candidate in candidates {
-            match self.client.query(candidate, key).await {
-                Ok(outcome) => {
-                    let now = SystemTime::now();
-                    let job = pb::Job {
-                        api: api_to_pb(candidate) as i32,
-                        result_key: key.to_owned(),
-                        tasks: outcome
-                            .tasks
-                            .iter()
-                            .enumerate()
-                            .map(|(i, t)| task_to_pb(i, t, now))
-                            .collect(),
-                        origin: pb::JobOrigin::Adopted as i32,
-                        ..Default::default()
-                    };
-                    tracing::info!(api = %candidate, result_key = %key, "adopted a job submitted elsewhere");
-                    return Ok(self.tracker.track(job, None).await?.0);
-                }
-                Err(err) if err.code() == Some(AliyunCode::ResultKeyNotFound) => {
-                    // With no API named, the key may belong to the next one.
-                    // The last 23500008 is what the caller gets, code and
-                    // message intact (NOT_FOUND with ErrorInfo).
-                    unknown = Some(err);
-                }
-                Err(err) => return Err(ServiceError::Upstream(err)),
-            }
-        }
-        Err(match unknown {
-            Some(err) => ServiceError::Upstream(err),
-            None => ServiceError::Internal(format!("no API to look result key {key:?} up in")),
-        })
     }
 }
 
