@@ -202,6 +202,13 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
         ))
         .await
         .unwrap();
+    assert!(
+        !store
+            .record_attempt(attempt("a", 1, AttemptOutcome::Delivered { status: 200 }))
+            .await
+            .unwrap(),
+        "a delivery this process no longer holds is not recorded again"
+    );
     let a1 = store.delivery(&key("a", 1)).await.unwrap().unwrap();
     assert_eq!(
         (a1.state, a1.attempts, a1.last_status),
@@ -218,6 +225,8 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
         Some("the endpoint answered 410 Gone")
     );
     assert_eq!(b_endpoint.pending_deliveries, 1, "it waits to be enabled");
+    let b2 = store.delivery(&key("b", 2)).await.unwrap().unwrap();
+    assert_eq!(b2.next_attempt_at, None, "parked while its endpoint is disabled");
     let a_endpoint = store.endpoint("a").await.unwrap().unwrap();
     assert!(a_endpoint.failing_since.is_some());
     assert!(a_endpoint.disabled_reason.is_none());
@@ -354,7 +363,8 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
         .collect();
     assert_eq!(t1, ["a", "b", "d"]);
 
-    // Retention takes what was sent or failed, never what is pending.
+    // Retention takes what was sent or failed, and what waits for a
+    // disabled endpoint, never what is due.
     let done = store
         .compact(Compaction {
             events_before: later,
@@ -362,9 +372,13 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
         })
         .await
         .unwrap();
-    assert_eq!(done.webhook_deliveries, 1, "only a's delivered first");
+    assert_eq!(
+        done.webhook_deliveries, 2,
+        "a's delivered first, and its second, parked since a was disabled"
+    );
     assert!(store.delivery(&key("a", 1)).await.unwrap().is_none());
-    assert!(store.delivery(&key("a", 2)).await.unwrap().is_some());
+    assert!(store.delivery(&key("a", 2)).await.unwrap().is_none());
+    assert!(store.delivery(&key("b", 2)).await.unwrap().is_some(), "b is enabled again");
 
     // Deleting an endpoint drops its pending deliveries.
     assert_eq!(store.delete_endpoint("d").await.unwrap(), Some(2));

@@ -45,8 +45,9 @@ impl WebhookEventType {
         WebhookEventType::JobAccepted,
     ];
 
-    /// The mask of every type.
-    pub const ALL_MASK: u32 = 0x7f;
+    /// The mask of an endpoint that takes every type: every bit, so that
+    /// a type added later reaches it too.
+    pub const ALL_MASK: u32 = u32::MAX;
 
     /// The type's bit in stored masks.
     pub fn bit(self) -> u32 {
@@ -95,7 +96,7 @@ impl WebhookEventType {
     /// The names of the types in `mask`, in [`WebhookEventType::ALL`]'s
     /// order; empty for the mask of all types.
     pub fn names(mask: u32) -> Vec<String> {
-        if mask & Self::ALL_MASK == Self::ALL_MASK {
+        if mask == Self::ALL_MASK {
             return Vec::new();
         }
         Self::ALL
@@ -328,7 +329,8 @@ pub trait WebhookOutbox: Send + Sync + 'static {
     /// Endpoints of `owner` (every endpoint when `None`), oldest first.
     async fn endpoints(&self, owner: Option<String>) -> Result<Vec<EndpointRecord>, StoreError>;
 
-    /// Changes an endpoint; `None` if there is none with this id.
+    /// Changes an endpoint; `None` if there is none with this id. Enabling
+    /// it makes its parked deliveries due.
     async fn update_endpoint(
         &self,
         id: &str,
@@ -356,7 +358,10 @@ pub trait WebhookOutbox: Send + Sync + 'static {
 
     /// Records an attempt and lets go of the delivery's lease; disables the
     /// endpoint on 410, and after failing since before the attempt's limit.
-    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
+    /// A disabled endpoint's pending deliveries are parked (no next
+    /// attempt) until it is enabled. `false`: this process no longer held
+    /// the delivery (another took it over), and nothing was recorded.
+    async fn record_attempt(&self, attempt: Attempt) -> Result<bool, StoreError>;
 
     /// A page of deliveries, newest event first.
     async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError>;

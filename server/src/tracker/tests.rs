@@ -238,7 +238,7 @@ impl WebhookOutbox for FullDisk {
         self.inner.release_deliveries(keys).await
     }
 
-    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+    async fn record_attempt(&self, attempt: Attempt) -> Result<bool, StoreError> {
         self.inner.record_attempt(attempt).await
     }
 

@@ -526,8 +526,11 @@ impl WebhookOutbox for PostgresStore {
         id: &str,
         change: EndpointChange,
     ) -> Result<Option<EndpointRecord>, StoreError> {
-        let client = self.client().await?;
-        let updated = webhooks::update_endpoint(&**client, id, &change).await?;
+        let mut client = self.client().await?;
+        // An enabled endpoint's parked deliveries come due with it.
+        let tx = client.transaction().await.map_err(sql::db_error)?;
+        let updated = webhooks::update_endpoint(&*tx, id, &change).await?;
+        tx.commit().await.map_err(sql::db_error)?;
         if change.enable {
             self.outbox.notify_one();
         }
@@ -557,12 +560,13 @@ impl WebhookOutbox for PostgresStore {
         webhooks::release(&**client, &self.replica_id, &keys).await
     }
 
-    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+    async fn record_attempt(&self, attempt: Attempt) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         // The delivery and its endpoint's failure state change together.
         let tx = client.transaction().await.map_err(sql::db_error)?;
-        webhooks::record_attempt(&*tx, &attempt).await?;
-        tx.commit().await.map_err(sql::db_error)
+        let recorded = webhooks::record_attempt(&*tx, &self.replica_id, &attempt).await?;
+        tx.commit().await.map_err(sql::db_error)?;
+        Ok(recorded)
     }
 
     async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {

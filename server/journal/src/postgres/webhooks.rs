@@ -85,7 +85,8 @@ pub(super) async fn write_deliveries<C: GenericClient>(
             .execute(
                 "INSERT INTO webhook_deliveries
                      (endpoint_id, seq, type_mask, result_key, state, next_attempt_ms, created_at_ms)
-                 SELECT e.id, $1, e.event_mask & $2, $3, 1, $4, $4
+                 SELECT e.id, $1, e.event_mask & $2, $3, 1,
+                        CASE WHEN e.disabled_reason IS NULL THEN $4::int8 END, $4
                  FROM webhook_endpoints e
                  WHERE e.event_mask & $2 != 0
                    AND ((e.all_jobs AND e.owner = $5)
@@ -248,6 +249,16 @@ pub(super) async fn update_endpoint<C: GenericClient>(
     if changed == 0 {
         return Ok(None);
     }
+    if change.enable {
+        client
+            .execute(
+                "UPDATE webhook_deliveries SET next_attempt_ms = $2
+                 WHERE endpoint_id = $1 AND state = 1 AND next_attempt_ms IS NULL",
+                &[&id, &millis(SystemTime::now())],
+            )
+            .await
+            .map_err(db_error)?;
+    }
     endpoint(client, id).await
 }
 
@@ -363,16 +374,17 @@ pub(super) async fn release<C: GenericClient>(
 
 pub(super) async fn record_attempt<C: GenericClient>(
     client: &C,
+    replica_id: &str,
     attempt: &Attempt,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let (state, next, status, error) = attempt_row(&attempt.outcome);
     let at = millis(attempt.at);
-    client
+    let recorded = client
         .execute(
             "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1,
                  next_attempt_ms = $4, last_status = $5, last_error = $6, last_attempt_ms = $7,
                  lease_owner = NULL
-             WHERE endpoint_id = $1 AND seq = $2",
+             WHERE endpoint_id = $1 AND seq = $2 AND lease_owner = $8",
             &[
                 &attempt.key.endpoint_id,
                 &bound(attempt.key.seq),
@@ -381,10 +393,14 @@ pub(super) async fn record_attempt<C: GenericClient>(
                 &status.map(i32::from),
                 &error,
                 &at,
+                &replica_id,
             ],
         )
         .await
         .map_err(db_error)?;
+    if recorded == 0 {
+        return Ok(false);
+    }
     let endpoint_id = &attempt.key.endpoint_id;
     match &attempt.outcome {
         AttemptOutcome::Delivered { .. } => {
@@ -423,7 +439,20 @@ pub(super) async fn record_attempt<C: GenericClient>(
         }
     }
     .map_err(db_error)?;
-    Ok(())
+    if !matches!(attempt.outcome, AttemptOutcome::Delivered { .. }) {
+        // A disabled endpoint's deliveries wait, parked, to be enabled.
+        client
+            .execute(
+                "UPDATE webhook_deliveries SET next_attempt_ms = NULL
+                 WHERE endpoint_id = $1 AND state = 1 AND next_attempt_ms IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM webhook_endpoints
+                               WHERE id = $1 AND disabled_reason IS NOT NULL)",
+                &[endpoint_id],
+            )
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(true)
 }
 
 pub(super) async fn deliveries<C: GenericClient>(
@@ -542,11 +571,24 @@ pub(super) async fn compact<C: GenericClient>(
     client: &C,
     before_ms: i64,
 ) -> Result<u64, StoreError> {
+    // Sent and failed ones from their last attempt; parked ones (their
+    // endpoint disabled) from their event.
     let deliveries = client
         .execute(
             "DELETE FROM webhook_deliveries
-             WHERE state != 1 AND COALESCE(last_attempt_ms, created_at_ms) < $1",
+             WHERE (state != 1 AND COALESCE(last_attempt_ms, created_at_ms) < $1)
+                OR (state = 1 AND next_attempt_ms IS NULL AND created_at_ms < $1)",
             &[&before_ms],
+        )
+        .await
+        .map_err(db_error)?;
+    // Those of endpoints deleted while a step wrote them (no foreign key:
+    // a step's fan-out and a delete may pass each other).
+    client
+        .execute(
+            "DELETE FROM webhook_deliveries d WHERE NOT EXISTS
+                 (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id)",
+            &[],
         )
         .await
         .map_err(db_error)?;

@@ -619,9 +619,10 @@ impl WebhookOutbox for SqliteStore {
             .await
     }
 
-    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+    async fn record_attempt(&self, attempt: Attempt) -> Result<bool, StoreError> {
+        let me = self.process_id.clone();
         self.writer
-            .write(move |conn| webhooks::record_attempt(conn, &attempt))
+            .write(move |conn| webhooks::record_attempt(conn, &me, &attempt))
             .await
     }
 

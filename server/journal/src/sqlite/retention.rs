@@ -172,13 +172,23 @@ fn batches(conn: &Connection, compaction: &Compaction) -> Result<(u64, u64), Sto
 }
 
 fn webhooks(conn: &Connection, compaction: &Compaction) -> Result<u64, StoreError> {
+    // Sent and failed ones from their last attempt; parked ones (their
+    // endpoint disabled) from their event.
     let deliveries = conn
         .execute(
             "DELETE FROM webhook_deliveries
-             WHERE state != 1 AND COALESCE(last_attempt_ms, created_at_ms) < ?1",
+             WHERE (state != 1 AND COALESCE(last_attempt_ms, created_at_ms) < ?1)
+                OR (state = 1 AND next_attempt_ms IS NULL AND created_at_ms < ?1)",
             [millis(compaction.events_before)],
         )
         .map_err(io_error)?;
+    // Those of endpoints deleted while a step wrote them.
+    conn.execute(
+        "DELETE FROM webhook_deliveries WHERE NOT EXISTS
+             (SELECT 1 FROM webhook_endpoints e WHERE e.id = webhook_deliveries.endpoint_id)",
+        [],
+    )
+    .map_err(io_error)?;
     super::webhooks::delete_orphaned_messages(conn)?;
     conn.execute(
         "DELETE FROM webhook_subscriptions WHERE

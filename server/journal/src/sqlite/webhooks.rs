@@ -88,7 +88,8 @@ pub(super) fn write_deliveries(conn: &Connection, writes: &StepWrites) -> Result
             .prepare_cached(
                 "INSERT INTO webhook_deliveries
                      (endpoint_id, seq, type_mask, result_key, state, next_attempt_ms, created_at_ms)
-                 SELECT e.id, ?1, e.event_mask & ?2, ?3, 1, ?4, ?4
+                 SELECT e.id, ?1, e.event_mask & ?2, ?3, 1,
+                        CASE WHEN e.disabled_reason IS NULL THEN ?4 END, ?4
                  FROM webhook_endpoints e
                  WHERE e.event_mask & ?2 != 0
                    AND ((e.all_jobs AND e.owner = ?5)
@@ -231,6 +232,14 @@ pub(super) fn update_endpoint(
     if changed == 0 {
         return Ok(None);
     }
+    if change.enable {
+        conn.execute(
+            "UPDATE webhook_deliveries SET next_attempt_ms = ?2
+             WHERE endpoint_id = ?1 AND state = 1 AND next_attempt_ms IS NULL",
+            params![id, millis(SystemTime::now())],
+        )
+        .map_err(io_error)?;
+    }
     endpoint(conn, id)
 }
 
@@ -330,31 +339,43 @@ pub(super) fn release(conn: &Connection, me: &str, keys: &[DeliveryKey]) -> Resu
     Ok(())
 }
 
-pub(super) fn record_attempt(conn: &Connection, attempt: &Attempt) -> Result<(), StoreError> {
+pub(super) fn record_attempt(
+    conn: &Connection,
+    me: &str,
+    attempt: &Attempt,
+) -> Result<bool, StoreError> {
     let (state, next, status, error) = attempt_row(&attempt.outcome);
     let at = millis(attempt.at);
-    conn.prepare_cached(
-        "UPDATE webhook_deliveries SET state = ?3, attempts = attempts + 1,
-             next_attempt_ms = ?4, last_status = ?5, last_error = ?6, last_attempt_ms = ?7,
-             lease_owner = NULL
-         WHERE endpoint_id = ?1 AND seq = ?2",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            attempt.key.endpoint_id,
-            bound(attempt.key.seq),
-            state,
-            next.map(millis),
-            status,
-            error,
-            at
-        ])
-    })
-    .map_err(io_error)?;
+    let recorded = conn
+        .prepare_cached(
+            "UPDATE webhook_deliveries SET state = ?3, attempts = attempts + 1,
+                 next_attempt_ms = ?4, last_status = ?5, last_error = ?6, last_attempt_ms = ?7,
+                 lease_owner = NULL
+             WHERE endpoint_id = ?1 AND seq = ?2 AND lease_owner = ?8",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                attempt.key.endpoint_id,
+                bound(attempt.key.seq),
+                state,
+                next.map(millis),
+                status,
+                error,
+                at,
+                me
+            ])
+        })
+        .map_err(io_error)?;
+    if recorded == 0 {
+        return Ok(false);
+    }
     let endpoint_id = &attempt.key.endpoint_id;
     match &attempt.outcome {
         AttemptOutcome::Delivered { .. } => conn
-            .prepare_cached("UPDATE webhook_endpoints SET failing_since_ms = NULL WHERE id = ?1")
+            .prepare_cached(
+                "UPDATE webhook_endpoints SET failing_since_ms = NULL
+                 WHERE id = ?1 AND failing_since_ms IS NOT NULL",
+            )
             .and_then(|mut s| s.execute([endpoint_id])),
         AttemptOutcome::EndpointGone { reason, .. } => conn
             .prepare_cached(
@@ -381,6 +402,23 @@ pub(super) fn record_attempt(conn: &Connection, attempt: &Attempt) -> Result<(),
                 ])
             }),
     }
+    .map_err(io_error)?;
+    if !matches!(attempt.outcome, AttemptOutcome::Delivered { .. }) {
+        park_if_disabled(conn, endpoint_id)?;
+    }
+    Ok(true)
+}
+
+/// Parks the pending deliveries of `endpoint_id` if it is disabled: no
+/// next attempt, so that claims never look at them, until it is enabled.
+fn park_if_disabled(conn: &Connection, endpoint_id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE webhook_deliveries SET next_attempt_ms = NULL
+         WHERE endpoint_id = ?1 AND state = 1 AND next_attempt_ms IS NOT NULL
+           AND EXISTS (SELECT 1 FROM webhook_endpoints
+                       WHERE id = ?1 AND disabled_reason IS NOT NULL)",
+    )
+    .and_then(|mut s| s.execute([endpoint_id]))
     .map_err(io_error)?;
     Ok(())
 }

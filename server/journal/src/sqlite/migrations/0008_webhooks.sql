@@ -39,6 +39,8 @@ CREATE TABLE webhook_messages (
 );
 
 -- One row per (event, endpoint), written in the transaction of the event.
+-- next_attempt_ms: when it is due; NULL while its endpoint is disabled
+-- (parked, out of the claims' way, until the endpoint is enabled).
 -- state: 1 pending, 2 delivered, 3 failed. lease_owner: the process
 -- sending it now (a process that is not live holds nothing).
 CREATE TABLE webhook_deliveries (
@@ -59,3 +61,10 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms, seq) WHERE state = 1;
 CREATE INDEX webhook_deliveries_by_seq ON webhook_deliveries (seq);
 CREATE INDEX webhook_deliveries_by_key ON webhook_deliveries (result_key, seq);
+-- Each endpoint's pending count, read with the endpoint.
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (endpoint_id) WHERE state = 1;
+-- Listings by state.
+CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (state, seq);
+-- Retention: sent and failed deliveries by their last attempt.
+CREATE INDEX webhook_deliveries_done ON webhook_deliveries (COALESCE(last_attempt_ms, created_at_ms))
+    WHERE state != 1;
