@@ -292,6 +292,7 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
     // 410 disabled the endpoint after one request; its deliveries wait.
     let gone_now = wait_for_endpoint(&mut hooks, &gone.id, |e| !e.disabled_reason.is_empty()).await;
     assert!(gone_now.disabled_reason.contains("410"), "{gone_now:?}");
+    let when_disabled = receiver.received("/gone").len();
     watch_until_done(
         &server,
         vec![pb::JobRef {
@@ -305,7 +306,7 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         receiver.received("/gone").len(),
-        1,
+        when_disabled,
         "a disabled endpoint gets nothing more"
     );
     let gone_now = hooks
@@ -316,6 +317,15 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
         .unwrap()
         .into_inner();
     assert!(gone_now.pending_deliveries >= 2, "{gone_now:?}");
+
+    let refused = hooks
+        .redeliver(pb::RedeliverRequest {
+            delivery_id: receiver.received("/gone")[0].header("webhook-id"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("enable"), "{refused:?}");
 
     // Re-enabled (the receiver is back), everything waiting is sent, and
     // a redelivery sends one again under the same id.
@@ -328,7 +338,7 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
         })
         .await
         .unwrap();
-    let expected = 1 + gone_now.pending_deliveries as usize;
+    let expected = when_disabled + gone_now.pending_deliveries as usize;
     let after = receiver
         .wait_for("/gone", Duration::from_secs(20), |got| {
             got.len() >= expected

@@ -166,11 +166,11 @@ fn dispatcher(setup: &Setup) -> Arc<Dispatcher> {
         Arc::new(SystemResolver),
     )
     .unwrap();
-    Arc::new(Dispatcher {
-        outbox: setup.store.clone(),
-        sealer: setup.sealer.clone(),
+    Arc::new(Dispatcher::new(
+        setup.store.clone(),
+        setup.sealer.clone(),
         client,
-    })
+    ))
 }
 
 /// Deliveries per second of a backlog of [`DELIVERIES`] to `endpoints`.

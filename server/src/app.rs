@@ -344,7 +344,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             cancel.clone(),
         )));
     }
-    let (webhooks, dispatcher) = webhooks(&config, &data_dir, store.clone())?;
+    let (webhooks, dispatcher) = webhooks(&config, &data_dir, store.clone()).await?;
     if let Some(dispatcher) = dispatcher {
         tasks.push(tokio::spawn(dispatcher.run(cancel.clone())));
     }
@@ -433,7 +433,7 @@ async fn open_journal(
 /// The webhooks API, and the sender of deliveries when this retouchd can
 /// open endpoint secrets: with `--webhook-key-file`, or the data
 /// directory's key on a journal of its own.
-fn webhooks(
+async fn webhooks(
     config: &ServerConfig,
     data_dir: &std::path::Path,
     store: Arc<dyn Store>,
@@ -468,6 +468,9 @@ fn webhooks(
         resolver: resolver.clone(),
     };
     let outbox: Arc<dyn retouch_journal::WebhookOutbox> = store;
+    if let Some(sealer) = &sealer {
+        check_webhook_key(outbox.as_ref(), sealer).await?;
+    }
     let endpoints = Arc::new(WebhookEndpoints::new(outbox.clone(), sealer.clone(), rules));
     let dispatcher = match sealer {
         Some(sealer) => {
@@ -481,15 +484,33 @@ fn webhooks(
                 resolver,
             )
             .map_err(StartError::Config)?;
-            Some(Arc::new(Dispatcher {
-                outbox,
-                sealer,
-                client,
-            }))
+            Some(Arc::new(Dispatcher::new(outbox, sealer, client)))
         }
         None => None,
     };
     Ok((endpoints, dispatcher))
+}
+
+/// Refuses to start with a webhook key that does not open the endpoints'
+/// secrets (another `--webhook-key-file`, or a data directory restored
+/// without its `webhook.key`): every delivery would fail.
+async fn check_webhook_key(
+    outbox: &dyn retouch_journal::WebhookOutbox,
+    sealer: &crate::webhooks::SecretSealer,
+) -> Result<(), StartError> {
+    let endpoints = outbox
+        .endpoints(None)
+        .await
+        .map_err(|e| StartError::Config(format!("cannot read the webhook endpoints: {e}")))?;
+    match endpoints.first() {
+        Some(endpoint) if sealer.open(&endpoint.id, &endpoint.sealed_secret).is_err() => {
+            Err(StartError::Config(format!(
+                "the webhook key does not open the secrets of the journal's {} webhook endpoints: give the --webhook-key-file they were made with (a data directory restored from a backup needs its webhook.key too)",
+                endpoints.len()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -207,7 +207,7 @@ async fn two_replicas_deliver_every_event_to_every_endpoint_through_a_sigkill() 
     // Each attempt's record follows its answer: wait for the last ones.
     let mut hooks = WebhooksClient::new(channel(&urls[1]).await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
-    for endpoint in [&all, &done] {
+    for (endpoint, expected) in [(&all, expected_all.len()), (&done, expected_done.len())] {
         loop {
             let page = hooks
                 .list_deliveries(pb::ListDeliveriesRequest {
@@ -218,6 +218,7 @@ async fn two_replicas_deliver_every_event_to_every_endpoint_through_a_sigkill() 
                 .await
                 .unwrap()
                 .into_inner();
+            assert_eq!(page.deliveries.len(), expected, "one delivery per event");
             let recorded = page
                 .deliveries
                 .iter()

@@ -226,7 +226,10 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
     );
     assert_eq!(b_endpoint.pending_deliveries, 1, "it waits to be enabled");
     let b2 = store.delivery(&key("b", 2)).await.unwrap().unwrap();
-    assert_eq!(b2.next_attempt_at, None, "parked while its endpoint is disabled");
+    assert_eq!(
+        b2.next_attempt_at, None,
+        "parked while its endpoint is disabled"
+    );
     let a_endpoint = store.endpoint("a").await.unwrap().unwrap();
     assert!(a_endpoint.failing_since.is_some());
     assert!(a_endpoint.disabled_reason.is_none());
@@ -378,7 +381,10 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
     );
     assert!(store.delivery(&key("a", 1)).await.unwrap().is_none());
     assert!(store.delivery(&key("a", 2)).await.unwrap().is_none());
-    assert!(store.delivery(&key("b", 2)).await.unwrap().is_some(), "b is enabled again");
+    assert!(
+        store.delivery(&key("b", 2)).await.unwrap().is_some(),
+        "b is enabled again"
+    );
 
     // Deleting an endpoint drops its pending deliveries.
     assert_eq!(store.delete_endpoint("d").await.unwrap(), Some(2));

@@ -65,7 +65,15 @@ pub struct SignedMessage<'a> {
 }
 
 /// POSTs `message` to `url`, through the guard, following no redirect.
+/// What the answer said is kept (for `last_error`, which the endpoint's
+/// owner reads) only from public destinations: an origin the operator
+/// allowed may be internal, and a webhook must not become a way to read
+/// it.
 pub async fn send(client: &GuardedClient, url: &str, message: SignedMessage<'_>) -> Answer {
+    let public = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| client.policy().route(&u).ok())
+        == Some(crate::outbound::Route::Guarded);
     let sent = client
         .send(reqwest::Method::POST, url, |request| {
             request
@@ -101,6 +109,8 @@ pub async fn send(client: &GuardedClient, url: &str, message: SignedMessage<'_>)
         .map(str::to_owned);
     let body = read_capped(response).await;
     let excerpt = match location {
+        _ if status.is_redirection() && !public => "redirects are not followed".to_owned(),
+        _ if !public => String::new(),
         Some(location) if status.is_redirection() => {
             format!("redirects are not followed (Location: {location})")
         }

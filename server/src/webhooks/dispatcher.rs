@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use retouch_journal::{Attempt, AttemptOutcome, DueDelivery, StoreError, WebhookOutbox};
+use retouch_journal::{Attempt, AttemptOutcome, DueDelivery, EndpointRecord, WebhookOutbox};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{self, Answer, FAILING_LIMIT, SignedMessage};
+use super::attempt::{self, FAILING_LIMIT, SignedMessage};
 use super::payload;
 use super::secret::{SecretBytes, SecretSealer};
 use super::signature::signature_header;
@@ -41,31 +41,60 @@ const POLL_FALLBACK: Duration = Duration::from_secs(1);
 const IDLE_QUEUE: Duration = Duration::from_secs(60);
 /// How often the outbox gauges are refreshed.
 const COUNTS_EVERY: Duration = Duration::from_secs(15);
-/// Tries at recording an attempt before giving up (the delivery is then
-/// sent again by whoever claims it next).
-const RECORD_TRIES: u32 = 5;
+/// Longest wait between tries at recording an attempt or releasing a
+/// delivery while the journal cannot be written.
+const RECORD_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What every attempt needs.
 pub struct Dispatcher {
     /// The journal's outbox.
-    pub outbox: Arc<dyn WebhookOutbox>,
+    outbox: Arc<dyn WebhookOutbox>,
     /// Opens the endpoints' secrets.
-    pub sealer: Arc<SecretSealer>,
+    sealer: Arc<SecretSealer>,
     /// Sends through the outbound guard, following no redirect.
-    pub client: GuardedClient,
+    client: GuardedClient,
+    /// Set when a secret does not open with this process's key: nothing
+    /// more is claimed (each claim would fail the same way) until the
+    /// operator gives the right key and restarts.
+    key_refused: AtomicBool,
 }
 
 /// Wakes the claiming loop when a full queue has room again.
 #[derive(Default)]
 struct Room(tokio::sync::Notify);
 
+/// A claimed delivery waiting in its endpoint's queue.
+struct Queued {
+    due: DueDelivery,
+    /// When the claim read it (and its endpoint).
+    claimed: Instant,
+}
+
 /// One endpoint's queue, as the claiming loop sees it.
 struct EndpointQueue {
-    sender: mpsc::UnboundedSender<DueDelivery>,
+    sender: mpsc::UnboundedSender<Queued>,
     queued: Arc<AtomicUsize>,
 }
 
+/// How long a queue trusts what it read of its endpoint.
+const ENDPOINT_FRESH: Duration = Duration::from_secs(1);
+
 impl Dispatcher {
+    /// A sender of `outbox`'s deliveries, opening secrets with `sealer` and
+    /// sending with `client` (which must follow no redirect).
+    pub fn new(
+        outbox: Arc<dyn WebhookOutbox>,
+        sealer: Arc<SecretSealer>,
+        client: GuardedClient,
+    ) -> Dispatcher {
+        Dispatcher {
+            outbox,
+            sealer,
+            client,
+            key_refused: AtomicBool::new(false),
+        }
+    }
+
     /// Sends deliveries until `stop` is cancelled; then lets go of those
     /// not started and waits for the attempts in flight.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
@@ -76,6 +105,10 @@ impl Dispatcher {
         while !stop.is_cancelled() {
             queues.retain(|_, q| !q.sender.is_closed());
             while workers.try_join_next().is_some() {}
+            if self.key_refused.load(Ordering::Acquire) {
+                stop.cancelled().await;
+                break;
+            }
             let full: Vec<String> = queues
                 .iter()
                 .filter(|(_, q)| q.queued.load(Ordering::Acquire) >= MAX_QUEUED_PER_ENDPOINT)
@@ -124,6 +157,10 @@ impl Dispatcher {
             .entry(endpoint_id.clone())
             .or_insert_with(|| self.start_queue(workers, stop, room));
         queue.queued.fetch_add(1, Ordering::AcqRel);
+        let delivery = Queued {
+            due: delivery,
+            claimed: Instant::now(),
+        };
         if let Err(returned) = queue.sender.send(delivery) {
             // The queue went idle and stopped just now: start another.
             let queue = self.start_queue(workers, stop, room);
@@ -153,7 +190,7 @@ impl Dispatcher {
     /// One endpoint's queue: starts attempts in order, a few at a time.
     async fn serve_endpoint(
         self: Arc<Self>,
-        mut receiver: mpsc::UnboundedReceiver<DueDelivery>,
+        mut receiver: mpsc::UnboundedReceiver<Queued>,
         queued: Arc<AtomicUsize>,
         stop: CancellationToken,
         room: Arc<Room>,
@@ -162,6 +199,7 @@ impl Dispatcher {
         let gone = Arc::new(AtomicBool::new(false));
         let mut attempts = JoinSet::new();
         let mut not_sent = Vec::new();
+        let mut endpoint: Option<(EndpointRecord, Instant)> = None;
         loop {
             let next = tokio::select! {
                 biased;
@@ -177,19 +215,15 @@ impl Dispatcher {
                     }
                 },
             };
-            let Some(due) = next else { break };
+            let Some(Queued { mut due, claimed }) = next else {
+                break;
+            };
             // Half empty again: the claiming loop may have skipped this
             // endpoint while it was full.
             if queued.fetch_sub(1, Ordering::AcqRel) == MAX_QUEUED_PER_ENDPOINT / 2 + 1 {
                 room.0.notify_one();
             }
             while attempts.try_join_next().is_some() {}
-            if gone.load(Ordering::Acquire) {
-                // The endpoint is disabled: what is queued waits for it to
-                // be enabled, and a new queue serves it then.
-                not_sent.push(due.record.key);
-                break;
-            }
             let permit = tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
@@ -198,17 +232,82 @@ impl Dispatcher {
                 }
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
+            // Queued deliveries may wait long behind a slow receiver: each
+            // is sent as its endpoint stands now (a new URL, a rotated
+            // secret), and none once it is deleted or disabled.
+            match self.endpoint_now(&mut endpoint, &due, claimed).await {
+                Some(current) if !gone.load(Ordering::Acquire) => due.endpoint = current,
+                _ => {
+                    // What is queued waits for the endpoint to be enabled,
+                    // and a new queue serves it then.
+                    not_sent.push(due.record.key);
+                    break;
+                }
+            }
             let (this, gone) = (self.clone(), gone.clone());
             attempts.spawn(async move { this.attempt(due, &gone, permit).await });
         }
         receiver.close();
-        while let Ok(due) = receiver.try_recv() {
-            not_sent.push(due.record.key);
+        while let Ok(queued) = receiver.try_recv() {
+            not_sent.push(queued.due.record.key);
         }
-        if let Err(e) = self.outbox.release_deliveries(not_sent).await {
-            tracing::warn!(error = %e, "cannot release webhook deliveries not sent; they wait for this process's lease to lapse");
-        }
+        self.release(not_sent, &stop).await;
         while attempts.join_next().await.is_some() {}
+    }
+
+    /// The endpoint of `due` as it stands: the newest of what its claim
+    /// read (at `claimed`) and what this queue read last, if that is
+    /// younger than [`ENDPOINT_FRESH`], else read anew; `None` once it is
+    /// deleted or disabled. While the journal cannot be read, the newest
+    /// known.
+    async fn endpoint_now(
+        &self,
+        cache: &mut Option<(EndpointRecord, Instant)>,
+        due: &DueDelivery,
+        claimed: Instant,
+    ) -> Option<EndpointRecord> {
+        if cache.as_ref().is_none_or(|(_, read)| *read < claimed) {
+            *cache = Some((due.endpoint.clone(), claimed));
+        }
+        if let Some((endpoint, read)) = cache.as_ref()
+            && read.elapsed() < ENDPOINT_FRESH
+        {
+            return endpoint.disabled_reason.is_none().then(|| endpoint.clone());
+        }
+        match self.outbox.endpoint(&due.endpoint.id).await {
+            Ok(Some(endpoint)) if endpoint.disabled_reason.is_none() => {
+                *cache = Some((endpoint.clone(), Instant::now()));
+                Some(endpoint)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read a webhook endpoint; sending as claimed");
+                cache.as_ref().map(|(endpoint, _)| endpoint.clone())
+            }
+        }
+    }
+
+    /// Lets go of deliveries not sent, trying until it works or the
+    /// dispatcher stops (then the process's end lets go of them).
+    async fn release(&self, keys: Vec<retouch_journal::DeliveryKey>, stop: &CancellationToken) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.outbox.release_deliveries(keys.clone()).await {
+                Ok(()) => return,
+                Err(e) if stop.is_cancelled() => {
+                    tracing::warn!(error = %e, deliveries = keys.len(), "cannot release webhook deliveries while stopping; the next start sends them");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot release webhook deliveries; will retry");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RECORD_BACKOFF_MAX);
+                }
+            }
+        }
     }
 
     /// Makes one attempt and records it. `permit` is the attempt's place
@@ -217,28 +316,35 @@ impl Dispatcher {
     /// records of many attempts) never hold up the sending.
     async fn attempt(&self, due: DueDelivery, gone: &AtomicBool, permit: OwnedSemaphorePermit) {
         let message = payload::message(&due);
-        let answer = match self.secrets(&due) {
-            Ok(secrets) => {
-                let timestamp = unix_seconds(SystemTime::now());
-                let signature = signature_header(&secrets, &message.id, timestamp, &message.body);
-                let started = Instant::now();
-                let answer = attempt::send(
-                    &self.client,
-                    &due.endpoint.url,
-                    SignedMessage {
-                        id: &message.id,
-                        timestamp,
-                        signature: &signature,
-                        body: &message.body,
-                    },
-                )
-                .await;
-                metrics::histogram!("retouch_webhook_attempt_duration_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                answer
+        let secrets = match self.secrets(&due) {
+            Ok(secrets) => secrets,
+            Err(error) => {
+                // The key is wrong, not the endpoint: nothing is counted
+                // against the delivery, and nothing more is claimed.
+                if !self.key_refused.swap(true, Ordering::AcqRel) {
+                    tracing::error!(endpoint = %due.endpoint.id, %error, "webhook deliveries stopped");
+                }
+                self.release(vec![due.record.key], &CancellationToken::new())
+                    .await;
+                return;
             }
-            Err(error) => Answer::None { error },
         };
+        let timestamp = unix_seconds(SystemTime::now());
+        let signature = signature_header(&secrets, &message.id, timestamp, &message.body);
+        let started = Instant::now();
+        let answer = attempt::send(
+            &self.client,
+            &due.endpoint.url,
+            SignedMessage {
+                id: &message.id,
+                timestamp,
+                signature: &signature,
+                body: &message.body,
+            },
+        )
+        .await;
+        metrics::histogram!("retouch_webhook_attempt_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         drop(permit);
         let now = SystemTime::now();
         if due.record.attempts == 0
@@ -299,17 +405,21 @@ impl Dispatcher {
         Ok(secrets)
     }
 
+    /// Records an attempt, trying until it works: while it is not
+    /// recorded, this process holds the delivery and nobody sends it.
     async fn record(&self, attempt: Attempt) {
         let mut wait = Duration::from_millis(100);
-        for tries in 1..=RECORD_TRIES {
+        loop {
             match self.outbox.record_attempt(attempt.clone()).await {
-                Ok(()) => return,
-                Err(e) if tries == RECORD_TRIES => {
-                    tracing::error!(error = %e, webhook_id = %payload::webhook_id(&attempt.key), "cannot record a webhook attempt; the delivery will be sent again");
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::info!(webhook_id = %payload::webhook_id(&attempt.key), "a webhook delivery was taken over by another replica before its attempt was recorded; it may be sent twice");
+                    return;
                 }
-                Err(StoreError::Unavailable(_) | StoreError::Corrupt(_)) => {
+                Err(e) => {
+                    tracing::warn!(error = %e, webhook_id = %payload::webhook_id(&attempt.key), "cannot record a webhook attempt; will retry");
                     tokio::time::sleep(wait).await;
-                    wait *= 2;
+                    wait = (wait * 2).min(RECORD_BACKOFF_MAX);
                 }
             }
         }
@@ -425,11 +535,7 @@ mod tests {
             Arc::new(Rebound),
         )
         .unwrap();
-        let dispatcher = Arc::new(Dispatcher {
-            outbox: store.clone(),
-            sealer,
-            client,
-        });
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), sealer, client));
         let stop = CancellationToken::new();
         let running = tokio::spawn(dispatcher.run(stop.clone()));
         let key = DeliveryKey {

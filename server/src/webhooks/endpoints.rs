@@ -284,7 +284,13 @@ impl WebhookEndpoints {
                 ),
             )])
         })?;
-        self.visible(caller, &key.endpoint_id).await?;
+        let endpoint = self.visible(caller, &key.endpoint_id).await?;
+        if let Some(reason) = &endpoint.disabled_reason {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "endpoint {} is disabled ({reason}): nothing is sent to it; enable it first (UpdateEndpoint with enable set), and its waiting deliveries go out",
+                endpoint.id
+            )));
+        }
         let missing = || ServiceError::NotFound(format!("no webhook delivery {delivery_id:?}"));
         if !self.outbox.redeliver(&key, SystemTime::now()).await? {
             return Err(missing());
