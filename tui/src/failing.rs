@@ -23,6 +23,7 @@ pub async fn poll(client: Client, updates: mpsc::Sender<Update>) {
     loop {
         tick.tick().await;
         let mut failing = Vec::new();
+        let mut complete = true;
         for status in [pb::DeliveryStatus::Pending, pb::DeliveryStatus::Failed] {
             let request = client.request(pb::ListDeliveriesRequest {
                 status: status as i32,
@@ -41,9 +42,13 @@ pub async fn poll(client: Client, updates: mpsc::Sender<Update>) {
                 {
                     return;
                 }
-                // Disconnected: the Watch task reports that; try again later.
-                Err(_) => continue,
+                // Disconnected: the Watch task reports that. A partial
+                // list would make the count flicker: keep the last one.
+                Err(_) => complete = false,
             }
+        }
+        if !complete {
+            continue;
         }
         if updates
             .send(Update::FailingDeliveries(failing))

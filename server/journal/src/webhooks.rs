@@ -446,8 +446,8 @@ pub(crate) struct EventFanOut<'a> {
     pub owner: &'a str,
     /// The submission that created the job ('' for adopted jobs).
     pub submission_id: &'a str,
-    /// The job after the step, encoded.
-    pub job: Vec<u8>,
+    /// The job after the step (encoded only if a delivery is written).
+    pub job: &'a pb::Job,
 }
 
 /// The fan-outs of a step: one per event that some endpoint could receive,
@@ -474,7 +474,7 @@ pub(crate) fn fan_outs(writes: &crate::StepWrites) -> Vec<EventFanOut<'_>> {
                 result_key: &event.result_key,
                 owner: &job.submitted_by,
                 submission_id: &job.submission_id,
-                job: prost::Message::encode_to_vec(job),
+                job,
             })
         })
         .collect()

@@ -114,6 +114,10 @@ impl Dispatcher {
                 .filter(|(_, q)| q.queued.load(Ordering::Acquire) >= MAX_QUEUED_PER_ENDPOINT)
                 .map(|(id, _)| id.clone())
                 .collect();
+            if counted.elapsed() >= COUNTS_EVERY {
+                counted = Instant::now();
+                self.refresh_counts().await;
+            }
             match self
                 .outbox
                 .claim_deliveries(CLAIM_BATCH, full, SystemTime::now())
@@ -129,10 +133,6 @@ impl Dispatcher {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries; will retry"),
-            }
-            if counted.elapsed() >= COUNTS_EVERY {
-                counted = Instant::now();
-                self.refresh_counts().await;
             }
             tokio::select! {
                 _ = stop.cancelled() => {}

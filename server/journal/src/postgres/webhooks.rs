@@ -115,7 +115,11 @@ pub(super) async fn write_deliveries<C: GenericClient>(
                 .execute(
                     "INSERT INTO webhook_messages (seq, event, job) VALUES ($1, $2, $3)
                      ON CONFLICT DO NOTHING",
-                    &[&fan_out.seq, &event, &fan_out.job],
+                    &[
+                        &fan_out.seq,
+                        &event,
+                        &prost::Message::encode_to_vec(fan_out.job),
+                    ],
                 )
                 .await
                 .map_err(db_error)?;

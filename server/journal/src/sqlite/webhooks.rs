@@ -119,7 +119,13 @@ pub(super) fn write_deliveries(conn: &Connection, writes: &StepWrites) -> Result
                 "INSERT INTO webhook_messages (seq, event, job) VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
             )
-            .and_then(|mut s| s.execute(params![fan_out.seq, event, fan_out.job]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    fan_out.seq,
+                    event,
+                    prost::Message::encode_to_vec(fan_out.job)
+                ])
+            })
             .map_err(io_error)?;
         }
     }
