@@ -762,3 +762,31 @@ async fn the_cli_registers_an_endpoint_submits_to_it_and_lists_and_redelivers() 
     assert_eq!(exit, Exit::NotFound);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_quiets_the_whole_endpoint_not_only_its_delivery() {
+    let receiver = Receiver::start().await;
+    let server = server(config_for(&receiver)).await;
+    let mut hooks = webhooks(&server).await;
+    receiver.queue("/slow", [Answer::status(429).with("retry-after", "3")]);
+    let slow = create(&mut hooks, receiver.url("/slow"), true, &[]).await;
+    submit_matting_sample(&server).await;
+    // The accepted event is throttled; the transitions that follow within
+    // the quiet second wait for it to pass.
+    let got = receiver
+        .wait_for("/slow", Duration::from_secs(60), |got| {
+            got.iter()
+                .any(|r| r.verified(&slow.secret)["type"] == "job.completed")
+        })
+        .await;
+    let throttled = got[0].at;
+    for later in &got[1..] {
+        let after = later.at - throttled;
+        assert!(
+            after >= Duration::from_millis(2900),
+            "{} came {after:?} after the 429 that asked for 3 s",
+            later.header("webhook-id")
+        );
+    }
+    server.shutdown().await;
+}

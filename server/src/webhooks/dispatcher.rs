@@ -63,6 +63,33 @@ pub struct Dispatcher {
 #[derive(Default)]
 struct Room(tokio::sync::Notify);
 
+/// What attempts tell their endpoint's queue.
+#[derive(Default)]
+struct EndpointSignals {
+    /// It answered 410: it is disabled.
+    gone: AtomicBool,
+    /// It asked to be left alone until then (`Retry-After` on 429 and
+    /// 5xx): no attempt to it starts before.
+    quiet_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl EndpointSignals {
+    fn quiet_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut quiet = self.quiet_until.lock().unwrap_or_else(|e| e.into_inner());
+        *quiet = Some(quiet.map_or(until, |q| q.max(until)));
+    }
+
+    fn quiet_left(&self) -> Option<Duration> {
+        let quiet = self.quiet_until.lock().unwrap_or_else(|e| e.into_inner());
+        quiet.and_then(|until| until.checked_duration_since(Instant::now()))
+    }
+}
+
+/// Longest `Retry-After` a queue waits out with its deliveries in hand;
+/// beyond it, it lets them go, and each is tried again on its schedule.
+const MAX_QUIET_IN_QUEUE: Duration = Duration::from_secs(60);
+
 /// A claimed delivery waiting in its endpoint's queue.
 struct Queued {
     due: DueDelivery,
@@ -196,7 +223,7 @@ impl Dispatcher {
         room: Arc<Room>,
     ) {
         let permits = Arc::new(Semaphore::new(CONCURRENCY_PER_ENDPOINT));
-        let gone = Arc::new(AtomicBool::new(false));
+        let signals = Arc::new(EndpointSignals::default());
         let mut attempts = JoinSet::new();
         let mut not_sent = Vec::new();
         let mut endpoint: Option<(EndpointRecord, Instant)> = None;
@@ -235,8 +262,21 @@ impl Dispatcher {
             // Queued deliveries may wait long behind a slow receiver: each
             // is sent as its endpoint stands now (a new URL, a rotated
             // secret), and none once it is deleted or disabled.
+            if let Some(quiet) = signals.quiet_left() {
+                if quiet > MAX_QUIET_IN_QUEUE {
+                    not_sent.push(due.record.key);
+                    break;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        not_sent.push(due.record.key);
+                        break;
+                    }
+                    _ = tokio::time::sleep(quiet) => {}
+                }
+            }
             match self.endpoint_now(&mut endpoint, &due, claimed).await {
-                Some(current) if !gone.load(Ordering::Acquire) => due.endpoint = current,
+                Some(current) if !signals.gone.load(Ordering::Acquire) => due.endpoint = current,
                 _ => {
                     // What is queued waits for the endpoint to be enabled,
                     // and a new queue serves it then.
@@ -244,8 +284,8 @@ impl Dispatcher {
                     break;
                 }
             }
-            let (this, gone) = (self.clone(), gone.clone());
-            attempts.spawn(async move { this.attempt(due, &gone, permit).await });
+            let (this, signals) = (self.clone(), signals.clone());
+            attempts.spawn(async move { this.attempt(due, &signals, permit).await });
         }
         receiver.close();
         while let Ok(queued) = receiver.try_recv() {
@@ -314,7 +354,12 @@ impl Dispatcher {
     /// among its endpoint's connections: given back once the answer is in,
     /// before recording, so that the journal's commits (which group the
     /// records of many attempts) never hold up the sending.
-    async fn attempt(&self, due: DueDelivery, gone: &AtomicBool, permit: OwnedSemaphorePermit) {
+    async fn attempt(
+        &self,
+        due: DueDelivery,
+        signals: &EndpointSignals,
+        permit: OwnedSemaphorePermit,
+    ) {
         let message = payload::message(&due);
         let secrets = match self.secrets(&due) {
             Ok(secrets) => secrets,
@@ -346,6 +391,13 @@ impl Dispatcher {
         metrics::histogram!("retouch_webhook_attempt_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         drop(permit);
+        if let attempt::Answer::Status {
+            retry_after: Some(wait),
+            ..
+        } = &answer
+        {
+            signals.quiet_for(*wait);
+        }
         let now = SystemTime::now();
         if due.record.attempts == 0
             && let Ok(delay) = now.duration_since(due.record.created_at)
@@ -369,7 +421,7 @@ impl Dispatcher {
         match &outcome {
             AttemptOutcome::Delivered { .. } => {}
             AttemptOutcome::EndpointGone { reason, .. } => {
-                gone.store(true, Ordering::Release);
+                signals.gone.store(true, Ordering::Release);
                 tracing::warn!(endpoint = %due.endpoint.id, %reason, "webhook endpoint disabled");
             }
             AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed { error, .. } => {
