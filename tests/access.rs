@@ -36,14 +36,6 @@ async fn server_with_tokens(
     (server(config).await, secrets)
 }
 
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 /// The limit and subject a RESOURCE_EXHAUSTED status names.
 fn quota(status: &tonic::Status) -> (String, String) {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");

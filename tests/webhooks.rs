@@ -410,14 +410,6 @@ async fn wait_for_endpoint(
     }
 }
 
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_belong_to_their_token_and_refused_urls_get_nothing() {
     let receiver = Receiver::start().await;

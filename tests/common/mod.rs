@@ -58,6 +58,15 @@ pub fn test_config() -> ServerConfig {
     config
 }
 
+/// `message` with `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
 /// A started server.
 pub async fn server(config: ServerConfig) -> RunningServer {
     start(config).await.expect("retouchd starts")

@@ -380,6 +380,25 @@ pub trait WebhookOutbox: Send + Sync + 'static {
     async fn wait_for_deliveries(&self, fallback: std::time::Duration);
 }
 
+/// The endpoint columns every read selects (alias `e`), in the order both
+/// dialects' row readers take them, with its count of pending deliveries.
+pub(crate) const ENDPOINT_COLUMNS: &str = "e.id, e.owner, e.url, e.description, e.event_mask,
+     e.all_jobs, e.sealed_secret, e.previous_secret, e.previous_until_ms, e.created_at_ms,
+     e.disabled_reason, e.failing_since_ms,
+     (SELECT count(*) FROM webhook_deliveries p WHERE p.endpoint_id = e.id AND p.state = 1)";
+
+/// [`ENDPOINT_COLUMNS`] with 0 for the count, for claims: counting an
+/// endpoint's backlog for each delivery claimed made a claim quadratic.
+pub(crate) const ENDPOINT_COLUMNS_UNCOUNTED: &str = "e.id, e.owner, e.url, e.description,
+     e.event_mask, e.all_jobs, e.sealed_secret, e.previous_secret, e.previous_until_ms,
+     e.created_at_ms, e.disabled_reason, e.failing_since_ms, CAST(0 AS BIGINT)";
+
+/// The delivery columns every read selects (alias `d`), in the order both
+/// dialects' row readers take them.
+pub(crate) const DELIVERY_COLUMNS: &str = "d.endpoint_id, d.seq, d.type_mask, d.result_key,
+     d.state, d.attempts, d.next_attempt_ms, d.last_status, d.last_error, d.created_at_ms,
+     d.last_attempt_ms";
+
 /// Delivery states as stored.
 pub(crate) const DELIVERY_PENDING: i32 = 1;
 /// Delivered.

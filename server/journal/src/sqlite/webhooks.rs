@@ -7,29 +7,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::errors::io_error;
 use crate::rows::{bound, decode, from_millis, millis, seq};
 use crate::webhooks::{
-    Attempt, AttemptOutcome, DELIVERY_PENDING, DeliveryKey, DeliveryQuery, DeliveryRecord,
-    DueDelivery, EndpointChange, EndpointRecord, OutboxCounts, attempt_row, fan_outs, state_code,
-    state_of,
+    Attempt, AttemptOutcome, DELIVERY_COLUMNS, DELIVERY_PENDING, DeliveryKey, DeliveryQuery,
+    DeliveryRecord, DueDelivery, ENDPOINT_COLUMNS, ENDPOINT_COLUMNS_UNCOUNTED, EndpointChange,
+    EndpointRecord, OutboxCounts, attempt_row, fan_outs, state_code, state_of,
 };
 use crate::{StepWrites, StoreError};
-
-/// The endpoint columns every read selects, in [`endpoint_at`]'s order,
-/// with its count of pending deliveries.
-const ENDPOINT_COLUMNS: &str = "e.id, e.owner, e.url, e.description, e.event_mask, e.all_jobs,
-     e.sealed_secret, e.previous_secret, e.previous_until_ms, e.created_at_ms,
-     e.disabled_reason, e.failing_since_ms,
-     (SELECT count(*) FROM webhook_deliveries p WHERE p.endpoint_id = e.id AND p.state = 1)";
-
-/// [`ENDPOINT_COLUMNS`] without the count (0), for claims: counting an
-/// endpoint's backlog for each delivery claimed made a claim quadratic.
-const ENDPOINT_COLUMNS_UNCOUNTED: &str = "e.id, e.owner, e.url, e.description, e.event_mask,
-     e.all_jobs, e.sealed_secret, e.previous_secret, e.previous_until_ms, e.created_at_ms,
-     e.disabled_reason, e.failing_since_ms, 0";
-
-/// The delivery columns every read selects, in [`delivery_at`]'s order.
-const DELIVERY_COLUMNS: &str = "d.endpoint_id, d.seq, d.type_mask, d.result_key, d.state,
-     d.attempts, d.next_attempt_ms, d.last_status, d.last_error, d.created_at_ms,
-     d.last_attempt_ms";
 
 /// An endpoint from 13 columns starting at `at`.
 fn endpoint_at(row: &Row<'_>, at: usize) -> rusqlite::Result<EndpointRecord> {
