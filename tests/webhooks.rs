@@ -782,3 +782,95 @@ async fn retry_after_quiets_the_whole_endpoint_not_only_its_delivery() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_jobs_each_complete_once_a_huge_answer_is_cut_and_a_hung_receiver_delays_no_other() {
+    let receiver = Receiver::start().await;
+    let mut config = config_for(&receiver);
+    config.target = retouch_server::app::UpstreamTarget::Local(local_config(
+        retouch_server::local::FaultConfig {
+            task_duration: Duration::from_millis(300),
+            ..Default::default()
+        },
+    ));
+    let server = server(config).await;
+    let mut hooks = webhooks(&server).await;
+    // One receiver answers 200 at once; one hangs for 60 s (longer than
+    // the 15 s an attempt may take); one answers 500 with 64 MiB.
+    let done = create(&mut hooks, receiver.url("/done"), true, &["job.completed"]).await;
+    receiver.always(
+        "/hung",
+        Answer {
+            delay: Duration::from_secs(60),
+            ..Answer::status(200)
+        },
+    );
+    create(&mut hooks, receiver.url("/hung"), true, &["job.completed"]).await;
+    receiver.always(
+        "/huge",
+        Answer {
+            body_bytes: 64 * 1024 * 1024,
+            ..Answer::status(500)
+        },
+    );
+    let huge = create(&mut hooks, receiver.url("/huge"), true, &["job.accepted"]).await;
+
+    let started = std::time::Instant::now();
+    let mut keys = BTreeSet::new();
+    for _ in 0..20 {
+        keys.insert(submit_matting_sample(&server).await.job.unwrap().result_key);
+    }
+    let got = receiver
+        .wait_for("/done", Duration::from_secs(120), |got| got.len() >= 20)
+        .await;
+    let all_in = started.elapsed();
+    let completed: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let body = r.verified(&done.secret);
+            assert_eq!(body["type"], "job.completed");
+            body["data"]["result_key"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        completed.iter().cloned().collect::<BTreeSet<_>>(),
+        keys,
+        "every job's completion, with its result key"
+    );
+    assert_eq!(completed.len(), 20, "each once");
+    // Each completion arrived right after its event, while the hung
+    // receiver held its endpoint's connections for 15 s at a time: its
+    // queue held no other endpoint back.
+    assert!(
+        !receiver.received("/hung").is_empty(),
+        "the hung receiver was tried"
+    );
+    let slowest = got
+        .iter()
+        .map(|r| {
+            let body = r.verified(&done.secret);
+            let time = humantime::parse_rfc3339(body["data"]["time"].as_str().unwrap()).unwrap();
+            r.wall.duration_since(time).unwrap_or_default()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        slowest < attempt_limit() / 2,
+        "a completion came {slowest:?} after its event"
+    );
+    eprintln!(
+        "20 jobs: every completion delivered {:.1} s after the first submit, at most {slowest:?} after its event, beside a receiver that hangs",
+        all_in.as_secs_f64()
+    );
+    // The 64 MiB answer was read to its first 64 KiB and recorded as the
+    // 500 it was, not as a timeout.
+    let cut = wait_for_delivery(&mut hooks, &huge.id, |d| d.attempts >= 1).await;
+    assert_eq!(cut.last_http_status, 500, "{cut:?}");
+    assert!(cut.last_error.starts_with("HTTP 500"), "{cut:?}");
+    server.shutdown().await;
+}
+
+/// How long one attempt may take (`ATTEMPT_TIMEOUT`).
+fn attempt_limit() -> Duration {
+    retouch_server::webhooks::attempt::ATTEMPT_TIMEOUT
+}

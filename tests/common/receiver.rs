@@ -22,6 +22,8 @@ pub struct Received {
     pub body: Bytes,
     /// When it came.
     pub at: Instant,
+    /// When it came, by the wall clock (to compare with event times).
+    pub wall: std::time::SystemTime,
 }
 
 impl Received {
@@ -59,6 +61,8 @@ pub struct Answer {
     pub headers: Vec<(&'static str, String)>,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// A body of this many bytes (streamed), instead of none.
+    pub body_bytes: usize,
 }
 
 impl Answer {
@@ -67,6 +71,7 @@ impl Answer {
             status,
             headers: Vec::new(),
             delay: Duration::ZERO,
+            body_bytes: 0,
         }
     }
 
@@ -197,6 +202,7 @@ async fn answer(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: By
             headers,
             body,
             at: Instant::now(),
+            wall: std::time::SystemTime::now(),
         });
         let queued = state.queued.get_mut(&path).and_then(VecDeque::pop_front);
         queued
@@ -204,7 +210,12 @@ async fn answer(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: By
             .unwrap_or_else(|| Answer::status(200))
     };
     tokio::time::sleep(answer.delay).await;
-    let mut response = StatusCode::from_u16(answer.status).unwrap().into_response();
+    const CHUNK: usize = 64 * 1024;
+    let chunks = answer.body_bytes.div_ceil(CHUNK);
+    let body = axum::body::Body::from_stream(futures::stream::iter(
+        (0..chunks).map(|_| Ok::<_, std::convert::Infallible>(Bytes::from_static(&[b'x'; CHUNK]))),
+    ));
+    let mut response = (StatusCode::from_u16(answer.status).unwrap(), body).into_response();
     for (name, value) in answer.headers {
         response.headers_mut().insert(name, value.parse().unwrap());
     }

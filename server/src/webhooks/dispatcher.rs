@@ -615,3 +615,90 @@ mod tests {
         assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
     }
 }
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+    use base64::Engine as _;
+    use retouch_journal::{DeliveryKey, DeliveryRecord, DeliveryState, SqliteStore};
+    use secrecy::ExposeSecret;
+
+    /// During a rotation's overlap both secrets sign; after it, only the
+    /// new one does: checked with the `standardwebhooks` crate.
+    #[tokio::test]
+    async fn the_old_secret_signs_only_until_its_overlap_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SecretSealer::from_key_file(&dir.path().join("key"), true).unwrap());
+        let client = GuardedClient::without_redirects(
+            crate::outbound::OutboundPolicy::default(),
+            &crate::outbound::ClientLimits {
+                timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(1),
+                user_agent: "test".into(),
+            },
+            Arc::new(crate::outbound::SystemResolver),
+        )
+        .unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let dispatcher = Dispatcher::new(store, sealer.clone(), client);
+        let (old, new) = (sealer.new_secret().unwrap(), sealer.new_secret().unwrap());
+        let due = |until: SystemTime| DueDelivery {
+            record: DeliveryRecord {
+                key: DeliveryKey {
+                    endpoint_id: "ep_r".into(),
+                    seq: 1,
+                },
+                type_mask: 1,
+                result_key: String::new(),
+                state: DeliveryState::Pending,
+                attempts: 0,
+                next_attempt_at: None,
+                last_status: None,
+                last_error: None,
+                created_at: SystemTime::now(),
+                last_attempt_at: None,
+            },
+            endpoint: EndpointRecord {
+                id: "ep_r".into(),
+                owner: String::new(),
+                url: String::new(),
+                description: String::new(),
+                event_mask: 1,
+                all_jobs: true,
+                sealed_secret: sealer.seal("ep_r", &new.bytes).unwrap(),
+                previous_secret: Some((sealer.seal("ep_r", &old.bytes).unwrap(), until)),
+                created_at: SystemTime::now(),
+                disabled_reason: None,
+                failing_since: None,
+                pending_deliveries: 0,
+            },
+            event: Default::default(),
+            job: Default::default(),
+        };
+        let verifies = |secrets: &[SecretBytes], with: &SecretBytes| {
+            let now = unix_seconds(SystemTime::now());
+            let header = signature_header(secrets, "msg_1_ep_r", now, b"{}");
+            let mut headers = http::HeaderMap::new();
+            headers.insert("webhook-id", "msg_1_ep_r".parse().unwrap());
+            headers.insert("webhook-timestamp", now.to_string().parse().unwrap());
+            headers.insert("webhook-signature", header.parse().unwrap());
+            let secret = format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(with.expose_secret())
+            );
+            standardwebhooks::Webhook::new(&secret)
+                .unwrap()
+                .verify(b"{}", &headers)
+                .is_ok()
+        };
+        let overlap = dispatcher
+            .secrets(&due(SystemTime::now() + Duration::from_secs(60)))
+            .unwrap();
+        assert!(verifies(&overlap, &new.bytes) && verifies(&overlap, &old.bytes));
+        let after = dispatcher
+            .secrets(&due(SystemTime::now() - Duration::from_secs(1)))
+            .unwrap();
+        assert!(verifies(&after, &new.bytes), "the new secret signs");
+        assert!(!verifies(&after, &old.bytes), "the old one no longer does");
+    }
+}
