@@ -874,3 +874,72 @@ async fn twenty_jobs_each_complete_once_a_huge_answer_is_cut_and_a_hung_receiver
 fn attempt_limit() -> Duration {
     retouch_server::webhooks::attempt::ATTEMPT_TIMEOUT
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_ten_seconds_gets_everything_when_it_is_back() {
+    let receiver = Receiver::start().await;
+    let mut config = config_for(&receiver);
+    // The specification's schedule, shrunk: 1 s, 2 s, 4 s, 8 s.
+    config.webhook_retry_schedule = [1, 2, 4, 8].map(Duration::from_secs).to_vec();
+    let server = server(config).await;
+    let mut hooks = webhooks(&server).await;
+    let endpoint = create(&mut hooks, receiver.url("/back"), true, &[]).await;
+    let origin = receiver.origin.trim_start_matches("http://").to_owned();
+    receiver.stop();
+    let down_at = std::time::Instant::now();
+    let key = submit_matting_sample(&server).await.job.unwrap().result_key;
+    let events = events_of_job(&server, &key).await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
+    let back = Receiver::start_at(&origin).await;
+    let expected: BTreeSet<String> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                Some(pb::job_event::Kind::Accepted(_) | pb::job_event::Kind::Transition(_))
+            )
+        })
+        .map(|e| format!("msg_{}_{}", e.seq, endpoint.id))
+        .collect();
+    let got = back
+        .wait_for("/back", Duration::from_secs(30), |got| {
+            got.iter()
+                .map(|r| r.header("webhook-id"))
+                .collect::<BTreeSet<_>>()
+                == expected
+        })
+        .await;
+    for request in &got {
+        request.verified(&endpoint.secret);
+    }
+    // Each failed while the receiver was down, on the schedule: the first
+    // at once, then 1, 2 and 4 s apart, then the attempt that got through.
+    let page = hooks
+        .list_deliveries(pb::ListDeliveriesRequest {
+            endpoint_id: endpoint.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.deliveries.len(), expected.len());
+    for delivery in &page.deliveries {
+        assert_eq!(
+            delivery.status,
+            pb::DeliveryStatus::Delivered as i32,
+            "{delivery:?}"
+        );
+        assert!(delivery.attempts >= 3, "{delivery:?}");
+        let created = std::time::SystemTime::try_from(delivery.created_at.unwrap()).unwrap();
+        let last = std::time::SystemTime::try_from(delivery.last_attempt_at.unwrap()).unwrap();
+        let waited: f64 = [1.0, 2.0, 4.0, 8.0][..delivery.attempts as usize - 1]
+            .iter()
+            .sum();
+        assert!(
+            last.duration_since(created).unwrap().as_secs_f64() >= waited * 0.8,
+            "attempt {} came before its schedule: {delivery:?}",
+            delivery.attempts
+        );
+    }
+    server.shutdown().await;
+}

@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// the data directory, made if missing; with a database URL, no
     /// webhooks).
     pub webhook_key_file: Option<PathBuf>,
+    /// Waits between a webhook delivery's attempts (the Standard Webhooks
+    /// schedule by default).
+    pub webhook_retry_schedule: Vec<Duration>,
     /// Upload directory (`None`: `uploads` in the data directory), unless
     /// `files_url` is set.
     pub upload_dir: Option<PathBuf>,
@@ -153,6 +156,7 @@ impl ServerConfig {
             lease_ttl: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             webhook_key_file: None,
+            webhook_retry_schedule: crate::webhooks::attempt::RETRY_SCHEDULE.to_vec(),
             upload_dir: None,
             results_dir: None,
             files_url: None,
@@ -484,7 +488,10 @@ async fn webhooks(
                 resolver,
             )
             .map_err(StartError::Config)?;
-            Some(Arc::new(Dispatcher::new(outbox, sealer, client)))
+            Some(Arc::new(
+                Dispatcher::new(outbox, sealer, client)
+                    .with_retry_schedule(config.webhook_retry_schedule.clone()),
+            ))
         }
         None => None,
     };

@@ -392,6 +392,12 @@ pub struct ServeArgs {
     /// file; without one they serve no webhooks.
     #[arg(long, env = "RETOUCH_WEBHOOK_KEY_FILE")]
     pub webhook_key_file: Option<PathBuf>,
+    /// Waits between the attempts of a webhook delivery: after the last,
+    /// it is FAILED. Default: the Standard Webhooks schedule, about three
+    /// days in all.
+    #[arg(long, env = "RETOUCH_WEBHOOK_RETRY_SCHEDULE", value_delimiter = ',', value_parser = humantime::parse_duration,
+          default_value = "5s,5m,30m,2h,5h,10h,14h,20h,24h")]
+    pub webhook_retry_schedule: Vec<Duration>,
     /// Upload directory (default: `uploads` in the data directory).
     /// Replicas that share one (a network file system) serve each other's
     /// uploads.
@@ -714,6 +720,7 @@ impl ServeArgs {
             lease_ttl: self.lease_ttl,
             shutdown_grace: self.shutdown_grace,
             webhook_key_file: self.webhook_key_file.clone(),
+            webhook_retry_schedule: self.webhook_retry_schedule.clone(),
             upload_dir: self.upload_dir.clone(),
             results_dir: self.results_dir.clone(),
             files_url: self.files_url.clone(),
@@ -755,6 +762,20 @@ mod tests {
             Some(Command::LocalBackend(args)) => Ok(args),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_default_webhook_schedule_is_the_specifications() {
+        let cli = Cli::try_parse_from(["retouchd"]).unwrap();
+        assert_eq!(
+            cli.serve.to_config().unwrap().webhook_retry_schedule,
+            crate::webhooks::attempt::RETRY_SCHEDULE
+        );
+        let cli = Cli::try_parse_from(["retouchd", "--webhook-retry-schedule", "1s,2m"]).unwrap();
+        assert_eq!(
+            cli.serve.to_config().unwrap().webhook_retry_schedule,
+            [Duration::from_secs(1), Duration::from_secs(120)]
+        );
     }
 
     #[test]

@@ -101,7 +101,13 @@ pub struct Receiver {
 impl Receiver {
     /// Starts one.
     pub async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Receiver::start_at("127.0.0.1:0").await
+    }
+
+    /// Starts one listening on `address` (the origin of a stopped one, to
+    /// bring it back).
+    pub async fn start_at(address: &str) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State::default()));
         let stop = tokio_util::sync::CancellationToken::new();

@@ -178,11 +178,14 @@ fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// What `answer` to the attempt after `attempts_before` earlier ones,
-/// made at `now`, means for the delivery. `jitter` (0.8 to 1.2) spreads
-/// retries out so that a recovering receiver is not hit all at once.
+/// made at `now`, means for the delivery, retried after the waits of
+/// `schedule` ([`RETRY_SCHEDULE`] unless the operator set another).
+/// `jitter` (0.8 to 1.2) spreads retries out so that a recovering receiver
+/// is not hit all at once.
 pub fn outcome(
     answer: &Answer,
     attempts_before: u32,
+    schedule: &[Duration],
     now: SystemTime,
     jitter: f64,
 ) -> AttemptOutcome {
@@ -214,7 +217,7 @@ pub fn outcome(
         Answer::None { error } => (None, error.clone(), None),
     };
     let made = attempts_before as usize + 1;
-    let Some(wait) = RETRY_SCHEDULE.get(made - 1) else {
+    let Some(wait) = schedule.get(made - 1) else {
         return AttemptOutcome::Failed { status, error };
     };
     let wait = wait
@@ -243,11 +246,11 @@ mod tests {
     fn answers_become_outcomes_as_the_specification_says() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         assert_eq!(
-            outcome(&status(204), 0, now, 1.0),
+            outcome(&status(204), 0, &RETRY_SCHEDULE, now, 1.0),
             AttemptOutcome::Delivered { status: 204 }
         );
         assert!(matches!(
-            outcome(&status(410), 3, now, 1.0),
+            outcome(&status(410), 3, &RETRY_SCHEDULE, now, 1.0),
             AttemptOutcome::EndpointGone { status: 410, .. }
         ));
         // A redirect is a failure, retried on the schedule.
@@ -260,7 +263,7 @@ mod tests {
             status,
             error,
             next_attempt_at,
-        } = outcome(&redirect, 0, now, 1.0)
+        } = outcome(&redirect, 0, &RETRY_SCHEDULE, now, 1.0)
         else {
             panic!("a 3xx is retried");
         };
@@ -268,13 +271,18 @@ mod tests {
         assert!(error.contains("not followed"), "{error}");
         assert_eq!(next_attempt_at, now + Duration::from_secs(5));
         // The schedule, with jitter bounded.
-        let at =
-            |attempts_before, jitter| match outcome(&status_500(), attempts_before, now, jitter) {
-                AttemptOutcome::Retry {
-                    next_attempt_at, ..
-                } => next_attempt_at.duration_since(now).unwrap(),
-                other => panic!("{other:?}"),
-            };
+        let at = |attempts_before, jitter| match outcome(
+            &status_500(),
+            attempts_before,
+            &RETRY_SCHEDULE,
+            now,
+            jitter,
+        ) {
+            AttemptOutcome::Retry {
+                next_attempt_at, ..
+            } => next_attempt_at.duration_since(now).unwrap(),
+            other => panic!("{other:?}"),
+        };
         assert_eq!(at(1, 1.0), Duration::from_secs(300));
         assert_eq!(at(8, 1.0), Duration::from_secs(24 * 3600));
         assert_eq!(
@@ -284,7 +292,7 @@ mod tests {
         );
         // The tenth attempt is the last.
         assert_eq!(
-            outcome(&status_500(), 9, now, 1.0),
+            outcome(&status_500(), 9, &RETRY_SCHEDULE, now, 1.0),
             AttemptOutcome::Failed {
                 status: Some(500),
                 error: "HTTP 500: boom".into()
@@ -297,14 +305,14 @@ mod tests {
             excerpt: String::new(),
         };
         assert!(matches!(
-            outcome(&throttled, 0, now, 1.0),
+            outcome(&throttled, 0, &RETRY_SCHEDULE, now, 1.0),
             AttemptOutcome::Retry { next_attempt_at, .. } if next_attempt_at == now + Duration::from_secs(120)
         ));
         let timeout = Answer::None {
             error: "no answer within 15s".into(),
         };
         assert!(matches!(
-            outcome(&timeout, 0, now, 1.0),
+            outcome(&timeout, 0, &RETRY_SCHEDULE, now, 1.0),
             AttemptOutcome::Retry { status: None, .. }
         ));
     }

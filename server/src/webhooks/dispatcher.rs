@@ -57,6 +57,8 @@ pub struct Dispatcher {
     /// more is claimed (each claim would fail the same way) until the
     /// operator gives the right key and restarts.
     key_refused: AtomicBool,
+    /// The waits after failed attempts.
+    schedule: Vec<Duration>,
 }
 
 /// Wakes the claiming loop when a full queue has room again.
@@ -119,7 +121,15 @@ impl Dispatcher {
             sealer,
             client,
             key_refused: AtomicBool::new(false),
+            schedule: attempt::RETRY_SCHEDULE.to_vec(),
         }
+    }
+
+    /// The dispatcher retrying after the waits of `schedule` (one more
+    /// attempt than it has waits) instead of the specification's.
+    pub fn with_retry_schedule(mut self, schedule: Vec<Duration>) -> Dispatcher {
+        self.schedule = schedule;
+        self
     }
 
     /// Sends deliveries until `stop` is cancelled; then lets go of those
@@ -408,6 +418,7 @@ impl Dispatcher {
         let outcome = attempt::outcome(
             &answer,
             due.record.attempts,
+            &self.schedule,
             now,
             rand::random_range(0.8..1.2),
         );
