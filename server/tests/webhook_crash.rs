@@ -16,13 +16,14 @@ mod support;
 use receiver::{Answer, Receiver};
 use support::{Process, channel};
 
-/// `retouchd serve` on its embedded backend with its journal in `data`.
+/// `retouchd serve` on its embedded backend with its journal in `data`:
+/// the process, its gRPC URL and its HTTP URL.
 async fn retouchd(
     dir: &std::path::Path,
     data: &str,
     receiver: &str,
     n: usize,
-) -> (Process, String) {
+) -> (Process, String, String) {
     let mut process = Process::spawn(
         &[
             "serve",
