@@ -943,3 +943,59 @@ async fn a_receiver_down_for_ten_seconds_gets_everything_when_it_is_back() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_announced_once_when_its_last_job_finishes() {
+    let receiver = Receiver::start().await;
+    let server = server(config_for(&receiver)).await;
+    let mut hooks = webhooks(&server).await;
+    let batches_only = create(
+        &mut hooks,
+        receiver.url("/batch"),
+        false,
+        &["batch.finished"],
+    )
+    .await;
+    // 12 tasks: two jobs of the batch (ten and two).
+    let tasks = (0..12)
+        .map(|_| pb::BatchTask {
+            task: Some(pb::batch_task::Task::Matting(matting_task(&server))),
+        })
+        .collect();
+    let batch = retouch_api::v1::batches_client::BatchesClient::new(channel(&server).await)
+        .submit(pb::SubmitBatchRequest {
+            tasks,
+            webhook_endpoint_ids: vec![batches_only.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.jobs.len(), 2);
+    let got = receiver
+        .wait_for("/batch", Duration::from_secs(120), |got| !got.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_all = receiver.received("/batch");
+    assert_eq!(got_all.len(), 1, "once, and nothing but the batch");
+    let body = got[0].verified(&batches_only.secret);
+    assert_eq!(body["type"], "batch.finished");
+    assert!(got[0].header("webhook-id").ends_with("_batch"));
+    assert_eq!(body["data"]["batch_id"], batch.batch_id.as_str());
+    assert_eq!(body["data"]["finished"], true);
+    assert_eq!(body["data"]["counts"]["success"], 12, "{body}");
+    let listed = hooks
+        .list_deliveries(pb::ListDeliveriesRequest {
+            endpoint_id: batches_only.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].batch_id, batch.batch_id);
+    assert_eq!(listed[0].event_type, "batch.finished");
+    assert_eq!(listed[0].delivery_id, got[0].header("webhook-id"));
+    server.shutdown().await;
+}

@@ -239,10 +239,8 @@ fn sample_body() -> Vec<u8> {
     let writes = step(1, 1);
     let due = DueDelivery {
         record: DeliveryRecord {
-            key: DeliveryKey {
-                endpoint_id: "ep_raw".into(),
-                seq: 1,
-            },
+            key: DeliveryKey::event("ep_raw", 1),
+            batch_id: String::new(),
             type_mask: WebhookEventType::JobAccepted.bit(),
             result_key: "job-1".into(),
             state: DeliveryState::Pending,
@@ -270,7 +268,7 @@ fn sample_body() -> Vec<u8> {
         event: (*writes.events[0]).clone(),
         job: writes.jobs[0].job.clone(),
     };
-    payload::message(&due).body
+    payload::message(&due, None).body
 }
 
 /// p50 and p99 (ms) from a step's commit returning to its deliveries'

@@ -349,9 +349,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         )));
     }
     let (webhooks, dispatcher) = webhooks(&config, &data_dir, store.clone()).await?;
-    if let Some(dispatcher) = dispatcher {
-        tasks.push(tokio::spawn(dispatcher.run(cancel.clone())));
-    }
     let retouch = Retouch::new(
         client,
         tracker,
@@ -359,6 +356,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         store.clone(),
         webhooks.clone(),
     );
+    if let Some(dispatcher) = dispatcher {
+        // A batch.finished carries the batch as the Batches service shows it.
+        let dispatcher = Arc::new(dispatcher.with_batches(Arc::new(retouch.clone())));
+        tasks.push(tokio::spawn(dispatcher.run(cancel.clone())));
+    }
     let _ = started.set(retouch.clone());
 
     // Cancelled when shutdown starts: health watches end, and the listener
@@ -444,7 +446,7 @@ async fn webhooks(
 ) -> Result<
     (
         Arc<crate::webhooks::WebhookEndpoints>,
-        Option<Arc<crate::webhooks::Dispatcher>>,
+        Option<crate::webhooks::Dispatcher>,
     ),
     StartError,
 > {
@@ -488,10 +490,10 @@ async fn webhooks(
                 resolver,
             )
             .map_err(StartError::Config)?;
-            Some(Arc::new(
+            Some(
                 Dispatcher::new(outbox, sealer, client)
                     .with_retry_schedule(config.webhook_retry_schedule.clone()),
-            ))
+            )
         }
         None => None,
     };

@@ -38,8 +38,9 @@ pub use charges::{BilledTasks, CapRefusal, CapScope, CapWindow, TaskCap, TaskCha
 pub use postgres::{DatabaseOpenError, PostgresStore, ReplicaOptions};
 pub use sqlite::{JOURNAL_FILE, SqliteStore, StoreOpenError, backup};
 pub use webhooks::{
-    Attempt, AttemptOutcome, DeliveryKey, DeliveryQuery, DeliveryRecord, DeliveryState,
-    DueDelivery, EndpointChange, EndpointRecord, OutboxCounts, WebhookEventType, WebhookOutbox,
+    Attempt, AttemptOutcome, DeliveryKey, DeliveryKind, DeliveryQuery, DeliveryRecord,
+    DeliveryState, DueDelivery, EndpointChange, EndpointRecord, OutboxCounts, WebhookEventType,
+    WebhookOutbox,
 };
 
 /// Why a store operation failed.

@@ -8,8 +8,8 @@ use retouch_api::v1 as pb;
 
 use crate::contract::{job, submission};
 use crate::{
-    Attempt, AttemptOutcome, Compaction, DeliveryKey, DeliveryQuery, DeliveryState, EndpointChange,
-    EndpointRecord, JobRecord, StepWrites, Store, WebhookEventType,
+    Attempt, AttemptOutcome, BatchRecord, Compaction, DeliveryKey, DeliveryKind, DeliveryQuery,
+    DeliveryState, EndpointChange, EndpointRecord, JobRecord, StepWrites, Store, WebhookEventType,
 };
 
 fn endpoint(id: &str, owner: &str, all_jobs: bool, event_mask: u32) -> EndpointRecord {
@@ -30,10 +30,7 @@ fn endpoint(id: &str, owner: &str, all_jobs: bool, event_mask: u32) -> EndpointR
 }
 
 fn key(endpoint_id: &str, seq: u64) -> DeliveryKey {
-    DeliveryKey {
-        endpoint_id: endpoint_id.into(),
-        seq,
-    }
+    DeliveryKey::event(endpoint_id, seq)
 }
 
 fn attempt(endpoint_id: &str, seq: u64, outcome: AttemptOutcome) -> Attempt {
@@ -416,4 +413,139 @@ pub(crate) async fn claims_outlive_only_their_process(
         .await
         .unwrap();
     assert_eq!(due.len(), 2, "the process that claimed them is gone");
+}
+
+/// A step of job `key` of batch `batch` (its submission `sub-<key>`,
+/// submitted by t1, first recorded at `accepted_seq`): events accepted at
+/// `first_seq` and completed at the next.
+fn batch_job_step(key: &str, batch: &str, accepted_seq: u64, first_seq: u64) -> StepWrites {
+    let mut step = job_x_step(first_seq);
+    step.jobs[0].accepted_seq = accepted_seq;
+    let job = &mut step.jobs[0].job;
+    job.result_key = key.into();
+    job.submission_id = format!("sub-{key}");
+    job.batch_id = batch.into();
+    for event in &mut step.events {
+        let event = Arc::make_mut(event);
+        event.result_key = key.into();
+        event.submission_id = format!("sub-{key}");
+    }
+    step.events.truncate(2);
+    step
+}
+
+/// A batch of two jobs: its `batch.finished` is written with the event
+/// that finishes the second, once, to the endpoints of its owner.
+pub(crate) async fn a_batch_is_finished_once_with_its_last_job(store: &dyn Store) {
+    let bit = WebhookEventType::BatchFinished.bit();
+    store
+        .create_endpoint(endpoint("eb", "t1", true, WebhookEventType::ALL_MASK))
+        .await
+        .unwrap();
+    store
+        .create_endpoint(endpoint("eonly", "t1", true, bit))
+        .await
+        .unwrap();
+    store
+        .begin_batch(BatchRecord {
+            id: "B".into(),
+            request_id: None,
+            fingerprint: [7; 32],
+            plan: pb::Batch {
+                batch_id: "B".into(),
+                jobs: (0..2)
+                    .map(|n| pb::BatchJob {
+                        index: n,
+                        request_id: format!("batch-B/{n}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            created_at: SystemTime::now(),
+            submit_errors: Default::default(),
+        })
+        .await
+        .unwrap();
+    for (n, key) in ["b0", "b1"].iter().enumerate() {
+        let mut sub = submission(
+            &format!("sub-{key}"),
+            Some(&format!("batch-B/{n}")),
+            n as u8,
+        );
+        sub.draft.batch_id = "B".into();
+        store.begin_submission(sub).await.unwrap();
+    }
+    store.commit(batch_job_step("b0", "B", 1, 1)).await.unwrap();
+    let due = store
+        .claim_deliveries(100, Vec::new(), SystemTime::now())
+        .await
+        .unwrap();
+    assert!(
+        due.iter().all(|d| d.record.key.kind == DeliveryKind::Event),
+        "one job of two finished: the batch is not"
+    );
+    store.commit(batch_job_step("b1", "B", 3, 3)).await.unwrap();
+    let due = store
+        .claim_deliveries(100, Vec::new(), SystemTime::now())
+        .await
+        .unwrap();
+    let finished: Vec<(String, u64, String, u32)> = due
+        .iter()
+        .filter(|d| d.record.key.kind == DeliveryKind::BatchFinished)
+        .map(|d| {
+            (
+                d.record.key.endpoint_id.clone(),
+                d.record.key.seq,
+                d.record.batch_id.clone(),
+                d.record.type_mask,
+            )
+        })
+        .collect();
+    assert_eq!(
+        finished,
+        [
+            ("eb".to_owned(), 4, "B".to_owned(), bit),
+            ("eonly".to_owned(), 4, "B".to_owned(), bit)
+        ],
+        "on the event that finished the last job, to each endpoint taking the type"
+    );
+    assert!(
+        due.iter()
+            .any(|d| d.record.key == DeliveryKey::event("eb", 4)),
+        "beside the event's own delivery"
+    );
+    // The same delivery names are kept apart everywhere.
+    let key = DeliveryKey {
+        kind: DeliveryKind::BatchFinished,
+        ..DeliveryKey::event("eb", 4)
+    };
+    store
+        .record_attempt(Attempt {
+            key: key.clone(),
+            at: SystemTime::now(),
+            outcome: AttemptOutcome::Delivered { status: 200 },
+            disable_failing_since_before: SystemTime::UNIX_EPOCH,
+        })
+        .await
+        .unwrap();
+    let record = store.delivery(&key).await.unwrap().unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+    let event = store
+        .delivery(&DeliveryKey::event("eb", 4))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event.state,
+        DeliveryState::Pending,
+        "its event's delivery is its own"
+    );
+    // Once: a later finishing event of the batch writes no other.
+    store.commit(batch_job_step("b1", "B", 3, 5)).await.unwrap();
+    let due = store
+        .claim_deliveries(100, Vec::new(), SystemTime::now())
+        .await
+        .unwrap();
+    assert!(due.iter().all(|d| d.record.key.kind == DeliveryKind::Event));
 }

@@ -30,12 +30,16 @@ pub enum WebhookEventType {
     JobLost,
     /// A submit's outcome is unknown.
     JobSubmitOutcomeUnknown,
+    /// Every job of a batch has finished (derived: delivered on the event
+    /// that finished the last of them).
+    BatchFinished,
 }
 
 impl WebhookEventType {
     /// Every type, most specific first: an event of several types is
     /// delivered as the first of them its endpoint accepts.
-    pub const ALL: [WebhookEventType; 7] = [
+    pub const ALL: [WebhookEventType; 8] = [
+        WebhookEventType::BatchFinished,
         WebhookEventType::JobCompleted,
         WebhookEventType::JobLost,
         WebhookEventType::JobSubmitOutcomeUnknown,
@@ -59,6 +63,7 @@ impl WebhookEventType {
             WebhookEventType::JobCompleted => 1 << 4,
             WebhookEventType::JobLost => 1 << 5,
             WebhookEventType::JobSubmitOutcomeUnknown => 1 << 6,
+            WebhookEventType::BatchFinished => 1 << 7,
         }
     }
 
@@ -72,6 +77,7 @@ impl WebhookEventType {
             WebhookEventType::JobCompleted => "job.completed",
             WebhookEventType::JobLost => "job.lost",
             WebhookEventType::JobSubmitOutcomeUnknown => "job.submit_outcome_unknown",
+            WebhookEventType::BatchFinished => "batch.finished",
         }
     }
 
@@ -198,13 +204,57 @@ pub enum DeliveryState {
     Failed,
 }
 
-/// Names one delivery: an event (by seq) to an endpoint.
+/// What a delivery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeliveryKind {
+    /// Its event.
+    Event,
+    /// The `batch.finished` of the batch whose last job its event
+    /// finished.
+    BatchFinished,
+}
+
+impl DeliveryKind {
+    /// The kind as stored.
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            DeliveryKind::Event => 0,
+            DeliveryKind::BatchFinished => 1,
+        }
+    }
+
+    /// The kind of a stored code.
+    pub(crate) fn of(code: i32) -> Result<DeliveryKind, StoreError> {
+        match code {
+            0 => Ok(DeliveryKind::Event),
+            1 => Ok(DeliveryKind::BatchFinished),
+            other => Err(StoreError::Corrupt(format!(
+                "a webhook delivery has the unknown kind {other}"
+            ))),
+        }
+    }
+}
+
+/// Names one delivery: what an event (by seq) brings to an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryKey {
     /// The endpoint.
     pub endpoint_id: String,
     /// The event.
     pub seq: u64,
+    /// The event itself, or the batch its event finished.
+    pub kind: DeliveryKind,
+}
+
+impl DeliveryKey {
+    /// The delivery of event `seq` itself to `endpoint_id`.
+    pub fn event(endpoint_id: impl Into<String>, seq: u64) -> DeliveryKey {
+        DeliveryKey {
+            endpoint_id: endpoint_id.into(),
+            seq,
+            kind: DeliveryKind::Event,
+        }
+    }
 }
 
 /// A delivery as stored.
@@ -216,6 +266,8 @@ pub struct DeliveryRecord {
     pub type_mask: u32,
     /// The event's job (empty for an unknown outcome).
     pub result_key: String,
+    /// The batch, for a `batch.finished` (empty otherwise).
+    pub batch_id: String,
     /// Where it stands.
     pub state: DeliveryState,
     /// Attempts so far.
@@ -397,7 +449,10 @@ pub(crate) const ENDPOINT_COLUMNS_UNCOUNTED: &str = "e.id, e.owner, e.url, e.des
 /// dialects' row readers take them.
 pub(crate) const DELIVERY_COLUMNS: &str = "d.endpoint_id, d.seq, d.type_mask, d.result_key,
      d.state, d.attempts, d.next_attempt_ms, d.last_status, d.last_error, d.created_at_ms,
-     d.last_attempt_ms";
+     d.last_attempt_ms, d.kind, d.batch_id";
+
+/// How many columns [`DELIVERY_COLUMNS`] has.
+pub(crate) const DELIVERY_COLUMN_COUNT: usize = 13;
 
 /// Delivery states as stored.
 pub(crate) const DELIVERY_PENDING: i32 = 1;
@@ -467,6 +522,9 @@ pub(crate) struct EventFanOut<'a> {
     pub submission_id: &'a str,
     /// The job after the step (encoded only if a delivery is written).
     pub job: &'a pb::Job,
+    /// The job's batch, when the event finished the job (its batch may be
+    /// finished with it); '' otherwise.
+    pub finished_batch: &'a str,
 }
 
 /// The fan-outs of a step: one per event that some endpoint could receive,
@@ -478,6 +536,9 @@ pub(crate) fn fan_outs(writes: &crate::StepWrites) -> Vec<EventFanOut<'_>> {
                 || (!event.result_key.is_empty() && job.result_key == event.result_key)
         })
     };
+    let finishing = WebhookEventType::JobCompleted.bit()
+        | WebhookEventType::JobLost.bit()
+        | WebhookEventType::JobSubmitOutcomeUnknown.bit();
     writes
         .events
         .iter()
@@ -494,6 +555,11 @@ pub(crate) fn fan_outs(writes: &crate::StepWrites) -> Vec<EventFanOut<'_>> {
                 owner: &job.submitted_by,
                 submission_id: &job.submission_id,
                 job,
+                finished_batch: if mask & finishing != 0 {
+                    &job.batch_id
+                } else {
+                    ""
+                },
             })
         })
         .collect()

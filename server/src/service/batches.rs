@@ -566,6 +566,19 @@ impl Retouch {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::webhooks::dispatcher::BatchSource for Retouch {
+    async fn batch(&self, batch_id: &str) -> Option<pb::Batch> {
+        match self.get_batch(batch_id).await {
+            Ok(batch) => Some(batch),
+            Err(e) => {
+                tracing::debug!(batch_id, error = %e, "a finished batch is no longer readable; its webhook carries its id only");
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use retouch_journal::{Attempt, AttemptOutcome, DueDelivery, EndpointRecord, WebhookOutbox};
+use retouch_journal::{
+    Attempt, AttemptOutcome, DeliveryKind, DueDelivery, EndpointRecord, WebhookOutbox,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +61,17 @@ pub struct Dispatcher {
     key_refused: AtomicBool,
     /// The waits after failed attempts.
     schedule: Vec<Duration>,
+    /// Where a `batch.finished` reads its batch.
+    batches: Option<Arc<dyn BatchSource>>,
+}
+
+/// Where a `batch.finished` delivery reads the batch it is about: as the
+/// Batches service shows it (jobs, task counts, failures), so that the
+/// receiver need not call back.
+#[async_trait::async_trait]
+pub trait BatchSource: Send + Sync {
+    /// The batch, while it is retained.
+    async fn batch(&self, batch_id: &str) -> Option<retouch_api::v1::Batch>;
 }
 
 /// Wakes the claiming loop when a full queue has room again.
@@ -122,7 +135,16 @@ impl Dispatcher {
             client,
             key_refused: AtomicBool::new(false),
             schedule: attempt::RETRY_SCHEDULE.to_vec(),
+            batches: None,
         }
+    }
+
+    /// The dispatcher reading the batches of `batch.finished` deliveries
+    /// from `batches` (without one, such a delivery carries the batch id
+    /// only).
+    pub fn with_batches(mut self, batches: Arc<dyn BatchSource>) -> Dispatcher {
+        self.batches = Some(batches);
+        self
     }
 
     /// The dispatcher retrying after the waits of `schedule` (one more
@@ -370,7 +392,13 @@ impl Dispatcher {
         signals: &EndpointSignals,
         permit: OwnedSemaphorePermit,
     ) {
-        let message = payload::message(&due);
+        let batch = match (&self.batches, due.record.key.kind) {
+            (Some(batches), DeliveryKind::BatchFinished) => {
+                batches.batch(&due.record.batch_id).await
+            }
+            _ => None,
+        };
+        let message = payload::message(&due, batch.as_ref());
         let secrets = match self.secrets(&due) {
             Ok(secrets) => secrets,
             Err(error) => {
@@ -601,10 +629,7 @@ mod tests {
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), sealer, client));
         let stop = CancellationToken::new();
         let running = tokio::spawn(dispatcher.run(stop.clone()));
-        let key = DeliveryKey {
-            endpoint_id: "ep_x".into(),
-            seq: 1,
-        };
+        let key = DeliveryKey::event("ep_x", 1);
         let deadline = Instant::now() + Duration::from_secs(10);
         let delivery = loop {
             let delivery = store.delivery(&key).await.unwrap().unwrap();
@@ -655,10 +680,8 @@ mod rotation_tests {
         let (old, new) = (sealer.new_secret().unwrap(), sealer.new_secret().unwrap());
         let due = |until: SystemTime| DueDelivery {
             record: DeliveryRecord {
-                key: DeliveryKey {
-                    endpoint_id: "ep_r".into(),
-                    seq: 1,
-                },
+                key: DeliveryKey::event("ep_r", 1),
+                batch_id: String::new(),
                 type_mask: 1,
                 result_key: String::new(),
                 state: DeliveryState::Pending,

@@ -420,6 +420,7 @@ pub fn delivery_to_pb(record: &DeliveryRecord) -> pb::Delivery {
             .unwrap_or_default(),
         seq: record.key.seq,
         result_key: record.result_key.clone(),
+        batch_id: record.batch_id.clone(),
         status: match record.state {
             DeliveryState::Pending => pb::DeliveryStatus::Pending,
             DeliveryState::Delivered => pb::DeliveryStatus::Delivered,

@@ -7,24 +7,39 @@
 //! expire within the hour, a receiver may act on them much later.
 
 use retouch_api::v1 as pb;
-use retouch_journal::{DeliveryKey, DueDelivery, WebhookEventType};
+use retouch_journal::{DeliveryKey, DeliveryKind, DueDelivery, WebhookEventType};
 use serde_json::{Value, json};
 
 /// Prefix of webhook ids.
 const ID_PREFIX: &str = "msg_";
+/// Suffix of the ids of `batch.finished` deliveries.
+const BATCH_SUFFIX: &str = "_batch";
 
 /// The `webhook-id` of a delivery: stable across its attempts, and
-/// `Delivery.delivery_id` in the API.
+/// `Delivery.delivery_id` in the API. An event's is `msg_<seq>_<endpoint>`;
+/// the `batch.finished` its event brought, the same with `_batch`.
 pub fn webhook_id(key: &DeliveryKey) -> String {
-    format!("{ID_PREFIX}{}_{}", key.seq, key.endpoint_id)
+    let suffix = match key.kind {
+        DeliveryKind::Event => "",
+        DeliveryKind::BatchFinished => BATCH_SUFFIX,
+    };
+    format!("{ID_PREFIX}{}_{}{suffix}", key.seq, key.endpoint_id)
 }
 
 /// The delivery a webhook id names, if it is one.
 pub fn parse_webhook_id(id: &str) -> Option<DeliveryKey> {
-    let (seq, endpoint_id) = id.strip_prefix(ID_PREFIX)?.split_once('_')?;
+    let (seq, rest) = id.strip_prefix(ID_PREFIX)?.split_once('_')?;
+    let (endpoint_id, kind) = match rest.strip_suffix(BATCH_SUFFIX) {
+        Some(endpoint_id) => (endpoint_id, DeliveryKind::BatchFinished),
+        None => (rest, DeliveryKind::Event),
+    };
+    if endpoint_id.is_empty() {
+        return None;
+    }
     Some(DeliveryKey {
         endpoint_id: endpoint_id.to_owned(),
         seq: seq.parse().ok()?,
+        kind,
     })
 }
 
@@ -39,10 +54,28 @@ pub struct Message {
     pub body: Vec<u8>,
 }
 
-/// The message of `due`.
-pub fn message(due: &DueDelivery) -> Message {
+/// The message of `due`; `batch` is the batch a `batch.finished` is about,
+/// as it stands (its jobs, counts and failures: `data`).
+pub fn message(due: &DueDelivery, batch: Option<&pb::Batch>) -> Message {
     let event_type = WebhookEventType::most_specific(due.record.type_mask)
         .unwrap_or(WebhookEventType::TaskTransition);
+    if due.record.key.kind == DeliveryKind::BatchFinished {
+        let data = match batch {
+            Some(batch) => retouch_api::json::batch(batch),
+            // Compacted since: what is known.
+            None => json!({"batch_id": due.record.batch_id}),
+        };
+        let body = json!({
+            "type": WebhookEventType::BatchFinished.name(),
+            "timestamp": retouch_api::json::job_event(&due.event).get("time").cloned(),
+            "data": data,
+        });
+        return Message {
+            id: webhook_id(&due.record.key),
+            event_type: WebhookEventType::BatchFinished,
+            body: serde_json::to_vec(&body).expect("JSON values serialise"),
+        };
+    }
     let mut event = due.event.clone();
     if let Some(pb::job_event::Kind::Transition(t)) = &mut event.kind
         && !t.mirrored_urls.is_empty()
@@ -93,13 +126,16 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_name_the_event_and_endpoint() {
-        let key = DeliveryKey {
-            endpoint_id: "ep_0123abcd".into(),
-            seq: 42,
-        };
+        let key = DeliveryKey::event("ep_0123abcd", 42);
         assert_eq!(webhook_id(&key), "msg_42_ep_0123abcd");
-        assert_eq!(parse_webhook_id("msg_42_ep_0123abcd"), Some(key));
-        for bad in ["42_ep", "msg_x_ep", "msg_42", "other"] {
+        assert_eq!(parse_webhook_id("msg_42_ep_0123abcd"), Some(key.clone()));
+        let batch = DeliveryKey {
+            kind: DeliveryKind::BatchFinished,
+            ..key
+        };
+        assert_eq!(webhook_id(&batch), "msg_42_ep_0123abcd_batch");
+        assert_eq!(parse_webhook_id("msg_42_ep_0123abcd_batch"), Some(batch));
+        for bad in ["42_ep", "msg_x_ep", "msg_42", "other", "msg_42__batch"] {
             assert_eq!(parse_webhook_id(bad), None, "{bad}");
         }
     }
@@ -114,10 +150,8 @@ mod tests {
         };
         let due = DueDelivery {
             record: DeliveryRecord {
-                key: DeliveryKey {
-                    endpoint_id: "ep_a".into(),
-                    seq: 9,
-                },
+                key: DeliveryKey::event("ep_a", 9),
+                batch_id: String::new(),
                 type_mask: WebhookEventType::TaskSucceeded.bit()
                     | WebhookEventType::JobCompleted.bit(),
                 result_key: "k".into(),
@@ -166,7 +200,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        let message = message(&due);
+        let message = message(&due, None);
         assert_eq!(message.id, "msg_9_ep_a");
         assert_eq!(message.event_type, WebhookEventType::JobCompleted);
         let body: Value = serde_json::from_slice(&message.body).unwrap();

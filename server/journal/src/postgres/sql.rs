@@ -439,8 +439,8 @@ pub(super) async fn begin_batch<C: GenericClient>(
 ) -> Result<BeganBatch, StoreError> {
     let inserted = client
         .execute(
-            "INSERT INTO batches (id, request_id, fingerprint, created_at_ms, plan)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO batches (id, request_id, fingerprint, created_at_ms, plan, job_count)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (request_id) DO NOTHING",
             &[
                 &new.id,
@@ -448,6 +448,7 @@ pub(super) async fn begin_batch<C: GenericClient>(
                 &&new.fingerprint[..],
                 &millis(new.created_at),
                 &new.plan.encode_to_vec(),
+                &(new.plan.jobs.len() as i32),
             ],
         )
         .await

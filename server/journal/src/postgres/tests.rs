@@ -62,6 +62,10 @@ async fn the_store_contract_holds() {
         .await;
     crate::outbox_contract::a_step_writes_the_deliveries_of_its_events(&*connect("outbox").await)
         .await;
+    crate::outbox_contract::a_batch_is_finished_once_with_its_last_job(
+        &*connect("batch_finished").await,
+    )
+    .await;
     let url = cluster.database("retention").await;
     let store = PostgresStore::connect(&url, ReplicaOptions::default())
         .await

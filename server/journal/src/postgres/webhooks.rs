@@ -8,9 +8,10 @@ use tokio_postgres::Row;
 use super::sql::db_error;
 use crate::rows::{bound, decode, from_millis, millis, seq};
 use crate::webhooks::{
-    Attempt, AttemptOutcome, DELIVERY_COLUMNS, DELIVERY_PENDING, DeliveryKey, DeliveryQuery,
-    DeliveryRecord, DueDelivery, ENDPOINT_COLUMNS, ENDPOINT_COLUMNS_UNCOUNTED, EndpointChange,
-    EndpointRecord, OutboxCounts, attempt_row, fan_outs, state_code, state_of,
+    Attempt, AttemptOutcome, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, DELIVERY_PENDING,
+    DeliveryKey, DeliveryKind, DeliveryQuery, DeliveryRecord, DueDelivery, ENDPOINT_COLUMNS,
+    ENDPOINT_COLUMNS_UNCOUNTED, EndpointChange, EndpointRecord, EventFanOut, OutboxCounts,
+    WebhookEventType, attempt_row, fan_outs, state_code, state_of,
 };
 use crate::{StepWrites, StoreError};
 
@@ -34,15 +35,17 @@ fn endpoint_at(row: &Row, at: usize) -> EndpointRecord {
     }
 }
 
-/// A delivery from 11 columns starting at `at`.
+/// A delivery from [`DELIVERY_COLUMN_COUNT`] columns starting at `at`.
 fn delivery_at(row: &Row, at: usize) -> Result<DeliveryRecord, StoreError> {
     Ok(DeliveryRecord {
         key: DeliveryKey {
             endpoint_id: row.get(at),
             seq: seq(row.get(at + 1)),
+            kind: DeliveryKind::of(row.get(at + 11))?,
         },
         type_mask: row.get::<_, i32>(at + 2) as u32,
         result_key: row.get(at + 3),
+        batch_id: row.get::<_, Option<String>>(at + 12).unwrap_or_default(),
         state: state_of(row.get(at + 4))?,
         attempts: row.get::<_, i32>(at + 5).max(0) as u32,
         next_attempt_at: row.get::<_, Option<i64>>(at + 6).map(from_millis),
@@ -86,6 +89,7 @@ pub(super) async fn write_deliveries<C: GenericClient>(
             )
             .await
             .map_err(db_error)?;
+        let written = written + batch_finished(client, &fan_out, now).await?;
         if written > 0 {
             let event = writes
                 .events
@@ -108,6 +112,57 @@ pub(super) async fn write_deliveries<C: GenericClient>(
         }
     }
     Ok(())
+}
+
+/// If `fan_out`'s event finished the last job of its batch, marks the
+/// batch finished (once) and writes its `batch.finished` deliveries (as
+/// SQLite's `batch_finished`). How many were written.
+async fn batch_finished<C: GenericClient>(
+    client: &C,
+    fan_out: &EventFanOut<'_>,
+    now: i64,
+) -> Result<u64, StoreError> {
+    if fan_out.finished_batch.is_empty() {
+        return Ok(0);
+    }
+    let finished = client
+        .execute(
+            "UPDATE batches SET finished_seq = $2
+             WHERE id = $1 AND finished_seq IS NULL AND job_count IS NOT NULL
+               AND job_count = (SELECT count(*) FROM submissions s
+                                JOIN jobs j ON j.submission_id = s.id
+                                WHERE s.batch_id = $1 AND j.status != 1)",
+            &[&fan_out.finished_batch, &fan_out.seq],
+        )
+        .await
+        .map_err(db_error)?;
+    if finished == 0 {
+        return Ok(0);
+    }
+    client
+        .execute(
+            "INSERT INTO webhook_deliveries
+                 (endpoint_id, seq, kind, type_mask, result_key, batch_id, state,
+                  next_attempt_ms, created_at_ms)
+             SELECT e.id, $1, 1, $2, '', $3, 1,
+                    CASE WHEN e.disabled_reason IS NULL THEN $4::int8 END, $4
+             FROM webhook_endpoints e
+             WHERE e.event_mask & $2 != 0
+               AND ((e.all_jobs AND e.owner = $5)
+                    OR e.id IN (SELECT w.endpoint_id FROM webhook_subscriptions w
+                                JOIN submissions s ON s.id = w.submission_id
+                                WHERE s.batch_id = $3))
+             ON CONFLICT DO NOTHING",
+            &[
+                &fan_out.seq,
+                &(WebhookEventType::BatchFinished.bit() as i32),
+                &fan_out.finished_batch,
+                &now,
+                &fan_out.owner,
+            ],
+        )
+        .await
+        .map_err(db_error)
 }
 
 /// Records the endpoints a submission names, in its transaction.
@@ -302,24 +357,25 @@ pub(super) async fn claim<C: GenericClient>(
         .query(
             &format!(
                 "WITH due AS (
-                     SELECT d.endpoint_id, d.seq FROM webhook_deliveries d
+                     SELECT d.endpoint_id, d.seq, d.kind FROM webhook_deliveries d
                      JOIN webhook_endpoints e ON e.id = d.endpoint_id
                      WHERE d.state = 1 AND d.next_attempt_ms <= $1 AND e.disabled_reason IS NULL
                        AND d.endpoint_id != ALL($3::text[])
                        AND (d.lease_owner IS NULL OR (d.lease_owner != $2 AND NOT EXISTS (
                            SELECT 1 FROM replicas r
                            WHERE r.id = d.lease_owner AND r.expires_at > clock_timestamp())))
-                     ORDER BY d.seq, d.endpoint_id LIMIT $4
+                     ORDER BY d.seq, d.endpoint_id, d.kind LIMIT $4
                      FOR UPDATE OF d SKIP LOCKED),
                  leased AS (
                      UPDATE webhook_deliveries d SET lease_owner = $2 FROM due
                      WHERE d.endpoint_id = due.endpoint_id AND d.seq = due.seq
+                       AND d.kind = due.kind
                      RETURNING d.*)
                  SELECT {DELIVERY_COLUMNS}, {ENDPOINT_COLUMNS_UNCOUNTED}, m.event, m.job
                  FROM leased d
                  JOIN webhook_endpoints e ON e.id = d.endpoint_id
                  JOIN webhook_messages m ON m.seq = d.seq
-                 ORDER BY d.seq, d.endpoint_id"
+                 ORDER BY d.seq, d.endpoint_id, d.kind"
             ),
             &[&millis(now), &replica_id, &skip_endpoints, &(max as i64)],
         )
@@ -329,9 +385,9 @@ pub(super) async fn claim<C: GenericClient>(
         .map(|r| {
             Ok(DueDelivery {
                 record: delivery_at(r, 0)?,
-                endpoint: endpoint_at(r, 11),
-                event: decode(r.get(24), "webhook event")?,
-                job: decode(r.get(25), "webhook job")?,
+                endpoint: endpoint_at(r, DELIVERY_COLUMN_COUNT),
+                event: decode(r.get(DELIVERY_COLUMN_COUNT + 13), "webhook event")?,
+                job: decode(r.get(DELIVERY_COLUMN_COUNT + 14), "webhook job")?,
             })
         })
         .collect()
@@ -342,16 +398,16 @@ pub(super) async fn release<C: GenericClient>(
     replica_id: &str,
     keys: &[DeliveryKey],
 ) -> Result<(), StoreError> {
-    let (endpoints, seqs): (Vec<&str>, Vec<i64>) = keys
-        .iter()
-        .map(|k| (k.endpoint_id.as_str(), bound(k.seq)))
-        .unzip();
+    let endpoints: Vec<&str> = keys.iter().map(|k| k.endpoint_id.as_str()).collect();
+    let seqs: Vec<i64> = keys.iter().map(|k| bound(k.seq)).collect();
+    let kinds: Vec<i32> = keys.iter().map(|k| k.kind.code()).collect();
     client
         .execute(
             "UPDATE webhook_deliveries d SET lease_owner = NULL
-             FROM unnest($1::text[], $2::int8[]) AS k(endpoint_id, seq)
-             WHERE d.endpoint_id = k.endpoint_id AND d.seq = k.seq AND d.lease_owner = $3",
-            &[&endpoints, &seqs, &replica_id],
+             FROM unnest($1::text[], $2::int8[], $4::int4[]) AS k(endpoint_id, seq, kind)
+             WHERE d.endpoint_id = k.endpoint_id AND d.seq = k.seq AND d.kind = k.kind
+               AND d.lease_owner = $3",
+            &[&endpoints, &seqs, &replica_id, &kinds],
         )
         .await
         .map_err(db_error)?;
@@ -370,7 +426,7 @@ pub(super) async fn record_attempt<C: GenericClient>(
             "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1,
                  next_attempt_ms = $4, last_status = $5, last_error = $6, last_attempt_ms = $7,
                  lease_owner = NULL
-             WHERE endpoint_id = $1 AND seq = $2 AND lease_owner = $8",
+             WHERE endpoint_id = $1 AND seq = $2 AND kind = $9 AND lease_owner = $8",
             &[
                 &attempt.key.endpoint_id,
                 &bound(attempt.key.seq),
@@ -380,6 +436,7 @@ pub(super) async fn record_attempt<C: GenericClient>(
                 &error,
                 &at,
                 &replica_id,
+                &attempt.key.kind.code(),
             ],
         )
         .await
@@ -454,7 +511,7 @@ pub(super) async fn deliveries<C: GenericClient>(
                    AND ($2::text[] IS NULL OR d.endpoint_id = ANY($2))
                    AND ($3::int4 IS NULL OR d.state = $3)
                    AND ($4::text IS NULL OR d.result_key = $4)
-                 ORDER BY d.seq DESC, d.endpoint_id LIMIT $5"
+                 ORDER BY d.seq DESC, d.endpoint_id, d.kind LIMIT $5"
             ),
             &[
                 &query.before_seq.map_or(i64::MAX, bound),
@@ -478,16 +535,17 @@ pub(super) async fn deliveries<C: GenericClient>(
             .query(
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
-                     WHERE d.seq = $1 AND d.endpoint_id > $2
+                     WHERE d.seq = $1 AND (d.endpoint_id, d.kind) > ($2, $5)
                        AND ($3::text[] IS NULL OR d.endpoint_id = ANY($3))
                        AND ($4::int4 IS NULL OR d.state = $4)
-                     ORDER BY d.endpoint_id"
+                     ORDER BY d.endpoint_id, d.kind"
                 ),
                 &[
                     &bound(last.seq),
                     &last.endpoint_id,
                     &query.endpoint_ids,
                     &state,
+                    &last.kind.code(),
                 ],
             )
             .await
@@ -507,9 +565,9 @@ pub(super) async fn delivery<C: GenericClient>(
         .query_opt(
             &format!(
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
-                 WHERE d.endpoint_id = $1 AND d.seq = $2"
+                 WHERE d.endpoint_id = $1 AND d.seq = $2 AND d.kind = $3"
             ),
-            &[&key.endpoint_id, &bound(key.seq)],
+            &[&key.endpoint_id, &bound(key.seq), &key.kind.code()],
         )
         .await
         .map_err(db_error)?
@@ -527,8 +585,13 @@ pub(super) async fn redeliver<C: GenericClient>(
         .execute(
             "UPDATE webhook_deliveries SET next_attempt_ms = $3,
                  lease_owner = CASE WHEN state = 1 THEN lease_owner END, state = 1
-             WHERE endpoint_id = $1 AND seq = $2",
-            &[&key.endpoint_id, &bound(key.seq), &millis(now)],
+             WHERE endpoint_id = $1 AND seq = $2 AND kind = $4",
+            &[
+                &key.endpoint_id,
+                &bound(key.seq),
+                &millis(now),
+                &key.kind.code(),
+            ],
         )
         .await
         .map_err(db_error)?;

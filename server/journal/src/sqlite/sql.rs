@@ -353,15 +353,16 @@ pub(super) fn submissions_by_request_ids(
 pub(super) fn begin_batch(conn: &Connection, new: &BatchRecord) -> Result<BeganBatch, StoreError> {
     let inserted = conn
         .execute(
-            "INSERT INTO batches (id, request_id, fingerprint, created_at_ms, plan)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO batches (id, request_id, fingerprint, created_at_ms, plan, job_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (request_id) DO NOTHING",
             params![
                 new.id,
                 new.request_id,
                 &new.fingerprint[..],
                 millis(new.created_at),
-                new.plan.encode_to_vec()
+                new.plan.encode_to_vec(),
+                new.plan.jobs.len() as i64
             ],
         )
         .map_err(io_error)?;

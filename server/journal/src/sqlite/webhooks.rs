@@ -7,9 +7,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::errors::io_error;
 use crate::rows::{bound, decode, from_millis, millis, seq};
 use crate::webhooks::{
-    Attempt, AttemptOutcome, DELIVERY_COLUMNS, DELIVERY_PENDING, DeliveryKey, DeliveryQuery,
-    DeliveryRecord, DueDelivery, ENDPOINT_COLUMNS, ENDPOINT_COLUMNS_UNCOUNTED, EndpointChange,
-    EndpointRecord, OutboxCounts, attempt_row, fan_outs, state_code, state_of,
+    Attempt, AttemptOutcome, DELIVERY_COLUMN_COUNT, DELIVERY_COLUMNS, DELIVERY_PENDING,
+    DeliveryKey, DeliveryKind, DeliveryQuery, DeliveryRecord, DueDelivery, ENDPOINT_COLUMNS,
+    ENDPOINT_COLUMNS_UNCOUNTED, EndpointChange, EndpointRecord, EventFanOut, OutboxCounts,
+    WebhookEventType, attempt_row, fan_outs, state_code, state_of,
 };
 use crate::{StepWrites, StoreError};
 
@@ -33,16 +34,21 @@ fn endpoint_at(row: &Row<'_>, at: usize) -> rusqlite::Result<EndpointRecord> {
     })
 }
 
-/// A delivery from 11 columns starting at `at`; its state is checked by
-/// the caller.
-fn delivery_at(row: &Row<'_>, at: usize) -> rusqlite::Result<(DeliveryRecord, i32)> {
+/// A delivery read, its state and kind codes still to be checked.
+type RawDelivery = (DeliveryRecord, i32, i32);
+
+/// A delivery from [`DELIVERY_COLUMN_COUNT`] columns starting at `at`;
+/// its state and kind are checked by [`with_state`].
+fn delivery_at(row: &Row<'_>, at: usize) -> rusqlite::Result<RawDelivery> {
     let record = DeliveryRecord {
         key: DeliveryKey {
             endpoint_id: row.get(at)?,
             seq: seq(row.get(at + 1)?),
+            kind: DeliveryKind::Event,
         },
         type_mask: row.get(at + 2)?,
         result_key: row.get(at + 3)?,
+        batch_id: row.get::<_, Option<String>>(at + 12)?.unwrap_or_default(),
         state: crate::webhooks::DeliveryState::Pending,
         attempts: row.get(at + 5)?,
         next_attempt_at: row.get::<_, Option<i64>>(at + 6)?.map(from_millis),
@@ -51,11 +57,12 @@ fn delivery_at(row: &Row<'_>, at: usize) -> rusqlite::Result<(DeliveryRecord, i3
         created_at: from_millis(row.get(at + 9)?),
         last_attempt_at: row.get::<_, Option<i64>>(at + 10)?.map(from_millis),
     };
-    Ok((record, row.get(at + 4)?))
+    Ok((record, row.get(at + 4)?, row.get(at + 11)?))
 }
 
-fn with_state((mut record, code): (DeliveryRecord, i32)) -> Result<DeliveryRecord, StoreError> {
-    record.state = state_of(code)?;
+fn with_state((mut record, state, kind): RawDelivery) -> Result<DeliveryRecord, StoreError> {
+    record.state = state_of(state)?;
+    record.key.kind = DeliveryKind::of(kind)?;
     Ok(record)
 }
 
@@ -90,6 +97,7 @@ pub(super) fn write_deliveries(conn: &Connection, writes: &StepWrites) -> Result
                 ])
             })
             .map_err(io_error)?;
+        let written = written + batch_finished(conn, &fan_out, now)?;
         if written > 0 {
             let event = writes
                 .events
@@ -112,6 +120,56 @@ pub(super) fn write_deliveries(conn: &Connection, writes: &StepWrites) -> Result
         }
     }
     Ok(())
+}
+
+/// If `fan_out`'s event finished the last job of its batch, marks the
+/// batch finished (once: a later step finds it marked) and writes its
+/// `batch.finished` deliveries: to the endpoints named by the batch's
+/// submit and to its owner's `all_jobs` ones. How many were written.
+fn batch_finished(
+    conn: &Connection,
+    fan_out: &EventFanOut<'_>,
+    now: i64,
+) -> Result<usize, StoreError> {
+    if fan_out.finished_batch.is_empty() {
+        return Ok(0);
+    }
+    let finished = conn
+        .prepare_cached(
+            "UPDATE batches SET finished_seq = ?2
+             WHERE id = ?1 AND finished_seq IS NULL AND job_count IS NOT NULL
+               AND job_count = (SELECT count(*) FROM submissions s
+                                JOIN jobs j ON j.submission_id = s.id
+                                WHERE s.batch_id = ?1 AND j.status != 1)",
+        )
+        .and_then(|mut s| s.execute(params![fan_out.finished_batch, fan_out.seq]))
+        .map_err(io_error)?;
+    if finished == 0 {
+        return Ok(0);
+    }
+    conn.prepare_cached(
+        "INSERT INTO webhook_deliveries
+             (endpoint_id, seq, kind, type_mask, result_key, batch_id, state, next_attempt_ms,
+              created_at_ms)
+         SELECT e.id, ?1, 1, ?2, '', ?3, 1, CASE WHEN e.disabled_reason IS NULL THEN ?4 END, ?4
+         FROM webhook_endpoints e
+         WHERE e.event_mask & ?2 != 0
+           AND ((e.all_jobs AND e.owner = ?5)
+                OR e.id IN (SELECT w.endpoint_id FROM webhook_subscriptions w
+                            JOIN submissions s ON s.id = w.submission_id
+                            WHERE s.batch_id = ?3))
+         ON CONFLICT DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            fan_out.seq,
+            WebhookEventType::BatchFinished.bit(),
+            fan_out.finished_batch,
+            now,
+            fan_out.owner
+        ])
+    })
+    .map_err(io_error)
 }
 
 /// Records the endpoints a submission names (its draft's).
@@ -283,15 +341,15 @@ pub(super) fn claim(
              WHERE d.state = 1 AND d.next_attempt_ms <= ?1 AND e.disabled_reason IS NULL
                AND (d.lease_owner IS NULL OR d.lease_owner != ?2)
                AND d.endpoint_id NOT IN (SELECT value FROM json_each(?3))
-             ORDER BY d.seq, d.endpoint_id LIMIT ?4"
+             ORDER BY d.seq, d.endpoint_id, d.kind LIMIT ?4"
         ))
         .and_then(|mut s| {
             s.query_map(params![millis(now), me, skip, max as i64], |r| {
                 Ok((
                     delivery_at(r, 0)?,
-                    endpoint_at(r, 11)?,
-                    r.get::<_, Vec<u8>>(24)?,
-                    r.get::<_, Vec<u8>>(25)?,
+                    endpoint_at(r, DELIVERY_COLUMN_COUNT)?,
+                    r.get::<_, Vec<u8>>(DELIVERY_COLUMN_COUNT + 13)?,
+                    r.get::<_, Vec<u8>>(DELIVERY_COLUMN_COUNT + 14)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -301,9 +359,17 @@ pub(super) fn claim(
     for (delivery, endpoint, event, job) in rows {
         let record = with_state(delivery)?;
         conn.prepare_cached(
-            "UPDATE webhook_deliveries SET lease_owner = ?3 WHERE endpoint_id = ?1 AND seq = ?2",
+            "UPDATE webhook_deliveries SET lease_owner = ?3
+             WHERE endpoint_id = ?1 AND seq = ?2 AND kind = ?4",
         )
-        .and_then(|mut s| s.execute(params![record.key.endpoint_id, bound(record.key.seq), me]))
+        .and_then(|mut s| {
+            s.execute(params![
+                record.key.endpoint_id,
+                bound(record.key.seq),
+                me,
+                record.key.kind.code()
+            ])
+        })
         .map_err(io_error)?;
         due.push(DueDelivery {
             record,
@@ -319,9 +385,16 @@ pub(super) fn release(conn: &Connection, me: &str, keys: &[DeliveryKey]) -> Resu
     for key in keys {
         conn.prepare_cached(
             "UPDATE webhook_deliveries SET lease_owner = NULL
-             WHERE endpoint_id = ?1 AND seq = ?2 AND lease_owner = ?3",
+             WHERE endpoint_id = ?1 AND seq = ?2 AND kind = ?4 AND lease_owner = ?3",
         )
-        .and_then(|mut s| s.execute(params![key.endpoint_id, bound(key.seq), me]))
+        .and_then(|mut s| {
+            s.execute(params![
+                key.endpoint_id,
+                bound(key.seq),
+                me,
+                key.kind.code()
+            ])
+        })
         .map_err(io_error)?;
     }
     Ok(())
@@ -339,7 +412,7 @@ pub(super) fn record_attempt(
             "UPDATE webhook_deliveries SET state = ?3, attempts = attempts + 1,
                  next_attempt_ms = ?4, last_status = ?5, last_error = ?6, last_attempt_ms = ?7,
                  lease_owner = NULL
-             WHERE endpoint_id = ?1 AND seq = ?2 AND lease_owner = ?8",
+             WHERE endpoint_id = ?1 AND seq = ?2 AND kind = ?9 AND lease_owner = ?8",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -350,7 +423,8 @@ pub(super) fn record_attempt(
                 status,
                 error,
                 at,
-                me
+                me,
+                attempt.key.kind.code()
             ])
         })
         .map_err(io_error)?;
@@ -426,7 +500,7 @@ pub(super) fn deliveries(
                AND (?2 IS NULL OR d.endpoint_id IN (SELECT value FROM json_each(?2)))
                AND (?3 IS NULL OR d.state = ?3)
                AND (?4 IS NULL OR d.result_key = ?4)
-             ORDER BY d.seq DESC, d.endpoint_id LIMIT ?5"
+             ORDER BY d.seq DESC, d.endpoint_id, d.kind LIMIT ?5"
         ))
         .and_then(|mut s| {
             s.query_map(
@@ -452,10 +526,10 @@ pub(super) fn deliveries(
         let rest = conn
             .prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
-                 WHERE d.seq = ?1 AND d.endpoint_id > ?2
+                 WHERE d.seq = ?1 AND (d.endpoint_id, d.kind) > (?2, ?5)
                    AND (?3 IS NULL OR d.endpoint_id IN (SELECT value FROM json_each(?3)))
                    AND (?4 IS NULL OR d.state = ?4)
-                 ORDER BY d.endpoint_id"
+                 ORDER BY d.endpoint_id, d.kind"
             ))
             .and_then(|mut s| {
                 s.query_map(
@@ -463,7 +537,8 @@ pub(super) fn deliveries(
                         bound(last.seq),
                         last.endpoint_id,
                         endpoints,
-                        query.state.map(state_code)
+                        query.state.map(state_code),
+                        last.kind.code()
                     ],
                     |r| delivery_at(r, 0),
                 )?
@@ -483,12 +558,13 @@ pub(super) fn delivery(
 ) -> Result<Option<DeliveryRecord>, StoreError> {
     conn.prepare_cached(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
-         WHERE d.endpoint_id = ?1 AND d.seq = ?2"
+         WHERE d.endpoint_id = ?1 AND d.seq = ?2 AND d.kind = ?3"
     ))
     .and_then(|mut s| {
-        s.query_row(params![key.endpoint_id, bound(key.seq)], |r| {
-            delivery_at(r, 0)
-        })
+        s.query_row(
+            params![key.endpoint_id, bound(key.seq), key.kind.code()],
+            |r| delivery_at(r, 0),
+        )
         .optional()
     })
     .map_err(io_error)?
@@ -506,8 +582,13 @@ pub(super) fn redeliver(
         .execute(
             "UPDATE webhook_deliveries SET next_attempt_ms = ?3,
                  lease_owner = CASE WHEN state = 1 THEN lease_owner END, state = 1
-             WHERE endpoint_id = ?1 AND seq = ?2",
-            params![key.endpoint_id, bound(key.seq), millis(now)],
+             WHERE endpoint_id = ?1 AND seq = ?2 AND kind = ?4",
+            params![
+                key.endpoint_id,
+                bound(key.seq),
+                millis(now),
+                key.kind.code()
+            ],
         )
         .map_err(io_error)?;
     Ok(changed > 0)

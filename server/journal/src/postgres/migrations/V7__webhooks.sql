@@ -57,7 +57,11 @@ CREATE TABLE webhook_deliveries (
     created_at_ms BIGINT NOT NULL,
     last_attempt_ms BIGINT,
     lease_owner TEXT,
-    PRIMARY KEY (endpoint_id, seq)
+    -- 0: the event itself; 1: the batch.finished of the batch (batch_id)
+    -- whose last job the event finished.
+    kind INTEGER NOT NULL DEFAULT 0,
+    batch_id TEXT,
+    PRIMARY KEY (endpoint_id, seq, kind)
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms, seq) WHERE state = 1;
 CREATE INDEX webhook_deliveries_by_seq ON webhook_deliveries (seq);
@@ -69,3 +73,9 @@ CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (state, seq);
 -- Retention: sent and failed deliveries by their last attempt.
 CREATE INDEX webhook_deliveries_done ON webhook_deliveries (COALESCE(last_attempt_ms, created_at_ms))
     WHERE state != 1;
+
+-- How many jobs a batch has, and the seq of the event that finished its
+-- last one (its batch.finished), once. Batches recorded before this have
+-- no count, and no batch.finished.
+ALTER TABLE batches ADD COLUMN job_count INTEGER;
+ALTER TABLE batches ADD COLUMN finished_seq BIGINT;
