@@ -246,7 +246,7 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
     let busy = create(&mut hooks, receiver.url("/busy"), true, &["job.accepted"]).await;
     receiver.always(
         "/moved",
-        Answer::status(307).with("location", receiver.url("/elsewhere")),
+        Answer::status(301).with("location", receiver.url("/elsewhere")),
     );
     let moved = create(&mut hooks, receiver.url("/moved"), true, &["job.accepted"]).await;
     receiver.always("/gone", Answer::status(410));
@@ -277,7 +277,7 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
 
     // The redirect was an answer, never followed.
     let moved_delivery = wait_for_delivery(&mut hooks, &moved.id, |d| d.attempts >= 1).await;
-    assert_eq!(moved_delivery.last_http_status, 307);
+    assert_eq!(moved_delivery.last_http_status, 301);
     assert_eq!(moved_delivery.status, pb::DeliveryStatus::Pending as i32);
     assert!(moved_delivery.next_attempt_at.is_some());
     assert!(
