@@ -58,59 +58,73 @@ fn delivery_at(row: &Row, at: usize) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
-/// Writes the deliveries of a step's events, after its jobs (as
-/// SQLite's `write_deliveries`).
+/// Writes the deliveries of a step's events, after its jobs (as SQLite's
+/// `write_deliveries`), in one statement for all of them: the step holds
+/// the event counter's lock, which every replica's steps wait for, so it
+/// pays one round trip here whatever its number of events (and one more
+/// only when deliveries were written).
 pub(super) async fn write_deliveries<C: GenericClient>(
     client: &C,
     writes: &StepWrites,
 ) -> Result<(), StoreError> {
+    let fan_outs = fan_outs(writes);
+    if fan_outs.is_empty() {
+        return Ok(());
+    }
     let now = millis(SystemTime::now());
-    for fan_out in fan_outs(writes) {
-        let written = client
-            .execute(
-                "INSERT INTO webhook_deliveries
-                     (endpoint_id, seq, type_mask, result_key, state, next_attempt_ms, created_at_ms)
-                 SELECT e.id, $1, e.event_mask & $2, $3, 1,
-                        CASE WHEN e.disabled_reason IS NULL THEN $4::int8 END, $4
-                 FROM webhook_endpoints e
-                 WHERE e.event_mask & $2 != 0
-                   AND ((e.all_jobs AND e.owner = $5)
-                        OR e.id IN (SELECT endpoint_id FROM webhook_subscriptions
-                                    WHERE submission_id = $6))
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &fan_out.seq,
-                    &(fan_out.mask as i32),
-                    &fan_out.result_key,
-                    &now,
-                    &fan_out.owner,
-                    &fan_out.submission_id,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        let written = written + batch_finished(client, &fan_out, now).await?;
-        if written > 0 {
-            let event = writes
-                .events
-                .iter()
-                .find(|e| bound(e.seq) == fan_out.seq)
-                .map(|e| prost::Message::encode_to_vec(&**e))
-                .unwrap_or_default();
-            client
-                .execute(
-                    "INSERT INTO webhook_messages (seq, event, job) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                    &[
-                        &fan_out.seq,
-                        &event,
-                        &prost::Message::encode_to_vec(fan_out.job),
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
+    let seqs: Vec<i64> = fan_outs.iter().map(|f| f.seq).collect();
+    let masks: Vec<i32> = fan_outs.iter().map(|f| f.mask as i32).collect();
+    let keys: Vec<&str> = fan_outs.iter().map(|f| f.result_key).collect();
+    let owners: Vec<&str> = fan_outs.iter().map(|f| f.owner).collect();
+    let submissions: Vec<&str> = fan_outs.iter().map(|f| f.submission_id).collect();
+    let rows = client
+        .query(
+            "INSERT INTO webhook_deliveries
+                 (endpoint_id, seq, type_mask, result_key, state, next_attempt_ms, created_at_ms)
+             SELECT e.id, f.seq, e.event_mask & f.mask, f.result_key, 1,
+                    CASE WHEN e.disabled_reason IS NULL THEN $6::int8 END, $6
+             FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[], $5::text[])
+                  AS f(seq, mask, result_key, owner, submission_id)
+             JOIN webhook_endpoints e ON e.event_mask & f.mask != 0
+               AND ((e.all_jobs AND e.owner = f.owner)
+                    OR e.id IN (SELECT w.endpoint_id FROM webhook_subscriptions w
+                                WHERE w.submission_id = f.submission_id))
+             ON CONFLICT DO NOTHING
+             RETURNING seq",
+            &[&seqs, &masks, &keys, &owners, &submissions, &now],
+        )
+        .await
+        .map_err(db_error)?;
+    let mut written: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    for fan_out in fan_outs.iter().filter(|f| !f.finished_batch.is_empty()) {
+        if batch_finished(client, fan_out, now).await? > 0 {
+            written.insert(fan_out.seq);
         }
     }
+    if written.is_empty() {
+        return Ok(());
+    }
+    let (mut seqs, mut events, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
+    for fan_out in fan_outs.iter().filter(|f| written.contains(&f.seq)) {
+        let event = writes
+            .events
+            .iter()
+            .find(|e| bound(e.seq) == fan_out.seq)
+            .map(|e| prost::Message::encode_to_vec(&**e))
+            .unwrap_or_default();
+        seqs.push(fan_out.seq);
+        events.push(event);
+        jobs.push(prost::Message::encode_to_vec(fan_out.job));
+    }
+    client
+        .execute(
+            "INSERT INTO webhook_messages (seq, event, job)
+             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])
+             ON CONFLICT DO NOTHING",
+            &[&seqs, &events, &jobs],
+        )
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 
