@@ -87,16 +87,24 @@ impl WebhookEventType {
     }
 
     /// The mask of the types named (all of them when `names` is empty), or
-    /// the first name that is not a type.
-    pub fn mask_of<S: AsRef<str>>(names: &[S]) -> Result<u32, String> {
+    /// every name that is not a type, with its position.
+    pub fn mask_of<S: AsRef<str>>(names: &[S]) -> Result<u32, Vec<(usize, String)>> {
         if names.is_empty() {
             return Ok(Self::ALL_MASK);
         }
-        names.iter().try_fold(0, |mask, name| {
-            Self::parse(name.as_ref())
-                .map(|t| mask | t.bit())
-                .ok_or_else(|| name.as_ref().to_owned())
-        })
+        let mut mask = 0;
+        let mut unknown = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match Self::parse(name.as_ref()) {
+                Some(t) => mask |= t.bit(),
+                None => unknown.push((i, name.as_ref().to_owned())),
+            }
+        }
+        if unknown.is_empty() {
+            Ok(mask)
+        } else {
+            Err(unknown)
+        }
     }
 
     /// The names of the types in `mask`, in [`WebhookEventType::ALL`]'s
@@ -584,8 +592,8 @@ mod tests {
             ["job.completed", "task.failed"]
         );
         assert_eq!(
-            WebhookEventType::mask_of(&["task.failed", "job.done"]),
-            Err("job.done".to_owned())
+            WebhookEventType::mask_of(&["task.failed", "job.done", "x"]),
+            Err(vec![(1, "job.done".to_owned()), (2, "x".to_owned())])
         );
         assert!(WebhookEventType::names(WebhookEventType::ALL_MASK).is_empty());
     }

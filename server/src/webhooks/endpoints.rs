@@ -354,25 +354,21 @@ fn not_found(id: &str) -> ServiceError {
     ServiceError::NotFound(format!("no webhook endpoint {id:?} among yours"))
 }
 
+/// The mask of `names`, or `None` with a violation for each unknown one.
 fn check_event_types(names: &[String], violations: &mut Vec<Violation>) -> Option<u32> {
-    let mut mask = 0;
-    for (i, name) in names.iter().enumerate() {
-        match WebhookEventType::parse(name) {
-            Some(t) => mask |= t.bit(),
-            None => violations.push(Violation::new(
-                format!("event_types[{i}]"),
-                format!(
-                    "must be one of {}, got {name:?}",
-                    WebhookEventType::ALL.map(|t| t.name()).join(", ")
-                ),
-            )),
-        }
-    }
-    match (names.is_empty(), violations.is_empty()) {
-        (true, _) => Some(WebhookEventType::ALL_MASK),
-        (false, true) => Some(mask),
-        (false, false) => None,
-    }
+    WebhookEventType::mask_of(names)
+        .map_err(|unknown| {
+            violations.extend(unknown.into_iter().map(|(i, name)| {
+                Violation::new(
+                    format!("event_types[{i}]"),
+                    format!(
+                        "must be one of {}, got {name:?}",
+                        WebhookEventType::ALL.map(|t| t.name()).join(", ")
+                    ),
+                )
+            }))
+        })
+        .ok()
 }
 
 fn check_description(description: &str, violations: &mut Vec<Violation>) {
