@@ -339,7 +339,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
                 // backend's do): the operator configured that one.
                 outbound: own
                     .allow(config.outbound.clone())
-                    .allowing(origin_of(base_url.as_str())),
+                    .allowing(crate::outbound::Origin::of_url(base_url.as_str())),
                 ..config.mirror.clone()
             },
             objects,
@@ -558,12 +558,6 @@ fn load_tls(config: &ServerConfig) -> Result<Option<ListenerTls>, StartError> {
     }))
 }
 
-fn origin_of(url: &str) -> Option<crate::outbound::Origin> {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| crate::outbound::Origin::of(&u))
-}
-
 /// retouchd's own HTTP origins, which its outbound guard lets through by
 /// name: the local backend downloads samples and uploads from there.
 struct OwnOrigins {
@@ -576,10 +570,13 @@ impl OwnOrigins {
     /// `policy`, also allowing retouchd's own listener and public URL.
     fn allow(&self, policy: OutboundPolicy) -> OutboundPolicy {
         OutboundPolicy {
-            own_tls_origin: self.tls.then(|| origin_of(&self.http_base)).flatten(),
+            own_tls_origin: self
+                .tls
+                .then(|| crate::outbound::Origin::of_url(&self.http_base))
+                .flatten(),
             ..policy
-                .allowing(origin_of(&self.http_base))
-                .allowing(origin_of(&self.public_base))
+                .allowing(crate::outbound::Origin::of_url(&self.http_base))
+                .allowing(crate::outbound::Origin::of_url(&self.public_base))
         }
     }
 }

@@ -550,8 +550,7 @@ impl LocalBackendArgs {
             .chain(
                 self.public_base_url
                     .as_deref()
-                    .and_then(|url| reqwest::Url::parse(url).ok())
-                    .and_then(|url| crate::outbound::Origin::of(&url)),
+                    .and_then(crate::outbound::Origin::of_url),
             )
             .fold(self.outbound.to_policy(), |policy, origin| {
                 policy.allowing(Some(origin))

@@ -25,6 +25,12 @@ impl Origin {
         })
     }
 
+    /// The origin of the URL `text`, if it is one with a host and a known
+    /// port.
+    pub fn of_url(text: &str) -> Option<Origin> {
+        Origin::of(&Url::parse(text).ok()?)
+    }
+
     /// Parses an origin such as `http://10.0.0.5:8080` (a path is not
     /// allowed: an origin is everything on that host and port).
     pub fn parse(value: &str) -> Result<Origin, String> {
