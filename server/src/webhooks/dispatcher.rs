@@ -365,20 +365,12 @@ impl Dispatcher {
         if keys.is_empty() {
             return;
         }
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match self.outbox.release_deliveries(keys.clone()).await {
-                Ok(()) => return,
-                Err(e) if stop.is_cancelled() => {
-                    tracing::warn!(error = %e, deliveries = keys.len(), "cannot release webhook deliveries while stopping; the next start sends them");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot release webhook deliveries; will retry");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RECORD_BACKOFF_MAX);
-                }
-            }
+        let released = until_written(stop, "release webhook deliveries", || {
+            self.outbox.release_deliveries(keys.clone())
+        })
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, deliveries = keys.len(), "cannot release webhook deliveries while stopping; the next start sends them");
         }
     }
 
@@ -499,20 +491,17 @@ impl Dispatcher {
     /// Records an attempt, trying until it works: while it is not
     /// recorded, this process holds the delivery and nobody sends it.
     async fn record(&self, attempt: Attempt) {
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match self.outbox.record_attempt(attempt.clone()).await {
-                Ok(true) => return,
-                Ok(false) => {
-                    tracing::info!(webhook_id = %payload::webhook_id(&attempt.key), "a webhook delivery was taken over by another replica before its attempt was recorded; it may be sent twice");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, webhook_id = %payload::webhook_id(&attempt.key), "cannot record a webhook attempt; will retry");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RECORD_BACKOFF_MAX);
-                }
-            }
+        let never = CancellationToken::new();
+        let what = format!(
+            "record an attempt of webhook {}",
+            payload::webhook_id(&attempt.key)
+        );
+        let recorded = until_written(&never, &what, || {
+            self.outbox.record_attempt(attempt.clone())
+        })
+        .await;
+        if let Ok(false) = recorded {
+            tracing::info!(webhook_id = %payload::webhook_id(&attempt.key), "a webhook delivery was taken over by another replica before its attempt was recorded; it may be sent twice");
         }
     }
 
@@ -524,6 +513,31 @@ impl Dispatcher {
                     .set(counts.disabled_endpoints as f64);
             }
             Err(e) => tracing::debug!(error = %e, "cannot count webhook deliveries"),
+        }
+    }
+}
+
+/// Runs `write` until the journal takes it, waiting between tries from
+/// 100 ms, doubling, up to [`RECORD_BACKOFF_MAX`]; once `stop` is
+/// cancelled, a failure is the answer.
+async fn until_written<T, F, Fut>(
+    stop: &CancellationToken,
+    what: &str,
+    mut write: F,
+) -> Result<T, retouch_journal::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, retouch_journal::StoreError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(e) if !stop.is_cancelled() => {
+                tracing::warn!(error = %e, "cannot {what}; will retry");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RECORD_BACKOFF_MAX);
+            }
+            done => return done,
         }
     }
 }
