@@ -270,25 +270,26 @@ impl Limiter {
 
     /// One submit, if the rate allows it now.
     pub fn admit_submit(&self) -> Result<(), ServiceError> {
-        let rate = self.settings.submits_per_second.unwrap_or_default();
-        let burst = burst_of(&self.settings);
-        self.charge(&self.submits, 1, "submits_per_second", || {
-            format!(
-                "at most {rate} submits per second (burst {burst}){}",
-                self.shared_note()
-            )
-        })
+        self.charge_submit("")
     }
 
     /// One upstream lookup of a key retouchd does not track (a Watch
     /// naming it), if the submit rate allows it now: lookups spend the
     /// shared upstream budget as submits do, so they count as submits.
     pub fn admit_lookup(&self) -> Result<(), ServiceError> {
+        self.charge_submit(
+            ", and each upstream lookup of a result key retouchd does not track counts as one",
+        )
+    }
+
+    /// One submit's place in the submit rate; `note` ends the refusal's
+    /// description.
+    fn charge_submit(&self, note: &str) -> Result<(), ServiceError> {
         let rate = self.settings.submits_per_second.unwrap_or_default();
         let burst = burst_of(&self.settings);
         self.charge(&self.submits, 1, "submits_per_second", || {
             format!(
-                "at most {rate} submits per second (burst {burst}){}, and each upstream lookup of a result key retouchd does not track counts as one",
+                "at most {rate} submits per second (burst {burst}){}{note}",
                 self.shared_note()
             )
         })
