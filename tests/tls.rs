@@ -123,6 +123,7 @@ async fn upload_with_retouch(
         token: None,
         ca_cert: Some(pki.path("ca.pem")),
         identity: mutual.then(|| (pki.path("client.pem"), pki.path("client.key"))),
+        trace: None,
     })
     .unwrap();
     let png = dir.join("sample.png");

@@ -33,6 +33,13 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "RETOUCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Export spans over OTLP/gRPC to this collector (such as
+    /// http://127.0.0.1:4317). Overrides OTEL_EXPORTER_OTLP_ENDPOINT and
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; with none of them, nothing is
+    /// exported. The other OTEL_* variables (service name, resource,
+    /// sampler, headers, timeout) apply.
+    #[arg(long, value_name = "URL", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Log output format.

@@ -8,15 +8,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use retouch_engine::RemovalParams;
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{Cli, Command, LogFormat, PairArgs};
+use crate::config::{Cli, Command, PairArgs};
 use crate::oneshot::Job;
+use crate::telemetry::traces::{Tracing, TracingOptions};
 
 /// Runs `retouchd` with the process's command line; returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -27,8 +26,33 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli))
+    let options = TracingOptions {
+        log_format: cli.log_format,
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        default_service_name: match cli.command {
+            Some(Command::LocalBackend(_)) => "retouchd-local-backend",
+            _ => "retouchd",
+        },
+    };
+    // The exporter's connection lives on the runtime.
+    let tracing = match runtime.block_on(async { Tracing::install(&options) }) {
+        Ok(tracing) => tracing,
+        Err(message) => {
+            eprintln!("retouchd: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let code = run(cli).await;
+        // Spans still queued are sent while the runtime (and the
+        // exporter's connection on it) still runs.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown(SPAN_FLUSH_TIMEOUT)).await;
+        code
+    })
 }
+
+/// How long exiting waits for queued spans to reach the collector.
+const SPAN_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -172,20 +196,4 @@ async fn reload_on_sighup(server: &crate::app::RunningServer) {
     }
     #[cfg(not(unix))]
     shutdown_signal().await
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal: in files and log
-    // collectors they are noise (and `NO_COLOR` is honoured).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

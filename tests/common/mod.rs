@@ -256,6 +256,7 @@ pub fn tui_client(url: String) -> retouch_tui::client::Client {
         token: None,
         ca_cert: None,
         identity: None,
+        trace: None,
     })
     .expect("a client for a loopback URL")
 }

@@ -166,6 +166,7 @@ fn event(jobs: usize, n: usize) -> pb::JobEvent {
         result_key: format!("{i:032x}"),
         job_status: pb::JobStatus::Active as i32,
         submission_id: String::new(),
+        trace_id: String::new(),
         kind: Some(kind),
     }
 }

@@ -42,6 +42,24 @@ pub struct Cli {
         requires = "client_cert"
     )]
     pub client_key: Option<PathBuf>,
+    /// Continue this W3C trace context in every call
+    /// (`00-<trace id>-<parent id>-<flags>`): retouchd's spans join the
+    /// trace. The trace id is printed on stderr.
+    #[arg(long, env = "TRACEPARENT", value_name = "TRACEPARENT", global = true)]
+    pub traceparent: Option<String>,
+    /// The `tracestate` sent with --traceparent.
+    #[arg(
+        long,
+        env = "TRACESTATE",
+        value_name = "TRACESTATE",
+        global = true,
+        requires = "traceparent"
+    )]
+    pub tracestate: Option<String>,
+    /// Start a fresh trace for this run's calls (unless --traceparent is
+    /// given) and print its id on stderr.
+    #[arg(long = "trace", env = "RETOUCH_TRACE", global = true)]
+    pub trace: bool,
     /// Watch only these jobs (`matting:<result_key>` or
     /// `removal:<result_key>`) instead of every job retouchd tracks.
     #[arg(long = "watch", value_name = "API:KEY")]

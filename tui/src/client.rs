@@ -15,6 +15,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic_types::StatusExt;
 
 use crate::request::{Input, JobRequest};
+use crate::trace::TraceParent;
 
 /// Bytes per `UploadImage` chunk.
 const CHUNK: usize = 64 * 1024;
@@ -30,6 +31,8 @@ pub struct ServerAddress {
     pub ca_cert: Option<PathBuf>,
     /// Client certificate and key (PEM) for mutual TLS.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// Trace context sent with every call.
+    pub trace: Option<TraceParent>,
 }
 
 /// A failed call, with what we were doing and the server's codes.
@@ -130,6 +133,8 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 pub struct Client {
     channel: Channel,
     authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    /// `traceparent` and `tracestate`, as metadata.
+    trace: Vec<(&'static str, MetadataValue<tonic::metadata::Ascii>)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -139,6 +144,11 @@ impl std::fmt::Debug for Client {
             .field("authenticated", &self.authorization.is_some())
             .finish()
     }
+}
+
+/// The flag a trace header comes from, for errors.
+fn context_name(header: &str) -> String {
+    format!("--{header}")
 }
 
 impl Client {
@@ -190,9 +200,28 @@ impl Client {
             }
             None => None,
         };
+        let mut trace = Vec::new();
+        if let Some(context) = &address.trace {
+            let headers = [
+                ("traceparent", Some(&context.traceparent)),
+                ("tracestate", context.tracestate.as_ref()),
+            ];
+            for (name, value) in headers {
+                if let Some(value) = value {
+                    let value = value.parse().map_err(|_| {
+                        ClientError::local(
+                            context_name(name),
+                            "has characters a header cannot carry",
+                        )
+                    })?;
+                    trace.push((name, value));
+                }
+            }
+        }
         Ok(Client {
             channel: endpoint.connect_lazy(),
             authorization,
+            trace,
         })
     }
 
@@ -203,6 +232,9 @@ impl Client {
             request
                 .metadata_mut()
                 .insert("authorization", value.clone());
+        }
+        for (name, value) in &self.trace {
+            request.metadata_mut().insert(*name, value.clone());
         }
         request
     }

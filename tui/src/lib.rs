@@ -10,6 +10,7 @@
 //! - [`submit`]: `retouch submit` for scripts; [`verbs`]: `retouch jobs`,
 //!   `get`, `watch` and `download`, with the [`exit`] codes they share and
 //!   their [`json`] output; [`demo`]: `retouch demo`.
+//! - [`trace`]: the W3C trace context sent with every call.
 
 pub mod actions;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod program;
 pub mod request;
 pub mod state;
 pub mod submit;
+pub mod trace;
 pub mod verbs;
 pub mod view;
 pub mod watch;

@@ -33,11 +33,27 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    let trace = match crate::trace::of_run(
+        cli.traceparent.as_deref(),
+        cli.tracestate.as_deref(),
+        cli.trace,
+    ) {
+        Ok(trace) => trace,
+        Err(e) => {
+            eprintln!("retouch: {e}");
+            return ExitCode::from(Exit::InvalidInput as u8);
+        }
+    };
+    if let Some(trace) = &trace {
+        // On stderr, so that --json output on stdout stays one document.
+        eprintln!("retouch: trace {}", trace.trace_id);
+    }
     let address = ServerAddress {
         url: cli.server.clone(),
         token: cli.token.clone(),
         ca_cert: cli.ca_cert.clone(),
         identity: cli.client_cert.clone().zip(cli.client_key.clone()),
+        trace,
     };
     match cli.command {
         Some(Command::Submit(args)) => {
@@ -237,6 +253,7 @@ async fn demo(cli: &Cli) -> Result<(), String> {
         token: None,
         ca_cert: None,
         identity: None,
+        trace: None,
     };
     let client = Client::new(&address).map_err(|e| e.to_string())?;
     let result = crate::dashboard::run(client, Vec::new(), cli.download_dir.clone(), jobs)

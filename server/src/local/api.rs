@@ -33,6 +33,26 @@ pub(super) async fn dispatch(
     // malformed one, after the gateway.
     let body = body.ok();
     let call = classify(&method, uri.path(), body.as_deref());
+    // The caller's trace (retouchd's upstream call) continues here.
+    let span = tracing::info_span!(
+        "local_backend",
+        api = call.map(|c| c.kind.as_str()),
+        endpoint = call.map(|c| c.endpoint.as_str()),
+        otel.kind = "server",
+    );
+    crate::telemetry::traces::continue_trace(&span, &headers);
+    tracing::Instrument::instrument(serve(shared, call, method, uri, headers, body), span).await
+}
+
+/// Serves a classified request: the gateway, then the backend.
+async fn serve(
+    shared: Arc<Shared>,
+    call: Option<Call>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+) -> Response {
     match call.map(|c| c.endpoint) {
         Some(Endpoint::Submit) => shared.stats.bump(Counter::SubmitRequests),
         Some(Endpoint::Query) => shared.stats.bump(Counter::QueryRequests),

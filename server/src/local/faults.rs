@@ -18,6 +18,16 @@ pub enum Endpoint {
     Query,
 }
 
+impl Endpoint {
+    /// `submit` or `query`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Submit => "submit",
+            Endpoint::Query => "query",
+        }
+    }
+}
+
 /// A fault answered instead of the real response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InjectedFault {

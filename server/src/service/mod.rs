@@ -100,12 +100,17 @@ impl Retouch {
 
     /// Runs `work` (a submit, or a batch's submits) on a task of its own,
     /// among those shutdown waits for: it goes on if the caller hangs up.
+    /// It stays in the caller's span: its logs, and its part of the trace,
+    /// belong to the call.
     pub(crate) fn spawn_submit<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.submits.spawn(work)
+        self.submits.spawn(tracing::Instrument::instrument(
+            work,
+            tracing::Span::current(),
+        ))
     }
 
     /// Refuses new submissions (before anything is billed) from now on.

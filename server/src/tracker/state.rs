@@ -238,6 +238,7 @@ impl TrackerState {
             result_key: String::new(),
             job_status: draft.status,
             submission_id: draft.submission_id.clone(),
+            trace_id: trace_id_of(&draft.traceparent),
             kind: Some(Kind::SubmitOutcomeUnknown(pb::SubmitOutcomeUnknown {
                 job: Some(draft.clone()),
             })),
@@ -482,6 +483,7 @@ impl TrackerState {
             result_key: job.result_key.clone(),
             job_status: job.status,
             submission_id: job.submission_id.clone(),
+            trace_id: trace_id_of(&job.traceparent),
             kind: Some(kind),
         });
         if let Some(tracked) = self.jobs.get_mut(&job.result_key) {
@@ -519,6 +521,13 @@ pub(crate) fn mirrored_url(
         "{}/mirror/{result_key}/{task_index}/{result_index}",
         base.trim_end_matches('/')
     )
+}
+
+/// The trace id of a job's recorded `traceparent`, for its events.
+fn trace_id_of(traceparent: &str) -> String {
+    crate::telemetry::traces::trace_id_of(traceparent)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -302,10 +302,11 @@ impl UpstreamClient {
         path: &str,
         body: &impl Serialize,
     ) -> Result<(T, String), UpstreamError> {
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "upstream",
             %api,
             endpoint,
+            otel.kind = "client",
             result_key = result_key.unwrap_or_default(),
             aliyun_request_id = tracing::field::Empty,
         );
@@ -391,6 +392,13 @@ impl UpstreamClient {
         // rejects a reused one as a replay.
         let nonce = uuid::Uuid::new_v4().to_string();
         let mut request = self.inner.http.post(url.clone());
+        // The upstream continues this call's trace (the local backend does;
+        // Aliyun's gateway ignores it).
+        let mut trace_context = http::HeaderMap::new();
+        crate::telemetry::traces::pass_on(&tracing::Span::current(), &mut trace_context);
+        if !trace_context.is_empty() {
+            request = request.headers(trace_context);
+        }
         match (&self.inner.config.credentials, &self.inner.authorization) {
             (Credentials::AppKey(pair), _) => {
                 // Signed over the path (and query) as sent.

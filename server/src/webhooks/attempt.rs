@@ -68,8 +68,14 @@ pub struct SignedMessage<'a> {
 /// What the answer said is kept (for `last_error`, which the endpoint's
 /// owner reads) only from public destinations: an origin the operator
 /// allowed may be internal, and a webhook must not become a way to read
-/// it.
-pub async fn send(client: &GuardedClient, url: &str, message: SignedMessage<'_>) -> Answer {
+/// it. `trace_context` (a `traceparent`, or nothing) goes with it, outside
+/// the signature.
+pub async fn send(
+    client: &GuardedClient,
+    url: &str,
+    message: SignedMessage<'_>,
+    trace_context: http::HeaderMap,
+) -> Answer {
     let public = reqwest::Url::parse(url)
         .ok()
         .and_then(|u| client.policy().route(&u).ok())
@@ -82,6 +88,7 @@ pub async fn send(client: &GuardedClient, url: &str, message: SignedMessage<'_>)
                 .header("webhook-id", message.id)
                 .header("webhook-timestamp", message.timestamp.to_string())
                 .header("webhook-signature", message.signature)
+                .headers(trace_context.clone())
                 .body(message.body.to_vec())
         })
         .await;

@@ -22,6 +22,7 @@ use retouch_journal::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::attempt::{self, FAILING_LIMIT, SignedMessage};
 use super::payload;
@@ -406,6 +407,18 @@ impl Dispatcher {
         };
         let timestamp = unix_seconds(SystemTime::now());
         let signature = signature_header(&secrets, &message.id, timestamp, &message.body);
+        // The attempt joins the trace of the submit that created the job.
+        let span = tracing::info_span!(
+            "webhook_delivery",
+            otel.kind = "client",
+            endpoint = %due.endpoint.id,
+            webhook_id = %message.id,
+            attempt = due.record.attempts + 1,
+            http.response.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::traces::continue_traceparent(&span, &due.job.traceparent);
+        let mut trace_context = http::HeaderMap::new();
+        crate::telemetry::traces::pass_on(&span, &mut trace_context);
         let started = Instant::now();
         let answer = attempt::send(
             &self.client,
@@ -416,8 +429,13 @@ impl Dispatcher {
                 signature: &signature,
                 body: &message.body,
             },
+            trace_context,
         )
+        .instrument(span.clone())
         .await;
+        if let attempt::Answer::Status { status, .. } = &answer {
+            span.record("http.response.status_code", status);
+        }
         metrics::histogram!("retouch_webhook_attempt_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         drop(permit);

@@ -40,6 +40,7 @@ pub mod build {
             job_status: pb::JobStatus::Active as i32,
             time: Some(at(seq)),
             submission_id: String::new(),
+            trace_id: String::new(),
             kind: Some(pb::job_event::Kind::Accepted(pb::JobAccepted {
                 job: Some(job),
             })),
@@ -63,6 +64,7 @@ pub mod build {
             job_status: job_status as i32,
             time: Some(at(seq)),
             submission_id: String::new(),
+            trace_id: String::new(),
             kind: Some(pb::job_event::Kind::Transition(pb::TaskTransition {
                 task_index: task,
                 previous: from as i32,
@@ -91,6 +93,7 @@ pub mod build {
             job_status: pb::JobStatus::Active as i32,
             time: Some(at(seq)),
             submission_id: String::new(),
+            trace_id: String::new(),
             kind: Some(pb::job_event::Kind::UpstreamError(pb::UpstreamError {
                 aliyun_code: code,
                 http_status: 200,

@@ -1,0 +1,368 @@
+//! Traces across services, exported over OTLP/gRPC to a real collector
+//! endpoint (opentelemetry-proto's `TraceService`, on loopback) by two
+//! processes: retouchd, and the standalone local backend it submits to.
+//!
+//! A Submit carrying a caller's `traceparent` must yield, under the
+//! caller's trace id: retouchd's `rpc` span as the caller span's child, the
+//! upstream call beneath it, the backend's span as that call's child (in
+//! the other service), the job's events carrying the trace id, and the
+//! job's webhook delivery carrying the trace on to its receiver.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use retouch_api::v1 as pb;
+use retouch_api::v1::instance_matting_client::InstanceMattingClient;
+use retouch_api::v1::jobs_client::JobsClient;
+use retouch_api::v1::webhooks_client::WebhooksClient;
+
+mod support;
+
+use support::{Process, channel, task, upstream_args};
+
+/// A span as the collector received it, with its service's name and
+/// resource.
+#[derive(Debug, Clone)]
+struct ReceivedSpan {
+    service: String,
+    resource: HashMap<String, String>,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    attributes: HashMap<String, String>,
+}
+
+/// The collector: records every span exported to it.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for resource_spans in request.into_inner().resource_spans {
+            let resource = attributes(
+                resource_spans
+                    .resource
+                    .as_ref()
+                    .map_or(&[][..], |r| &r.attributes[..]),
+            );
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    received.push(ReceivedSpan {
+                        service: service.clone(),
+                        resource: resource.clone(),
+                        name: span.name,
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                        attributes: attributes(&span.attributes),
+                    });
+                }
+            }
+        }
+        self.spans.lock().unwrap().extend(received);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attributes(pairs: &[KeyValue]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::BoolValue(b)) => b.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+impl Collector {
+    /// Serves on a free loopback port; returns its URL.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+
+    /// The spans of `trace_id` once `done` holds for them (waiting for the
+    /// batch exporters to send them).
+    async fn trace(
+        &self,
+        trace_id: &str,
+        done: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans: Vec<ReceivedSpan> = self
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.trace_id == trace_id)
+                .cloned()
+                .collect();
+            if done(&spans) {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the trace never completed; spans received: {spans:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A webhook receiver recording the `traceparent` of each delivery.
+async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: http::HeaderMap| {
+            let record = Arc::clone(&record);
+            async move {
+                let traceparent = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                record.lock().unwrap().push(traceparent);
+                http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector() {
+    let collector = Collector::default();
+    let otlp = collector.start().await;
+    let (hooks, deliveries) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let export = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=test".to_owned(),
+        ),
+    ];
+    let mut backend = Process::spawn_with_env(
+        &[
+            "local-backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--appcode",
+            support::APPCODE,
+        ],
+        &export,
+        dir.path().join("backend.log"),
+    );
+    let upstream = format!(
+        "http://{}",
+        backend.logged("local backend is running", "listen").await
+    );
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--allow-url-origin",
+        &hooks,
+    ];
+    args.extend(upstream_args(&upstream));
+    let mut retouchd = Process::spawn_with_env(&args, &export, dir.path().join("retouchd.log"));
+    let grpc = format!(
+        "http://{}",
+        retouchd.logged("retouchd is running", "grpc").await
+    );
+    let channel = channel(&grpc).await.expect("retouchd answers");
+
+    let endpoint = WebhooksClient::new(channel.clone())
+        .create_endpoint(pb::CreateEndpointRequest {
+            url: format!("{hooks}/hook"),
+            ..Default::default()
+        })
+        .await
+        .expect("the endpoint is created")
+        .into_inner();
+    let mut submit = tonic::Request::new(pb::SubmitMattingRequest {
+        tasks: vec![task(&upstream, 0)],
+        webhook_endpoint_ids: vec![endpoint.id],
+        ..Default::default()
+    });
+    submit.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    let job = InstanceMattingClient::new(channel.clone())
+        .submit(submit)
+        .await
+        .expect("the submit is accepted")
+        .into_inner()
+        .job
+        .unwrap();
+    assert!(
+        job.traceparent.starts_with(&format!("00-{CALLER_TRACE}-")),
+        "the job records its submit's trace: {:?}",
+        job.traceparent
+    );
+
+    // Every event of the job carries its submit's trace id.
+    let mut events = JobsClient::new(channel)
+        .watch(pb::WatchRequest {
+            jobs: vec![pb::JobRef {
+                api: pb::Api::InstanceMatting as i32,
+                result_key: job.result_key.clone(),
+                ..Default::default()
+            }],
+            // Every event from the first, whenever the job finishes.
+            after_seq: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The stream ends once the named job has finished.
+    let mut seen = 0;
+    let finished = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(message) = events.next().await {
+            if let Some(pb::watch_response::Kind::Event(event)) = message.unwrap().kind {
+                assert_eq!(event.trace_id, CALLER_TRACE, "{event:?}");
+                seen += 1;
+            }
+        }
+    })
+    .await;
+    assert!(finished.is_ok(), "the job did not finish in 60 s");
+    assert!(seen > 0, "the job's events came");
+
+    let spans = collector
+        .trace(CALLER_TRACE, |spans| {
+            spans.iter().any(|s| s.name == "local_backend")
+                && spans.iter().any(|s| s.name == "webhook_delivery")
+        })
+        .await;
+    let by_id: HashMap<&str, &ReceivedSpan> =
+        spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let ancestors = |span: &ReceivedSpan| {
+        let mut chain = Vec::new();
+        let mut parent = span.parent_span_id.as_str();
+        while let Some(up) = by_id.get(parent) {
+            chain.push(up.name.clone());
+            parent = up.parent_span_id.as_str();
+        }
+        (chain, parent.to_owned())
+    };
+
+    let rpc = spans
+        .iter()
+        .find(|s| s.name == "retouch.v1.InstanceMatting/Submit")
+        .unwrap_or_else(|| panic!("no server span: {spans:#?}"));
+    assert_eq!(rpc.parent_span_id, CALLER_SPAN, "the caller's child");
+    assert_eq!(rpc.service, "retouchd");
+    assert_eq!(
+        rpc.attributes
+            .get("rpc.grpc.status_code")
+            .map(String::as_str),
+        Some("0")
+    );
+
+    let upstream_submit = spans
+        .iter()
+        .find(|s| {
+            s.name == "upstream"
+                && s.attributes.get("endpoint").map(String::as_str) == Some("submit")
+        })
+        .unwrap_or_else(|| panic!("no upstream submit span: {spans:#?}"));
+    let (chain, root) = ancestors(upstream_submit);
+    assert!(
+        chain.contains(&rpc.name),
+        "the upstream call is beneath the rpc span: {chain:?}"
+    );
+    assert_eq!(root, CALLER_SPAN);
+
+    let backend_submit = spans
+        .iter()
+        .find(|s| {
+            s.name == "local_backend"
+                && s.attributes.get("endpoint").map(String::as_str) == Some("submit")
+        })
+        .unwrap_or_else(|| panic!("no backend span: {spans:#?}"));
+    assert_eq!(
+        backend_submit.parent_span_id, upstream_submit.span_id,
+        "the backend continues the upstream call"
+    );
+    assert_eq!(backend_submit.service, "retouchd-local-backend");
+
+    for span in &spans {
+        assert!(!span.service.is_empty(), "service.name is set: {span:?}");
+        assert_eq!(
+            span.resource
+                .get("deployment.environment.name")
+                .map(String::as_str),
+            Some("test"),
+            "OTEL_RESOURCE_ATTRIBUTES applies: {span:?}"
+        );
+    }
+
+    // The webhook delivery joins the trace, beneath the submit, and
+    // carries it on to the receiver.
+    let delivery = spans.iter().find(|s| s.name == "webhook_delivery").unwrap();
+    let (chain, _) = ancestors(delivery);
+    assert!(chain.contains(&"submit".to_owned()), "{chain:?}");
+    let received = deliveries.lock().unwrap().clone();
+    assert!(
+        received
+            .iter()
+            .any(|t| t.starts_with(&format!("00-{CALLER_TRACE}-{}-", delivery.span_id))),
+        "the receiver got the delivery span's context: {received:?}"
+    );
+}

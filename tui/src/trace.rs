@@ -1,0 +1,124 @@
+//! The W3C trace context `retouch` sends with every call: `--traceparent`
+//! continues a caller's trace, `RETOUCH_TRACE=1` (`--trace`) starts a fresh
+//! one. retouchd, when it exports traces, makes its spans children of it.
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+
+/// A trace context to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The `traceparent` header.
+    pub traceparent: String,
+    /// The `tracestate` header, if there is one.
+    pub tracestate: Option<String>,
+    /// Its trace id (32 hex digits).
+    pub trace_id: String,
+}
+
+impl TraceParent {
+    /// Continues `traceparent` (and `tracestate`): an error names the flag
+    /// and the format when it is not a valid W3C trace context.
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Result<TraceParent, String> {
+        let mut carrier =
+            HashMap::from([("traceparent".to_owned(), traceparent.trim().to_owned())]);
+        if let Some(state) = tracestate {
+            carrier.insert("tracestate".to_owned(), state.trim().to_owned());
+        }
+        let context = TraceContextPropagator::new().extract(&carrier);
+        let span = context.span();
+        let span_context = span.span_context();
+        if !span_context.is_valid() {
+            return Err(format!(
+                "--traceparent {traceparent:?}: not a W3C traceparent \
+                 (00-<32 hex digits of trace id>-<16 hex digits of parent id>-<2 hex digits of flags>, \
+                 ids not all zeros)"
+            ));
+        }
+        Ok(Self::of(span_context))
+    }
+
+    /// A fresh, sampled trace.
+    pub fn fresh() -> TraceParent {
+        let ids = RandomIdGenerator::default();
+        let span_context = SpanContext::new(
+            ids.new_trace_id(),
+            ids.new_span_id(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        Self::of(&span_context)
+    }
+
+    fn of(span_context: &SpanContext) -> TraceParent {
+        let context = opentelemetry::Context::new().with_remote_span_context(span_context.clone());
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new().inject_context(&context, &mut carrier);
+        TraceParent {
+            traceparent: carrier.remove("traceparent").unwrap_or_default(),
+            tracestate: carrier.remove("tracestate").filter(|s| !s.is_empty()),
+            trace_id: span_context.trace_id().to_string(),
+        }
+    }
+}
+
+/// The trace context of this run: `--traceparent` when given, else a
+/// fresh one when `fresh` (`--trace`, `RETOUCH_TRACE=1`), else none.
+pub fn of_run(
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+    fresh: bool,
+) -> Result<Option<TraceParent>, String> {
+    match traceparent.filter(|t| !t.trim().is_empty()) {
+        Some(given) => TraceParent::parse(given, tracestate).map(Some),
+        None => Ok(fresh.then(TraceParent::fresh)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_traceparent_is_kept_and_its_trace_id_read() {
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = of_run(Some(given), Some("vendor=x"), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(trace.traceparent, given);
+        assert_eq!(trace.tracestate.as_deref(), Some("vendor=x"));
+        assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn a_malformed_traceparent_is_refused_naming_the_flag() {
+        for bad in [
+            "nonsense",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            let refused = of_run(Some(bad), None, false).unwrap_err();
+            assert!(refused.starts_with("--traceparent"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_fresh_trace_is_sampled_and_new_each_time() {
+        let one = of_run(None, None, true).unwrap().unwrap();
+        let two = TraceParent::fresh();
+        assert_ne!(one.trace_id, two.trace_id);
+        assert!(
+            one.traceparent
+                .starts_with(&format!("00-{}-", one.trace_id))
+        );
+        assert!(one.traceparent.ends_with("-01"), "{}", one.traceparent);
+        assert_eq!(TraceParent::parse(&one.traceparent, None).unwrap(), one);
+        assert_eq!(of_run(None, None, false).unwrap(), None);
+    }
+}
