@@ -13,6 +13,13 @@
 //!
 //! Printed: p50 and p99 of each path, the relay's added p50 and p99 (targets
 //! <= 0.3 ms and <= 1 ms), and the ratio to the baseline.
+//!
+//! Traces: three more retouchd (journal on tmpfs) export their spans over
+//! OTLP/gRPC, to a collector that answers at once, to one that is down
+//! (connections refused), and to one that answers each export only after
+//! 10 s. Against the tmpfs relay that exports nothing, they show what
+//! exporting costs a submit, and that a collector in trouble costs it
+//! nothing more: spans are queued and dropped, never waited for.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,8 +45,10 @@ const ROUNDS: usize = 4;
 
 /// The ways of submitting the same tasks.
 struct Paths {
-    /// retouchd with its journal on disk, and on tmpfs (no fsync cost).
-    relays: [Channel; 2],
+    /// retouchd with its journal on disk, and on tmpfs (no fsync cost);
+    /// then on tmpfs exporting traces, to each collector of
+    /// [`COLLECTORS`].
+    relays: [Channel; 5],
     direct: reqwest::Client,
     submit_url: String,
     image_url: String,
@@ -47,10 +56,30 @@ struct Paths {
 }
 
 /// Names of the paths, in the order [`Paths::submit`] numbers them.
-const PATH_NAMES: [&str; 3] = [
+const PATH_NAMES: [&str; 6] = [
     "direct HTTP",
     "retouchd, journal on disk",
     "retouchd, journal on tmpfs",
+    "tmpfs, traces exported",
+    "tmpfs, collector down",
+    "tmpfs, collector slow 10 s",
+];
+
+/// The collectors the exporting relays send to.
+#[derive(Debug, Clone, Copy)]
+enum CollectorState {
+    /// Answers every export at once.
+    Up,
+    /// Refuses connections.
+    Down,
+    /// Answers every export after 10 s.
+    Slow,
+}
+
+const COLLECTORS: [CollectorState; 3] = [
+    CollectorState::Up,
+    CollectorState::Down,
+    CollectorState::Slow,
 ];
 
 impl Paths {
@@ -138,9 +167,45 @@ fn main() {
         let mut relays = Vec::new();
         let on_disk = dir.path().join("data");
         for (name, data_dir) in [("disk", on_disk.as_path()), ("tmpfs", tmpfs.path())] {
-            let (process, channel) = relay(&upstream, data_dir, &dir.path().join(name)).await;
+            let (process, channel) =
+                relay(&upstream, data_dir, &[], &dir.path().join(name)).await;
             processes.push(process);
             relays.push(channel);
+        }
+        let mut collectors = Vec::new();
+        let mut exporting_dirs = Vec::new();
+        for state in COLLECTORS {
+            let endpoint = match state {
+                CollectorState::Up | CollectorState::Slow => {
+                    let collector = support::collector::Collector {
+                        delay: match state {
+                            CollectorState::Slow => Duration::from_secs(10),
+                            _ => Duration::ZERO,
+                        },
+                        ..Default::default()
+                    };
+                    let endpoint = collector.start().await;
+                    collectors.push(collector);
+                    endpoint
+                }
+                CollectorState::Down => {
+                    // A port just freed: nothing listens there.
+                    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    format!("http://{}", closed.local_addr().unwrap())
+                }
+            };
+            let data_dir = tempfile::tempdir_in("/dev/shm").unwrap();
+            let name = format!("{state:?}").to_lowercase();
+            let (process, channel) = relay(
+                &upstream,
+                data_dir.path(),
+                &["--otlp-endpoint", &endpoint],
+                &dir.path().join(&name),
+            )
+            .await;
+            processes.push(process);
+            relays.push(channel);
+            exporting_dirs.push(data_dir);
         }
         let (image_url, mask_url) = support::upload_plain_inputs(relays[0].clone()).await;
         let paths = Arc::new(Paths {
@@ -193,14 +258,19 @@ fn main() {
             }
         }
         println!("targets: added (+) p50 <= 0.30 ms, p99 <= 1.00 ms");
+        let exported = collectors[0].spans.lock().unwrap().len();
+        println!(
+            "the collector that was up received {exported} spans; the slow one {}",
+            collectors[1].spans.lock().unwrap().len()
+        );
     });
 }
 
-/// A retouchd against `upstream` with its journal in `data_dir`, and a
-/// channel to it.
-async fn relay(upstream: &str, data_dir: &Path, log: &Path) -> (Process, Channel) {
+/// A retouchd against `upstream` with its journal in `data_dir` and
+/// `extra` flags, and a channel to it.
+async fn relay(upstream: &str, data_dir: &Path, extra: &[&str], log: &Path) -> (Process, Channel) {
     let (process, grpc, _) =
-        support::unpolled_retouchd(upstream, data_dir, &[], log.with_extension("log")).await;
+        support::unpolled_retouchd(upstream, data_dir, extra, log.with_extension("log")).await;
     let channel = Channel::from_shared(format!("http://{grpc}"))
         .unwrap()
         .connect()

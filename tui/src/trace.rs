@@ -24,6 +24,18 @@ impl TraceParent {
     /// Continues `traceparent` (and `tracestate`): an error names the flag
     /// and the format when it is not a valid W3C trace context.
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Result<TraceParent, String> {
+        let refused = || {
+            format!(
+                "--traceparent {traceparent:?}: not a W3C traceparent \
+                 (00-<32 hex digits of trace id>-<16 hex digits of parent id>-<2 hex digits of flags>, \
+                 ids not all zeros)"
+            )
+        };
+        // The propagator is lenient (it pads a short id); a user who typed
+        // one wrong should hear so rather than join another trace.
+        if !has_traceparent_shape(traceparent.trim()) {
+            return Err(refused());
+        }
         let mut carrier =
             HashMap::from([("traceparent".to_owned(), traceparent.trim().to_owned())]);
         if let Some(state) = tracestate {
@@ -33,11 +45,7 @@ impl TraceParent {
         let span = context.span();
         let span_context = span.span_context();
         if !span_context.is_valid() {
-            return Err(format!(
-                "--traceparent {traceparent:?}: not a W3C traceparent \
-                 (00-<32 hex digits of trace id>-<16 hex digits of parent id>-<2 hex digits of flags>, \
-                 ids not all zeros)"
-            ));
+            return Err(refused());
         }
         Ok(Self::of(span_context))
     }
@@ -65,6 +73,24 @@ impl TraceParent {
             trace_id: span_context.trace_id().to_string(),
         }
     }
+}
+
+/// Whether `text` has the fields of a W3C `traceparent`: version, trace
+/// id, parent id and flags, of 2, 32, 16 and 2 lowercase hex digits.
+fn has_traceparent_shape(text: &str) -> bool {
+    let fields: Vec<&str> = text.split('-').collect();
+    let hex = |field: &str, len: usize| {
+        field.len() == len
+            && field
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    fields.len() >= 4
+        && hex(fields[0], 2)
+        && fields[0] != "ff"
+        && hex(fields[1], 32)
+        && hex(fields[2], 16)
+        && hex(fields[3], 2)
 }
 
 /// The trace context of this run: `--traceparent` when given, else a
@@ -102,6 +128,8 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
         ] {
             let refused = of_run(Some(bad), None, false).unwrap_err();
             assert!(refused.starts_with("--traceparent"), "{refused}");

@@ -33,12 +33,25 @@ fn key(endpoint_id: &str, seq: u64) -> DeliveryKey {
     DeliveryKey::event(endpoint_id, seq)
 }
 
-fn attempt(endpoint_id: &str, seq: u64, outcome: AttemptOutcome) -> Attempt {
+/// An attempt of a delivery claimed as it now stands.
+async fn attempt(
+    store: &dyn Store,
+    endpoint_id: &str,
+    seq: u64,
+    outcome: AttemptOutcome,
+) -> Attempt {
+    let key = key(endpoint_id, seq);
+    let claimed_due_at = store
+        .delivery(&key)
+        .await
+        .unwrap()
+        .and_then(|d| d.next_attempt_at);
     Attempt {
-        key: key(endpoint_id, seq),
+        key,
         at: SystemTime::now(),
         outcome,
         disable_failing_since_before: SystemTime::UNIX_EPOCH,
+        claimed_due_at,
     }
 }
 
@@ -162,46 +175,58 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
     // first failed for good, b gone.
     let in_an_hour = now + Duration::from_secs(3600);
     store
-        .record_attempt(attempt("a", 1, AttemptOutcome::Delivered { status: 204 }))
+        .record_attempt(attempt(store, "a", 1, AttemptOutcome::Delivered { status: 204 }).await)
         .await
         .unwrap();
     store
-        .record_attempt(attempt(
-            "a",
-            2,
-            AttemptOutcome::Retry {
-                status: Some(500),
-                error: "HTTP 500".into(),
-                next_attempt_at: in_an_hour,
-            },
-        ))
+        .record_attempt(
+            attempt(
+                store,
+                "a",
+                2,
+                AttemptOutcome::Retry {
+                    status: Some(500),
+                    error: "HTTP 500".into(),
+                    next_attempt_at: in_an_hour,
+                },
+            )
+            .await,
+        )
         .await
         .unwrap();
     store
-        .record_attempt(attempt(
-            "d",
-            1,
-            AttemptOutcome::Failed {
-                status: None,
-                error: "timed out".into(),
-            },
-        ))
+        .record_attempt(
+            attempt(
+                store,
+                "d",
+                1,
+                AttemptOutcome::Failed {
+                    status: None,
+                    error: "timed out".into(),
+                },
+            )
+            .await,
+        )
         .await
         .unwrap();
     store
-        .record_attempt(attempt(
-            "b",
-            2,
-            AttemptOutcome::EndpointGone {
-                status: 410,
-                reason: "the endpoint answered 410 Gone".into(),
-            },
-        ))
+        .record_attempt(
+            attempt(
+                store,
+                "b",
+                2,
+                AttemptOutcome::EndpointGone {
+                    status: 410,
+                    reason: "the endpoint answered 410 Gone".into(),
+                },
+            )
+            .await,
+        )
         .await
         .unwrap();
     assert!(
         !store
-            .record_attempt(attempt("a", 1, AttemptOutcome::Delivered { status: 200 }))
+            .record_attempt(attempt(store, "a", 1, AttemptOutcome::Delivered { status: 200 }).await)
             .await
             .unwrap(),
         "a delivery this process no longer holds is not recorded again"
@@ -275,6 +300,7 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
 
     // Failing since before the limit disables the endpoint.
     let mut failing = attempt(
+        store,
         "a",
         2,
         AttemptOutcome::Retry {
@@ -282,7 +308,8 @@ pub(crate) async fn a_step_writes_the_deliveries_of_its_events(store: &dyn Store
             error: "HTTP 503".into(),
             next_attempt_at: later,
         },
-    );
+    )
+    .await;
     failing.disable_failing_since_before = later;
     store.record_attempt(failing).await.unwrap();
     let a_endpoint = store.endpoint("a").await.unwrap().unwrap();
@@ -415,6 +442,66 @@ pub(crate) async fn claims_outlive_only_their_process(
     assert_eq!(due.len(), 2, "the process that claimed them is gone");
 }
 
+/// A redelivery asked while an attempt of the delivery is in flight is not
+/// lost when that attempt succeeds: the attempt is recorded, and the
+/// delivery stays due for another.
+pub(crate) async fn a_redelivery_during_an_attempt_gets_an_attempt_of_its_own(store: &dyn Store) {
+    store
+        .create_endpoint(endpoint("e", "t1", true, WebhookEventType::ALL_MASK))
+        .await
+        .unwrap();
+    store.commit(job_x_step(1)).await.unwrap();
+    let now = SystemTime::now();
+    let claimed = store.claim_deliveries(10, Vec::new(), now).await.unwrap();
+    let in_flight = claimed
+        .into_iter()
+        .find(|d| d.record.key == key("e", 1))
+        .unwrap();
+    let asked = now + Duration::from_millis(1500);
+    assert!(store.redeliver(&key("e", 1), asked).await.unwrap());
+    let recorded = store
+        .record_attempt(Attempt {
+            key: key("e", 1),
+            at: asked + Duration::from_millis(10),
+            outcome: AttemptOutcome::Delivered { status: 200 },
+            disable_failing_since_before: SystemTime::UNIX_EPOCH,
+            claimed_due_at: in_flight.record.next_attempt_at,
+        })
+        .await
+        .unwrap();
+    assert!(recorded, "the attempt is recorded");
+    let record = store.delivery(&key("e", 1)).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.attempts, record.last_status),
+        (DeliveryState::Pending, 1, Some(200)),
+        "{record:?}"
+    );
+    assert_eq!(
+        record.next_attempt_at.map(crate::rows::millis),
+        Some(crate::rows::millis(asked)),
+        "due when the redelivery asked"
+    );
+    let again = store
+        .claim_deliveries(10, Vec::new(), asked + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        again.iter().any(|d| d.record.key == key("e", 1)),
+        "claimed again for the redelivery"
+    );
+    // Without a redelivery in between, a success ends the delivery.
+    let second = store
+        .record_attempt(attempt(store, "e", 1, AttemptOutcome::Delivered { status: 204 }).await)
+        .await
+        .unwrap();
+    assert!(second);
+    let record = store.delivery(&key("e", 1)).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.attempts),
+        (DeliveryState::Delivered, 2)
+    );
+}
+
 /// A step of job `key` of batch `batch` (its submission `sub-<key>`,
 /// submitted by t1, first recorded at `accepted_seq`): events accepted at
 /// `first_seq` and completed at the next.
@@ -526,6 +613,11 @@ pub(crate) async fn a_batch_is_finished_once_with_its_last_job(store: &dyn Store
             at: SystemTime::now(),
             outcome: AttemptOutcome::Delivered { status: 200 },
             disable_failing_since_before: SystemTime::UNIX_EPOCH,
+            claimed_due_at: store
+                .delivery(&key)
+                .await
+                .unwrap()
+                .and_then(|d| d.next_attempt_at),
         })
         .await
         .unwrap();

@@ -350,6 +350,11 @@ pub struct Attempt {
     pub outcome: AttemptOutcome,
     /// An endpoint failing since before this is disabled by a failure.
     pub disable_failing_since_before: SystemTime,
+    /// The delivery's `next_attempt_at` when it was claimed. If a
+    /// `redeliver` moved it while the attempt was in flight, the attempt is
+    /// recorded but the delivery stays pending, due when the redelivery
+    /// asked: a redelivery always gets an attempt that starts after it.
+    pub claimed_due_at: Option<SystemTime>,
 }
 
 /// Filters and position of a deliveries page.

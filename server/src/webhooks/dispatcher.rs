@@ -489,6 +489,7 @@ impl Dispatcher {
             at: now,
             outcome,
             disable_failing_since_before: now - FAILING_LIMIT,
+            claimed_due_at: due.record.next_attempt_at,
         })
         .await;
     }

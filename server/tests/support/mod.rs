@@ -10,6 +10,7 @@ use retouch_api::v1 as pb;
 use retouch_api::v1::jobs_client::JobsClient;
 use tonic::transport::Channel;
 
+pub mod collector;
 pub mod replicas;
 pub mod s3;
 #[path = "../../../tests/python/venv.rs"]

@@ -66,6 +66,10 @@ async fn the_store_contract_holds() {
         &*connect("batch_finished").await,
     )
     .await;
+    crate::outbox_contract::a_redelivery_during_an_attempt_gets_an_attempt_of_its_own(
+        &*connect("redelivery").await,
+    )
+    .await;
     let url = cluster.database("retention").await;
     let store = PostgresStore::connect(&url, ReplicaOptions::default())
         .await

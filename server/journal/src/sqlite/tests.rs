@@ -193,6 +193,11 @@ async fn the_webhook_outbox_contract_holds() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
+    crate::outbox_contract::a_redelivery_during_an_attempt_gets_an_attempt_of_its_own(
+        &SqliteStore::open(dir.path()).unwrap(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     crate::outbox_contract::claims_outlive_only_their_process(
         Arc::new(SqliteStore::open(&path).unwrap()),

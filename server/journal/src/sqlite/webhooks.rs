@@ -409,9 +409,13 @@ pub(super) fn record_attempt(
     let at = millis(attempt.at);
     let recorded = conn
         .prepare_cached(
-            "UPDATE webhook_deliveries SET state = ?3, attempts = attempts + 1,
-                 next_attempt_ms = ?4, last_status = ?5, last_error = ?6, last_attempt_ms = ?7,
-                 lease_owner = NULL
+            // Both CASEs read the row as it was: a due time other than the
+            // claimed one is a redelivery asked during the attempt.
+            "UPDATE webhook_deliveries SET
+                 state = CASE WHEN next_attempt_ms IS ?10 THEN ?3 ELSE 1 END,
+                 attempts = attempts + 1,
+                 next_attempt_ms = CASE WHEN next_attempt_ms IS ?10 THEN ?4 ELSE next_attempt_ms END,
+                 last_status = ?5, last_error = ?6, last_attempt_ms = ?7, lease_owner = NULL
              WHERE endpoint_id = ?1 AND seq = ?2 AND kind = ?9 AND lease_owner = ?8",
         )
         .and_then(|mut s| {
@@ -424,7 +428,8 @@ pub(super) fn record_attempt(
                 error,
                 at,
                 me,
-                attempt.key.kind.code()
+                attempt.key.kind.code(),
+                attempt.claimed_due_at.map(millis),
             ])
         })
         .map_err(io_error)?;
