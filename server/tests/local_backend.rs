@@ -12,7 +12,7 @@ use retouch_api::v1::instance_matting_client::InstanceMattingClient;
 
 mod support;
 
-use support::{Process, channel, task};
+use support::{Process, channel_to, task};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_backend_with_a_key_pair_only_runs_a_job_on_its_own_sample() {
@@ -56,11 +56,7 @@ async fn a_standalone_backend_with_a_key_pair_only_runs_a_job_on_its_own_sample(
         ],
         dir.path().join("retouchd.log"),
     );
-    let grpc = format!(
-        "http://{}",
-        retouchd.logged("retouchd is running", "grpc").await
-    );
-    let channel = channel(&grpc).await.expect("retouchd answers");
+    let channel = channel_to(&mut retouchd).await;
     let submitted = InstanceMattingClient::new(channel.clone())
         .submit(pb::SubmitMattingRequest {
             tasks: vec![task(&upstream, 0)],

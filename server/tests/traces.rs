@@ -21,7 +21,7 @@ use retouch_api::v1::webhooks_client::WebhooksClient;
 mod support;
 
 use support::collector::{Collector, ReceivedSpan};
-use support::{Process, channel, task, upstream_args};
+use support::{Process, channel_to, task, upstream_args};
 
 /// A webhook receiver recording the `traceparent` of each delivery.
 async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -94,11 +94,7 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
     ];
     args.extend(upstream_args(&upstream));
     let mut retouchd = Process::spawn_with_env(&args, &export, dir.path().join("retouchd.log"));
-    let grpc = format!(
-        "http://{}",
-        retouchd.logged("retouchd is running", "grpc").await
-    );
-    let channel = channel(&grpc).await.expect("retouchd answers");
+    let channel = channel_to(&mut retouchd).await;
 
     let endpoint = WebhooksClient::new(channel.clone())
         .create_endpoint(pb::CreateEndpointRequest {
@@ -192,13 +188,16 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
         Some("0")
     );
 
-    let upstream_submit = spans
-        .iter()
-        .find(|s| {
-            s.name == "upstream"
-                && s.attributes.get("endpoint").map(String::as_str) == Some("submit")
-        })
-        .unwrap_or_else(|| panic!("no upstream submit span: {spans:#?}"));
+    // The span named `name` of a submit request.
+    let submit_span = |name: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == name && s.attributes.get("endpoint").map(String::as_str) == Some("submit")
+            })
+            .unwrap_or_else(|| panic!("no {name} span of the submit: {spans:#?}"))
+    };
+    let upstream_submit = submit_span("upstream");
     let (chain, root) = ancestors(upstream_submit);
     assert!(
         chain.contains(&rpc.name),
@@ -214,13 +213,7 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
         "no poll in the submit's trace: {spans:#?}"
     );
 
-    let backend_submit = spans
-        .iter()
-        .find(|s| {
-            s.name == "local_backend"
-                && s.attributes.get("endpoint").map(String::as_str) == Some("submit")
-        })
-        .unwrap_or_else(|| panic!("no backend span: {spans:#?}"));
+    let backend_submit = submit_span("local_backend");
     assert_eq!(
         backend_submit.parent_span_id, upstream_submit.span_id,
         "the backend continues the upstream call"

@@ -420,3 +420,44 @@ impl Client {
         Ok(snapshot)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(trace: Option<TraceParent>) -> ServerAddress {
+        ServerAddress {
+            url: "http://127.0.0.1:50051".into(),
+            token: None,
+            ca_cert: None,
+            identity: None,
+            trace,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_call_carries_the_runs_trace_context() {
+        let trace = TraceParent::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("vendor=1"),
+        )
+        .unwrap();
+        let client = Client::new(&address(Some(trace))).unwrap();
+        let request = client.request(());
+        let header = |name| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            header("traceparent").as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert_eq!(header("tracestate").as_deref(), Some("vendor=1"));
+
+        let untraced = Client::new(&address(None)).unwrap().request(());
+        assert!(untraced.metadata().get("traceparent").is_none());
+    }
+}

@@ -16,7 +16,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
@@ -59,8 +58,9 @@ impl Tracing {
     /// the span exporter. Must run inside the Tokio runtime that will
     /// carry the exporter's connection.
     pub fn install(options: &TracingOptions) -> Result<Tracing, String> {
-        let provider = match export_endpoint(options.otlp_endpoint.as_deref())? {
-            Some(endpoint) => Some(provider(&endpoint, options.default_service_name)?),
+        let endpoint = export_endpoint(options.otlp_endpoint.as_deref())?;
+        let provider = match &endpoint {
+            Some(endpoint) => Some(provider(endpoint, options.default_service_name)?),
             None => None,
         };
         let log_filter =
@@ -93,9 +93,10 @@ impl Tracing {
             .with(spans)
             .try_init()
             .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
-        if provider.is_some() {
+        if let Some(endpoint) = &endpoint {
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
             EXPORTING.store(true, Ordering::Relaxed);
+            tracing::info!(endpoint = %shown(endpoint), "exporting traces over OTLP/gRPC");
         }
         Ok(Tracing { provider })
     }
@@ -259,7 +260,9 @@ pub fn pass_on(span: &tracing::Span, headers: &mut http::HeaderMap) {
     }
     let context = span.context();
     if context.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut HeaderInjector(headers))
+        });
     }
 }
 

@@ -203,6 +203,16 @@ pub async fn unpolled_retouchd(
     (process, grpc, http)
 }
 
+/// A channel to the gRPC listener of `process` (a `retouchd serve`), once
+/// it has logged that it runs.
+pub async fn channel_to(process: &mut Process) -> Channel {
+    let grpc = format!(
+        "http://{}",
+        process.logged("retouchd is running", "grpc").await
+    );
+    channel(&grpc).await.expect("retouchd answers")
+}
+
 pub async fn channel(url: &str) -> Option<Channel> {
     Channel::from_shared(url.to_owned())
         .unwrap()
