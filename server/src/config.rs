@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::aliyun::ApiKind;
 use crate::aliyun::signing::{AppKeyPair, Credentials};
 use crate::app::{ServerConfig, UpstreamTarget};
 use crate::local::{FaultConfig, LocalBackendConfig};
+use crate::traces::LogFormat;
 use crate::tracker::TrackerConfig;
 use crate::upstream::{ApiPaths, RetryPolicy};
 
@@ -40,15 +41,6 @@ pub struct Cli {
     /// sampler, headers, timeout) apply.
     #[arg(long, value_name = "URL", global = true)]
     pub otlp_endpoint: Option<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Subcommands.

@@ -23,6 +23,7 @@ pub mod samples;
 pub mod service;
 pub mod telemetry;
 pub mod tls;
+pub mod traces;
 pub mod tracker;
 pub mod uploads;
 pub mod upstream;

@@ -11,7 +11,7 @@ use retouch_engine::RemovalParams;
 
 use crate::config::{Cli, Command, PairArgs};
 use crate::oneshot::Job;
-use crate::telemetry::traces::{Tracing, TracingOptions};
+use crate::traces::{Tracing, TracingOptions};
 
 /// Runs `retouchd` with the process's command line; returns its exit code.
 pub fn main() -> ExitCode {

@@ -40,7 +40,7 @@ pub(super) async fn dispatch(
         endpoint = call.map(|c| c.endpoint.as_str()),
         otel.kind = "server",
     );
-    crate::telemetry::traces::continue_trace(&span, &headers);
+    crate::traces::continue_trace(&span, &headers);
     tracing::Instrument::instrument(serve(shared, call, method, uri, headers, body), span).await
 }
 

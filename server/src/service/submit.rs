@@ -161,7 +161,7 @@ impl Retouch {
             submitted_by: caller.name().to_owned(),
             batch_id,
             webhook_endpoint_ids,
-            traceparent: crate::telemetry::traces::current_traceparent().unwrap_or_default(),
+            traceparent: crate::traces::current_traceparent().unwrap_or_default(),
             ..Default::default()
         };
         let fingerprint = fingerprint(api, &tasks);

@@ -1,14 +1,13 @@
-//! Telemetry: traces over OpenTelemetry ([`traces`]), and Prometheus
-//! metrics (`GET /metrics` on the HTTP listener) through the `metrics`
-//! facade and its Prometheus exporter. One recorder serves the whole
-//! process; it is installed by the first server that starts.
+//! Prometheus metrics (`GET /metrics` on the HTTP listener), through the
+//! `metrics` facade and its Prometheus exporter. One recorder serves the
+//! whole process; it is installed by the first server that starts. Traces
+//! are [`crate::traces`].
 //!
 //! Labels are bounded sets: RPC method and gRPC code, API, endpoint,
 //! outcome, Aliyun code, limit name, and token *names* (from the operator's
 //! tokens file). Never a result key, URL, request id or secret.
 
 mod rpc;
-pub mod traces;
 
 use std::sync::OnceLock;
 

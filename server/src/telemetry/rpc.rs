@@ -55,7 +55,7 @@ where
             rpc.grpc.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        super::traces::continue_trace(&span, request.headers());
+        crate::traces::continue_trace(&span, request.headers());
         let response = span.in_scope(|| self.inner.call(request));
         let response = tracing::Instrument::instrument(response, span.clone());
         Box::pin(async move {

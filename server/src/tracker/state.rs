@@ -525,7 +525,7 @@ pub(crate) fn mirrored_url(
 
 /// The trace id of a job's recorded `traceparent`, for its events.
 fn trace_id_of(traceparent: &str) -> String {
-    crate::telemetry::traces::trace_id_of(traceparent)
+    crate::traces::trace_id_of(traceparent)
         .unwrap_or_default()
         .to_owned()
 }

@@ -395,7 +395,7 @@ impl UpstreamClient {
         // The upstream continues this call's trace (the local backend does;
         // Aliyun's gateway ignores it).
         let mut trace_context = http::HeaderMap::new();
-        crate::telemetry::traces::pass_on(&tracing::Span::current(), &mut trace_context);
+        crate::traces::pass_on(&tracing::Span::current(), &mut trace_context);
         if !trace_context.is_empty() {
             request = request.headers(trace_context);
         }

@@ -416,9 +416,9 @@ impl Dispatcher {
             attempt = due.record.attempts + 1,
             http.response.status_code = tracing::field::Empty,
         );
-        crate::telemetry::traces::continue_traceparent(&span, &due.job.traceparent);
+        crate::traces::continue_traceparent(&span, &due.job.traceparent);
         let mut trace_context = http::HeaderMap::new();
-        crate::telemetry::traces::pass_on(&span, &mut trace_context);
+        crate::traces::pass_on(&span, &mut trace_context);
         let started = Instant::now();
         let answer = attempt::send(
             &self.client,
