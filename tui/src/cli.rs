@@ -58,7 +58,12 @@ pub struct Cli {
     pub tracestate: Option<String>,
     /// Start a fresh trace for this run's calls (unless --traceparent is
     /// given) and print its id on stderr.
-    #[arg(long = "trace", env = "RETOUCH_TRACE", global = true)]
+    #[arg(
+        long = "trace",
+        env = "RETOUCH_TRACE",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub trace: bool,
     /// Watch only these jobs (`matting:<result_key>` or
     /// `removal:<result_key>`) instead of every job retouchd tracks.

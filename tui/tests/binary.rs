@@ -29,10 +29,17 @@ async fn server(task_failure_rate: f64) -> RunningServer {
 }
 
 async fn retouch(args: &[&str]) -> Output {
+    retouch_with_env(args, &[]).await
+}
+
+async fn retouch_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let run = Command::new(env!("CARGO_BIN_EXE_retouch"))
         .args(args)
         .env_remove("RETOUCH_SERVER")
         .env_remove("RETOUCH_TOKEN")
+        .env_remove("RETOUCH_TRACE")
+        .env_remove("TRACEPARENT")
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     tokio::time::timeout(Duration::from_secs(60), run)
@@ -391,4 +398,53 @@ async fn watching_a_job_whose_task_fails_exits_1_and_so_does_its_download() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("task 0: FAILED, no result"), "{stderr}");
+}
+
+/// `RETOUCH_TRACE=1` starts a trace and prints its id on stderr (stdout
+/// stays the command's own output); `--traceparent` continues the one
+/// given; `RETOUCH_TRACE=0` traces nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_is_started_or_continued_and_its_id_printed() {
+    let server = server(0.0).await;
+    let url = server.grpc_url();
+    let trace_line = |output: &Output| {
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .find_map(|l| l.strip_prefix("retouch: trace ").map(str::to_owned))
+    };
+    let fresh = retouch_with_env(
+        &["--server", &url, "jobs", "--json"],
+        &[("RETOUCH_TRACE", "1")],
+    )
+    .await;
+    assert!(fresh.status.success(), "{fresh:?}");
+    let id = trace_line(&fresh).expect("the trace id is printed");
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&fresh.stdout).contains(&id),
+        "stdout stays the command's own"
+    );
+
+    let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let continued = retouch(&["--server", &url, "--traceparent", given, "jobs"]).await;
+    assert!(continued.status.success(), "{continued:?}");
+    assert_eq!(
+        trace_line(&continued).as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+
+    let off = retouch_with_env(&["--server", &url, "jobs"], &[("RETOUCH_TRACE", "0")]).await;
+    assert!(off.status.success(), "{off:?}");
+    assert_eq!(trace_line(&off), None);
+
+    let bad = retouch(&["--server", &url, "--traceparent", "00-abc-def-01", "jobs"]).await;
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--traceparent"),
+        "{bad:?}"
+    );
+    server.shutdown().await;
 }
