@@ -10,6 +10,7 @@
 //! pymatting on composites of real photographs.
 
 mod closed_form;
+mod confidence;
 mod evidence;
 mod foreground;
 mod guided;
@@ -18,6 +19,7 @@ mod stencil;
 mod trimap;
 
 pub use closed_form::{Prior, closed_form_alpha, prior_alpha};
+pub use confidence::clear_confident_background;
 pub use evidence::{
     EdgeBand, MIN_BAND_RADIUS, band_trimap, edge_band, gradient_magnitude, max_band_radius,
     signed_distance,
@@ -79,9 +81,12 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
         },
         EdgeBand::symmetric,
     );
-    let trimap = band_trimap(&signed, w, h, band);
+    let mut trimap = band_trimap(&signed, w, h, band);
     let alpha = match options.method {
         AlphaMethod::ClosedForm => {
+            // Far enough to reach sure background from anywhere in the band.
+            let reach = (band.inner - band.outer).ceil() as usize + 4;
+            clear_confident_background(&colours, &mut trimap, reach.max(8));
             let pull = MASK_PULL * (PULL_REFERENCE_SIDE / w.min(h) as f32).powi(2);
             prior_alpha(&colours, &trimap, Some(&mask_prior(&signed, band, pull)))
         }
