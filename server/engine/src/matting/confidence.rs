@@ -42,49 +42,67 @@ const MAX_ALPHA: f32 = 0.03;
 const NOISE: f32 = 2.0 / 255.0;
 
 /// Marks as [`BACKGROUND`] the unknown pixels of `trimap` whose colour the
-/// sure background within `radius` explains. Returns how many were marked.
-pub fn clear_confident_background(image: &ColorPlane, trimap: &mut Trimap, radius: usize) -> usize {
+/// sure background within `radius` explains, except those `keep` names.
+/// Returns how many were marked.
+pub fn clear_confident_background(
+    image: &ColorPlane,
+    trimap: &mut Trimap,
+    radius: usize,
+    keep: &dyn Fn(usize) -> bool,
+) -> usize {
     let (w, h) = (image.width, image.height);
-    let indicator = |label: u8| -> Vec<f32> {
-        trimap
-            .values
-            .iter()
-            .map(|&t| if t == label { 1.0 } else { 0.0 })
-            .collect()
-    };
-    let background = indicator(BACKGROUND);
-    let foreground = indicator(FOREGROUND);
-    let share_b = box_mean(&background, w, h, radius);
-    let share_f = box_mean(&foreground, w, h, radius);
-    let weighted_mean = |weights: &[f32], value: &dyn Fn(&[f32; 3]) -> f32| {
-        let plane: Vec<f32> = image
-            .pixels
-            .iter()
-            .zip(weights)
-            .map(|(p, &b)| b * value(p))
-            .collect();
-        box_mean(&plane, w, h, radius)
-    };
-    // Sums over the background of each channel, and of each product of two.
-    let mean_b: Vec<Vec<f32>> = (0..3)
-        .map(|c| weighted_mean(&background, &|p| p[c]))
+    // The window's statistics vary slowly: they are gathered on blocks of
+    // `step`² pixels and box-filtered at that scale, a sixteenth of the
+    // work of filtering every plane at full size (which had doubled the
+    // matte's time).
+    let step = (radius / 4).clamp(1, 8);
+    let (cw, ch) = (w.div_ceil(step), h.div_ceil(step));
+    // Per block: shares of background and foreground; the background's
+    // sums of each channel and of each product of two; the foreground's
+    // sums of each channel.
+    const PAIRS: [(usize, usize); 6] = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)];
+    let mut planes = vec![vec![0.0f32; cw * ch]; 14];
+    let mut counts = vec![0u32; cw * ch];
+    for (i, (p, &label)) in image.pixels.iter().zip(&trimap.values).enumerate() {
+        let block = (i / w / step) * cw + (i % w) / step;
+        counts[block] += 1;
+        if label == BACKGROUND {
+            planes[0][block] += 1.0;
+            for c in 0..3 {
+                planes[2 + c][block] += p[c];
+            }
+            for (k, &(c, d)) in PAIRS.iter().enumerate() {
+                planes[5 + k][block] += p[c] * p[d];
+            }
+        } else if label == FOREGROUND {
+            planes[1][block] += 1.0;
+            for c in 0..3 {
+                planes[11 + c][block] += p[c];
+            }
+        }
+    }
+    let local: Vec<Vec<f32>> = planes
+        .into_iter()
+        .map(|mut plane| {
+            for (v, &n) in plane.iter_mut().zip(&counts) {
+                *v /= n.max(1) as f32;
+            }
+            box_mean(&plane, cw, ch, (radius / step).max(1))
+        })
         .collect();
-    let pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)];
-    let moments_b: Vec<Vec<f32>> = pairs
-        .iter()
-        .map(|&(c, d)| weighted_mean(&background, &|p| p[c] * p[d]))
-        .collect();
-    let mean_f: Vec<Vec<f32>> = (0..3)
-        .map(|c| weighted_mean(&foreground, &|p| p[c]))
-        .collect();
+    let (share_b, share_f) = (&local[0], &local[1]);
+    let mean_b = &local[2..5];
+    let moments_b = &local[5..11];
+    let mean_f = &local[11..14];
     let mut cleared = 0;
     for i in 0..w * h {
-        if trimap.values[i] != UNKNOWN || share_b[i] < MIN_BACKGROUND_SHARE {
+        let block = (i / w / step) * cw + (i % w) / step;
+        if trimap.values[i] != UNKNOWN || share_b[block] < MIN_BACKGROUND_SHARE || keep(i) {
             continue;
         }
-        let n = share_b[i];
-        let mu = [mean_b[0][i] / n, mean_b[1][i] / n, mean_b[2][i] / n];
-        let moment = |k: usize| moments_b[k][i] / n;
+        let n = share_b[block];
+        let mu: [f32; 3] = std::array::from_fn(|c| mean_b[c][block] / n);
+        let moment = |k: usize| moments_b[k][block] / n;
         let noise = NOISE * NOISE;
         let covariance = [
             [
@@ -118,9 +136,9 @@ pub fn clear_confident_background(image: &ColorPlane, trimap: &mut Trimap, radiu
         if distance(pixel) > WITHIN {
             continue;
         }
-        if share_f[i] >= MIN_FOREGROUND_SHARE {
-            let nf = share_f[i];
-            let mu_f = [mean_f[0][i] / nf, mean_f[1][i] / nf, mean_f[2][i] / nf];
+        if share_f[block] >= MIN_FOREGROUND_SHARE {
+            let nf = share_f[block];
+            let mu_f: [f32; 3] = std::array::from_fn(|c| mean_f[c][block] / nf);
             if distance(mu_f) < SEPARATED {
                 continue;
             }
@@ -235,7 +253,7 @@ mod tests {
                 })
                 .collect(),
         };
-        let cleared = clear_confident_background(&image, &mut trimap, 12);
+        let cleared = clear_confident_background(&image, &mut trimap, 12, &|_| false);
         assert!(cleared > 0);
         for x in 20..40 {
             assert_eq!(trimap.values[20 * w + x], UNKNOWN, "the strand at x={x}");
@@ -263,7 +281,7 @@ mod tests {
                 })
                 .collect(),
         };
-        clear_confident_background(&image, &mut trimap, 12);
+        clear_confident_background(&image, &mut trimap, 12, &|_| false);
         // Windows of radius 12 around x < 32 hold some foreground (x < 20).
         for y in 0..h {
             for x in 20..31 {
@@ -302,7 +320,7 @@ mod tests {
                 })
                 .collect(),
         };
-        clear_confident_background(&image, &mut trimap, 40);
+        clear_confident_background(&image, &mut trimap, 40, &|_| false);
         // Pixels of alpha 0.1 to 0.2, all within the background's reach.
         let faint: Vec<usize> = (0..w * h)
             .filter(|&i| (0.1..=0.2).contains(&alpha(i % w)))
