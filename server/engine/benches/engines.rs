@@ -33,9 +33,9 @@ use retouch_engine::synthetic::quality::{
     alpha_sad, gradient_energy_ratio, gradient_ratio, psnr_in_mask,
 };
 use retouch_engine::synthetic::{
-    Backdrop, Cutout, HoleShape, MattingStyle, Photo, blocky_mask, brush_mask, coarsen_mask,
+    Backdrop, Cutout, HoleShape, MattingStyle, Photo, blocky_mask, brush_mask, coarsen_mask, fit,
     load_colour_photos, load_silhouette, matting_scene, object_hole, offset_mask,
-    photo_matting_scene, removal_scene, scene_alpha,
+    photo_matting_scene, removal_scene, scaled_brush_mask, scene_alpha,
 };
 use retouch_engine::{ClassicEngine, Engine, RemovalParams};
 use serde_json::{Value, json};
@@ -182,8 +182,9 @@ struct RemovalCase {
     mask: GrayImage,
 }
 
-/// Three holes per photo: free-form strokes over 10–50% of it, a horse's
-/// outline and a hairy head's outline over about 8%, grown 4 px.
+/// Four holes per photo: free-form strokes over 10–50% of it, a horse's
+/// outline and a hairy head's outline over about 8%, grown 4 px; and the
+/// photo at 800×600 with strokes half as wide again over 17–55% of it.
 fn write_removal_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<RemovalCase> {
     let head = {
         let alpha = scene_alpha(MattingStyle::Strands, 400, 300, 3);
@@ -205,14 +206,30 @@ fn write_removal_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<R
             ("horse", object_hole(horse, w, h, 0.08, 4.0, seed)),
             ("head", object_hole(&head, w, h, 0.08, 4.0, seed + 100)),
         ];
-        for (kind, mask) in holes {
-            let name = format!("{}-{kind}", photo.name);
-            photo.image.save(dir.join(format!("{name}.png"))).unwrap();
+        // The held-out set's kind of hole: the photo at 800×600, brush
+        // strokes scaled to it and covering 17–55% of it.
+        let large = fit(&photo.image, 800, 600);
+        let large_coverage = 0.17 + 0.38 * (i as f32 / (photos.len() - 1).max(1) as f32);
+        let large_holes = [(
+            "strokes 800x600",
+            scaled_brush_mask(800, 600, large_coverage, seed + 200, 1.5),
+        )];
+        for (kind, original, mask) in holes
+            .into_iter()
+            .map(|(kind, mask)| (kind, &photo.image, mask))
+            .chain(
+                large_holes
+                    .into_iter()
+                    .map(|(kind, mask)| (kind, &large, mask)),
+            )
+        {
+            let name = format!("{}-{}", photo.name, kind.replace(' ', "-"));
+            original.save(dir.join(format!("{name}.png"))).unwrap();
             mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
             cases.push(RemovalCase {
                 name,
                 kind,
-                original: photo.image.clone(),
+                original: original.clone(),
                 mask,
             });
         }

@@ -202,6 +202,18 @@ fn signed_distance(alpha: &[f32], width: u32, height: u32) -> Vec<f32> {
 /// polylines 10–40 px wide with round joints, added until they cover
 /// `coverage` of the frame.
 pub fn brush_mask(width: u32, height: u32, coverage: f32, seed: u64) -> GrayImage {
+    scaled_brush_mask(width, height, coverage, seed, 1.0)
+}
+
+/// [`brush_mask`] with strokes `scale` times as wide and as long, as a
+/// benchmark's masks scaled to a larger photo are.
+pub fn scaled_brush_mask(
+    width: u32,
+    height: u32,
+    coverage: f32,
+    seed: u64,
+    scale: f32,
+) -> GrayImage {
     let mut mask = GrayImage::new(width, height);
     let target = (coverage.clamp(0.0, 0.95) * (width * height) as f32) as usize;
     let (w, h) = (width as f32, height as f32);
@@ -209,14 +221,14 @@ pub fn brush_mask(width: u32, height: u32, coverage: f32, seed: u64) -> GrayImag
     let mut stroke = 0i64;
     while covered < target {
         let r = |k: i64| hash01(stroke, k, seed + 29);
-        let radius = 5.0 + 15.0 * r(0);
+        let radius = (5.0 + 15.0 * r(0)) * scale;
         let (mut x, mut y) = (r(1) * w, r(2) * h);
         let mut angle = r(3) * std::f32::consts::TAU;
         let vertices = 3 + (r(4) * 8.0) as i64;
         for v in 0..vertices {
             let rv = |k: i64| hash01(stroke * 64 + v, k, seed + 31);
             angle += (rv(0) - 0.5) * 2.4;
-            let length = 20.0 + 60.0 * rv(1);
+            let length = (20.0 + 60.0 * rv(1)) * scale;
             let (nx, ny) = (
                 (x + angle.cos() * length).clamp(0.0, w - 1.0),
                 (y + angle.sin() * length).clamp(0.0, h - 1.0),
