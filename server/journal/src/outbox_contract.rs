@@ -500,6 +500,52 @@ pub(crate) async fn a_redelivery_during_an_attempt_gets_an_attempt_of_its_own(st
         (record.state, record.attempts),
         (DeliveryState::Delivered, 2)
     );
+
+    // Parked during an attempt (its endpoint disabled by a sibling's 410),
+    // a success is recorded as one, not kept for enabling.
+    let e2_due = store
+        .delivery(&key("e", 2))
+        .await
+        .unwrap()
+        .and_then(|d| d.next_attempt_at);
+    let again_at = asked + Duration::from_secs(5);
+    assert!(store.redeliver(&key("e", 1), again_at).await.unwrap());
+    let reclaimed = store
+        .claim_deliveries(10, Vec::new(), again_at + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(reclaimed.iter().any(|d| d.record.key == key("e", 1)));
+    store
+        .record_attempt(
+            attempt(
+                store,
+                "e",
+                1,
+                AttemptOutcome::EndpointGone {
+                    status: 410,
+                    reason: "gone".into(),
+                },
+            )
+            .await,
+        )
+        .await
+        .unwrap();
+    let parked = store.delivery(&key("e", 2)).await.unwrap().unwrap();
+    assert_eq!(parked.next_attempt_at, None, "parked while in flight");
+    assert!(
+        store
+            .record_attempt(Attempt {
+                key: key("e", 2),
+                at: SystemTime::now(),
+                outcome: AttemptOutcome::Delivered { status: 200 },
+                disable_failing_since_before: SystemTime::UNIX_EPOCH,
+                claimed_due_at: e2_due,
+            })
+            .await
+            .unwrap()
+    );
+    let e2 = store.delivery(&key("e", 2)).await.unwrap().unwrap();
+    assert_eq!(e2.state, DeliveryState::Delivered, "{e2:?}");
 }
 
 /// A step of job `key` of batch `batch` (its submission `sub-<key>`,

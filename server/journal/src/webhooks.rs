@@ -353,7 +353,11 @@ pub struct Attempt {
     /// The delivery's `next_attempt_at` when it was claimed. If a
     /// `redeliver` moved it while the attempt was in flight, the attempt is
     /// recorded but the delivery stays pending, due when the redelivery
-    /// asked: a redelivery always gets an attempt that starts after it.
+    /// asked: a redelivery always gets an attempt that starts after it. (A
+    /// delivery parked meanwhile, its endpoint disabled, is recorded as the
+    /// attempt ended. Limits: a redelivery in the very millisecond the
+    /// delivery was due, or an endpoint disabled and enabled again during
+    /// one attempt, is taken for the other.)
     pub claimed_due_at: Option<SystemTime>,
 }
 

@@ -410,11 +410,14 @@ pub(super) fn record_attempt(
     let recorded = conn
         .prepare_cached(
             // Both CASEs read the row as it was: a due time other than the
-            // claimed one is a redelivery asked during the attempt.
+            // claimed one is a redelivery asked during the attempt; none at
+            // all (parked: the endpoint was disabled meanwhile) is not.
             "UPDATE webhook_deliveries SET
-                 state = CASE WHEN next_attempt_ms IS ?10 THEN ?3 ELSE 1 END,
+                 state = CASE WHEN next_attempt_ms IS NULL OR next_attempt_ms IS ?10
+                              THEN ?3 ELSE 1 END,
                  attempts = attempts + 1,
-                 next_attempt_ms = CASE WHEN next_attempt_ms IS ?10 THEN ?4 ELSE next_attempt_ms END,
+                 next_attempt_ms = CASE WHEN next_attempt_ms IS NULL OR next_attempt_ms IS ?10
+                                        THEN ?4 ELSE next_attempt_ms END,
                  last_status = ?5, last_error = ?6, last_attempt_ms = ?7, lease_owner = NULL
              WHERE endpoint_id = ?1 AND seq = ?2 AND kind = ?9 AND lease_owner = ?8",
         )
