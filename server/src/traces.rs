@@ -108,11 +108,6 @@ impl Tracing {
         Ok(Tracing { provider })
     }
 
-    /// Whether spans are exported.
-    pub fn is_exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Sends the spans still queued, waiting at most `timeout`. Blocks: call
     /// it from a blocking thread while the runtime still runs (the
     /// exporter's connection lives on it).
@@ -141,6 +136,16 @@ fn endpoint_in(
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         return Ok(None);
     }
+    // No endpoint, no export: what the other variables say (set for some
+    // other program, perhaps) does not matter then.
+    let endpoint = flag
+        .map(str::to_owned)
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
     match var("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
         None | Some("otlp") => {}
         Some("none") => return Ok(None),
@@ -162,14 +167,6 @@ fn endpoint_in(
             ));
         }
     }
-    let endpoint = flag
-        .map(str::to_owned)
-        .filter(|v| !v.trim().is_empty())
-        .or_else(|| var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-        .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
-    let Some(endpoint) = endpoint else {
-        return Ok(None);
-    };
     let endpoint = endpoint.trim().to_owned();
     match reqwest::Url::parse(&endpoint) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
@@ -201,13 +198,19 @@ fn provider(endpoint: &str, default_service_name: &str) -> Result<SdkTracerProvi
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint);
-    if endpoint.starts_with("https://") {
+    // The parsed scheme is lowercase, whatever was typed.
+    if reqwest::Url::parse(endpoint).is_ok_and(|url| url.scheme() == "https") {
         exporter =
             exporter.with_tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots());
     }
-    let exporter = exporter
-        .build()
-        .map_err(|e| format!("cannot export traces to {}: {e}", shown(endpoint)))?;
+    let exporter = exporter.build().map_err(|e| {
+        // The SDK's message quotes the endpoint: shown without credentials.
+        let shown = shown(endpoint);
+        format!(
+            "cannot export traces to {shown}: {}",
+            e.to_string().replace(endpoint, &shown)
+        )
+    })?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource(default_service_name))
@@ -383,6 +386,12 @@ mod tests {
         let zipkin = env_of(&[("OTEL_TRACES_EXPORTER", "zipkin")]);
         let refused = endpoint_in(Some("http://flag:4317"), zipkin).unwrap_err();
         assert!(refused.contains("OTEL_TRACES_EXPORTER"), "{refused}");
+        // Without an endpoint nothing is exported, whatever else is set.
+        let elsewhere = env_of(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ]);
+        assert_eq!(endpoint_in(None, elsewhere).unwrap(), None);
         let refused = endpoint_in(Some("collector:4317"), env_of(&[])).unwrap_err();
         assert!(refused.contains("http://"), "{refused}");
         assert!(!refused.contains("collector"), "not echoed: {refused}");

@@ -231,6 +231,19 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
         );
     }
 
+    // JSON log lines inside the submit carry its trace id.
+    let log = std::fs::read_to_string(dir.path().join("retouchd.log")).unwrap();
+    assert!(
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .any(|entry| entry["fields"]["message"] == "job submitted"
+                && entry["openTelemetry"]["traceId"] == CALLER_TRACE
+                && entry["openTelemetry"]["spanId"]
+                    .as_str()
+                    .is_some_and(|id| id.len() == 16)),
+        "no log line of the submit with its trace id:\n{log}"
+    );
+
     // The webhook delivery joins the trace, beneath the submit, and
     // carries it on to the receiver.
     let delivery = spans.iter().find(|s| s.name == "webhook_delivery").unwrap();
@@ -243,4 +256,72 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
             .any(|t| t.starts_with(&format!("00-{CALLER_TRACE}-{}-", delivery.span_id))),
         "the receiver got the delivery span's context: {received:?}"
     );
+}
+
+/// Without a collector nothing takes part in traces: a caller's
+/// `traceparent` is neither recorded on the job nor on its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_endpoint_no_trace_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut retouchd = Process::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        dir.path().join("retouchd.log"),
+    );
+    let http = format!(
+        "http://{}",
+        retouchd.logged("retouchd is running", "http").await
+    );
+    let channel = channel_to(&mut retouchd).await;
+    let mut submit = tonic::Request::new(pb::SubmitMattingRequest {
+        tasks: vec![task(&http, 0)],
+        ..Default::default()
+    });
+    submit.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    let job = InstanceMattingClient::new(channel.clone())
+        .submit(submit)
+        .await
+        .expect("the submit is accepted")
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(job.traceparent, "");
+    let mut events = JobsClient::new(channel)
+        .watch(pb::WatchRequest {
+            jobs: vec![pb::JobRef {
+                api: pb::Api::InstanceMatting as i32,
+                result_key: job.result_key,
+                ..Default::default()
+            }],
+            after_seq: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(message) = events.next().await {
+            if let Some(pb::watch_response::Kind::Event(event)) = message.unwrap().kind {
+                assert_eq!(event.trace_id, "", "{event:?}");
+                seen += 1;
+            }
+        }
+    })
+    .await
+    .expect("the job finishes");
+    assert!(seen > 0);
 }

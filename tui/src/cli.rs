@@ -44,17 +44,14 @@ pub struct Cli {
     pub client_key: Option<PathBuf>,
     /// Continue this W3C trace context in every call
     /// (`00-<trace id>-<parent id>-<flags>`): retouchd's spans join the
-    /// trace. The trace id is printed on stderr.
-    #[arg(long, env = "TRACEPARENT", value_name = "TRACEPARENT", global = true)]
+    /// trace. The trace id is printed on stderr. Without the flag, a
+    /// `TRACEPARENT` variable is used when it is valid (and ignored, with a
+    /// warning, when it is not).
+    #[arg(long, value_name = "TRACEPARENT", global = true)]
     pub traceparent: Option<String>,
-    /// The `tracestate` sent with --traceparent.
-    #[arg(
-        long,
-        env = "TRACESTATE",
-        value_name = "TRACESTATE",
-        global = true,
-        requires = "traceparent"
-    )]
+    /// The `tracestate` sent with the trace context (or the `TRACESTATE`
+    /// variable's, with `TRACEPARENT`).
+    #[arg(long, value_name = "TRACESTATE", global = true)]
     pub tracestate: Option<String>,
     /// Start a fresh trace for this run's calls (unless --traceparent is
     /// given) and print its id on stderr.

@@ -33,12 +33,21 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let trace = match crate::trace::of_run(
-        cli.traceparent.as_deref(),
-        cli.tracestate.as_deref(),
-        cli.trace,
-    ) {
-        Ok(trace) => trace,
+    let (traceparent_var, tracestate_var) = (
+        std::env::var("TRACEPARENT").ok(),
+        std::env::var("TRACESTATE").ok(),
+    );
+    let trace = match crate::trace::of_run(crate::trace::TraceSources {
+        flags: (cli.traceparent.as_deref(), cli.tracestate.as_deref()),
+        environment: (traceparent_var.as_deref(), tracestate_var.as_deref()),
+        fresh: cli.trace,
+    }) {
+        Ok((trace, warning)) => {
+            if let Some(warning) = warning {
+                eprintln!("retouch: {warning}");
+            }
+            trace
+        }
         Err(e) => {
             eprintln!("retouch: {e}");
             return ExitCode::from(Exit::InvalidInput as u8);

@@ -47,6 +47,14 @@ impl TraceParent {
         if !span_context.is_valid() {
             return Err(refused());
         }
+        // The propagator drops a malformed state without a word.
+        if let Some(state) = tracestate.map(str::trim).filter(|s| !s.is_empty())
+            && span_context.trace_state().header().is_empty()
+        {
+            return Err(format!(
+                "--tracestate {state:?}: not a W3C tracestate (key=value, comma separated)"
+            ));
+        }
         Ok(Self::of(span_context))
     }
 
@@ -93,17 +101,42 @@ fn has_traceparent_shape(text: &str) -> bool {
         && hex(fields[3], 2)
 }
 
-/// The trace context of this run: `--traceparent` when given, else a
-/// fresh one when `fresh` (`--trace`, `RETOUCH_TRACE=1`), else none.
-pub fn of_run(
-    traceparent: Option<&str>,
-    tracestate: Option<&str>,
-    fresh: bool,
-) -> Result<Option<TraceParent>, String> {
-    match traceparent.filter(|t| !t.trim().is_empty()) {
-        Some(given) => TraceParent::parse(given, tracestate).map(Some),
-        None => Ok(fresh.then(TraceParent::fresh)),
+/// Where a run's trace context comes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceSources<'a> {
+    /// `--traceparent` and `--tracestate`: a malformed one is an error.
+    pub flags: (Option<&'a str>, Option<&'a str>),
+    /// The `TRACEPARENT` and `TRACESTATE` variables: a malformed one is
+    /// ignored (with a warning), as it may have been set for something
+    /// else.
+    pub environment: (Option<&'a str>, Option<&'a str>),
+    /// `--trace` / `RETOUCH_TRACE`: a fresh trace when nothing is given.
+    pub fresh: bool,
+}
+
+/// The trace context of this run: the flags', else the environment's,
+/// else a fresh one when asked, else none. The second value is a warning
+/// to print, about an environment value ignored.
+pub fn of_run(sources: TraceSources<'_>) -> Result<(Option<TraceParent>, Option<String>), String> {
+    fn given(value: Option<&str>) -> Option<&str> {
+        value.filter(|t| !t.trim().is_empty())
     }
+    if let Some(flag) = given(sources.flags.0) {
+        return TraceParent::parse(flag, sources.flags.1).map(|t| (Some(t), None));
+    }
+    let mut warning = None;
+    if let Some(variable) = given(sources.environment.0) {
+        match TraceParent::parse(variable, sources.environment.1) {
+            Ok(trace) => return Ok((Some(trace), None)),
+            Err(e) => {
+                warning = Some(format!(
+                    "ignoring the TRACEPARENT variable: {}",
+                    e.trim_start_matches("--traceparent ")
+                ))
+            }
+        }
+    }
+    Ok((sources.fresh.then(TraceParent::fresh), warning))
 }
 
 #[cfg(test)]
@@ -113,9 +146,14 @@ mod tests {
     #[test]
     fn a_given_traceparent_is_kept_and_its_trace_id_read() {
         let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let trace = of_run(Some(given), Some("vendor=x"), true)
-            .unwrap()
-            .unwrap();
+        let trace = of_run(TraceSources {
+            flags: (Some(given), Some("vendor=x")),
+            fresh: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .0
+        .unwrap();
         assert_eq!(trace.traceparent, given);
         assert_eq!(trace.tracestate.as_deref(), Some("vendor=x"));
         assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -131,14 +169,24 @@ mod tests {
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
         ] {
-            let refused = of_run(Some(bad), None, false).unwrap_err();
+            let refused = of_run(TraceSources {
+                flags: (Some(bad), None),
+                ..Default::default()
+            })
+            .unwrap_err();
             assert!(refused.starts_with("--traceparent"), "{refused}");
         }
     }
 
     #[test]
     fn a_fresh_trace_is_sampled_and_new_each_time() {
-        let one = of_run(None, None, true).unwrap().unwrap();
+        let one = of_run(TraceSources {
+            fresh: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .0
+        .unwrap();
         let two = TraceParent::fresh();
         assert_ne!(one.trace_id, two.trace_id);
         assert!(
@@ -147,6 +195,44 @@ mod tests {
         );
         assert!(one.traceparent.ends_with("-01"), "{}", one.traceparent);
         assert_eq!(TraceParent::parse(&one.traceparent, None).unwrap(), one);
-        assert_eq!(of_run(None, None, false).unwrap(), None);
+        assert_eq!(of_run(TraceSources::default()).unwrap(), (None, None));
+    }
+
+    #[test]
+    fn the_flag_wins_and_a_bad_variable_is_ignored_with_a_warning() {
+        let flag = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let variable = "00-11111111111111111111111111111111-2222222222222222-01";
+        let (trace, warning) = of_run(TraceSources {
+            flags: (Some(flag), None),
+            environment: (Some(variable), None),
+            fresh: false,
+        })
+        .unwrap();
+        assert_eq!(trace.unwrap().traceparent, flag);
+        assert_eq!(warning, None);
+        let (trace, _) = of_run(TraceSources {
+            environment: (Some(variable), None),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(trace.unwrap().traceparent, variable);
+        let (trace, warning) = of_run(TraceSources {
+            environment: (Some("garbage"), None),
+            fresh: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(trace.is_some(), "a fresh one, as asked");
+        assert!(warning.unwrap().contains("TRACEPARENT"));
+    }
+
+    #[test]
+    fn a_malformed_tracestate_is_refused() {
+        let refused = TraceParent::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("no equals sign"),
+        )
+        .unwrap_err();
+        assert!(refused.starts_with("--tracestate"), "{refused}");
     }
 }

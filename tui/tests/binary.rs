@@ -39,6 +39,7 @@ async fn retouch_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("RETOUCH_TOKEN")
         .env_remove("RETOUCH_TRACE")
         .env_remove("TRACEPARENT")
+        .env_remove("TRACESTATE")
         .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();

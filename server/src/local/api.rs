@@ -34,12 +34,23 @@ pub(super) async fn dispatch(
     let body = body.ok();
     let call = classify(&method, uri.path(), body.as_deref());
     // The caller's trace (retouchd's upstream call) continues here.
-    let span = tracing::info_span!(
-        "local_backend",
-        api = call.map(|c| c.kind.as_str()),
-        endpoint = call.map(|c| c.endpoint.as_str()),
-        otel.kind = "server",
-    );
+    // Queries are `debug`, as retouchd's polls are: not exported.
+    macro_rules! backend_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "local_backend",
+                api = call.map(|c| c.kind.as_str()),
+                endpoint = call.map(|c| c.endpoint.as_str()),
+                otel.kind = "server",
+            )
+        };
+    }
+    let span = if call.is_some_and(|c| c.endpoint == Endpoint::Query) {
+        backend_span!(tracing::Level::DEBUG)
+    } else {
+        backend_span!(tracing::Level::INFO)
+    };
     crate::traces::continue_trace(&span, &headers);
     tracing::Instrument::instrument(serve(shared, call, method, uri, headers, body), span).await
 }

@@ -302,14 +302,27 @@ impl UpstreamClient {
         path: &str,
         body: &impl Serialize,
     ) -> Result<(T, String), UpstreamError> {
-        let span = tracing::info_span!(
-            "upstream",
-            %api,
-            endpoint,
-            otel.kind = "client",
-            result_key = result_key.unwrap_or_default(),
-            aliyun_request_id = tracing::field::Empty,
-        );
+        // Submits are `info`, so exported traces show them. Polls stay
+        // `debug`: one every few seconds per job would make a trace each
+        // and crowd the exporter's queue.
+        macro_rules! upstream_span {
+            ($level:expr) => {
+                tracing::span!(
+                    $level,
+                    "upstream",
+                    %api,
+                    endpoint,
+                    otel.kind = "client",
+                    result_key = result_key.unwrap_or_default(),
+                    aliyun_request_id = tracing::field::Empty,
+                )
+            };
+        }
+        let span = if endpoint == "submit" {
+            upstream_span!(tracing::Level::INFO)
+        } else {
+            upstream_span!(tracing::Level::DEBUG)
+        };
         let result = self
             .call_metered(api, endpoint, path, body)
             .instrument(span.clone())

@@ -26,8 +26,8 @@ const MIN_BACKGROUND_SHARE: f32 = 0.2;
 /// Share of the window that must be sure foreground for its mean colour to
 /// count (else the foreground is not near enough to judge against).
 const MIN_FOREGROUND_SHARE: f32 = 0.05;
-/// The most the background may vary (RMS over the channels, colours in
-/// 0..1) for the test to apply. Over a busy background the matting
+/// The most the background may vary (the square root of its channels'
+/// summed variances, colours in 0..1) for the test to apply. Over a busy background the matting
 /// Laplacian has the image's own structure to go by, and a faint strand's
 /// colour falls within the background's spread: clearing there lost
 /// strands (a hair composite went from 0.83 to 0.90 of the mask's SAD).
@@ -260,7 +260,6 @@ mod tests {
         }
         // Sky within reach of the background's window is cleared.
         assert_eq!(trimap.values[10 * w + 35], BACKGROUND);
-        assert!(trimap.values[..].iter().take(20).all(|&t| t == FOREGROUND));
     }
 
     /// Where the foreground is the background's colour, nothing can be told
