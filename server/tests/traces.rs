@@ -104,24 +104,15 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
         .await
         .expect("the endpoint is created")
         .into_inner();
-    let mut submit = tonic::Request::new(pb::SubmitMattingRequest {
-        tasks: vec![task(&upstream, 0)],
-        webhook_endpoint_ids: vec![endpoint.id],
-        ..Default::default()
-    });
-    submit.metadata_mut().insert(
-        "traceparent",
-        format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
-            .parse()
-            .unwrap(),
-    );
-    let job = InstanceMattingClient::new(channel.clone())
-        .submit(submit)
-        .await
-        .expect("the submit is accepted")
-        .into_inner()
-        .job
-        .unwrap();
+    let job = submit_in_callers_trace(
+        &channel,
+        pb::SubmitMattingRequest {
+            tasks: vec![task(&upstream, 0)],
+            webhook_endpoint_ids: vec![endpoint.id],
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(
         job.traceparent.starts_with(&format!("00-{CALLER_TRACE}-")),
         "the job records its submit's trace: {:?}",
@@ -129,33 +120,12 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
     );
 
     // Every event of the job carries its submit's trace id.
-    let mut events = JobsClient::new(channel)
-        .watch(pb::WatchRequest {
-            jobs: vec![pb::JobRef {
-                api: pb::Api::InstanceMatting as i32,
-                result_key: job.result_key.clone(),
-                ..Default::default()
-            }],
-            // Every event from the first, whenever the job finishes.
-            after_seq: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    // The stream ends once the named job has finished.
-    let mut seen = 0;
-    let finished = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(message) = events.next().await {
-            if let Some(pb::watch_response::Kind::Event(event)) = message.unwrap().kind {
-                assert_eq!(event.trace_id, CALLER_TRACE, "{event:?}");
-                seen += 1;
-            }
-        }
-    })
-    .await;
-    assert!(finished.is_ok(), "the job did not finish in 60 s");
-    assert!(seen > 0, "the job's events came");
+    let trace_ids = event_trace_ids(channel, &job.result_key).await;
+    assert!(!trace_ids.is_empty(), "the job's events came");
+    assert!(
+        trace_ids.iter().all(|id| id == CALLER_TRACE),
+        "{trace_ids:?}"
+    );
 
     let spans = collector
         .trace(CALLER_TRACE, |spans| {
@@ -281,47 +251,68 @@ async fn without_an_endpoint_no_trace_is_recorded() {
         retouchd.logged("retouchd is running", "http").await
     );
     let channel = channel_to(&mut retouchd).await;
-    let mut submit = tonic::Request::new(pb::SubmitMattingRequest {
-        tasks: vec![task(&http, 0)],
-        ..Default::default()
-    });
+    let job = submit_in_callers_trace(
+        &channel,
+        pb::SubmitMattingRequest {
+            tasks: vec![task(&http, 0)],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(job.traceparent, "");
+    let trace_ids = event_trace_ids(channel, &job.result_key).await;
+    assert!(!trace_ids.is_empty(), "the job's events came");
+    assert!(trace_ids.iter().all(String::is_empty), "{trace_ids:?}");
+}
+
+/// Submits `request` with the caller's `traceparent`; the job accepted.
+async fn submit_in_callers_trace(
+    channel: &tonic::transport::Channel,
+    request: pb::SubmitMattingRequest,
+) -> pb::Job {
+    let mut submit = tonic::Request::new(request);
     submit.metadata_mut().insert(
         "traceparent",
         format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
             .parse()
             .unwrap(),
     );
-    let job = InstanceMattingClient::new(channel.clone())
+    InstanceMattingClient::new(channel.clone())
         .submit(submit)
         .await
         .expect("the submit is accepted")
         .into_inner()
         .job
-        .unwrap();
-    assert_eq!(job.traceparent, "");
+        .unwrap()
+}
+
+/// The `trace_id` of every event of job `result_key`, from the first,
+/// once it has finished.
+async fn event_trace_ids(channel: tonic::transport::Channel, result_key: &str) -> Vec<String> {
     let mut events = JobsClient::new(channel)
         .watch(pb::WatchRequest {
             jobs: vec![pb::JobRef {
                 api: pb::Api::InstanceMatting as i32,
-                result_key: job.result_key,
+                result_key: result_key.to_owned(),
                 ..Default::default()
             }],
+            // Every event from the first, whenever the job finishes.
             after_seq: Some(0),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    let mut seen = 0;
+    let mut trace_ids = Vec::new();
+    // The stream ends once the named job has finished.
     tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(message) = events.next().await {
             if let Some(pb::watch_response::Kind::Event(event)) = message.unwrap().kind {
-                assert_eq!(event.trace_id, "", "{event:?}");
-                seen += 1;
+                trace_ids.push(event.trace_id);
             }
         }
     })
     .await
-    .expect("the job finishes");
-    assert!(seen > 0);
+    .expect("the job finishes within 60 s");
+    trace_ids
 }

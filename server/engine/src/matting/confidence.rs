@@ -211,6 +211,22 @@ mod tests {
         }
     }
 
+    /// Foreground in columns left of 20, unknown up to `unknown_end`,
+    /// background beyond.
+    fn columns(w: usize, h: usize, unknown_end: usize) -> Trimap {
+        Trimap {
+            width: w,
+            height: h,
+            values: (0..w * h)
+                .map(|i| match i % w {
+                    x if x < 20 => FOREGROUND,
+                    x if x < unknown_end => UNKNOWN,
+                    _ => BACKGROUND,
+                })
+                .collect(),
+        }
+    }
+
     #[test]
     fn the_inverse_times_the_matrix_is_the_identity() {
         let m = [[2.0, 0.5, 0.1], [0.5, 1.5, 0.2], [0.1, 0.2, 1.0]];
@@ -242,17 +258,7 @@ mod tests {
             }
         });
         // Foreground left of 20, unknown 20..40, background beyond.
-        let mut trimap = Trimap {
-            width: w,
-            height: h,
-            values: (0..w * h)
-                .map(|i| match i % w {
-                    x if x < 20 => FOREGROUND,
-                    x if x < 40 => UNKNOWN,
-                    _ => BACKGROUND,
-                })
-                .collect(),
-        };
+        let mut trimap = columns(w, h, 40);
         let cleared = clear_confident_background(&image, &mut trimap, 12, &|_| false);
         assert!(cleared > 0);
         for x in 20..40 {
@@ -269,17 +275,7 @@ mod tests {
         let (w, h) = (60, 40);
         let grey = [0.5, 0.5, 0.5];
         let image = plane(w, h, |_, _| grey);
-        let mut trimap = Trimap {
-            width: w,
-            height: h,
-            values: (0..w * h)
-                .map(|i| match i % w {
-                    x if x < 20 => FOREGROUND,
-                    x if x < 40 => UNKNOWN,
-                    _ => BACKGROUND,
-                })
-                .collect(),
-        };
+        let mut trimap = columns(w, h, 40);
         clear_confident_background(&image, &mut trimap, 12, &|_| false);
         // Windows of radius 12 around x < 32 hold some foreground (x < 20).
         for y in 0..h {
@@ -308,17 +304,7 @@ mod tests {
             let a = alpha(x);
             std::array::from_fn(|c| a * body[c] + (1.0 - a) * (sky[c] + grain(x, y)))
         });
-        let mut trimap = Trimap {
-            width: w,
-            height: h,
-            values: (0..w * h)
-                .map(|i| match i % w {
-                    x if x < 20 => FOREGROUND,
-                    x if x < 60 => UNKNOWN,
-                    _ => BACKGROUND,
-                })
-                .collect(),
-        };
+        let mut trimap = columns(w, h, 60);
         clear_confident_background(&image, &mut trimap, 40, &|_| false);
         // Pixels of alpha 0.1 to 0.2, all within the background's reach.
         let faint: Vec<usize> = (0..w * h)
