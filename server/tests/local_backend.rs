@@ -12,7 +12,7 @@ use retouch_api::v1::instance_matting_client::InstanceMattingClient;
 
 mod support;
 
-use support::{Process, channel_to, task};
+use support::{Process, channel_to, serve_on_loopback, task};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_backend_with_a_key_pair_only_runs_a_job_on_its_own_sample() {
@@ -34,28 +34,20 @@ async fn a_standalone_backend_with_a_key_pair_only_runs_a_job_on_its_own_sample(
         backend.logged("local backend is running", "listen").await
     );
     let data = dir.path().join("data");
-    let mut retouchd = Process::spawn(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--aliyun-app-key",
-            "204800001",
-            "--aliyun-app-secret",
-            "standalone-secret",
-            "--aliyun-base-url",
-            &upstream,
-            "--poll-first",
-            "50ms",
-            "--poll-min",
-            "100ms",
-        ],
-        dir.path().join("retouchd.log"),
-    );
+    let mut args = serve_on_loopback(&data);
+    args.extend([
+        "--aliyun-app-key",
+        "204800001",
+        "--aliyun-app-secret",
+        "standalone-secret",
+        "--aliyun-base-url",
+        &upstream,
+        "--poll-first",
+        "50ms",
+        "--poll-min",
+        "100ms",
+    ]);
+    let mut retouchd = Process::spawn(&args, dir.path().join("retouchd.log"));
     let channel = channel_to(&mut retouchd).await;
     let submitted = InstanceMattingClient::new(channel.clone())
         .submit(pb::SubmitMattingRequest {

@@ -21,7 +21,7 @@ use retouch_api::v1::webhooks_client::WebhooksClient;
 mod support;
 
 use support::collector::{Collector, ReceivedSpan};
-use support::{Process, channel_to, task, upstream_args};
+use support::{Process, channel_to, serve_on_loopback, task, upstream_args};
 
 /// A webhook receiver recording the `traceparent` of each delivery.
 async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -81,17 +81,8 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
         backend.logged("local backend is running", "listen").await
     );
     let data = dir.path().join("data");
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--allow-url-origin",
-        &hooks,
-    ];
+    let mut args = serve_on_loopback(&data);
+    args.extend(["--allow-url-origin", &hooks]);
     args.extend(upstream_args(&upstream));
     let mut retouchd = Process::spawn_with_env(&args, &export, dir.path().join("retouchd.log"));
     let channel = channel_to(&mut retouchd).await;
@@ -234,18 +225,7 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
 async fn without_an_endpoint_no_trace_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut retouchd = Process::spawn(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        dir.path().join("retouchd.log"),
-    );
+    let mut retouchd = Process::spawn(&serve_on_loopback(&data), dir.path().join("retouchd.log"));
     let http = format!(
         "http://{}",
         retouchd.logged("retouchd is running", "http").await

@@ -203,6 +203,20 @@ pub async fn unpolled_retouchd(
     (process, grpc, http)
 }
 
+/// The flags of a `retouchd serve` on free loopback ports with its data
+/// directory `data`; more flags may be pushed.
+pub fn serve_on_loopback(data: &Path) -> Vec<&str> {
+    vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("a UTF-8 data directory"),
+    ]
+}
+
 /// A channel to the gRPC listener of `process` (a `retouchd serve`), once
 /// it has logged that it runs.
 pub async fn channel_to(process: &mut Process) -> Channel {
