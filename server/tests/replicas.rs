@@ -266,21 +266,10 @@ async fn two_replicas_bill_a_request_id_once_share_jobs_and_s3_files_and_survive
     let s3 = S3Server::start(dir.path(), "retouch-files").await;
     let s3_env = s3.env();
     // A bucket that does not exist stops the start, naming it.
-    let mut wrong = Process::spawn_with_env(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().join("wrong").to_str().unwrap(),
-            "--files-url",
-            "s3://no-such-bucket/x",
-        ],
-        &s3_env,
-        dir.path().join("wrong.log"),
-    );
+    let wrong_data = dir.path().join("wrong");
+    let mut wrong_args = support::serve_on_loopback(&wrong_data);
+    wrong_args.extend(["--files-url", "s3://no-such-bucket/x"]);
+    let mut wrong = Process::spawn_with_env(&wrong_args, &s3_env, dir.path().join("wrong.log"));
     let refused = wrong
         .try_logged("retouchd is running", "grpc")
         .await

@@ -24,22 +24,14 @@ async fn retouchd(
     receiver: &str,
     n: usize,
 ) -> (Process, String, String) {
-    let mut process = Process::spawn(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data,
-            "--allow-url-origin",
-            receiver,
-            "--webhook-retry-schedule",
-            "3s,3s",
-        ],
-        dir.join(format!("retouchd-{n}.log")),
-    );
+    let mut args = support::serve_on_loopback(std::path::Path::new(data));
+    args.extend([
+        "--allow-url-origin",
+        receiver,
+        "--webhook-retry-schedule",
+        "3s,3s",
+    ]);
+    let mut process = Process::spawn(&args, dir.join(format!("retouchd-{n}.log")));
     let grpc = process.logged("retouchd is running", "grpc").await;
     let http = process.logged("retouchd is running", "http").await;
     (process, format!("http://{grpc}"), format!("http://{http}"))

@@ -35,19 +35,8 @@ pub async fn replica_with(
     env: &[(&str, String)],
 ) -> (Process, String, String) {
     let data = dir.join(format!("replica-{n}"));
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--database-url",
-        database_url,
-        "--lease-ttl",
-        LEASE_TTL,
-    ];
+    let mut args = super::serve_on_loopback(&data);
+    args.extend(["--database-url", database_url, "--lease-ttl", LEASE_TTL]);
     let defaults = upstream_args(upstream);
     // A budget in `extra` replaces the default of none.
     let budgeted = extra.contains(&"--upstream-qps");
