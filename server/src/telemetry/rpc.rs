@@ -123,9 +123,11 @@ struct Call {
 
 impl Call {
     fn finish(self, code: &str) {
+        // Anything unreadable counts as UNKNOWN (2).
         let number = code.trim().parse::<i32>().unwrap_or(2);
+        let code = tonic::Code::from(number);
         self.span.record("rpc.grpc.status_code", number);
-        if is_server_error(tonic::Code::from(number)) {
+        if is_server_error(code) {
             self.span.record("otel.status_code", "ERROR");
         }
         let code = code_name(code);
@@ -150,29 +152,26 @@ fn is_server_error(code: tonic::Code) -> bool {
     )
 }
 
-/// The name of a `grpc-status` value (a bounded set).
-fn code_name(code: &str) -> &'static str {
-    match code.trim().parse::<i32>().map(tonic::Code::from) {
-        Ok(code) => match code {
-            tonic::Code::Ok => "OK",
-            tonic::Code::Cancelled => "CANCELLED",
-            tonic::Code::Unknown => "UNKNOWN",
-            tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-            tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            tonic::Code::NotFound => "NOT_FOUND",
-            tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-            tonic::Code::PermissionDenied => "PERMISSION_DENIED",
-            tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-            tonic::Code::Aborted => "ABORTED",
-            tonic::Code::OutOfRange => "OUT_OF_RANGE",
-            tonic::Code::Unimplemented => "UNIMPLEMENTED",
-            tonic::Code::Internal => "INTERNAL",
-            tonic::Code::Unavailable => "UNAVAILABLE",
-            tonic::Code::DataLoss => "DATA_LOSS",
-            tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-        },
-        Err(_) => "UNKNOWN",
+/// The name of a gRPC code (a bounded set).
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
