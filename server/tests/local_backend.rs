@@ -12,27 +12,22 @@ use retouch_api::v1::instance_matting_client::InstanceMattingClient;
 
 mod support;
 
-use support::{Process, channel_to, serve_on_loopback, task};
+use support::{Process, channel_to, serve_on_loopback, standalone_backend, task};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_backend_with_a_key_pair_only_runs_a_job_on_its_own_sample() {
     let dir = tempfile::tempdir().unwrap();
-    let mut backend = Process::spawn(
+    let (_backend, upstream) = standalone_backend(
         &[
-            "local-backend",
-            "--listen",
-            "127.0.0.1:0",
             "--app-key",
             "204800001",
             "--app-secret",
             "standalone-secret",
         ],
+        &[],
         dir.path().join("backend.log"),
-    );
-    let upstream = format!(
-        "http://{}",
-        backend.logged("local backend is running", "listen").await
-    );
+    )
+    .await;
     let data = dir.path().join("data");
     let mut args = serve_on_loopback(&data);
     args.extend([

@@ -21,7 +21,7 @@ use retouch_api::v1::webhooks_client::WebhooksClient;
 mod support;
 
 use support::collector::{Collector, ReceivedSpan};
-use support::{Process, channel_to, serve_on_loopback, task, upstream_args};
+use support::{Process, channel_to, serve_on_loopback, standalone_backend, task, upstream_args};
 
 /// A webhook receiver recording the `traceparent` of each delivery.
 async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -65,21 +65,12 @@ async fn a_callers_trace_runs_through_retouchd_and_the_backend_to_the_collector(
             "deployment.environment.name=test".to_owned(),
         ),
     ];
-    let mut backend = Process::spawn_with_env(
-        &[
-            "local-backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--appcode",
-            support::APPCODE,
-        ],
+    let (_backend, upstream) = standalone_backend(
+        &["--appcode", support::APPCODE],
         &export,
         dir.path().join("backend.log"),
-    );
-    let upstream = format!(
-        "http://{}",
-        backend.logged("local backend is running", "listen").await
-    );
+    )
+    .await;
     let data = dir.path().join("data");
     let mut args = serve_on_loopback(&data);
     args.extend(["--allow-url-origin", &hooks]);

@@ -151,17 +151,24 @@ pub async fn slow_backend(dir: &Path, latency: &str) -> (Process, String) {
 /// `retouchd local-backend` on a free loopback port with `extra` flags,
 /// logging to `log`: the process and its URL.
 async fn local_backend(extra: &[&str], log: PathBuf) -> (Process, String) {
-    let mut args = vec![
-        "local-backend",
-        "--listen",
-        "127.0.0.1:0",
-        "--appcode",
-        APPCODE,
-    ];
+    let mut args = vec!["--appcode", APPCODE];
     args.extend_from_slice(extra);
     // It downloads uploads from retouchd replicas on loopback.
     args.push("--allow-private-urls");
-    let mut process = Process::spawn(&args, log);
+    standalone_backend(&args, &[], log).await
+}
+
+/// `retouchd local-backend` on a free loopback port with `args` (its
+/// credentials among them) and `env` added: the process, and its URL once
+/// it runs.
+pub async fn standalone_backend(
+    args: &[&str],
+    env: &[(&str, String)],
+    log: PathBuf,
+) -> (Process, String) {
+    let mut all = vec!["local-backend", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut process = Process::spawn_with_env(&all, env, log);
     let addr = process.logged("local backend is running", "listen").await;
     (process, format!("http://{addr}"))
 }
