@@ -67,7 +67,8 @@ fn main() {
     let photos = load_colour_photos(&photos_dir).expect("bundled photos");
     let horse = load_silhouette(&photos_dir.join("horse-silhouette.png")).expect("silhouette");
     let matting_cases = write_matting_cases(&dir, &photos, &horse);
-    let removal_cases = write_removal_cases(&dir, &photos, &horse);
+    let mut removal_cases = write_removal_cases(&dir, &photos, &horse);
+    removal_cases.extend(write_unseen_removal_cases(&dir, &horse));
     std::fs::write(
         dir.join("cases.json"),
         serde_json::to_vec_pretty(&json!({
@@ -186,16 +187,7 @@ struct RemovalCase {
 /// outline and a hairy head's outline over about 8%, grown 4 px; and the
 /// photo at 800×600 with strokes half as wide again over 17–55% of it.
 fn write_removal_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<RemovalCase> {
-    let head = {
-        let alpha = scene_alpha(MattingStyle::Strands, 400, 300, 3);
-        GrayImage::from_fn(400, 300, |x, y| {
-            image::Luma([if alpha[(y * 400 + x) as usize] >= 0.5 {
-                255
-            } else {
-                0
-            }])
-        })
-    };
+    let head = head_silhouette();
     let mut cases = Vec::new();
     for (i, photo) in photos.iter().enumerate() {
         let (w, h) = photo.image.dimensions();
@@ -235,6 +227,102 @@ fn write_removal_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<R
         }
     }
     cases
+}
+
+/// The second set's photos: OpenCV's samples, fetched by
+/// `benches/reference/fetch-photos.sh` into `target/bench-photos` (or
+/// `RETOUCH_BENCH_PHOTOS`). Empty, with a note, when they are absent.
+fn unseen_photos() -> Vec<Photo> {
+    let dir = std::env::var_os("RETOUCH_BENCH_PHOTOS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-photos"));
+    match load_colour_photos(&dir) {
+        Ok(photos) if !photos.is_empty() => photos
+            .into_iter()
+            .map(|p| Photo {
+                image: shrink_to_fit(&p.image, 800, 600),
+                ..p
+            })
+            .collect(),
+        _ => {
+            println!(
+                "no photos in {} (run benches/reference/fetch-photos.sh): the unseen set is skipped",
+                dir.display()
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// `image` shrunk, keeping its proportions, until it fits `width`×`height`;
+/// never enlarged, so no photo's texture is smoothed by upscaling.
+fn shrink_to_fit(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let scale = (f64::from(width) / f64::from(image.width()))
+        .min(f64::from(height) / f64::from(image.height()));
+    if scale >= 1.0 {
+        return image.clone();
+    }
+    let (w, h) = (
+        (f64::from(image.width()) * scale).round() as u32,
+        (f64::from(image.height()) * scale).round() as u32,
+    );
+    image::imageops::resize(image, w, h, image::imageops::FilterType::Lanczos3)
+}
+
+/// Two holes per photo of the unseen set, at its own resolution: brush
+/// strokes over 17–55% of it, as wide relative to the photo as the
+/// 800×600 strokes, and a horse's or a hairy head's outline over about 8%,
+/// grown 4 px.
+fn write_unseen_removal_cases(dir: &Path, horse: &GrayImage) -> Vec<RemovalCase> {
+    let photos = unseen_photos();
+    let head = head_silhouette();
+    let mut cases = Vec::new();
+    for (i, photo) in photos.iter().enumerate() {
+        let (w, h) = photo.image.dimensions();
+        let seed = 500 + i as u64;
+        let share = i as f32 / (photos.len() - 1).max(1) as f32;
+        let scale = 1.5 * ((w * h) as f32 / TARGET_PIXELS as f32).sqrt();
+        let shape = if i % 2 == 0 { horse } else { &head };
+        let holes = [
+            (
+                "strokes (unseen photos)",
+                scaled_brush_mask(w, h, 0.17 + 0.38 * share, seed, scale),
+            ),
+            (
+                "object (unseen photos)",
+                object_hole(shape, w, h, 0.08, 4.0, seed),
+            ),
+        ];
+        for (kind, mask) in holes {
+            let name = format!(
+                "unseen-{}-{}",
+                photo.name,
+                kind.split(' ').next().unwrap_or(kind)
+            );
+            photo.image.save(dir.join(format!("{name}.png"))).unwrap();
+            mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
+            cases.push(RemovalCase {
+                name,
+                kind,
+                original: photo.image.clone(),
+                mask,
+            });
+        }
+    }
+    cases
+}
+
+/// A hairy head's outline (the strands cutout at α ≥ 0.5), as an object
+/// shape for holes.
+fn head_silhouette() -> GrayImage {
+    let alpha = scene_alpha(MattingStyle::Strands, 400, 300, 3);
+    GrayImage::from_fn(400, 300, |x, y| {
+        image::Luma([if alpha[(y * 400 + x) as usize] >= 0.5 {
+            255
+        } else {
+            0
+        }])
+    })
 }
 
 /// Runs the Python references; `None` (with a note) when no interpreter
@@ -534,8 +622,8 @@ fn report_removal(dir: &Path, cases: &[RemovalCase], reference: Option<&Value>) 
     }
     std::fs::write(dir.join("removal.csv"), per_case).expect("write removal.csv");
     println!(
-        "\n## Object removal: {} real photos, PSNR and gradient ratios inside the hole\n",
-        cases.len() / 3
+        "\n## Object removal: {} holes in real photos, PSNR and gradient ratios inside the hole\n",
+        cases.len()
     );
     println!(
         "| hole | method | mean PSNR dB | Δ vs TELEA dB | wins vs TELEA | gradient ratio | gradient energy ratio | s/img |"

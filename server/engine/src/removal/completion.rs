@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use rayon::prelude::*;
 
+use crate::harmonic::{self, Field};
 use crate::planes::{average, box_mean, halve};
 
 /// Patches are `(2 · RADIUS + 1)²` pixels.
@@ -38,6 +39,11 @@ const MIN_HOLE_RADIUS: f32 = 2.0;
 const BIAS_PENALTY: f32 = 0.25;
 /// Rows per parallel PatchMatch band.
 const BAND_ROWS: usize = 8;
+/// Weight of the texture-strength term of the patch distance (see
+/// [`TextureStrength`]), per patch pixel.
+const STRENGTH_WEIGHT: f32 = 0.3;
+/// Radius of the quadrant neighbourhoods of [`TextureStrength`].
+const QUADRANT: usize = 4;
 
 /// One pyramid level: colours in `0..=255` and the hole.
 #[derive(Debug, Clone)]
@@ -132,12 +138,17 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
         let em_iterations = (6usize.saturating_sub(step)).max(2);
         let pm_iterations = if step == 0 { 4 } else { 2 };
         let mut distances = vec![f32::INFINITY; nnf.len()];
+        let strength = TextureStrength::of(current, &sources);
         for em in 0..em_iterations {
             let em_seed = mix(level_seed, em as u64 + 1);
             let means = patch_means(current);
+            let patches = Patches {
+                level: current,
+                means: &means,
+                strength: &strength,
+            };
             patch_match(
-                current,
-                &means,
+                &patches,
                 &mut nnf,
                 &mut distances,
                 &sources,
@@ -324,25 +335,114 @@ fn patch_distance(pixels: &[[f32; 3]], width: usize, t: usize, s: usize, bound: 
     sum
 }
 
-/// Patch distance with the mean colour difference mostly forgiven: the SSD
-/// minus `(1 − BIAS_PENALTY)` of the part explained by the two means
-/// differing. A patch of the right texture but another brightness (a
-/// gradient further along) then matches, and the vote restores the
-/// brightness; the remaining penalty keeps matches from drifting far in
-/// colour.
-fn biased_distance(
-    pixels: &[[f32; 3]],
-    means: &[[f32; 3]],
-    width: usize,
-    t: usize,
-    s: usize,
-    bound: f32,
-) -> f32 {
-    let (mt, ms) = (means[t], means[s]);
-    let shift: f32 = (0..3).map(|c| (mt[c] - ms[c]).powi(2)).sum::<f32>()
-        * (SIDE * SIDE) as f32
-        * (1.0 - BIAS_PENALTY);
-    (patch_distance(pixels, width, t, s, bound + shift) - shift).max(0.0)
+/// What the patch distance compares: the level's pixels, every patch's
+/// mean colour, and the texture strength expected of every target.
+struct Patches<'a> {
+    level: &'a Level,
+    means: &'a [[f32; 3]],
+    strength: &'a TextureStrength,
+}
+
+impl Patches<'_> {
+    /// Patch distance with the mean colour difference mostly forgiven: the
+    /// SSD minus `(1 − BIAS_PENALTY)` of the part explained by the two
+    /// means differing. A patch of the right texture but another brightness
+    /// (a gradient further along) then matches, and the vote restores the
+    /// brightness; the remaining penalty keeps matches from drifting far in
+    /// colour.
+    ///
+    /// Plus a penalty for a source whose texture is weaker or stronger than
+    /// the target's surroundings say it should be. Without it, a target
+    /// still holding the smooth estimate of a coarser level is closest to
+    /// the flattest source, and the fill comes out as a wash wherever the
+    /// surroundings are textured.
+    fn distance(&self, t: usize, s: usize, bound: f32) -> f32 {
+        let (mt, ms) = (self.means[t], self.means[s]);
+        let shift: f32 = (0..3).map(|c| (mt[c] - ms[c]).powi(2)).sum::<f32>()
+            * PATCH_PIXELS as f32
+            * (1.0 - BIAS_PENALTY);
+        let strength = self.strength.mismatch(t, s);
+        if strength > bound {
+            return strength;
+        }
+        let ssd = patch_distance(
+            &self.level.pixels,
+            self.level.width,
+            t,
+            s,
+            bound - strength + shift,
+        );
+        (ssd - shift).max(0.0) + strength
+    }
+}
+
+/// The texture strength of patches: the root of the summed per-channel
+/// variance of every patch (`own`), and for targets the strength their
+/// surroundings predict (`expected`): the sources' texture, interpolated
+/// smoothly (membrane) across the hole.
+///
+/// What is interpolated is a source's texture without the edges beside
+/// it: the least of its four quadrant neighbourhoods' mean variance. A
+/// hole cut along an object's outline is ringed by that edge; counting it
+/// as texture made the hole expect busy patches and fill a face with a
+/// badge's print.
+struct TextureStrength {
+    own: Vec<f32>,
+    expected: Vec<f32>,
+}
+
+impl TextureStrength {
+    fn of(level: &Level, sources: &[bool]) -> TextureStrength {
+        let (w, h) = (level.width, level.height);
+        let mut variance = vec![0.0f32; w * h];
+        for c in 0..3 {
+            let plane: Vec<f32> = level.pixels.iter().map(|p| p[c]).collect();
+            let squares: Vec<f32> = plane.iter().map(|v| v * v).collect();
+            let mean = box_mean(&plane, w, h, RADIUS);
+            let mean_square = box_mean(&squares, w, h, RADIUS);
+            for ((v, m), m2) in variance.iter_mut().zip(mean).zip(mean_square) {
+                *v += (m2 - m * m).max(0.0);
+            }
+        }
+        let weight: Vec<f32> = sources.iter().map(|&s| f32::from(u8::from(s))).collect();
+        let weighted: Vec<f32> = variance.iter().zip(&weight).map(|(v, k)| v * k).collect();
+        let (sum, count) = (
+            box_mean(&weighted, w, h, QUADRANT),
+            box_mean(&weight, w, h, QUADRANT),
+        );
+        let mut field = Field::new(w, h, 1);
+        for i in (0..w * h).filter(|&i| sources[i]) {
+            let (x, y) = (i % w, i / w);
+            let quadrants = [(-1, -1), (1, -1), (-1, 1), (1, 1)].map(|(dx, dy)| {
+                let qx = (x as isize + dx * QUADRANT as isize).clamp(0, w as isize - 1) as usize;
+                let qy = (y as isize + dy * QUADRANT as isize).clamp(0, h as isize - 1) as usize;
+                let q = qy * w + qx;
+                if count[q] > 0.0 {
+                    sum[q] / count[q]
+                } else {
+                    f32::INFINITY
+                }
+            });
+            let least = quadrants.into_iter().fold(f32::INFINITY, f32::min);
+            field.values[i] = least.min(variance[i]).sqrt();
+        }
+        for (known, &source) in field.known.iter_mut().zip(sources) {
+            *known = source;
+        }
+        if sources.iter().any(|&s| s) {
+            harmonic::fill(&mut field);
+        }
+        TextureStrength {
+            own: variance.into_iter().map(f32::sqrt).collect(),
+            expected: field.values,
+        }
+    }
+
+    /// Penalty for matching target `t` to source `s`.
+    fn mismatch(&self, t: usize, s: usize) -> f32 {
+        let d = self.expected[t] - self.own[s];
+        STRENGTH_WEIGHT * PATCH_PIXELS as f32 * d * d
+    }
 }
 
 /// Mean colour of the patch centred at every pixel (clipped at borders).
@@ -360,16 +460,14 @@ fn patch_means(level: &Level) -> Vec<[f32; 3]> {
 /// PatchMatch iterations over the targets of `nnf`, in parallel bands of
 /// rows; scan direction alternates per iteration.
 fn patch_match(
-    level: &Level,
-    means: &[[f32; 3]],
+    patches: &Patches,
     nnf: &mut [u32],
     distances: &mut [f32],
     sources: &[bool],
     iterations: usize,
     seed: u64,
 ) {
-    let (w, h) = (level.width, level.height);
-    let pixels = &level.pixels;
+    let (w, h) = (patches.level.width, patches.level.height);
     // Distances of the current matches (the pixels changed since last time).
     distances
         .par_iter_mut()
@@ -379,7 +477,7 @@ fn patch_match(
             *d = if s == NONE {
                 f32::INFINITY
             } else {
-                biased_distance(pixels, means, w, t, s as usize, f32::INFINITY)
+                patches.distance(t, s as usize, f32::INFINITY)
             };
         });
     let max_radius = w.max(h) as i64;
@@ -417,7 +515,7 @@ fn patch_match(
                         let mut best_d = band_dist[local];
                         let consider = |candidate: usize, best: &mut usize, best_d: &mut f32| {
                             if candidate != *best && sources[candidate] {
-                                let d = biased_distance(pixels, means, w, t, candidate, *best_d);
+                                let d = patches.distance(t, candidate, *best_d);
                                 if d < *best_d {
                                     *best = candidate;
                                     *best_d = d;

@@ -15,6 +15,7 @@
 mod completion;
 mod fast_march;
 mod grow;
+mod structure;
 
 pub use grow::grown_mask;
 
@@ -101,6 +102,7 @@ pub fn fill(image: &RgbImage, hole: &GrayImage, seed: u64, strategy: FillStrateg
     if level.hole.iter().any(|&h| h) {
         let radius = parts.widest_radius(&level.hole);
         if strategy == FillStrategy::Auto {
+            structure::continue_edges(&mut level, radius);
             let mut smooth = level.clone();
             membrane_fill(&mut smooth, &level.hole);
             let distances = completion::complete(&mut level, radius, seed);
