@@ -56,14 +56,21 @@ impl Field {
 /// ones (image borders act as mirrors). A field without known pixels is left
 /// unchanged.
 pub(super) fn fill(field: &mut Field) {
+    fill_within(field, FINE_TOLERANCE);
+}
+
+/// [`fill`], with sweeps at the finer levels stopping once no value moves
+/// more than `tolerance`: for fields only a rough interpolation is asked of
+/// (a texture strength, say), which then costs a fraction of the sweeps.
+pub(super) fn fill_within(field: &mut Field, tolerance: f32) {
     if field.known.iter().all(|&k| k) || !field.known.iter().any(|&k| k) {
         return;
     }
     if field.width.max(field.height) > COARSEST_SIDE {
         let mut coarse = downsample(field);
-        fill(&mut coarse);
+        fill_within(&mut coarse, tolerance);
         upsample_unknown(field, &coarse);
-        relax(field, FINE_OMEGA, FINE_TOLERANCE, FINE_MAX_SWEEPS);
+        relax(field, FINE_OMEGA, tolerance, FINE_MAX_SWEEPS);
     } else {
         start_from_mean(field);
         relax(field, COARSE_OMEGA, COARSE_TOLERANCE, COARSE_MAX_SWEEPS);

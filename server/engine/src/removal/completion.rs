@@ -42,6 +42,9 @@ const BAND_ROWS: usize = 8;
 /// Weight of the texture-strength term of the patch distance (see
 /// [`TextureStrength`]), per patch pixel.
 const STRENGTH_WEIGHT: f32 = 0.3;
+/// How closely (in levels) the expected texture strength is interpolated:
+/// it weighs patches, so a fraction of a level is ample.
+const STRENGTH_TOLERANCE: f32 = 0.25;
 /// Radius of the quadrant neighbourhoods of [`TextureStrength`].
 const QUADRANT: usize = 4;
 
@@ -135,7 +138,17 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
             }
             None => random_field(current, &sources, level_seed),
         };
-        let em_iterations = (6usize.saturating_sub(step)).max(2);
+        // The coarsest level settles the layout and is cheap; finer levels
+        // start from it and only refine. At the finest, whose pixels then
+        // come whole from their matches (`copy_centres`), one round
+        // measured the same as two on the bench's photos (PSNR within
+        // 0.03 dB, gradient ratio within 0.02) at three quarters of the
+        // time.
+        let em_iterations = if index == 0 && step > 0 {
+            1
+        } else {
+            6usize.saturating_sub(2 * step).max(2)
+        };
         let pm_iterations = if step == 0 { 4 } else { 2 };
         let mut distances = vec![f32::INFINITY; nnf.len()];
         let strength = TextureStrength::of(current, &sources);
@@ -430,7 +443,7 @@ impl TextureStrength {
             *known = source;
         }
         if sources.iter().any(|&s| s) {
-            harmonic::fill(&mut field);
+            harmonic::fill_within(&mut field, STRENGTH_TOLERANCE);
         }
         TextureStrength {
             own: variance.into_iter().map(f32::sqrt).collect(),
@@ -583,6 +596,11 @@ fn vote(level: &mut Level, nnf: &[u32], distances: Option<&[f32]>, means: &[[f32
         let (_, median, _) = finite.select_nth_unstable_by(mid, f32::total_cmp);
         1.0 / (2.0 * median.max(1.0))
     });
+    // One weight per patch, not one per pixel it covers.
+    let weights: Vec<f32> = match (distances, scale) {
+        (Some(d), Some(k)) => d.par_iter().map(|d| (-d * k).exp().max(1e-6)).collect(),
+        _ => vec![1.0; nnf.len()],
+    };
     let pixels = &level.pixels;
     let hole = &level.hole;
     let updated: Vec<(usize, [f32; 3])> = (0..w * h)
@@ -599,10 +617,7 @@ fn vote(level: &mut Level, nnf: &[u32], distances: Option<&[f32]>, means: &[[f32
                     if s == NONE {
                         continue;
                     }
-                    let weight = match (distances, scale) {
-                        (Some(d), Some(k)) => (-d[t] * k).exp().max(1e-6),
-                        _ => 1.0,
-                    };
+                    let weight = weights[t];
                     // The pixel at the same offset from the source centre.
                     let source = (s as usize + y * w + x) - t;
                     let p = pixels[source];
