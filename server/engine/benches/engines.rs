@@ -27,14 +27,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use image::{GrayImage, RgbImage};
-use retouch_engine::matting::derive_trimap;
+use retouch_engine::matting::{derive_trimap, signed_distance};
 use retouch_engine::removal::{self, FillStrategy};
 use retouch_engine::synthetic::quality::{
     alpha_sad, gradient_energy_ratio, gradient_ratio, psnr_in_mask,
 };
 use retouch_engine::synthetic::{
     Backdrop, Cutout, HoleShape, MattingStyle, Photo, blocky_mask, brush_mask, coarsen_mask, fit,
-    load_colour_photos, load_silhouette, matting_scene, object_hole, offset_mask,
+    hair_scene, load_colour_photos, load_silhouette, matting_scene, object_hole, offset_mask,
     photo_matting_scene, removal_scene, scaled_brush_mask, scene_alpha,
 };
 use retouch_engine::{ClassicEngine, Engine, RemovalParams};
@@ -114,6 +114,9 @@ fn main() {
 
 /// The kinds of keep-mask a user gives.
 const MASK_KINDS: [&str; 5] = ["blocky8", "exact", "dilated6", "eroded6", "wavy5"];
+/// Hair-coloured strands over another photo, with a blocky mask (see
+/// [`hair_scene`]).
+const HAIR_KIND: &str = "hair-blocky8";
 
 struct MattingCase {
     /// `scene-maskkind`.
@@ -173,7 +176,50 @@ fn write_matting_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<M
             }
         }
     }
+    // Hair over the busier photos: each photo's head with strands of its
+    // own colour over the photo four further on.
+    for (i, front) in photos.iter().enumerate() {
+        let back = &photos[(i + 4) % photos.len()];
+        let scene_name = format!("{}-hair-over-{}", front.name, back.name);
+        let scene = hair_scene(&front.image, &back.image, w, h, 10 + i as u64);
+        scene
+            .image
+            .save(dir.join(format!("{scene_name}.png")))
+            .unwrap();
+        // The truth, for the picture `reference/sheet.py` makes.
+        GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([(scene.alpha[(y * w + x) as usize] * 255.0).round() as u8])
+        })
+        .save(dir.join(format!("{scene_name}-truth.png")))
+        .unwrap();
+        let mask = blocky_mask(&scene.alpha, w, h, 8);
+        let name = format!("{scene_name}-blocky8");
+        derive_trimap(&mask, REFERENCE_BAND)
+            .to_gray()
+            .save(dir.join(format!("{name}-trimap.png")))
+            .unwrap();
+        mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
+        cases.push(MattingCase {
+            name,
+            scene: scene_name,
+            kind: HAIR_KIND,
+            image: scene.image,
+            mask,
+            alpha: scene.alpha,
+        });
+    }
     cases
+}
+
+/// Share of the strand pixels past the mask (true alpha ≥ 0.6, 3 px or
+/// more outside it) that `alpha` keeps at more than 0.3.
+fn strands_kept(alpha: &[f32], truth: &[f32], mask: &GrayImage) -> f64 {
+    let signed = signed_distance(mask);
+    let strands: Vec<usize> = (0..truth.len())
+        .filter(|&i| truth[i] >= 0.6 && signed[i] <= -3.0)
+        .collect();
+    let kept = strands.iter().filter(|&&i| alpha[i] > 0.3).count();
+    kept as f64 / strands.len().max(1) as f64
 }
 
 struct RemovalCase {
@@ -408,8 +454,11 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
     );
     let mut kinds: Vec<(&str, KindScores)> = MASK_KINDS
         .iter()
+        .chain([&HAIR_KIND])
         .map(|k| (*k, KindScores::default()))
         .collect();
+    // Strands past the mask kept, ours and pymatting's, on the hair cases.
+    let mut kept: (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for case in cases {
         let started = Instant::now();
         let out = engine.matte(&case.image, &case.mask).expect("matte");
@@ -435,8 +484,14 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
                 .iter()
                 .map(|&v| f32::from(v) / 65535.0)
                 .collect();
+            if case.kind == HAIR_KIND {
+                kept.1.push(strands_kept(&alpha, &case.alpha, &case.mask));
+            }
             Some(score_matting(&alpha, &case.alpha, seconds))
         });
+        if case.kind == HAIR_KIND {
+            kept.0.push(strands_kept(&alpha, &case.alpha, &case.mask));
+        }
         let truth_fractional = case.alpha.iter().filter(|&&a| a > 0.02 && a < 0.98).count() as f64
             / case.alpha.len() as f64;
         let _ = writeln!(
@@ -470,7 +525,12 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
     let (w, h) = MATTING_SIZE;
     println!(
         "\n## Matting: {} composites of real photos at {w}x{h}, pymatting with a {REFERENCE_BAND} px trimap from the same mask\n",
-        cases.len() / MASK_KINDS.len()
+        {
+            let mut scenes: Vec<&str> = cases.iter().map(|c| c.scene.as_str()).collect();
+            scenes.sort_unstable();
+            scenes.dedup();
+            scenes.len()
+        }
     );
     println!(
         "| mask | method | mean SAD | SAD / pymatting | SAD / mask (mean, worst) | wins vs pymatting | bg α>0.1 | fg α<0.9 | fractional (truth) | s/img | s at 800x600 |"
@@ -513,6 +573,18 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
                 seconds * scale,
             );
         }
+    }
+    if !kept.0.is_empty() {
+        println!(
+            "\n{HAIR_KIND}: strand pixels past the mask kept at alpha > 0.3: ours {:.1}% ({} composites), pymatting {}",
+            100.0 * mean(kept.0.iter().copied()),
+            kept.0.len(),
+            if kept.1.is_empty() {
+                "–".to_string()
+            } else {
+                format!("{:.1}%", 100.0 * mean(kept.1.iter().copied()))
+            }
+        );
     }
     println!("\nper case: {}", dir.join("matting.csv").display());
 }

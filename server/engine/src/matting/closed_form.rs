@@ -111,6 +111,14 @@ pub fn prior_alpha(image: &ColorPlane, trimap: &Trimap, prior: Option<&Prior>) -
     alpha
 }
 
+/// Solves alpha again on the pixels flagged in `region` alone, at full
+/// resolution, every other pixel held at its value in `alpha` (which also
+/// gives the region's starting values): a narrow second pass over pixels
+/// reopened after a first solve.
+pub fn refine_region(image: &ColorPlane, region: &[bool], alpha: &mut [f32]) {
+    solve_unknown(image, region, None, alpha, REFINE);
+}
+
 /// The unknown pixels still worth solving at a fine level: those with some
 /// upsampled alpha strictly between [`SETTLED`] and `1 − SETTLED` within
 /// [`SETTLED_REACH`] pixels; the others are snapped to 0 or 1. Where the

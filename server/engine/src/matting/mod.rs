@@ -16,9 +16,10 @@ mod foreground;
 mod guided;
 mod laplacian;
 mod stencil;
+mod strands;
 mod trimap;
 
-pub use closed_form::{Prior, closed_form_alpha, prior_alpha};
+pub use closed_form::{Prior, closed_form_alpha, prior_alpha, refine_region};
 pub use confidence::clear_confident_background;
 pub use evidence::{
     EdgeBand, MIN_BAND_RADIUS, band_trimap, edge_band, gradient_magnitude, max_band_radius,
@@ -26,6 +27,7 @@ pub use evidence::{
 };
 pub use foreground::estimate_foreground;
 pub use guided::guided_filter;
+pub use strands::{follow_strands, reopen_strands};
 pub use trimap::{BACKGROUND, FOREGROUND, Trimap, UNKNOWN, band_radius, derive_trimap};
 
 use image::{GrayImage, RgbImage, RgbaImage};
@@ -63,6 +65,10 @@ pub const MASK_PULL: f32 = 0.1;
 /// ask the same of a photo at any size.
 pub const PULL_REFERENCE_SIDE: f32 = 480.0;
 
+/// How far past the band a strand is followed, as a share of the shorter
+/// side.
+pub const STRAND_REACH: f32 = 0.25;
+
 /// Band pixels closer than this to the mask's outline (in pixels) are
 /// never cleared as confident background.
 pub const OUTLINE_TRUSTED_WITHIN: f32 = 3.0;
@@ -98,7 +104,16 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
                 signed[i].abs() < OUTLINE_TRUSTED_WITHIN
             });
             let pull = MASK_PULL * (PULL_REFERENCE_SIDE / w.min(h) as f32).powi(2);
-            prior_alpha(&colours, &trimap, Some(&mask_prior(&signed, band, pull)))
+            let mut alpha = prior_alpha(&colours, &trimap, Some(&mask_prior(&signed, band, pull)));
+            follow_strands(
+                &colours,
+                &mut trimap,
+                &mut alpha,
+                &signed,
+                band.outer,
+                STRAND_REACH * w.min(h) as f32,
+            );
+            alpha
         }
         AlphaMethod::GuidedFilter => guided_alpha(&colours, mask, &trimap),
     };

@@ -175,7 +175,21 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
             // final pixels come whole from their best matches instead.
             let means = patch_means(current);
             copy_centres(current, &nnf, &means);
-            finest_distances = distances;
+            // The caller trusts a match by how closely it matched in
+            // colour; the strength penalty chose it but is not part of that
+            // (a brick wall's near-exact repeats lost 3 dB when it was).
+            finest_distances = distances
+                .iter()
+                .zip(&nnf)
+                .enumerate()
+                .map(|(t, (&d, &s))| {
+                    if s == NONE {
+                        d
+                    } else {
+                        (d - strength.mismatch(t, s as usize)).max(0.0)
+                    }
+                })
+                .collect();
         }
         field = Some((nnf, current.width, current.height));
     }

@@ -13,7 +13,7 @@ mod removal;
 
 pub use matting::{MattingScene, MattingStyle, coarsen_mask, matting_scene, scene_alpha};
 pub use photo::{
-    Cutout, Photo, blocky_mask, brush_mask, fit, load_colour_photos, load_silhouette, object_hole,
-    offset_mask, photo_matting_scene, scaled_brush_mask,
+    Cutout, Photo, blocky_mask, brush_mask, fit, hair_scene, load_colour_photos, load_silhouette,
+    object_hole, offset_mask, photo_matting_scene, scaled_brush_mask,
 };
 pub use removal::{Backdrop, HoleShape, RemovalScene, removal_scene};

@@ -125,6 +125,70 @@ pub fn photo_matting_scene(
     }
 }
 
+/// A `width`×`height` composite of hair over `background`: `foreground`
+/// (fitted to the frame) is the head, and every strand that grows out of
+/// it has the colour of the head where it leaves it, as hair does (in
+/// [`photo_matting_scene`] a strand shows whatever the foreground photo
+/// holds at its place, which no hair does).
+pub fn hair_scene(
+    foreground: &RgbImage,
+    background: &RgbImage,
+    width: u32,
+    height: u32,
+    seed: u64,
+) -> MattingScene {
+    let alpha = scene_alpha(MattingStyle::Strands, width, height, seed);
+    let front = fit(foreground, width, height);
+    let back = fit(background, width, height);
+    let (w, h) = (width as usize, height as usize);
+    // Every pixel takes the colour of the nearest pixel of the solid head
+    // (alpha 1): a breadth-first flood from the head outwards.
+    let mut source: Vec<Option<usize>> = alpha
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (a >= 0.999).then_some(i))
+        .collect();
+    let mut queue: std::collections::VecDeque<usize> =
+        (0..w * h).filter(|&i| source[i].is_some()).collect();
+    while let Some(i) = queue.pop_front() {
+        let (x, y) = (i % w, i / w);
+        let near = [
+            (x > 0).then(|| i - 1),
+            (x + 1 < w).then(|| i + 1),
+            (y > 0).then(|| i - w),
+            (y + 1 < h).then(|| i + w),
+        ];
+        for n in near.into_iter().flatten() {
+            if source[n].is_none() {
+                source[n] = source[i];
+                queue.push_back(n);
+            }
+        }
+    }
+    let foreground: Vec<[f32; 3]> = source
+        .iter()
+        .map(|s| {
+            let p = front.as_raw();
+            let k = s.unwrap_or(0) * 3;
+            [0, 1, 2].map(|c| f32::from(p[k + c]) / 255.0)
+        })
+        .collect();
+    let image = RgbImage::from_fn(width, height, |x, y| {
+        let i = (y * width + x) as usize;
+        let (f, b, a) = (foreground[i], back.get_pixel(x, y).0, alpha[i]);
+        Rgb(std::array::from_fn(|c| {
+            (a * f[c] * 255.0 + (1.0 - a) * f32::from(b[c]))
+                .round()
+                .clamp(0.0, 255.0) as u8
+        }))
+    });
+    MattingScene {
+        image,
+        alpha,
+        foreground,
+    }
+}
+
 /// Coverage of each pixel by `shape` scaled into the frame, from 4×4
 /// samples per pixel.
 fn silhouette_alpha(shape: &GrayImage, width: u32, height: u32) -> Vec<f32> {
