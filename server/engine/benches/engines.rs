@@ -33,9 +33,9 @@ use retouch_engine::synthetic::quality::{
     alpha_sad, gradient_energy_ratio, gradient_ratio, psnr_in_mask,
 };
 use retouch_engine::synthetic::{
-    Backdrop, Cutout, HoleShape, MattingStyle, Photo, blocky_mask, brush_mask, coarsen_mask, fit,
-    hair_scene, load_colour_photos, load_silhouette, matting_scene, object_hole, offset_mask,
-    photo_matting_scene, removal_scene, scaled_brush_mask, scene_alpha,
+    Backdrop, Cutout, HoleShape, MattingScene, MattingStyle, Photo, blocky_mask, brush_mask,
+    coarsen_mask, fit, hair_scene, load_colour_photos, load_silhouette, matting_scene, object_hole,
+    offset_mask, photo_matting_scene, removal_scene, scaled_brush_mask, scene_alpha,
 };
 use retouch_engine::{ClassicEngine, Engine, RemovalParams};
 use serde_json::{Value, json};
@@ -129,6 +129,33 @@ struct MattingCase {
     alpha: Vec<f32>,
 }
 
+impl MattingCase {
+    /// The case of `scene` with `mask`, its mask and the reference's trimap
+    /// written to `dir` as `{scene_name}-{kind}-mask.png` and `-trimap.png`.
+    fn written(
+        dir: &Path,
+        scene_name: &str,
+        kind: &'static str,
+        scene: &MattingScene,
+        mask: GrayImage,
+    ) -> MattingCase {
+        let name = format!("{scene_name}-{kind}");
+        derive_trimap(&mask, REFERENCE_BAND)
+            .to_gray()
+            .save(dir.join(format!("{name}-trimap.png")))
+            .unwrap();
+        mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
+        MattingCase {
+            name,
+            scene: scene_name.to_string(),
+            kind,
+            image: scene.image.clone(),
+            mask,
+            alpha: scene.alpha.clone(),
+        }
+    }
+}
+
 /// Two composites per photo: the photo cut out along two of the cutouts,
 /// over the photo two places further in the list.
 fn write_matting_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<MattingCase> {
@@ -159,20 +186,7 @@ fn write_matting_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<M
                     // Hand-drawn: the outline wanders in and out by up to 5 px.
                     _ => coarsen_mask(&scene.alpha, w, h, 5.0, k as u64),
                 };
-                let name = format!("{scene_name}-{kind}");
-                derive_trimap(&mask, REFERENCE_BAND)
-                    .to_gray()
-                    .save(dir.join(format!("{name}-trimap.png")))
-                    .unwrap();
-                mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
-                cases.push(MattingCase {
-                    name,
-                    scene: scene_name.clone(),
-                    kind,
-                    image: scene.image.clone(),
-                    mask,
-                    alpha: scene.alpha.clone(),
-                });
+                cases.push(MattingCase::written(dir, &scene_name, kind, &scene, mask));
             }
         }
     }
@@ -193,20 +207,13 @@ fn write_matting_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<M
         .save(dir.join(format!("{scene_name}-truth.png")))
         .unwrap();
         let mask = blocky_mask(&scene.alpha, w, h, 8);
-        let name = format!("{scene_name}-blocky8");
-        derive_trimap(&mask, REFERENCE_BAND)
-            .to_gray()
-            .save(dir.join(format!("{name}-trimap.png")))
-            .unwrap();
-        mask.save(dir.join(format!("{name}-mask.png"))).unwrap();
-        cases.push(MattingCase {
-            name,
-            scene: scene_name,
-            kind: HAIR_KIND,
-            image: scene.image,
+        cases.push(MattingCase::written(
+            dir,
+            &scene_name,
+            HAIR_KIND,
+            &scene,
             mask,
-            alpha: scene.alpha,
-        });
+        ));
     }
     cases
 }

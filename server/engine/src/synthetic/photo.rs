@@ -103,13 +103,21 @@ pub fn photo_matting_scene(
         Cutout::Style(style) => scene_alpha(style, width, height, seed),
         Cutout::Silhouette(shape) => silhouette_alpha(shape, width, height),
     };
-    let front = fit(foreground, width, height);
-    let back = fit(background, width, height);
+    composite(
+        &fit(foreground, width, height),
+        &fit(background, width, height),
+        alpha,
+    )
+}
+
+/// `front` laid over `back` (same size) with `alpha`.
+fn composite(front: &RgbImage, back: &RgbImage, alpha: Vec<f32>) -> MattingScene {
+    let width = front.width();
     let foreground: Vec<[f32; 3]> = front
         .pixels()
         .map(|p| p.0.map(|v| f32::from(v) / 255.0))
         .collect();
-    let image = RgbImage::from_fn(width, height, |x, y| {
+    let image = RgbImage::from_fn(width, front.height(), |x, y| {
         let i = (y * width + x) as usize;
         let (f, b, a) = (front.get_pixel(x, y).0, back.get_pixel(x, y).0, alpha[i]);
         Rgb(std::array::from_fn(|c| {
@@ -139,7 +147,6 @@ pub fn hair_scene(
 ) -> MattingScene {
     let alpha = scene_alpha(MattingStyle::Strands, width, height, seed);
     let front = fit(foreground, width, height);
-    let back = fit(background, width, height);
     let (w, h) = (width as usize, height as usize);
     // Every pixel takes the colour of the nearest pixel of the solid head
     // (alpha 1): a breadth-first flood from the head outwards.
@@ -165,28 +172,12 @@ pub fn hair_scene(
             }
         }
     }
-    let foreground: Vec<[f32; 3]> = source
-        .iter()
-        .map(|s| {
-            let p = front.as_raw();
-            let k = s.unwrap_or(0) * 3;
-            [0, 1, 2].map(|c| f32::from(p[k + c]) / 255.0)
-        })
-        .collect();
-    let image = RgbImage::from_fn(width, height, |x, y| {
+    let hair = RgbImage::from_fn(width, height, |x, y| {
         let i = (y * width + x) as usize;
-        let (f, b, a) = (foreground[i], back.get_pixel(x, y).0, alpha[i]);
-        Rgb(std::array::from_fn(|c| {
-            (a * f[c] * 255.0 + (1.0 - a) * f32::from(b[c]))
-                .round()
-                .clamp(0.0, 255.0) as u8
-        }))
+        let s = source[i].unwrap_or(i);
+        *front.get_pixel((s % w) as u32, (s / w) as u32)
     });
-    MattingScene {
-        image,
-        alpha,
-        foreground,
-    }
+    composite(&hair, &fit(background, width, height), alpha)
 }
 
 /// Coverage of each pixel by `shape` scaled into the frame, from 4×4
