@@ -353,6 +353,21 @@ async fn failures_are_retried_redirects_are_not_followed_and_410_disables() {
     server.shutdown().await;
 }
 
+/// The first page of an endpoint's deliveries.
+async fn deliveries(
+    hooks: &mut WebhooksClient<Channel>,
+    endpoint_id: &str,
+) -> pb::ListDeliveriesResponse {
+    hooks
+        .list_deliveries(pb::ListDeliveriesRequest {
+            endpoint_id: endpoint_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn wait_for_delivery(
     hooks: &mut WebhooksClient<Channel>,
     endpoint_id: &str,
@@ -360,14 +375,7 @@ async fn wait_for_delivery(
 ) -> pb::Delivery {
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     loop {
-        let page = hooks
-            .list_deliveries(pb::ListDeliveriesRequest {
-                endpoint_id: endpoint_id.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let page = deliveries(hooks, endpoint_id).await;
         if let Some(d) = page.deliveries.iter().find(|d| done(d)) {
             return d.clone();
         }
@@ -386,14 +394,7 @@ async fn all_delivered(
 ) -> pb::ListDeliveriesResponse {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let page = hooks
-            .list_deliveries(pb::ListDeliveriesRequest {
-                endpoint_id: endpoint_id.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let page = deliveries(hooks, endpoint_id).await;
         let delivered = page
             .deliveries
             .iter()
@@ -1000,15 +1001,7 @@ async fn a_batch_is_announced_once_when_its_last_job_finishes() {
     assert_eq!(body["data"]["batch_id"], batch.batch_id.as_str());
     assert_eq!(body["data"]["finished"], true);
     assert_eq!(body["data"]["counts"]["success"], 12, "{body}");
-    let listed = hooks
-        .list_deliveries(pb::ListDeliveriesRequest {
-            endpoint_id: batches_only.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
+    let listed = deliveries(&mut hooks, &batches_only.id).await.deliveries;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].batch_id, batch.batch_id);
     assert_eq!(listed[0].event_type, "batch.finished");
