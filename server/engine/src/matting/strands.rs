@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 
 use image::{ImageBuffer, Luma};
 use imageproc::filter::gaussian_blur_f32;
+use rayon::prelude::*;
 
 use super::closed_form::refine_region;
 use super::trimap::{BACKGROUND, Trimap, UNKNOWN};
@@ -253,14 +254,34 @@ fn line_strength(image: &ColorPlane) -> Vec<f32> {
     if w < 3 || h < 3 {
         return strength;
     }
-    for c in 0..3 {
-        let plane = ImageBuffer::<Luma<f32>, Vec<f32>>::from_fn(w as u32, h as u32, |x, y| {
-            Luma([image.pixels[y as usize * w + x as usize][c]])
-        });
-        let blurred = gaussian_blur_f32(&plane, LINE_SCALE).into_raw();
-        for y in 1..h - 1 {
-            for x in 1..w - 1 {
-                let i = y * w + x;
+    // The channels in parallel, summed in channel order afterwards, so the
+    // result does not depend on the threads.
+    let channels: Vec<Vec<f32>> = (0..3)
+        .into_par_iter()
+        .map(|c| channel_line_strength(image, c))
+        .collect();
+    for channel in &channels {
+        for (s, v) in strength.iter_mut().zip(channel) {
+            *s += v;
+        }
+    }
+    strength
+}
+
+/// [`line_strength`] of channel `c` alone.
+fn channel_line_strength(image: &ColorPlane, c: usize) -> Vec<f32> {
+    let (w, h) = (image.width, image.height);
+    let plane = ImageBuffer::<Luma<f32>, Vec<f32>>::from_fn(w as u32, h as u32, |x, y| {
+        Luma([image.pixels[y as usize * w + x as usize][c]])
+    });
+    let blurred = gaussian_blur_f32(&plane, LINE_SCALE).into_raw();
+    let mut strength = vec![0.0f32; w * h];
+    strength
+        .par_chunks_mut(w)
+        .enumerate()
+        .filter(|(y, _)| *y >= 1 && *y + 1 < h)
+        .for_each(|(y, row)| {
+            for (x, out) in row.iter_mut().enumerate().take(w - 1).skip(1) {
                 let at = |dx: isize, dy: isize| {
                     blurred[(y as isize + dy) as usize * w + (x as isize + dx) as usize]
                 };
@@ -270,10 +291,9 @@ fn line_strength(image: &ColorPlane) -> Vec<f32> {
                 let mean = 0.5 * (dxx + dyy);
                 let spread = (0.25 * (dxx - dyy).powi(2) + dxy * dxy).sqrt();
                 let (a, b) = ((mean + spread).abs(), (mean - spread).abs());
-                strength[i] += a.max(b) - a.min(b);
+                *out = a.max(b) - a.min(b);
             }
-        }
-    }
+        });
     strength
 }
 
