@@ -27,10 +27,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use image::{GrayImage, RgbImage};
-use retouch_engine::matting::{derive_trimap, signed_distance};
+use retouch_engine::matting::derive_trimap;
 use retouch_engine::removal::{self, FillStrategy};
 use retouch_engine::synthetic::quality::{
-    alpha_sad, gradient_energy_ratio, gradient_ratio, psnr_in_mask,
+    alpha_sad, gradient_energy_ratio, gradient_ratio, psnr_in_mask, share_kept, strands_past_mask,
 };
 use retouch_engine::synthetic::{
     Backdrop, Cutout, HoleShape, MattingScene, MattingStyle, Photo, blocky_mask, brush_mask,
@@ -216,17 +216,6 @@ fn write_matting_cases(dir: &Path, photos: &[Photo], horse: &GrayImage) -> Vec<M
         ));
     }
     cases
-}
-
-/// Share of the strand pixels past the mask (true alpha ≥ 0.6, 3 px or
-/// more outside it) that `alpha` keeps at more than 0.3.
-fn strands_kept(alpha: &[f32], truth: &[f32], mask: &GrayImage) -> f64 {
-    let signed = signed_distance(mask);
-    let strands: Vec<usize> = (0..truth.len())
-        .filter(|&i| truth[i] >= 0.6 && signed[i] <= -3.0)
-        .collect();
-    let kept = strands.iter().filter(|&&i| alpha[i] > 0.3).count();
-    kept as f64 / strands.len().max(1) as f64
 }
 
 struct RemovalCase {
@@ -479,6 +468,8 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
             .map(|&m| f32::from(m) / 255.0)
             .collect();
         let mask = score_matting(&as_alpha, &case.alpha, 0.0);
+        // The hair cases' strand pixels past the mask, for the share kept.
+        let strands = (case.kind == HAIR_KIND).then(|| strands_past_mask(&case.alpha, &case.mask));
         let reference = reference.and_then(|r| {
             let timing = &r["matting"][&case.name];
             let seconds =
@@ -491,13 +482,13 @@ fn report_matting(dir: &Path, cases: &[MattingCase], reference: Option<&Value>) 
                 .iter()
                 .map(|&v| f32::from(v) / 65535.0)
                 .collect();
-            if case.kind == HAIR_KIND {
-                kept.1.push(strands_kept(&alpha, &case.alpha, &case.mask));
+            if let Some(strands) = &strands {
+                kept.1.push(share_kept(&alpha, strands));
             }
             Some(score_matting(&alpha, &case.alpha, seconds))
         });
-        if case.kind == HAIR_KIND {
-            kept.0.push(strands_kept(&alpha, &case.alpha, &case.mask));
+        if let Some(strands) = &strands {
+            kept.0.push(share_kept(&alpha, strands));
         }
         let truth_fractional = case.alpha.iter().filter(|&&a| a > 0.02 && a < 0.98).count() as f64
             / case.alpha.len() as f64;

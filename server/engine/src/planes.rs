@@ -105,6 +105,82 @@ pub fn resize_bilinear(
     out
 }
 
+/// A grid of `step`×`step` blocks over a `width`×`height` image. Statistics
+/// over windows too wide to filter at full size are gathered per block and
+/// box-filtered at block scale: a `step²`-th of the work.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocks {
+    /// The image's width in pixels.
+    pub width: usize,
+    /// Side of a block in pixels.
+    pub step: usize,
+    /// Blocks per row.
+    pub columns: usize,
+    /// Rows of blocks.
+    pub rows: usize,
+}
+
+impl Blocks {
+    /// The blocks of `step` pixels covering a `width`×`height` image (the
+    /// last row and column may be partial).
+    pub fn new(width: usize, height: usize, step: usize) -> Blocks {
+        Blocks {
+            width,
+            step,
+            columns: width.div_ceil(step),
+            rows: height.div_ceil(step),
+        }
+    }
+
+    /// Number of blocks.
+    pub fn len(&self) -> usize {
+        self.columns * self.rows
+    }
+
+    /// Whether the grid has no blocks (an empty image).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The block holding pixel `i`.
+    pub fn of(&self, i: usize) -> usize {
+        (i / self.width / self.step) * self.columns + (i % self.width) / self.step
+    }
+
+    /// [`box_mean`] of a per-block plane, `radius` in blocks.
+    pub fn box_mean(&self, plane: &[f32], radius: usize) -> Vec<f32> {
+        box_mean(plane, self.columns, self.rows, radius)
+    }
+}
+
+/// The 4-neighbours of pixel `i` of a `w`×`h` grid that lie inside it:
+/// left, right, up, down.
+pub fn neighbours_4(i: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
+    let (x, y) = (i % w, i / w);
+    [
+        (x > 0).then(|| i - 1),
+        (x + 1 < w).then(|| i + 1),
+        (y > 0).then(|| i - w),
+        (y + 1 < h).then(|| i + w),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The 8-neighbours of pixel `i` of a `w`×`h` grid that lie inside it, row
+/// by row from the upper left.
+pub fn neighbours_8(i: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
+    let (x, y) = ((i % w) as isize, (i / w) as isize);
+    (-1isize..=1)
+        .flat_map(move |dy| (-1isize..=1).map(move |dx| (dx, dy)))
+        .filter(|&(dx, dy)| dx != 0 || dy != 0)
+        .filter_map(move |(dx, dy)| {
+            let (nx, ny) = (x + dx, y + dy);
+            (nx >= 0 && ny >= 0 && nx < w as isize && ny < h as isize)
+                .then(|| ny as usize * w + nx as usize)
+        })
+}
+
 /// Mean over the `(2r+1)²` window around each pixel, clipped at the
 /// borders (dividing by the number of pixels actually inside).
 pub fn box_mean(plane: &[f32], width: usize, height: usize, r: usize) -> Vec<f32> {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use image::{GrayImage, RgbImage};
-use retouch_engine::synthetic::quality::alpha_sad;
+use retouch_engine::synthetic::quality::{alpha_sad, share_kept, strands_past_mask};
 use retouch_engine::synthetic::{
     Cutout, MattingStyle, Photo, blocky_mask, brush_mask, coarsen_mask, load_colour_photos,
     load_silhouette, object_hole, offset_mask, photo_matting_scene,
@@ -27,17 +27,26 @@ fn horse() -> GrayImage {
     load_silhouette(&photos_dir().join("horse-silhouette.png")).expect("silhouette")
 }
 
+/// Our alpha for `image` with `mask`.
+fn matte_alpha(image: &RgbImage, mask: &GrayImage) -> Vec<f32> {
+    let out = ClassicEngine::default().matte(image, mask).expect("matte");
+    out.pixels().map(|p| f32::from(p.0[3]) / 255.0).collect()
+}
+
 /// (our SAD, the mask's own SAD) against the truth.
 fn sads(image: &RgbImage, mask: &GrayImage, truth: &[f32]) -> (f64, f64) {
-    let out = ClassicEngine::default().matte(image, mask).expect("matte");
-    let alpha: Vec<f32> = out.pixels().map(|p| f32::from(p.0[3]) / 255.0).collect();
+    sads_of(&matte_alpha(image, mask), mask, truth)
+}
+
+/// (the SAD of `alpha`, the mask's own SAD) against the truth.
+fn sads_of(alpha: &[f32], mask: &GrayImage, truth: &[f32]) -> (f64, f64) {
     let as_alpha: Vec<f32> = mask
         .as_raw()
         .iter()
         .map(|&m| f32::from(m) / 255.0)
         .collect();
     (
-        alpha_sad(&alpha, truth, |_| true),
+        alpha_sad(alpha, truth, |_| true),
         alpha_sad(&as_alpha, truth, |_| true),
     )
 }
@@ -292,21 +301,16 @@ fn strands_past_a_blocky_mask_survive_over_a_busy_background() {
         let scene =
             retouch_engine::synthetic::hair_scene(find("astronaut"), find("flower"), w, h, seed);
         let mask = blocky_mask(&scene.alpha, w, h, 8);
-        let signed = retouch_engine::matting::signed_distance(&mask);
-        let strands: Vec<usize> = (0..scene.alpha.len())
-            .filter(|&i| scene.alpha[i] >= 0.6 && signed[i] <= -3.0)
-            .collect();
+        let strands = strands_past_mask(&scene.alpha, &mask);
         assert!(strands.len() > 1000, "only {} strand pixels", strands.len());
-        let out = ClassicEngine::default().matte(&scene.image, &mask).unwrap();
-        let alpha: Vec<f32> = out.pixels().map(|p| f32::from(p.0[3]) / 255.0).collect();
-        let kept =
-            strands.iter().filter(|&&i| alpha[i] > 0.3).count() as f64 / strands.len() as f64;
+        let alpha = matte_alpha(&scene.image, &mask);
+        let kept = share_kept(&alpha, &strands);
         assert!(
             kept >= 0.18,
             "seed {seed}: {:.1}% of strand pixels kept",
             100.0 * kept
         );
-        let (sad, mask_sad) = sads(&scene.image, &mask, &scene.alpha);
+        let (sad, mask_sad) = sads_of(&alpha, &mask, &scene.alpha);
         assert!(
             sad <= mask_sad,
             "seed {seed}: SAD {sad:.2} against the mask's {mask_sad:.2}"

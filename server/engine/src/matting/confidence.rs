@@ -13,7 +13,7 @@
 //! strand.
 
 use super::trimap::{BACKGROUND, FOREGROUND, Trimap, UNKNOWN};
-use crate::planes::{ColorPlane, box_mean};
+use crate::planes::{Blocks, ColorPlane};
 
 /// Mahalanobis distance within which a colour counts as the background's.
 const WITHIN: f32 = 2.5;
@@ -56,15 +56,15 @@ pub fn clear_confident_background(
     // work of filtering every plane at full size (which had doubled the
     // matte's time).
     let step = (radius / 4).clamp(1, 8);
-    let (cw, ch) = (w.div_ceil(step), h.div_ceil(step));
+    let blocks = Blocks::new(w, h, step);
     // Per block: shares of background and foreground; the background's
     // sums of each channel and of each product of two; the foreground's
     // sums of each channel.
     const PAIRS: [(usize, usize); 6] = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)];
-    let mut planes = vec![vec![0.0f32; cw * ch]; 14];
-    let mut counts = vec![0u32; cw * ch];
+    let mut planes = vec![vec![0.0f32; blocks.len()]; 14];
+    let mut counts = vec![0u32; blocks.len()];
     for (i, (p, &label)) in image.pixels.iter().zip(&trimap.values).enumerate() {
-        let block = (i / w / step) * cw + (i % w) / step;
+        let block = blocks.of(i);
         counts[block] += 1;
         if label == BACKGROUND {
             planes[0][block] += 1.0;
@@ -87,7 +87,7 @@ pub fn clear_confident_background(
             for (v, &n) in plane.iter_mut().zip(&counts) {
                 *v /= n.max(1) as f32;
             }
-            box_mean(&plane, cw, ch, (radius / step).max(1))
+            blocks.box_mean(&plane, (radius / step).max(1))
         })
         .collect();
     let (share_b, share_f) = (&local[0], &local[1]);
@@ -96,7 +96,7 @@ pub fn clear_confident_background(
     let mean_f = &local[11..14];
     let mut cleared = 0;
     for i in 0..w * h {
-        let block = (i / w / step) * cw + (i % w) / step;
+        let block = blocks.of(i);
         if trimap.values[i] != UNKNOWN || share_b[block] < MIN_BACKGROUND_SHARE || keep(i) {
             continue;
         }

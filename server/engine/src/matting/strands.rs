@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use super::closed_form::refine_region;
 use super::trimap::{BACKGROUND, Trimap, UNKNOWN};
-use crate::planes::{ColorPlane, box_mean};
+use crate::planes::{Blocks, ColorPlane, neighbours_8};
 
 /// Scale (Gaussian σ, pixels) at which thin lines are looked for: strands
 /// of 1–3 px.
@@ -147,7 +147,7 @@ pub fn reopen_strands(
         if grown >= budget {
             break;
         }
-        for n in neighbours(i, w, h) {
+        for n in neighbours_8(i, w, h) {
             // Strands lead away from the object: a line followed back
             // inwards is the object's own texture.
             if reopened[n]
@@ -169,7 +169,7 @@ pub fn reopen_strands(
     // soft edge lies.
     let core = reopened.clone();
     for i in (0..w * h).filter(|&i| core[i]) {
-        for n in neighbours(i, w, h) {
+        for n in neighbours_8(i, w, h) {
             if signed[n] < 0.0 {
                 reopened[n] = true;
             }
@@ -210,38 +210,24 @@ fn background_means(
     let (w, h) = (image.width, image.height);
     // The means vary slowly over so wide a window: they are gathered on
     // blocks of LEAN_BLOCK² pixels, a sixteenth of the work.
-    let (bw, bh) = (w.div_ceil(LEAN_BLOCK), h.div_ceil(LEAN_BLOCK));
-    let block_of = |i: usize| (i / w / LEAN_BLOCK) * bw + (i % w) / LEAN_BLOCK;
+    let blocks = Blocks::new(w, h, LEAN_BLOCK);
     // Per block: count and channel sums.
-    let mut sums = vec![vec![0.0f32; bw * bh]; 4];
+    let mut sums = vec![vec![0.0f32; blocks.len()]; 4];
     for i in (0..w * h).filter(|&i| trimap.values[i] == BACKGROUND && !on_line(i)) {
-        let b = block_of(i);
+        let b = blocks.of(i);
         sums[0][b] += 1.0;
         for c in 0..3 {
             sums[1 + c][b] += image.pixels[i][c];
         }
     }
-    let blocks = radius.div_ceil(LEAN_BLOCK);
-    let means: Vec<Vec<f32>> = sums.iter().map(|p| box_mean(p, bw, bh, blocks)).collect();
+    let reach = radius.div_ceil(LEAN_BLOCK);
+    let means: Vec<Vec<f32>> = sums.iter().map(|p| blocks.box_mean(p, reach)).collect();
     (0..w * h)
         .map(|i| {
-            let b = block_of(i);
+            let b = blocks.of(i);
             (means[0][b] > 0.0).then(|| std::array::from_fn(|c| means[1 + c][b] / means[0][b]))
         })
         .collect()
-}
-
-/// The 8 neighbours of pixel `i` inside the image.
-fn neighbours(i: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
-    let (x, y) = ((i % w) as isize, (i / w) as isize);
-    (-1isize..=1)
-        .flat_map(move |dy| (-1isize..=1).map(move |dx| (dx, dy)))
-        .filter(|&(dx, dy)| dx != 0 || dy != 0)
-        .filter_map(move |(dx, dy)| {
-            let (nx, ny) = (x + dx, y + dy);
-            (nx >= 0 && ny >= 0 && nx < w as isize && ny < h as isize)
-                .then(|| ny as usize * w + nx as usize)
-        })
 }
 
 /// How much every pixel lies on a thin line: per channel, the larger

@@ -151,10 +151,14 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
         };
         let pm_iterations = if step == 0 { 4 } else { 2 };
         let mut distances = vec![f32::INFINITY; nnf.len()];
-        let strength = TextureStrength::of(current, &sources);
+        let mut means = patch_means(current);
+        let strength = TextureStrength::of(current, &means, &sources);
         for em in 0..em_iterations {
             let em_seed = mix(level_seed, em as u64 + 1);
-            let means = patch_means(current);
+            if em > 0 {
+                // The vote changed the hole's pixels.
+                means = patch_means(current);
+            }
             let patches = Patches {
                 level: current,
                 means: &means,
@@ -419,16 +423,16 @@ struct TextureStrength {
 }
 
 impl TextureStrength {
-    fn of(level: &Level, sources: &[bool]) -> TextureStrength {
+    /// The strengths of `level`'s patches, whose mean colours are `means`
+    /// ([`patch_means`]).
+    fn of(level: &Level, means: &[[f32; 3]], sources: &[bool]) -> TextureStrength {
         let (w, h) = (level.width, level.height);
         let mut variance = vec![0.0f32; w * h];
         for c in 0..3 {
-            let plane: Vec<f32> = level.pixels.iter().map(|p| p[c]).collect();
-            let squares: Vec<f32> = plane.iter().map(|v| v * v).collect();
-            let mean = box_mean(&plane, w, h, RADIUS);
+            let squares: Vec<f32> = level.pixels.iter().map(|p| p[c] * p[c]).collect();
             let mean_square = box_mean(&squares, w, h, RADIUS);
-            for ((v, m), m2) in variance.iter_mut().zip(mean).zip(mean_square) {
-                *v += (m2 - m * m).max(0.0);
+            for ((v, m), m2) in variance.iter_mut().zip(means).zip(mean_square) {
+                *v += (m2 - m[c] * m[c]).max(0.0);
             }
         }
         let weight: Vec<f32> = sources.iter().map(|&s| f32::from(u8::from(s))).collect();

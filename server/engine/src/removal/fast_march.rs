@@ -11,6 +11,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use crate::planes::neighbours_4;
+
 /// Known from the start, or filled.
 const KNOWN: u8 = 0;
 /// Reached by the front, value estimated, distance may still shrink.
@@ -40,7 +42,7 @@ pub(super) fn fast_march_fill(
     // bit patterns, and the index breaks ties the same way every run.
     let mut heap = BinaryHeap::new();
     for i in 0..w * h {
-        if !hole[i] && neighbours(i, w, h).any(|j| hole[j]) {
+        if !hole[i] && neighbours_4(i, w, h).any(|j| hole[j]) {
             state[i] = BAND;
             heap.push(Reverse((0u32, i)));
         }
@@ -53,7 +55,7 @@ pub(super) fn fast_march_fill(
             continue;
         }
         state[i] = KNOWN;
-        for j in neighbours(i, w, h) {
+        for j in neighbours_4(i, w, h) {
             if state[j] == KNOWN {
                 continue;
             }
@@ -71,19 +73,6 @@ pub(super) fn fast_march_fill(
             }
         }
     }
-}
-
-/// The 4-neighbours of `i` inside the image.
-fn neighbours(i: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
-    let (x, y) = (i % w, i / w);
-    [
-        (x > 0).then(|| i - 1),
-        (x + 1 < w).then(|| i + 1),
-        (y > 0).then(|| i - w),
-        (y + 1 < h).then(|| i + w),
-    ]
-    .into_iter()
-    .flatten()
 }
 
 /// Arrival time of the front at `i`: the upwind solution of `|∇T| = 1`

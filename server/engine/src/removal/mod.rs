@@ -264,6 +264,37 @@ impl Window {
     }
 }
 
+/// `width`×`height` flags as a binary image (255 where `flagged`).
+fn flag_image(flagged: impl Fn(usize) -> bool, width: usize, height: usize) -> GrayImage {
+    GrayImage::from_fn(width as u32, height as u32, |x, y| {
+        Luma([if flagged(y as usize * width + x as usize) {
+            255
+        } else {
+            0
+        }])
+    })
+}
+
+/// Distance (pixels) from every pixel to the nearest `flagged` one.
+fn distance_to(flagged: impl Fn(usize) -> bool, width: usize, height: usize) -> Vec<f32> {
+    euclidean_squared_distance_transform(&flag_image(flagged, width, height))
+        .into_raw()
+        .into_iter()
+        .map(|d2| d2.sqrt() as f32)
+        .collect()
+}
+
+/// Labels (1, 2, …) of the 8-connected parts of the `flagged` pixels, 0
+/// elsewhere.
+fn labels_8(flagged: impl Fn(usize) -> bool, width: usize, height: usize) -> Vec<u32> {
+    connected_components(
+        &flag_image(flagged, width, height),
+        Connectivity::Eight,
+        Luma([0u8]),
+    )
+    .into_raw()
+}
+
 /// The connected parts of the hole and the radius of the largest circle
 /// inscribed in each.
 struct Parts {
@@ -273,28 +304,14 @@ struct Parts {
 
 impl Parts {
     fn of(level: &Level) -> Parts {
-        let (w, h) = (level.width as u32, level.height as u32);
-        let holes = GrayImage::from_fn(w, h, |x, y| {
-            Luma([if level.hole[(y * w + x) as usize] {
-                255
-            } else {
-                0
-            }])
-        });
-        let known = GrayImage::from_fn(w, h, |x, y| {
-            Luma([if level.hole[(y * w + x) as usize] {
-                0
-            } else {
-                255
-            }])
-        });
-        let labels = connected_components(&holes, Connectivity::Eight, Luma([0u8])).into_raw();
-        let to_known = euclidean_squared_distance_transform(&known);
+        let (w, h) = (level.width, level.height);
+        let labels = labels_8(|i| level.hole[i], w, h);
+        let to_known = distance_to(|i| !level.hole[i], w, h);
         let count = labels.iter().copied().max().unwrap_or(0) as usize;
         let mut radius = vec![0.0f32; count + 1];
-        for (label, d2) in labels.iter().zip(to_known.as_raw()) {
+        for (label, d) in labels.iter().zip(to_known) {
             let r = &mut radius[*label as usize];
-            *r = r.max(d2.sqrt() as f32);
+            *r = r.max(d);
         }
         Parts { labels, radius }
     }

@@ -15,9 +15,8 @@
 //! object's corner) is left to the patches, as guessing where it turns
 //! costs more than a soft fill does.
 
-use imageproc::distance_transform::euclidean_squared_distance_transform;
-
 use super::completion::Level;
+use super::{distance_to, labels_8};
 
 /// Edge pixels are looked for within this distance of the hole (pixels).
 const RING: f32 = 16.0;
@@ -112,30 +111,13 @@ fn luma(level: &Level) -> Vec<f32> {
         .collect()
 }
 
-/// Distance of every pixel to the nearest hole pixel.
-fn distance_to_hole(level: &Level) -> Vec<f32> {
-    let (w, h) = (level.width as u32, level.height as u32);
-    let hole = image::GrayImage::from_fn(w, h, |x, y| {
-        image::Luma([if level.hole[(y * w + x) as usize] {
-            255
-        } else {
-            0
-        }])
-    });
-    euclidean_squared_distance_transform(&hole)
-        .into_raw()
-        .into_iter()
-        .map(|d| (d as f32).sqrt())
-        .collect()
-}
-
 /// The straight runs of edge pixels in the ring around the hole: pixels
 /// whose gradient is strong and a local maximum across the edge, grouped
 /// by 8-connectivity, kept when the group is long and straight.
 fn edge_runs(level: &Level) -> Vec<Run> {
     let (w, h) = (level.width, level.height);
     let luma = luma(level);
-    let distance = distance_to_hole(level);
+    let distance = distance_to(|i| level.hole[i], w, h);
     let in_ring = |x: usize, y: usize| {
         let d = distance[y * w + x];
         x > 0 && y > 0 && x + 1 < w && y + 1 < h && d > 1.5 && d <= RING
@@ -185,38 +167,17 @@ fn edge_runs(level: &Level) -> Vec<Run> {
         }
     }
 
-    let mut seen = vec![false; w * h];
-    let mut runs = Vec::new();
-    for start in 0..w * h {
-        if !edge[start] || seen[start] {
-            continue;
-        }
-        let mut group = vec![start];
-        seen[start] = true;
-        let mut next = 0;
-        while next < group.len() {
-            let i = group[next];
-            next += 1;
-            let (x, y) = ((i % w) as isize, (i / w) as isize);
-            for dy in -1..=1 {
-                for dx in -1..=1 {
-                    let (nx, ny) = (x + dx, y + dy);
-                    if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
-                        continue;
-                    }
-                    let n = ny as usize * w + nx as usize;
-                    if edge[n] && !seen[n] {
-                        seen[n] = true;
-                        group.push(n);
-                    }
-                }
-            }
-        }
-        if let Some(run) = straight_run(&group, w, &gradients, &distance) {
-            runs.push(run);
-        }
+    // The runs' pixels in raster order, one group per 8-connected part.
+    let labels = labels_8(|i| edge[i], w, h);
+    let mut groups: Vec<Vec<usize>> =
+        vec![Vec::new(); labels.iter().copied().max().unwrap_or(0) as usize];
+    for (i, &label) in labels.iter().enumerate().filter(|(_, l)| **l > 0) {
+        groups[label as usize - 1].push(i);
     }
-    runs
+    groups
+        .iter()
+        .filter_map(|group| straight_run(group, w, &gradients, &distance))
+        .collect()
 }
 
 /// A group of edge pixels as a [`Run`], if it is long and straight and its

@@ -16,6 +16,7 @@ use imageproc::distance_transform::euclidean_squared_distance_transform;
 
 use super::matting::{MattingScene, MattingStyle, scene_alpha};
 use super::noise::hash01;
+use crate::planes::neighbours_4;
 
 /// A photograph and its file stem.
 #[derive(Debug, Clone)]
@@ -158,14 +159,7 @@ pub fn hair_scene(
     let mut queue: std::collections::VecDeque<usize> =
         (0..w * h).filter(|&i| source[i].is_some()).collect();
     while let Some(i) = queue.pop_front() {
-        let (x, y) = (i % w, i / w);
-        let near = [
-            (x > 0).then(|| i - 1),
-            (x + 1 < w).then(|| i + 1),
-            (y > 0).then(|| i - w),
-            (y + 1 < h).then(|| i + w),
-        ];
-        for n in near.into_iter().flatten() {
+        for n in neighbours_4(i, w, h) {
             if source[n].is_none() {
                 source[n] = source[i];
                 queue.push_back(n);

@@ -12,6 +12,21 @@ pub fn alpha_sad(estimate: &[f32], truth: &[f32], region: impl Fn(usize) -> bool
         / 1000.0
 }
 
+/// The strand pixels `mask` leaves out: true alpha at least 0.6, 3 px or
+/// more outside the mask.
+pub fn strands_past_mask(truth: &[f32], mask: &GrayImage) -> Vec<usize> {
+    let signed = crate::matting::signed_distance(mask);
+    (0..truth.len())
+        .filter(|&i| truth[i] >= 0.6 && signed[i] <= -3.0)
+        .collect()
+}
+
+/// Share of `pixels` that `alpha` keeps, at more than 0.3 (0 for none).
+pub fn share_kept(alpha: &[f32], pixels: &[usize]) -> f64 {
+    let kept = pixels.iter().filter(|&&i| alpha[i] > 0.3).count();
+    kept as f64 / pixels.len().max(1) as f64
+}
+
 /// Mean squared alpha difference over the flagged pixels, times 1000.
 pub fn alpha_mse(estimate: &[f32], truth: &[f32], region: impl Fn(usize) -> bool) -> f64 {
     let (sum, n) = (0..truth.len())
