@@ -348,17 +348,31 @@ fn upsample_field(
 /// Sum of squared differences between the patches centred at `t` and `s`,
 /// abandoned (returning a value above `bound`) once it exceeds `bound`.
 fn patch_distance(pixels: &[[f32; 3]], width: usize, t: usize, s: usize, bound: f32) -> f32 {
+    /// Values per patch row: `SIDE` pixels of 3 channels.
+    const ROW: usize = 3 * SIDE;
+    /// Independent partial sums, so the compiler can keep them in vector
+    /// registers (a single running sum is a chain it may not reorder).
+    const LANES: usize = 8;
+    let flat = pixels.as_flattened();
     let mut sum = 0.0f32;
     for dy in 0..SIDE {
-        let t_row = t + dy * width - RADIUS * width - RADIUS;
-        let s_row = s + dy * width - RADIUS * width - RADIUS;
-        let (a, b) = (&pixels[t_row..t_row + SIDE], &pixels[s_row..s_row + SIDE]);
-        for (p, q) in a.iter().zip(b) {
-            let d0 = p[0] - q[0];
-            let d1 = p[1] - q[1];
-            let d2 = p[2] - q[2];
-            sum += d0 * d0 + d1 * d1 + d2 * d2;
+        let t_row = 3 * (t + dy * width - RADIUS * width - RADIUS);
+        let s_row = 3 * (s + dy * width - RADIUS * width - RADIUS);
+        let (a, b) = (&flat[t_row..t_row + ROW], &flat[s_row..s_row + ROW]);
+        let mut lanes = [0.0f32; LANES];
+        let (a_body, a_tail) = a.split_at(ROW - ROW % LANES);
+        let (b_body, b_tail) = b.split_at(ROW - ROW % LANES);
+        for (ca, cb) in a_body.chunks_exact(LANES).zip(b_body.chunks_exact(LANES)) {
+            for ((lane, p), q) in lanes.iter_mut().zip(ca).zip(cb) {
+                let d = p - q;
+                *lane += d * d;
+            }
         }
+        for (p, q) in a_tail.iter().zip(b_tail) {
+            let d = p - q;
+            sum += d * d;
+        }
+        sum += lanes.iter().sum::<f32>();
         if sum > bound {
             return sum;
         }

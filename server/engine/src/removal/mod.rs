@@ -104,8 +104,14 @@ pub fn fill(image: &RgbImage, hole: &GrayImage, seed: u64, strategy: FillStrateg
         if strategy == FillStrategy::Auto {
             structure::continue_edges(&mut level, radius);
             let mut smooth = level.clone();
-            membrane_fill(&mut smooth, &level.hole);
-            let distances = completion::complete(&mut level, radius, seed);
+            let hole = level.hole.clone();
+            // The membrane's relaxation runs on one core; beside the
+            // completion, which keeps every core busy, it costs no wall
+            // time of its own (a quarter of the removal's at 0.5 MP).
+            let ((), distances) = rayon::join(
+                || membrane_fill(&mut smooth, &hole),
+                || completion::complete(&mut level, radius, seed),
+            );
             add_detail(&mut smooth, &level, &distances);
             level = smooth;
         } else {
