@@ -245,7 +245,8 @@ fn at_800_by_600_a_cut_out_is_not_worse_than_its_mask() {
 /// surface is filled with texture, not with the flat surface's calm.
 /// Choosing patches by colour alone took the flat ones and left a wash
 /// (gradient ratio 0.08); weighing the texture strength the surroundings
-/// predict gives 0.36.
+/// predict gave 0.36, and charging a flat source for the grain it lacks
+/// (`removal::texture`) 0.77.
 #[test]
 fn a_hole_in_texture_beside_a_flat_surface_is_filled_with_texture() {
     let gravel = image::open(photos_dir().join("gravel.jpg"))
@@ -275,7 +276,7 @@ fn a_hole_in_texture_beside_a_flat_surface_is_filled_with_texture() {
             retouch_engine::removal::FillStrategy::Auto,
         );
         let ratio = retouch_engine::synthetic::quality::gradient_ratio(&out, &original, &mask);
-        assert!(ratio >= 0.3, "seed {seed}: gradient ratio {ratio:.2}");
+        assert!(ratio >= 0.6, "seed {seed}: gradient ratio {ratio:.2}");
     }
 }
 

@@ -19,17 +19,17 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use rayon::prelude::*;
 
-use crate::harmonic::{self, Field};
+use super::texture::{TextureStrength, fine_variances};
 use crate::planes::{average, box_mean, halve};
 
 /// Patches are `(2 · RADIUS + 1)²` pixels.
-const RADIUS: usize = 3;
+pub(super) const RADIUS: usize = 3;
 /// Pixels per patch side.
 const SIDE: usize = 2 * RADIUS + 1;
 /// Pixels per patch.
 pub(super) const PATCH_PIXELS: usize = SIDE * SIDE;
 /// No match.
-const NONE: u32 = u32::MAX;
+pub(super) const NONE: u32 = u32::MAX;
 /// Stop halving once the shorter side would fall below this.
 const MIN_SIDE: usize = 4 * SIDE;
 /// Stop halving once the hole's inscribed radius would fall below this.
@@ -39,15 +39,6 @@ const MIN_HOLE_RADIUS: f32 = 2.0;
 const BIAS_PENALTY: f32 = 0.25;
 /// Rows per parallel PatchMatch band.
 const BAND_ROWS: usize = 8;
-/// Weight of the texture-strength term of the patch distance (see
-/// [`TextureStrength`]), per patch pixel.
-const STRENGTH_WEIGHT: f32 = 0.3;
-/// How closely (in levels) the expected texture strength is interpolated:
-/// it weighs patches, so a fraction of a level is ample.
-const STRENGTH_TOLERANCE: f32 = 0.25;
-/// Radius of the quadrant neighbourhoods of [`TextureStrength`].
-const QUADRANT: usize = 4;
-
 /// One pyramid level: colours in `0..=255` and the hole.
 #[derive(Debug, Clone)]
 pub(super) struct Level {
@@ -105,6 +96,7 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
         radius /= 2.0;
     }
     let depth = pyramid.len();
+    let fine = fine_variances(&pyramid, &source_centres(&pyramid[0]));
     // The coarsest level starts from the harmonic interpolation of the
     // hole's border: smooth, but with the right colours in the right places.
     let coarsest = pyramid.last_mut().expect("never empty");
@@ -152,17 +144,20 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
         let pm_iterations = if step == 0 { 4 } else { 2 };
         let mut distances = vec![f32::INFINITY; nnf.len()];
         let mut means = patch_means(current);
-        let strength = TextureStrength::of(current, &means, &sources);
+        let strength = TextureStrength::of(current, &means, &sources, &fine[index]);
+        let mut reuse = Vec::new();
         for em in 0..em_iterations {
             let em_seed = mix(level_seed, em as u64 + 1);
             if em > 0 {
                 // The vote changed the hole's pixels.
                 means = patch_means(current);
             }
+            reuse = strength.reuse(current, &nnf);
             let patches = Patches {
                 level: current,
                 means: &means,
                 strength: &strength,
+                reuse: &reuse,
             };
             patch_match(
                 &patches,
@@ -180,8 +175,9 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
             let means = patch_means(current);
             copy_centres(current, &nnf, &means);
             // The caller trusts a match by how closely it matched in
-            // colour; the strength penalty chose it but is not part of that
-            // (a brick wall's near-exact repeats lost 3 dB when it was).
+            // colour; the texture penalties chose it but are not part of
+            // that (a brick wall's near-exact repeats lost 3 dB when they
+            // were).
             finest_distances = distances
                 .iter()
                 .zip(&nnf)
@@ -190,7 +186,8 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
                     if s == NONE {
                         d
                     } else {
-                        (d - strength.mismatch(t, s as usize)).max(0.0)
+                        let s = s as usize;
+                        (d - strength.penalty(t, s) - reuse[s]).max(0.0)
                     }
                 })
                 .collect();
@@ -381,11 +378,13 @@ fn patch_distance(pixels: &[[f32; 3]], width: usize, t: usize, s: usize, bound: 
 }
 
 /// What the patch distance compares: the level's pixels, every patch's
-/// mean colour, and the texture strength expected of every target.
+/// mean colour, the texture strength expected of every target, and the
+/// cost of copying each source once more.
 struct Patches<'a> {
     level: &'a Level,
     means: &'a [[f32; 3]],
     strength: &'a TextureStrength,
+    reuse: &'a [f32],
 }
 
 impl Patches<'_> {
@@ -396,102 +395,34 @@ impl Patches<'_> {
     /// brightness; the remaining penalty keeps matches from drifting far in
     /// colour.
     ///
-    /// Plus a penalty for a source whose texture is weaker or stronger than
-    /// the target's surroundings say it should be. Without it, a target
-    /// still holding the smooth estimate of a coarser level is closest to
-    /// the flattest source, and the fill comes out as a wash wherever the
-    /// surroundings are textured.
+    /// Plus what the source's texture costs against what the target's
+    /// surroundings predict ([`TextureStrength::penalty`]): without it a
+    /// target still holding the smooth estimate of a coarser level is
+    /// closest to the flattest source, and the fill comes out as a wash
+    /// wherever the surroundings are textured. And plus what copying the
+    /// source once more costs ([`TextureStrength::reuse`]).
     fn distance(&self, t: usize, s: usize, bound: f32) -> f32 {
         let (mt, ms) = (self.means[t], self.means[s]);
         let shift: f32 = (0..3).map(|c| (mt[c] - ms[c]).powi(2)).sum::<f32>()
             * PATCH_PIXELS as f32
             * (1.0 - BIAS_PENALTY);
-        let strength = self.strength.mismatch(t, s);
-        if strength > bound {
-            return strength;
+        let texture = self.strength.penalty(t, s) + self.reuse[s];
+        if texture > bound {
+            return texture;
         }
         let ssd = patch_distance(
             &self.level.pixels,
             self.level.width,
             t,
             s,
-            bound - strength + shift,
+            bound - texture + shift,
         );
-        (ssd - shift).max(0.0) + strength
-    }
-}
-
-/// The texture strength of patches: the root of the summed per-channel
-/// variance of every patch (`own`), and for targets the strength their
-/// surroundings predict (`expected`): the sources' texture, interpolated
-/// smoothly (membrane) across the hole.
-///
-/// What is interpolated is a source's texture without the edges beside
-/// it: the least of its four quadrant neighbourhoods' mean variance. A
-/// hole cut along an object's outline is ringed by that edge; counting it
-/// as texture made the hole expect busy patches and fill a face with a
-/// badge's print.
-struct TextureStrength {
-    own: Vec<f32>,
-    expected: Vec<f32>,
-}
-
-impl TextureStrength {
-    /// The strengths of `level`'s patches, whose mean colours are `means`
-    /// ([`patch_means`]).
-    fn of(level: &Level, means: &[[f32; 3]], sources: &[bool]) -> TextureStrength {
-        let (w, h) = (level.width, level.height);
-        let mut variance = vec![0.0f32; w * h];
-        for c in 0..3 {
-            let squares: Vec<f32> = level.pixels.iter().map(|p| p[c] * p[c]).collect();
-            let mean_square = box_mean(&squares, w, h, RADIUS);
-            for ((v, m), m2) in variance.iter_mut().zip(means).zip(mean_square) {
-                *v += (m2 - m[c] * m[c]).max(0.0);
-            }
-        }
-        let weight: Vec<f32> = sources.iter().map(|&s| f32::from(u8::from(s))).collect();
-        let weighted: Vec<f32> = variance.iter().zip(&weight).map(|(v, k)| v * k).collect();
-        let (sum, count) = (
-            box_mean(&weighted, w, h, QUADRANT),
-            box_mean(&weight, w, h, QUADRANT),
-        );
-        let mut field = Field::new(w, h, 1);
-        for i in (0..w * h).filter(|&i| sources[i]) {
-            let (x, y) = (i % w, i / w);
-            let quadrants = [(-1, -1), (1, -1), (-1, 1), (1, 1)].map(|(dx, dy)| {
-                let qx = (x as isize + dx * QUADRANT as isize).clamp(0, w as isize - 1) as usize;
-                let qy = (y as isize + dy * QUADRANT as isize).clamp(0, h as isize - 1) as usize;
-                let q = qy * w + qx;
-                if count[q] > 0.0 {
-                    sum[q] / count[q]
-                } else {
-                    f32::INFINITY
-                }
-            });
-            let least = quadrants.into_iter().fold(f32::INFINITY, f32::min);
-            field.values[i] = least.min(variance[i]).sqrt();
-        }
-        for (known, &source) in field.known.iter_mut().zip(sources) {
-            *known = source;
-        }
-        if sources.iter().any(|&s| s) {
-            harmonic::fill_within(&mut field, STRENGTH_TOLERANCE);
-        }
-        TextureStrength {
-            own: variance.into_iter().map(f32::sqrt).collect(),
-            expected: field.values,
-        }
-    }
-
-    /// Penalty for matching target `t` to source `s`.
-    fn mismatch(&self, t: usize, s: usize) -> f32 {
-        let d = self.expected[t] - self.own[s];
-        STRENGTH_WEIGHT * PATCH_PIXELS as f32 * d * d
+        (ssd - shift).max(0.0) + texture
     }
 }
 
 /// Mean colour of the patch centred at every pixel (clipped at borders).
-fn patch_means(level: &Level) -> Vec<[f32; 3]> {
+pub(super) fn patch_means(level: &Level) -> Vec<[f32; 3]> {
     let (w, h) = (level.width, level.height);
     let channels: [Vec<f32>; 3] = std::array::from_fn(|c| {
         let plane: Vec<f32> = level.pixels.iter().map(|p| p[c]).collect();

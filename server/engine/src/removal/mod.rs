@@ -16,6 +16,7 @@ mod completion;
 mod fast_march;
 mod grow;
 mod structure;
+mod texture;
 
 pub use grow::grown_mask;
 
