@@ -282,11 +282,14 @@ fn a_hole_in_texture_beside_a_flat_surface_is_filled_with_texture() {
 
 /// Hair over a busy real background, with the blocky mask a user draws:
 /// strands past the mask (true alpha ≥ 0.6, 3 px or more outside it) keep
-/// alpha above 0.3, and the cut-out stays better than the mask. The band
-/// stops at 3% of the shorter side, so before strands were followed past
-/// it (`matting::strands`) 8–10% of these pixels were kept; since, 23–32%.
-/// Strands over busier fur and print (the cat, the china) are mostly still
-/// lost: their lines are no stronger than the background's texture.
+/// alpha above 0.3, and the cut-out stays better than the mask. Before
+/// strands were followed past the band (`matting::strands`) 8–10% of these
+/// pixels were kept; since, 29% and 20%. Since the band covers a grid
+/// mask's whole block (`matting::block_size`), 22% and 13%: the mask's
+/// pull reaches hair roots less, and fewer strands start; the cut-outs'
+/// SAD improved. Strands over busier fur and print (the cat, the china)
+/// are mostly still lost: their lines are no stronger than the
+/// background's texture.
 #[test]
 fn strands_past_a_blocky_mask_survive_over_a_busy_background() {
     let photos = photos();
@@ -298,6 +301,7 @@ fn strands_past_a_blocky_mask_survive_over_a_busy_background() {
             .image
     };
     let (w, h) = (640u32, 480u32);
+    let mut shares = Vec::new();
     for seed in [1, 2] {
         let scene =
             retouch_engine::synthetic::hair_scene(find("astronaut"), find("flower"), w, h, seed);
@@ -307,14 +311,17 @@ fn strands_past_a_blocky_mask_survive_over_a_busy_background() {
         let alpha = matte_alpha(&scene.image, &mask);
         let kept = share_kept(&alpha, &strands);
         assert!(
-            kept >= 0.18,
+            kept >= 0.11,
             "seed {seed}: {:.1}% of strand pixels kept",
             100.0 * kept
         );
+        shares.push(kept);
         let (sad, mask_sad) = sads_of(&alpha, &mask, &scene.alpha);
         assert!(
             sad <= mask_sad,
             "seed {seed}: SAD {sad:.2} against the mask's {mask_sad:.2}"
         );
     }
+    let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+    assert!(mean >= 0.15, "{:.1}% of strand pixels kept", 100.0 * mean);
 }

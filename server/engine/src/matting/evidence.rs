@@ -98,6 +98,16 @@ impl EdgeBand {
             edge: 0.0,
         }
     }
+
+    /// This band, widened where needed to reach at least `inner` inside
+    /// the outline and `outer` outside it.
+    pub fn covering(self, inner: f32, outer: f32) -> Self {
+        EdgeBand {
+            inner: self.inner.max(inner),
+            outer: self.outer.min(-outer),
+            ..self
+        }
+    }
 }
 
 /// The mean gradient across the outline: one bin per pixel of signed
