@@ -13,6 +13,10 @@ const LARGEST_BLOCK: usize = 32;
 /// Fewest outline crossings, along rows and along columns each, on which a
 /// grid is believed: a small mask lands on some grid by chance.
 const MIN_CROSSINGS: usize = 16;
+/// Fewest distinct grid lines the crossings must lie on, along rows and
+/// along columns each: a drawn rectangle's two sides lie on some grid
+/// whatever their spacing, which says nothing of a block size.
+const MIN_LINES: usize = 4;
 /// Share of the crossings that must lie on the grid's lines; a little
 /// slack lets a few hand touch-ups through.
 const ON_GRID: f64 = 0.98;
@@ -42,9 +46,20 @@ pub fn block_size(mask: &GrayImage) -> Option<usize> {
     if columns.len() < MIN_CROSSINGS || rows.len() < MIN_CROSSINGS {
         return None;
     }
+    if distinct(&columns) < MIN_LINES || distinct(&rows) < MIN_LINES {
+        return None;
+    }
     (2..=LARGEST_BLOCK)
         .rev()
         .find(|&k| on_one_grid(&columns, k) && on_one_grid(&rows, k))
+}
+
+/// How many different values `positions` holds.
+fn distinct(positions: &[usize]) -> usize {
+    let mut sorted = positions.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.len()
 }
 
 /// Whether nearly all `positions` share one remainder modulo `k`.
@@ -90,5 +105,15 @@ mod tests {
     fn a_mask_drawn_at_full_resolution_has_no_grid() {
         assert_eq!(block_size(&disc(1, 0)), None);
         assert_eq!(block_size(&GrayImage::new(50, 50)), None);
+        // A drawn box: its sides are 200 and 120 px apart, multiples of 8,
+        // 10, 20 and 25, and still no grid.
+        let boxed = GrayImage::from_fn(400, 300, |x, y| {
+            Luma([if (100..300).contains(&x) && (90..210).contains(&y) {
+                255
+            } else {
+                0
+            }])
+        });
+        assert_eq!(block_size(&boxed), None);
     }
 }
