@@ -246,7 +246,7 @@ fn at_800_by_600_a_cut_out_is_not_worse_than_its_mask() {
 /// Choosing patches by colour alone took the flat ones and left a wash
 /// (gradient ratio 0.08); weighing the texture strength the surroundings
 /// predict gave 0.36, and charging a flat source for the grain it lacks
-/// (`removal::texture`) 0.77.
+/// (`removal::texture`) 0.78.
 #[test]
 fn a_hole_in_texture_beside_a_flat_surface_is_filled_with_texture() {
     let gravel = image::open(photos_dir().join("gravel.jpg"))
