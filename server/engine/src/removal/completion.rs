@@ -19,17 +19,9 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use rayon::prelude::*;
 
+use super::level::{Level, NONE, PATCH_PIXELS, RADIUS, SIDE, patch_means};
 use super::texture::{TextureStrength, fine_variances};
-use crate::planes::{average, box_mean, halve};
 
-/// Patches are `(2 · RADIUS + 1)²` pixels.
-pub(super) const RADIUS: usize = 3;
-/// Pixels per patch side.
-const SIDE: usize = 2 * RADIUS + 1;
-/// Pixels per patch.
-pub(super) const PATCH_PIXELS: usize = SIDE * SIDE;
-/// No match.
-pub(super) const NONE: u32 = u32::MAX;
 /// Stop halving once the shorter side would fall below this.
 const MIN_SIDE: usize = 4 * SIDE;
 /// Stop halving once the hole's inscribed radius would fall below this.
@@ -39,37 +31,6 @@ const MIN_HOLE_RADIUS: f32 = 2.0;
 const BIAS_PENALTY: f32 = 0.25;
 /// Rows per parallel PatchMatch band.
 const BAND_ROWS: usize = 8;
-/// One pyramid level: colours in `0..=255` and the hole.
-#[derive(Debug, Clone)]
-pub(super) struct Level {
-    pub width: usize,
-    pub height: usize,
-    pub pixels: Vec<[f32; 3]>,
-    pub hole: Vec<bool>,
-}
-
-impl Level {
-    /// Halves both sides: a coarse pixel is in the hole when any of its
-    /// children is, and otherwise averages them.
-    fn downsample(&self) -> Level {
-        let (w, h) = (self.width, self.height);
-        let (pixels, width, height) = halve(&self.pixels, w, h, average);
-        let (hole, _, _) = halve(&self.hole, w, h, |mut children| {
-            Iterator::any(&mut children, |h| h)
-        });
-        Level {
-            width,
-            height,
-            pixels,
-            hole,
-        }
-    }
-
-    fn index(&self, x: usize, y: usize) -> usize {
-        y * self.width + x
-    }
-}
-
 /// Fills the hole of `level` in place. `hole_radius` is the largest
 /// inscribed radius of the hole in pixels, which bounds how coarse the
 /// pyramid needs to go.
@@ -419,18 +380,6 @@ impl Patches<'_> {
         );
         (ssd - shift).max(0.0) + texture
     }
-}
-
-/// Mean colour of the patch centred at every pixel (clipped at borders).
-pub(super) fn patch_means(level: &Level) -> Vec<[f32; 3]> {
-    let (w, h) = (level.width, level.height);
-    let channels: [Vec<f32>; 3] = std::array::from_fn(|c| {
-        let plane: Vec<f32> = level.pixels.iter().map(|p| p[c]).collect();
-        box_mean(&plane, w, h, RADIUS)
-    });
-    (0..w * h)
-        .map(|i| [channels[0][i], channels[1][i], channels[2][i]])
-        .collect()
 }
 
 /// PatchMatch iterations over the targets of `nnf`, in parallel bands of

@@ -15,6 +15,7 @@
 mod completion;
 mod fast_march;
 mod grow;
+mod level;
 mod structure;
 mod texture;
 
@@ -27,8 +28,8 @@ use imageproc::region_labelling::{Connectivity, connected_components};
 
 use super::RemovalParams;
 use super::harmonic::{self, Field};
-use completion::Level;
 use fast_march::fast_march_fill;
+use level::Level;
 
 /// Parts of the hole whose largest inscribed circle has at most this radius
 /// (in pixels) are thin: strokes and scribbles, too narrow for patches.
@@ -152,7 +153,7 @@ fn add_detail(smooth: &mut Level, completed: &Level, distances: &[f32]) {
     let (w, h) = (completed.width as u32, completed.height as u32);
     let plane = Rgb32FImage::from_fn(w, h, |x, y| Rgb(completed.pixels[(y * w + x) as usize]));
     let blurred = gaussian_blur_f32(&plane, DETAIL_SIGMA);
-    let scale = 1.0 / ((3 * completion::PATCH_PIXELS) as f32 * MATCH_TOLERANCE * MATCH_TOLERANCE);
+    let scale = 1.0 / ((3 * level::PATCH_PIXELS) as f32 * MATCH_TOLERANCE * MATCH_TOLERANCE);
     let trust = image::ImageBuffer::<Luma<f32>, Vec<f32>>::from_fn(w, h, |x, y| {
         Luma([(-distances[(y * w + x) as usize] * scale).exp()])
     });

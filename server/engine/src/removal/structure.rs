@@ -15,7 +15,7 @@
 //! object's corner) is left to the patches, as guessing where it turns
 //! costs more than a soft fill does.
 
-use super::completion::Level;
+use super::level::Level;
 use super::{distance_to, labels_8};
 
 /// Edge pixels are looked for within this distance of the hole (pixels).

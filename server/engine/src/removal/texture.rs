@@ -10,7 +10,7 @@
 use crate::harmonic::{self, Field};
 use crate::planes::{box_mean, halve};
 
-use super::completion::{Level, NONE, PATCH_PIXELS, RADIUS};
+use super::level::{Level, NONE, PATCH_PIXELS, RADIUS, patch_means};
 
 /// Weight of the strength mismatch, per patch pixel (see
 /// [`TextureStrength::penalty`]).
@@ -35,7 +35,7 @@ const REUSE_WEIGHT: f32 = 0.25;
 /// calm. Carrying the finest level's variance down lets it.
 pub(super) fn fine_variances(pyramid: &[Level], sources: &[bool]) -> Vec<Vec<f32>> {
     let finest = &pyramid[0];
-    let variance = patch_variance(finest, &super::completion::patch_means(finest));
+    let variance = patch_variance(finest, &patch_means(finest));
     let mut levels = vec![
         variance
             .iter()
@@ -249,7 +249,7 @@ mod tests {
                     && !(12 - RADIUS..19 + RADIUS).contains(&x)
             })
             .collect();
-        let means = super::super::completion::patch_means(&grainy_and_flat);
+        let means = patch_means(&grainy_and_flat);
         let fine = vec![f32::NAN; w * h];
         let strength = TextureStrength::of(&grainy_and_flat, &means, &sources, &fine);
         let (grainy, flat) = (15 * w + 5, 15 * w + 50);
@@ -272,7 +272,7 @@ mod tests {
             flat.hole[i] = true;
         }
         let sources: Vec<bool> = (0..w * h).map(|i| i / w >= 10 + RADIUS).collect();
-        let means = super::super::completion::patch_means(&flat);
+        let means = patch_means(&flat);
         let fine = vec![f32::NAN; w * h];
         let strength = TextureStrength {
             expected: vec![10.0; w * h],
