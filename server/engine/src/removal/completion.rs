@@ -96,13 +96,20 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
         // come whole from their matches (`copy_centres`), one round
         // measured the same as two on the bench's photos (PSNR within
         // 0.03 dB, gradient ratio within 0.02) at three quarters of the
-        // time.
-        let em_iterations = if index == 0 && step > 0 {
+        // time, and one PatchMatch pass the same as two (within 0.01 dB
+        // and 0.01) at 29% fewer patch comparisons (a 55% hole at
+        // 800×600).
+        let finest = index == 0 && step > 0;
+        let em_iterations = if finest {
             1
         } else {
             6usize.saturating_sub(2 * step).max(2)
         };
-        let pm_iterations = if step == 0 { 4 } else { 2 };
+        let pm_iterations = match (step, finest) {
+            (0, _) => 4,
+            (_, true) => 1,
+            _ => 2,
+        };
         let mut distances = vec![f32::INFINITY; nnf.len()];
         let mut means = patch_means(current);
         let strength = TextureStrength::of(current, &means, &sources, &fine[index]);
