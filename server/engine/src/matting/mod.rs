@@ -93,28 +93,23 @@ pub fn matte(image: &RgbImage, mask: &GrayImage, options: &MattingOptions) -> Rg
     let signed = signed_distance(mask);
     let band = options.band_radius.map_or_else(
         || {
-            edge_band(
-                &gradient_magnitude(&colours),
-                &signed,
-                w,
-                h,
-                max_band_radius(w, h),
-            )
+            let max_radius = max_band_radius(w, h);
+            let band = edge_band(&gradient_magnitude(&colours), &signed, w, h, max_radius);
+            // A mask enlarged from a coarse grid can be off by a whole
+            // block anywhere along its outline, and the edge profile sees
+            // only where the edge is on average: on the bench's 8 px grids
+            // it gave ±4 px, so soft edges and strands 4–8 px from the
+            // outline were forced to the mask's verdict.
+            match block_size(mask) {
+                Some(block) => {
+                    let outer = (block as f32 + BLOCK_MARGIN).min(max_radius);
+                    band.covering(BLOCK_INNER_SHARE * outer, outer)
+                }
+                None => band,
+            }
         },
         EdgeBand::symmetric,
     );
-    // A mask enlarged from a coarse grid can be off by a whole block
-    // anywhere along its outline, and the edge profile sees only where the
-    // edge is on average: on the bench's 8 px grids it gave ±4 px, so soft
-    // edges and strands 4–8 px from the outline were forced to the mask's
-    // verdict.
-    let band = match (options.band_radius, block_size(mask)) {
-        (None, Some(block)) => {
-            let outer = (block as f32 + BLOCK_MARGIN).min(max_band_radius(w, h));
-            band.covering(BLOCK_INNER_SHARE * outer, outer)
-        }
-        _ => band,
-    };
     let mut trimap = band_trimap(&signed, w, h, band);
     let alpha = match options.method {
         AlphaMethod::ClosedForm => {

@@ -99,13 +99,13 @@ pub(super) fn complete(level: &mut Level, hole_radius: f32, seed: u64) -> Vec<f3
         // time, and one PatchMatch pass the same as two (within 0.01 dB
         // and 0.01) at 29% fewer patch comparisons (a 55% hole at
         // 800×600).
-        let finest = index == 0 && step > 0;
-        let em_iterations = if finest {
+        let at_finest = index == 0 && step > 0;
+        let em_iterations = if at_finest {
             1
         } else {
             6usize.saturating_sub(2 * step).max(2)
         };
-        let pm_iterations = match (step, finest) {
+        let pm_iterations = match (step, at_finest) {
             (0, _) => 4,
             (_, true) => 1,
             _ => 2,
